@@ -1,0 +1,47 @@
+"""Compute backends behind one interface, in auto-detection order (npu, cuda, cpu).
+
+torch would otherwise auto-load an installed ``torch_npu`` at ``import torch`` and fail outright
+on a host without the CANN toolkit; lineage turns that off (unless the user set it) so such a
+host still gets a working CPU/CUDA tool, and imports torch_npu itself only in the npu backend.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TORCH_DEVICE_BACKEND_AUTOLOAD", "0")
+
+from backends.base import Backend, BackendStatus  # noqa: E402
+from backends.cpu import CPUBackend  # noqa: E402
+from backends.cuda import CUDABackend  # noqa: E402
+from backends.npu import NPUBackend  # noqa: E402
+from verifier.errors import BackendError  # noqa: E402
+
+#: every backend, in the order "auto" tries them
+BACKENDS: dict[str, Backend] = {b.name: b for b in (NPUBackend(), CUDABackend(), CPUBackend())}
+ENV_OVERRIDE = "LINEAGE_BACKEND"
+
+
+def statuses() -> list[BackendStatus]:
+    return [b.status() for b in BACKENDS.values()]
+
+
+def select(name: str = "auto") -> tuple[Backend, BackendStatus]:
+    """The backend named (or the first available for "auto"); an absent one is an error."""
+    if name == "auto":
+        name = os.environ.get(ENV_OVERRIDE, "auto")
+    if name == "auto":
+        for backend in BACKENDS.values():
+            st = backend.status()
+            if st.available:
+                return backend, st
+    backend = BACKENDS.get(name)
+    if backend is None:
+        raise BackendError(f"unknown backend {name!r} (choose from auto, {', '.join(BACKENDS)})")
+    st = backend.status()
+    if not st.available:
+        raise BackendError(f"backend {name!r} is not available here: {st.reason}")
+    return backend, st
+
+
+__all__ = ["BACKENDS", "Backend", "BackendStatus", "select", "statuses"]

@@ -1,0 +1,44 @@
+"""NVIDIA GPUs through torch's CUDA build."""
+
+from __future__ import annotations
+
+import torch
+
+from backends.base import Backend, BackendStatus
+
+
+class CUDABackend(Backend):
+    name = "cuda"
+    distributed = "nccl"
+
+    def status(self) -> BackendStatus:
+        versions = {"torch": torch.__version__}
+        if torch.version.cuda is None:
+            return BackendStatus(
+                name=self.name,
+                available=False,
+                reason=f"this torch ({torch.__version__}) was built without CUDA",
+                versions=versions,
+                distributed=self.distributed,
+            )
+        versions["cuda"] = str(torch.version.cuda)
+        try:
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        except RuntimeError as exc:  # broken driver installs raise instead of returning False
+            return BackendStatus(
+                name=self.name, available=False, reason=f"CUDA driver error: {exc}",
+                versions=versions, distributed=self.distributed,
+            )
+        if count == 0:
+            return BackendStatus(
+                name=self.name, available=False, reason="no CUDA device is visible",
+                versions=versions, distributed=self.distributed,
+            )
+        return BackendStatus(
+            name=self.name,
+            available=True,
+            device_count=count,
+            devices=[torch.cuda.get_device_name(i) for i in range(count)],
+            versions=versions,
+            distributed=self.distributed,
+        )

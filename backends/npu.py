@@ -1,0 +1,58 @@
+"""Huawei Ascend NPUs through ``torch_npu``, imported only here and only when asked.
+
+Detection follows accelerate's ``is_npu_available``: find the module spec first (cheap, no
+import), then import inside ``try/except Exception`` (a missing CANN toolkit raises ImportError
+for ``libhccl.so``; other driver faults raise other types), then count devices, catching
+RuntimeError. ``torch_npu.contrib.transfer_to_npu`` is never used: it rewrites ``torch.cuda``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Any
+
+import torch
+
+from backends.base import Backend, BackendStatus
+
+
+class NPUBackend(Backend):
+    name = "npu"
+    distributed = "hccl"
+
+    def _fail(self, reason: str, versions: dict[str, str]) -> BackendStatus:
+        return BackendStatus(
+            name=self.name, available=False, reason=reason, versions=versions,
+            distributed=self.distributed,
+        )
+
+    def status(self) -> BackendStatus:
+        versions = {"torch": torch.__version__}
+        if importlib.util.find_spec("torch_npu") is None:
+            return self._fail("torch_npu is not installed (pip install 'lineage[npu]')", versions)
+        try:
+            torch_npu: Any = importlib.import_module("torch_npu")
+        except Exception as exc:  # noqa: BLE001 - any import failure means "not usable here"
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            return self._fail(
+                f"torch_npu failed to import ({first}); is the CANN toolkit installed and "
+                "its set_env.sh sourced?",
+                versions,
+            )
+        versions["torch_npu"] = str(getattr(torch_npu, "__version__", "unknown"))
+        npu = getattr(torch, "npu", None)
+        try:
+            count = int(npu.device_count()) if npu is not None and npu.is_available() else 0
+        except RuntimeError as exc:
+            return self._fail(f"Ascend driver error: {exc}", versions)
+        if count == 0:
+            return self._fail("no Ascend NPU is visible (check ASCEND_RT_VISIBLE_DEVICES)", versions)
+        return BackendStatus(
+            name=self.name,
+            available=True,
+            device_count=count,
+            devices=[str(npu.get_device_name(i)) for i in range(count)],
+            versions=versions,
+            distributed=self.distributed,
+        )

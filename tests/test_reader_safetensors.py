@@ -1,0 +1,91 @@
+"""The safetensors reader: lazy, sharded, dtype-faithful, and precise about broken files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from checkpoints import llama_tensors, write_llama_folder
+from safetensors.torch import save_file
+
+from verifier.errors import InputError
+from verifier.readers import open_checkpoint
+from verifier.readers.safetensors_reader import SafetensorsCheckpoint
+
+
+def test_single_file_lists_headers_and_loads_exact_values(tmp_path):
+    tensors = {
+        "a": torch.randn(3, 5),
+        "b": torch.randn(7).to(torch.bfloat16),
+        "c": torch.randn(2, 2).to(torch.float16),
+        "d": torch.randint(-128, 127, (4, 4), dtype=torch.int8),
+    }
+    save_file(tensors, str(tmp_path / "w.safetensors"))
+    with open_checkpoint(tmp_path / "w.safetensors") as reader:
+        infos = {t.name: t for t in reader.tensors()}
+        assert {n: (i.shape, i.dtype) for n, i in infos.items()} == {
+            "a": ((3, 5), "float32"),
+            "b": ((7,), "bfloat16"),
+            "c": ((2, 2), "float16"),
+            "d": ((4, 4), "int8"),
+        }
+        assert all(i.file == "w.safetensors" for i in infos.values())
+        for name, t in tensors.items():
+            loaded = reader.load(name)
+            assert loaded.dtype == t.dtype
+            assert torch.equal(loaded, t)
+
+
+def test_sharded_folder_reads_every_tensor_from_its_shard(tmp_path):
+    tensors = llama_tensors()
+    folder = write_llama_folder(tmp_path / "m", tensors, shards=3)
+    with open_checkpoint(folder) as reader:
+        assert isinstance(reader, SafetensorsCheckpoint)
+        assert len(reader.files) == 3
+        assert {t.name for t in reader.tensors()} == set(tensors)
+        files = {t.file for t in reader.tensors()}
+        assert files == {f"model-0000{k}-of-00003.safetensors" for k in (1, 2, 3)}
+        for name, t in tensors.items():
+            assert torch.equal(reader.load(name), t)
+
+
+def test_index_naming_a_missing_shard_is_an_input_error(tmp_path):
+    folder = write_llama_folder(tmp_path / "m", shards=2)
+    (folder / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(InputError, match="model-00002-of-00002.safetensors.*missing"):
+        open_checkpoint(folder)
+
+
+def test_index_that_misplaces_a_tensor_is_an_input_error(tmp_path):
+    folder = write_llama_folder(tmp_path / "m", shards=2)
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    name = next(iter(index["weight_map"]))
+    other = {"model-00001-of-00002.safetensors": "model-00002-of-00002.safetensors",
+             "model-00002-of-00002.safetensors": "model-00001-of-00002.safetensors"}
+    index["weight_map"][name] = other[index["weight_map"][name]]
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(InputError, match=name.replace(".", r"\.")):
+        open_checkpoint(folder)
+
+
+def test_shards_that_overlap_are_refused(tmp_path):
+    save_file({"x": torch.zeros(2)}, str(tmp_path / "a.safetensors"))
+    save_file({"x": torch.ones(2)}, str(tmp_path / "b.safetensors"))
+    with pytest.raises(InputError, match="also appears"):
+        open_checkpoint(tmp_path)
+
+
+def test_unknown_tensor_name_is_an_input_error(tmp_path):
+    save_file({"x": torch.zeros(2)}, str(tmp_path / "a.safetensors"))
+    with open_checkpoint(tmp_path) as reader, pytest.raises(InputError, match="no tensor named"):
+        reader.load("y")
+
+
+def test_loading_is_lazy_memory_mapped(tmp_path):
+    """A tensor comes from the file map, not from a copy made when the file was opened."""
+    save_file({"x": torch.arange(10.0)}, str(tmp_path / "a.safetensors"))
+    with open_checkpoint(tmp_path) as reader:
+        assert reader.tensors()[0].numel == 10
+        # nothing is materialised until asked for: opening holds only the header
+        assert torch.equal(reader.load("x"), torch.arange(10.0))

@@ -1,0 +1,143 @@
+"""Canonical roles: what each tensor of a checkpoint *is*, whatever its family calls it.
+
+Probes never see family-specific names. They ask a ``ModelLayout`` for "layer 3, role up" or
+"expert 5 of layer 3, role down" and get a ``RoleRef`` saying which stored tensor holds it and
+how to cut it out (expert index of a 3-D stack, transposition of Conv1D / MatMul storage, a row
+range of a fused qkv or gate_up tensor). Loaded roles are always in PyTorch ``nn.Linear``
+orientation ``[out_features, in_features]``: q/k/v/gate/up rows are output neurons over the
+hidden dimension, o/down are ``[hidden, inner]``, embeddings are ``[vocab, hidden]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from verifier.readers.base import CheckpointReader
+
+# Model-wide roles.
+EMBED = "embed"
+LM_HEAD = "lm_head"
+FINAL_NORM = "final_norm"
+POS_EMBED = "pos_embed"
+TYPE_EMBED = "type_embed"
+EMBED_NORM = "embed_norm"
+GLOBAL_ROLES = (EMBED, LM_HEAD, FINAL_NORM, POS_EMBED, TYPE_EMBED, EMBED_NORM)
+
+# Per-layer roles. MLA (deepseek) attention adds the low-rank factors.
+ATTN_NORM, MLP_NORM = "attn_norm", "mlp_norm"
+Q, K, V, O = "q", "k", "v", "o"  # noqa: E741 - the projections are named q, k, v, o
+Q_NORM, K_NORM = "q_norm", "k_norm"
+Q_A, Q_B, KV_A, KV_B, Q_A_NORM, KV_A_NORM = "q_a", "q_b", "kv_a", "kv_b", "q_a_norm", "kv_a_norm"
+GATE, UP, DOWN = "gate", "up", "down"
+ROUTER, SHARED_GATE = "router", "shared_gate"
+LAYER_ROLES = (
+    ATTN_NORM, MLP_NORM, Q, K, V, O, Q_NORM, K_NORM, Q_A, Q_B, KV_A, KV_B, Q_A_NORM, KV_A_NORM,
+    GATE, UP, DOWN, ROUTER, SHARED_GATE,
+)
+EXPERT_ROLES = (GATE, UP, DOWN)
+# A bias is addressed as "<role>.bias" (e.g. "q.bias", "attn_norm.bias").
+BIAS = ".bias"
+
+
+@dataclass(frozen=True)
+class RoleRef:
+    """How to cut one role out of one stored tensor.
+
+    Operations apply in this order: select ``expert`` along dim 0 of a 3-D stack; transpose the
+    last two dims when ``transpose``; keep rows ``rows[0]:rows[1]:step`` of dim 0.
+    """
+
+    tensor: str
+    expert: int | None = None
+    transpose: bool = False
+    rows: tuple[int, int] | None = None
+    step: int = 1
+
+    def apply(self, t: torch.Tensor) -> torch.Tensor:
+        if self.expert is not None:
+            t = t[self.expert]
+        if self.transpose:
+            t = t.transpose(-2, -1)
+        if self.rows is not None or self.step != 1:
+            start, stop = self.rows if self.rows is not None else (0, t.shape[0])
+            t = t[start:stop:self.step]
+        return t
+
+
+@dataclass
+class LayerLayout:
+    """One transformer block: its roles, and for MoE blocks its routed and shared experts."""
+
+    index: int
+    roles: dict[str, RoleRef] = field(default_factory=dict)
+    experts: list[dict[str, RoleRef]] = field(default_factory=list)
+    shared_experts: list[dict[str, RoleRef]] = field(default_factory=list)
+
+    @property
+    def is_moe(self) -> bool:
+        return bool(self.experts)
+
+
+@dataclass
+class ModelLayout:
+    """Every role of a model, plus the dimensions probes need, read from config or shapes."""
+
+    family: str
+    model_type: str
+    globals: dict[str, RoleRef]
+    layers: list[LayerLayout]
+    hidden_size: int
+    vocab_size: int
+    intermediate_size: int | None = None
+    num_heads: int | None = None
+    num_kv_heads: int | None = None
+    head_dim: int | None = None
+    #: tensors no role claimed (e.g. rotary buffers, position_ids): listed, never guessed at
+    unassigned: list[str] = field(default_factory=list)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def moe_layers(self) -> list[int]:
+        return [layer.index for layer in self.layers if layer.is_moe]
+
+    @property
+    def num_experts(self) -> int:
+        return max((len(layer.experts) for layer in self.layers), default=0)
+
+    @property
+    def num_shared_experts(self) -> int:
+        return max((len(layer.shared_experts) for layer in self.layers), default=0)
+
+    def role_tensors(self) -> dict[str, list[str]]:
+        """Role name -> stored tensor names holding it (for `inspect`)."""
+        out: dict[str, list[str]] = {}
+
+        def add(role: str, ref: RoleRef) -> None:
+            names = out.setdefault(role, [])
+            if ref.tensor not in names:
+                names.append(ref.tensor)
+
+        for role, ref in self.globals.items():
+            add(role, ref)
+        for layer in self.layers:
+            for role, ref in layer.roles.items():
+                add(role, ref)
+            for expert in layer.experts:
+                for role, ref in expert.items():
+                    add(f"experts.{role}", ref)
+            for expert in layer.shared_experts:
+                for role, ref in expert.items():
+                    add(f"shared_experts.{role}", ref)
+        return out
+
+
+def load_role(reader: CheckpointReader, ref: RoleRef) -> torch.Tensor:
+    """Materialise one role in canonical orientation (a view where possible, never a model)."""
+    return ref.apply(reader.load(ref.tensor))

@@ -1,0 +1,105 @@
+"""A checkpoint opened for analysis: its reader, its config and its role layout.
+
+This is the one place that ties a path to everything lineage knows about it; probes, ``inspect``
+and ``verify`` start from ``open_model``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import torch
+
+from verifier.architectures import RoleMap, resolve_layout
+from verifier.architectures.layout import ModelLayout, RoleRef, load_role
+from verifier.errors import InputError
+from verifier.readers import open_checkpoint, resolve_path
+from verifier.readers.base import CheckpointReader
+
+CONFIG_NAME = "config.json"
+
+
+@dataclass
+class Model:
+    """An opened model. Use as a context manager; it holds file maps, never the weights."""
+
+    spec: str
+    path: Path
+    reader: CheckpointReader
+    config: dict[str, Any] | None
+    layout: ModelLayout
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def format(self) -> str:
+        return self.reader.format
+
+    def load(self, ref: RoleRef) -> torch.Tensor:
+        """One role in canonical ``[out, in]`` orientation."""
+        return load_role(self.reader, ref)
+
+    def vocabulary(self) -> list[str] | None:
+        """Token strings by id from the format itself or tokenizer files beside the weights."""
+        return self.reader.vocabulary() or read_vocabulary(self.reader.root)
+
+    def close(self) -> None:
+        self.reader.close()
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def read_config(folder: Path) -> dict[str, Any] | None:
+    """``config.json`` beside the weights, if any; a broken one is an error, not a guess."""
+    path = folder / CONFIG_NAME
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(config, dict):
+        raise InputError(f"{path}: expected a JSON object")
+    return config
+
+
+def read_vocabulary(folder: Path) -> list[str] | None:
+    """Token strings by id from ``tokenizer.json`` (model.vocab) or ``vocab.txt`` (BERT)."""
+    tok = folder / "tokenizer.json"
+    if tok.is_file():
+        try:
+            vocab = json.loads(tok.read_text(encoding="utf-8"))["model"]["vocab"]
+        except (OSError, ValueError, KeyError, TypeError):
+            vocab = None
+        if isinstance(vocab, dict) and vocab:
+            by_id = sorted(((int(i), str(t)) for t, i in vocab.items()), key=lambda p: p[0])
+            return [t for _, t in by_id]
+    txt = folder / "vocab.txt"
+    if txt.is_file():
+        return txt.read_text(encoding="utf-8").splitlines()
+    return None
+
+
+def open_model(spec: str | Path, *, role_map: RoleMap | None = None) -> Model:
+    """Open ``spec`` (folder, weights file or cached repo id) and map its tensors to roles."""
+    path = resolve_path(str(spec))
+    reader = open_checkpoint(path)
+    try:
+        config = reader.config() or read_config(path if path.is_dir() else path.parent)
+        layout = resolve_layout(reader.tensors(), config, fmt=reader.format, role_map=role_map)
+    except BaseException:
+        reader.close()
+        raise
+    return Model(spec=str(spec), path=path, reader=reader, config=config, layout=layout)

@@ -1,0 +1,163 @@
+"""safetensors checkpoints, single-file or sharded, read through the `safetensors` library.
+
+The library validates headers (length, JSON, dtypes, offsets covering the data exactly) and
+memory-maps the data, so ``get_tensor`` touches only the bytes of the tensor asked for. The
+returned tensor is a view of the map and every page it touched stays resident while the map
+lives, so a handle kept open for a whole sweep grows resident memory to the size of the file.
+Each ``load`` therefore opens its own short-lived handle (re-parsing a header costs microseconds
+per tensor): the pages are released with the tensor, and peak memory stays near one tensor.
+This module adds what the library cannot know: shard indexes (``model.safetensors.index.json``),
+missing shards, and messages that tell a user which file is broken and why.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from verifier.errors import InputError
+from verifier.readers.base import CheckpointReader, TensorInfo
+
+INDEX_NAME = "model.safetensors.index.json"
+
+# safetensors dtype names -> the short names lineage reports.
+_DTYPES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
+    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+}
+
+_REASONS = {
+    "incomplete metadata": "the file is truncated, or its header describes more data than it holds",
+    "header too large": "the header length is larger than the file (truncated or not safetensors)",
+    "header too small": "the file is too short to hold a safetensors header",
+    "invalid header length": "the file is too short to hold its header",
+    "invalid shape, data type, or offset": "a tensor's offsets point past the end of its data",
+    "unknown variant": "a tensor has a dtype safetensors does not know",
+    "invalid JSON": "the header is not valid JSON",
+}
+
+
+def _explain(exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    for key, reason in _REASONS.items():
+        if key in text:
+            return f"{reason} [{text[:160]}]"
+    return text[:200]
+
+
+class SafetensorsCheckpoint(CheckpointReader):
+    """One or more ``.safetensors`` files that together hold one model."""
+
+    format = "safetensors"
+
+    def __init__(self, root: Path, files: list[Path]) -> None:
+        super().__init__(root, files)
+        self._where: dict[str, Path] = {}
+        self._infos: list[TensorInfo] = []
+        for path in files:
+            with self._open(path) as handle:
+                self._index_file(path, handle)
+
+    def _index_file(self, path: Path, handle: Any) -> None:
+        for name in handle.keys():
+            if name in self._where:
+                raise InputError(
+                    f"{self.relative(path)}: tensor {name!r} also appears in "
+                    f"{self.relative(self._where[name])}; shards must not overlap"
+                )
+            self._where[name] = path
+            sl = handle.get_slice(name)
+            dtype = sl.get_dtype()
+            self._infos.append(
+                TensorInfo(
+                    name=name,
+                    shape=tuple(int(d) for d in sl.get_shape()),
+                    dtype=_DTYPES.get(dtype, dtype.lower()),
+                    file=self.relative(path),
+                )
+            )
+
+    @classmethod
+    def from_path(cls, path: Path) -> SafetensorsCheckpoint:
+        """A folder (sharded via the index, or its ``*.safetensors`` files) or one file."""
+        if path.is_file():
+            return cls(path.parent, [path])
+        index = path / INDEX_NAME
+        if index.is_file():
+            weight_map = read_weight_map(index)
+            reader = cls(path, shards_from_weight_map(index, weight_map))
+            reader._check_index(index, weight_map)
+            return reader
+        files = sorted(path.glob("*.safetensors"))
+        if not files:
+            raise InputError(f"{path}: no .safetensors files in this folder")
+        return cls(path, files)
+
+    def _open(self, path: Path) -> Any:
+        try:
+            handle = safe_open(str(path), framework="pt", device="cpu")
+        except SafetensorError as exc:
+            raise InputError(f"{path}: not a readable safetensors file: {_explain(exc)}") from exc
+        except OSError as exc:
+            raise InputError(f"{path}: cannot open: {exc.strerror or exc}") from exc
+        return handle
+
+    def _check_index(self, index: Path, weight_map: dict[str, str]) -> None:
+        """Every tensor the index names must sit in the shard it names."""
+        for name, shard in weight_map.items():
+            where = self._where.get(name)
+            if where is None or where.name != Path(shard).name:
+                found = self.relative(where) if where else "no shard"
+                raise InputError(
+                    f"{index}: names tensor {name!r} in {shard!r}, but it is in {found}"
+                )
+
+    def tensors(self) -> list[TensorInfo]:
+        return list(self._infos)
+
+    def load(self, name: str) -> torch.Tensor:
+        path = self._where.get(name)
+        if path is None:
+            raise InputError(f"{self.root}: no tensor named {name!r} in this checkpoint")
+        try:
+            with self._open(path) as handle:
+                return handle.get_tensor(name)
+        except (SafetensorError, RuntimeError, OSError) as exc:
+            raise InputError(f"{path}: cannot read tensor {name!r}: {_explain(exc)}") from exc
+
+
+def read_weight_map(index: Path) -> dict[str, str]:
+    """``weight_map`` of a Hugging Face shard index: ``{tensor name: shard file name}``."""
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+        weight_map = data["weight_map"]
+        if not isinstance(weight_map, dict):
+            raise TypeError("weight_map is not an object")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{index}: not a valid shard index ({exc})") from exc
+    return {str(k): str(v) for k, v in weight_map.items()}
+
+
+def shards_from_weight_map(index: Path, weight_map: dict[str, str]) -> list[Path]:
+    """The shard files an index names, in a stable order; every one must exist.
+
+    Shard names are relative to the index's folder; names that escape it are refused.
+    """
+    root = index.parent.resolve()
+    shards: list[Path] = []
+    for shard in sorted(set(weight_map.values())):
+        path = (index.parent / str(shard)).resolve()
+        if root not in path.parents:
+            raise InputError(f"{index}: shard {shard!r} lies outside the model folder")
+        if not path.is_file():
+            raise InputError(
+                f"{index}: shard {shard!r} is missing",
+                hint="download the complete checkpoint; lineage never reads partial models",
+            )
+        shards.append(index.parent / str(shard))
+    return shards

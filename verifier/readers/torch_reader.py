@@ -1,0 +1,125 @@
+"""PyTorch ``.bin`` / ``.pt`` / ``.pth`` state dicts, loaded with ``weights_only=True`` only.
+
+A pickle can run arbitrary code when unpickled. ``torch.load(weights_only=True)`` uses
+PyTorch's restricted unpickler, which accepts tensors, containers and primitive types and
+refuses every other global; lineage never falls back to full unpickling. Zip-format checkpoints
+(PyTorch >= 1.6) are memory-mapped (``mmap=True``) so tensors are read on first touch; shards of
+a ``pytorch_model.bin.index.json`` are opened one at a time.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import torch
+
+from verifier.errors import InputError
+from verifier.readers.base import CheckpointReader, TensorInfo
+from verifier.readers.safetensors_reader import read_weight_map, shards_from_weight_map
+
+INDEX_NAME = "pytorch_model.bin.index.json"
+SUFFIXES = (".bin", ".pt", ".pth")
+# Wrappers that training code commonly puts around a state dict.
+_WRAPPER_KEYS = ("state_dict", "model", "module", "model_state_dict")
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A flat ``{name: tensor}`` from one pickle file, or an ``InputError`` saying why not."""
+    mmap = zipfile.is_zipfile(path)  # legacy (pre-1.6) pickles cannot be memory-mapped
+    try:
+        obj = torch.load(  # noqa: TID251 - the one sanctioned call, always weights_only
+            path, map_location="cpu", weights_only=True, mmap=mmap
+        )
+    except FileNotFoundError as exc:
+        raise InputError(f"{path}: file not found") from exc
+    except Exception as exc:  # the restricted unpickler raises UnpicklingError, RuntimeError...
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        if "Weights only load failed" in str(exc) or "Unsupported global" in str(exc):
+            raise InputError(
+                f"{path}: refused: the pickle holds objects other than plain weights; "
+                "lineage never unpickles code",
+                hint="convert the checkpoint to safetensors with the framework that wrote it",
+            ) from exc
+        raise InputError(f"{path}: not a readable PyTorch checkpoint: {first[:200]}") from exc
+    return _flatten(path, obj)
+
+
+def _flatten(path: Path, obj: object) -> dict[str, torch.Tensor]:
+    if isinstance(obj, dict):
+        for key in _WRAPPER_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, dict) and inner and all(
+                isinstance(v, torch.Tensor) for v in inner.values()
+            ):
+                obj = inner
+                break
+    if not isinstance(obj, dict) or not obj:
+        raise InputError(f"{path}: holds a {type(obj).__name__}, not a state dict of tensors")
+    bad = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise InputError(
+            f"{path}: not a plain state dict: {len(bad)} entries are not tensors "
+            f"(e.g. {', '.join(bad[:3])})"
+        )
+    return {str(k): v for k, v in obj.items()}
+
+
+class TorchCheckpoint(CheckpointReader):
+    """One ``.bin``/``.pt`` file, or the shards of a ``pytorch_model.bin.index.json``."""
+
+    format = "pytorch"
+
+    def __init__(self, root: Path, files: list[Path]) -> None:
+        super().__init__(root, files)
+        self._infos: list[TensorInfo] = []
+        self._where: dict[str, Path] = {}
+        self._current: tuple[Path, dict[str, torch.Tensor]] | None = None
+        for path in files:
+            state = self._state(path)
+            for name, tensor in state.items():
+                if name in self._where:
+                    raise InputError(f"{path}: tensor {name!r} appears in two shards")
+                self._where[name] = path
+                self._infos.append(
+                    TensorInfo(
+                        name=name,
+                        shape=tuple(tensor.shape),
+                        dtype=_dtype_name(tensor.dtype),
+                        file=self.relative(path),
+                    )
+                )
+
+    @classmethod
+    def from_path(cls, path: Path) -> TorchCheckpoint:
+        if path.is_file():
+            return cls(path.parent, [path])
+        index = path / INDEX_NAME
+        if index.is_file():
+            return cls(path, shards_from_weight_map(index, read_weight_map(index)))
+        files = sorted(p for p in path.iterdir() if p.suffix in SUFFIXES and p.is_file())
+        if not files:
+            raise InputError(f"{path}: no .bin/.pt files in this folder")
+        return cls(path, files)
+
+    def _state(self, path: Path) -> dict[str, torch.Tensor]:
+        # One shard stays open at a time: with mmap its tensors cost address space, not memory.
+        if self._current is None or self._current[0] != path:
+            self._current = (path, load_state_dict(path))
+        return self._current[1]
+
+    def tensors(self) -> list[TensorInfo]:
+        return list(self._infos)
+
+    def load(self, name: str) -> torch.Tensor:
+        path = self._where.get(name)
+        if path is None:
+            raise InputError(f"{self.root}: no tensor named {name!r} in this checkpoint")
+        return self._state(path)[name]
+
+    def close(self) -> None:
+        self._current = None

@@ -1,0 +1,86 @@
+"""A streaming pass over every tensor: finiteness and the norms that probes and users need.
+
+Each tensor is read, reduced in row chunks (so the float32 upcast of a bf16 embedding never
+doubles its footprint) and dropped before the next, so peak memory is about one tensor.
+Sums are accumulated in float64: a 10^9-element tensor overflows float32's mantissa.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from verifier.readers.base import CheckpointReader, TensorInfo
+
+# Elements upcast at once: 16 Mi float32 = 64 MiB of scratch whatever the tensor size.
+CHUNK_ELEMENTS = 1 << 24
+
+
+class TensorStats(BaseModel):
+    """Summary statistics of one tensor, computed in float64."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    numel: int
+    frobenius: float
+    std: float
+    mean_abs: float
+    nonfinite: int
+
+
+def tensor_stats(name: str, tensor: torch.Tensor) -> TensorStats:
+    """Frobenius norm, population std and mean |w| over the finite entries, chunk by chunk."""
+    flat = tensor.reshape(-1)
+    total = s1 = s2 = sabs = 0.0
+    bad = 0
+    for start in range(0, flat.numel(), CHUNK_ELEMENTS):
+        chunk = flat[start : start + CHUNK_ELEMENTS].to(torch.float32)
+        finite = torch.isfinite(chunk)
+        nfinite = int(finite.sum())
+        if nfinite != chunk.numel():
+            bad += chunk.numel() - nfinite
+            chunk = chunk[finite]
+        c64 = chunk.to(torch.float64)
+        total += nfinite
+        s1 += float(c64.sum())
+        s2 += float((c64 * c64).sum())
+        sabs += float(c64.abs().sum())
+    mean = s1 / total if total else 0.0
+    var = max(s2 / total - mean * mean, 0.0) if total else 0.0
+    return TensorStats(
+        name=name,
+        numel=flat.numel(),
+        frobenius=math.sqrt(s2),
+        std=math.sqrt(var),
+        mean_abs=sabs / total if total else 0.0,
+        nonfinite=bad,
+    )
+
+
+def sweep(
+    reader: CheckpointReader,
+    *,
+    on_tensor: Callable[[TensorInfo], None] | None = None,
+) -> list[TensorStats]:
+    """Stats of every tensor in reader order; ``on_tensor`` is called after each (progress)."""
+    out: list[TensorStats] = []
+    for info in reader.tensors():
+        tensor = reader.load(info.name)
+        out.append(tensor_stats(info.name, tensor))
+        del tensor
+        if on_tensor is not None:
+            on_tensor(info)
+    return out
+
+
+def nonfinite_warnings(stats: list[TensorStats]) -> list[str]:
+    """One warning per tensor holding NaN or Inf, naming it."""
+    return [
+        f"tensor {s.name!r} holds {s.nonfinite} NaN/Inf values of {s.numel}"
+        for s in stats
+        if s.nonfinite
+    ]
