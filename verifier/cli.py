@@ -17,6 +17,7 @@ import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from verifier import __version__
 from verifier.errors import ExitCode, LineageError
@@ -148,9 +149,10 @@ def main(argv: list[str] | None = None) -> None:
     except LineageError as exc:
         if _State.verbose:
             raise
-        stderr.print(f"[bold red]error:[/bold red] {exc.message}", highlight=False)
+        # One line each, never wrapped, and never parsed as markup (messages quote file names).
+        stderr.print(Text.assemble(("error: ", "bold red"), exc.message), soft_wrap=True)
         if exc.hint:
-            stderr.print(f"[dim]hint: {exc.hint}[/dim]", highlight=False)
+            stderr.print(Text(f"hint: {exc.hint}", style="dim"), soft_wrap=True)
         sys.exit(int(exc.exit_code))
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
