@@ -1,0 +1,31 @@
+"""Session fixtures for the model zoo: tiny trained checkpoints with known lineage.
+
+Each model is trained the first time a test asks for it. Set ``LINEAGE_ZOO_CACHE`` to a folder to
+keep builds between runs (folders are keyed by a hash of their spec, so stale builds are never
+reused).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from verifier.zoo import Zoo
+
+
+@pytest.fixture(scope="session")
+def zoo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cache = os.environ.get("LINEAGE_ZOO_CACHE")
+    if cache:
+        root = Path(cache).expanduser()
+        root.mkdir(parents=True, exist_ok=True)
+        return root
+    return tmp_path_factory.mktemp("zoo")
+
+
+@pytest.fixture(scope="session")
+def zoo(zoo_root: Path) -> Zoo:
+    """The standard set (``verifier.zoo.STANDARD``): ``zoo.llama`` is the folder of that model."""
+    return Zoo(zoo_root)
