@@ -33,9 +33,9 @@ _DTYPES = {
 
 _REASONS = {
     "incomplete metadata": "the file is truncated, or its header describes more data than it holds",
-    "header too large": "the header length is larger than the file (truncated or not safetensors)",
+    "header too large": "the header length is implausibly large (not a safetensors file?)",
     "header too small": "the file is too short to hold a safetensors header",
-    "invalid header length": "the file is too short to hold its header",
+    "invalid header length": "the header length is larger than the file (truncated?)",
     "invalid shape, data type, or offset": "a tensor's offsets point past the end of its data",
     "unknown variant": "a tensor has a dtype safetensors does not know",
     "invalid JSON": "the header is not valid JSON",
