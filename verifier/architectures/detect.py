@@ -1,0 +1,739 @@
+"""From tensor names (and a config, when there is one) to a ``ModelLayout``.
+
+The work happens in three steps. *Detection* picks one ``LayoutTable``: the user's role map if
+given, else the family named by the config's ``model_type``, else the built-in table that claims
+nearly every tensor. *Claiming* matches every tensor name against that table. *Building* turns
+claims into ``RoleRef`` cuts (splitting fused q/k/v and gate/up rows, choosing the orientation
+of 3-D expert stacks from shapes) and checks what a missing shard or a wrong config looks like:
+a gap in layer or expert indices, fewer layers than the config says, a role without its peers.
+Nothing is guessed: a layout that cannot be resolved raises ``ArchitectureError`` naming what
+was found.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from verifier.architectures.families import FAMILIES, GGUF, GGUF_BERT, family_for_model_type
+from verifier.architectures.layout import (
+    ATTN_NORM,
+    BIAS,
+    DOWN,
+    EMBED,
+    GATE,
+    LM_HEAD,
+    Q_NORM,
+    UP,
+    K,
+    LayerLayout,
+    ModelLayout,
+    O,
+    Q,
+    RoleRef,
+)
+from verifier.architectures.schema import (
+    EXPERT_PLACEHOLDER,
+    LAYER_PLACEHOLDER,
+    Fused,
+    LayoutTable,
+    Paths,
+    RoleMap,
+    Stacked,
+    as_paths,
+)
+from verifier.errors import ArchitectureError, UsageError
+from verifier.readers.base import TensorInfo
+
+#: share of tensors a table must claim (or know as buffers) to be picked without a config
+NEAR_ALL = 0.9
+#: distinct name patterns listed in an "unknown layout" error
+PATTERN_LIMIT = 12
+ROLE_MAP_HINT = "pass --role-map FILE to describe this layout"
+
+ClaimKind = Literal["global", "layer", "fused", "stacked", "expert", "shared"]
+
+# Config keys, in order of preference, across the families' config classes.
+_HIDDEN_KEYS = ("hidden_size", "n_embd", "d_model", "dim")
+_VOCAB_KEYS = ("vocab_size", "n_vocab")
+_LAYERS_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+_INTERMEDIATE_KEYS = ("intermediate_size", "n_inner", "ffn_dim", "ffn_hidden_size")
+_HEADS_KEYS = ("num_attention_heads", "n_head", "num_heads", "n_heads")
+_KV_HEADS_KEYS = ("num_key_value_heads", "n_head_kv", "num_kv_heads", "multi_query_group_num")
+_EXPERTS_KEYS = ("num_local_experts", "n_routed_experts", "num_experts", "moe_num_experts")
+#: trailing blocks beyond ``num_hidden_layers`` that a family stores on purpose (DeepSeek-V3's
+#: multi-token-prediction module is saved as layer ``num_hidden_layers``)
+_EXTRA_LAYERS_KEYS = ("num_nextn_predict_layers",)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What one tensor is according to a table: a role, or a fused/stacked tensor to cut."""
+
+    kind: ClaimKind
+    #: the role (``global``/``layer``/``expert``/``shared``) or the table path (fused/stacked)
+    key: str
+    bias: bool = False
+    layer: int | None = None
+    expert: int | None = None
+
+    @property
+    def role(self) -> str:
+        """The role name a plain claim fills, ``<role>.bias`` for biases."""
+        if self.bias and not self.key.endswith(BIAS):
+            return self.key + BIAS
+        return self.key
+
+
+def _expansions(path: str) -> list[tuple[str, bool]]:
+    """Tensor names a path claims: bare, ``.weight``/``.gamma`` and ``.bias``/``.beta``."""
+    base = path[: -len(".weight")] if path.endswith(".weight") else path
+    return [
+        (base, False),
+        (base + ".weight", False),
+        (base + ".gamma", False),
+        (base + ".bias", True),
+        (base + ".beta", True),
+    ]
+
+
+def _prefix_regex(prefix: str, placeholder: str | None) -> re.Pattern[str]:
+    """A regex matching ``prefix`` (its placeholder as digits) followed by the rest of a name."""
+    pattern = re.escape(prefix)
+    if placeholder is not None:
+        name = placeholder.strip("{}")
+        pattern = pattern.replace(re.escape(placeholder), rf"(?P<{name}>\d+)")
+    return re.compile(pattern + r"(?P<rest>.+)\Z")
+
+
+class CompiledTable:
+    """A ``LayoutTable`` turned into lookups: name -> claim in a few dict and regex probes."""
+
+    def __init__(self, table: LayoutTable) -> None:
+        self.table = table
+        self.prefixes = sorted(set(table.prefixes), key=len, reverse=True)
+        self.globals: dict[str, Claim] = {}
+        self.in_layer: dict[str, Claim] = {}
+        self.in_expert: dict[str, Claim] = {}
+        self.in_shared: dict[str, Claim] = {}
+        self._add_roles(self.globals, table.globals, "global")
+        self._add_roles(self.in_layer, table.layer, "layer")
+        for path in table.fused:
+            for name, bias in _expansions(path):
+                self._add(self.in_layer, name, Claim("fused", path, bias))
+        for path, stacked in table.stacked.items():
+            for name, bias in _expansions(path):
+                self._add(self.in_layer, name, Claim("stacked", path, bias))
+            if stacked.bias:
+                self._add(self.in_layer, stacked.bias, Claim("stacked", path, True))
+        self._add_roles(self.in_expert, table.expert, "expert")
+        self._add_roles(self.in_shared, table.shared_roles() if table.shared_experts is not None
+                        else {}, "shared")
+        self.layer_res = [_prefix_regex(p, LAYER_PLACEHOLDER) for p in as_paths(table.layer_prefix)]
+        self.expert_res = [_prefix_regex(p, EXPERT_PLACEHOLDER) for p in as_paths(table.experts)]
+        self.shared_res = [
+            _prefix_regex(p, EXPERT_PLACEHOLDER if EXPERT_PLACEHOLDER in p else None)
+            for p in as_paths(table.shared_experts)
+        ]
+        self.known = [f".{fragment}." for fragment in table.known_unassigned]
+
+    def _add(self, lookup: dict[str, Claim], name: str, claim: Claim) -> None:
+        old = lookup.get(name)
+        if old is not None and old != claim:
+            raise UsageError(
+                f"layout table {self.table.family!r}: {name!r} is given both as "
+                f"{old.role!r} and as {claim.role!r}"
+            )
+        lookup[name] = claim
+
+    def _add_roles(self, lookup: dict[str, Claim], roles: dict[str, Paths], kind: ClaimKind) -> None:
+        for role, paths in roles.items():
+            for path in as_paths(paths):
+                for name, bias in _expansions(path):
+                    if bias and role.endswith(BIAS):
+                        continue  # a bias role given its own path has no bias of its own
+                    self._add(lookup, name, Claim(kind, role, bias))
+
+    def claim(self, name: str) -> Claim | None:
+        """The claim on ``name``, trying each optional prefix, longest first."""
+        for prefix in self.prefixes:
+            if name.startswith(prefix):
+                hit = self._claim_relative(name[len(prefix):])
+                if hit is not None:
+                    return hit
+        return None
+
+    def _claim_relative(self, rel: str) -> Claim | None:
+        hit = self.globals.get(rel)
+        if hit is not None:
+            return hit
+        for layer_re in self.layer_res:
+            m = layer_re.match(rel)
+            if m is None:
+                continue
+            layer, rest = int(m["layer"]), m["rest"]
+            hit = self.in_layer.get(rest)
+            if hit is not None:
+                return replace(hit, layer=layer)
+            for expert_re in self.expert_res:
+                e = expert_re.match(rest)
+                if e is not None and (hit := self.in_expert.get(e["rest"])) is not None:
+                    return replace(hit, layer=layer, expert=int(e["expert"]))
+            for shared_re in self.shared_res:
+                s = shared_re.match(rest)
+                if s is not None and (hit := self.in_shared.get(s["rest"])) is not None:
+                    index = int(s["expert"]) if "expert" in shared_re.groupindex else 0
+                    return replace(hit, layer=layer, expert=index)
+        return None
+
+    def is_known(self, name: str) -> bool:
+        """Whether ``name`` is an expected tensor this table deliberately leaves unassigned."""
+        dotted = f".{name}."
+        return any(fragment in dotted for fragment in self.known)
+
+
+class _Config:
+    """Typed look-ups in an HF-style config, falling back to a multimodal ``text_config``."""
+
+    def __init__(self, config: dict[str, Any] | None) -> None:
+        self.top = config or {}
+        text = self.top.get("text_config")
+        self.text: dict[str, Any] = text if isinstance(text, dict) else {}
+
+    @property
+    def model_type(self) -> str | None:
+        value = self.top.get("model_type")
+        return value if isinstance(value, str) and value else None
+
+    @property
+    def text_model_type(self) -> str | None:
+        value = self.text.get("model_type")
+        return value if isinstance(value, str) and value else None
+
+    def get_int(self, *keys: str) -> int | None:
+        """The first positive integer under ``keys`` (top level first, then ``text_config``)."""
+        for source in (self.top, self.text):
+            for key in keys:
+                value = source.get(key)
+                if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                    return value
+        return None
+
+
+def role_shape(ref: RoleRef, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape ``ref.apply`` gives a stored tensor of ``shape``, without loading it."""
+    dims = list(shape)
+    if ref.expert is not None:
+        dims = dims[1:]
+    if ref.transpose and len(dims) >= 2:
+        dims[-2], dims[-1] = dims[-1], dims[-2]
+    if dims and (ref.rows is not None or ref.step != 1):
+        start, stop = ref.rows if ref.rows is not None else (0, dims[0])
+        dims[0] = len(range(start, stop, ref.step))
+    return tuple(dims)
+
+
+def name_patterns(names: Iterable[str]) -> list[str]:
+    """Distinct names with digit runs collapsed to ``N``, in first-seen order."""
+    return list(dict.fromkeys(re.sub(r"\d+", "N", name) for name in names))
+
+
+def _unknown_layout(tensors: list[TensorInfo], model_type: str | None, why: str) -> ArchitectureError:
+    """An error listing what was found, so that a user can write a role map for it."""
+    patterns = name_patterns(t.name for t in tensors)
+    if patterns:
+        shown = ", ".join(patterns[:PATTERN_LIMIT])
+        if len(patterns) > PATTERN_LIMIT:
+            shown += f" and {len(patterns) - PATTERN_LIMIT} more"
+        found = f"{len(tensors)} tensors named like {shown}"
+    else:
+        found = "no tensors"
+    typed = f"config model_type {model_type!r}" if model_type else "no config model_type"
+    return ArchitectureError(f"unknown tensor layout ({why}): {found}; {typed}", hint=ROLE_MAP_HINT)
+
+
+def _collapse_indices(name: str) -> str:
+    """``layers.17.mlp.experts.3.w1`` -> ``layers.0.mlp.experts.0.w1``: same claim, fewer names."""
+    return re.sub(r"(?:(?<=\.)|^)\d+(?=\.|$)", "0", name)
+
+
+def _index_counts(tensors: list[TensorInfo]) -> dict[str, int]:
+    """Names with layer/expert indices collapsed, and how many tensors each stands for."""
+    counts: dict[str, int] = {}
+    for t in tensors:
+        key = _collapse_indices(t.name)
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _score_counts(compiled: CompiledTable, counts: dict[str, int], total: int) -> tuple[float, bool]:
+    covered, has_layer = 0, False
+    for name, count in counts.items():
+        hit = compiled.claim(name)
+        if hit is not None:
+            covered += count
+            has_layer = has_layer or hit.layer is not None
+        elif compiled.is_known(name):
+            covered += count
+    return (covered / total if total else 0.0), has_layer
+
+
+def score(table: LayoutTable, tensors: list[TensorInfo]) -> tuple[float, bool]:
+    """Share of tensors a table claims or knows, and whether it found at least one layer."""
+    return _score_counts(CompiledTable(table), _index_counts(tensors), len(tensors))
+
+
+def detect_table(
+    tensors: list[TensorInfo], tables: Iterable[LayoutTable], model_type: str | None = None
+) -> LayoutTable:
+    """The table claiming the most tensors (first listed wins ties), if it claims nearly all."""
+    counts = _index_counts(tensors)
+    best: tuple[float, LayoutTable] | None = None
+    for table in tables:
+        share, has_layer = _score_counts(CompiledTable(table), counts, len(tensors))
+        if has_layer and (best is None or share > best[0]):
+            best = (share, table)
+    if best is None or best[0] < NEAR_ALL:
+        why = "no family matches" if best is None else (
+            f"best match {best[1].family!r} claims only {best[0]:.0%} of tensors"
+        )
+        raise _unknown_layout(tensors, model_type, why)
+    return best[1]
+
+
+def _choose_table(
+    tensors: list[TensorInfo], cfg: _Config, fmt: str
+) -> tuple[LayoutTable, str]:
+    """The built-in table for these tensors and the family name to report."""
+    known = family_for_model_type(cfg.model_type) or family_for_model_type(cfg.text_model_type)
+    if fmt == "gguf":
+        if cfg.model_type in GGUF_BERT.model_types:
+            table = GGUF_BERT
+        elif cfg.model_type:
+            table = GGUF
+        else:
+            table = detect_table(tensors, (GGUF, GGUF_BERT))
+        family = known.family if known else (cfg.model_type or table.family)
+        return table, family
+    if known is None:
+        known = detect_table(tensors, FAMILIES.values(), cfg.model_type)
+    return known, known.family
+
+
+def resolve_layout(
+    tensors: list[TensorInfo],
+    config: dict[str, Any] | None,
+    *,
+    fmt: str = "safetensors",
+    role_map: RoleMap | None = None,
+) -> ModelLayout:
+    """Map every tensor to a canonical role, or raise ``ArchitectureError`` saying why not.
+
+    ``role_map`` overrides detection entirely. ``fmt == "gguf"`` selects llama.cpp naming;
+    every other format (safetensors, PyTorch, ONNX) uses Hugging Face names.
+    """
+    cfg = _Config(config)
+    if role_map is not None:
+        table, family = role_map, role_map.family
+    else:
+        table, family = _choose_table(tensors, cfg, fmt)
+    return _Builder(CompiledTable(table), tensors, cfg, family).build()
+
+
+@dataclass
+class _Dims:
+    """Sizes known before blocks are built (config, embedding), used to cut fused tensors."""
+
+    hidden: int | None
+    heads: int | None
+    head_dim: int | None
+    kv_heads: int | None
+
+
+class _Builder:
+    """Turns one table's claims on one tensor list into a checked ``ModelLayout``."""
+
+    def __init__(
+        self, compiled: CompiledTable, tensors: list[TensorInfo], cfg: _Config, family: str
+    ) -> None:
+        self.compiled = compiled
+        self.table = compiled.table
+        self.tensors = tensors
+        self.cfg = cfg
+        self.family = family
+        self.model_type = cfg.model_type or family
+        self.shapes = {t.name: t.shape for t in tensors}
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _transposed(self, role: str, name: str, bias: bool) -> bool:
+        base = role[: -len(BIAS)] if role.endswith(BIAS) else role
+        return not bias and base in self.table.transpose and len(self.shapes[name]) == 2
+
+    def _shape(self, ref: RoleRef) -> tuple[int, ...]:
+        return role_shape(ref, self.shapes[ref.tensor])
+
+    @staticmethod
+    def _put(target: dict[str, RoleRef], role: str, ref: RoleRef, where: str) -> None:
+        old = target.get(role)
+        if old is not None and old != ref:
+            raise ArchitectureError(
+                f"{where}: both {old.tensor!r} and {ref.tensor!r} claim role {role!r}"
+            )
+        target[role] = ref
+
+    # -- steps -----------------------------------------------------------------------------
+
+    def build(self) -> ModelLayout:
+        claims, unassigned = self._claim_all()
+        layer_claims: dict[int, list[tuple[str, Claim]]] = {}
+        globals_: dict[str, RoleRef] = {}
+        for name, claim in claims.items():
+            if claim.layer is None:
+                ref = RoleRef(name, transpose=self._transposed(claim.role, name, claim.bias))
+                self._put(globals_, claim.role, ref, "model")
+            else:
+                layer_claims.setdefault(claim.layer, []).append((name, claim))
+        if not layer_claims:
+            raise _unknown_layout(
+                self.tensors, self.cfg.model_type,
+                f"the {self.table.family!r} layout matched no transformer block",
+            )
+        self._check_layer_indices(sorted(layer_claims))
+        dims = self._early_dims(globals_)
+        layers = [
+            self._build_layer(i, layer_claims[i], dims) for i in range(len(layer_claims))
+        ]
+        return self._finish(globals_, layers, dims, unassigned)
+
+    def _claim_all(self) -> tuple[dict[str, Claim], list[str]]:
+        n_layers = self.cfg.get_int(*_LAYERS_KEYS)
+        extra = self.cfg.get_int(*_EXTRA_LAYERS_KEYS) or 0
+        claims: dict[str, Claim] = {}
+        unassigned: list[str] = []
+        for t in self.tensors:
+            claim = self.compiled.claim(t.name)
+            if claim is None:
+                unassigned.append(t.name)
+                continue
+            if claim.layer is not None and n_layers is not None and claim.layer >= n_layers:
+                if claim.layer < n_layers + extra:
+                    unassigned.append(t.name)  # a block the model keeps outside its stack
+                    continue
+                raise ArchitectureError(
+                    f"tensor {t.name!r} belongs to layer {claim.layer}, but the config says "
+                    f"the model has {n_layers} layers (is the config for another model?)"
+                )
+            claims[t.name] = claim
+        return claims, sorted(unassigned)
+
+    def _check_layer_indices(self, indices: list[int]) -> None:
+        last = indices[-1]
+        missing = sorted(set(range(last + 1)) - set(indices))
+        if missing:
+            raise ArchitectureError(
+                f"layer {missing[0]} has no tensors although layers up to {last} do "
+                f"(a missing shard?)"
+            )
+        n_layers = self.cfg.get_int(*_LAYERS_KEYS)
+        if n_layers is not None and last + 1 < n_layers:
+            raise ArchitectureError(
+                f"the config says {n_layers} layers but tensors stop at layer {last} "
+                f"(a missing shard?)"
+            )
+
+    def _early_dims(self, globals_: dict[str, RoleRef]) -> _Dims:
+        hidden = None
+        embed = globals_.get(EMBED)
+        if embed is not None and len(self._shape(embed)) == 2:
+            hidden = self._shape(embed)[1]
+        hidden = hidden or self.cfg.get_int(*_HIDDEN_KEYS)
+        heads = self.cfg.get_int(*_HEADS_KEYS)
+        head_dim = self.cfg.get_int("head_dim")
+        if head_dim is None and heads and hidden and hidden % heads == 0:
+            head_dim = hidden // heads
+        kv_heads = self.cfg.get_int(*_KV_HEADS_KEYS)
+        if kv_heads is None and self.cfg.top.get("multi_query") is True:
+            kv_heads = 1
+        return _Dims(hidden=hidden, heads=heads, head_dim=head_dim, kv_heads=kv_heads)
+
+    def _build_layer(self, index: int, claims: list[tuple[str, Claim]], dims: _Dims) -> LayerLayout:
+        where = f"layer {index}"
+        layer = LayerLayout(index=index)
+        experts: dict[int, dict[str, RoleRef]] = {}
+        shared: dict[int, dict[str, RoleRef]] = {}
+        fused: dict[str, dict[bool, str]] = {}
+        stacked: dict[str, dict[bool, str]] = {}
+        for name, claim in claims:
+            if claim.kind == "fused":
+                fused.setdefault(claim.key, {})[claim.bias] = name
+                continue
+            if claim.kind == "stacked":
+                stacked.setdefault(claim.key, {})[claim.bias] = name
+                continue
+            ref = RoleRef(name, transpose=self._transposed(claim.role, name, claim.bias))
+            if claim.kind == "layer":
+                self._put(layer.roles, claim.role, ref, where)
+            elif claim.kind == "expert":
+                assert claim.expert is not None
+                self._put(experts.setdefault(claim.expert, {}), claim.role, ref,
+                          f"{where} expert {claim.expert}")
+            else:
+                assert claim.expert is not None
+                self._put(shared.setdefault(claim.expert, {}), claim.role, ref,
+                          f"{where} shared expert {claim.expert}")
+        for path, names in fused.items():
+            self._cut_fused(where, layer.roles, self.table.fused[path], names, dims)
+        if self.table.fused_up_without_gate:
+            self._split_double_up(layer.roles)
+        for path, names in stacked.items():
+            self._cut_stacked(where, experts, self.table.stacked[path], names, dims)
+        layer.experts = self._expert_list(where, experts, "expert")
+        layer.shared_experts = self._expert_list(where, shared, "shared expert")
+        if layer.experts:
+            self._check_experts(where, layer.experts)
+        return layer
+
+    def _cut_fused(
+        self, where: str, roles: dict[str, RoleRef], spec: Fused, names: dict[bool, str],
+        dims: _Dims,
+    ) -> None:
+        weight, bias = names.get(False), names.get(True)
+        transpose = weight is not None and any(
+            self._transposed(role, weight, False) for role in spec.roles
+        )
+        if weight is not None:
+            total = role_shape(RoleRef(weight, transpose=transpose), self.shapes[weight])[0]
+        else:
+            assert bias is not None
+            total = self.shapes[bias][0]
+        label = weight or bias
+        if bias is not None and self.shapes[bias][0] != total:
+            raise ArchitectureError(
+                f"{where}: {bias!r} has {self.shapes[bias][0]} entries but its weight has "
+                f"{total} rows"
+            )
+        bounds = self._fused_bounds(where, label or "", spec, total, roles, dims)
+        for role, (start, stop, step) in zip(spec.roles, bounds, strict=True):
+            if weight is not None:
+                self._put(roles, role, RoleRef(weight, transpose=transpose, rows=(start, stop),
+                                               step=step), where)
+            if bias is not None:
+                self._put(roles, role + BIAS, RoleRef(bias, rows=(start, stop), step=step), where)
+
+    def _fused_bounds(
+        self, where: str, name: str, spec: Fused, total: int, roles: dict[str, RoleRef],
+        dims: _Dims,
+    ) -> list[tuple[int, int, int]]:
+        n = len(spec.roles)
+        if spec.split == "interleave":
+            if total % n:
+                raise ArchitectureError(f"{where}: {name!r} has {total} rows, not {n} interleaved parts")
+            return [(i, total, n) for i in range(n)]
+        if spec.split == "halves":
+            if total % n:
+                raise ArchitectureError(f"{where}: {name!r} has {total} rows, not {n} equal parts")
+            part = total // n
+            return [(i * part, (i + 1) * part, 1) for i in range(n)]
+        # heads: q has num_heads * head_dim rows, k and v share the rest
+        o_in = self._shape(roles[O])[1] if O in roles and len(self._shape(roles[O])) == 2 else None
+        q_rows = dims.heads * dims.head_dim if dims.heads and dims.head_dim else o_in
+        if q_rows is None:
+            raise ArchitectureError(
+                f"{where}: cannot split fused {name!r}: no head counts in the config and no "
+                f"output projection to measure"
+            )
+        if o_in is not None and o_in != q_rows:
+            raise ArchitectureError(
+                f"{where}: the config gives q {q_rows} rows but the output projection reads "
+                f"{o_in}"
+            )
+        rest = total - q_rows
+        if rest <= 0 or rest % 2:
+            raise ArchitectureError(
+                f"{where}: {name!r} has {total} rows, which is not q ({q_rows}) plus equal k and v"
+            )
+        kv_rows = rest // 2
+        if dims.kv_heads and dims.head_dim and kv_rows != dims.kv_heads * dims.head_dim:
+            raise ArchitectureError(
+                f"{where}: {name!r} has {kv_rows} rows each for k and v, but the config says "
+                f"{dims.kv_heads} kv heads of {dims.head_dim}"
+            )
+        return [(0, q_rows, 1), (q_rows, q_rows + kv_rows, 1), (q_rows + kv_rows, total, 1)]
+
+    def _split_double_up(self, roles: dict[str, RoleRef]) -> None:
+        """An ``up`` twice as wide as ``down`` reads, with no ``gate``, is gate and up fused."""
+        if UP not in roles or GATE in roles or DOWN not in roles:
+            return
+        up_shape, down_shape = self._shape(roles[UP]), self._shape(roles[DOWN])
+        if len(up_shape) != 2 or len(down_shape) != 2 or up_shape[0] != 2 * down_shape[1]:
+            return
+        inner = down_shape[1]
+        for suffix in ("", BIAS):
+            ref = roles.pop(UP + suffix, None)
+            if ref is None:
+                continue
+            roles[GATE + suffix] = replace(ref, rows=(0, inner))
+            roles[UP + suffix] = replace(ref, rows=(inner, 2 * inner))
+
+    def _stack_layout(
+        self, where: str, name: str, spec: Stacked, shape: tuple[int, ...], dims: _Dims
+    ) -> Literal["out_in", "in_out"]:
+        """Orientation of one expert's matrix inside a 3-D stack, decided by shapes first."""
+        if len(shape) != 3:
+            raise ArchitectureError(f"{where}: {name!r} has shape {list(shape)}, not [experts, a, b]")
+        hidden = dims.hidden
+        if hidden is None:
+            if spec.layout is None:
+                raise ArchitectureError(f"{where}: hidden size unknown, cannot orient {name!r}")
+            return spec.layout
+        n = len(spec.roles)
+        fits: list[Literal["out_in", "in_out"]] = []
+        for layout in ("out_in", "in_out"):
+            out, inner = (shape[1], shape[2]) if layout == "out_in" else (shape[2], shape[1])
+            if spec.roles == (DOWN,):
+                ok = out == hidden
+            else:
+                ok = inner == hidden and out % n == 0
+            if ok:
+                fits.append(layout)
+        if len(fits) == 1:
+            return fits[0]
+        if not fits:
+            raise ArchitectureError(
+                f"{where}: {name!r} has shape {list(shape)}, which fits neither [E, out, in] nor "
+                f"[E, in, out] for hidden size {hidden}"
+            )
+        if spec.layout is None:
+            raise ArchitectureError(
+                f"{where}: {name!r} has shape {list(shape)}: both orientations fit hidden size "
+                f"{hidden}; set 'layout' (out_in or in_out) for this stack"
+            )
+        return spec.layout
+
+    def _cut_stacked(
+        self, where: str, experts: dict[int, dict[str, RoleRef]], spec: Stacked,
+        names: dict[bool, str], dims: _Dims,
+    ) -> None:
+        weight, bias = names.get(False), names.get(True)
+        if weight is None:
+            raise ArchitectureError(f"{where}: expert bias {bias!r} without its weight stack")
+        shape = self.shapes[weight]
+        layout = self._stack_layout(where, weight, spec, shape, dims)
+        transpose = layout == "in_out"
+        count, out = shape[0], (shape[1] if layout == "out_in" else shape[2])
+        n = len(spec.roles)
+        if n == 1:
+            bounds: list[tuple[int, int, int] | None] = [None]
+        elif spec.split == "interleave":
+            bounds = [(i, out, n) for i in range(n)]
+        else:
+            part = out // n
+            bounds = [(i * part, (i + 1) * part, 1) for i in range(n)]
+        if bias is not None and self.shapes[bias] != (count, out):
+            raise ArchitectureError(
+                f"{where}: {bias!r} has shape {list(self.shapes[bias])}, expected {[count, out]}"
+            )
+        for e in range(count):
+            target = experts.setdefault(e, {})
+            for role, cut in zip(spec.roles, bounds, strict=True):
+                rows, step = (None, 1) if cut is None else ((cut[0], cut[1]), cut[2])
+                self._put(target, role, RoleRef(weight, expert=e, transpose=transpose, rows=rows,
+                                                 step=step), f"{where} expert {e}")
+                if bias is not None:
+                    self._put(target, role + BIAS, RoleRef(bias, expert=e, rows=rows, step=step),
+                              f"{where} expert {e}")
+
+    def _expert_list(
+        self, where: str, found: dict[int, dict[str, RoleRef]], what: str
+    ) -> list[dict[str, RoleRef]]:
+        if not found:
+            return []
+        last = max(found)
+        missing = sorted(set(range(last + 1)) - set(found))
+        if missing:
+            raise ArchitectureError(
+                f"{where}: {what} {missing[0]} has no tensors although {what}s up to {last} do "
+                f"(a missing shard?)"
+            )
+        listed = [found[e] for e in range(last + 1)]
+        roles = set(listed[0])
+        for e, expert in enumerate(listed):
+            if set(expert) != roles:
+                lacking = sorted(roles.symmetric_difference(expert))
+                raise ArchitectureError(
+                    f"{where}: {what} {e} differs from {what} 0 in roles {', '.join(lacking)} "
+                    f"(a missing shard?)"
+                )
+        return listed
+
+    def _check_experts(self, where: str, experts: list[dict[str, RoleRef]]) -> None:
+        expected = self.cfg.get_int(*_EXPERTS_KEYS)
+        if expected is not None and len(experts) != expected:
+            raise ArchitectureError(
+                f"{where}: {len(experts)} experts found but the config says {expected} "
+                f"(a missing shard?)"
+            )
+        first = experts[0]
+        if DOWN in first:
+            inner = self._shape(first[DOWN])[-1]
+            for role in (GATE, UP):
+                if role in first and self._shape(first[role])[0] != inner:
+                    raise ArchitectureError(
+                        f"{where}: expert {role} has {self._shape(first[role])[0]} rows but "
+                        f"expert down reads {inner} (wrong expert-stack orientation?)"
+                    )
+
+    def _finish(
+        self, globals_: dict[str, RoleRef], layers: list[LayerLayout], dims: _Dims,
+        unassigned: list[str],
+    ) -> ModelLayout:
+        vocab = hidden = None
+        embed = globals_.get(EMBED)
+        if embed is not None and len(self._shape(embed)) == 2:
+            vocab, hidden = self._shape(embed)
+        elif LM_HEAD in globals_ and len(self._shape(globals_[LM_HEAD])) == 2:
+            vocab, hidden = self._shape(globals_[LM_HEAD])
+        hidden = hidden or dims.hidden
+        if hidden is None and ATTN_NORM in layers[0].roles:
+            hidden = self._shape(layers[0].roles[ATTN_NORM])[0]
+        vocab = vocab or self.cfg.get_int(*_VOCAB_KEYS)
+        if hidden is None or vocab is None:
+            missing = "hidden size" if hidden is None else "vocabulary size"
+            raise ArchitectureError(
+                f"cannot tell the {missing}: no embedding tensor and nothing in the config"
+            )
+        head_dim, heads, kv_heads = dims.head_dim, dims.heads, dims.kv_heads
+        first = layers[0].roles
+        if head_dim is None and Q_NORM in first:
+            head_dim = self._shape(first[Q_NORM])[0]
+        if heads is None and head_dim and Q in first:
+            heads = self._shape(first[Q])[0] // head_dim
+        if kv_heads is None and head_dim and K in first:
+            kv_heads = self._shape(first[K])[0] // head_dim
+        kv_heads = kv_heads or heads
+        return ModelLayout(
+            family=self.family,
+            model_type=self.model_type,
+            globals=globals_,
+            layers=layers,
+            hidden_size=hidden,
+            vocab_size=vocab,
+            intermediate_size=self.cfg.get_int(*_INTERMEDIATE_KEYS) or self._intermediate(layers),
+            num_heads=heads,
+            num_kv_heads=kv_heads,
+            head_dim=head_dim,
+            unassigned=unassigned,
+        )
+
+    def _intermediate(self, layers: list[LayerLayout]) -> int | None:
+        """MLP width from shapes: the first dense ``up``, else the first expert's."""
+        for layer in layers:
+            if UP in layer.roles:
+                return self._shape(layer.roles[UP])[0]
+        for layer in layers:
+            if layer.experts and UP in layer.experts[0]:
+                return self._shape(layer.experts[0][UP])[0]
+        return None

@@ -1,0 +1,369 @@
+"""The built-in family tables: one ``LayoutTable`` per naming scheme, data only.
+
+Names follow the modeling code of Hugging Face transformers (and, for GGUF, llama.cpp's
+``gguf`` constants). Where a library version renamed modules, a role lists both spellings:
+transformers v5 keeps MoE experts in memory as 3-D ``mlp.experts.gate_up_proj`` stacks but
+still writes (and reads) the per-expert ``experts.N.w1``/``gate_proj`` files.
+
+Adding a family is adding one table to ``FAMILIES`` (or ``GGUF_TABLES`` for GGUF naming).
+"""
+
+from __future__ import annotations
+
+from verifier.architectures.layout import (
+    ATTN_NORM,
+    DOWN,
+    EMBED,
+    EMBED_NORM,
+    FINAL_NORM,
+    GATE,
+    K_NORM,
+    KV_A,
+    KV_A_NORM,
+    KV_B,
+    LM_HEAD,
+    MLP_NORM,
+    POS_EMBED,
+    Q_A,
+    Q_A_NORM,
+    Q_B,
+    Q_NORM,
+    ROUTER,
+    SHARED_GATE,
+    TYPE_EMBED,
+    UP,
+    K,
+    O,
+    Q,
+    V,
+)
+from verifier.architectures.schema import (
+    ATTN_SINKS,
+    POST_ATTN_NORM,
+    POST_MLP_NORM,
+    ROUTER_CORRECTION,
+    Fused,
+    LayoutTable,
+    Paths,
+    Stacked,
+)
+
+#: where a checkpoint's tensors may start: none (base model saved alone), the *ForCausalLM
+#: wrapper's ``model.``, GPT-2's ``transformer.``, BERT's ``bert.``, and the language tower of
+#: multimodal wrappers (older ``language_model.model.``, v5 ``model.language_model.``)
+HF_PREFIXES = (
+    "",
+    "model.",
+    "transformer.",
+    "bert.",
+    "language_model.model.",
+    "language_model.",
+    "model.language_model.",
+)
+
+#: buffers that older checkpoints saved alongside the weights
+ROTARY_BUFFERS = ("rotary_emb.inv_freq", "rotary_emb.original_inv_freq")
+#: per-weight companions of quantised storage (FP8 block scales, e.g. DeepSeek-V3's files):
+#: not roles, but expected, so that they do not hide a known layout from detection
+QUANT_COMPANIONS = ("weight_scale_inv", "weight_scale", "input_scale")
+
+_DECODER_GLOBALS: dict[str, Paths] = {EMBED: "embed_tokens", FINAL_NORM: "norm", LM_HEAD: "lm_head"}
+_ATTN: dict[str, Paths] = {
+    Q: "self_attn.q_proj",
+    K: "self_attn.k_proj",
+    V: "self_attn.v_proj",
+    O: "self_attn.o_proj",
+}
+_QK_NORM: dict[str, Paths] = {Q_NORM: "self_attn.q_norm", K_NORM: "self_attn.k_norm"}
+_NORMS: dict[str, Paths] = {ATTN_NORM: "input_layernorm", MLP_NORM: "post_attention_layernorm"}
+_MLP: dict[str, Paths] = {GATE: "mlp.gate_proj", UP: "mlp.up_proj", DOWN: "mlp.down_proj"}
+_EXPERT_MLP: dict[str, Paths] = {GATE: "gate_proj", UP: "up_proj", DOWN: "down_proj"}
+#: gemma2/gemma3 blocks: four norms (see ``schema.POST_ATTN_NORM`` for the role choice)
+_SANDWICH_NORMS: dict[str, Paths] = {
+    ATTN_NORM: "input_layernorm",
+    POST_ATTN_NORM: "post_attention_layernorm",
+    MLP_NORM: "pre_feedforward_layernorm",
+    POST_MLP_NORM: "post_feedforward_layernorm",
+}
+#: transformers v5 ``*Experts`` modules: ``gate_up_proj`` ``[E, 2*I, H]`` (gate = first half of
+#: the rows, ``.chunk(2, dim=-1)`` of the output) and ``down_proj`` ``[E, H, I]``
+_V5_EXPERT_STACKS = {
+    "mlp.experts.gate_up_proj": Stacked(roles=(GATE, UP), split="halves", layout="out_in"),
+    "mlp.experts.down_proj": Stacked(roles=(DOWN,), layout="out_in"),
+}
+_MLA: dict[str, Paths] = {
+    Q: "self_attn.q_proj",
+    Q_A: "self_attn.q_a_proj",
+    Q_A_NORM: "self_attn.q_a_layernorm",
+    Q_B: "self_attn.q_b_proj",
+    KV_A: "self_attn.kv_a_proj_with_mqa",
+    KV_A_NORM: "self_attn.kv_a_layernorm",
+    KV_B: "self_attn.kv_b_proj",
+    O: "self_attn.o_proj",
+}
+
+
+def _decoder(family: str, *model_types: str, layer: dict[str, Paths], **rest: object) -> LayoutTable:
+    """A Llama-style decoder table (``layers.N.``, ``embed_tokens``, ``norm``, ``lm_head``)."""
+    fields: dict[str, object] = {
+        "family": family,
+        "model_types": (family, *model_types),
+        "prefixes": HF_PREFIXES,
+        "layer_prefix": "layers.{layer}.",
+        "globals": _DECODER_GLOBALS,
+        "layer": layer,
+        "known_unassigned": ROTARY_BUFFERS + QUANT_COMPANIONS,
+    }
+    fields.update(rest)
+    return LayoutTable.model_validate(fields)
+
+
+LLAMA = _decoder("llama", "mistral", layer=_NORMS | _ATTN | _MLP)
+#: q/k/v carry biases; ``X.bias`` -> ``q.bias`` etc. comes with every path
+QWEN2 = _decoder("qwen2", layer=_NORMS | _ATTN | _MLP)
+QWEN3 = _decoder("qwen3", layer=_NORMS | _ATTN | _QK_NORM | _MLP)
+#: gemma norms compute ``x * (1 + weight)``; the stored tensor is what is mapped
+GEMMA = _decoder("gemma", layer=_NORMS | _ATTN | _MLP)
+GEMMA2 = _decoder("gemma2", layer=_SANDWICH_NORMS | _ATTN | _MLP)
+GEMMA3 = _decoder("gemma3", "gemma3_text", layer=_SANDWICH_NORMS | _ATTN | _QK_NORM | _MLP)
+#: modeling_phi3: ``qkv_proj`` rows are q (heads*head_dim), k, v (kv_heads*head_dim each);
+#: ``gate_up_proj`` output is ``.chunk(2, dim=-1)`` into gate (first half) and up
+PHI3 = _decoder(
+    "phi3",
+    layer=_NORMS | {O: "self_attn.o_proj", DOWN: "mlp.down_proj"},
+    fused={
+        "self_attn.qkv_proj": Fused(roles=(Q, K, V), split="heads"),
+        "mlp.gate_up_proj": Fused(roles=(GATE, UP), split="halves"),
+    },
+)
+#: Conv1D stores ``[in, out]``; ``c_attn`` output splits into q, k, v thirds
+#: (``.split(embed_dim, dim=2)``); ``attn.bias``/``masked_bias`` are old causal-mask buffers
+GPT2 = LayoutTable(
+    family="gpt2",
+    model_types=("gpt2",),
+    prefixes=HF_PREFIXES,
+    layer_prefix="h.{layer}.",
+    globals={EMBED: "wte", POS_EMBED: "wpe", FINAL_NORM: "ln_f", LM_HEAD: "lm_head"},
+    layer={
+        ATTN_NORM: "ln_1",
+        O: "attn.c_proj",
+        MLP_NORM: "ln_2",
+        UP: "mlp.c_fc",
+        DOWN: "mlp.c_proj",
+    },
+    fused={"attn.c_attn": Fused(roles=(Q, K, V), split="heads")},
+    transpose=(Q, K, V, O, UP, DOWN),
+    known_unassigned=("attn.bias", "attn.masked_bias"),
+)
+#: post-LayerNorm encoder: ``attention.output.LayerNorm`` is the attention block's norm and
+#: ``output.LayerNorm`` the MLP's. The MLM decoder (tied to the word embeddings) is the
+#: ``lm_head``; the pooler, the MLM transform and the NSP head are task heads, left unassigned.
+BERT = LayoutTable(
+    family="bert",
+    model_types=("bert",),
+    prefixes=HF_PREFIXES,
+    layer_prefix="encoder.layer.{layer}.",
+    globals={
+        EMBED: "embeddings.word_embeddings",
+        POS_EMBED: "embeddings.position_embeddings",
+        TYPE_EMBED: "embeddings.token_type_embeddings",
+        EMBED_NORM: "embeddings.LayerNorm",
+        LM_HEAD: "cls.predictions.decoder",
+    },
+    layer={
+        Q: "attention.self.query",
+        K: "attention.self.key",
+        V: "attention.self.value",
+        O: "attention.output.dense",
+        ATTN_NORM: "attention.output.LayerNorm",
+        UP: "intermediate.dense",
+        DOWN: "output.dense",
+        MLP_NORM: "output.LayerNorm",
+    },
+    known_unassigned=(
+        "embeddings.position_ids",
+        "embeddings.token_type_ids",
+        "pooler.dense",
+        "cls.predictions.bias",
+        "cls.predictions.transform.dense",
+        "cls.predictions.transform.LayerNorm",
+        "cls.seq_relationship",
+    ),
+)
+#: files: ``block_sparse_moe.gate`` and ``block_sparse_moe.experts.N.w1/w3/w2`` (gate/up/down);
+#: transformers v5 in memory: ``mlp.gate`` and 3-D ``mlp.experts.gate_up_proj``/``down_proj``
+MIXTRAL = _decoder(
+    "mixtral",
+    layer=_NORMS | _ATTN | {ROUTER: ["block_sparse_moe.gate", "mlp.gate"]},
+    experts="block_sparse_moe.experts.{expert}.",
+    expert={GATE: "w1", UP: "w3", DOWN: "w2"},
+    stacked=_V5_EXPERT_STACKS,
+)
+#: ``decoder_sparse_step``/``mlp_only_layers`` make some blocks dense (plain ``mlp.gate_proj``);
+#: MoE blocks have ``mlp.gate`` (router), experts, one ``shared_expert`` and its sigmoid gate
+QWEN2_MOE = _decoder(
+    "qwen2_moe",
+    "qwen2moe",
+    layer=_NORMS | _ATTN | _MLP | {ROUTER: "mlp.gate", SHARED_GATE: "mlp.shared_expert_gate"},
+    experts="mlp.experts.{expert}.",
+    expert=_EXPERT_MLP,
+    shared_experts="mlp.shared_expert.",
+    stacked=_V5_EXPERT_STACKS,
+)
+QWEN3_MOE = _decoder(
+    "qwen3_moe",
+    "qwen3moe",
+    layer=_NORMS | _ATTN | _QK_NORM | _MLP | {ROUTER: "mlp.gate"},
+    experts="mlp.experts.{expert}.",
+    expert=_EXPERT_MLP,
+    stacked=_V5_EXPERT_STACKS,
+)
+#: MLA attention (``q_proj`` when ``q_lora_rank`` is null, else ``q_a``/``q_b``); the first
+#: ``first_k_dense_replace`` blocks are dense; ``mlp.shared_experts`` is one module holding
+#: ``n_shared_experts * moe_intermediate_size`` neurons, reported as one shared expert
+DEEPSEEK_V2 = _decoder(
+    "deepseek_v2",
+    layer=_NORMS | _MLA | _MLP | {ROUTER: "mlp.gate"},
+    experts="mlp.experts.{expert}.",
+    expert=_EXPERT_MLP,
+    shared_experts="mlp.shared_experts.",
+    stacked=_V5_EXPERT_STACKS,
+)
+#: as V2, plus the router's score-correction buffer; blocks past ``num_hidden_layers`` (the
+#: multi-token-prediction module) are left unassigned by the resolver
+DEEPSEEK_V3 = _decoder(
+    "deepseek_v3",
+    layer=_NORMS | _MLA | _MLP | {
+        ROUTER: "mlp.gate",
+        ROUTER_CORRECTION: "mlp.gate.e_score_correction_bias",
+    },
+    experts="mlp.experts.{expert}.",
+    expert=_EXPERT_MLP,
+    shared_experts="mlp.shared_experts.",
+    stacked=_V5_EXPERT_STACKS,
+)
+#: Llama4TextExperts computes ``x @ W``: ``gate_up_proj`` ``[E, H, 2*I]`` (``.chunk(2, -1)``,
+#: gate first) and ``down_proj`` ``[E, I, H]``; dense blocks use ``feed_forward.*_proj``
+LLAMA4 = _decoder(
+    "llama4",
+    "llama4_text",
+    layer=_NORMS | _ATTN | {
+        GATE: "feed_forward.gate_proj",
+        UP: "feed_forward.up_proj",
+        DOWN: "feed_forward.down_proj",
+        ROUTER: "feed_forward.router",
+    },
+    shared_experts="feed_forward.shared_expert.",
+    shared_expert=_EXPERT_MLP,
+    stacked={
+        "feed_forward.experts.gate_up_proj": Stacked(roles=(GATE, UP), layout="in_out"),
+        "feed_forward.experts.down_proj": Stacked(roles=(DOWN,), layout="in_out"),
+    },
+)
+#: GptOssExperts computes ``x @ W + b``: ``gate_up_proj`` ``[E, H, 2*I]`` with gate and up
+#: *interleaved* (gate = even columns, up = odd), ``down_proj`` ``[E, I, H]``; biases are
+#: ``[E, 2*I]``/``[E, H]``. MXFP4 ``*_blocks``/``*_scales`` files are left unassigned.
+GPT_OSS = _decoder(
+    "gpt_oss",
+    "gpt-oss",
+    layer=_NORMS | _ATTN | {ROUTER: "mlp.router", ATTN_SINKS: "self_attn.sinks"},
+    stacked={
+        "mlp.experts.gate_up_proj": Stacked(
+            roles=(GATE, UP),
+            split="interleave",
+            layout="in_out",
+            bias="mlp.experts.gate_up_proj_bias",
+        ),
+        "mlp.experts.down_proj": Stacked(
+            roles=(DOWN,), layout="in_out", bias="mlp.experts.down_proj_bias"
+        ),
+    },
+)
+
+#: family name -> table, in detection tie-break order (more general layouts first)
+FAMILIES: dict[str, LayoutTable] = {
+    t.family: t
+    for t in (
+        LLAMA, QWEN2, QWEN3, GEMMA, GEMMA2, GEMMA3, PHI3, GPT2, BERT,
+        MIXTRAL, QWEN2_MOE, QWEN3_MOE, DEEPSEEK_V2, DEEPSEEK_V3, LLAMA4, GPT_OSS,
+    )
+}
+
+# GGUF naming (llama.cpp). The reader reverses ggml's dimension order, so matrices arrive in
+# PyTorch order: ``[out, in]`` for every 2-D weight (llama.cpp's converter already transposed
+# GPT-2's Conv1D weights), ``[E, I, H]`` for ``ffn_gate_exps``/``ffn_up_exps`` and
+# ``[E, H, I]`` for ``ffn_down_exps``.
+_GGUF_GLOBALS: dict[str, Paths] = {
+    EMBED: "token_embd",
+    POS_EMBED: "position_embd",
+    TYPE_EMBED: "token_types",
+    EMBED_NORM: "token_embd_norm",
+    FINAL_NORM: "output_norm",
+    LM_HEAD: "output",
+}
+_GGUF_ATTN: dict[str, Paths] = {Q: "attn_q", K: "attn_k", V: "attn_v", O: "attn_output"}
+_GGUF_MLP: dict[str, Paths] = {GATE: "ffn_gate", UP: "ffn_up", DOWN: "ffn_down"}
+
+#: llama.cpp decoders (llama, qwen2/3, gemma*, phi3, gpt2, the MoE and MLA families)
+GGUF = LayoutTable(
+    family="gguf",
+    layer_prefix="blk.{layer}.",
+    globals=_GGUF_GLOBALS,
+    layer=_GGUF_ATTN | _GGUF_MLP | {
+        ATTN_NORM: "attn_norm",
+        MLP_NORM: "ffn_norm",
+        POST_ATTN_NORM: "post_attention_norm",
+        POST_MLP_NORM: "post_ffw_norm",
+        Q_NORM: "attn_q_norm",
+        K_NORM: "attn_k_norm",
+        Q_A: "attn_q_a",
+        Q_A_NORM: "attn_q_a_norm",
+        Q_B: "attn_q_b",
+        KV_A: "attn_kv_a_mqa",
+        KV_A_NORM: "attn_kv_a_norm",
+        KV_B: "attn_kv_b",
+        ROUTER: "ffn_gate_inp",
+        SHARED_GATE: "ffn_gate_inp_shexp",
+        ROUTER_CORRECTION: "exp_probs_b.bias",
+        ATTN_SINKS: "attn_sinks",
+    },
+    fused={"attn_qkv": Fused(roles=(Q, K, V), split="heads")},
+    shared_experts="",
+    shared_expert={GATE: "ffn_gate_shexp", UP: "ffn_up_shexp", DOWN: "ffn_down_shexp"},
+    stacked={
+        "ffn_gate_exps": Stacked(roles=(GATE,), layout="out_in"),
+        "ffn_up_exps": Stacked(roles=(UP,), layout="out_in"),
+        "ffn_down_exps": Stacked(roles=(DOWN,), layout="out_in"),
+        "ffn_gate_up_exps": Stacked(roles=(GATE, UP), split="halves", layout="out_in"),
+    },
+    fused_up_without_gate=True,
+    known_unassigned=("rope_freqs",),
+)
+#: llama.cpp BERT: post-LN blocks (``attn_output_norm``, ``layer_output_norm``)
+GGUF_BERT = LayoutTable(
+    family="gguf-bert",
+    model_types=("bert",),
+    layer_prefix="blk.{layer}.",
+    globals=_GGUF_GLOBALS,
+    layer=_GGUF_ATTN | {
+        ATTN_NORM: "attn_output_norm",
+        UP: "ffn_up",
+        DOWN: "ffn_down",
+        MLP_NORM: "layer_output_norm",
+    },
+    fused={"attn_qkv": Fused(roles=(Q, K, V), split="heads")},
+    known_unassigned=("cls",),
+)
+
+#: GGUF tables, tried for ``fmt == "gguf"``; the family reported comes from the config
+GGUF_TABLES: dict[str, LayoutTable] = {t.family: t for t in (GGUF, GGUF_BERT)}
+
+
+def family_for_model_type(model_type: str | None) -> LayoutTable | None:
+    """The built-in table answering for a config ``model_type``, if any."""
+    if not model_type:
+        return None
+    for table in FAMILIES.values():
+        if model_type in table.model_types:
+            return table
+    return None
