@@ -65,3 +65,66 @@ def write_llama_folder(
              "weight_map": weight_map}
     (folder / "model.safetensors.index.json").write_text(json.dumps(index))
     return folder
+
+
+# Hugging Face llama module names -> llama.cpp GGUF names (as its converter writes them).
+_GGUF_NAMES = {
+    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "ffn_norm",
+}
+
+
+def gguf_permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
+    """llama.cpp's ``LlamaModel.permute``: HF rotary row order -> GGUF's interleaved order."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(
+        w.shape
+    )
+
+
+def write_llama_gguf(folder: Path, out: Path, *, quantise: bool = True) -> Path:
+    """Convert an HF llama folder to GGUF the way llama.cpp does (Q8_0 for 2-D weights)."""
+    import numpy as np
+    from gguf import GGMLQuantizationType, GGUFWriter
+    from gguf.quants import quantize
+    from safetensors.torch import load_file
+
+    cfg = json.loads((folder / "config.json").read_text())
+    heads, kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    state = load_file(str(folder / "model.safetensors"))
+    w = GGUFWriter(str(out), "llama")
+    w.add_block_count(cfg["num_hidden_layers"])
+    w.add_context_length(cfg.get("max_position_embeddings", 128))
+    w.add_embedding_length(cfg["hidden_size"])
+    w.add_feed_forward_length(cfg["intermediate_size"])
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv)
+    w.add_layer_norm_rms_eps(cfg.get("rms_norm_eps", 1e-6))
+    w.add_token_list([f"<0x{i:02X}>" for i in range(cfg["vocab_size"])])
+    for name, t in state.items():
+        if name == "model.embed_tokens.weight":
+            gname = "token_embd.weight"
+        elif name == "lm_head.weight":
+            gname = "output.weight"
+        elif name == "model.norm.weight":
+            gname = "output_norm.weight"
+        else:
+            parts = name.split(".")  # model.layers.N.<module...>.weight
+            module = ".".join(parts[3:-1])
+            gname = f"blk.{parts[2]}.{_GGUF_NAMES[module]}.{parts[-1]}"
+            if module == "self_attn.q_proj":
+                t = gguf_permute(t, heads)
+            elif module == "self_attn.k_proj":
+                t = gguf_permute(t, kv)
+        arr = t.float().numpy()
+        if quantise and arr.ndim == 2 and arr.shape[1] % 32 == 0:
+            q = GGMLQuantizationType.Q8_0
+            w.add_tensor(gname, quantize(arr, q), raw_dtype=q)
+        else:
+            w.add_tensor(gname, arr.astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return out

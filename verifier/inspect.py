@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from verifier.architectures import role_shape
 from verifier.files import FileRecord, describe_files
 from verifier.model import Model
 from verifier.readers.base import TensorInfo
@@ -26,7 +27,8 @@ class MoEInfo(BaseModel):
 
 
 class RoleInfo(BaseModel):
-    """How often a role occurs (per layer, per expert) and the shape of its first occurrence."""
+    """How often a role occurs (layers x experts), the shape of its first occurrence after any
+    cut (fused qkv, expert stacks), and the stored tensor that holds it."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -84,8 +86,11 @@ def inspect_model(
     shapes = {t.name: t.shape for t in tensors}
     dtype, dtypes = _dominant_dtype(tensors)
     roles: dict[str, RoleInfo] = {}
-    for role, names in sorted(layout.role_tensors().items()):
-        roles[role] = RoleInfo(count=len(names), shape=list(shapes[names[0]]), example=names[0])
+    for role, refs in sorted(layout.role_refs().items()):
+        first = refs[0]
+        roles[role] = RoleInfo(
+            count=len(refs), shape=list(role_shape(first, shapes[first.tensor])), example=first.tensor
+        )
     moe = None
     if layout.moe_layers:
         moe = MoEInfo(

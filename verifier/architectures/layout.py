@@ -10,6 +10,7 @@ hidden dimension, o/down are ``[hidden, inner]``, embeddings are ``[vocab, hidde
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -115,26 +116,24 @@ class ModelLayout:
     def num_shared_experts(self) -> int:
         return max((len(layer.shared_experts) for layer in self.layers), default=0)
 
-    def role_tensors(self) -> dict[str, list[str]]:
-        """Role name -> stored tensor names holding it (for `inspect`)."""
-        out: dict[str, list[str]] = {}
-
-        def add(role: str, ref: RoleRef) -> None:
-            names = out.setdefault(role, [])
-            if ref.tensor not in names:
-                names.append(ref.tensor)
-
-        for role, ref in self.globals.items():
-            add(role, ref)
+    def iter_roles(self) -> Iterator[tuple[str, RoleRef]]:
+        """Every (role, ref) of the model; expert roles are named ``experts.<role>`` and
+        ``shared_experts.<role>``."""
+        yield from self.globals.items()
         for layer in self.layers:
-            for role, ref in layer.roles.items():
-                add(role, ref)
+            yield from layer.roles.items()
             for expert in layer.experts:
                 for role, ref in expert.items():
-                    add(f"experts.{role}", ref)
+                    yield f"experts.{role}", ref
             for expert in layer.shared_experts:
                 for role, ref in expert.items():
-                    add(f"shared_experts.{role}", ref)
+                    yield f"shared_experts.{role}", ref
+
+    def role_refs(self) -> dict[str, list[RoleRef]]:
+        """Role name -> every ref holding it, in layer order (for `inspect`)."""
+        out: dict[str, list[RoleRef]] = {}
+        for role, ref in self.iter_roles():
+            out.setdefault(role, []).append(ref)
         return out
 
 

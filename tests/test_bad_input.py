@@ -1,0 +1,183 @@
+"""Bad input: one line on stderr, exit code 4, no traceback, nothing written, inputs untouched."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import subprocess
+import sys
+
+import pytest
+import torch
+from checkpoints import llama_tensors, write_llama_folder
+from safetensors.torch import save_file
+
+from verifier.cli import main
+
+
+def run_cli(argv, capsys):
+    """Run the CLI in-process; return (exit code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+def snapshot(folder):
+    """Every file under ``folder`` with its digest: to prove nothing was written or changed."""
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _rewrite_header(path, edit):
+    raw = path.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8 : 8 + n])
+    edit(header)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n :])
+
+
+def _model(tmp_path):
+    return write_llama_folder(tmp_path / "model")
+
+
+def case_missing_path(tmp_path):
+    return tmp_path / "does-not-exist", "no such file or folder"
+
+
+def case_truncated_safetensors(tmp_path):
+    folder = _model(tmp_path)
+    f = folder / "model.safetensors"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    return folder, "truncated"
+
+
+def case_header_longer_than_file(tmp_path):
+    folder = _model(tmp_path)
+    f = folder / "model.safetensors"
+    raw = f.read_bytes()
+    f.write_bytes(struct.pack("<Q", len(raw) * 10) + raw[8:])
+    return folder, "header length is larger than the file"
+
+
+def case_offsets_past_end(tmp_path):
+    folder = _model(tmp_path)
+    name = "model.layers.0.mlp.up_proj.weight"
+
+    def edit(h):
+        start = h[name]["data_offsets"][0]
+        h[name]["data_offsets"] = [start, start + 10**9]
+
+    _rewrite_header(folder / "model.safetensors", edit)
+    return folder, "offsets point past the end"
+
+
+def case_unknown_dtype(tmp_path):
+    folder = _model(tmp_path)
+
+    def edit(h):
+        h["model.norm.weight"]["dtype"] = "F99"
+
+    _rewrite_header(folder / "model.safetensors", edit)
+    return folder, "dtype safetensors does not know"
+
+
+def case_index_names_missing_shard(tmp_path):
+    folder = write_llama_folder(tmp_path / "model", shards=3)
+    (folder / "model-00003-of-00003.safetensors").unlink()
+    return folder, "model-00003-of-00003.safetensors' is missing"
+
+
+def case_pickle_not_weights(tmp_path):
+    import argparse
+
+    f = tmp_path / "pytorch_model.bin"
+    torch.save({"w": torch.ones(2), "args": argparse.Namespace(lr=1)}, f)
+    return f, "other than plain weights"
+
+
+def case_garbage_gguf(tmp_path):
+    f = tmp_path / "model.gguf"
+    f.write_bytes(b"GGUF" + b"\xff" * 64)
+    return f, "model.gguf"
+
+
+def case_garbage_onnx(tmp_path):
+    f = tmp_path / "model.onnx"
+    f.write_bytes(b"\x08\x07\x12\xff\xff\xff\xff" * 20)
+    return f, "model.onnx"
+
+
+def case_unknown_architecture(tmp_path):
+    f = tmp_path / "weird.safetensors"
+    save_file({"backbone.blocks.0.mixer.in_proj.weight": torch.ones(4, 4),
+               "backbone.blocks.1.mixer.in_proj.weight": torch.ones(4, 4)}, str(f))
+    return f, "backbone.blocks.N.mixer.in_proj.weight"
+
+
+def case_unknown_format(tmp_path):
+    f = tmp_path / "weights.npz"
+    f.write_bytes(b"PK\x03\x04")
+    return f, "unknown weights format"
+
+
+CASES = [
+    case_missing_path, case_truncated_safetensors, case_header_longer_than_file,
+    case_offsets_past_end, case_unknown_dtype, case_index_names_missing_shard,
+    case_pickle_not_weights, case_garbage_gguf, case_garbage_onnx, case_unknown_architecture,
+    case_unknown_format,
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.__name__.removeprefix("case_") for c in CASES])
+def test_bad_input_is_one_clear_line_and_exit_4(case, tmp_path, capsys, monkeypatch):
+    target, expected = case(tmp_path)
+    before = snapshot(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(["inspect", str(target), "--format", "json"], capsys)
+    assert code == 4
+    assert out == ""
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines[0].startswith("error:")
+    assert len(lines) <= 2  # the error, and at most one hint
+    assert expected in " ".join(err.split())
+    assert snapshot(tmp_path) == before
+
+
+def test_nan_weights_are_a_warning_naming_the_tensor(tmp_path, capsys):
+    tensors = llama_tensors()
+    tensors["model.layers.1.mlp.down_proj.weight"][0, :3] = float("nan")
+    tensors["model.layers.0.self_attn.k_proj.weight"][1, 1] = float("inf")
+    folder = write_llama_folder(tmp_path / "model", tensors)
+    code, out, _ = run_cli(["inspect", str(folder), "--format", "json", "--scan"], capsys)
+    assert code == 0
+    warnings = json.loads(out)["warnings"]
+    assert any("model.layers.1.mlp.down_proj.weight" in w and "3 NaN/Inf" in w for w in warnings)
+    assert any("model.layers.0.self_attn.k_proj.weight" in w for w in warnings)
+    assert len(warnings) == 2
+
+
+def test_the_installed_console_script_reports_errors_without_traceback(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "verifier", "inspect", str(tmp_path / "nothing")],
+        capture_output=True, text=True,
+    )
+    assert out.returncode == 4
+    assert "Traceback" not in out.stderr
+    assert "no such file or folder" in out.stderr
+
+
+def test_verbose_shows_the_traceback(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "verifier", "--verbose", "inspect", str(tmp_path / "nothing")],
+        capture_output=True, text=True,
+    )
+    assert out.returncode != 0
+    assert "Traceback" in out.stderr
