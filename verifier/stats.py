@@ -64,3 +64,8 @@ def bonferroni_min(pvalues: Sequence[float]) -> float:
     """``min(1, n * min p)``: valid under any dependence; used where tests are few."""
     ps = list(pvalues)
     return min(1.0, len(ps) * min(ps)) if ps else 1.0
+
+
+def normal_sf(z: float) -> float:
+    """Standard normal upper tail, floored at ``P_FLOOR``."""
+    return max(float(stats.norm.sf(z)), P_FLOOR)

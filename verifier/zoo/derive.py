@@ -1,43 +1,518 @@
 """Registry of derivations: how a child model's starting weights come from its parent's.
 
 A derived ``ModelSpec`` names a ``parent`` and optionally a ``derivation``. ``build_model`` builds
-the parent, passes its state dict (as saved, float32) and the child spec to the registered
-function, loads the result into a fresh model of the child spec and trains ``child.steps`` more
-steps (zero for a pure transformation). Continued training needs no derivation at all: a parent
-plus steps on the child's domain is exactly that. Permutations, rescaling, pruning, layer
-duplication and MoE upcycling are registered here by name.
+the parent, passes its state dict (as saved) and the child spec to ``apply``, which calls the
+registered function with ``child.derivation_args`` as keyword arguments, checks that the result
+has exactly the keys and shapes of a model of the child spec, and hands it to training for
+``child.steps`` more steps (zero for a pure transformation). Continued training needs no
+derivation at all: a parent plus steps on the child's domain is exactly that.
+
+Registered here, all operating on Hugging Face-named decoder state dicts (MoE included):
+
+* ``permute``: function-preserving permutations of the hidden dimension, of attention heads, of
+  FFN neurons and of MoE experts;
+* ``rescale``: function-preserving rescalings (and sign flips) of q/k, v/o, up/down, norm gains
+  against the weights that read their output, and of hidden coordinates;
+* ``prune`` and ``duplicate``: dropping or repeating whole layers (encoders too);
+* ``cast`` and ``int8``: the rounding a dtype round trip or int8 quantisation leaves behind.
+
+Random choices come from a generator seeded by ``child.seed``, so a spec fixes its weights. Every
+derivation returns float32 tensors. A derivation that changes depth also registers its *layer
+sources* (the parent layer each child layer copies), from which ``derived_spec`` sets the child's
+``num_layers`` and ``layer_sources`` gives lineage tests their ground-truth layer maps.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+import json
+import math
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 
+from verifier.zoo.models import BertForMaskedLM, CausalLM
 from verifier.zoo.specs import ModelSpec
 
-#: parent state dict, child spec -> child's initial state dict (keys and shapes of the child).
-#: Parameters of a derivation (which layers, which permutation seed) live in
+State = dict[str, torch.Tensor]
+
+#: ``(parent_state, child, **child.derivation_args) -> child's initial state dict`` (keys and
+#: shapes of the child). Parameters of a derivation (which layers, which parts) live in
 #: ``child.derivation_args``, so they are part of the child's hash.
-Derivation = Callable[[dict[str, torch.Tensor], ModelSpec], dict[str, torch.Tensor]]
+Derivation = Callable[..., State]
+#: ``(parent_num_layers, **derivation_args) -> [parent layer of child layer 0, 1, ...]``.
+LayerSources = Callable[..., list[int]]
 
 DERIVATIONS: dict[str, Derivation] = {}
+LAYER_SOURCES: dict[str, LayerSources] = {}
+
+_LAYER_KEY = re.compile(r"^(model\.layers|bert\.encoder\.layer)\.(\d+)\.(.+)$")
+_EXPERT_KEY = re.compile(r"^(model\.layers\.\d+\.(?:mlp|block_sparse_moe))\.experts\.(\d+)\.(.+)$")
+
+#: Linear weights ``[out, hidden]`` that read a normalised hidden state (the router and
+#: Qwen2-MoE's shared-expert gate included), by the last two name components.
+_READERS = (
+    "q_proj.weight", "k_proj.weight", "v_proj.weight",
+    "gate_proj.weight", "up_proj.weight", "w1.weight", "w3.weight",
+    "gate.weight", "shared_expert_gate.weight",
+)
+#: Linear weights ``[hidden, in]`` that write into the residual stream.
+_WRITERS = ("o_proj.weight", "down_proj.weight", "w2.weight")
+#: (gate, up, down) names of a SwiGLU block: HF Llama-style and Mixtral's.
+_SWIGLU_NAMES = (("gate_proj", "up_proj", "down_proj"), ("w1", "w3", "w2"))
 
 
-def register(name: str) -> Callable[[Derivation], Derivation]:
-    """Decorator adding a derivation under ``name`` (names are unique)."""
+def register(name: str, *, layers: LayerSources | None = None) -> Callable[[Derivation], Derivation]:
+    """Decorator adding a derivation under ``name`` (names are unique). ``layers`` gives the
+    parent layer of each child layer for derivations that change depth (identity otherwise)."""
 
     def add(fn: Derivation) -> Derivation:
         if name in DERIVATIONS:
             raise ValueError(f"derivation {name!r} is already registered")
         DERIVATIONS[name] = fn
+        if layers is not None:
+            LAYER_SOURCES[name] = layers
         return fn
 
     return add
 
 
-def apply(name: str, parent_state: dict[str, torch.Tensor], child: ModelSpec) -> dict[str, torch.Tensor]:
+def _known(name: str) -> Derivation:
     if name not in DERIVATIONS:
         known = ", ".join(sorted(DERIVATIONS)) or "none"
         raise ValueError(f"unknown derivation {name!r}; registered: {known}")
-    return DERIVATIONS[name](parent_state, child)
+    return DERIVATIONS[name]
+
+
+def _bind(fn: Callable[..., Any], name: str, *args: Any, **kwargs: Any) -> None:
+    try:
+        inspect.signature(fn).bind(*args, **kwargs)
+    except TypeError as err:
+        raise ValueError(f"bad arguments {kwargs} for derivation {name!r}: {err}") from None
+
+
+def expected_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the state dict of a model of ``spec`` (built on the meta device)."""
+    with torch.device("meta"):
+        model = BertForMaskedLM(spec) if spec.is_encoder else CausalLM(spec)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def apply(name: str, parent_state: Mapping[str, torch.Tensor], child: ModelSpec) -> State:
+    """Run derivation ``name`` with ``child.derivation_args`` and check its result fits ``child``."""
+    fn = _known(name)
+    state = dict(parent_state)
+    _bind(fn, name, state, child, **child.derivation_args)
+    out = fn(state, child, **child.derivation_args)
+    want = expected_shapes(child)
+    got = {k: tuple(v.shape) for k, v in out.items()}
+    if got != want:
+        depth = len({m.group(2) for k in out if (m := _LAYER_KEY.match(k))})
+        hint = f" (it gave {depth} layers; the child spec says num_layers={child.num_layers})"
+        missing, extra = sorted(want.keys() - got.keys()), sorted(got.keys() - want.keys())
+        wrong = sorted(k for k in want.keys() & got.keys() if want[k] != got[k])
+        raise ValueError(
+            f"derivation {name!r} does not produce a model of the child spec{hint}: "
+            f"missing {missing[:3]}, unexpected {extra[:3]}, wrong shapes {wrong[:3]}"
+        )
+    return out
+
+
+def layer_sources(name: str | None, parent_layers: int, args: Mapping[str, Any] | None = None) -> list[int]:
+    """For each layer of a child made by derivation ``name``, the parent layer it starts from."""
+    if name is None:
+        return list(range(parent_layers))
+    fn = _known(name)
+    args = dict(args or {})
+    if name not in LAYER_SOURCES:
+        _bind(fn, name, {}, None, **args)
+        return list(range(parent_layers))
+    _bind(LAYER_SOURCES[name], name, parent_layers, **args)
+    return LAYER_SOURCES[name](parent_layers, **args)
+
+
+def derived_spec(
+    parent: ModelSpec,
+    derivation: str | None = None,
+    args: Mapping[str, Any] | None = None,
+    **updates: Any,
+) -> ModelSpec:
+    """A child of ``parent``: its fields, then ``updates``, with ``num_layers`` set from the
+    derivation's layer sources (an explicit different ``num_layers`` is an error).
+
+    ``args`` are stored JSON-normalised (tuples become lists), so a spec read back from a
+    folder's ``training.json`` equals the one built here.
+    """
+    args = json.loads(json.dumps(dict(args or {})))
+    depth = len(layer_sources(derivation, parent.num_layers, args))
+    if updates.get("num_layers", depth) != depth:
+        raise ValueError(f"derivation {derivation!r} gives {depth} layers, not {updates['num_layers']}")
+    fields = parent.model_dump(exclude={"parent", "derivation", "derivation_args"})
+    fields |= updates | {"num_layers": depth, "parent": parent, "derivation": derivation,
+                         "derivation_args": args}
+    return ModelSpec(**fields)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _f32(state: Mapping[str, torch.Tensor]) -> State:
+    return {k: v.detach().to(torch.float32).clone() for k, v in state.items()}
+
+
+def _generator(child: ModelSpec) -> torch.Generator:
+    return torch.Generator().manual_seed(child.seed)
+
+
+def _perm(n: int, gen: torch.Generator) -> torch.Tensor:
+    """A random permutation of ``range(n)``, never the identity when ``n > 1``."""
+    while True:
+        p = torch.randperm(n, generator=gen)
+        if n == 1 or not torch.equal(p, torch.arange(n)):
+            return p
+
+
+def _scales(shape: tuple[int, ...], gen: torch.Generator, max_scale: float, signed: bool) -> torch.Tensor:
+    """Log-uniform magnitudes in ``[1/max_scale, max_scale]``, with random signs if ``signed``."""
+    mag = torch.exp((torch.rand(shape, generator=gen) * 2 - 1) * math.log(max_scale))
+    if signed:
+        mag = mag * (torch.randint(0, 2, shape, generator=gen) * 2 - 1)
+    return mag
+
+
+def _layers(state: Mapping[str, torch.Tensor]) -> list[int]:
+    return sorted({int(m.group(2)) for k in state if (m := _LAYER_KEY.match(k))})
+
+
+def _decoder_only(state: Mapping[str, torch.Tensor], child: ModelSpec, name: str) -> None:
+    if child.is_encoder or "model.embed_tokens.weight" not in state:
+        raise ValueError(f"derivation {name!r} needs a decoder (llama/mistral/qwen2/mixtral/qwen2_moe)")
+
+
+def _is_reader(key: str) -> bool:
+    return key.endswith(_READERS) and key != "lm_head.weight"
+
+
+def _is_writer(key: str) -> bool:
+    return key.endswith(_WRITERS)
+
+
+def _swiglus(state: Mapping[str, torch.Tensor]) -> Iterator[tuple[str, str, str]]:
+    """(gate, up, down) keys of every SwiGLU block: dense MLPs, experts, shared experts."""
+    for key in sorted(state):
+        for gate, up, down in _SWIGLU_NAMES:
+            if key.endswith(f".{gate}.weight"):
+                prefix = key[: -len(f"{gate}.weight")]
+                yield key, f"{prefix}{up}.weight", f"{prefix}{down}.weight"
+
+
+def _head_rows(heads: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """Row indices of whole head blocks, in the given head order."""
+    return (heads[:, None] * head_dim + torch.arange(head_dim)).flatten()
+
+
+# --- permute ----------------------------------------------------------------------------------
+
+PERMUTE_PARTS = ("hidden", "heads", "ffn", "experts")
+
+
+def _permute_hidden(state: State, p: torch.Tensor) -> None:
+    """Hidden coordinate ``i`` of the child is coordinate ``p[i]`` of the parent, everywhere.
+
+    The residual stream becomes ``x' = x[p]``: embeddings and every writer (o, down) produce
+    permuted coordinates; RMSNorm is equivariant (``rms(x[p]) = rms(x)``, gain ``g[p]``); every
+    reader (q, k, v, gate, up, router, lm_head) sees ``W[:, p] x[p] = W x``.
+    """
+    for key, t in state.items():
+        if key in ("model.embed_tokens.weight", "lm_head.weight") or _is_reader(key):
+            state[key] = t[:, p]
+        elif _is_writer(key):
+            state[key] = t[p, :]
+        elif t.ndim == 1 and key.endswith("norm.weight"):
+            state[key] = t[p]
+
+
+def _permute_heads(state: State, child: ModelSpec, layer: int, gen: torch.Generator) -> None:
+    """Reorder attention heads: KV heads by a permutation ``g``, and each query head moves with
+    its KV group, reordered within the group by ``r_k``.
+
+    Query head ``k * rep + j`` of the child is parent head ``g[k] * rep + r_k[j]``, so it still
+    reads KV head ``g[k]`` (now at position ``k``, the one ``repeat_kv`` pairs it with). Whole
+    blocks of ``head_dim`` rows of q/k/v (and biases) move, keeping RoPE's order inside a head;
+    o's input columns move with the query heads, so ``sum_h o_h · attn_h`` is unchanged.
+    """
+    kv, rep, hd = child.num_kv_heads, child.heads // child.num_kv_heads, child.head_dim
+    groups = _perm(kv, gen)
+    q_heads = torch.cat([groups[k] * rep + _perm(rep, gen) for k in range(kv)])
+    q_rows, kv_rows = _head_rows(q_heads, hd), _head_rows(groups, hd)
+    p = f"model.layers.{layer}.self_attn."
+    for key, t in list(state.items()):
+        if not key.startswith(p):
+            continue
+        leaf = key[len(p):]
+        if leaf.startswith("q_proj."):
+            state[key] = t[q_rows]
+        elif leaf.startswith(("k_proj.", "v_proj.")):
+            state[key] = t[kv_rows]
+        elif leaf == "o_proj.weight":
+            state[key] = t[:, q_rows]
+
+
+def _permute_ffn(state: State, gate: str, up: str, down: str, gen: torch.Generator) -> None:
+    """Reorder the neurons of one SwiGLU block: ``sum_n down[:, n] silu(gate_n·x)(up_n·x)`` does
+    not depend on the order of ``n``."""
+    r = _perm(state[gate].shape[0], gen)
+    state[gate], state[up], state[down] = state[gate][r], state[up][r], state[down][:, r]
+
+
+def _permute_experts(state: State, layer: int, gen: torch.Generator) -> None:
+    """Reorder the routed experts of a MoE layer together with the router's rows: the softmax,
+    top-k and weighted sum over experts do not depend on their order."""
+    experts: dict[str, dict[int, list[str]]] = {}
+    for key in state:
+        m = _EXPERT_KEY.match(key)
+        if m and key.startswith(f"model.layers.{layer}."):
+            experts.setdefault(m.group(1), {}).setdefault(int(m.group(2)), []).append(m.group(3))
+    for block, by_index in experts.items():
+        e = _perm(len(by_index), gen)
+        old = {k: v for k, v in state.items() if k.startswith(f"{block}.experts.")}
+        for new, src in enumerate(e.tolist()):
+            for leaf in by_index[src]:
+                state[f"{block}.experts.{new}.{leaf}"] = old[f"{block}.experts.{src}.{leaf}"]
+        state[f"{block}.gate.weight"] = state[f"{block}.gate.weight"][e]
+
+
+@register("permute")
+def permute(parent: State, child: ModelSpec, parts: Sequence[str] = PERMUTE_PARTS) -> State:
+    """Function-preserving permutations (``parts``, default all): ``hidden`` (one permutation of
+    the residual coordinates), ``heads`` (KV groups with their query heads, query heads within
+    their group), ``ffn`` (neurons of every dense MLP, expert and shared expert), ``experts``
+    (routed experts with the router rows; nothing for dense models). The model computes the same
+    function up to float rounding; see the part functions for each identity."""
+    _decoder_only(parent, child, "permute")
+    unknown = set(parts) - set(PERMUTE_PARTS)
+    if unknown:
+        raise ValueError(f"unknown permute parts {sorted(unknown)}; known: {', '.join(PERMUTE_PARTS)}")
+    state, gen = _f32(parent), _generator(child)
+    if "hidden" in parts:
+        _permute_hidden(state, _perm(child.hidden, gen))
+    for layer in _layers(state):
+        if "heads" in parts:
+            _permute_heads(state, child, layer, gen)
+        if "experts" in parts:
+            _permute_experts(state, layer, gen)
+    if "ffn" in parts:
+        for gate, up, down in list(_swiglus(state)):
+            _permute_ffn(state, gate, up, down, gen)
+    return state
+
+
+# --- rescale ----------------------------------------------------------------------------------
+
+RESCALE_PARTS = ("sign", "norms", "qk", "vo", "ffn")
+
+
+def _flip_hidden(state: State, d: torch.Tensor) -> None:
+    """Negate hidden coordinates where ``d = -1``: the residual stream becomes ``D x`` with
+    ``D = diag(d)`` (embeddings and writers negated there). RMSNorm is sign-equivariant per
+    coordinate, ``g * (D x) / rms(D x) = D (g * x / rms(x))``, and readers see ``(W D)(D y) = W y``.
+    Norm gains stay as they are."""
+    for key, t in state.items():
+        if key in ("model.embed_tokens.weight", "lm_head.weight") or _is_reader(key):
+            state[key] = t * d
+        elif _is_writer(key):
+            state[key] = t * d[:, None]
+
+
+def _fold_norm(state: State, norm: str, readers: list[str], s: torch.Tensor) -> None:
+    """Multiply an RMSNorm gain by ``s`` per coordinate and divide the input columns of the
+    weights reading it by ``s``: ``(W diag(1/s)) (s * g * x̂) = W (g * x̂)``."""
+    state[norm] = state[norm] * s
+    for key in readers:
+        state[key] = state[key] / s
+
+
+def _scale_rows(state: State, key: str, f: torch.Tensor) -> None:
+    """Multiply output rows of a weight (and its bias, if any) by ``f``."""
+    state[key] = state[key] * f[:, None]
+    bias = key[: -len("weight")] + "bias"
+    if bias in state:
+        state[bias] = state[bias] * f
+
+
+@register("rescale")
+def rescale(
+    parent: State,
+    child: ModelSpec,
+    parts: Sequence[str] = RESCALE_PARTS,
+    max_scale: float = 8.0,
+    qk_per: str = "head",
+    vo_per: str = "head",
+) -> State:
+    """Function-preserving rescalings (``parts``, default all); factors are log-uniform in
+    ``[1/max_scale, max_scale]``, with random signs except for norm gains.
+
+    * ``sign``: negate a random subset of hidden coordinates everywhere (see ``_flip_hidden``).
+    * ``norms``: each norm gain × ``s`` per coordinate, the input columns of its readers ÷ ``s``
+      (input_layernorm: q/k/v; post_attention_layernorm: gate/up/router/shared-expert gate;
+      final norm: lm_head).
+    * ``qk``: q rows × ``a`` and k rows ÷ ``a`` (biases too), one ``a`` per KV group shared by
+      its query heads (``qk_per="head"``) or one per KV group and rotary pair ``(i, i + d/2)``
+      (``qk_per="pair"``): RoPE rotates each pair, and rotation commutes with scalars, so
+      ``(a R q)·(R' k / a) = (R q)·(R' k)``.
+    * ``vo``: v rows of a KV head × ``b``, the o columns of every query head of its group ÷ ``b``,
+      per head (``vo_per="head"``) or per head dimension (``vo_per="dim"``): attention mixes
+      value vectors linearly, ``o (sum_t p_t b v_t) / b = o sum_t p_t v_t``.
+    * ``ffn``: up rows × ``c``, down columns ÷ ``c`` per neuron, ``c`` possibly negative, as
+      SwiGLU is linear in up: ``silu(g·x) ((c u)·x) (d / c) = silu(g·x) (u·x) d``.
+    """
+    _decoder_only(parent, child, "rescale")
+    unknown = set(parts) - set(RESCALE_PARTS)
+    if unknown:
+        raise ValueError(f"unknown rescale parts {sorted(unknown)}; known: {', '.join(RESCALE_PARTS)}")
+    if qk_per not in ("head", "pair") or vo_per not in ("head", "dim"):
+        raise ValueError("qk_per must be 'head' or 'pair', vo_per 'head' or 'dim'")
+    if max_scale < 1:
+        raise ValueError("max_scale must be at least 1")
+    state, gen = _f32(parent), _generator(child)
+    kv, rep, hd = child.num_kv_heads, child.heads // child.num_kv_heads, child.head_dim
+    if "sign" in parts:
+        _flip_hidden(state, torch.randint(0, 2, (child.hidden,), generator=gen).float() * 2 - 1)
+    if "norms" in parts:
+        _fold_norm(state, "model.norm.weight", ["lm_head.weight"],
+                   _scales((child.hidden,), gen, max_scale, signed=False))
+    for layer in _layers(state):
+        p = f"model.layers.{layer}."
+        if "norms" in parts:
+            attn = [k for k in state if k.startswith(p + "self_attn.") and _is_reader(k)]
+            ffn = [k for k in state if k.startswith(p) and _is_reader(k) and k not in attn]
+            _fold_norm(state, p + "input_layernorm.weight", attn,
+                       _scales((child.hidden,), gen, max_scale, signed=False))
+            _fold_norm(state, p + "post_attention_layernorm.weight", ffn,
+                       _scales((child.hidden,), gen, max_scale, signed=False))
+        if "qk" in parts:
+            if qk_per == "head":
+                a = _scales((kv, 1), gen, max_scale, signed=True).expand(kv, hd)
+            else:
+                a = _scales((kv, hd // 2), gen, max_scale, signed=True).repeat(1, 2)
+            _scale_rows(state, p + "self_attn.q_proj.weight", a.repeat_interleave(rep, dim=0).flatten())
+            _scale_rows(state, p + "self_attn.k_proj.weight", 1 / a.flatten())
+        if "vo" in parts:
+            shape = (kv, 1) if vo_per == "head" else (kv, hd)
+            b = _scales(shape, gen, max_scale, signed=True).expand(kv, hd)
+            _scale_rows(state, p + "self_attn.v_proj.weight", b.flatten())
+            o = p + "self_attn.o_proj.weight"
+            state[o] = state[o] / b.repeat_interleave(rep, dim=0).flatten()
+    if "ffn" in parts:
+        for _, up, down in list(_swiglus(state)):
+            c = _scales((state[up].shape[0],), gen, max_scale, signed=True)
+            state[up] = state[up] * c[:, None]
+            state[down] = state[down] / c
+    return state
+
+
+# --- depth: prune and duplicate ---------------------------------------------------------------
+
+
+def _relayer(parent: Mapping[str, torch.Tensor], sources: Sequence[int]) -> State:
+    """Copy of ``parent`` whose layer ``i`` is parent layer ``sources[i]`` (renumbered keys)."""
+    by_layer: dict[int, dict[str, torch.Tensor]] = {}
+    out: State = {}
+    for key, t in parent.items():
+        m = _LAYER_KEY.match(key)
+        if m:
+            by_layer.setdefault(int(m.group(2)), {})[f"{m.group(1)}.{{}}.{m.group(3)}"] = t
+        else:
+            out[key] = t.detach().to(torch.float32).clone()
+    for i, src in enumerate(sources):
+        if src not in by_layer:
+            raise ValueError(f"layer {src} not in the parent (it has {len(by_layer)} layers)")
+        for pattern, t in by_layer[src].items():
+            out[pattern.format(i)] = t.detach().to(torch.float32).clone()
+    return out
+
+
+def _default_drop(parent_layers: int) -> list[int]:
+    return sorted({parent_layers // 4, parent_layers - parent_layers // 4 - 1})
+
+
+def _prune_sources(parent_layers: int, drop: Sequence[int] | None = None) -> list[int]:
+    dropped = set(_default_drop(parent_layers) if drop is None else drop)
+    if not dropped <= set(range(parent_layers)):
+        raise ValueError(f"cannot drop layers {sorted(dropped)} of {parent_layers}")
+    if len(dropped) >= parent_layers:
+        raise ValueError("pruning must keep at least one layer")
+    return [n for n in range(parent_layers) if n not in dropped]
+
+
+@register("prune", layers=_prune_sources)
+def prune(parent: State, child: ModelSpec, drop: Sequence[int] | None = None) -> State:
+    """Drop whole layers (default for 8 layers: ``[2, 5]``, i.e. the layers at 1/4 and 3/4 of
+    depth) and renumber the rest. Not function-preserving: a pre-norm residual network merely
+    degrades gracefully when a block is removed."""
+    return _relayer(parent, _prune_sources(len(_layers(parent)), drop))
+
+
+def _default_order(parent_layers: int) -> list[int]:
+    """Depth up-scaling: the layers of the middle half, in pairs, each pair repeated once
+    (8 layers: ``[0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7]``)."""
+    lo, hi = parent_layers // 4, parent_layers - parent_layers // 4
+    order = list(range(lo))
+    for start in range(lo, hi, 2):
+        pair = list(range(start, min(start + 2, hi)))
+        order += pair + pair
+    return order + list(range(hi, parent_layers))
+
+
+def _duplicate_sources(parent_layers: int, order: Sequence[int] | None = None) -> list[int]:
+    sources = _default_order(parent_layers) if order is None else [int(n) for n in order]
+    if not sources or not set(sources) <= set(range(parent_layers)):
+        raise ValueError(f"layer order {sources} does not index {parent_layers} parent layers")
+    return sources
+
+
+@register("duplicate", layers=_duplicate_sources)
+def duplicate(parent: State, child: ModelSpec, order: Sequence[int] | None = None) -> State:
+    """Depth up-scaling: child layer ``i`` is a copy of parent layer ``order[i]`` (default for 8
+    layers: ``[0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7]``, 12 layers)."""
+    return _relayer(parent, _duplicate_sources(len(_layers(parent)), order))
+
+
+# --- precision: cast and int8 -----------------------------------------------------------------
+
+_FLOATS = ("float32", "float64", "bfloat16", "float16")
+
+
+@register("cast")
+def cast(parent: State, child: ModelSpec, dtypes: Sequence[str] = ("bfloat16", "float16")) -> State:
+    """Store and reload through ``dtypes`` in turn (default: a bf16 checkpoint cast to fp16),
+    returned as float32. Relative rounding error per value at most ``2^-8`` for bf16 (plus
+    fp16's subnormal spacing, ``2^-24``, near zero)."""
+    for name in dtypes:
+        if name not in _FLOATS:
+            raise ValueError(f"cannot cast to {name!r}; known: {', '.join(_FLOATS)}")
+    out: State = {}
+    for key, t in parent.items():
+        for name in dtypes:
+            t = t.to(getattr(torch, name))
+        out[key] = t.to(torch.float32).clone()
+    return out
+
+
+def quantise_rows(w: torch.Tensor, bits: int = 8) -> torch.Tensor:
+    """Symmetric per-row absmax quantisation and dequantisation: ``round(w / s) * s`` with
+    ``s = max|row| / (2^(bits-1) - 1)``, so each value moves by at most ``s / 2``."""
+    levels = 2 ** (bits - 1) - 1
+    w = w.to(torch.float32)
+    scale = w.abs().amax(dim=1, keepdim=True) / levels
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return torch.round(w / safe).clamp(-levels, levels) * scale
+
+
+@register("int8")
+def int8(parent: State, child: ModelSpec) -> State:
+    """Int8 weight-only quantisation round trip of every 2-D weight (embeddings and lm_head
+    included), symmetric per output row (``quantise_rows``); norms and biases untouched."""
+    return {k: quantise_rows(v) if v.ndim == 2 else v.to(torch.float32).clone() for k, v in parent.items()}

@@ -129,7 +129,7 @@ def _moe(family: Family, **kw: Any) -> ModelSpec:
 STANDARD: dict[str, ModelSpec] = {
     "llama": ModelSpec(family="llama"),
     "llama_seed2": ModelSpec(family="llama", seed=2),
-    "llama_other_data": ModelSpec(family="llama", domain="code"),
+    "llama_other_data": ModelSpec(family="llama", domain="code", seed=1),
     "qwen2": ModelSpec(family="qwen2", seed=3),
     "mistral": ModelSpec(family="mistral", seed=4),
     "mixtral": _moe("mixtral", seed=5),

@@ -1,0 +1,113 @@
+"""Probe: match the FFN neurons of each candidate layer to a base layer, against a null.
+
+Each FFN neuron ``i`` is the triple (gate row ``g_i``, up row ``u_i``, down column ``d_i``);
+after the hidden-space alignment all three live in base coordinates. Before comparing, every
+hidden coordinate is centred and scaled to unit variance across the layer's neurons, so that a
+per-coordinate rescaling (norm gains folded into weights) and a few large outlier coordinates do
+not decide the match. The similarity of base neuron ``i`` and candidate neuron ``j`` is
+
+    gated (SwiGLU):  ( cos(g_i, g_j) + |cos(u_i, u_j) + cos(d_i, d_j)| ) / 3
+    plain (GELU):    ( cos(u_i, u_j) + cos(d_i, d_j) ) / 2
+
+using ``|.|`` only where the architecture has a symmetry: in SwiGLU, ``(u_i, d_i) -> (c u_i,
+d_i / c)`` for any real ``c`` leaves the function unchanged, while the gate has no sign or scale
+freedom. A linear assignment (Hungarian, scipy) pairs the neurons; the statistic ``T`` is the
+mean matched similarity, which is invariant to any permutation of the candidate's neurons.
+
+Null ("trained independently"): ``rotation_null``: the base's hidden space is rotated at random,
+the alignment is recovered again from the embeddings, and the statistic recomputed (``K``
+draws). The per-layer p-value is the Gaussian tail of ``T``'s z-score against those draws (the
+statistic is a mean over many neurons). Zhu et al.
+(ICML 2025) match neurons similarly but score the matching against the identity, which a
+permuted model escapes; this statistic does not depend on the neuron order at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from verifier.architectures.layout import DOWN, GATE, UP
+from verifier.model import Model
+from verifier.probes.hidden_alignment import HiddenAlignment
+from verifier.probes.rotation_null import rotate_cols
+
+NAME = "neuron_matching"
+
+
+@dataclass(frozen=True)
+class FFNWeights:
+    """One dense FFN with neurons as rows, hidden coordinates as columns (down transposed)."""
+
+    gate: torch.Tensor | None
+    up: torch.Tensor
+    down: torch.Tensor  # [F, d]: column i of the down projection as row i
+
+    def _map(self, f: Callable[[torch.Tensor], torch.Tensor]) -> FFNWeights:
+        return FFNWeights(
+            gate=f(self.gate) if self.gate is not None else None, up=f(self.up), down=f(self.down)
+        )
+
+    def aligned(self, align: HiddenAlignment) -> FFNWeights:
+        """Candidate weights in base hidden coordinates."""
+        return self._map(align.cols)
+
+    def rotated(self, rot: torch.Tensor) -> FFNWeights:
+        """Base weights in a rotated hidden basis (a null draw)."""
+        return self._map(lambda w: rotate_cols(w, rot))
+
+    def neurons_permuted(self, tau: torch.Tensor) -> FFNWeights:
+        return self._map(lambda w: w[tau])
+
+
+def load_ffn(model: Model, layer: int) -> FFNWeights | None:
+    """The dense FFN of ``layer`` in float32, or None for MoE or FFN-less layers."""
+    roles = model.layout.layers[layer].roles
+    if UP not in roles or DOWN not in roles:
+        return None
+
+    def get(role: str) -> torch.Tensor:
+        return model.load(roles[role]).to(torch.float32)
+
+    gate = get(GATE) if GATE in roles else None
+    return FFNWeights(gate=gate, up=get(UP), down=get(DOWN).T.contiguous())
+
+
+def _unit_rows(w: torch.Tensor) -> torch.Tensor:
+    w = w - w.mean(dim=0, keepdim=True)
+    w = w / w.std(dim=0, keepdim=True).clamp_min(1e-12)
+    return w / w.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+@dataclass(frozen=True)
+class NeuronFeatures:
+    gate: torch.Tensor | None
+    up: torch.Tensor
+    down: torch.Tensor
+
+    @classmethod
+    def of(cls, ffn: FFNWeights) -> NeuronFeatures:
+        return cls(
+            gate=_unit_rows(ffn.gate) if ffn.gate is not None else None,
+            up=_unit_rows(ffn.up),
+            down=_unit_rows(ffn.down),
+        )
+
+
+def similarity(b: NeuronFeatures, c: NeuronFeatures) -> torch.Tensor:
+    """``[F_base, F_cand]`` neuron similarities (see the module docstring)."""
+    ud = b.up @ c.up.T + b.down @ c.down.T
+    if b.gate is not None and c.gate is not None:
+        return (b.gate @ c.gate.T + ud.abs()) / 3.0
+    return ud / 2.0
+
+
+def match(sim: torch.Tensor) -> tuple[float, np.ndarray, np.ndarray]:
+    """Hungarian assignment maximising total similarity: ``(mean matched, rows, cols)``."""
+    s = sim.double().numpy()
+    rows, cols = linear_sum_assignment(s, maximize=True)
+    return float(s[rows, cols].mean()), rows, cols

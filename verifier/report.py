@@ -1,0 +1,100 @@
+"""The verification report: one versioned pydantic schema, exported as JSON Schema in docs/.
+
+Keys listed in DESIGN (verdict, p_value, alpha, probes[], layer_map[], norm_drift, moe, models)
+are a contract with QA scripts: new keys may be added, existing keys are never renamed. The
+report is deterministic for the same inputs and options, apart from ``created`` and
+``timings``. Reading a report back (``Report.from_json``) forbids unknown keys, so a report
+written by a newer schema version is refused rather than half-understood.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from verifier.files import FileRecord
+from verifier.probes.base import ProbeResult
+from verifier.probes.norm_drift import NormDrift
+
+SCHEMA_VERSION = "1.0"
+Verdict = Literal["derived", "independent", "inconclusive"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelInfo(_Frozen):
+    path: str
+    format: str
+    architecture: str
+    model_type: str
+    num_layers: int
+    hidden_size: int
+    vocab_size: int
+    num_experts: int = 0
+    files: list[FileRecord]
+
+
+class Models(_Frozen):
+    base: ModelInfo
+    candidate: ModelInfo
+
+
+class LayerMapEntry(_Frozen):
+    candidate_layer: int
+    base_layer: int | None
+    similarity: float | None
+    z: float | None = None
+
+
+class ExpertEntry(_Frozen):
+    layer: int
+    expert: int
+    base_layer: int | None
+    coverage: float
+    similarity: float
+    base_neurons: list[int]
+
+
+class MoESection(_Frozen):
+    upcycled: bool
+    p_value: float | None
+    experts: list[ExpertEntry] = Field(default_factory=list)
+
+
+class Environment(_Frozen):
+    backend: str
+    device: str
+    dtype_policy: str
+    versions: dict[str, str]
+    fallbacks: list[str] = Field(default_factory=list)
+
+
+class Report(_Frozen):
+    schema_version: str = SCHEMA_VERSION
+    tool: str = "lineage"
+    tool_version: str
+    created: datetime
+    verdict: Verdict
+    reason: str
+    p_value: float | None
+    alpha: float
+    probes: list[ProbeResult]
+    layer_map: list[LayerMapEntry]
+    norm_drift: NormDrift | None
+    moe: MoESection | None
+    models: Models
+    environment: Environment
+    options: dict[str, str | float | int | bool | list[str] | None]
+    warnings: list[str] = Field(default_factory=list)
+    timings: dict[str, float] = Field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Report:
+        return cls.model_validate_json(text)

@@ -1,0 +1,54 @@
+"""The verdict rule: derived, independent or inconclusive, from the probes' p-values.
+
+* **derived** when the Cauchy combination of the decisive probes' p-values is below ``alpha``.
+  The default alpha is 1e-6: a false "derived" accuses a vendor, so the tool asks for evidence
+  far beyond the conventional 0.05 (derived pairs in practice give p-values below 1e-20).
+* **independent** only when every decisive probe ran, every one passed its power check (it
+  found a noisy, permuted copy of the base itself at p < alpha), and the combined p-value is at
+  least ``INDEPENDENT_P``: the probes could have seen a derivation and saw none.
+* **inconclusive** otherwise, with the reason.
+
+Probes that are not decisive (norm drift) never enter the combination.
+"""
+
+from __future__ import annotations
+
+from verifier.probes.base import ProbeResult
+from verifier.stats import cauchy_combine
+
+DEFAULT_ALPHA = 1e-6
+INDEPENDENT_P = 0.01
+#: probes that must all have run for a verdict of "independent"
+REQUIRED = ("hidden_alignment", "neuron_matching")
+
+
+def decide(probes: list[ProbeResult], alpha: float) -> tuple[str, float | None, str]:
+    """``(verdict, combined p-value, reason)``."""
+    decisive = [p for p in probes if p.decisive and p.p_value is not None]
+    if not decisive:
+        return "inconclusive", None, "no decisive probe could run on these two models"
+    combined = cauchy_combine([p.p_value for p in decisive if p.p_value is not None])
+    names = ", ".join(p.name for p in decisive)
+    if combined < alpha:
+        strongest = min(decisive, key=lambda p: p.p_value or 1.0)
+        return "derived", combined, (
+            f"combined p = {combined:.3g} < alpha = {alpha:g} ({names}); strongest evidence: "
+            f"{strongest.name} (p = {strongest.p_value:.3g})"
+        )
+    missing = [name for name in REQUIRED if name not in {p.name for p in decisive}]
+    if missing:
+        return "inconclusive", combined, f"probes that could not run: {', '.join(missing)}"
+    weak = [p.name for p in decisive if p.power_p_value is None or p.power_p_value >= alpha]
+    if weak:
+        return "inconclusive", combined, (
+            f"no evidence of derivation, but {', '.join(weak)} lacked the power to see it"
+        )
+    if combined < INDEPENDENT_P:
+        return "inconclusive", combined, (
+            f"combined p = {combined:.3g}: not significant at alpha = {alpha:g}, "
+            f"but below {INDEPENDENT_P} (weak evidence of shared weights)"
+        )
+    return "independent", combined, (
+        f"combined p = {combined:.3g} >= {INDEPENDENT_P} and every probe had the power to see "
+        f"a derivation ({names})"
+    )

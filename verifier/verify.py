@@ -1,0 +1,350 @@
+"""`lineage verify`: run the probes on a base and a candidate and decide.
+
+Order of work: open both models (headers only) and hash their files; read the embeddings of the
+shared tokens, the dense FFNs and the attention circuits; recover the hidden-space alignment and
+its rotation null (``probes.pairing``); compare every base layer with every candidate layer by
+neuron matching and align the layers; test each aligned pair's neurons and heads against the
+null; measure norm drift; check, on a noisy permuted copy of the base, that the probes had the
+power to see a derivation; combine and decide (``verdict``). The CLI only renders the result.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import scipy
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from verifier import __version__
+from verifier.architectures import RoleMap
+from verifier.architectures.layout import EMBED
+from verifier.files import describe_files
+from verifier.model import Model, open_model
+from verifier.probes import head_matching as heads
+from verifier.probes import hidden_alignment as hidden
+from verifier.probes import neuron_matching as neurons
+from verifier.probes import norm_drift as drift
+from verifier.probes.base import LayerValue, ProbeResult
+from verifier.probes.layer_alignment import align_layers
+from verifier.probes.pairing import Pairing, Side, fake_derivative
+from verifier.report import Environment, LayerMapEntry, ModelInfo, Models, Report
+from verifier.stats import cauchy_combine, gaussian_tail_p
+from verifier.verdict import DEFAULT_ALPHA, decide
+
+Progress = Callable[[str, int, int], None]
+
+
+class VerifyOptions(BaseModel):
+    """Everything that changes a report besides the two models."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    alpha: float = Field(DEFAULT_ALPHA, gt=0.0, lt=1.0)
+    probes: tuple[str, ...] | None = None
+    seed: int = 0
+    null_draws: int = Field(24, ge=8)
+    #: relative size of the noise in the power check (noise norm / weight norm)
+    power_drift: float = Field(1.0, gt=0.0)
+    digest: bool = True
+
+    def wants(self, probe: str) -> bool:
+        return self.probes is None or probe in self.probes
+
+
+def _info(model: Model, digest: bool) -> ModelInfo:
+    lay = model.layout
+    return ModelInfo(
+        path=str(model.path), format=model.format, architecture=lay.family,
+        model_type=lay.model_type, num_layers=lay.num_layers, hidden_size=lay.hidden_size,
+        vocab_size=lay.vocab_size, num_experts=lay.num_experts,
+        files=describe_files(model.reader.root, model.reader.files, digest=digest),
+    )
+
+
+def _side(model: Model, rows: np.ndarray) -> Side:
+    side = Side(embed=model.load(model.layout.globals[EMBED])[torch.as_tensor(rows)].float())
+    for i in range(model.layout.num_layers):
+        ffn = neurons.load_ffn(model, i)
+        if ffn is not None:
+            side.ffn[i] = ffn
+        circuits = heads.load_circuits(model, i)
+        if circuits is not None:
+            side.circuits[i] = circuits
+    return side
+
+
+def _layer(j: int, a: int, stat: float, null: list[float], scale: int) -> LayerValue:
+    """A layer's value with its p-value (Bonferroni ``scale`` for choosing ``a`` among
+    ``scale`` base layers)."""
+    _, p = gaussian_tail_p(stat, null)
+    return LayerValue(layer=j, base_layer=a, statistic=stat, p_value=min(1.0, scale * p),
+                      null_mean=float(np.mean(null)), null_std=float(np.std(null, ddof=1)))
+
+
+class _Run:
+    """State of one verification (kept out of module globals: no hidden shared state)."""
+
+    def __init__(self, base: Model, cand: Model, opts: VerifyOptions, progress: Progress | None):
+        self.base, self.cand, self.opts = base, cand, opts
+        self.progress: Progress = progress or (lambda stage, done, total: None)
+        self.rng = np.random.default_rng(opts.seed)
+        self.gen = torch.Generator().manual_seed(opts.seed)
+        self.warnings: list[str] = []
+        self.timings: dict[str, float] = {}
+        self.probes: list[ProbeResult] = []
+        self.layer_map: list[int | None] = []
+        self.tested_pairs: dict[int, int] = {}
+        self.stat = np.zeros((0, 0))
+
+    def tick(self, key: str, t0: float) -> float:
+        now = time.perf_counter()
+        self.timings[key] = round(self.timings.get(key, 0.0) + now - t0, 4)
+        return now
+
+    def prepare(self) -> tuple[Side, Side] | None:
+        """Read what the probes need; None (with a warning) when the models cannot be aligned."""
+        b, c = self.base.layout, self.cand.layout
+        if EMBED not in b.globals or EMBED not in c.globals:
+            self.warnings.append("a model has no embedding matrix: hidden spaces cannot be aligned")
+            return None
+        ib, ic, warns = hidden.shared_token_rows(
+            self.base.vocabulary(), self.cand.vocabulary(), b.vocab_size, c.vocab_size
+        )
+        self.warnings += warns
+        if ib.size < 2 * max(b.hidden_size, c.hidden_size):
+            self.warnings.append(
+                f"only {ib.size} shared tokens: too few to align {b.hidden_size} hidden coordinates"
+            )
+            return None
+        return _side(self.base, ib), _side(self.cand, ic)
+
+    def run(self, base: Side, cand: Side) -> None:
+        t0 = time.perf_counter()
+        pairing = Pairing(base, cand, self.rng, self.opts.null_draws)
+        t0 = self.tick("alignment", t0)
+        power = self.power(base)
+        t0 = self.tick("power_check", t0)
+        self.probes.append(self._embedding_probe(pairing, power.get(hidden.NAME)))
+        self._neurons(pairing, power.get(neurons.NAME))
+        t0 = self.tick("neuron_matching", t0)
+        if self.opts.wants(heads.NAME):
+            self._heads(pairing, power.get(heads.NAME))
+            self.tick("head_matching", t0)
+
+    def _embedding_probe(self, pairing: Pairing, power: float | None) -> ProbeResult:
+        z, p = gaussian_tail_p(pairing.embed_stat, pairing.embed_null)
+        align = pairing.align
+        d = align.base_dim
+        return ProbeResult(
+            name=hidden.NAME, statistic=pairing.embed_stat, p_value=p, decisive=True,
+            null=(f"mean matched |corr| of embedding columns after rotating the base's hidden "
+                  f"space at random and re-aligning ({len(pairing.embed_null)} draws; Gaussian "
+                  f"tail of z = {z:.1f})"),
+            layers=[LayerValue(layer=-1, base_layer=-1, statistic=pairing.embed_stat, p_value=p,
+                               null_mean=float(np.mean(pairing.embed_null)),
+                               null_std=float(np.std(pairing.embed_null, ddof=1)))],
+            power_p_value=power,
+            details={"shared_tokens": int(pairing.base.embed.shape[0]), "z": z,
+                     "coordinates_matched_above_0.5": float(np.mean(align.corr > 0.5)),
+                     "identity_fraction": float(np.mean(align.perm == np.arange(d))),
+                     "negated_fraction": float(np.mean(align.sign < 0))},
+        )
+
+    def _neurons(self, pairing: Pairing, power: float | None) -> None:
+        """All-pairs neuron statistics, the layer map, and the neuron-matching probe."""
+        nb, nc = self.base.layout.num_layers, self.cand.layout.num_layers
+        stat = np.full((nb, nc), np.nan)
+        z = np.full((nb, nc), -np.inf)
+        nulls: dict[int, tuple[int, list[float]]] = {}
+        for j in range(nc):
+            self.progress("matching neurons", j, nc)
+            if j not in pairing.cand.ffn:
+                continue
+            for a in pairing.base.ffn:
+                stat[a, j] = pairing.ffn_stat(a, j)
+            best = int(np.nanargmax(stat[:, j]))
+            null = pairing.ffn_null(best, j)
+            mu, sd = float(np.mean(null)), max(float(np.std(null, ddof=1)), 1e-12)
+            z[:, j] = np.where(np.isnan(stat[:, j]), -np.inf, (stat[:, j] - mu) / sd)
+            nulls[j] = (best, null)
+        self.progress("matching neurons", nc, nc)
+        self.stat, self.layer_map = stat, align_layers(z)
+        self.tested_pairs = {j: (self.layer_map[j] if self.layer_map[j] is not None else best)
+                             for j, (best, _) in nulls.items()}
+        tested = len(pairing.base.ffn)
+        layers = []
+        for j, (best, null) in nulls.items():
+            a = self.tested_pairs[j]
+            if a != best:
+                null = pairing.ffn_null(a, j)
+            layers.append(_layer(j, a, float(stat[a, j]), null, tested))
+        if not layers:
+            self.warnings.append("no dense FFN layers to compare: neuron matching did not run")
+            return
+        if self.opts.wants(neurons.NAME):
+            self.probes.append(ProbeResult(
+                name=neurons.NAME,
+                statistic=float(np.mean([lv.statistic for lv in layers])),
+                p_value=cauchy_combine([lv.p_value or 1.0 for lv in layers]),
+                null=(f"matched neuron similarity after rotating the base's hidden space at "
+                      f"random and re-aligning ({self.opts.null_draws} draws per layer, Gaussian "
+                      f"tail); Bonferroni over {tested} base layers per candidate layer; layers "
+                      "combined by the Cauchy combination test (valid under dependence)"),
+                decisive=True, layers=layers, power_p_value=power,
+                details={"layers_compared": len(layers), "base_layers": tested},
+            ))
+
+    def _heads(self, pairing: Pairing, power: float | None) -> None:
+        # the pairs neuron matching chose (mapped, or the best unmapped), so unrelated models
+        # are tested too; without dense FFNs, index-aligned layers
+        chosen = self.tested_pairs or {j: j for j in pairing.cand.circuits}
+        pairs = [(a, j) for j, a in sorted(chosen.items())
+                 if a in pairing.base.circuits and j in pairing.cand.circuits
+                 and pairing.base.circuits[a].qk.shape == pairing.cand.circuits[j].qk.shape]
+        nb = self.base.layout.num_layers
+        layers = []
+        for k, (a, j) in enumerate(pairs):
+            self.progress("matching heads", k, len(pairs))
+            layers.append(_layer(j, a, pairing.head_stat(a, j), pairing.head_null(a, j), nb))
+        if not layers:
+            return
+        self.probes.append(ProbeResult(
+            name=heads.NAME,
+            statistic=float(np.mean([lv.statistic for lv in layers])),
+            p_value=cauchy_combine([lv.p_value or 1.0 for lv in layers]),
+            null=(f"matched QK/OV circuit similarity after rotating the base's hidden space at "
+                  f"random and re-aligning ({self.opts.null_draws} draws per layer, Gaussian "
+                  f"tail); Bonferroni over {nb} base layers; Cauchy combination over layers"),
+            decisive=True, layers=layers, power_p_value=power,
+        ))
+
+    def power(self, base: Side) -> dict[str, float]:
+        """p-values of the base against a noisy (``power_drift``), signed-permuted copy of
+        itself with permuted neurons: the probes' power to see a well-hidden derivation."""
+        layers = sorted(set(base.ffn) | set(base.circuits))
+        if not layers:
+            return {}
+        a = layers[len(layers) // 2]
+        fake = fake_derivative(base, [a], self.opts.power_drift, self.rng, self.gen)
+        pairing = Pairing(base, fake, self.rng, self.opts.null_draws)
+        out = {hidden.NAME: gaussian_tail_p(pairing.embed_stat, pairing.embed_null)[1]}
+        if a in base.ffn:
+            out[neurons.NAME] = gaussian_tail_p(pairing.ffn_stat(a, a), pairing.ffn_null(a, a))[1]
+        if a in base.circuits:
+            out[heads.NAME] = gaussian_tail_p(pairing.head_stat(a, a), pairing.head_null(a, a))[1]
+        return out
+
+    def norm_drift(self, align: hidden.HiddenAlignment | None) -> drift.NormDrift:
+        t0 = time.perf_counter()
+        sb, sc = drift.layer_stats(self.base), drift.layer_stats(self.cand)
+        pairs = [(a, j) for j, a in enumerate(self.layer_map) if a is not None]
+        if not pairs and len(sb) == len(sc):
+            pairs = [(i, i) for i in range(len(sb))]
+        r, p = drift.profile_correlation(sb, sc, pairs)
+        mapped = {j: a for a, j in pairs}
+        rows: list[drift.DriftLayer] = []
+        for j, stats in enumerate(sc):
+            a = mapped.get(j)
+            rel = self._aligned_drift(align, a, j) if a is not None and align is not None else {}
+            for role, st in stats.items():
+                bs = sb[a].get(role) if a is not None else None
+                rows.append(drift.DriftLayer(
+                    layer=j, base_layer=a, role=role,
+                    base_norm=bs.frobenius if bs else None, candidate_norm=st.frobenius,
+                    base_std=bs.std if bs else None, candidate_std=st.std,
+                    relative_drift=rel.get(role),
+                ))
+        self.tick("norm_drift", t0)
+        return drift.NormDrift(
+            profile_correlation=r, profile_correlation_p=p,
+            null=("Pearson r of per-layer q/k/v/o std profiles (each role standardised); null: "
+                  "circular shifts of the candidate profile; reported only, never decisive"),
+            layers=rows,
+        )
+
+    def _aligned_drift(self, align: hidden.HiddenAlignment, a: int, j: int) -> dict[str, float]:
+        """Relative drift of the FFN roles after hidden and neuron alignment (signs fixed per
+        neuron from the up rows; SwiGLU's free per-neuron scale is not undone, by design)."""
+        fb, fc = neurons.load_ffn(self.base, a), neurons.load_ffn(self.cand, j)
+        if fb is None or fc is None:
+            return {}
+        fc = fc.aligned(align)
+        _, rows, cols = neurons.match(
+            neurons.similarity(neurons.NeuronFeatures.of(fb), neurons.NeuronFeatures.of(fc))
+        )
+        r, c = torch.as_tensor(rows), torch.as_tensor(cols)
+        sign = torch.sign((fb.up[r] * fc.up[c]).sum(dim=1, keepdim=True))
+        out = {
+            "up": drift.relative_drift(fb.up[r], fc.up[c] * sign),
+            "down": drift.relative_drift(fb.down[r], fc.down[c] * sign),
+        }
+        if fb.gate is not None and fc.gate is not None:
+            out["gate"] = drift.relative_drift(fb.gate[r], fc.gate[c])
+        return out
+
+
+def _environment() -> Environment:
+    return Environment(
+        backend="cpu", device=platform.processor() or platform.machine(),
+        dtype_policy="similarities and norms in float32; statistics and verdict in float64",
+        versions={"torch": torch.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
+                  "python": platform.python_version()},
+    )
+
+
+def verify(
+    base: str | Path,
+    candidate: str | Path,
+    options: VerifyOptions | None = None,
+    *,
+    role_maps: tuple[RoleMap | None, RoleMap | None] = (None, None),
+    progress: Progress | None = None,
+) -> Report:
+    """Verify whether ``candidate`` was derived from ``base``; reads both, writes nothing."""
+    opts = options or VerifyOptions()
+    t_start = time.perf_counter()
+    with open_model(base, role_map=role_maps[0]) as mb, \
+            open_model(candidate, role_map=role_maps[1]) as mc:
+        run = _Run(mb, mc, opts, progress)
+        t0 = time.perf_counter()
+        models = Models(base=_info(mb, opts.digest), candidate=_info(mc, opts.digest))
+        t0 = run.tick("hashing", t0)
+        sides = run.prepare()
+        run.tick("reading", t0)
+        pairing_align = None
+        if sides is not None:
+            run.run(*sides)
+            pairing_align = hidden.recover(
+                hidden.standardise(sides[0].embed), hidden.standardise(sides[1].embed)
+            )[0]
+        nd = run.norm_drift(pairing_align) if opts.wants(drift.NAME) else None
+    probes = [p for p in run.probes if opts.wants(p.name)]
+    entries = [
+        LayerMapEntry(
+            candidate_layer=j, base_layer=a,
+            similarity=None if a is None else float(run.stat[a, j]),
+        )
+        for j, a in enumerate(run.layer_map)
+    ]
+    verdict, p, reason = decide(probes, opts.alpha)
+    run.timings["total"] = round(time.perf_counter() - t_start, 4)
+    return Report(
+        tool_version=__version__,
+        created=datetime.now(timezone.utc),
+        verdict=verdict, reason=reason, p_value=p, alpha=opts.alpha,
+        probes=probes, layer_map=entries, norm_drift=nd, moe=None,
+        models=models, environment=_environment(),
+        options={"alpha": opts.alpha, "seed": opts.seed, "null_draws": opts.null_draws,
+                 "power_drift": opts.power_drift,
+                 "probes": list(opts.probes) if opts.probes else None},
+        warnings=run.warnings, timings=run.timings,
+    )
+
+
+__all__ = ["VerifyOptions", "verify"]

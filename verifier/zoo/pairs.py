@@ -1,0 +1,122 @@
+"""Models with known lineage relative to the standard ``llama``, and the pairs to judge.
+
+``LINEAGE`` holds derived children of ``STANDARD["llama"]`` (continued training, a long
+high-learning-rate run, function-preserving permutation and rescaling followed by a little
+training, pruning, depth up-scaling, dtype round trips, int8 quantisation) and one independent
+model of another depth. Its names do not clash with ``STANDARD``'s, so
+``Zoo(root, STANDARD | LINEAGE)`` (``ZOO_SPECS``) builds every name a ``Pair`` mentions; parents
+are the very ``STANDARD`` specs, so they share the standard models' cache folders.
+
+``PAIRS`` lists (base, candidate) questions with the right answer and, for derived pairs, the
+base layer each candidate layer came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from verifier.zoo.derive import derived_spec, layer_sources
+from verifier.zoo.specs import STANDARD, ModelSpec
+
+Truth = Literal["derived", "independent"]
+
+BASE = STANDARD["llama"]
+#: Short training after a transformation; steps after a depth change.
+_SHORT, _DEPTH_STEPS = 30, 60
+
+
+def _child(derivation: str | None = None, args: dict[str, object] | None = None, **updates: object) -> ModelSpec:
+    return derived_spec(BASE, derivation, args, **updates)
+
+
+LINEAGE: dict[str, ModelSpec] = {
+    # continued training on other data, as long as the base's own run
+    "llama_ft_code": _child(domain="code", steps=BASE.steps, seed=10),
+    # continued training, 3x the base's steps at 2.5x its learning rate
+    "llama_long": _child(steps=3 * BASE.steps, lr=2.5 * BASE.lr, seed=11),
+    "llama_permuted": _child(
+        "permute", {"parts": ["hidden", "heads", "ffn", "experts"]}, steps=_SHORT, seed=12
+    ),
+    "llama_rescaled": _child(
+        "rescale",
+        {"parts": ["sign", "norms", "qk", "vo", "ffn"], "max_scale": 8.0, "qk_per": "head",
+         "vo_per": "head"},
+        steps=_SHORT,
+        seed=13,
+    ),
+    "llama_pruned": _child("prune", {"drop": [2, 5]}, steps=_DEPTH_STEPS, seed=14),
+    "llama_upscaled": _child(
+        "duplicate", {"order": [0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7]}, steps=_DEPTH_STEPS, seed=15
+    ),
+    "llama_cast": _child("cast", {"dtypes": ["bfloat16", "float16"]}, steps=0, seed=16),
+    "llama_int8": _child("int8", steps=0, seed=17),
+    # independent: same recipe, another seed and another depth
+    "llama_6layer_seed8": ModelSpec(family="llama", num_layers=6, seed=8),
+}
+
+ZOO_SPECS: dict[str, ModelSpec] = STANDARD | LINEAGE
+if len(ZOO_SPECS) != len(STANDARD) + len(LINEAGE):
+    raise RuntimeError("LINEAGE names clash with STANDARD names")
+
+
+def ancestry(spec: ModelSpec) -> list[ModelSpec]:
+    """``spec``, its parent, its parent's parent, ... (nearest first)."""
+    chain: list[ModelSpec] = []
+    node: ModelSpec | None = spec
+    while node is not None:
+        chain.append(node)
+        node = node.parent
+    return chain
+
+
+def layer_map(base: ModelSpec, candidate: ModelSpec) -> tuple[int, ...] | None:
+    """For each layer of ``candidate``, the layer of ``base`` it descends from, composing the
+    layer sources of every derivation between them; ``None`` when ``base`` is not an ancestor
+    (or ``candidate`` itself)."""
+    chain = ancestry(candidate)
+    if base not in chain:
+        return None
+    mapping = list(range(base.num_layers))
+    for node in reversed(chain[: chain.index(base)]):
+        assert node.parent is not None
+        sources = layer_sources(node.derivation, node.parent.num_layers, node.derivation_args)
+        mapping = [mapping[s] for s in sources]
+    return tuple(mapping)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One lineage question: was ``candidate`` derived from ``base``? ``layer_map[i]`` is the base
+    layer of candidate layer ``i`` (``None`` entries allowed for layers with no source); the
+    whole map is ``None`` for independent pairs."""
+
+    name: str
+    base: str
+    candidate: str
+    truth: Truth
+    layer_map: tuple[int | None, ...] | None
+
+
+def _pair(name: str, candidate: str, base: str = "llama") -> Pair:
+    b, c = ZOO_SPECS[base], ZOO_SPECS[candidate]
+    mapping = layer_map(b, c)
+    return Pair(name, base, candidate, "independent" if mapping is None else "derived", mapping)
+
+
+PAIRS: list[Pair] = [
+    _pair("self", "llama"),
+    _pair("finetune_other_data", "llama_ft_code"),
+    _pair("long_high_lr", "llama_long"),
+    _pair("permuted_then_trained", "llama_permuted"),
+    _pair("rescaled_then_trained", "llama_rescaled"),
+    _pair("pruned_then_trained", "llama_pruned"),
+    _pair("upscaled_then_trained", "llama_upscaled"),
+    _pair("cast_bf16_fp16", "llama_cast"),
+    _pair("int8_roundtrip", "llama_int8"),
+    _pair("other_seed", "llama_seed2"),
+    _pair("other_data_from_scratch", "llama_other_data"),
+    _pair("other_depth_other_seed", "llama_6layer_seed8"),
+    _pair("qwen2_same_shapes", "qwen2"),
+    _pair("mistral_same_shapes", "mistral"),
+]
