@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from verifier import __version__
-from verifier.errors import ExitCode, LineageError
+from verifier.errors import ExitCode, LineageError, UsageError
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 ran (verdict matches --expect if given); 1 verdict contradicts --expect; "
@@ -121,6 +121,95 @@ def inspect(
         sys.stdout.write(report.model_dump_json(indent=2) + "\n")
     else:
         render_inspect(report, stdout)
+
+
+class Expect(str, Enum):
+    derived = "derived"
+    independent = "independent"
+
+
+def expectation_exit_code(verdict: str, expect: Expect | None) -> ExitCode:
+    """The exit code contract of `verify` (see docs/exit-codes.md)."""
+    if expect is None:
+        return ExitCode.OK
+    if verdict == "inconclusive":
+        return ExitCode.INCONCLUSIVE
+    return ExitCode.OK if verdict == expect.value else ExitCode.EXPECTATION_FAILED
+
+
+@app.command()
+def verify(
+    base: Annotated[str, typer.Argument(help="The base model (folder, file or cached repo id).")],
+    candidate: Annotated[str, typer.Argument(help="The model that may derive from the base.")],
+    backend: Annotated[
+        str, typer.Option("--backend", help="auto, cpu, cuda or npu.")
+    ] = "auto",
+    format: Annotated[OutputFormat, typer.Option("--format", help="text or json (json: the report "
+                                                 "alone on stdout).")] = OutputFormat.text,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Also write the report JSON here.")
+    ] = None,
+    expect: Annotated[
+        Expect | None, typer.Option("--expect", help="Gate on the verdict (see exit codes).")
+    ] = None,
+    alpha: Annotated[
+        float, typer.Option("--alpha", help="Significance level for 'derived'.", min=1e-300,
+                            max=0.5)
+    ] = 1e-6,
+    probes: Annotated[
+        str | None,
+        typer.Option("--probes", help="Comma-separated subset: hidden_alignment, "
+                     "neuron_matching, head_matching, norm_drift."),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the null draws.")] = 0,
+    role_map: RoleMapOption = None,
+    no_hash: Annotated[
+        bool, typer.Option("--no-hash", help="Skip the sha256 of each file (faster).")
+    ] = False,
+) -> int:
+    """Verify whether CANDIDATE was derived from BASE; print the verdict and the evidence.
+
+    Exit codes: 0 ran (verdict matches --expect if given); 1 verdict contradicts --expect;
+    3 inconclusive while --expect was given; 2 usage error; 4 unreadable or invalid input.
+    """
+    from backends import select
+    from verifier.architectures import load_role_map
+    from verifier.files import write_atomic
+    from verifier.probes import PROBES
+    from verifier.render import render_report
+    from verifier.verify import VerifyOptions
+    from verifier.verify import verify as run_verify
+
+    chosen = tuple(p.strip() for p in probes.split(",") if p.strip()) if probes else None
+    unknown = [p for p in chosen or () if p not in PROBES]
+    if unknown:
+        raise UsageError(f"unknown probe(s) {', '.join(unknown)}; choose from {', '.join(PROBES)}")
+    device, status = select(backend)
+    options = VerifyOptions(alpha=alpha, probes=chosen, seed=seed, digest=not no_hash)
+    rmap = load_role_map(role_map) if role_map else None
+    with _progress() as progress:
+        task = progress.add_task("verifying", total=None)
+
+        def on_progress(stage: str, done: int, total: int) -> None:
+            progress.update(task, description=stage, completed=done, total=total)
+
+        report = run_verify(base, candidate, options, role_maps=(rmap, rmap),
+                            progress=on_progress)
+    if status.name != "cpu":
+        report = report.model_copy(update={"warnings": [
+            *report.warnings,
+            f"backend {status.name} is available, but this version computes every probe on "
+            "the CPU",
+        ]})
+    del device
+    text = report.to_json()
+    if output is not None:
+        write_atomic(output, text + "\n")
+    if format is OutputFormat.json:
+        sys.stdout.write(text + "\n")
+    else:
+        render_report(report, stdout)
+    return int(expectation_exit_code(report.verdict, expect))
 
 
 @app.command()

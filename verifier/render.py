@@ -7,6 +7,7 @@ from rich.table import Table
 
 from backends import BackendStatus
 from verifier.inspect import InspectReport
+from verifier.report import Report
 
 
 def _human_bytes(n: int) -> str:
@@ -82,3 +83,55 @@ def render_backends(items: list[BackendStatus], console: Console) -> None:
             st.reason or "",
         )
     console.print(table)
+
+
+_VERDICT_STYLE = {"derived": "bold red", "independent": "bold green", "inconclusive": "bold yellow"}
+_VERDICT_MEANING = {
+    "derived": "the candidate was not trained independently of the base: it, or an ancestor "
+    "they share, passed weights to it",
+    "independent": "no evidence of shared weights, and the probes had the power to see it",
+    "inconclusive": "the evidence does not support either answer at the chosen alpha",
+}
+
+
+def _p(p: float | None) -> str:
+    return "-" if p is None else f"{p:.3g}"
+
+
+def render_report(report: Report, console: Console) -> None:
+    """Verdict first, then one row per probe, the layer map and warnings."""
+    style = _VERDICT_STYLE[report.verdict]
+    console.print(f"[{style}]{report.verdict.upper()}[/{style}]  p = {_p(report.p_value)}  "
+                  f"(alpha = {report.alpha:g})")
+    console.print(f"[dim]{_VERDICT_MEANING[report.verdict]}[/dim]")
+    console.print(report.reason, highlight=False)
+    probes = Table(title="probes", title_justify="left")
+    for col in ("probe", "statistic", "null mean", "p-value", "power p", "decisive"):
+        probes.add_column(col, justify="left" if col == "probe" else "right")
+    nulls = []
+    for pr in report.probes:
+        means = [lv.null_mean for lv in pr.layers if lv.null_mean is not None]
+        probes.add_row(pr.name, f"{pr.statistic:.4f}",
+                       f"{sum(means) / len(means):.4f}" if means else "-", _p(pr.p_value),
+                       _p(pr.power_p_value), "yes" if pr.decisive else "no")
+        nulls.append((pr.name, pr.null))
+    if report.norm_drift is not None:
+        nd = report.norm_drift
+        probes.add_row("std-profile r",
+                       "-" if nd.profile_correlation is None else f"{nd.profile_correlation:.3f}",
+                       "-", _p(nd.profile_correlation_p), "-", "no")
+        nulls.append(("std-profile r", nd.null))
+    console.print(probes)
+    for name, null in nulls:
+        console.print(f"[dim]{name} null: {null}[/dim]", highlight=False)
+    if report.layer_map:
+        lm = Table(title="layer map (candidate -> base)", title_justify="left")
+        lm.add_column("candidate layer", justify="right")
+        lm.add_column("base layer", justify="right")
+        lm.add_column("matched similarity", justify="right")
+        for e in report.layer_map:
+            lm.add_row(str(e.candidate_layer), "-" if e.base_layer is None else str(e.base_layer),
+                       "-" if e.similarity is None else f"{e.similarity:.3f}")
+        console.print(lm)
+    for w in report.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
