@@ -1,8 +1,9 @@
 """A streaming pass over every tensor: finiteness and the norms that probes and users need.
 
-Each tensor is read, reduced in row chunks (so the float32 upcast of a bf16 embedding never
+Each tensor is read, reduced in chunks (so the float32 upcast of a bf16 embedding never
 doubles its footprint) and dropped before the next, so peak memory is about one tensor.
-Sums are accumulated in float64: a 10^9-element tensor overflows float32's mantissa.
+Chunk sums are accumulated in float64: a 10^9-element running sum would exhaust float32's
+mantissa.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from pydantic import BaseModel, ConfigDict
 
 from verifier.readers.base import CheckpointReader, TensorInfo
 
-# Elements upcast at once: 16 Mi float32 = 64 MiB of scratch whatever the tensor size.
-CHUNK_ELEMENTS = 1 << 24
+# Elements upcast at once: 4 Mi float32 = 16 MiB of scratch whatever the tensor size.
+CHUNK_ELEMENTS = 1 << 22
 
 
 class TensorStats(BaseModel):
@@ -32,6 +33,20 @@ class TensorStats(BaseModel):
     nonfinite: int
 
 
+def _sums(chunk: torch.Tensor) -> tuple[float, float, float]:
+    """Sum, sum of squares and sum of |x| of one chunk.
+
+    torch reduces float32 with cascade (pairwise) summation, accurate to ~1e-6 relative for a
+    4 Mi chunk and 10-100x faster than asking for float64 accumulation; chunk results are then
+    added in float64. NaN and Inf propagate into the sums, so finite sums prove a finite chunk.
+    """
+    return (
+        float(chunk.sum()),
+        float(torch.linalg.vector_norm(chunk)) ** 2,
+        float(torch.linalg.vector_norm(chunk, ord=1)),
+    )
+
+
 def tensor_stats(name: str, tensor: torch.Tensor) -> TensorStats:
     """Frobenius norm, population std and mean |w| over the finite entries, chunk by chunk."""
     flat = tensor.reshape(-1)
@@ -39,16 +54,15 @@ def tensor_stats(name: str, tensor: torch.Tensor) -> TensorStats:
     bad = 0
     for start in range(0, flat.numel(), CHUNK_ELEMENTS):
         chunk = flat[start : start + CHUNK_ELEMENTS].to(torch.float32)
-        finite = torch.isfinite(chunk)
-        nfinite = int(finite.sum())
-        if nfinite != chunk.numel():
-            bad += chunk.numel() - nfinite
-            chunk = chunk[finite]
-        c64 = chunk.to(torch.float64)
-        total += nfinite
-        s1 += float(c64.sum())
-        s2 += float((c64 * c64).sum())
-        sabs += float(c64.abs().sum())
+        sums = _sums(chunk)
+        if not all(math.isfinite(v) for v in sums):
+            # NaN/Inf present (or float32 squares overflowed): count and drop non-finite entries
+            finite = torch.isfinite(chunk)
+            bad += chunk.numel() - int(finite.sum())
+            chunk = chunk[finite].to(torch.float64)
+            sums = _sums(chunk)
+        total += chunk.numel()
+        s1, s2, sabs = s1 + sums[0], s2 + sums[1], sabs + sums[2]
     mean = s1 / total if total else 0.0
     var = max(s2 / total - mean * mean, 0.0) if total else 0.0
     return TensorStats(
