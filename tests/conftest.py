@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from verifier.zoo import Zoo
+from verifier.zoo.pairs import ZOO_SPECS
 
 
 @pytest.fixture(scope="session")
@@ -27,5 +28,6 @@ def zoo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def zoo(zoo_root: Path) -> Zoo:
-    """The standard set (``verifier.zoo.STANDARD``): ``zoo.llama`` is the folder of that model."""
-    return Zoo(zoo_root)
+    """The standard set and the lineage set (``verifier.zoo.pairs``): ``zoo.llama`` is the
+    folder of that model."""
+    return Zoo(zoo_root, ZOO_SPECS)

@@ -9,6 +9,13 @@ down, as in depth up-scaling by concatenation), and a candidate layer may map to
 base layer is significantly similar (a new layer). Dynamic programming (Viterbi) finds the
 optimum exactly; the penalties are small next to the z-scores of a derived layer (tens to
 hundreds) and decide only between near-ties, i.e. among unrelated layers.
+
+Significance against the rotation null is not enough to map a layer: all layers of a derived
+model share the base's residual stream, so even a layer with no counterpart (one the pruned base
+lacks) reads the same hidden directions and scores z ~ 10-25 against every base layer, where a
+true copy scores 40-100 after training. A pair is therefore mappable only when its z is at least
+``RATIO`` times the best z of that base layer's row: copies of one layer (duplicates) stay
+comparably close to it, layers that merely share the stream do not.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import numpy as np
 NAME = "layer_alignment"
 #: z-score a pair must exceed to be mapped at all (one-sided, ~1e-6 before any correction)
 MIN_Z = 5.0
+RATIO = 0.6
 REPEAT, SKIP, BACK = 1.0, 0.5, 3.0
 
 
@@ -32,13 +40,17 @@ def _step_cost(prev: int, cur: int) -> float:
     return BACK
 
 
-def align_layers(z: np.ndarray, *, min_z: float = MIN_Z) -> list[int | None]:
+def align_layers(
+    z: np.ndarray, *, min_z: float = MIN_Z, ratio: float = RATIO
+) -> list[int | None]:
     """Best path through ``z`` (rows: base layers, columns: candidate layers)."""
     nb, nc = z.shape
     none = nb  # state index meaning "no base layer"
     # score of emitting candidate layer j from state s: the pair's z, or 0 when unmapped;
-    # pairs below min_z may not be used, so unrelated layers stay unmapped.
-    emit = np.where(z >= min_z, z, -np.inf)
+    # pairs that are not significant, or far below their row's best, may not be used.
+    finite = np.where(np.isfinite(z), z, -np.inf)
+    row_best = finite.max(axis=1, keepdims=True)
+    emit = np.where((finite >= min_z) & (finite >= ratio * row_best), finite, -np.inf)
     emit = np.vstack([emit, np.zeros((1, nc))])
     score = emit[:, 0].copy()
     score[:nb] -= np.arange(nb) * SKIP  # starting late skips the first base layers

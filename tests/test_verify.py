@@ -1,0 +1,150 @@
+"""`lineage verify` on pairs of known lineage: verdicts both ways, layer maps, CLI contract."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from verifier.cli import main
+from verifier.report import Report
+from verifier.verify import VerifyOptions, verify
+from verifier.zoo.pairs import PAIRS
+
+DERIVED = [p for p in PAIRS if p.truth == "derived"]
+INDEPENDENT = [p for p in PAIRS if p.truth == "independent"]
+OPTS = VerifyOptions(digest=False)
+
+
+@pytest.fixture(scope="module")
+def reports(zoo):
+    """Each pair verified in both directions, computed once for the module."""
+    out = {}
+    for pair in PAIRS:
+        base, cand = zoo[pair.base], zoo[pair.candidate]
+        out[(pair.name, "forward")] = verify(base, cand, OPTS)
+        out[(pair.name, "backward")] = verify(cand, base, OPTS)
+    return out
+
+
+@pytest.mark.parametrize("pair", DERIVED, ids=[p.name for p in DERIVED])
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_derived_pairs_are_derived_at_the_default_alpha(pair, direction, reports):
+    report = reports[(pair.name, direction)]
+    assert report.verdict == "derived", report.reason
+    assert report.p_value < report.alpha
+    assert {p.name for p in report.probes if p.decisive} >= {"hidden_alignment", "neuron_matching"}
+
+
+@pytest.mark.parametrize("pair", INDEPENDENT, ids=[p.name for p in INDEPENDENT])
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_independent_pairs_are_not_derived(pair, direction, reports):
+    report = reports[(pair.name, direction)]
+    assert report.verdict != "derived", report.reason
+    # and the probes could have seen a derivation: the power checks found a noisy copy
+    assert all(p.power_p_value is not None and p.power_p_value < report.alpha
+               for p in report.probes if p.decisive)
+
+
+@pytest.mark.parametrize("pair", [p for p in PAIRS if p.layer_map], ids=lambda p: p.name)
+def test_layer_map_is_exact(pair, reports):
+    report = reports[(pair.name, "forward")]
+    assert tuple(e.base_layer for e in report.layer_map) == tuple(pair.layer_map)
+
+
+def test_pruned_model_maps_every_base_layer_it_kept_when_read_backwards(reports):
+    """From the pruned model's side, the dropped base layers (2 and 5) map to nothing."""
+    report = reports[("pruned_then_trained", "backward")]
+    assert [e.base_layer for e in report.layer_map] == [0, 1, None, 2, 3, None, 4, 5]
+
+
+def test_std_profile_correlation_is_reported_but_never_decisive(reports):
+    report = reports[("other_seed", "forward")]
+    assert report.norm_drift is not None
+    assert report.norm_drift.profile_correlation is not None
+    assert all(p.name != "norm_drift" for p in report.probes)
+
+
+def test_relative_drift_is_small_for_a_cast_and_large_for_long_training(reports):
+    def ffn_drift(name: str) -> float:
+        rows = reports[(name, "forward")].norm_drift.layers
+        values = [r.relative_drift for r in rows if r.role == "up" and r.relative_drift is not None]
+        return sum(values) / len(values)
+
+    assert ffn_drift("cast_bf16_fp16") < 0.01
+    assert ffn_drift("finetune_other_data") > 0.1
+    assert ffn_drift("long_high_lr") > ffn_drift("finetune_other_data")
+
+
+def test_report_is_deterministic_apart_from_timestamps(zoo):
+    a = verify(zoo["llama"], zoo["llama_pruned"], OPTS)
+    b = verify(zoo["llama"], zoo["llama_pruned"], OPTS)
+    strip = {"created", "timings"}
+    assert a.model_dump(exclude=strip) == b.model_dump(exclude=strip)
+
+
+def test_report_round_trips_and_refuses_unknown_keys(reports):
+    report = reports[("self", "forward")]
+    again = Report.from_json(report.to_json())
+    assert again == report
+    data = json.loads(report.to_json())
+    data["surprise"] = 1
+    with pytest.raises(ValueError, match="surprise"):
+        Report.from_json(json.dumps(data))
+
+
+def _cli(capsys, *args):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["verify", *map(str, args), "--no-hash"])
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+@pytest.mark.parametrize(
+    ("candidate", "expect", "code"),
+    [("llama_pruned", None, 0), ("llama_pruned", "derived", 0), ("llama_pruned", "independent", 1),
+     ("llama_seed2", "independent", 0), ("llama_seed2", "derived", 1)],
+)
+def test_expect_exit_codes(zoo, capsys, candidate, expect, code):
+    args = [zoo["llama"], zoo[candidate]] + (["--expect", expect] if expect else [])
+    got, _, err = _cli(capsys, *args)
+    assert got == code, err
+
+
+def test_inconclusive_with_expect_exits_3(zoo, capsys):
+    # only the non-decisive norm-drift probe: nothing can decide
+    got, out, _ = _cli(capsys, zoo["llama"], zoo["llama_pruned"], "--probes", "norm_drift",
+                       "--expect", "derived", "--format", "json")
+    assert got == 3
+    assert json.loads(out)["verdict"] == "inconclusive"
+
+
+def test_json_format_prints_the_report_alone_and_output_writes_it(zoo, capsys, tmp_path):
+    target = tmp_path / "out" / "report.json"
+    got, out, _ = _cli(capsys, zoo["llama"], zoo["llama_permuted"], "--format", "json",
+                       "--output", target)
+    assert got == 0
+    report = json.loads(out)
+    for key in ("verdict", "p_value", "alpha", "probes", "layer_map", "norm_drift", "moe",
+                "models"):
+        assert key in report
+    assert report["verdict"] == "derived"
+    assert json.loads(target.read_text()) == report
+    assert [p.name for p in target.parent.iterdir()] == ["report.json"]  # no temp files left
+
+
+def test_unknown_probe_is_a_usage_error(zoo, capsys):
+    got, _, err = _cli(capsys, zoo["llama"], zoo["llama"], "--probes", "magic")
+    assert got == 2
+    assert "unknown probe" in err
+
+
+def test_absent_backend_is_exit_4(zoo, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda n, *a, **k: None if n == "torch_npu" else real(n, *a, **k))
+    got, _, err = _cli(capsys, zoo["llama"], zoo["llama"], "--backend", "npu")
+    assert got == 4
+    assert "not available" in err
