@@ -213,6 +213,25 @@ def verify(
 
 
 @app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the models and reports.")] = Path(
+        "lineage-demo"
+    ),
+) -> int:
+    """Derive tiny models of known lineage from a shipped base, verify each, show the verdicts.
+
+    Exits 0 when every verdict matches the truth, 1 otherwise.
+    """
+    from verifier.demo import run_demo
+    from verifier.render import render_demo
+
+    with stderr.status("starting") as status:
+        rows = run_demo(out, on_stage=lambda msg: status.update(msg))
+    render_demo(rows, stdout)
+    return 0 if all(r.correct for r in rows) else int(ExitCode.EXPECTATION_FAILED)
+
+
+@app.command()
 def backends(
     format: Annotated[OutputFormat, typer.Option("--format", help="text or json.")] = (
         OutputFormat.text

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.console import Console
 from rich.table import Table
 
 from backends import BackendStatus
+from verifier.demo import DemoRow
 from verifier.inspect import InspectReport
 from verifier.report import Report
 
@@ -95,7 +98,9 @@ _VERDICT_MEANING = {
 
 
 def _p(p: float | None) -> str:
-    return "-" if p is None else f"{p:.3g}"
+    if p is None:
+        return "-"
+    return "< 1e-290" if p < 1e-290 else f"{p:.3g}"  # float64 tails end near 1e-300
 
 
 def render_report(report: Report, console: Console) -> None:
@@ -135,3 +140,21 @@ def render_report(report: Report, console: Console) -> None:
         console.print(lm)
     for w in report.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
+
+
+def render_demo(rows: list[DemoRow], console: Console) -> None:
+    table = Table(title="lineage demo: verdicts against the truth", title_justify="left")
+    for col in ("candidate", "truth", "verdict", "p-value", "", "layer map"):
+        table.add_column(col, no_wrap=True)
+    for r in rows:
+        style = _VERDICT_STYLE[r.verdict]
+        mapped = ",".join("-" if a is None else str(a) for a in r.layer_map)
+        table.add_row(r.case.name, r.case.truth, f"[{style}]{r.verdict}[/{style}]",
+                      _p(r.p_value), "[green]ok[/green]" if r.correct else "[red]WRONG[/red]",
+                      mapped)
+    console.print(table)
+    for r in rows:
+        console.print(f"[dim]{r.case.name}: {r.case.description}[/dim]", highlight=False)
+    ok = sum(r.correct for r in rows)
+    where = Path(rows[0].report).parent if rows else "-"
+    console.print(f"{ok}/{len(rows)} verdicts match the truth; reports in {where}")
