@@ -1,7 +1,7 @@
 """Small, well-known statistical tools used by several probes.
 
 Kept in one place so that every probe states its null the same way and combines evidence with
-a method that is valid when tests are dependent (they are: all layers share one hidden-space
+methods that are valid when tests are dependent (they are: all layers share one hidden-space
 alignment, and neighbouring layers of a model are correlated).
 """
 
@@ -28,36 +28,42 @@ def empirical_p(observed: float, null: Sequence[float]) -> float:
 
 
 def gaussian_tail_p(observed: float, null: Sequence[float]) -> tuple[float, float]:
-    """``(z, p)``: the observation's z-score against the null draws and its normal upper tail.
+    """``(z, p)``: the observation's z-score against ``K`` null draws, and its upper tail under
+    the predictive distribution of a new draw from a normal null whose mean and variance were
+    estimated from those draws: ``p = T_{K-1}.sf(z / sqrt(1 + 1/K))`` (Student t).
 
-    Used where the statistic is a mean over many units (neurons, tokens), so that its null is
-    close to normal, and where Monte-Carlo resolution (1/(K+1)) is too coarse for a verdict at
-    small alpha. The tail beyond the draws is an extrapolation: reports say so.
+    Used where the statistic is a mean over many units (neurons, tokens, heads), so that its null
+    is close to normal, and where Monte-Carlo resolution (1/(K+1)) is too coarse for a verdict
+    at small alpha. The plain normal tail would be anti-conservative: with the variance estimated
+    from 24 draws, measured rates below 0.01 were 2-3x nominal; the t predictive tail accounts
+    for that estimation. Far tails remain an extrapolation, which reports say.
     """
     arr = np.asarray(null, dtype=np.float64)
+    k = arr.size
     mu = float(arr.mean())
-    sd = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+    sd = float(arr.std(ddof=1)) if k > 1 else 0.0
     sd = max(sd, 1e-12, 1e-6 * abs(mu))
     z = (observed - mu) / sd
-    return z, max(float(stats.norm.sf(z)), P_FLOOR)
+    df = max(k - 1, 1)
+    return z, max(float(stats.t.sf(z / math.sqrt(1.0 + 1.0 / max(k, 1)), df)), P_FLOOR)
 
 
-def cauchy_combine(pvalues: Sequence[float], weights: Sequence[float] | None = None) -> float:
-    """Cauchy combination test (Liu & Xie 2020, JASA 115:393).
+def harmonic_combine(pvalues: Sequence[float]) -> float:
+    """Combine p-values of dependent tests: the harmonic mean merged by Vovk & Wang (2020,
+    Biometrika 107:791), ``min(1, e ln(n) * n / sum(1/p_i))`` for ``n >= 3``, which is valid
+    under *arbitrary* dependence; ``min(1, n * min p)`` (Bonferroni) for ``n <= 2``.
 
-    ``T = sum_i w_i tan((1/2 - p_i) pi)`` with weights summing to one; under the null ``T`` is
-    approximately standard Cauchy whatever the dependence between the tests, so the combined
-    p-value ``1/2 - arctan(T)/pi`` stays valid for correlated layers. For tiny p the tangent is
-    evaluated as ``1/(p pi)`` to keep precision.
+    Unlike the Cauchy combination, a p-value of exactly 1 (a capped, corrected p) cannot cancel
+    strong evidence elsewhere, and unlike Fisher's method no independence is assumed.
     """
     ps = np.clip(np.asarray(pvalues, dtype=np.float64), P_FLOOR, 1.0)
-    if ps.size == 0:
+    n = ps.size
+    if n == 0:
         return 1.0
-    w = np.full(ps.size, 1.0 / ps.size) if weights is None else np.asarray(weights, float)
-    w = w / w.sum()
-    terms = np.where(ps < 1e-15, 1.0 / (ps * math.pi), np.tan((0.5 - ps) * math.pi))
-    t = float(np.sum(w * terms))
-    return float(min(1.0, max(stats.cauchy.sf(t), P_FLOOR)))
+    if n <= 2:
+        return float(min(1.0, n * ps.min()))
+    hm = n / float(np.sum(1.0 / ps))
+    return float(min(1.0, max(math.e * math.log(n) * hm, P_FLOOR)))
 
 
 def bonferroni_min(pvalues: Sequence[float]) -> float:

@@ -1,6 +1,7 @@
 """The verdict rule: derived, independent or inconclusive, from the probes' p-values.
 
-* **derived** when the Cauchy combination of the decisive probes' p-values is below ``alpha``.
+* **derived** when the decisive probes' p-values, merged by ``stats.harmonic_combine`` (valid
+  under arbitrary dependence between the probes), fall below ``alpha``.
   The default alpha is 1e-6: a false "derived" accuses a vendor, so the tool asks for evidence
   far beyond the conventional 0.05 (derived pairs in practice give p-values below 1e-20).
 * **independent** only when every decisive probe ran, every one passed its power check (it
@@ -14,7 +15,7 @@ Probes that are not decisive (norm drift) never enter the combination.
 from __future__ import annotations
 
 from verifier.probes.base import ProbeResult
-from verifier.stats import cauchy_combine
+from verifier.stats import harmonic_combine
 
 DEFAULT_ALPHA = 1e-6
 INDEPENDENT_P = 0.01
@@ -27,7 +28,7 @@ def decide(probes: list[ProbeResult], alpha: float) -> tuple[str, float | None, 
     decisive = [p for p in probes if p.decisive and p.p_value is not None]
     if not decisive:
         return "inconclusive", None, "no decisive probe could run on these two models"
-    combined = cauchy_combine([p.p_value for p in decisive if p.p_value is not None])
+    combined = harmonic_combine([p.p_value for p in decisive if p.p_value is not None])
     names = ", ".join(p.name for p in decisive)
     if combined < alpha:
         strongest = min(decisive, key=lambda p: p.p_value or 1.0)

@@ -34,7 +34,7 @@ from verifier.probes.base import LayerValue, ProbeResult
 from verifier.probes.layer_alignment import align_layers
 from verifier.probes.pairing import Pairing, Side, fake_derivative
 from verifier.report import Environment, LayerMapEntry, ModelInfo, Models, Report
-from verifier.stats import cauchy_combine, gaussian_tail_p
+from verifier.stats import gaussian_tail_p, harmonic_combine
 from verifier.verdict import DEFAULT_ALPHA, decide
 
 Progress = Callable[[str, int, int], None]
@@ -144,7 +144,7 @@ class _Run:
         return ProbeResult(
             name=hidden.NAME, statistic=pairing.embed_stat, p_value=p, decisive=True,
             null=(f"mean matched |corr| of embedding columns after rotating the base's hidden "
-                  f"space at random and re-aligning ({len(pairing.embed_null)} draws; Gaussian "
+                  f"space at random and re-aligning ({len(pairing.embed_null)} draws; Student-t "
                   f"tail of z = {z:.1f})"),
             layers=[LayerValue(layer=-1, base_layer=-1, statistic=pairing.embed_stat, p_value=p,
                                null_mean=float(np.mean(pairing.embed_null)),
@@ -191,11 +191,11 @@ class _Run:
             self.probes.append(ProbeResult(
                 name=neurons.NAME,
                 statistic=float(np.mean([lv.statistic for lv in layers])),
-                p_value=cauchy_combine([lv.p_value or 1.0 for lv in layers]),
+                p_value=harmonic_combine([lv.p_value or 1.0 for lv in layers]),
                 null=(f"matched neuron similarity after rotating the base's hidden space at "
-                      f"random and re-aligning ({self.opts.null_draws} draws per layer, Gaussian "
+                      f"random and re-aligning ({self.opts.null_draws} draws per layer, Student-t "
                       f"tail); Bonferroni over {tested} base layers per candidate layer; layers "
-                      "combined by the Cauchy combination test (valid under dependence)"),
+                      "combined by the harmonic mean merged for arbitrary dependence (Vovk-Wang)"),
                 decisive=True, layers=layers, power_p_value=power,
                 details={"layers_compared": len(layers), "base_layers": tested},
             ))
@@ -217,10 +217,11 @@ class _Run:
         self.probes.append(ProbeResult(
             name=heads.NAME,
             statistic=float(np.mean([lv.statistic for lv in layers])),
-            p_value=cauchy_combine([lv.p_value or 1.0 for lv in layers]),
+            p_value=harmonic_combine([lv.p_value or 1.0 for lv in layers]),
             null=(f"matched QK/OV circuit similarity after rotating the base's hidden space at "
-                  f"random and re-aligning ({self.opts.null_draws} draws per layer, Gaussian "
-                  f"tail); Bonferroni over {nb} base layers; Cauchy combination over layers"),
+                  f"random and re-aligning ({self.opts.null_draws} draws per layer, Student-t "
+                  f"tail); Bonferroni over {nb} base layers; layers combined by the Vovk-Wang "
+                  "harmonic mean"),
             decisive=True, layers=layers, power_p_value=power,
         ))
 

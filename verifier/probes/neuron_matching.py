@@ -16,9 +16,8 @@ mean matched similarity, which is invariant to any permutation of the candidate'
 
 Null ("trained independently"): ``rotation_null``: the base's hidden space is rotated at random,
 the alignment is recovered again from the embeddings, and the statistic recomputed (``K``
-draws). The per-layer p-value is the Gaussian tail of ``T``'s z-score against those draws (the
-statistic is a mean over many neurons). Zhu et al.
-(ICML 2025) match neurons similarly but score the matching against the identity, which a
+draws). The per-layer p-value is the Student-t predictive tail of ``T``'s z-score against those
+draws (the statistic is a mean over many neurons). Zhu et al. (ICML 2025) match neurons similarly but score the matching against the identity, which a
 permuted model escapes; this statistic does not depend on the neuron order at all.
 """
 
