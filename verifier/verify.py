@@ -50,7 +50,7 @@ class VerifyOptions(BaseModel):
     seed: int = 0
     null_draws: int = Field(24, ge=8)
     #: relative size of the noise in the power check (noise norm / weight norm)
-    power_drift: float = Field(1.0, gt=0.0)
+    power_drift: float = Field(3.0, gt=0.0)
     digest: bool = True
 
     def wants(self, probe: str) -> bool:
