@@ -100,6 +100,7 @@ class _Run:
         self.probes: list[ProbeResult] = []
         self.layer_map: list[int | None] = []
         self.tested_pairs: dict[int, int] = {}
+        self.pairing: Pairing | None = None
         self.stat = np.zeros((0, 0))
 
     def tick(self, key: str, t0: float) -> float:
@@ -127,6 +128,7 @@ class _Run:
     def run(self, base: Side, cand: Side) -> None:
         t0 = time.perf_counter()
         pairing = Pairing(base, cand, self.rng, self.opts.null_draws)
+        self.pairing = pairing
         t0 = self.tick("alignment", t0)
         power = self.power(base)
         t0 = self.tick("power_check", t0)
@@ -241,7 +243,7 @@ class _Run:
             out[heads.NAME] = gaussian_tail_p(pairing.head_stat(a, a), pairing.head_null(a, a))[1]
         return out
 
-    def norm_drift(self, align: hidden.HiddenAlignment | None) -> drift.NormDrift:
+    def norm_drift(self) -> drift.NormDrift:
         t0 = time.perf_counter()
         sb, sc = drift.layer_stats(self.base), drift.layer_stats(self.cand)
         pairs = [(a, j) for j, a in enumerate(self.layer_map) if a is not None]
@@ -252,7 +254,7 @@ class _Run:
         rows: list[drift.DriftLayer] = []
         for j, stats in enumerate(sc):
             a = mapped.get(j)
-            rel = self._aligned_drift(align, a, j) if a is not None and align is not None else {}
+            rel = self._aligned_drift(a, j) if a is not None else {}
             for role, st in stats.items():
                 bs = sb[a].get(role) if a is not None else None
                 rows.append(drift.DriftLayer(
@@ -269,13 +271,13 @@ class _Run:
             layers=rows,
         )
 
-    def _aligned_drift(self, align: hidden.HiddenAlignment, a: int, j: int) -> dict[str, float]:
+    def _aligned_drift(self, a: int, j: int) -> dict[str, float]:
         """Relative drift of the FFN roles after hidden and neuron alignment (signs fixed per
         neuron from the up rows; SwiGLU's free per-neuron scale is not undone, by design)."""
-        fb, fc = neurons.load_ffn(self.base, a), neurons.load_ffn(self.cand, j)
-        if fb is None or fc is None:
+        pairing = self.pairing
+        if pairing is None or a not in pairing.base.ffn or j not in pairing.cand.ffn:
             return {}
-        fc = fc.aligned(align)
+        fb, fc = pairing.base.ffn[a], pairing.cand.ffn[j].aligned(pairing.align)
         _, rows, cols = neurons.match(
             neurons.similarity(neurons.NeuronFeatures.of(fb), neurons.NeuronFeatures.of(fc))
         )
@@ -318,13 +320,9 @@ def verify(
         t0 = run.tick("hashing", t0)
         sides = run.prepare()
         run.tick("reading", t0)
-        pairing_align = None
         if sides is not None:
             run.run(*sides)
-            pairing_align = hidden.recover(
-                hidden.standardise(sides[0].embed), hidden.standardise(sides[1].embed)
-            )[0]
-        nd = run.norm_drift(pairing_align) if opts.wants(drift.NAME) else None
+        nd = run.norm_drift() if opts.wants(drift.NAME) else None
     probes = [p for p in run.probes if opts.wants(p.name)]
     entries = [
         LayerMapEntry(
