@@ -155,7 +155,10 @@ class _Run:
             details={"shared_tokens": int(pairing.base.embed.shape[0]), "z": z,
                      "coordinates_matched_above_0.5": float(np.mean(align.corr > 0.5)),
                      "identity_fraction": float(np.mean(align.perm == np.arange(d))),
-                     "negated_fraction": float(np.mean(align.sign < 0))},
+                     "negated_fraction": float(np.mean(align.sign < 0)),
+                     # spread of the recovered per-coordinate scales (0 when none was applied)
+                     "log_scale_std": float(np.std(np.log(np.abs(align.scale)))),
+                     "median_scale": float(np.median(align.scale))},
         )
 
     def _neurons(self, pairing: Pairing, power: float | None) -> None:

@@ -71,9 +71,13 @@ def standardise(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(dim=0, keepdim=True).clamp_min(1e-12)
 
 
-def recover(xs: torch.Tensor, ys: torch.Tensor) -> tuple[HiddenAlignment, float]:
+def recover(
+    xs: torch.Tensor, ys: torch.Tensor, scales: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> tuple[HiddenAlignment, float]:
     """The signed permutation that best maps candidate columns ``ys`` onto base columns ``xs``
-    (both standardised), and its mean matched ``|corr|``."""
+    (both standardised), and its mean matched ``|corr|``. With ``scales`` (the raw column
+    standard deviations of base and candidate), ``scale[i]`` is candidate over base for each
+    matched pair: the per-coordinate rescaling a vendor may have folded into the weights."""
     corr = (xs.T @ ys).double().numpy()
     rows, cols = linear_sum_assignment(np.abs(corr), maximize=True)
     d = xs.shape[1]
@@ -83,7 +87,11 @@ def recover(xs: torch.Tensor, ys: torch.Tensor) -> tuple[HiddenAlignment, float]
     sign[rows] = np.sign(corr[rows, cols])
     matched = np.zeros(d)
     matched[rows] = np.abs(corr[rows, cols])
-    return HiddenAlignment(perm, sign, np.ones(d), matched), float(matched[rows].mean())
+    scale = np.ones(d)
+    if scales is not None:
+        sb, sc = (s.double().numpy() for s in scales)
+        scale[rows] = sc[cols] / np.maximum(sb[rows], 1e-12)
+    return HiddenAlignment(perm, sign, scale, matched), float(matched[rows].mean())
 
 
 def shared_token_rows(

@@ -36,7 +36,9 @@ class Pairing:
         self.base, self.cand = base, cand
         d = base.embed.shape[1]
         ys = hidden.standardise(cand.embed)
-        self.align, self.embed_stat = hidden.recover(hidden.standardise(base.embed), ys)
+        self.align, self.embed_stat = hidden.recover(
+            hidden.standardise(base.embed), ys, (base.embed.std(dim=0), cand.embed.std(dim=0))
+        )
         self.rotations: list[torch.Tensor] = []
         self.null_aligns: list[hidden.HiddenAlignment] = []
         self.embed_null: list[float] = []
