@@ -145,3 +145,18 @@ def test_importing_lineage_disables_torch_device_autoload_unless_set(preset, exp
     code = "import verifier, os; print(os.environ['TORCH_DEVICE_BACKEND_AUTOLOAD'])"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == expected
+
+
+def test_backends_command_lists_all_three_with_reasons(capsys):
+    import json
+
+    from verifier.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["backends", "--format", "json"])
+    assert exit_info.value.code == 0
+    items = {b["name"]: b for b in json.loads(capsys.readouterr().out)}
+    assert set(items) == {"cpu", "cuda", "npu"}
+    assert items["cpu"]["available"]
+    for b in items.values():
+        assert b["available"] or b["reason"]
