@@ -1,0 +1,116 @@
+"""The probes are blind to what a vendor can change for free, and see what it cannot."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from verifier.probes import head_matching as heads
+from verifier.probes import hidden_alignment as hidden
+from verifier.probes import neuron_matching as neurons
+from verifier.probes.pairing import Pairing, Side, fake_derivative
+
+G = torch.Generator().manual_seed(0)
+
+
+def randn(*shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=G)
+
+
+def test_alignment_recovers_a_signed_permutation_and_scales_through_noise():
+    x = randn(400, 32)
+    perm = torch.randperm(32, generator=G)
+    sign = torch.where(torch.rand(32, generator=G) < 0.5, -1.0, 1.0)
+    scale = torch.exp(randn(32) * 0.5)
+    # candidate column c holds base column perm[c], flipped and scaled
+    y = (x * sign * scale)[:, perm] + 0.05 * randn(400, 32)
+    align, stat = hidden.recover(hidden.standardise(x), hidden.standardise(y),
+                                 (x.std(dim=0), y.std(dim=0)))
+    inverse = torch.argsort(perm).numpy()
+    assert np.array_equal(align.perm, inverse)
+    assert np.array_equal(align.sign, sign.numpy())
+    assert np.allclose(align.scale, scale.numpy(), rtol=0.1)
+    assert stat > 0.9
+    # mapping the candidate back gives the base (up to scale and noise)
+    back = align.cols(y) / torch.as_tensor(align.scale, dtype=torch.float32)
+    assert torch.nn.functional.cosine_similarity(back.T, x.T).min() > 0.9
+
+
+def _ffn(f: int = 48, d: int = 32) -> neurons.FFNWeights:
+    return neurons.FFNWeights(gate=randn(f, d), up=randn(f, d), down=randn(f, d))
+
+
+def _score(a: neurons.FFNWeights, b: neurons.FFNWeights) -> float:
+    return neurons.match(neurons.similarity(neurons.NeuronFeatures.of(a),
+                                            neurons.NeuronFeatures.of(b)))[0]
+
+
+def test_neuron_matching_ignores_neuron_order_and_swiglu_rescaling():
+    a = _ffn()
+    tau = torch.randperm(48, generator=G)
+    c = torch.exp(randn(48, 1)) * torch.where(torch.rand(48, 1, generator=G) < 0.5, -1.0, 1.0)
+    b = neurons.FFNWeights(gate=a.gate[tau], up=(a.up * c)[tau], down=(a.down / c)[tau])
+    assert _score(a, b) > 0.999
+
+
+def test_neuron_matching_ignores_per_coordinate_rescaling_of_the_inputs():
+    a = _ffn()
+    s = torch.exp(randn(32))  # a norm gain folded into the input columns
+    b = neurons.FFNWeights(gate=a.gate * s, up=a.up * s, down=a.down)
+    assert _score(a, b) > 0.999
+
+
+def test_negating_gates_is_not_free_and_is_seen():
+    a = _ffn()
+    b = neurons.FFNWeights(gate=-a.gate, up=a.up, down=a.down)
+    assert _score(a, b) < 0.75
+
+
+def test_unrelated_ffns_score_near_the_random_level():
+    assert _score(_ffn(), _ffn()) < 0.4
+
+
+def _circuits(heads_n: int = 4, kv: int = 2, hd: int = 8, d: int = 32):
+    q, k, v, o = randn(heads_n * hd, d), randn(kv * hd, d), randn(kv * hd, d), randn(d, heads_n * hd)
+    return q, k, v, o
+
+
+def _as_circuits(q, k, v, o, heads_n=4, kv=2, hd=8) -> heads.HeadCircuits:
+    per = heads_n // kv
+    qk, ov = [], []
+    for h in range(heads_n):
+        g = h // per
+        qk.append(q[h * hd:(h + 1) * hd].T @ k[g * hd:(g + 1) * hd])
+        ov.append(o[:, h * hd:(h + 1) * hd] @ v[g * hd:(g + 1) * hd])
+    return heads.HeadCircuits(qk=torch.stack(qk), ov=torch.stack(ov), groups=kv)
+
+
+def test_head_circuits_ignore_qk_vo_rescaling_and_shared_rotations():
+    q, k, v, o = _circuits()
+    base = _as_circuits(q, k, v, o)
+    rot = torch.linalg.qr(randn(8, 8))[0]  # one rotation for q and k heads of group 0
+    q2, k2 = q.clone(), k.clone()
+    q2[0:8], q2[8:16], k2[0:8] = rot @ q[0:8], rot @ q[8:16], rot @ k[0:8]
+    q2, k2 = q2 * 3.0, k2 / 3.0
+    v2, o2 = v * 0.25, o * 4.0
+    # swap the two KV groups (with their query heads)
+    order = torch.tensor([2, 3, 0, 1])
+    q3 = q2.reshape(4, 8, -1)[order].reshape(32, -1)
+    k3 = k2.reshape(2, 8, -1)[torch.tensor([1, 0])].reshape(16, -1)
+    v3 = v2.reshape(2, 8, -1)[torch.tensor([1, 0])].reshape(16, -1)
+    o3 = o2.reshape(32, 4, 8)[:, order].reshape(32, 32)
+    assert heads.match_heads(base, _as_circuits(q3, k3, v3, o3)) > 0.999
+    assert heads.match_heads(base, _as_circuits(*_circuits())) < 0.3
+
+
+def test_a_hidden_noisy_copy_is_found_and_a_stranger_is_not():
+    base = Side(embed=randn(300, 32), ffn={0: _ffn()}, circuits={0: _as_circuits(*_circuits())})
+    rng = np.random.default_rng(0)
+    fake = fake_derivative(base, [0], 1.0, rng, torch.Generator().manual_seed(1))
+    pairing = Pairing(base, fake, rng, 16)
+    assert pairing.embed_stat > max(pairing.embed_null) + 0.1
+    assert pairing.ffn_stat(0, 0) > max(pairing.ffn_null(0, 0))
+    assert pairing.head_stat(0, 0) > max(pairing.head_null(0, 0))
+    stranger = Side(embed=randn(300, 32), ffn={0: _ffn()}, circuits={0: _as_circuits(*_circuits())})
+    pairing = Pairing(base, stranger, rng, 16)
+    assert min(pairing.embed_null) <= pairing.embed_stat + 0.05
