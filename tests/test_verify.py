@@ -9,7 +9,7 @@ import pytest
 from verifier.cli import main
 from verifier.report import Report
 from verifier.verify import VerifyOptions, verify
-from verifier.zoo.pairs import PAIRS
+from verifier.zoo.pairs import MOE_PAIRS, PAIRS
 
 DERIVED = [p for p in PAIRS if p.truth == "derived"]
 INDEPENDENT = [p for p in PAIRS if p.truth == "independent"]
@@ -148,3 +148,45 @@ def test_absent_backend_is_exit_4(zoo, capsys, monkeypatch):
     got, _, err = _cli(capsys, zoo["llama"], zoo["llama"], "--backend", "npu")
     assert got == 4
     assert "not available" in err
+
+
+# --- MoE candidates: the upcycling probe runs inside verify -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def moe_reports(zoo):
+    return {p.name: verify(zoo[p.base], zoo[p.candidate], OPTS) for p in MOE_PAIRS}
+
+
+@pytest.mark.parametrize("pair", MOE_PAIRS, ids=lambda p: p.name)
+def test_moe_candidates_get_their_verdict_and_moe_section(pair, moe_reports):
+    report = moe_reports[pair.name]
+    assert report.verdict == pair.truth, report.reason
+    assert report.moe is not None
+    assert report.moe.upcycled is pair.upcycled
+    names = [p.name for p in report.probes]
+    assert "moe_upcycling" in names
+    # all of these candidates' FFNs are experts: no dense neuron matching to run
+    assert "neuron_matching" not in names
+
+
+@pytest.mark.parametrize("pair", [p for p in MOE_PAIRS if p.upcycled], ids=lambda p: p.name)
+def test_upcycled_moe_layers_enter_the_layer_map(pair, moe_reports):
+    report = moe_reports[pair.name]
+    assert [e.base_layer for e in report.layer_map] == list(range(len(report.layer_map)))
+    assert all(e.similarity is None for e in report.layer_map)
+
+
+def test_probes_moe_selects_the_upcycling_probe_alone(zoo, capsys):
+    got, out, _ = _cli(capsys, zoo["llama"], zoo["llama_moe_fine"], "--probes", "moe",
+                       "--format", "json")
+    report = json.loads(out)
+    assert got == 0
+    assert [p["name"] for p in report["probes"]] == ["moe_upcycling"]
+    assert report["moe"]["upcycled"] is True
+    assert report["verdict"] == "derived"
+
+
+def test_dense_candidates_have_no_moe_section(reports):
+    assert all(r.moe is None for r in reports.values())
+    assert all("moe_upcycling" not in [p.name for p in r.probes] for r in reports.values())

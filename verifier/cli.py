@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import click
 import typer
@@ -21,6 +21,9 @@ from rich.text import Text
 
 from verifier import __version__
 from verifier.errors import ExitCode, LineageError, UsageError
+
+if TYPE_CHECKING:
+    from verifier.signing import PrivateKey
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 ran (verdict matches --expect if given); 1 verdict contradicts --expect; "
@@ -159,13 +162,24 @@ def verify(
     probes: Annotated[
         str | None,
         typer.Option("--probes", help="Comma-separated subset: hidden_alignment, "
-                     "neuron_matching, head_matching, norm_drift."),
+                     "neuron_matching, head_matching, norm_drift, moe_upcycling (short: "
+                     "embeddings, neurons, heads, drift, moe)."),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the null draws.")] = 0,
     role_map: RoleMapOption = None,
     no_hash: Annotated[
         bool, typer.Option("--no-hash", help="Skip the sha256 of each file (faster).")
     ] = False,
+    sign_key: Annotated[
+        Path | None,
+        typer.Option("--sign-key", help="Private key PEM: also write a signed attestation "
+                     "beside --output (report.json -> report.sigstore.json)."),
+    ] = None,
+    passphrase_env: Annotated[
+        str | None,
+        typer.Option("--passphrase-env", help="Environment variable holding the --sign-key "
+                     "passphrase (else prompted if the key is encrypted)."),
+    ] = None,
 ) -> int:
     """Verify whether CANDIDATE was derived from BASE; print the verdict and the evidence.
 
@@ -175,15 +189,18 @@ def verify(
     from backends import select
     from verifier.architectures import load_role_map
     from verifier.files import write_atomic
-    from verifier.probes import PROBES
+    from verifier.probes import ALIASES, PROBES, resolve_probe
     from verifier.render import render_report
     from verifier.verify import VerifyOptions
     from verifier.verify import verify as run_verify
 
-    chosen = tuple(p.strip() for p in probes.split(",") if p.strip()) if probes else None
-    unknown = [p for p in chosen or () if p not in PROBES]
+    key = _sign_key_for_verify(sign_key, passphrase_env, output, no_hash)
+    asked = [p.strip() for p in probes.split(",") if p.strip()] if probes else []
+    unknown = [p for p in asked if resolve_probe(p) is None]
     if unknown:
-        raise UsageError(f"unknown probe(s) {', '.join(unknown)}; choose from {', '.join(PROBES)}")
+        raise UsageError(f"unknown probe(s) {', '.join(unknown)}; choose from "
+                         f"{', '.join(PROBES)} (or {', '.join(ALIASES)})")
+    chosen = tuple(dict.fromkeys(str(resolve_probe(p)) for p in asked)) if asked else None
     device, status = select(backend)
     options = VerifyOptions(alpha=alpha, probes=chosen, seed=seed, digest=not no_hash)
     rmap = load_role_map(role_map) if role_map else None
@@ -205,6 +222,8 @@ def verify(
     text = report.to_json()
     if output is not None:
         write_atomic(output, text + "\n")
+        if key is not None:
+            _write_signed(output, (text + "\n").encode("utf-8"), key)
     if format is OutputFormat.json:
         sys.stdout.write(text + "\n")
     else:
@@ -229,6 +248,212 @@ def demo(
         rows = run_demo(out, on_stage=lambda msg: status.update(msg))
     render_demo(rows, stdout)
     return 0 if all(r.correct for r in rows) else int(ExitCode.EXPECTATION_FAILED)
+
+
+# --- signing: keygen, sign, verify-report (see docs/signing.md) --------------------------------
+
+PassphraseEnvOption = Annotated[
+    str | None,
+    typer.Option("--passphrase-env", help="Name of an environment variable holding the key's "
+                 "passphrase (never the passphrase itself)."),
+]
+
+
+def _stdin_is_tty() -> bool:
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+def _load_signing_key(path: Path, passphrase_env: str | None) -> PrivateKey:
+    """A private key from PEM; encrypted ones take the passphrase from the env var or a prompt."""
+    from verifier.errors import InputError
+    from verifier.signing import is_encrypted, load_private_key, passphrase_from_env
+
+    try:
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read private key: {exc.strerror or exc}") from exc
+    passphrase = None
+    if is_encrypted(pem):
+        if passphrase_env:
+            passphrase = passphrase_from_env(passphrase_env)
+        elif _stdin_is_tty():
+            passphrase = typer.prompt(f"Passphrase for {path}", hide_input=True).encode("utf-8")
+        else:
+            raise UsageError(f"{path}: the private key is encrypted and no passphrase was given",
+                             hint="pass --passphrase-env VAR naming a variable that holds it")
+    return load_private_key(pem, passphrase)
+
+
+def _sign_key_for_verify(
+    sign_key: Path | None, passphrase_env: str | None, output: Path | None, no_hash: bool
+) -> PrivateKey | None:
+    """`verify --sign-key`: checked and loaded before any model is read."""
+    if sign_key is None:
+        if passphrase_env:
+            raise UsageError("--passphrase-env is for --sign-key; no --sign-key was given")
+        return None
+    if output is None:
+        raise UsageError("--sign-key needs --output: the attestation is written beside the report")
+    if no_hash:
+        raise UsageError("--sign-key needs the sha256 of every model file; drop --no-hash")
+    return _load_signing_key(sign_key, passphrase_env)
+
+
+def _write_signed(report_path: Path, report_bytes: bytes, key: PrivateKey) -> Path:
+    """Sign the report's exact bytes and write the bundle beside it; say where, on stderr."""
+    from verifier.signing import bundle_path_for, key_id, sign_report, write_bundle
+
+    target = bundle_path_for(report_path)
+    write_bundle(target, sign_report(report_bytes, key))
+    stderr.print(Text(f"signed: {target} (key {key_id(key)})"), soft_wrap=True)
+    return target
+
+
+class KeyAlgorithmChoice(str, Enum):
+    ecdsa_p256 = "ecdsa-p256"
+    ed25519 = "ed25519"
+
+
+@app.command()
+def keygen(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the key pair.")],
+    algorithm: Annotated[
+        KeyAlgorithmChoice, typer.Option("--algorithm", help="ecdsa-p256 or ed25519.")
+    ] = KeyAlgorithmChoice.ecdsa_p256,
+    name: Annotated[
+        str, typer.Option("--name", help="File stem: NAME.key.pem and NAME.pub.pem.")
+    ] = "lineage",
+    passphrase_env: PassphraseEnvOption = None,
+    passphrase_prompt: Annotated[
+        bool, typer.Option("--passphrase-prompt", help="Encrypt the private key with a "
+                           "passphrase typed twice at a prompt.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite an existing key pair of that name.")
+    ] = False,
+) -> None:
+    """Generate a signing key pair: private key PEM (mode 0600) and public key PEM beside it.
+
+    Prints the file names and the key id (hex sha256 of the public key's DER), never key
+    material.
+    """
+    from verifier.signing import generate_key, passphrase_from_env, write_key_pair
+
+    if passphrase_env and passphrase_prompt:
+        raise UsageError("give --passphrase-env or --passphrase-prompt, not both")
+    passphrase = None
+    if passphrase_env:
+        passphrase = passphrase_from_env(passphrase_env)
+    elif passphrase_prompt:
+        if not _stdin_is_tty():
+            raise UsageError("--passphrase-prompt needs a terminal",
+                             hint="use --passphrase-env VAR in scripts")
+        passphrase = typer.prompt("Passphrase", hide_input=True,
+                                  confirmation_prompt=True).encode("utf-8")
+    pair = write_key_pair(out, generate_key(algorithm.value), passphrase=passphrase, name=name,
+                          overwrite=force)
+    protection = "encrypted" if pair.encrypted else "unencrypted"
+    stdout.print(Text(f"private key: {pair.private} ({pair.algorithm.value}, {protection}, "
+                      "mode 0600)"), soft_wrap=True)
+    stdout.print(Text(f"public key:  {pair.public}"), soft_wrap=True)
+    stdout.print(Text(f"key id:      {pair.key_id}"), soft_wrap=True)
+
+
+@app.command()
+def sign(
+    report: Annotated[Path, typer.Argument(help="A report JSON written by `lineage verify`.")],
+    key: Annotated[Path, typer.Option("--key", help="Private key PEM.")],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Bundle path (default: REPORT with .sigstore.json)."),
+    ] = None,
+    passphrase_env: PassphraseEnvOption = None,
+) -> None:
+    """Sign a report: an in-toto attestation in a Sigstore bundle beside it.
+
+    The subjects are the sha256 recorded in the report for every file of both models; the
+    models are not re-read. A report written with --no-hash cannot be signed.
+    """
+    from verifier.errors import InputError
+    from verifier.signing import bundle_path_for, key_id, sign_report, write_bundle
+
+    signing_key = _load_signing_key(key, passphrase_env)
+    try:
+        data = report.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{report}: cannot read report: {exc.strerror or exc}") from exc
+    target = out or bundle_path_for(report)
+    write_bundle(target, sign_report(data, signing_key))
+    stdout.print(Text(f"signed: {target} (key {key_id(signing_key)})"), soft_wrap=True)
+
+
+@app.command("verify-report")
+def verify_report(
+    bundle: Annotated[Path, typer.Argument(help="A .sigstore.json bundle (or DSSE envelope).")],
+    key: Annotated[Path, typer.Option("--key", help="The pinned public key PEM.")],
+    models: Annotated[
+        tuple[str, str] | None,
+        typer.Option("--models", help="BASE CANDIDATE: rehash both and require the exact "
+                     "weight-file set the report names.", show_default=False),
+    ] = None,
+    format: Annotated[OutputFormat, typer.Option("--format", help="text or json.")] = (
+        OutputFormat.text
+    ),
+) -> None:
+    """Verify a signed report offline against a pinned public key (exit 5 on any failure).
+
+    Checks the signature, the in-toto statement and its subjects; with --models, also that the
+    two folders hold exactly the signed weight files.
+    """
+    import json
+
+    from verifier.errors import InputError
+    from verifier.signing import load_public_key, verify_bundle
+
+    pinned = load_public_key(key)
+    try:
+        data = bundle.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{bundle}: cannot read bundle: {exc.strerror or exc}") from exc
+    result = verify_bundle(data, pinned, models=models)
+    rep = result.report
+    sides = {"base": rep.models.base, "candidate": rep.models.candidate}
+    if format is OutputFormat.json:
+        summary = {
+            "verified": True, "key_id": result.key_id, "payload_type": result.payload_type,
+            "predicate_type": result.predicate_type, "verdict": rep.verdict,
+            "p_value": rep.p_value, "alpha": rep.alpha,
+            "models": {side: {"path": info.path, "files": len(info.files)}
+                       for side, info in sides.items()},
+            "files_checked": None if result.models is None else {
+                side: {"path": str(check.path), "files": list(check.files),
+                       "unread": list(check.unread)}
+                for side, check in zip(sides, result.models, strict=True)},
+        }
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        return
+    p = "n/a" if rep.p_value is None else f"{rep.p_value:.3g}"
+    lines = [
+        f"verified:  signature by key {result.key_id}",
+        f"statement: in-toto Statement v1, predicateType {result.predicate_type}",
+        f"verdict:   {rep.verdict} (p = {p}, alpha = {rep.alpha:g}), as claimed by the signer",
+    ]
+    for side, info in sides.items():
+        n = len(info.files)
+        lines.append(f"{side + ':':<10} {info.path} ({n} weight file{'' if n == 1 else 's'}, "
+                     f"{info.architecture})")
+    if result.models is None:
+        lines.append("files:     not checked (pass --models BASE CANDIDATE to rehash them)")
+    else:
+        base_check, cand_check = result.models
+        lines.append(f"files:     {base_check.path} and {cand_check.path} hold exactly the "
+                     "signed weight files")
+        for side, check in zip(sides, result.models, strict=True):
+            if check.unread:
+                lines.append(f"note:      {side} also holds {', '.join(check.unread)}, which "
+                             "lineage does not read: not covered by the signature")
+    for line in lines:
+        stdout.print(Text(line), soft_wrap=True)
 
 
 @app.command()

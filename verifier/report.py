@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from verifier.files import FileRecord
 from verifier.probes.base import ProbeResult
+from verifier.probes.moe_upcycling import ExpertEntry, MoESection
 from verifier.probes.norm_drift import NormDrift
 
 SCHEMA_VERSION = "1.0"
@@ -48,21 +49,6 @@ class LayerMapEntry(_Frozen):
     base_layer: int | None
     similarity: float | None
     z: float | None = None
-
-
-class ExpertEntry(_Frozen):
-    layer: int
-    expert: int
-    base_layer: int | None
-    coverage: float
-    similarity: float
-    base_neurons: list[int]
-
-
-class MoESection(_Frozen):
-    upcycled: bool
-    p_value: float | None
-    experts: list[ExpertEntry] = Field(default_factory=list)
 
 
 class Environment(_Frozen):
@@ -98,3 +84,16 @@ class Report(_Frozen):
     @classmethod
     def from_json(cls, text: str | bytes) -> Report:
         return cls.model_validate_json(text)
+
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Environment",
+    "ExpertEntry",
+    "LayerMapEntry",
+    "ModelInfo",
+    "Models",
+    "MoESection",
+    "Report",
+    "Verdict",
+]

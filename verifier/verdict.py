@@ -4,9 +4,11 @@
   under arbitrary dependence between the probes), fall below ``alpha``.
   The default alpha is 1e-6: a false "derived" accuses a vendor, so the tool asks for evidence
   far beyond the conventional 0.05 (derived pairs in practice give p-values below 1e-20).
-* **independent** only when every decisive probe ran, every one passed its power check (it
-  found a noisy, permuted copy of the base itself at p < alpha), and the combined p-value is at
-  least ``INDEPENDENT_P``: the probes could have seen a derivation and saw none.
+* **independent** only when the required probes ran (hidden alignment, and neuron matching or,
+  for a candidate whose FFNs are all MoE experts, MoE upcycling), every decisive probe passed
+  its power check (it found a noisy, permuted copy of the base itself at p < alpha), and the
+  combined p-value is at least ``INDEPENDENT_P``: the probes could have seen a derivation and
+  saw none.
 * **inconclusive** otherwise, with the reason.
 
 Probes that are not decisive (norm drift) never enter the combination.
@@ -19,8 +21,10 @@ from verifier.stats import harmonic_combine
 
 DEFAULT_ALPHA = 1e-6
 INDEPENDENT_P = 0.01
-#: probes that must all have run for a verdict of "independent"
-REQUIRED = ("hidden_alignment", "neuron_matching")
+#: probes that must all have run for a verdict of "independent": each entry names the probes
+#: that can fill that role (a candidate whose FFNs are all MoE experts has no dense FFN to match
+#: neuron by neuron; its experts' neurons are matched by the upcycling probe instead)
+REQUIRED = (("hidden_alignment",), ("neuron_matching", "moe_upcycling"))
 
 
 def decide(probes: list[ProbeResult], alpha: float) -> tuple[str, float | None, str]:
@@ -36,7 +40,8 @@ def decide(probes: list[ProbeResult], alpha: float) -> tuple[str, float | None, 
             f"combined p = {combined:.3g} < alpha = {alpha:g} ({names}); strongest evidence: "
             f"{strongest.name} (p = {strongest.p_value:.3g})"
         )
-    missing = [name for name in REQUIRED if name not in {p.name for p in decisive}]
+    ran = {p.name for p in decisive}
+    missing = [" or ".join(names) for names in REQUIRED if not ran.intersection(names)]
     if missing:
         return "inconclusive", combined, f"probes that could not run: {', '.join(missing)}"
     weak = [p.name for p in decisive if p.power_p_value is None or p.power_p_value >= alpha]

@@ -28,12 +28,13 @@ from verifier.files import describe_files
 from verifier.model import Model, open_model
 from verifier.probes import head_matching as heads
 from verifier.probes import hidden_alignment as hidden
+from verifier.probes import moe_upcycling as moe
 from verifier.probes import neuron_matching as neurons
 from verifier.probes import norm_drift as drift
 from verifier.probes.base import LayerValue, ProbeResult
 from verifier.probes.layer_alignment import align_layers
 from verifier.probes.pairing import Pairing, Side, fake_derivative
-from verifier.report import Environment, LayerMapEntry, ModelInfo, Models, Report
+from verifier.report import Environment, LayerMapEntry, ModelInfo, Models, MoESection, Report
 from verifier.stats import gaussian_tail_p, harmonic_combine
 from verifier.verdict import DEFAULT_ALPHA, decide
 
@@ -102,6 +103,7 @@ class _Run:
         self.tested_pairs: dict[int, int] = {}
         self.pairing: Pairing | None = None
         self.stat = np.zeros((0, 0))
+        self.moe: MoESection | None = None
 
     def tick(self, key: str, t0: float) -> float:
         now = time.perf_counter()
@@ -137,7 +139,29 @@ class _Run:
         t0 = self.tick("neuron_matching", t0)
         if self.opts.wants(heads.NAME):
             self._heads(pairing, power.get(heads.NAME))
-            self.tick("head_matching", t0)
+            t0 = self.tick("head_matching", t0)
+        if self.opts.wants(moe.NAME) and self.cand.layout.moe_layers:
+            self._experts(pairing)
+            self.tick("moe_upcycling", t0)
+
+    def _experts(self, pairing: Pairing) -> None:
+        """The upcycling probe on the candidate's MoE layers; mapped dense layers anchor it,
+        and each MoE layer whose test rejects enters the layer map at its base layer."""
+        mapped = {j: a for j, a in enumerate(self.layer_map) if a is not None}
+        self.progress("matching experts", 0, 1)
+        found = moe.upcycling_probe(self.base, self.cand, pairing, mapped, self.rng,
+                                    self.opts.null_draws, alpha=self.opts.alpha)
+        self.progress("matching experts", 1, 1)
+        if found is None:
+            self.warnings.append("the base has no FFN to compare the candidate's experts with: "
+                                 "the MoE upcycling probe did not run")
+            return
+        probe, self.moe = found
+        self.probes.append(probe)
+        for lv in probe.layers:
+            if (lv.p_value is not None and lv.p_value < self.opts.alpha
+                    and 0 <= lv.layer < len(self.layer_map) and self.layer_map[lv.layer] is None):
+                self.layer_map[lv.layer] = lv.base_layer
 
     def _embedding_probe(self, pairing: Pairing, power: float | None) -> ProbeResult:
         z, p = gaussian_tail_p(pairing.embed_stat, pairing.embed_null)
@@ -190,7 +214,9 @@ class _Run:
                 null = pairing.ffn_null(a, j)
             layers.append(_layer(j, a, float(stat[a, j]), null, tested))
         if not layers:
-            self.warnings.append("no dense FFN layers to compare: neuron matching did not run")
+            if not self.cand.layout.moe_layers:
+                self.warnings.append("no dense FFN layers to compare: neuron matching did not "
+                                     "run")
             return
         if self.opts.wants(neurons.NAME):
             self.probes.append(ProbeResult(
@@ -295,6 +321,14 @@ class _Run:
         return out
 
 
+def _similarity(stat: np.ndarray, a: int | None, j: int) -> float | None:
+    """The neuron-matching similarity of a mapped pair (None where no dense FFN pair exists,
+    e.g. a MoE layer mapped by the upcycling probe)."""
+    if a is None or a >= stat.shape[0] or j >= stat.shape[1] or np.isnan(stat[a, j]):
+        return None
+    return float(stat[a, j])
+
+
 def _environment() -> Environment:
     return Environment(
         backend="cpu", device=platform.processor() or platform.machine(),
@@ -330,7 +364,7 @@ def verify(
     entries = [
         LayerMapEntry(
             candidate_layer=j, base_layer=a,
-            similarity=None if a is None else float(run.stat[a, j]),
+            similarity=_similarity(run.stat, a, j),
         )
         for j, a in enumerate(run.layer_map)
     ]
@@ -340,7 +374,8 @@ def verify(
         tool_version=__version__,
         created=datetime.now(timezone.utc),
         verdict=verdict, reason=reason, p_value=p, alpha=opts.alpha,
-        probes=probes, layer_map=entries, norm_drift=nd, moe=None,
+        probes=probes, layer_map=entries, norm_drift=nd,
+        moe=run.moe if opts.wants(moe.NAME) else None,
         models=models, environment=_environment(),
         options={"alpha": opts.alpha, "seed": opts.seed, "null_draws": opts.null_draws,
                  "power_drift": opts.power_drift,

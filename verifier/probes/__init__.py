@@ -7,11 +7,30 @@
 | head_matching      | head_matching.py      | yes      | attention circuits match beyond chance |
 | layer_alignment    | layer_alignment.py    | (map)    | which base layer each layer came from  |
 | norm_drift         | norm_drift.py         | no       | norm profiles and per-layer drift      |
+| moe_upcycling      | moe_upcycling.py      | yes      | which base neurons each expert holds   |
 """
 
-from verifier.probes import head_matching, hidden_alignment, neuron_matching, norm_drift
+from verifier.probes import (
+    head_matching,
+    hidden_alignment,
+    moe_upcycling,
+    neuron_matching,
+    norm_drift,
+)
 
 #: probes a user can select with ``--probes``
-PROBES = (hidden_alignment.NAME, neuron_matching.NAME, head_matching.NAME, norm_drift.NAME)
+PROBES = (hidden_alignment.NAME, neuron_matching.NAME, head_matching.NAME, norm_drift.NAME,
+          moe_upcycling.NAME)
+#: short names accepted by ``--probes``
+ALIASES = {"moe": moe_upcycling.NAME, "heads": head_matching.NAME,
+           "neurons": neuron_matching.NAME, "embeddings": hidden_alignment.NAME,
+           "drift": norm_drift.NAME}
 
-__all__ = ["PROBES"]
+
+def resolve_probe(name: str) -> str | None:
+    """The probe a ``--probes`` entry names (full name or alias), or None."""
+    name = name.strip()
+    return name if name in PROBES else ALIASES.get(name)
+
+
+__all__ = ["ALIASES", "PROBES", "resolve_probe"]

@@ -14,7 +14,9 @@ Registered here, all operating on Hugging Face-named decoder state dicts (MoE in
 * ``rescale``: function-preserving rescalings (and sign flips) of q/k, v/o, up/down, norm gains
   against the weights that read their output, and of hidden coordinates;
 * ``prune`` and ``duplicate``: dropping or repeating whole layers (encoders too);
-* ``cast`` and ``int8``: the rounding a dtype round trip or int8 quantisation leaves behind.
+* ``cast`` and ``int8``: the rounding a dtype round trip or int8 quantisation leaves behind;
+* ``upcycle``: a dense decoder turned into a Mixtral or Qwen2-MoE child (sparse or fine-grained
+  upcycling, partial re-initialisation), ``upcycle_plan`` naming each expert neuron's source.
 
 Random choices come from a generator seeded by ``child.seed``, so a spec fixes its weights. Every
 derivation returns float32 tensors. A derivation that changes depth also registers its *layer
@@ -516,3 +518,154 @@ def int8(parent: State, child: ModelSpec) -> State:
     """Int8 weight-only quantisation round trip of every 2-D weight (embeddings and lm_head
     included), symmetric per output row (``quantise_rows``); norms and biases untouched."""
     return {k: quantise_rows(v) if v.ndim == 2 else v.to(torch.float32).clone() for k, v in parent.items()}
+
+
+# --- MoE upcycling ----------------------------------------------------------------------------
+
+#: What a Qwen2-MoE shared expert starts as: a slice of the dense FFN's neurons, or new weights.
+UPCYCLE_SHARED = ("slice", "new")
+_DENSE_MLP = ("mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight")
+
+
+class UpcyclePlan:
+    """Which parent neuron every expert neuron of an upcycled child starts from.
+
+    ``experts[l][e][n]`` is the parent FFN neuron (index into layer ``l``'s dense FFN of the
+    parent) held by neuron ``n`` of routed expert ``e``, or -1 where the neuron was
+    re-initialised; ``shared[l][n]`` the same for the shared expert (empty when the child has
+    none). Drawn from ``child.seed`` before any weight is drawn, so ``upcycle_plan(child)``
+    reproduces the plan without the parent's weights (the ground truth of lineage tests).
+    """
+
+    def __init__(self, experts: list[list[list[int]]], shared: list[list[int]]) -> None:
+        self.experts = experts
+        self.shared = shared
+
+
+def _draw_plan(
+    child: ModelSpec, dense: int, gen: torch.Generator, reinit: float, shuffle: bool,
+    shared: str | None,
+) -> UpcyclePlan:
+    experts, width = child.experts, child.intermediate
+    replicas, rest = divmod(experts * width, dense)
+    if rest or replicas < 1:
+        raise ValueError(
+            f"{experts} experts of {width} neurons do not hold a whole number of copies of the "
+            f"parent's {dense} FFN neurons"
+        )
+    if not 0.0 <= reinit <= 1.0:
+        raise ValueError("reinit must be a fraction in [0, 1]")
+    drop = round(reinit * width)
+    plan = UpcyclePlan([], [])
+    for _ in range(child.num_layers):
+        order = torch.cat([torch.randperm(dense, generator=gen) if shuffle else torch.arange(dense)
+                           for _ in range(replicas)])
+        layer: list[list[int]] = []
+        for e in range(experts):
+            src = order[e * width:(e + 1) * width].clone()
+            src[torch.randperm(width, generator=gen)[:drop]] = -1
+            layer.append(src.tolist())
+        plan.experts.append(layer)
+        if shared == "slice":
+            if child.shared_intermediate > dense:
+                raise ValueError("a shared expert wider than the parent FFN cannot be a slice of it")
+            plan.shared.append(torch.randperm(dense, generator=gen)[:child.shared_intermediate].tolist())
+        elif shared == "new":
+            plan.shared.append([-1] * child.shared_intermediate)
+        else:
+            plan.shared.append([])
+    return plan
+
+
+def _upcycle_check(child: ModelSpec, shared: str | None) -> None:
+    if child.family not in ("mixtral", "qwen2_moe"):
+        raise ValueError("upcycle makes a mixtral or qwen2_moe child")
+    if child.parent is None or child.parent.is_moe or child.parent.is_encoder:
+        raise ValueError("upcycle needs a dense decoder parent")
+    if child.family == "qwen2_moe" and shared not in UPCYCLE_SHARED:
+        raise ValueError(f"a qwen2_moe child needs shared in {UPCYCLE_SHARED}")
+    if child.family == "mixtral" and shared is not None:
+        raise ValueError("mixtral has no shared expert: leave shared unset")
+
+
+def upcycle_plan(child: ModelSpec) -> UpcyclePlan:
+    """The neuron sources of an ``upcycle`` child (see ``UpcyclePlan``)."""
+    if child.derivation != "upcycle" or child.parent is None:
+        raise ValueError("not an upcycled spec")
+    args = dict(child.derivation_args)
+    shared = args.get("shared")
+    _upcycle_check(child, shared)
+    return _draw_plan(child, child.parent.intermediate, _generator(child),
+                      float(args.get("reinit", 0.0)), bool(args.get("shuffle", True)), shared)
+
+
+@register("upcycle")
+def upcycle(
+    parent: State,
+    child: ModelSpec,
+    reinit: float = 0.0,
+    noise: float = 0.0,
+    down_scale: float = 1.0,
+    shuffle: bool = True,
+    shared: str | None = None,
+) -> State:
+    """Sparse upcycling of a dense decoder into a MoE child (``mixtral`` or ``qwen2_moe``).
+
+    Embeddings, norms, attention and lm_head are copied (attention biases a dense parent lacks
+    start at zero). Every layer's dense FFN of ``F`` neurons is replicated ``R = E * m / F``
+    times, each replica's neurons shuffled (``shuffle``), the ``R * F`` neurons cut into the
+    ``E`` experts of width ``m`` in order (Komatsuzaki et al. 2023 with ``m = F``: every expert
+    a copy; Qwen1.5-MoE / Qwen2 report §2.2.2 with ``m < F``: fine-grained slices). Then, per
+    expert, a fraction ``reinit`` of its neurons (rows of gate and up, column of down) is
+    re-initialised from ``N(0, std of the parent matrix)`` (Drop-Upcycling, Nakamura et al.
+    2025); copied weights get Gaussian noise of relative size ``noise`` (per matrix, relative
+    to its standard deviation); expert down projections are multiplied by ``down_scale``. The
+    router (and Qwen2-MoE's shared-expert gate) is new, ``N(0, INIT_STD)``. A Qwen2-MoE shared
+    expert is a ``slice`` of ``shared_intermediate`` dense neurons or ``new`` weights. Which
+    parent neuron each expert neuron holds is ``upcycle_plan(child)``.
+    """
+    from verifier.zoo.models import INIT_STD
+
+    _decoder_only(parent, child, "upcycle")
+    _upcycle_check(child, shared)
+    gen = _generator(child)
+    dense = parent["model.layers.0.mlp.up_proj.weight"].shape[0]
+    plan = _draw_plan(child, dense, gen, reinit, shuffle, shared)
+    want = expected_shapes(child)
+    state: State = {}
+    for key, shape in want.items():
+        if key in parent and tuple(parent[key].shape) == shape:
+            state[key] = parent[key].detach().to(torch.float32).clone()
+        elif key.endswith(".bias") and ".self_attn." in key:
+            state[key] = torch.zeros(shape)
+    block = "block_sparse_moe" if child.family == "mixtral" else "mlp"
+    names = ("w1", "w3", "w2") if child.family == "mixtral" else ("gate_proj", "up_proj", "down_proj")
+
+    def expert(src: list[int], p: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        idx = torch.as_tensor(src)
+        keep = idx >= 0
+        out = []
+        for k, w in enumerate(p):
+            rows = w if k < 2 else w.T  # neurons as rows
+            std = rows.std()
+            new = torch.randn((len(src), rows.shape[1]), generator=gen) * std
+            copy = rows[idx.clamp_min(0)] + noise * std * torch.randn(new.shape, generator=gen)
+            w_out = torch.where(keep[:, None], copy, new)
+            out.append(w_out if k < 2 else w_out.T.contiguous())
+        return out
+
+    for layer in range(child.num_layers):
+        pre = f"model.layers.{layer}."
+        dense_w = [parent[pre + k].to(torch.float32) for k in _DENSE_MLP]
+        for e, src in enumerate(plan.experts[layer]):
+            gate, up, down = expert(src, dense_w)
+            for name, w in zip(names, (gate, up, down * down_scale), strict=True):
+                state[f"{pre}{block}.experts.{e}.{name}.weight"] = w
+        if plan.shared[layer]:
+            gate, up, down = expert(plan.shared[layer], dense_w)
+            for name, w in zip(("gate_proj", "up_proj", "down_proj"), (gate, up, down), strict=True):
+                state[f"{pre}mlp.shared_expert.{name}.weight"] = w
+        for key in (f"{pre}{block}.gate.weight", f"{pre}mlp.shared_expert_gate.weight"):
+            if key in want:
+                state[key] = torch.randn(want[key], generator=gen) * INIT_STD
+    return state

@@ -9,6 +9,10 @@ are the very ``STANDARD`` specs, so they share the standard models' cache folder
 
 ``PAIRS`` lists (base, candidate) questions with the right answer and, for derived pairs, the
 base layer each candidate layer came from.
+
+``MOE_LINEAGE`` holds MoE children of the same base (sparse and fine-grained upcycling, and new
+experts on the base's attention), and ``MOE_PAIRS`` the MoE questions, with whether the experts
+were upcycled and, from the derivation's own seed, which base neuron each expert neuron holds.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from verifier.zoo.derive import derived_spec, layer_sources
+from verifier.zoo.derive import UpcyclePlan, derived_spec, layer_sources, upcycle_plan
 from verifier.zoo.specs import STANDARD, ModelSpec
 
 Truth = Literal["derived", "independent"]
@@ -55,9 +59,36 @@ LINEAGE: dict[str, ModelSpec] = {
     "llama_6layer_seed8": ModelSpec(family="llama", num_layers=6, seed=8),
 }
 
-ZOO_SPECS: dict[str, ModelSpec] = STANDARD | LINEAGE
-if len(ZOO_SPECS) != len(STANDARD) + len(LINEAGE):
-    raise RuntimeError("LINEAGE names clash with STANDARD names")
+#: MoE children of the same base (``upcycle``): embeddings, norms and attention copied, every
+#: dense FFN turned into experts, then trained. ``llama_moe_new_experts`` re-initialises every
+#: expert neuron: derived from the base (attention, embeddings), but its experts are not.
+MOE_LINEAGE: dict[str, ModelSpec] = {
+    # sparse upcycling: 4 experts, each the whole dense FFN (neurons shuffled) plus 1% noise
+    "llama_moe_coarse": _child(
+        "upcycle", {"noise": 0.01}, family="mixtral", intermediate=128, experts=4, top_k=2,
+        steps=40, seed=20,
+    ),
+    # fine-grained: 2 shuffled replicas cut into 8 experts of 32, half of each re-initialised,
+    # down x4, the shared expert a slice of 64 dense neurons
+    "llama_moe_fine": _child(
+        "upcycle", {"reinit": 0.5, "down_scale": 4.0, "shared": "slice"}, family="qwen2_moe",
+        intermediate=32, experts=8, top_k=2, shared_intermediate=64, steps=60, seed=21,
+    ),
+    # fine-grained: 2 replicas cut into 4 experts of 64, half re-initialised, new shared expert
+    "llama_moe_fine_wide": _child(
+        "upcycle", {"reinit": 0.5, "down_scale": 2.0, "shared": "new"}, family="qwen2_moe",
+        intermediate=64, experts=4, top_k=2, shared_intermediate=64, steps=60, seed=22,
+    ),
+    # the base's attention and embeddings with entirely new experts
+    "llama_moe_new_experts": _child(
+        "upcycle", {"reinit": 1.0}, family="mixtral", intermediate=64, experts=4, top_k=2,
+        steps=60, seed=23,
+    ),
+}
+
+ZOO_SPECS: dict[str, ModelSpec] = STANDARD | LINEAGE | MOE_LINEAGE
+if len(ZOO_SPECS) != len(STANDARD) + len(LINEAGE) + len(MOE_LINEAGE):
+    raise RuntimeError("LINEAGE or MOE_LINEAGE names clash with each other or STANDARD names")
 
 
 def ancestry(spec: ModelSpec) -> list[ModelSpec]:
@@ -119,4 +150,43 @@ PAIRS: list[Pair] = [
     _pair("other_depth_other_seed", "llama_6layer_seed8"),
     _pair("qwen2_same_shapes", "qwen2"),
     _pair("mistral_same_shapes", "mistral"),
+]
+
+
+@dataclass(frozen=True)
+class MoEPair:
+    """A lineage question about a MoE candidate: ``truth`` is the lineage of the whole model,
+    ``upcycled`` whether its experts hold the base's FFN neurons (which ones: ``sources``)."""
+
+    name: str
+    base: str
+    candidate: str
+    truth: Truth
+    upcycled: bool
+    layer_map: tuple[int | None, ...] | None
+
+    @property
+    def sources(self) -> UpcyclePlan | None:
+        """For an upcycled candidate, the base FFN neuron each expert neuron started from."""
+        spec = ZOO_SPECS[self.candidate]
+        if not self.upcycled or spec.derivation != "upcycle":
+            return None
+        return upcycle_plan(spec)
+
+
+def _moe_pair(name: str, candidate: str, base: str = "llama") -> MoEPair:
+    pair = _pair(name, candidate, base)
+    spec = ZOO_SPECS[candidate]
+    reinit = float(spec.derivation_args.get("reinit", 0.0))
+    upcycled = pair.truth == "derived" and spec.derivation == "upcycle" and reinit < 1.0
+    return MoEPair(name, base, candidate, pair.truth, upcycled, pair.layer_map)
+
+
+MOE_PAIRS: list[MoEPair] = [
+    _moe_pair("sparse_upcycled", "llama_moe_coarse"),
+    _moe_pair("fine_grained_upcycled_shared_slice", "llama_moe_fine"),
+    _moe_pair("fine_grained_upcycled_shared_new", "llama_moe_fine_wide"),
+    _moe_pair("new_experts_on_base_attention", "llama_moe_new_experts"),
+    _moe_pair("mixtral_from_scratch", "mixtral"),
+    _moe_pair("qwen2_moe_from_scratch", "qwen2_moe"),
 ]

@@ -1,0 +1,353 @@
+"""MoE upcycling: which base FFN neurons each expert holds, tested against the rotation null.
+
+Zoo pairs (``verifier.zoo.pairs.MOE_PAIRS``): sparse and fine-grained upcycling of the trained
+``llama`` (whose derivations record which base neuron every expert neuron starts from), new
+experts on the base's attention, and MoEs trained from scratch.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from verifier.architectures.layout import EMBED
+from verifier.model import Model, open_model
+from verifier.probes import hidden_alignment as hidden
+from verifier.probes import moe_upcycling as moe
+from verifier.probes import neuron_matching as neurons
+from verifier.probes.pairing import Pairing, Side
+from verifier.zoo import Zoo, derive, load_state
+from verifier.zoo.pairs import MOE_LINEAGE, MOE_PAIRS, STANDARD, ZOO_SPECS, MoEPair
+
+ALPHA = 1e-6
+DRAWS = 24
+UPCYCLED = [p for p in MOE_PAIRS if p.upcycled]
+NOT_UPCYCLED = [p for p in MOE_PAIRS if not p.upcycled]
+
+
+def _side(model: Model, rows: np.ndarray) -> Side:
+    side = Side(embed=model.load(model.layout.globals[EMBED])[torch.as_tensor(rows)].float())
+    for i in range(model.layout.num_layers):
+        ffn = neurons.load_ffn(model, i)
+        if ffn is not None:
+            side.ffn[i] = ffn
+    return side
+
+
+def _pairing(base: Model, cand: Model, seed: int = 0) -> tuple[Pairing, np.random.Generator]:
+    ib, ic, _ = hidden.shared_token_rows(base.vocabulary(), cand.vocabulary(),
+                                         base.layout.vocab_size, cand.layout.vocab_size)
+    rng = np.random.default_rng(seed)
+    return Pairing(_side(base, ib), _side(cand, ic), rng, DRAWS), rng
+
+
+def _probe(base: Path, cand: Path, seed: int = 0):
+    with open_model(base) as mb, open_model(cand) as mc:
+        pairing, rng = _pairing(mb, mc, seed)
+        return moe.upcycling_probe(mb, mc, pairing, None, rng, DRAWS, alpha=ALPHA)
+
+
+def _analysis(base: Path, cand: Path, **kwargs) -> moe.UpcyclingAnalysis:
+    with open_model(base) as mb, open_model(cand) as mc:
+        pairing, _ = _pairing(mb, mc)
+        pools = moe.base_pools(pairing.base.ffn, moe.load_moe(mb))
+        result = moe.analyse(pairing, pools, moe.load_moe(mc), **kwargs)
+    assert result is not None
+    return result
+
+
+@pytest.fixture(scope="module")
+def results(zoo: Zoo):
+    """Probe and MoE section of every MoE pair, computed once for the module."""
+    return {p.name: _probe(zoo[p.base], zoo[p.candidate]) for p in MOE_PAIRS}
+
+
+# --- the zoo material -------------------------------------------------------------------------
+
+
+def test_moe_pairs_state_their_truth() -> None:
+    assert not set(MOE_LINEAGE) & (set(ZOO_SPECS) - set(MOE_LINEAGE))
+    truth = {p.name: (p.candidate, p.truth, p.upcycled) for p in MOE_PAIRS}
+    assert truth == {
+        "sparse_upcycled": ("llama_moe_coarse", "derived", True),
+        "fine_grained_upcycled_shared_slice": ("llama_moe_fine", "derived", True),
+        "fine_grained_upcycled_shared_new": ("llama_moe_fine_wide", "derived", True),
+        "new_experts_on_base_attention": ("llama_moe_new_experts", "derived", False),
+        "mixtral_from_scratch": ("mixtral", "independent", False),
+        "qwen2_moe_from_scratch": ("qwen2_moe", "independent", False),
+    }
+    base = STANDARD["llama"]
+    for spec in MOE_LINEAGE.values():
+        assert spec.is_moe
+        assert (spec.hidden, spec.heads, spec.vocab, spec.num_layers) == (
+            base.hidden, base.heads, base.vocab, base.num_layers)
+
+
+@pytest.mark.parametrize("name", list(MOE_LINEAGE))
+def test_upcycle_plan_slices_shuffled_replicas(name: str) -> None:
+    spec = MOE_LINEAGE[name]
+    plan = derive.upcycle_plan(spec)
+    dense = STANDARD["llama"].intermediate
+    replicas = spec.experts * spec.intermediate // dense
+    reinit = spec.derivation_args.get("reinit", 0.0)
+    for layer in plan.experts:
+        assert [len(e) for e in layer] == [spec.intermediate] * spec.experts
+        held = np.concatenate(layer)
+        kept = held[held >= 0]
+        assert kept.size == round((1 - reinit) * spec.intermediate) * spec.experts
+        # every base neuron at most once per replica, never twice in one expert
+        assert np.bincount(kept, minlength=dense).max() <= replicas
+        assert all(len(set(e) - {-1}) == sum(i >= 0 for i in e) for e in layer)
+
+
+def test_upcycle_derivation_copies_the_planned_neurons(zoo: Zoo) -> None:
+    """Before training, each kept expert neuron *is* its planned base neuron (down rescaled);
+    attention and embeddings are the base's; router and re-initialised neurons are new."""
+    spec = MOE_LINEAGE["llama_moe_fine"]
+    parent = load_state(zoo["llama"])
+    state = derive.apply("upcycle", parent, spec)
+    plan = derive.upcycle_plan(spec)
+    scale = spec.derivation_args["down_scale"]
+    for layer in (0, 5):
+        pre = f"model.layers.{layer}.mlp."
+        g, u, d = (parent[f"{pre}{n}_proj.weight"] for n in ("gate", "up", "down"))
+        for e, src in enumerate(plan.experts[layer]):
+            idx = torch.as_tensor(src)
+            keep = idx >= 0
+            ex = f"{pre}experts.{e}."
+            assert torch.equal(state[ex + "gate_proj.weight"][keep], g[idx[keep]])
+            assert torch.equal(state[ex + "up_proj.weight"][keep], u[idx[keep]])
+            assert torch.allclose(state[ex + "down_proj.weight"][:, keep], scale * d[:, idx[keep]])
+            fresh = torch.nn.functional.normalize(state[ex + "up_proj.weight"][~keep], dim=1)
+            assert (fresh @ torch.nn.functional.normalize(u, dim=1).T).abs().max() < 0.8
+        shared = torch.as_tensor(plan.shared[layer])
+        assert torch.equal(state[f"{pre}shared_expert.up_proj.weight"], u[shared])
+    assert torch.equal(state["model.embed_tokens.weight"], parent["model.embed_tokens.weight"])
+    assert torch.equal(state["model.layers.3.self_attn.o_proj.weight"],
+                       parent["model.layers.3.self_attn.o_proj.weight"])
+    assert not state["model.layers.3.self_attn.q_proj.bias"].any()
+
+
+def test_upcycle_refuses_what_it_cannot_build() -> None:
+    base = STANDARD["llama"]
+    with pytest.raises(ValueError, match="whole number of copies"):
+        derive.upcycle_plan(derive.derived_spec(base, "upcycle", {}, family="mixtral",
+                                                intermediate=48, experts=3))
+    with pytest.raises(ValueError, match="no shared expert"):
+        derive.upcycle_plan(derive.derived_spec(base, "upcycle", {"shared": "new"},
+                                                family="mixtral"))
+    with pytest.raises(ValueError, match="needs shared"):
+        derive.upcycle_plan(derive.derived_spec(base, "upcycle", {}, family="qwen2_moe",
+                                                intermediate=64))
+
+
+# --- verdicts on the pairs --------------------------------------------------------------------
+
+
+def _truth(pair: MoEPair, layer: int, expert: int) -> np.ndarray:
+    plan = pair.sources
+    assert plan is not None
+    routed = plan.experts[layer]
+    return np.asarray(routed[expert] if expert < len(routed) else plan.shared[layer])
+
+
+@pytest.mark.parametrize("pair", UPCYCLED, ids=lambda p: p.name)
+def test_upcycled_experts_name_their_base_neurons(pair: MoEPair, results) -> None:
+    probe, section = results[pair.name]
+    assert section.upcycled
+    assert section.p_value < ALPHA
+    assert probe.p_value == section.p_value
+    assert probe.decisive
+    assert len(probe.layers) == 8
+    correct = kept_total = wrongly_matched = reinit_total = 0
+    for entry in section.experts:
+        truth = _truth(pair, entry.layer, entry.expert)
+        got = np.asarray(entry.base_neurons)
+        kept = truth >= 0
+        assert entry.base_layer == entry.layer
+        assert len(got) == len(truth)
+        # coverage close to the fraction kept (re-initialised neurons match nothing)
+        assert abs(entry.coverage - kept.mean()) <= 0.1, entry
+        correct += int((got[kept] == truth[kept]).sum())
+        kept_total += int(kept.sum())
+        wrongly_matched += int((got[~kept] >= 0).sum())
+        reinit_total += int((~kept).sum())
+    assert correct >= 0.9 * kept_total
+    assert wrongly_matched <= 0.01 * max(reinit_total, 1)
+
+
+@pytest.mark.parametrize("pair", NOT_UPCYCLED, ids=lambda p: p.name)
+def test_experts_trained_from_scratch_are_not_upcycled(pair: MoEPair, results) -> None:
+    probe, section = results[pair.name]
+    assert not section.upcycled
+    assert section.p_value > 1e-3
+    assert np.mean([e.coverage for e in section.experts]) < 0.01
+    assert probe.details["agreeing_neurons"] <= 5
+
+
+def test_new_experts_on_base_attention_are_near_but_not_copies(zoo: Zoo) -> None:
+    """Experts trained in the base's residual stream read its directions: their matched
+    similarity is far above the rotation null, yet no neuron reproduces a base neuron's gate,
+    up and down at once; the agreement statistic is what tells copies from neighbours."""
+    result = _analysis(zoo["llama"], zoo["llama_moe_new_experts"])
+    z = [(np.nanmean(lr.observed.sim) - np.mean(lr.null_similarity))
+         / np.std(lr.null_similarity, ddof=1) for lr in result.layers]
+    assert min(z) > 5  # a mean-similarity test would call every layer a copy
+    assert not result.upcycled
+    assert sum(lr.agree for lr in result.layers) <= 5
+
+
+def test_expert_clustering_separates_upcycled_from_scratch(results, zoo: Zoo) -> None:
+    """Per layer, the fraction of expert neurons that agree with one base neuron: the
+    upcycled layers' lowest is far above every other layer's highest; the expert-by-expert
+    overlap of held base neurons shows how each MoE was cut."""
+    up = [lv.statistic for p in UPCYCLED for lv in results[p.name][0].layers]
+    other = [lv.statistic for p in NOT_UPCYCLED for lv in results[p.name][0].layers]
+    assert min(up) > 0.3
+    assert max(other) < 0.02
+    assert all(lv.statistic > lv.null_mean + 10 * lv.null_std
+               for p in UPCYCLED for lv in results[p.name][0].layers)
+    coarse = _analysis(zoo["llama"], zoo["llama_moe_coarse"]).layers[3].overlap()
+    assert coarse.min() > 0.95  # every expert holds the whole FFN
+    fine = _analysis(zoo["llama"], zoo["llama_moe_fine"])
+    plan = derive.upcycle_plan(MOE_LINEAGE["llama_moe_fine"])
+    ov = fine.layers[3].overlap()
+    # experts 0-3 cut from the first replica, 4-7 from the second: disjoint within a replica
+    for e in range(4):
+        for f in range(4):
+            if e != f:
+                assert ov[e, f] == 0.0
+                assert ov[4 + e, 4 + f] == 0.0
+    kept = [set(x for x in plan.experts[3][e] if x >= 0) for e in range(8)]
+    assert ov[0, 4] == pytest.approx(len(kept[0] & kept[4]) / min(len(kept[0]), len(kept[4])))
+    assert results["mixtral_from_scratch"][0].details["mean_expert_overlap"] == 0.0
+
+
+def test_shared_experts_copied_or_new(results) -> None:
+    sliced = [e for e in results["fine_grained_upcycled_shared_slice"][1].experts if e.expert == 8]
+    new = [e for e in results["fine_grained_upcycled_shared_new"][1].experts if e.expert == 4]
+    assert len(sliced) == len(new) == 8
+    assert min(e.coverage for e in sliced) > 0.95
+    assert max(e.coverage for e in new) < 0.02
+
+
+def test_power_check_finds_noisy_upcycled_experts(results, zoo: Zoo) -> None:
+    assert all(r[0].power_p_value is not None and r[0].power_p_value < ALPHA
+               for r in results.values())
+    assert all(r[0].details["power_drift"] == 1.0 for r in results.values())
+    with open_model(zoo["llama"]) as mb:
+        pairing, rng = _pairing(mb, mb)
+        base = pairing.base
+    gen = torch.Generator().manual_seed(0)
+    fake, layer = moe.fake_upcycled(base, base.ffn[4], 1.0, rng, gen)
+    assert [u.up.shape[0] for u in layer.experts] == [64] * 4
+    p = moe.power_p(base, {4: base.ffn[4]}, rng, DRAWS, drift=1.0)
+    assert p is not None
+    assert p < ALPHA
+
+
+# --- storage and layout variants ---------------------------------------------------------------
+
+
+def test_fused_expert_stacks_give_the_same_answer(zoo: Zoo, tmp_path: Path) -> None:
+    """transformers v5 stores experts as 3-D ``gate_up_proj`` / ``down_proj`` stacks."""
+    src = zoo["llama_moe_coarse"]
+    state = load_file(str(src / "model.safetensors"))
+    fused = {k: v for k, v in state.items() if ".block_sparse_moe." not in k}
+    spec = MOE_LINEAGE["llama_moe_coarse"]
+    for layer in range(spec.num_layers):
+        p = f"model.layers.{layer}.block_sparse_moe."
+        w = [[state[f"{p}experts.{e}.{n}.weight"] for n in ("w1", "w3", "w2")]
+             for e in range(spec.experts)]
+        fused[f"model.layers.{layer}.mlp.gate.weight"] = state[p + "gate.weight"]
+        fused[f"model.layers.{layer}.mlp.experts.gate_up_proj"] = torch.stack(
+            [torch.cat([g, u]) for g, u, _ in w])
+        fused[f"model.layers.{layer}.mlp.experts.down_proj"] = torch.stack([d for _, _, d in w])
+    save_file(fused, str(tmp_path / "model.safetensors"))
+    shutil.copy(src / "config.json", tmp_path / "config.json")
+    a = _probe(zoo["llama"], src)
+    b = _probe(zoo["llama"], tmp_path)
+    assert b[1] == a[1]
+    assert b[0].p_value == a[0].p_value
+
+
+def test_dense_and_moe_layers_interleaved(zoo: Zoo, tmp_path: Path) -> None:
+    """Even layers dense (the base's own FFN, ``mlp_only_layers``), odd layers upcycled: only
+    MoE layers are tested, each with the same result as in the all-MoE model."""
+    src = zoo["llama_moe_fine"]
+    state = load_file(str(src / "model.safetensors"))
+    base = load_file(str(zoo["llama"] / "model.safetensors"))
+    dense = (0, 2, 4, 6)
+    mixed = {k: v for k, v in state.items()
+             if not any(k.startswith(f"model.layers.{i}.mlp.") for i in dense)}
+    for i in dense:
+        for n in ("gate_proj", "up_proj", "down_proj"):
+            key = f"model.layers.{i}.mlp.{n}.weight"
+            mixed[key] = base[key]
+    save_file(mixed, str(tmp_path / "model.safetensors"))
+    config = json.loads((src / "config.json").read_text())
+    config |= {"mlp_only_layers": list(dense), "intermediate_size": STANDARD["llama"].intermediate}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    full = _analysis(zoo["llama"], src)
+    part = _analysis(zoo["llama"], tmp_path)
+    assert [lr.layer for lr in part.layers] == [1, 3, 5, 7]
+    for lr in part.layers:
+        same = full.layers[lr.layer]
+        assert np.array_equal(lr.base_neurons(), same.base_neurons())
+        assert lr.p_value == same.p_value
+    assert part.upcycled
+
+
+def test_base_layer_found_by_the_statistic_when_depths_differ(zoo: Zoo) -> None:
+    result = _analysis(zoo["llama"], zoo["llama_moe_fine"], same_depth=False)
+    assert [lr.base_layer for lr in result.layers] == list(range(8))
+    assert all(lr.bonferroni == 8 for lr in result.layers)
+    assert result.upcycled
+    mapped = _analysis(zoo["llama"], zoo["llama_moe_fine"], layer_map={3: 2})
+    assert mapped.layers[3].base_layer == 2
+    assert mapped.layers[3].agree < 0.1 * result.layers[3].agree
+
+
+def test_moe_base(zoo: Zoo) -> None:
+    """A MoE base offers its experts' neurons pooled (routed, then shared): the model against
+    itself holds its own neurons; an independent MoE holds none."""
+    fine = zoo["llama_moe_fine"]
+    probe, section = _probe(fine, fine)
+    assert section.upcycled
+    offset = 0
+    for entry in section.experts[:9]:
+        width = len(entry.base_neurons)
+        assert entry.base_neurons == list(range(offset, offset + width))
+        offset += width
+    _, other = _probe(zoo["qwen2_moe"], fine)
+    assert not other.upcycled
+    assert probe.power_p_value is not None
+    assert probe.power_p_value < ALPHA
+
+
+def test_dense_candidate_has_no_moe_section(zoo: Zoo) -> None:
+    assert _probe(zoo["llama"], zoo["llama"]) is None
+
+
+# --- the tail -----------------------------------------------------------------------------------
+
+
+def test_agreement_tail() -> None:
+    assert moe.agreement_p(0, 256, [0] * 24) == (1.0, 1.0)
+    p1, _ = moe.agreement_p(1, 256, [0] * 24)
+    p3, _ = moe.agreement_p(3, 256, [0] * 24)
+    assert 1e-3 < p1 < 1.0
+    assert p3 < p1
+    assert moe.agreement_p(150, 256, [0] * 24)[0] < 1e-100
+    # over-dispersed null counts widen the tail
+    tight, phi_tight = moe.agreement_p(20, 256, [5] * 12 + [4, 6] * 6)
+    wide, phi_wide = moe.agreement_p(20, 256, [0, 10] * 12)
+    assert phi_tight == 1.0
+    assert phi_wide > 1.0
+    assert wide > tight

@@ -1,0 +1,571 @@
+"""Probe: was a mixture-of-experts model upcycled from the base's FFNs, and which base neurons
+does each expert hold?
+
+Sparse upcycling (Komatsuzaki et al. 2023, "Sparse Upcycling") starts every expert of a MoE
+layer as a copy of the dense FFN of the same layer; fine-grained upcycling (Qwen1.5-MoE and the
+Qwen2 report, §2.2.2) replicates the dense FFN, shuffles its neurons, cuts them into narrower
+experts and re-initialises part of each expert; Drop-Upcycling (Nakamura et al. 2025)
+re-initialises a fraction of every expert's neurons. Rescaling the down projections, adding a
+new router, copying or not copying a shared expert, and training afterwards leave the kept
+neurons recognisable: a kept expert neuron is a base FFN neuron (gate row, up row and down
+column) up to the training drift, in the base's hidden coordinates once the hidden alignment
+recovered from the embeddings (``pairing.align``) is applied. Comparing per-layer statistics
+of whole weight matrices (e.g. the correlation of attention std profiles used in a public 2025
+dispute) cannot show this and has no null model; this probe names the neurons.
+
+Neurons. For candidate MoE layer ``j`` and base layer ``a`` let ``B`` be the base FFN (for a MoE
+base: all its experts' neurons concatenated, shared experts last) with ``F`` neurons, and
+``C`` the ``N`` neurons of all of ``j``'s routed and shared experts, aligned to base coordinates.
+Both are balanced as in ``neuron_matching`` (alternating row and column normalisation), the
+candidate *jointly over all experts of the layer*: the free per-coordinate rescaling (a norm
+gain folded into the weights that read it) is one vector per layer shared by every expert and
+by the router, so it is estimated from all ``N`` rows; balancing each expert alone would
+estimate it from ``m`` rows (an expert of 32 neurons gives ~12% relative error per coordinate)
+and make each expert's features depend on which of its neurons were re-initialised.
+
+* Assignment: per expert, the joint SwiGLU similarity ``neuron_matching.similarity`` (gate cos
+  plus ``|cos(up) + cos(down)|``, over 3) of its ``m`` neurons against the ``F`` base neurons,
+  and a rectangular linear assignment (Hungarian, one base neuron per expert neuron; an expert
+  never holds one neuron twice, two experts may).
+* Agreement: the gate row, the up row and the down column of each candidate neuron are matched
+  to the base *separately*, by ``cos`` for the gate and ``|cos|`` for up and down (the SwiGLU
+  symmetry ``(u, d) -> (c u, d / c)``; plain ``cos`` for non-gated FFNs). A neuron *agrees* when
+  all three name the same base neuron. A copied neuron agrees. An unrelated neuron agrees only
+  by chance, ~``1/F^2`` up to hubness and the correlation of a neuron's own gate and up rows;
+  and a *new* neuron trained in the base's residual stream (new experts on top of the base's
+  attention and embeddings) reads and writes the same hidden directions, which lifts each of
+  its three cosines and its joint similarity well above the rotation null (z ~ 10-25 for the
+  mean similarity in the zoo), but does not reproduce one base neuron's gate, up and down at
+  once: agreement is the copy-specific signal.
+
+Per expert neuron, a match is significant when (i) its layer is upcycled (the layer's test
+below rejects at ``alpha``) and (ii) its assigned similarity exceeds ``tau_j``, the
+``THRESHOLD_QUANTILE`` (99.9th percentile) of the assigned similarities of all of layer ``j``'s
+neurons under the rotation null draws, so that by chance at most ~0.1% of neurons pass (ii).
+(i) is needed because new neurons trained in the base's residual stream pass (ii) far more
+often (5% of the zoo's new experts' neurons); asking each neuron for its own three-way
+agreement instead would be specific but, after long training, blind to half of the copies
+(measured on a fine-grained upcycle trained 450 steps at 2.5x the learning rate: 47% of kept
+neurons agree, 97% pass (ii), 0.6% of its re-initialised neurons do). ``base_neurons[n]`` is
+the assigned base neuron of a significant match and -1 otherwise (re-initialised or new),
+``coverage`` the fraction of an expert's neurons with a significant match, ``similarity`` the
+mean assigned similarity of its neurons. Shared experts follow the routed ones (``E, E+1..``).
+
+Statistic and null. Per layer, ``A_j``: the number of its ``N_j`` neurons that agree (their
+experts cluster around the base FFN: each upcycled expert holds a block of base neurons, an
+expert trained from scratch holds none; the expert-by-expert overlap of held base neurons is
+reported too). Null: ``rotation_null``, the base's hidden space rotated at random and the
+alignment recovered again, for each of the ``K`` draws of ``pairing``: counts ``c_1..c_K``.
+The draws give the chance agreement rate ``p0`` with its uncertainty, and the p-value is the
+upper tail of ``A_j`` under the predictive distribution of a new draw: beta-binomial
+``BB(N_j, c + 1/2, K N_j - c + 1/2)`` with ``c = sum c_k`` (Jeffreys prior), computed by
+summing the log-pmf. Neurons of one draw are not independent (hubs), so counts and trials are
+first divided by the over-dispersion ``phi = max(1, var(c_k) / (N_j p0 (1 - p0)))`` measured
+across draws (quasi-likelihood), which widens the tail. When the base layer is chosen among
+``L_base`` layers by the statistic (depths differ and no layer map is given), the layer's
+p-value is multiplied by ``L_base`` (Bonferroni). Layers are merged by the Vovk-Wang harmonic
+mean (``stats.harmonic_combine``), valid under any dependence; ``upcycled`` is ``p < alpha``.
+Calibration, leave-one-out over 40 null draws: for independent MoEs fewer p-values than
+nominal fall below 0.1 and 0.01 (conservative); for upcycled pairs, whose own null draws hold
+chance-aligned copies (heavier-tailed counts), up to 2.5x nominal at 0.01, which matters little
+there since the observed counts exceed every draw many times over. Zhu et al. (ICML 2025) use
+the agreement of gate and up matches; here all three roles must agree, neuron order never
+matters, and the chance rate is measured under the rotation null rather than assumed (a random
+coordinate permutation or a token shuffle is not a valid null: see ``rotation_null``). Scale of that null: the best ``|cos|`` of one ``d``-dim row among ``F``
+independent rows is about ``sqrt(2 ln(2F) / d)`` (0.42 for ``d = 64, F = 128``; 0.07 for
+``d = 4096, F = 14336``), so at real widths chance matches fall far below a copy's cosines.
+
+Power: the base FFN of a middle layer upcycled into noisy fine-grained experts (two shuffled
+replicas cut into four experts, Gaussian noise of relative size ``power_drift`` = 1 on every
+matrix and on the embeddings, a random signed permutation of the hidden space), aligned and
+tested by the same procedure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from scipy import stats as sps
+from scipy.optimize import linear_sum_assignment
+from scipy.special import logsumexp
+
+from verifier.architectures.layout import DOWN, GATE, UP, RoleRef
+from verifier.model import Model
+from verifier.probes import neuron_matching as neurons
+from verifier.probes.base import LayerValue, ProbeResult
+from verifier.probes.hidden_alignment import HiddenAlignment
+from verifier.probes.pairing import Pairing, Side
+from verifier.stats import P_FLOOR, harmonic_combine
+from verifier.verdict import DEFAULT_ALPHA
+
+NAME = "moe_upcycling"
+#: per-neuron significance: this quantile of the null's assigned similarities
+THRESHOLD_QUANTILE = 0.999
+#: relative noise of the power check's upcycled experts
+POWER_DRIFT = 1.0
+#: experts of the power check's fake upcycled layer (two replicas of the FFN cut into these)
+POWER_EXPERTS = 4
+
+
+class ExpertEntry(BaseModel):
+    """One expert of the report's MoE section: which base FFN neurons it holds."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    layer: int
+    expert: int
+    base_layer: int | None
+    coverage: float
+    similarity: float
+    #: per expert neuron, the base FFN neuron it holds, or -1 (re-initialised or new)
+    base_neurons: list[int]
+
+
+class MoESection(BaseModel):
+    """The report's ``moe`` key: whether the experts were upcycled, and each expert's map."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    upcycled: bool
+    p_value: float | None
+    experts: list[ExpertEntry] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class MoELayer:
+    """One MoE block: routed experts, then shared experts, each as an ``FFNWeights``."""
+
+    experts: list[neurons.FFNWeights]
+    shared: list[neurons.FFNWeights] = field(default_factory=list)
+
+    @property
+    def units(self) -> list[neurons.FFNWeights]:
+        return self.experts + self.shared
+
+    @property
+    def widths(self) -> list[int]:
+        return [int(u.up.shape[0]) for u in self.units]
+
+    def pooled(self) -> neurons.FFNWeights:
+        return concat(self.units)
+
+
+def concat(ffns: list[neurons.FFNWeights]) -> neurons.FFNWeights:
+    """Several FFNs as one neuron set, in order (gates only when every part has one)."""
+    gated = all(f.gate is not None for f in ffns)
+    return neurons.FFNWeights(
+        gate=torch.cat([f.gate for f in ffns if f.gate is not None]) if gated else None,
+        up=torch.cat([f.up for f in ffns]),
+        down=torch.cat([f.down for f in ffns]),
+    )
+
+
+def _expert_ffn(model: Model, roles: Mapping[str, RoleRef]) -> neurons.FFNWeights | None:
+    if UP not in roles or DOWN not in roles:
+        return None
+
+    def get(role: str) -> torch.Tensor:
+        return model.load(roles[role]).to(torch.float32)
+
+    return neurons.FFNWeights(
+        gate=get(GATE) if GATE in roles else None, up=get(UP), down=get(DOWN).T.contiguous()
+    )
+
+
+def load_moe(model: Model) -> dict[int, MoELayer]:
+    """Every MoE layer's routed and shared experts in float32 (per-expert tensors and fused
+    3-D stacks alike: the layout cuts stacks per expert)."""
+    out: dict[int, MoELayer] = {}
+    for layer in model.layout.layers:
+        if not layer.is_moe:
+            continue
+        experts = [f for roles in layer.experts if (f := _expert_ffn(model, roles)) is not None]
+        shared = [f for roles in layer.shared_experts
+                  if (f := _expert_ffn(model, roles)) is not None]
+        if experts:
+            out[layer.index] = MoELayer(experts, shared)
+    return out
+
+
+def base_pools(
+    dense: Mapping[int, neurons.FFNWeights], moe: Mapping[int, MoELayer]
+) -> dict[int, neurons.FFNWeights]:
+    """The neurons each base layer offers: its dense FFN, or its experts (shared last) pooled."""
+    pools = dict(dense)
+    for i, layer in moe.items():
+        pools.setdefault(i, layer.pooled())
+    return pools
+
+
+# --- matching one layer pair under one alignment ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Matching:
+    """Per candidate neuron (all experts of the layer, in order): the assigned base neuron (-1
+    when the expert is wider than the base and it got none), the joint similarity there, and
+    whether its gate, up and down rows separately name one base neuron (``agree``) and which
+    (``separate``, -1 when they disagree)."""
+
+    index: np.ndarray
+    sim: np.ndarray
+    agree: np.ndarray
+    separate: np.ndarray
+
+
+def _best(b: torch.Tensor, c: torch.Tensor, signed: bool) -> np.ndarray:
+    s = b @ c.T
+    return (s if signed else s.abs()).argmax(dim=0).numpy()
+
+
+def match_layer(
+    base: neurons.NeuronFeatures, cand: neurons.NeuronFeatures, widths: list[int]
+) -> Matching:
+    """Assignment and agreement of every candidate neuron (see the module docstring); one
+    expert at a time, so memory stays at ``F x m`` similarities."""
+    n = sum(widths)
+    index, sim = np.full(n, -1, dtype=np.int64), np.full(n, np.nan)
+    agree, separate = np.zeros(n, dtype=bool), np.full(n, -1, dtype=np.int64)
+    # gate: plain cos; up/down: |cos| under SwiGLU's sign/scale freedom, plain cos without it
+    gated = base.gate is not None and cand.gate is not None
+    start = 0
+    for w in widths:
+        part = slice(start, start + w)
+        sub = neurons.NeuronFeatures(
+            gate=cand.gate[part] if cand.gate is not None else None,
+            up=cand.up[part], down=cand.down[part],
+        )
+        u = _best(base.up, sub.up, signed=not gated)
+        ok = u == _best(base.down, sub.down, signed=not gated)
+        if base.gate is not None and sub.gate is not None:
+            ok &= u == _best(base.gate, sub.gate, signed=True)
+        agree[part], separate[part] = ok, np.where(ok, u, -1)
+        s = neurons.similarity(base, sub).double().numpy().T  # [w, F]
+        rows, cols = linear_sum_assignment(s, maximize=True)
+        index[start + rows] = cols
+        sim[start + rows] = s[rows, cols]
+        start += w
+    return Matching(index, sim, agree, separate)
+
+
+def _features(
+    pool: neurons.FFNWeights, moe: MoELayer, align: HiddenAlignment, rot: torch.Tensor | None
+) -> tuple[neurons.NeuronFeatures, neurons.NeuronFeatures]:
+    base = pool if rot is None else pool.rotated(rot)
+    return neurons.NeuronFeatures.of(base), neurons.NeuronFeatures.of(moe.pooled().aligned(align))
+
+
+def _observed(pairing: Pairing, pool: neurons.FFNWeights, moe: MoELayer) -> Matching:
+    return match_layer(*_features(pool, moe, pairing.align, None), moe.widths)
+
+
+def _nulls(pairing: Pairing, pool: neurons.FFNWeights, moe: MoELayer) -> list[Matching]:
+    return [match_layer(*_features(pool, moe, align, rot), moe.widths)
+            for rot, align in zip(pairing.rotations, pairing.null_aligns, strict=True)]
+
+
+# --- statistics -------------------------------------------------------------------------------
+
+
+def agreement_p(observed: int, trials: int, null_counts: list[int]) -> tuple[float, float]:
+    """``(p, phi)``: upper tail of ``observed`` agreeing neurons out of ``trials`` under the
+    over-dispersion-corrected beta-binomial predictive of the null counts (module docstring)."""
+    c = np.asarray(null_counts, dtype=np.float64)
+    k = max(c.size, 1)
+    p0 = (c.sum() + 0.5) / (k * trials + 1.0)
+    phi = 1.0
+    if c.size > 1 and c.sum() > 0:
+        phi = max(1.0, float(c.var(ddof=1)) / max(trials * p0 * (1.0 - p0), 1e-12))
+    n = max(1, math.floor(trials / phi))
+    x = math.floor(observed / phi)
+    if x <= 0:
+        return 1.0, phi
+    a, b = c.sum() / phi + 0.5, (k * trials - c.sum()) / phi + 0.5
+    support = np.arange(min(x, n), n + 1)
+    logp = logsumexp(sps.betabinom.logpmf(support, n, a, b))
+    return float(min(1.0, max(math.exp(logp), P_FLOOR))), phi
+
+
+@dataclass
+class LayerResult:
+    """One candidate MoE layer against its base layer."""
+
+    layer: int
+    base_layer: int
+    widths: list[int]
+    routed: int
+    observed: Matching
+    null_agree: list[int]
+    #: mean assigned similarity of each null draw (the observed one is ``observed.sim``'s mean)
+    null_similarity: list[float]
+    threshold: float
+    p_value: float
+    phi: float
+    bonferroni: int
+    alpha: float
+
+    @property
+    def neurons(self) -> int:
+        return int(sum(self.widths))
+
+    @property
+    def agree(self) -> int:
+        return int(self.observed.agree.sum())
+
+    @property
+    def upcycled(self) -> bool:
+        """The layer's agreement test rejects: its experts hold copies of base neurons."""
+        return self.p_value < self.alpha
+
+    @property
+    def significant(self) -> np.ndarray:
+        """Neurons named as copies: in an upcycled layer, assigned similarity above ``tau``."""
+        o = self.observed
+        return (o.index >= 0) & (o.sim > self.threshold) & self.upcycled
+
+    def base_neurons(self) -> np.ndarray:
+        return np.where(self.significant, self.observed.index, -1)
+
+    def overlap(self) -> np.ndarray:
+        """Expert-by-expert overlap of the base neurons they hold (significant matches):
+        ``|B_e & B_f| / min(|B_e|, |B_f|)``, 0 where either holds none."""
+        held, start = [], 0
+        bn = self.base_neurons()
+        for w in self.widths:
+            part = bn[start:start + w]
+            held.append(set(part[part >= 0].tolist()))
+            start += w
+        n = len(held)
+        out = np.zeros((n, n))
+        for e in range(n):
+            for f in range(n):
+                low = min(len(held[e]), len(held[f]))
+                out[e, f] = len(held[e] & held[f]) / low if low else 0.0
+        return out
+
+    def experts(self) -> list[ExpertEntry]:
+        """Routed experts ``0..E-1``, then shared experts as ``E, E+1, ...``."""
+        out, start = [], 0
+        bn, sig, sim = self.base_neurons(), self.significant, self.observed.sim
+        for e, w in enumerate(self.widths):
+            part = slice(start, start + w)
+            s = sim[part]
+            out.append(ExpertEntry(
+                layer=self.layer, expert=e, base_layer=self.base_layer,
+                coverage=float(sig[part].mean()) if w else 0.0,
+                similarity=float(np.nanmean(s)) if np.isfinite(s).any() else 0.0,
+                base_neurons=[int(i) for i in bn[part]],
+            ))
+            start += w
+        return out
+
+    def value(self) -> LayerValue:
+        fractions = np.asarray(self.null_agree, dtype=np.float64) / max(self.neurons, 1)
+        return LayerValue(
+            layer=self.layer, base_layer=self.base_layer,
+            statistic=self.agree / max(self.neurons, 1), p_value=self.p_value,
+            null_mean=float(fractions.mean()) if fractions.size else None,
+            null_std=float(fractions.std(ddof=1)) if fractions.size > 1 else None,
+        )
+
+
+@dataclass
+class UpcyclingAnalysis:
+    layers: list[LayerResult]
+    p_value: float
+    upcycled: bool
+
+    @property
+    def statistic(self) -> float:
+        """Fraction of all tested expert neurons whose gate, up and down agree."""
+        n = sum(lr.neurons for lr in self.layers)
+        return sum(lr.agree for lr in self.layers) / max(n, 1)
+
+    def experts(self) -> list[ExpertEntry]:
+        return [e for lr in self.layers for e in lr.experts()]
+
+    def section(self) -> MoESection:
+        return MoESection(upcycled=self.upcycled, p_value=self.p_value, experts=self.experts())
+
+
+def _test_layer(
+    pairing: Pairing, pool: neurons.FFNWeights, moe: MoELayer, j: int, a: int, bonferroni: int,
+    alpha: float, observed: Matching | None = None,
+) -> LayerResult:
+    obs = observed if observed is not None else _observed(pairing, pool, moe)
+    nulls = _nulls(pairing, pool, moe)
+    counts = [int(m.agree.sum()) for m in nulls]
+    sims = np.concatenate([m.sim[np.isfinite(m.sim)] for m in nulls]) if nulls else np.zeros(0)
+    threshold = float(np.quantile(sims, THRESHOLD_QUANTILE)) if sims.size else math.inf
+    p, phi = agreement_p(int(obs.agree.sum()), int(sum(moe.widths)), counts)
+    return LayerResult(
+        layer=j, base_layer=a, widths=moe.widths, routed=len(moe.experts), observed=obs,
+        null_agree=counts, null_similarity=[float(np.nanmean(m.sim)) for m in nulls],
+        threshold=threshold, p_value=min(1.0, bonferroni * p), phi=phi,
+        bonferroni=bonferroni, alpha=alpha,
+    )
+
+
+def analyse(
+    pairing: Pairing,
+    pools: Mapping[int, neurons.FFNWeights],
+    moe: Mapping[int, MoELayer],
+    layer_map: Mapping[int, int] | None = None,
+    alpha: float = DEFAULT_ALPHA,
+    *,
+    same_depth: bool = True,
+) -> UpcyclingAnalysis | None:
+    """Test every candidate MoE layer in ``moe`` against its base layer in ``pools``.
+
+    The base layer of candidate layer ``j`` is ``layer_map[j]`` when given, ``j`` when both
+    models have the same depth, otherwise the base layer with the most agreeing neurons (ties:
+    the higher mean assigned similarity), with a Bonferroni factor for that choice. None when
+    there is nothing to compare.
+    """
+    if not pools or not moe:
+        return None
+    results: list[LayerResult] = []
+    for j, layer in sorted(moe.items()):
+        if layer_map is not None and layer_map.get(j) in pools:
+            a = int(layer_map[j])
+            results.append(_test_layer(pairing, pools[a], layer, j, a, 1, alpha))
+        elif same_depth and j in pools:
+            results.append(_test_layer(pairing, pools[j], layer, j, j, 1, alpha))
+        else:
+            scored = {a: _observed(pairing, pool, layer) for a, pool in pools.items()}
+            a = max(scored, key=lambda i: (int(scored[i].agree.sum()),
+                                           float(np.nanmean(scored[i].sim))))
+            results.append(_test_layer(pairing, pools[a], layer, j, a, len(pools), alpha,
+                                       scored[a]))
+    if not results:
+        return None
+    p = harmonic_combine([lr.p_value for lr in results])
+    return UpcyclingAnalysis(layers=results, p_value=p, upcycled=p < alpha)
+
+
+# --- power check ------------------------------------------------------------------------------
+
+
+def fake_upcycled(
+    base: Side, pool: neurons.FFNWeights, drift: float, rng: np.random.Generator,
+    gen: torch.Generator, experts: int = POWER_EXPERTS,
+) -> tuple[Side, MoELayer]:
+    """The base (embeddings and one FFN) as a vendor might upcycle and hide it: two shuffled
+    replicas of the FFN's neurons cut into ``experts`` experts, Gaussian noise of relative size
+    ``drift`` on every expert matrix and on the embeddings, and a random signed permutation of
+    the hidden space (as ``pairing.fake_derivative``)."""
+    d = base.embed.shape[1]
+    pi = torch.as_tensor(rng.permutation(d))
+    sign = torch.as_tensor(rng.choice([-1.0, 1.0], d), dtype=torch.float32)
+
+    def hide(w: torch.Tensor) -> torch.Tensor:
+        noise = torch.randn(w.shape, generator=gen, dtype=torch.float32)
+        w = w + noise * (drift * w.norm() / noise.norm().clamp_min(1e-12))
+        return (w * sign)[..., pi]
+
+    f = int(pool.up.shape[0])
+    order = np.concatenate([rng.permutation(f), rng.permutation(f)])
+    units = []
+    for part in np.array_split(order, experts):
+        idx = torch.as_tensor(part)
+        units.append(neurons.FFNWeights(
+            gate=hide(pool.gate[idx]) if pool.gate is not None else None,
+            up=hide(pool.up[idx]), down=hide(pool.down[idx]),
+        ))
+    return Side(embed=hide(base.embed)), MoELayer(units)
+
+
+def power_p(
+    base: Side, pools: Mapping[int, neurons.FFNWeights], rng: np.random.Generator, draws: int,
+    drift: float = POWER_DRIFT,
+) -> float | None:
+    """p-value of the probe on the base against a fake upcycled copy of a middle layer."""
+    if not pools:
+        return None
+    layers = sorted(pools)
+    a = layers[len(layers) // 2]
+    gen = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
+    fake, layer = fake_upcycled(base, pools[a], drift, rng, gen)
+    pairing = Pairing(base, fake, rng, draws)
+    return _test_layer(pairing, pools[a], layer, a, a, 1, DEFAULT_ALPHA).p_value
+
+
+# --- the probe --------------------------------------------------------------------------------
+
+
+def upcycling_probe(
+    base: Model,
+    cand: Model,
+    pairing: Pairing,
+    layer_map: Mapping[int, int] | None,
+    rng: np.random.Generator,
+    null_draws: int,
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    power_drift: float = POWER_DRIFT,
+) -> tuple[ProbeResult, MoESection] | None:
+    """The ``moe_upcycling`` probe and the report's MoE section, or None when the candidate
+    has no MoE layer or the base no FFN to compare with.
+
+    ``pairing`` is the observed pairing (its base side's dense FFNs are reused; a MoE base's
+    experts are read from ``base``); ``layer_map`` maps candidate layers to base layers where
+    known; ``rng`` and ``null_draws`` drive the power check's own pairing.
+    """
+    moe = load_moe(cand)
+    if not moe:
+        return None
+    pools = base_pools(pairing.base.ffn, load_moe(base) if base.layout.moe_layers else {})
+    result = analyse(pairing, pools, moe, layer_map, alpha,
+                     same_depth=base.layout.num_layers == cand.layout.num_layers)
+    if result is None:
+        return None
+    power = power_p(pairing.base, pools, rng, null_draws, power_drift)
+    k = len(pairing.rotations)
+    probe = ProbeResult(
+        name=NAME, statistic=result.statistic, p_value=result.p_value, decisive=True,
+        null=(f"number of expert neurons whose gate, up and down rows are separately matched to "
+              f"one base FFN neuron, after rotating the base's hidden space at random and "
+              f"re-aligning ({k} draws per layer): over-dispersion-corrected beta-binomial "
+              f"predictive tail; Bonferroni over base layers where the base layer was chosen; "
+              f"layers combined by the Vovk-Wang harmonic mean"),
+        layers=[lr.value() for lr in result.layers],
+        power_p_value=power,
+        details={
+            "moe_layers": len(result.layers),
+            "expert_neurons": sum(lr.neurons for lr in result.layers),
+            "agreeing_neurons": sum(lr.agree for lr in result.layers),
+            "threshold_quantile": THRESHOLD_QUANTILE,
+            "mean_threshold": float(np.mean([lr.threshold for lr in result.layers])),
+            "mean_coverage": float(np.mean([e.coverage for e in result.experts()])),
+            "mean_expert_overlap": float(np.mean([
+                lr.overlap()[~np.eye(len(lr.widths), dtype=bool)].mean()
+                for lr in result.layers if len(lr.widths) > 1
+            ] or [0.0])),
+            "shared_experts_numbered_from": min(lr.routed for lr in result.layers),
+            "power_drift": power_drift,
+        },
+    )
+    return probe, result.section()
+
+
+__all__ = [
+    "NAME",
+    "ExpertEntry",
+    "MoESection",
+    "LayerResult",
+    "Matching",
+    "MoELayer",
+    "UpcyclingAnalysis",
+    "analyse",
+    "base_pools",
+    "fake_upcycled",
+    "load_moe",
+    "match_layer",
+    "power_p",
+    "upcycling_probe",
+]
