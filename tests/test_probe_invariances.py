@@ -8,6 +8,7 @@ import torch
 from verifier.probes import head_matching as heads
 from verifier.probes import hidden_alignment as hidden
 from verifier.probes import neuron_matching as neurons
+from verifier.probes.hidden_alignment import HiddenAlignment
 from verifier.probes.pairing import Pairing, Side, fake_derivative
 
 G = torch.Generator().manual_seed(0)
@@ -76,13 +77,32 @@ def _circuits(heads_n: int = 4, kv: int = 2, hd: int = 8, d: int = 32):
 
 
 def _as_circuits(q, k, v, o, heads_n=4, kv=2, hd=8) -> heads.HeadCircuits:
-    per = heads_n // kv
-    qk, ov = [], []
-    for h in range(heads_n):
-        g = h // per
-        qk.append(q[h * hd:(h + 1) * hd].T @ k[g * hd:(g + 1) * hd])
-        ov.append(o[:, h * hd:(h + 1) * hd] @ v[g * hd:(g + 1) * hd])
-    return heads.HeadCircuits(qk=torch.stack(qk), ov=torch.stack(ov), groups=kv)
+    d = q.shape[1]
+    return heads.HeadCircuits(q=q.reshape(heads_n, hd, d), k=k.reshape(kv, hd, d),
+                              o=o.T.reshape(heads_n, hd, d), v=v.reshape(kv, hd, d))
+
+
+def _dense_similarity(b: heads.HeadCircuits, c: heads.HeadCircuits) -> torch.Tensor:
+    """The definition: cosines of the flattened d x d circuits, averaged over QK and OV."""
+    out = 0.0
+    for mb, mc in zip(b.dense(), c.dense(), strict=True):
+        fb = mb.reshape(mb.shape[0], -1).double()
+        fc = mc.reshape(mc.shape[0], -1).double()
+        out = out + (fb / fb.norm(dim=1, keepdim=True)) @ (fc / fc.norm(dim=1, keepdim=True)).T
+    return out / 2.0
+
+
+def test_factored_head_similarity_equals_the_dense_circuit_cosines():
+    b, c = _as_circuits(*_circuits()), _as_circuits(*_circuits())
+    rot = torch.linalg.qr(randn(32, 32))[0]
+    align = HiddenAlignment(np.random.default_rng(0).permutation(32),
+                            np.random.default_rng(1).choice([-1.0, 1.0], 32), np.ones(32),
+                            np.ones(32))
+    for x, y in ((b, c), (b, b), (b.rotated(rot), c.aligned(align))):
+        assert torch.allclose(heads.head_similarity(x, y), _dense_similarity(x, y), atol=1e-5)
+    # rotating the factors is rotating the circuits: R^T M R
+    for m_rot, m in zip(b.rotated(rot).dense(), b.dense(), strict=True):
+        assert torch.allclose(m_rot, rot.T @ m @ rot, atol=1e-4)
 
 
 def test_head_circuits_ignore_qk_vo_rescaling_and_shared_rotations():
@@ -114,3 +134,37 @@ def test_a_hidden_noisy_copy_is_found_and_a_stranger_is_not():
     stranger = Side(embed=randn(300, 32), ffn={0: _ffn()}, circuits={0: _as_circuits(*_circuits())})
     pairing = Pairing(base, stranger, rng, 16)
     assert min(pairing.embed_null) <= pairing.embed_stat + 0.05
+
+
+def test_candidate_coordinate_features_equal_aligning_the_candidate():
+    """Pairing compares in the candidate's basis (base features moved by the alignment); that
+    equals the definition (candidate aligned into the base's basis, then balanced), observed
+    and under a null draw."""
+    base = Side(embed=randn(300, 32), ffn={0: _ffn()})
+    rng = np.random.default_rng(0)
+    cand = fake_derivative(base, [0], 0.5, rng, torch.Generator().manual_seed(1))
+    pairing = Pairing(base, cand, rng, 8)
+    for k in (-1, 0, 3):
+        align = pairing.align if k < 0 else pairing.null_aligns[k]
+        b = base.ffn[0] if k < 0 else base.ffn[0].rotated(pairing.rotations[k])
+        sim = neurons.similarity(neurons.NeuronFeatures.of(b),
+                                 neurons.NeuronFeatures.of(cand.ffn[0].aligned(align)))
+        assert torch.allclose(pairing.ffn_similarity(0, 0, k), sim, atol=1e-5)
+
+
+def test_sampled_base_neurons_keep_the_test_and_its_matches():
+    """A wide base layer is represented by a fixed sample of its neurons, the same in the
+    observed pair and every null draw; each sampled neuron still finds its own copy."""
+    base = Side(embed=randn(300, 32), ffn={0: _ffn(f=96)})
+    rng = np.random.default_rng(0)
+    cand = fake_derivative(base, [0], 0.3, rng, torch.Generator().manual_seed(1))
+    pairing = Pairing(base, cand, rng, 12, sample=24)
+    rows = pairing.base_rows(0)
+    assert rows is not None
+    assert rows.numel() == 24
+    assert torch.equal(rows, pairing.base_rows(0))  # fixed: the same sample for every draw
+    assert pairing.ffn_similarity(0, 0).shape == (24, 96)
+    assert pairing.ffn_stat(0, 0) > max(pairing.ffn_null(0, 0))
+    stranger = Side(embed=randn(300, 32), ffn={0: _ffn(f=96)})
+    other = Pairing(base, stranger, rng, 12, sample=24)
+    assert other.ffn_stat(0, 0) < max(other.ffn_null(0, 0)) + 0.05

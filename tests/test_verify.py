@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from verifier import verify as verify_module
 from verifier.cli import main
 from verifier.report import Report
 from verifier.verify import VerifyOptions, verify
@@ -190,3 +191,19 @@ def test_probes_moe_selects_the_upcycling_probe_alone(zoo, capsys):
 def test_dense_candidates_have_no_moe_section(reports):
     assert all(r.moe is None for r in reports.values())
     assert all("moe_upcycling" not in [p.name for p in r.probes] for r in reports.values())
+
+
+@pytest.mark.parametrize("pair", PAIRS, ids=lambda p: p.name)
+def test_sampled_and_diagonal_paths_reach_the_same_verdicts(zoo, pair, reports, monkeypatch):
+    """The reduced work large models get by default (a sample of 48 of the 128 base neurons per
+    layer; layer i against layer i when depths are equal) reaches the exact path's verdict."""
+    monkeypatch.setattr(verify_module, "FULL_SEARCH_FLOPS", 0.0)
+    reduced = verify(zoo[pair.base], zoo[pair.candidate],
+                     VerifyOptions(digest=False, neuron_sample=48))
+    exact = reports[(pair.name, "forward")]
+    assert reduced.verdict == exact.verdict == pair.truth
+    assert reduced.options["neuron_sample"] == 48
+    same_depth = len(reduced.layer_map) == len(exact.layer_map) == 8
+    assert reduced.options["layer_search"] == ("diagonal" if same_depth else "full")
+    if pair.truth == "derived":
+        assert [e.base_layer for e in reduced.layer_map] == [e.base_layer for e in exact.layer_map]

@@ -170,6 +170,15 @@ def verify(
     no_hash: Annotated[
         bool, typer.Option("--no-hash", help="Skip the sha256 of each file (faster).")
     ] = False,
+    neuron_sample: Annotated[
+        int, typer.Option("--neuron-sample", min=16, help="Base neurons per layer matched "
+                          "against every candidate neuron; wider layers are sampled.")
+    ] = 512,
+    full: Annotated[
+        bool, typer.Option("--full", help="Compare every base layer with every candidate layer "
+                           "even where that is costly (equal-depth large models otherwise "
+                           "compare layer i with layer i).")
+    ] = False,
     sign_key: Annotated[
         Path | None,
         typer.Option("--sign-key", help="Private key PEM: also write a signed attestation "
@@ -202,7 +211,8 @@ def verify(
                          f"{', '.join(PROBES)} (or {', '.join(ALIASES)})")
     chosen = tuple(dict.fromkeys(str(resolve_probe(p)) for p in asked)) if asked else None
     device, status = select(backend)
-    options = VerifyOptions(alpha=alpha, probes=chosen, seed=seed, digest=not no_hash)
+    options = VerifyOptions(alpha=alpha, probes=chosen, seed=seed, digest=not no_hash,
+                            full=full, neuron_sample=neuron_sample)
     rmap = load_role_map(role_map) if role_map else None
     with _progress() as progress:
         task = progress.add_task("verifying", total=None)

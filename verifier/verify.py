@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from verifier import __version__
 from verifier.architectures import RoleMap
-from verifier.architectures.layout import EMBED
+from verifier.architectures.layout import DOWN, EMBED, UP, K, O, Q, V
 from verifier.files import describe_files
 from verifier.model import Model, open_model
 from verifier.probes import head_matching as heads
@@ -33,12 +33,14 @@ from verifier.probes import neuron_matching as neurons
 from verifier.probes import norm_drift as drift
 from verifier.probes.base import LayerValue, ProbeResult
 from verifier.probes.layer_alignment import align_layers
-from verifier.probes.pairing import Pairing, Side, fake_derivative
+from verifier.probes.pairing import LazyLayers, Pairing, Side, fake_derivative
 from verifier.report import Environment, LayerMapEntry, ModelInfo, Models, MoESection, Report
 from verifier.stats import gaussian_tail_p, harmonic_combine
 from verifier.verdict import DEFAULT_ALPHA, decide
 
 Progress = Callable[[str, int, int], None]
+#: all-pairs layer search when its matmuls cost at most this (about 30 s of one CPU core)
+FULL_SEARCH_FLOPS = 2e12
 
 
 class VerifyOptions(BaseModel):
@@ -53,6 +55,10 @@ class VerifyOptions(BaseModel):
     #: relative size of the noise in the power check (noise norm / weight norm)
     power_drift: float = Field(3.0, gt=0.0)
     digest: bool = True
+    #: compare every base layer with every candidate layer even when that is costly
+    full: bool = False
+    #: base neurons per layer matched against all candidate neurons (wider layers are sampled)
+    neuron_sample: int = Field(neurons.MAX_BASE_NEURONS, ge=16)
 
     def wants(self, probe: str) -> bool:
         return self.probes is None or probe in self.probes
@@ -69,15 +75,28 @@ def _info(model: Model, digest: bool) -> ModelInfo:
 
 
 def _side(model: Model, rows: np.ndarray) -> Side:
-    side = Side(embed=model.load(model.layout.globals[EMBED])[torch.as_tensor(rows)].float())
-    for i in range(model.layout.num_layers):
-        ffn = neurons.load_ffn(model, i)
-        if ffn is not None:
-            side.ffn[i] = ffn
-        circuits = heads.load_circuits(model, i)
-        if circuits is not None:
-            side.circuits[i] = circuits
-    return side
+    """The embedding rows of the shared tokens now; FFNs and circuits read layer by layer."""
+    layout = model.layout
+    ffn_layers = [i for i in range(layout.num_layers)
+                  if {UP, DOWN} <= set(layout.layers[i].roles)]
+    attn_layers = [i for i in range(layout.num_layers)
+                   if {Q, K, V, O} <= set(layout.layers[i].roles)]
+    # one attention form per model: if the first layer's circuits cannot be formed (MLA), none can
+    if attn_layers and heads.load_circuits(model, attn_layers[0]) is None:
+        attn_layers = []
+
+    def ffn(i: int) -> neurons.FFNWeights:
+        loaded = neurons.load_ffn(model, i)
+        assert loaded is not None  # the roles were checked above
+        return loaded
+
+    def circuits(i: int) -> heads.HeadCircuits:
+        loaded = heads.load_circuits(model, i)
+        assert loaded is not None
+        return loaded
+
+    return Side(embed=model.load(layout.globals[EMBED])[torch.as_tensor(rows)].float(),
+                ffn=LazyLayers(ffn_layers, ffn), circuits=LazyLayers(attn_layers, circuits))
 
 
 def _layer(j: int, a: int, stat: float, null: list[float], scale: int) -> LayerValue:
@@ -104,6 +123,7 @@ class _Run:
         self.pairing: Pairing | None = None
         self.stat = np.zeros((0, 0))
         self.moe: MoESection | None = None
+        self.layer_search = "full"
 
     def tick(self, key: str, t0: float) -> float:
         now = time.perf_counter()
@@ -117,7 +137,8 @@ class _Run:
             self.warnings.append("a model has no embedding matrix: hidden spaces cannot be aligned")
             return None
         ib, ic, warns = hidden.shared_token_rows(
-            self.base.vocabulary(), self.cand.vocabulary(), b.vocab_size, c.vocab_size
+            self.base.vocabulary(), self.cand.vocabulary(), b.vocab_size, c.vocab_size,
+            hidden.token_budget(max(b.hidden_size, c.hidden_size)),
         )
         self.warnings += warns
         if ib.size < 2 * max(b.hidden_size, c.hidden_size):
@@ -129,7 +150,7 @@ class _Run:
 
     def run(self, base: Side, cand: Side) -> None:
         t0 = time.perf_counter()
-        pairing = Pairing(base, cand, self.rng, self.opts.null_draws)
+        pairing = Pairing(base, cand, self.rng, self.opts.null_draws, self.opts.neuron_sample)
         self.pairing = pairing
         t0 = self.tick("alignment", t0)
         power = self.power(base)
@@ -191,11 +212,14 @@ class _Run:
         stat = np.full((nb, nc), np.nan)
         z = np.full((nb, nc), -np.inf)
         nulls: dict[int, tuple[int, list[float]]] = {}
+        self.layer_search = self._layer_search(pairing)
+        full = self.layer_search == "full"
         for j in range(nc):
             self.progress("matching neurons", j, nc)
-            if j not in pairing.cand.ffn:
+            compared = list(pairing.base.ffn) if full else [j] if j in pairing.base.ffn else []
+            if j not in pairing.cand.ffn or not compared:
                 continue
-            for a in pairing.base.ffn:
+            for a in compared:
                 stat[a, j] = pairing.ffn_stat(a, j)
             best = int(np.nanargmax(stat[:, j]))
             null = pairing.ffn_null(best, j)
@@ -206,7 +230,7 @@ class _Run:
         self.stat, self.layer_map = stat, align_layers(z)
         self.tested_pairs = {j: (self.layer_map[j] if self.layer_map[j] is not None else best)
                              for j, (best, _) in nulls.items()}
-        tested = len(pairing.base.ffn)
+        tested = len(pairing.base.ffn) if full else 1
         layers = []
         for j, (best, null) in nulls.items():
             a = self.tested_pairs[j]
@@ -228,8 +252,26 @@ class _Run:
                       f"tail); Bonferroni over {tested} base layers per candidate layer; layers "
                       "combined by the harmonic mean merged for arbitrary dependence (Vovk-Wang)"),
                 decisive=True, layers=layers, power_p_value=power,
-                details={"layers_compared": len(layers), "base_layers": tested},
+                details={"layers_compared": len(layers), "base_layers": tested,
+                         "layer_search": self.layer_search,
+                         "sampled_base_neurons": pairing.sample},
             ))
+
+    def _layer_search(self, pairing: Pairing) -> str:
+        """"full" (every base layer against every candidate layer: finds pruned, repeated and
+        reordered layers) or "diagonal" (layer i against layer i only, no choice to correct
+        for). Full when asked (``--full``), when the depths differ, or when its matmuls cost
+        less than ``FULL_SEARCH_FLOPS``; diagonal otherwise, i.e. equal-depth models whose all-
+        pairs search would dominate the run (at 7B: 32 x 32 layer pairs)."""
+        nb, nc = self.base.layout.num_layers, self.cand.layout.num_layers
+        if self.opts.full or nb != nc or not pairing.base.ffn or not pairing.cand.ffn:
+            return "full"
+        a, j = next(iter(pairing.base.ffn)), next(iter(pairing.cand.ffn))
+        fb = min(pairing.sample, pairing.base.ffn[a].up.shape[0])
+        fc = pairing.cand.ffn[j].up.shape[0]
+        flops = 6.0 * len(pairing.base.ffn) * len(pairing.cand.ffn) * fb * fc * \
+            self.cand.layout.hidden_size * (1 + self.opts.null_draws / nc)
+        return "full" if flops <= FULL_SEARCH_FLOPS else "diagonal"
 
     def _heads(self, pairing: Pairing, power: float | None) -> None:
         # the pairs neuron matching chose (mapped, or the best unmapped), so unrelated models
@@ -237,7 +279,7 @@ class _Run:
         chosen = self.tested_pairs or {j: j for j in pairing.cand.circuits}
         pairs = [(a, j) for j, a in sorted(chosen.items())
                  if a in pairing.base.circuits and j in pairing.cand.circuits
-                 and pairing.base.circuits[a].qk.shape == pairing.cand.circuits[j].qk.shape]
+                 and pairing.base.circuits[a].q.shape == pairing.cand.circuits[j].q.shape]
         nb = self.base.layout.num_layers
         layers = []
         for k, (a, j) in enumerate(pairs):
@@ -264,7 +306,7 @@ class _Run:
             return {}
         a = layers[len(layers) // 2]
         fake = fake_derivative(base, [a], self.opts.power_drift, self.rng, self.gen)
-        pairing = Pairing(base, fake, self.rng, self.opts.null_draws)
+        pairing = Pairing(base, fake, self.rng, self.opts.null_draws, self.opts.neuron_sample)
         out = {hidden.NAME: gaussian_tail_p(pairing.embed_stat, pairing.embed_null)[1]}
         if a in base.ffn:
             out[neurons.NAME] = gaussian_tail_p(pairing.ffn_stat(a, a), pairing.ffn_null(a, a))[1]
@@ -306,18 +348,16 @@ class _Run:
         pairing = self.pairing
         if pairing is None or a not in pairing.base.ffn or j not in pairing.cand.ffn:
             return {}
-        fb, fc = pairing.base.ffn[a], pairing.cand.ffn[j].aligned(pairing.align)
-        _, rows, cols = neurons.match(
-            neurons.similarity(neurons.NeuronFeatures.of(fb), neurons.NeuronFeatures.of(fc))
-        )
-        r, c = torch.as_tensor(rows), torch.as_tensor(cols)
-        sign = torch.sign((fb.up[r] * fc.up[c]).sum(dim=1, keepdim=True))
+        rows, cols = pairing.matched_neurons(a, j)
+        fb = pairing.base.ffn[a].neurons_permuted(torch.as_tensor(rows))
+        fc = pairing.cand.ffn[j].neurons_permuted(torch.as_tensor(cols)).aligned(pairing.align)
+        sign = torch.sign((fb.up * fc.up).sum(dim=1, keepdim=True))
         out = {
-            "up": drift.relative_drift(fb.up[r], fc.up[c] * sign),
-            "down": drift.relative_drift(fb.down[r], fc.down[c] * sign),
+            "up": drift.relative_drift(fb.up, fc.up * sign),
+            "down": drift.relative_drift(fb.down, fc.down * sign),
         }
         if fb.gate is not None and fc.gate is not None:
-            out["gate"] = drift.relative_drift(fb.gate[r], fc.gate[c])
+            out["gate"] = drift.relative_drift(fb.gate, fc.gate)
         return out
 
 
@@ -378,7 +418,9 @@ def verify(
         moe=run.moe if opts.wants(moe.NAME) else None,
         models=models, environment=_environment(),
         options={"alpha": opts.alpha, "seed": opts.seed, "null_draws": opts.null_draws,
-                 "power_drift": opts.power_drift,
+                 "power_drift": opts.power_drift, "full": opts.full,
+                 "neuron_sample": opts.neuron_sample,
+                 "layer_search": run.layer_search,
                  "probes": list(opts.probes) if opts.probes else None},
         warnings=run.warnings, timings=run.timings,
     )

@@ -27,7 +27,6 @@ from scipy.optimize import linear_sum_assignment
 from verifier.architectures.layout import ATTN_NORM, K, O, Q, V
 from verifier.model import Model
 from verifier.probes.hidden_alignment import HiddenAlignment
-from verifier.probes.rotation_null import rotate_circuit
 
 NAME = "head_matching"
 #: post-norm families: the attention norm sits after the block, so there is no gain to fold
@@ -36,30 +35,84 @@ POST_NORM = {"bert"}
 
 @dataclass(frozen=True)
 class HeadCircuits:
-    """Per query head, the QK and OV circuits as ``[H, d, d]`` stacks, and the KV group count."""
+    """Per query head, the factors of its QK and OV circuits, hidden coordinates last:
 
-    qk: torch.Tensor
-    ov: torch.Tensor
-    groups: int
+    ``QK_h = q[h]^T k[g(h)]`` and ``OV_h = o[h]^T v[g(h)]``, with ``q``, ``o`` as ``[H, hd, d]``
+    (``o[h]`` the transposed slice of the output projection), ``k``, ``v`` as ``[KV, hd, d]`` and
+    ``g(h) = h // (H / KV)`` the KV group of query head ``h``. A ``d x d`` circuit is never
+    formed: at d = 4096 one layer's circuits would take 4 GiB, while every cosine between
+    circuits follows from ``hd x hd`` Gram blocks of the factors (``_circuit_inner``)."""
+
+    q: torch.Tensor
+    k: torch.Tensor
+    o: torch.Tensor
+    v: torch.Tensor
 
     def _map(self, f: Callable[[torch.Tensor], torch.Tensor]) -> HeadCircuits:
-        return HeadCircuits(qk=f(self.qk), ov=f(self.ov), groups=self.groups)
+        return HeadCircuits(q=f(self.q), k=f(self.k), o=f(self.o), v=f(self.v))
+
+    @property
+    def heads(self) -> int:
+        return int(self.q.shape[0])
+
+    @property
+    def groups(self) -> int:
+        return int(self.k.shape[0])
+
+    def group_of(self) -> torch.Tensor:
+        """The KV group of each query head."""
+        return torch.arange(self.heads) // (self.heads // self.groups)
 
     def aligned(self, align: HiddenAlignment) -> HeadCircuits:
-        """Candidate circuits in base hidden coordinates (both axes relabelled and signed)."""
-        return self._map(lambda m: align.cols(align.cols(m).transpose(1, 2)).transpose(1, 2))
+        """Candidate circuits in base hidden coordinates (both axes of each circuit relabelled
+        and signed: the hidden axis of each factor)."""
+        return self._map(lambda m: align.cols(m.reshape(-1, m.shape[-1])).reshape(
+            m.shape[0], m.shape[1], -1))
 
     def rotated(self, rot: torch.Tensor) -> HeadCircuits:
-        return self._map(lambda m: rotate_circuit(m, rot))
+        """The circuits ``R^T M R`` of a rotated basis: each factor times ``R``."""
+        return self._map(lambda m: (m.reshape(-1, m.shape[-1]) @ rot).reshape(m.shape))
 
-    def unit(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flattened, unit-norm circuits ``([H, d*d], [H, d*d])`` for cosines."""
+    def dense(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``[H, d, d]`` circuits themselves (small models and tests only)."""
+        g = self.group_of()
+        return self.q.transpose(1, 2) @ self.k[g], self.o.transpose(1, 2) @ self.v[g]
 
-        def f(m: torch.Tensor) -> torch.Tensor:
-            flat = m.reshape(m.shape[0], -1)
-            return flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
-        return f(self.qk), f(self.ov)
+def _gram(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``[n1, hd, n2, hd]`` blocks ``x[i] y[j]^T`` of two factor stacks."""
+    n1, hd, d = x.shape
+    return (x.reshape(-1, d) @ y.reshape(-1, y.shape[-1]).T).reshape(n1, hd, y.shape[0], hd)
+
+
+def _circuit_inner(a1: torch.Tensor, b1: torch.Tensor, g1: torch.Tensor, a2: torch.Tensor,
+                   b2: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
+    """``[H1, H2]`` Frobenius inner products ``<a1[i]^T b1[g1[i]], a2[j]^T b2[g2[j]]>``.
+
+    ``<A^T B, C^T D> = tr(B^T A C^T D) = sum((A C^T) * (B D^T))``: Gram matrices of the factors
+    (the KV factors' once per group pair) instead of ``H1 H2`` products of ``d x d`` matrices.
+    """
+    ga = _gram(a1, a2)
+    gb = _gram(b1, b2)[g1][:, :, g2]
+    return (ga * gb).sum(dim=(1, 3))
+
+
+def _self_norms(a: torch.Tensor, b: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``||a[i]^T b[g[i]]||_F`` per head."""
+    ga = a @ a.transpose(1, 2)
+    gb = (b @ b.transpose(1, 2))[g]
+    return (ga * gb).sum(dim=(1, 2)).clamp_min(0.0).sqrt()
+
+
+def head_similarity(b: HeadCircuits, c: HeadCircuits) -> torch.Tensor:
+    """``[H_base, H_cand]`` mean of the QK and OV circuit cosines."""
+    gb, gc = b.group_of(), c.group_of()
+    out = torch.zeros(b.heads, c.heads, dtype=torch.float64)
+    for fb, fc in (((b.q, b.k), (c.q, c.k)), ((b.o, b.v), (c.o, c.v))):
+        inner = _circuit_inner(fb[0], fb[1], gb, fc[0], fc[1], gc).double()
+        norms = torch.outer(_self_norms(*fb, gb).double(), _self_norms(*fc, gc).double())
+        out += inner / norms.clamp_min(1e-30)
+    return out / 2.0
 
 
 def _heads(model: Model) -> tuple[int, int, int]:
@@ -86,22 +139,14 @@ def load_circuits(model: Model, layer: int) -> HeadCircuits | None:
     if ATTN_NORM in roles and model.layout.family not in POST_NORM:
         gamma = get(ATTN_NORM)
         q, k, v = q * gamma, k * gamma, v * gamma
-    per_group = heads // kv
-    qk, ov = [], []
-    for h in range(heads):
-        g = h // per_group
-        qh, kg, vg = q[h * hd:(h + 1) * hd], k[g * hd:(g + 1) * hd], v[g * hd:(g + 1) * hd]
-        oh = o[:, h * hd:(h + 1) * hd]
-        qk.append(qh.T @ kg)
-        ov.append(oh @ vg)
-    return HeadCircuits(qk=torch.stack(qk), ov=torch.stack(ov), groups=kv)
+    d = q.shape[1]
+    return HeadCircuits(q=q.reshape(heads, hd, d), k=k.reshape(kv, hd, d),
+                        o=o.T.reshape(heads, hd, o.shape[0]), v=v.reshape(kv, hd, d))
 
 
 def match_heads(b: HeadCircuits, c: HeadCircuits) -> float:
     """Mean matched head similarity under a KV-group-respecting assignment."""
-    bqk, bov = b.unit()
-    cqk, cov = c.unit()
-    sim = ((bqk @ cqk.T + bov @ cov.T) / 2.0).double().numpy()
+    sim = head_similarity(b, c).numpy()
     hb, hc = sim.shape
     if b.groups != c.groups or b.groups in (1, hb) or hb != hc:
         rows, cols = linear_sum_assignment(sim, maximize=True)

@@ -37,6 +37,10 @@ from verifier.probes.hidden_alignment import HiddenAlignment
 from verifier.probes.rotation_null import rotate_cols
 
 NAME = "neuron_matching"
+#: base neurons per layer matched against every candidate neuron; wider layers are sampled (the
+#: matched similarity is a mean over neurons: 512 give its null a spread of ~1/sqrt(512) of a
+#: neuron's, and a derived layer's mean sits many such spreads above it)
+MAX_BASE_NEURONS = 512
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,24 @@ class NeuronFeatures:
             up=_unit_rows(ffn.up),
             down=_unit_rows(ffn.down),
         )
+
+    def into(self, align: HiddenAlignment, dim: int) -> NeuronFeatures:
+        """Base features carried into candidate coordinates (``dim`` of them): candidate
+        coordinate ``perm[i]`` receives base coordinate ``i`` times ``sign[i]``; candidate
+        coordinates nothing matched stay zero. The inverse of ``FFNWeights.aligned``, applied to
+        the smaller side."""
+        rows = np.flatnonzero(align.perm >= 0)
+        dst = torch.as_tensor(align.perm[rows])
+        src = torch.as_tensor(rows)
+        sign = torch.as_tensor(align.sign[rows], dtype=torch.float32)
+
+        def move(w: torch.Tensor) -> torch.Tensor:
+            out = w.new_zeros(w.shape[0], dim)
+            out[:, dst] = w[:, src] * sign
+            return out
+
+        return NeuronFeatures(gate=move(self.gate) if self.gate is not None else None,
+                              up=move(self.up), down=move(self.down))
 
 
 def similarity(b: NeuronFeatures, c: NeuronFeatures) -> torch.Tensor:

@@ -8,7 +8,10 @@ procedure (alignment recovery included).
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -18,21 +21,66 @@ from verifier.probes import hidden_alignment as hidden
 from verifier.probes import neuron_matching as neurons
 from verifier.probes.rotation_null import haar_rotation
 
+T = TypeVar("T")
+
+
+class LazyLayers(Mapping[int, T]):
+    """Per-layer weights loaded from the checkpoint when asked for, the last ``keep`` kept.
+
+    A probe visits layers one or two at a time, so a model's FFNs or circuits are never all in
+    memory at once (at 7B, the float32 FFNs of one model alone take 17 GiB)."""
+
+    def __init__(self, layers: list[int], load: Callable[[int], T], keep: int = 2) -> None:
+        self._layers = list(layers)
+        self._load = load
+        self._keep = keep
+        self._cache: OrderedDict[int, T] = OrderedDict()
+
+    def __getitem__(self, layer: int) -> T:
+        if layer not in self._layers:
+            raise KeyError(layer)
+        if layer in self._cache:
+            self._cache.move_to_end(layer)
+            return self._cache[layer]
+        value = self._load(layer)
+        self._cache[layer] = value
+        while len(self._cache) > self._keep:
+            self._cache.popitem(last=False)
+        return value
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._layers)
+
+    def __len__(self) -> int:
+        return len(self._layers)
+
 
 @dataclass
 class Side:
     """What the probes need of one model: embedding rows of the shared tokens (``[n, d]``, the
-    same token order on both sides), dense FFNs and attention circuits by layer."""
+    same token order on both sides), dense FFNs and attention circuits by layer (plain dicts, or
+    ``LazyLayers`` that read each layer when asked)."""
 
     embed: torch.Tensor
-    ffn: dict[int, neurons.FFNWeights] = field(default_factory=dict)
-    circuits: dict[int, heads.HeadCircuits] = field(default_factory=dict)
+    ffn: Mapping[int, neurons.FFNWeights] = field(default_factory=dict)
+    circuits: Mapping[int, heads.HeadCircuits] = field(default_factory=dict)
 
 
 class Pairing:
-    """Observed alignment plus ``draws`` null alignments of a Haar-rotated base."""
+    """Observed alignment plus ``draws`` null alignments of a Haar-rotated base.
 
-    def __init__(self, base: Side, cand: Side, rng: np.random.Generator, draws: int) -> None:
+    Neuron features are compared in the *candidate's* coordinates: the candidate's are computed
+    once per layer, in its own basis, and each base feature set (observed, or one null draw) is
+    carried into that basis by the alignment. Balancing commutes with signed permutations, so
+    this equals aligning the candidate for every draw, at the cost of moving the (sampled) base
+    neurons instead of all candidate neurons. A base layer wider than ``sample`` neurons is
+    represented by a fixed random sample of ``sample`` of them, matched against every candidate
+    neuron (a rectangular assignment): the same sample in the observed pair and in every null
+    draw, so the test stays exact while its cost falls by ``F / sample``.
+    """
+
+    def __init__(self, base: Side, cand: Side, rng: np.random.Generator, draws: int,
+                 sample: int = neurons.MAX_BASE_NEURONS) -> None:
         self.base, self.cand = base, cand
         d = base.embed.shape[1]
         ys = hidden.standardise(cand.embed)
@@ -48,32 +96,64 @@ class Pairing:
             self.rotations.append(rot)
             self.null_aligns.append(align)
             self.embed_null.append(stat)
-        self._fb: dict[tuple[int, int], neurons.NeuronFeatures] = {}
-        self._fc: dict[tuple[int, int], neurons.NeuronFeatures] = {}
+        self.sample = sample
+        self._sample_seed = int(rng.integers(2**63))
+        self._fb: dict[int, neurons.NeuronFeatures] = {}
+        self._fc: tuple[int, neurons.NeuronFeatures] | None = None
 
     # k == -1 is the observed pair; k >= 0 the k-th null draw.
     def _align(self, k: int) -> hidden.HiddenAlignment:
         return self.align if k < 0 else self.null_aligns[k]
 
-    def _base_features(self, a: int, k: int) -> neurons.NeuronFeatures:
-        if (a, k) not in self._fb:
-            ffn = self.base.ffn[a] if k < 0 else self.base.ffn[a].rotated(self.rotations[k])
-            self._fb[(a, k)] = neurons.NeuronFeatures.of(ffn)
-        return self._fb[(a, k)]
+    def base_rows(self, a: int) -> torch.Tensor | None:
+        """The sampled neurons of base layer ``a`` (sorted), or None when all are used."""
+        n = self.base.ffn[a].up.shape[0]
+        if n <= self.sample:
+            return None
+        gen = np.random.default_rng([self._sample_seed, a])
+        return torch.as_tensor(np.sort(gen.choice(n, self.sample, replace=False)))
 
-    def _cand_features(self, j: int, k: int) -> neurons.NeuronFeatures:
-        if (j, k) not in self._fc:
-            self._fc[(j, k)] = neurons.NeuronFeatures.of(self.cand.ffn[j].aligned(self._align(k)))
-        return self._fc[(j, k)]
+    def _base_features(self, a: int, k: int) -> neurons.NeuronFeatures:
+        """Base layer ``a`` (sampled; rotated for a null draw) in candidate coordinates."""
+        if k < 0 and a in self._fb:
+            return self._fb[a]
+        ffn = self.base.ffn[a]
+        rows = self.base_rows(a)
+        if rows is not None:
+            ffn = ffn.neurons_permuted(rows)
+        if k >= 0:
+            ffn = ffn.rotated(self.rotations[k])
+        cand_dim = self.cand.embed.shape[1]
+        feats = neurons.NeuronFeatures.of(ffn).into(self._align(k), cand_dim)
+        if k < 0:
+            self._fb[a] = feats
+        return feats
+
+    def _cand_features(self, j: int) -> neurons.NeuronFeatures:
+        """Candidate layer ``j``'s features in its own coordinates (the last layer asked for is
+        kept: the probes visit one candidate layer at a time)."""
+        if self._fc is None or self._fc[0] != j:
+            self._fc = None  # release the previous layer before computing the next
+            self._fc = (j, neurons.NeuronFeatures.of(self.cand.ffn[j]))
+        return self._fc[1]
+
+    def ffn_similarity(self, a: int, j: int, k: int = -1) -> torch.Tensor:
+        """``[sampled base neurons, candidate neurons]`` similarities."""
+        return neurons.similarity(self._base_features(a, k), self._cand_features(j))
 
     def ffn_stat(self, a: int, j: int, k: int = -1) -> float:
-        """Mean matched neuron similarity of base layer ``a`` and candidate layer ``j``."""
-        return neurons.match(
-            neurons.similarity(self._base_features(a, k), self._cand_features(j, k))
-        )[0]
+        """Mean matched neuron similarity of (sampled) base layer ``a`` and candidate layer
+        ``j``."""
+        return neurons.match(self.ffn_similarity(a, j, k))[0]
 
     def ffn_null(self, a: int, j: int) -> list[float]:
         return [self.ffn_stat(a, j, k) for k in range(len(self.rotations))]
+
+    def matched_neurons(self, a: int, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """Observed matching as (base neuron indices, candidate neuron indices)."""
+        _, rows, cols = neurons.match(self.ffn_similarity(a, j))
+        sample = self.base_rows(a)
+        return (rows if sample is None else sample.numpy()[rows]), cols
 
     def head_stat(self, a: int, j: int, k: int = -1) -> float:
         b = self.base.circuits[a] if k < 0 else self.base.circuits[a].rotated(self.rotations[k])
@@ -100,6 +180,15 @@ def fake_derivative(
     def hide(w: torch.Tensor) -> torch.Tensor:  # candidate column c holds base column pi[c]
         return (noisy(w) * sign)[..., pi]
 
+    # circuit factors get noise of relative size s with (1 + s^2)^2 - 1 = drift^2, so that the
+    # circuits (products of two factors) carry relative noise ~ drift, like the FFN matrices
+    s = ((1.0 + drift**2) ** 0.5 - 1.0) ** 0.5
+
+    def hide_factor(m: torch.Tensor) -> torch.Tensor:
+        noise = torch.randn(m.shape, generator=gen, dtype=torch.float32)
+        m = m + noise * (s * m.norm() / noise.norm().clamp_min(1e-12))
+        return (m * sign)[..., pi]
+
     out = Side(embed=hide(base.embed))
     for a in layers:
         if a in base.ffn:
@@ -111,10 +200,6 @@ def fake_derivative(
             )
         if a in base.circuits:
             c = base.circuits[a]
-
-            def both(m: torch.Tensor) -> torch.Tensor:
-                m = noisy(m) * sign[None, :, None] * sign[None, None, :]
-                return m[:, pi][:, :, pi]
-
-            out.circuits[a] = heads.HeadCircuits(qk=both(c.qk), ov=both(c.ov), groups=c.groups)
+            out.circuits[a] = heads.HeadCircuits(
+                q=hide_factor(c.q), k=hide_factor(c.k), o=hide_factor(c.o), v=hide_factor(c.v))
     return out

@@ -34,8 +34,3 @@ def haar_rotation(d: int, rng: np.random.Generator) -> torch.Tensor:
 def rotate_cols(w: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
     """A matrix whose columns are hidden coordinates, expressed in the rotated basis."""
     return w @ rot
-
-
-def rotate_circuit(m: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
-    """A ``d x d`` circuit (hidden -> hidden) in the rotated basis: ``R^T M R``."""
-    return rot.T @ m @ rot

@@ -1,0 +1,220 @@
+"""Benchmark: `lineage verify` on pairs of realistic shape, as ratios measured in one run.
+
+Generates on disk (bf16 safetensors, one shard per layer like a Hugging Face export) a dense
+Llama-shaped base (default: a 7B slice: hidden 4096, FFN 11008, 32 heads / 8 KV heads, vocab
+32000, ``--layers`` layers), a *derived* candidate (the base with a random signed permutation of
+the hidden space, permuted FFN neurons and heads' order kept, Gaussian noise of relative size
+``--drift`` on every matrix: what continued training plus a vendor's free re-parametrisation
+looks like) and an *independent* candidate (a fresh draw), then measures, each verify in a
+fresh process:
+
+* a plain sequential read of both checkpoints with the page cache warm (the floor);
+* `verify` wall time as a ratio to that read, and its phases (the report's ``timings``);
+* peak private memory (RssAnon, sampled every 10 ms; the mapped page cache is not counted),
+  net of the interpreter with lineage imported, as a ratio to the largest layer;
+* the verdicts and p-values.
+
+Random weights are not trained weights (the test zoo is where calibration is measured); here
+they only give realistic shapes and byte counts. Usage:
+``python scripts/bench_verify.py [--layers 2] [--hidden 4096] [--ffn 11008] [--keep DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+MEASURE = r"""
+import json, sys, threading, time
+from pathlib import Path
+
+def rss_anon():
+    for line in open("/proc/self/status"):
+        if line.startswith("RssAnon"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+peak = [rss_anon()]
+stop = threading.Event()
+def sample():
+    while not stop.is_set():
+        peak[0] = max(peak[0], rss_anon())
+        time.sleep(0.01)
+
+what, args = sys.argv[1], sys.argv[2:]
+import verifier.verify  # noqa: F401  (the interpreter with lineage imported is the baseline)
+base_rss = rss_anon()
+threading.Thread(target=sample, daemon=True).start()
+t0 = time.perf_counter()
+out = {}
+if what == "read":
+    buf = bytearray(16 << 20)
+    for folder in args:
+        for f in sorted(Path(folder).glob("*.safetensors")):
+            with open(f, "rb", buffering=0) as fh:
+                while fh.readinto(buf):
+                    pass
+elif what == "verify":
+    from verifier.verify import VerifyOptions, verify
+    report = verify(args[0], args[1], VerifyOptions(digest=False))
+    out = {"verdict": report.verdict, "p": report.p_value, "timings": report.timings,
+           "probes": {p.name: p.p_value for p in report.probes}}
+seconds = time.perf_counter() - t0
+stop.set()
+peak[0] = max(peak[0], rss_anon())
+print(json.dumps(out | {"seconds": seconds, "base_rss": base_rss, "peak_rss": peak[0]}))
+"""
+
+
+def build(folder: Path, shape: dict[str, int], seed: int, derive_from: Path | None,
+          drift: float) -> int:
+    """Write one checkpoint; return the byte size of its largest layer (all its tensors)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    h, f, vocab, layers = shape["hidden"], shape["ffn"], shape["vocab"], shape["layers"]
+    heads, kv = shape["heads"], shape["kv_heads"]
+    hd = h // heads
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*dims: int) -> torch.Tensor:
+        return torch.randn(*dims, generator=g) * 0.02
+
+    if derive_from is not None:
+        pi = torch.randperm(h, generator=g)
+        sign = torch.where(torch.rand(h, generator=g) < 0.5, -1.0, 1.0)
+
+    def out_tensor(w: torch.Tensor, cols: bool, rows: bool) -> torch.Tensor:
+        """In a derived model: noise, then the signed hidden permutation on the axes that are
+        hidden coordinates (``cols``: input side, ``rows``: output side)."""
+        if derive_from is not None:
+            w = w + torch.randn(w.shape, generator=g) * (drift * w.norm() / w.numel() ** 0.5)
+            if cols:
+                w = (w * sign)[..., pi]
+            if rows:
+                w = (w * sign[:, None])[pi] if w.dim() == 2 else (w * sign)[pi]
+        return w.to(torch.bfloat16).contiguous()
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": h,
+              "intermediate_size": f, "num_hidden_layers": layers, "num_attention_heads": heads,
+              "num_key_value_heads": kv, "head_dim": hd, "vocab_size": vocab,
+              "torch_dtype": "bfloat16"}
+    (folder / "config.json").write_text(json.dumps(config))
+    weight_map: dict[str, str] = {}
+    largest = 0
+    n = layers + 1
+    for k in range(n):
+        fname = f"model-{k + 1:05d}-of-{n:05d}.safetensors"
+        src = load_file(str(derive_from / fname)) if derive_from is not None else None
+        if k == 0:
+            spec = {"model.embed_tokens.weight": ((vocab, h), True, False),
+                    "lm_head.weight": ((vocab, h), True, False),
+                    "model.norm.weight": ((h,), False, True)}
+        else:
+            p = f"model.layers.{k - 1}."
+            spec = {p + "self_attn.q_proj.weight": ((h, h), True, False),
+                    p + "self_attn.k_proj.weight": ((kv * hd, h), True, False),
+                    p + "self_attn.v_proj.weight": ((kv * hd, h), True, False),
+                    p + "self_attn.o_proj.weight": ((h, h), False, True),
+                    p + "mlp.gate_proj.weight": ((f, h), True, False),
+                    p + "mlp.up_proj.weight": ((f, h), True, False),
+                    p + "mlp.down_proj.weight": ((h, f), False, True),
+                    p + "input_layernorm.weight": ((h,), False, True),
+                    p + "post_attention_layernorm.weight": ((h,), False, True)}
+        part = {}
+        tau = torch.randperm(f, generator=g)
+        for name, (dims, cols, rows) in spec.items():
+            if src is not None:
+                w = src[name].float()
+                if "mlp.gate" in name or "mlp.up" in name:
+                    w = w[tau]
+                elif "mlp.down" in name:
+                    w = w[:, tau]
+            elif name.endswith("norm.weight"):
+                w = torch.ones(dims)
+            else:
+                w = r(*dims)
+            if name.endswith("norm.weight"):  # gains of one: unchanged by a signed permutation
+                part[name] = torch.ones(dims, dtype=torch.bfloat16)
+            else:
+                part[name] = out_tensor(w, cols, rows)
+        save_file(part, str(folder / fname), metadata={"format": "pt"})
+        weight_map |= dict.fromkeys(part, fname)
+        if k > 0:
+            largest = max(largest, sum(t.numel() * t.element_size() for t in part.values()))
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    return largest
+
+
+def measure(what: str, *paths: Path) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-c", MEASURE, what, *map(str, paths)], check=True, capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--hidden", type=int, default=4096)
+    parser.add_argument("--ffn", type=int, default=11008)
+    parser.add_argument("--heads", type=int, default=32)
+    parser.add_argument("--kv-heads", type=int, default=8)
+    parser.add_argument("--vocab", type=int, default=32000)
+    parser.add_argument("--drift", type=float, default=0.3,
+                        help="relative noise of the derived candidate")
+    parser.add_argument("--keep", type=Path, help="build here and keep it (default: temp dir)")
+    parser.add_argument("--pairs", default="derived,independent",
+                        help="which candidates to verify (comma-separated)")
+    args = parser.parse_args()
+    shape = {"hidden": args.hidden, "ffn": args.ffn, "heads": args.heads,
+             "kv_heads": args.kv_heads, "vocab": args.vocab, "layers": args.layers}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.keep or Path(tmp)
+        base, derived, indep = root / "base", root / "derived", root / "independent"
+        if not (base / "config.json").exists():
+            largest = build(base, shape, 0, None, 0.0)
+            build(derived, shape, 1, base, args.drift)
+            build(indep, shape, 2, None, 0.0)
+        else:
+            largest = _largest(base)
+        measure("read", base, derived)  # warm the page cache
+        read = measure("read", base, derived)
+        wanted = set(args.pairs.split(","))
+        runs = {name: measure("verify", base, cand)
+                for name, cand in (("derived", derived), ("independent", indep))
+                if name in wanted}
+    mib = 1 << 20
+    total = sum(f.stat().st_size for f in base.glob("*.safetensors")) if args.keep else None
+    print(f"shape: {json.dumps(shape)}; largest layer {largest / mib:.0f} MiB"
+          + (f"; checkpoint {total / mib:.0f} MiB" if total else ""))
+    print(f"plain read of both checkpoints (warm): {read['seconds']:.2f} s")
+    for name, r in runs.items():
+        net = (r["peak_rss"] - r["base_rss"]) / largest
+        print(f"\n{name}: verdict {r['verdict']} (p = {r['p']:.3g}); probes "
+              + ", ".join(f"{k} {v:.3g}" for k, v in r["probes"].items() if v is not None))
+        print(f"  verify {r['seconds']:.2f} s = {r['seconds'] / read['seconds']:.1f}x the read; "
+              f"peak RssAnon net {(r['peak_rss'] - r['base_rss']) / mib:.0f} MiB = "
+              f"{net:.2f}x the largest layer (interpreter {r['base_rss'] / mib:.0f} MiB)")
+        print("  phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in r["timings"].items()))
+
+
+def _largest(folder: Path) -> int:
+    from safetensors import safe_open
+
+    best = 0
+    for f in sorted(folder.glob("*.safetensors"))[1:]:
+        with safe_open(str(f), "pt") as fh:
+            best = max(best, sum(math.prod(fh.get_slice(k).get_shape()) * 2 for k in fh.keys()))
+    return best
+
+
+if __name__ == "__main__":
+    main()
