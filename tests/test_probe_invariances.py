@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from verifier.probes import head_matching as heads
@@ -168,3 +169,30 @@ def test_sampled_base_neurons_keep_the_test_and_its_matches():
     stranger = Side(embed=randn(300, 32), ffn={0: _ffn(f=96)})
     other = Pairing(base, stranger, rng, 12, sample=24)
     assert other.ffn_stat(0, 0) < max(other.ffn_null(0, 0)) + 0.05
+
+
+def test_rotated_correlations_equal_rotating_the_embedding():
+    x, y = randn(200, 16) * torch.linspace(0.5, 2.0, 16) + 0.3, randn(200, 16)
+    ys = hidden.standardise(y)
+    rot = torch.linalg.qr(randn(16, 16))[0]
+    direct = hidden.standardise(x @ rot).T @ ys
+    assert torch.allclose(hidden.RotatedCorrelations(x, ys)(rot), direct, atol=1e-5)
+
+
+def test_sampled_base_heads_keep_whole_groups_and_find_their_copy():
+    q, k, v, o = _circuits(heads_n=16, kv=4)
+    base_c = _as_circuits(q, k, v, o, heads_n=16, kv=4)
+    base = Side(embed=randn(300, 32), ffn={0: _ffn()}, circuits={0: base_c})
+    rng = np.random.default_rng(0)
+    cand = fake_derivative(base, [0], 0.3, rng, torch.Generator().manual_seed(1))
+    pairing = Pairing(base, cand, rng, 12)
+    groups = pairing.base_groups(0)
+    assert groups is not None
+    assert groups.numel() == 2  # 8 query heads = 2 groups of 4
+    picked = base_c.select_groups(groups)
+    assert picked.heads == 8
+    assert picked.groups == 2
+    assert torch.equal(picked.k, base_c.k[groups])
+    assert pairing.head_stat(0, 0) > max(pairing.head_null(0, 0))
+    # all heads matched against themselves: the sampled statistic is the full one's value
+    assert heads.match_heads(picked, base_c) == pytest.approx(1.0, abs=1e-5)

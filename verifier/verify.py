@@ -153,7 +153,7 @@ class _Run:
         pairing = Pairing(base, cand, self.rng, self.opts.null_draws, self.opts.neuron_sample)
         self.pairing = pairing
         t0 = self.tick("alignment", t0)
-        power = self.power(base)
+        power = self.power(base, pairing.rotations)
         t0 = self.tick("power_check", t0)
         self.probes.append(self._embedding_probe(pairing, power.get(hidden.NAME)))
         self._neurons(pairing, power.get(neurons.NAME))
@@ -298,7 +298,7 @@ class _Run:
             decisive=True, layers=layers, power_p_value=power,
         ))
 
-    def power(self, base: Side) -> dict[str, float]:
+    def power(self, base: Side, rotations: list[torch.Tensor]) -> dict[str, float]:
         """p-values of the base against a noisy (``power_drift``), signed-permuted copy of
         itself with permuted neurons: the probes' power to see a well-hidden derivation."""
         layers = sorted(set(base.ffn) | set(base.circuits))
@@ -306,7 +306,8 @@ class _Run:
             return {}
         a = layers[len(layers) // 2]
         fake = fake_derivative(base, [a], self.opts.power_drift, self.rng, self.gen)
-        pairing = Pairing(base, fake, self.rng, self.opts.null_draws, self.opts.neuron_sample)
+        pairing = Pairing(base, fake, self.rng, self.opts.null_draws, self.opts.neuron_sample,
+                          rotations)
         out = {hidden.NAME: gaussian_tail_p(pairing.embed_stat, pairing.embed_null)[1]}
         if a in base.ffn:
             out[neurons.NAME] = gaussian_tail_p(pairing.ffn_stat(a, a), pairing.ffn_null(a, a))[1]

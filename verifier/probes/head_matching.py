@@ -29,6 +29,8 @@ from verifier.model import Model
 from verifier.probes.hidden_alignment import HiddenAlignment
 
 NAME = "head_matching"
+#: base query heads matched against every candidate head; more are sampled by whole KV groups
+MAX_BASE_HEADS = 8
 #: post-norm families: the attention norm sits after the block, so there is no gain to fold
 POST_NORM = {"bert"}
 
@@ -72,6 +74,12 @@ class HeadCircuits:
     def rotated(self, rot: torch.Tensor) -> HeadCircuits:
         """The circuits ``R^T M R`` of a rotated basis: each factor times ``R``."""
         return self._map(lambda m: (m.reshape(-1, m.shape[-1]) @ rot).reshape(m.shape))
+
+    def select_groups(self, groups: torch.Tensor) -> HeadCircuits:
+        """The KV groups ``groups`` with their query heads (a sample of the base's heads)."""
+        per = self.heads // self.groups
+        heads = (groups[:, None] * per + torch.arange(per)[None, :]).reshape(-1)
+        return HeadCircuits(q=self.q[heads], k=self.k[groups], o=self.o[heads], v=self.v[groups])
 
     def dense(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``[H, d, d]`` circuits themselves (small models and tests only)."""
@@ -148,10 +156,12 @@ def match_heads(b: HeadCircuits, c: HeadCircuits) -> float:
     """Mean matched head similarity under a KV-group-respecting assignment."""
     sim = head_similarity(b, c).numpy()
     hb, hc = sim.shape
-    if b.groups != c.groups or b.groups in (1, hb) or hb != hc:
+    per = hb // b.groups
+    if per != hc // c.groups or per == 1 or b.groups > c.groups:
         rows, cols = linear_sum_assignment(sim, maximize=True)
         return float(sim[rows, cols].mean())
-    per = hb // b.groups
+    # group-respecting: query heads within each pair of KV groups, then the groups (a sampled
+    # base has fewer groups than the candidate: a rectangular assignment of groups)
     group_score = np.zeros((b.groups, c.groups))
     for gb in range(b.groups):
         for gc in range(c.groups):

@@ -87,9 +87,16 @@ def recover(
     (both standardised), and its mean matched ``|corr|``. With ``scales`` (the raw column
     standard deviations of base and candidate), ``scale[i]`` is candidate over base for each
     matched pair: the per-coordinate rescaling a vendor may have folded into the weights."""
-    corr = (xs.T @ ys).double().numpy()
+    return recover_from_corr(xs.T @ ys, scales)
+
+
+def recover_from_corr(
+    corr_t: torch.Tensor, scales: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> tuple[HiddenAlignment, float]:
+    """``recover`` given the ``[d_base, d_cand]`` column correlation matrix."""
+    corr = corr_t.double().numpy()
     rows, cols = linear_sum_assignment(np.abs(corr), maximize=True)
-    d = xs.shape[1]
+    d = corr.shape[0]
     perm = np.full(d, -1)
     perm[rows] = cols
     sign = np.ones(d)
@@ -101,6 +108,29 @@ def recover(
         sb, sc = (s.double().numpy() for s in scales)
         scale[rows] = sc[cols] / np.maximum(sb[rows], 1e-12)
     return HiddenAlignment(perm, sign, scale, matched), float(matched[rows].mean())
+
+
+class RotatedCorrelations:
+    """Column correlations of a rotated base embedding with a fixed candidate embedding,
+    without rotating the ``T x d`` embedding for each rotation.
+
+    With ``X`` the centred base rows and ``Y`` the standardised candidate columns, the
+    correlation of column ``i`` of ``X R`` with column ``j`` of ``Y`` is
+    ``(R^T X^T Y)_{ij} / ||X r_i||`` and ``||X r_i||^2 = (R^T G R)_{ii}`` with ``G = X^T X``:
+    two ``d x d`` products per rotation (``4 d^3`` flops) instead of rotating and correlating
+    ``T`` tokens (``4 T d^2``, with ``T >= 2 d``). Centring commutes with the rotation, so this is
+    exactly ``standardise(X R)^T Y``.
+    """
+
+    def __init__(self, base: torch.Tensor, ys: torch.Tensor) -> None:
+        x = base.to(torch.float32)
+        x = x - x.mean(dim=0, keepdim=True)
+        self.cross = x.T @ ys
+        self.gram = x.T @ x
+
+    def __call__(self, rot: torch.Tensor) -> torch.Tensor:
+        norms = ((self.gram @ rot) * rot).sum(dim=0).clamp_min(1e-24).sqrt()
+        return (rot.T @ self.cross) / norms[:, None]
 
 
 def shared_token_rows(

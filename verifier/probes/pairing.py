@@ -80,7 +80,11 @@ class Pairing:
     """
 
     def __init__(self, base: Side, cand: Side, rng: np.random.Generator, draws: int,
-                 sample: int = neurons.MAX_BASE_NEURONS) -> None:
+                 sample: int = neurons.MAX_BASE_NEURONS,
+                 rotations: list[torch.Tensor] | None = None) -> None:
+        """``rotations``: reuse another pairing's null rotations of the same base (the power
+        check does: its null is the same rotated base, and a Haar draw costs a QR of ``d x d``)
+        instead of drawing ``draws`` new ones."""
         self.base, self.cand = base, cand
         d = base.embed.shape[1]
         ys = hidden.standardise(cand.embed)
@@ -90,9 +94,10 @@ class Pairing:
         self.rotations: list[torch.Tensor] = []
         self.null_aligns: list[hidden.HiddenAlignment] = []
         self.embed_null: list[float] = []
-        for _ in range(draws):
-            rot = haar_rotation(d, rng)
-            align, stat = hidden.recover(hidden.standardise(base.embed @ rot), ys)
+        rotated = hidden.RotatedCorrelations(base.embed, ys)
+        for k in range(draws if rotations is None else len(rotations)):
+            rot = haar_rotation(d, rng) if rotations is None else rotations[k]
+            align, stat = hidden.recover_from_corr(rotated(rot))
             self.rotations.append(rot)
             self.null_aligns.append(align)
             self.embed_null.append(stat)
@@ -155,8 +160,27 @@ class Pairing:
         sample = self.base_rows(a)
         return (rows if sample is None else sample.numpy()[rows]), cols
 
+    def base_groups(self, a: int) -> torch.Tensor | None:
+        """The sampled KV groups of base layer ``a`` (sorted), or None when all heads are used:
+        whole groups, at least ``MAX_BASE_HEADS`` query heads, fixed across null draws."""
+        c = self.base.circuits[a]
+        per = c.heads // c.groups
+        keep = -(-heads.MAX_BASE_HEADS // per)
+        if keep >= c.groups:
+            return None
+        gen = np.random.default_rng([self._sample_seed, a, 1])
+        return torch.as_tensor(np.sort(gen.choice(c.groups, keep, replace=False)))
+
     def head_stat(self, a: int, j: int, k: int = -1) -> float:
-        b = self.base.circuits[a] if k < 0 else self.base.circuits[a].rotated(self.rotations[k])
+        """Mean matched head similarity of (sampled) base layer ``a`` and candidate layer
+        ``j``: rotating a layer's factors costs ``~4 d^3``, so wide models match a fixed sample
+        of base KV groups against all candidate heads, as neurons are sampled."""
+        b = self.base.circuits[a]
+        groups = self.base_groups(a)
+        if groups is not None:
+            b = b.select_groups(groups)
+        if k >= 0:
+            b = b.rotated(self.rotations[k])
         return heads.match_heads(b, self.cand.circuits[j].aligned(self._align(k)))
 
     def head_null(self, a: int, j: int) -> list[float]:

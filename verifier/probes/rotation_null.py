@@ -24,11 +24,12 @@ import torch
 
 def haar_rotation(d: int, rng: np.random.Generator) -> torch.Tensor:
     """A Haar-distributed ``d x d`` orthogonal matrix (QR of a Gaussian, signs fixed;
-    Mezzadri 2007)."""
-    g = torch.as_tensor(rng.standard_normal((d, d)), dtype=torch.float64)
+    Mezzadri 2007). The QR runs in float32: the rotation is used in float32 anyway, its
+    orthogonality error (~1e-6) is far below every statistic's resolution, and at d = 4096 the
+    float64 QR of 25 draws alone took over a minute."""
+    g = torch.as_tensor(rng.standard_normal((d, d)), dtype=torch.float32)
     q, r = torch.linalg.qr(g)
-    q = q * torch.sign(torch.diagonal(r)).unsqueeze(0)
-    return q.to(torch.float32)
+    return q * torch.sign(torch.diagonal(r)).unsqueeze(0)
 
 
 def rotate_cols(w: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
