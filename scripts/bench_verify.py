@@ -5,8 +5,10 @@ Llama-shaped base (default: a 7B slice: hidden 4096, FFN 11008, 32 heads / 8 KV 
 32000, ``--layers`` layers), a *derived* candidate (the base with a random signed permutation of
 the hidden space, permuted FFN neurons and heads' order kept, Gaussian noise of relative size
 ``--drift`` on every matrix: what continued training plus a vendor's free re-parametrisation
-looks like) and an *independent* candidate (a fresh draw), then measures, each verify in a
-fresh process:
+looks like) and an *independent* candidate (a fresh draw); with ``--pairs upcycled`` or
+``moe-independent``, Mixtral-style candidates with ``--experts`` experts per layer (fine-grained
+upcycled from the base: four shuffled replicas of its FFN cut into slices, plus noise; or fresh
+experts). Then it measures, each verify in a fresh process:
 
 * a plain sequential read of both checkpoints with the page cache warm (the floor);
 * `verify` wall time as a ratio to that read, and its phases (the report's ``timings``);
@@ -63,7 +65,8 @@ elif what == "verify":
     from verifier.verify import VerifyOptions, verify
     report = verify(args[0], args[1], VerifyOptions(digest=False))
     out = {"verdict": report.verdict, "p": report.p_value, "timings": report.timings,
-           "probes": {p.name: p.p_value for p in report.probes}}
+           "probes": {p.name: p.p_value for p in report.probes},
+           "upcycled": None if report.moe is None else report.moe.upcycled}
 seconds = time.perf_counter() - t0
 stop.set()
 peak[0] = max(peak[0], rss_anon())
@@ -72,8 +75,12 @@ print(json.dumps(out | {"seconds": seconds, "base_rss": base_rss, "peak_rss": pe
 
 
 def build(folder: Path, shape: dict[str, int], seed: int, derive_from: Path | None,
-          drift: float) -> int:
-    """Write one checkpoint; return the byte size of its largest layer (all its tensors)."""
+          drift: float, experts: int = 0) -> int:
+    """Write one checkpoint; return the byte size of its largest layer (all its tensors).
+
+    With ``experts``, a Mixtral-style MoE: each layer's FFN becomes ``experts`` experts of width
+    ``4 F / experts``; derived from a dense base, they are fine-grained upcycled (four shuffled
+    replicas of the base FFN cut into slices, then noise), otherwise drawn fresh."""
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -101,10 +108,14 @@ def build(folder: Path, shape: dict[str, int], seed: int, derive_from: Path | No
         return w.to(torch.bfloat16).contiguous()
 
     folder.mkdir(parents=True, exist_ok=True)
+    width = 4 * f // experts if experts else f
     config = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": h,
-              "intermediate_size": f, "num_hidden_layers": layers, "num_attention_heads": heads,
-              "num_key_value_heads": kv, "head_dim": hd, "vocab_size": vocab,
-              "torch_dtype": "bfloat16"}
+              "intermediate_size": width, "num_hidden_layers": layers,
+              "num_attention_heads": heads, "num_key_value_heads": kv, "head_dim": hd,
+              "vocab_size": vocab, "torch_dtype": "bfloat16"}
+    if experts:
+        config |= {"model_type": "mixtral", "architectures": ["MixtralForCausalLM"],
+                   "num_local_experts": experts, "num_experts_per_tok": 2}
     (folder / "config.json").write_text(json.dumps(config))
     weight_map: dict[str, str] = {}
     largest = 0
@@ -122,20 +133,38 @@ def build(folder: Path, shape: dict[str, int], seed: int, derive_from: Path | No
                     p + "self_attn.k_proj.weight": ((kv * hd, h), True, False),
                     p + "self_attn.v_proj.weight": ((kv * hd, h), True, False),
                     p + "self_attn.o_proj.weight": ((h, h), False, True),
-                    p + "mlp.gate_proj.weight": ((f, h), True, False),
-                    p + "mlp.up_proj.weight": ((f, h), True, False),
-                    p + "mlp.down_proj.weight": ((h, f), False, True),
                     p + "input_layernorm.weight": ((h,), False, True),
                     p + "post_attention_layernorm.weight": ((h,), False, True)}
+            if experts:
+                q = p + "block_sparse_moe."
+                spec[q + "gate.weight"] = ((experts, h), True, False)
+                for e in range(experts):
+                    spec |= {f"{q}experts.{e}.w1.weight": ((width, h), True, False),
+                             f"{q}experts.{e}.w3.weight": ((width, h), True, False),
+                             f"{q}experts.{e}.w2.weight": ((h, width), False, True)}
+            else:
+                spec |= {p + "mlp.gate_proj.weight": ((f, h), True, False),
+                         p + "mlp.up_proj.weight": ((f, h), True, False),
+                         p + "mlp.down_proj.weight": ((h, f), False, True)}
         part = {}
-        tau = torch.randperm(f, generator=g)
+        # the base neurons each (expert) slot holds: one shuffled copy of the FFN, or four
+        tau = torch.cat([torch.randperm(f, generator=g) for _ in range(4 if experts else 1)])
         for name, (dims, cols, rows) in spec.items():
-            if src is not None:
+            if src is not None and ".experts." in name:
+                e = int(name.split(".experts.")[1].split(".")[0])
+                held = tau[e * width:(e + 1) * width]
+                pre = name.split("block_sparse_moe.")[0] + "mlp."
+                w = (src[pre + "down_proj.weight"].float()[:, held] if name.endswith("w2.weight")
+                     else src[pre + ("gate" if name.endswith("w1.weight") else "up")
+                              + "_proj.weight"].float()[held])
+            elif src is not None and name in src:
                 w = src[name].float()
                 if "mlp.gate" in name or "mlp.up" in name:
                     w = w[tau]
                 elif "mlp.down" in name:
                     w = w[:, tau]
+            elif src is not None:  # a new router
+                w = r(*dims)
             elif name.endswith("norm.weight"):
                 w = torch.ones(dims)
             else:
@@ -172,35 +201,44 @@ def main() -> None:
                         help="relative noise of the derived candidate")
     parser.add_argument("--keep", type=Path, help="build here and keep it (default: temp dir)")
     parser.add_argument("--pairs", default="derived,independent",
-                        help="which candidates to verify (comma-separated)")
+                        help="candidates to verify, comma-separated: derived, independent, "
+                        "upcycled, moe-independent")
+    parser.add_argument("--experts", type=int, default=64,
+                        help="experts per layer of the MoE candidates")
     args = parser.parse_args()
     shape = {"hidden": args.hidden, "ffn": args.ffn, "heads": args.heads,
              "kv_heads": args.kv_heads, "vocab": args.vocab, "layers": args.layers}
     with tempfile.TemporaryDirectory() as tmp:
         root = args.keep or Path(tmp)
-        base, derived, indep = root / "base", root / "derived", root / "independent"
-        if not (base / "config.json").exists():
-            largest = build(base, shape, 0, None, 0.0)
-            build(derived, shape, 1, base, args.drift)
-            build(indep, shape, 2, None, 0.0)
-        else:
-            largest = _largest(base)
-        measure("read", base, derived)  # warm the page cache
-        read = measure("read", base, derived)
-        wanted = set(args.pairs.split(","))
-        runs = {name: measure("verify", base, cand)
-                for name, cand in (("derived", derived), ("independent", indep))
-                if name in wanted}
+        base = root / "base"
+        wanted = args.pairs.split(",")
+        cands = {name: root / name for name in wanted}
+        seeds = {"derived": 1, "independent": 2, "upcycled": 3, "moe-independent": 4}
+        unknown = set(wanted) - set(seeds)
+        if unknown:
+            parser.error(f"unknown --pairs {sorted(unknown)}; choose from {sorted(seeds)}")
+        largest = (build(base, shape, 0, None, 0.0) if not (base / "config.json").exists()
+                   else _largest(base))
+        for name, folder in cands.items():
+            if not (folder / "config.json").exists():
+                build(folder, shape, seeds[name], base if name in ("derived", "upcycled") else None,
+                      args.drift, args.experts if "upcycled" in name or "moe" in name else 0)
+        runs = {}
+        for name, cand in cands.items():
+            measure("read", base, cand)  # warm the page cache
+            read = measure("read", base, cand)
+            runs[name] = measure("verify", base, cand) | {"read": read["seconds"]}
     mib = 1 << 20
     total = sum(f.stat().st_size for f in base.glob("*.safetensors")) if args.keep else None
     print(f"shape: {json.dumps(shape)}; largest layer {largest / mib:.0f} MiB"
           + (f"; checkpoint {total / mib:.0f} MiB" if total else ""))
-    print(f"plain read of both checkpoints (warm): {read['seconds']:.2f} s")
     for name, r in runs.items():
         net = (r["peak_rss"] - r["base_rss"]) / largest
-        print(f"\n{name}: verdict {r['verdict']} (p = {r['p']:.3g}); probes "
+        moe = "" if r["upcycled"] is None else f"; upcycled: {r['upcycled']}"
+        print(f"\n{name}: verdict {r['verdict']} (p = {r['p']:.3g}){moe}; probes "
               + ", ".join(f"{k} {v:.3g}" for k, v in r["probes"].items() if v is not None))
-        print(f"  verify {r['seconds']:.2f} s = {r['seconds'] / read['seconds']:.1f}x the read; "
+        print(f"  plain read of both checkpoints (warm) {r['read']:.2f} s; verify "
+              f"{r['seconds']:.2f} s = {r['seconds'] / r['read']:.1f}x the read; "
               f"peak RssAnon net {(r['peak_rss'] - r['base_rss']) / mib:.0f} MiB = "
               f"{net:.2f}x the largest layer (interpreter {r['base_rss'] / mib:.0f} MiB)")
         print("  phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in r["timings"].items()))
