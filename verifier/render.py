@@ -1,16 +1,39 @@
-"""Human-readable renderings of lineage's models (rich tables); no decisions are made here."""
+"""Human-readable renderings of lineage's models (rich tables); no decisions are made here.
+
+Text goes to people at a terminal and to logs and CI output. Colour is for the terminal only:
+``make_console`` lets rich detect whether the stream is a terminal and, when ``NO_COLOR`` is set
+(https://no-color.org), writes no escape sequences at all (rich alone would drop colours but
+keep bold and dim).
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from backends import BackendStatus
-from verifier.demo import DemoRow
-from verifier.inspect import InspectReport
-from verifier.report import Report
+if TYPE_CHECKING:
+    from backends import BackendStatus
+    from verifier.demo import DemoRow
+    from verifier.inspect import InspectReport
+    from verifier.report import Report
+
+
+def make_console(*, stderr: bool = False, file: TextIO | None = None,
+                 force_terminal: bool | None = None) -> Console:
+    """A rich console that styles only a terminal and writes plain text under ``NO_COLOR``.
+
+    ``file`` and ``force_terminal`` exist for tests; the CLI passes neither, so rich resolves
+    ``sys.stdout``/``sys.stderr`` at print time and detects a terminal itself.
+    """
+    plain = os.environ.get("NO_COLOR", "") != ""
+    return Console(stderr=stderr, file=file, force_terminal=force_terminal,
+                   no_color=plain or None, color_system=None if plain else "auto",
+                   highlight=not plain)
 
 
 def _human_bytes(n: int) -> str:
@@ -89,7 +112,8 @@ def render_backends(items: list[BackendStatus], console: Console) -> None:
 
 
 _VERDICT_STYLE = {"derived": "bold red", "independent": "bold green", "inconclusive": "bold yellow"}
-_VERDICT_MEANING = {
+#: what each verdict means, in one sentence (the HTML page uses the same words)
+VERDICT_MEANING = {
     "derived": "the candidate was not trained independently of the base: it, or an ancestor "
     "they share, passed weights to it",
     "independent": "no evidence of shared weights, and the probes had the power to see it",
@@ -97,49 +121,69 @@ _VERDICT_MEANING = {
 }
 
 
-def _p(p: float | None) -> str:
+def format_p(p: float | None) -> str:
+    """A p-value for people: 3 significant digits, "-" for none, a floor near float64's end."""
     if p is None:
         return "-"
     return "< 1e-290" if p < 1e-290 else f"{p:.3g}"  # float64 tails end near 1e-300
 
 
 def render_report(report: Report, console: Console) -> None:
-    """Verdict first, then one row per probe, the layer map and warnings."""
+    """Verdict first (its first line is the verdict word and the combined p-value, so
+    ``head -1`` and log greps find it), then its meaning and reason, one compact table of the
+    probes, one table of the layers (layer map with each probe's per-layer p-value), and the
+    warnings."""
     style = _VERDICT_STYLE[report.verdict]
-    console.print(f"[{style}]{report.verdict.upper()}[/{style}]  p = {_p(report.p_value)}  "
-                  f"(alpha = {report.alpha:g})")
-    console.print(f"[dim]{_VERDICT_MEANING[report.verdict]}[/dim]")
+    console.print(f"[{style}]{report.verdict.upper()}[/{style}]  p = {format_p(report.p_value)}"
+                  f"  (alpha = {report.alpha:g})", highlight=False)
+    console.print(f"[dim]{VERDICT_MEANING[report.verdict]}[/dim]", highlight=False)
     console.print(report.reason, highlight=False)
-    probes = Table(title="probes", title_justify="left")
-    for col in ("probe", "statistic", "null mean", "p-value", "power p", "decisive"):
-        probes.add_column(col, justify="left" if col == "probe" else "right")
+    probes = Table(title="probes", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                   show_edge=False)
+    for col in ("probe", "decisive", "statistic", "null mean", "p-value", "power p"):
+        probes.add_column(col, justify="left" if col in ("probe", "decisive") else "right")
     nulls = []
     for pr in report.probes:
         means = [lv.null_mean for lv in pr.layers if lv.null_mean is not None]
-        probes.add_row(pr.name, f"{pr.statistic:.4f}",
-                       f"{sum(means) / len(means):.4f}" if means else "-", _p(pr.p_value),
-                       _p(pr.power_p_value), "yes" if pr.decisive else "no")
+        probes.add_row(pr.name, "yes" if pr.decisive else "no", f"{pr.statistic:.4f}",
+                       f"{sum(means) / len(means):.4f}" if means else "-", format_p(pr.p_value),
+                       format_p(pr.power_p_value))
         nulls.append((pr.name, pr.null))
     if report.norm_drift is not None:
         nd = report.norm_drift
-        probes.add_row("std-profile r",
+        probes.add_row("std-profile r", "no",
                        "-" if nd.profile_correlation is None else f"{nd.profile_correlation:.3f}",
-                       "-", _p(nd.profile_correlation_p), "-", "no")
+                       "-", format_p(nd.profile_correlation_p), "-")
         nulls.append(("std-profile r", nd.null))
     console.print(probes)
     for name, null in nulls:
         console.print(f"[dim]{name} null: {null}[/dim]", highlight=False)
     if report.layer_map:
-        lm = Table(title="layer map (candidate -> base)", title_justify="left")
-        lm.add_column("candidate layer", justify="right")
-        lm.add_column("base layer", justify="right")
-        lm.add_column("matched similarity", justify="right")
-        for e in report.layer_map:
-            lm.add_row(str(e.candidate_layer), "-" if e.base_layer is None else str(e.base_layer),
-                       "-" if e.similarity is None else f"{e.similarity:.3f}")
-        console.print(lm)
+        console.print(_layer_table(report))
+    if report.moe is not None:
+        moe = report.moe
+        held = sum(e.coverage > 0 for e in moe.experts)
+        console.print(f"experts: {'upcycled' if moe.upcycled else 'not upcycled'} "
+                      f"(p = {format_p(moe.p_value)}); {held}/{len(moe.experts)} experts hold "
+                      "base FFN neurons", highlight=False)
     for w in report.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
+
+
+def _layer_table(report: Report) -> Table:
+    """Candidate layer, its base layer and similarity, and each probe's per-layer p-value."""
+    per_layer = [(pr.name, {lv.layer: lv.p_value for lv in pr.layers if lv.layer >= 0})
+                 for pr in report.probes]
+    per_layer = [(name, values) for name, values in per_layer if values]
+    table = Table(title="layers (candidate -> base)", title_justify="left", box=box.SIMPLE_HEAD,
+                  pad_edge=False)
+    for col in ("layer", "base", "similarity", *(f"p {name}" for name, _ in per_layer)):
+        table.add_column(col, justify="right")
+    for e in report.layer_map:
+        table.add_row(str(e.candidate_layer), "-" if e.base_layer is None else str(e.base_layer),
+                      "-" if e.similarity is None else f"{e.similarity:.3f}",
+                      *(format_p(values.get(e.candidate_layer)) for _, values in per_layer))
+    return table
 
 
 def render_demo(rows: list[DemoRow], console: Console) -> None:
@@ -150,7 +194,7 @@ def render_demo(rows: list[DemoRow], console: Console) -> None:
         style = _VERDICT_STYLE[r.verdict]
         mapped = ",".join("-" if a is None else str(a) for a in r.layer_map)
         table.add_row(r.case.name, r.case.truth, f"[{style}]{r.verdict}[/{style}]",
-                      _p(r.p_value), "[green]ok[/green]" if r.correct else "[red]WRONG[/red]",
+                      format_p(r.p_value), "[green]ok[/green]" if r.correct else "[red]WRONG[/red]",
                       mapped)
     console.print(table)
     for r in rows:
