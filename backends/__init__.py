@@ -12,18 +12,23 @@ import os
 os.environ.setdefault("TORCH_DEVICE_BACKEND_AUTOLOAD", "0")
 
 from backends.base import Backend, BackendStatus  # noqa: E402
+from backends.compute import DTYPE_POLICY, Capabilities, Compute, cpu_compute  # noqa: E402
 from backends.cpu import CPUBackend  # noqa: E402
 from backends.cuda import CUDABackend  # noqa: E402
+from backends.fake_npu import FakeNPUBackend  # noqa: E402
 from backends.npu import NPUBackend  # noqa: E402
 from verifier.errors import BackendError  # noqa: E402
 
 #: every backend, in the order "auto" tries them
-BACKENDS: dict[str, Backend] = {b.name: b for b in (NPUBackend(), CUDABackend(), CPUBackend())}
+BACKENDS: dict[str, Backend] = {
+    b.name: b for b in (NPUBackend(), CUDABackend(), CPUBackend(), FakeNPUBackend())
+}
 ENV_OVERRIDE = "LINEAGE_BACKEND"
 
 
 def statuses() -> list[BackendStatus]:
-    return [b.status() for b in BACKENDS.values()]
+    """The real backends (test doubles such as fake-npu are left out)."""
+    return [b.status() for b in BACKENDS.values() if b.auto]
 
 
 def select(name: str = "auto") -> tuple[Backend, BackendStatus]:
@@ -32,6 +37,8 @@ def select(name: str = "auto") -> tuple[Backend, BackendStatus]:
         name = os.environ.get(ENV_OVERRIDE, "auto")
     if name == "auto":
         for backend in BACKENDS.values():
+            if not backend.auto:
+                continue
             st = backend.status()
             if st.available:
                 return backend, st
@@ -44,4 +51,14 @@ def select(name: str = "auto") -> tuple[Backend, BackendStatus]:
     return backend, st
 
 
-__all__ = ["BACKENDS", "Backend", "BackendStatus", "select", "statuses"]
+__all__ = [
+    "BACKENDS",
+    "DTYPE_POLICY",
+    "Backend",
+    "BackendStatus",
+    "Capabilities",
+    "Compute",
+    "cpu_compute",
+    "select",
+    "statuses",
+]

@@ -7,6 +7,7 @@ import platform
 import torch
 
 from backends.base import Backend, BackendStatus
+from backends.compute import Capabilities
 
 
 class CPUBackend(Backend):
@@ -21,4 +22,8 @@ class CPUBackend(Backend):
             devices=[platform.processor() or platform.machine()],
             versions={"torch": torch.__version__, "threads": str(torch.get_num_threads())},
             distributed=self.distributed,
+            capabilities=self.capabilities(),
         )
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from backends.base import Backend, BackendStatus
+from backends.compute import Capabilities
 
 
 class CUDABackend(Backend):
@@ -41,4 +42,18 @@ class CUDABackend(Backend):
             devices=[torch.cuda.get_device_name(i) for i in range(count)],
             versions=versions,
             distributed=self.distributed,
+            capabilities=self.capabilities(),
         )
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(float64=True, bfloat16=bool(torch.cuda.is_bf16_supported()))
+
+    def prepare(self, index: int = 0) -> None:
+        # TF32 would round every float32 product to a 10-bit mantissa: matched similarities
+        # would move by ~1e-3 and the verdict could differ from the CPU's
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.cuda.set_device(index)  # nccl collectives use the current device
+
+    def synchronize(self, index: int = 0) -> None:
+        torch.cuda.synchronize(index)

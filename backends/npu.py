@@ -15,6 +15,16 @@ from typing import Any
 import torch
 
 from backends.base import Backend, BackendStatus
+from backends.compute import Capabilities
+
+#: ops with no (or no trustworthy) Ascend kernel, computed on the CPU (see NPU notes: svd, eigh
+#: and qr fall back or are float32-only; float64 is missing per op)
+NPU_CPU_OPS = frozenset({"linalg_qr", "linalg_svd", "linalg_eigh"})
+
+
+def npu_capabilities(bfloat16: bool = True) -> Capabilities:
+    """The Ascend capability table (910B and newer have bfloat16; 910A lacks it)."""
+    return Capabilities(float64=False, bfloat16=bfloat16, cpu_ops=NPU_CPU_OPS)
 
 
 class NPUBackend(Backend):
@@ -55,4 +65,27 @@ class NPUBackend(Backend):
             devices=[str(npu.get_device_name(i)) for i in range(count)],
             versions=versions,
             distributed=self.distributed,
+            capabilities=self.capabilities(),
         )
+
+    def capabilities(self) -> Capabilities:
+        npu = getattr(torch, "npu", None)
+        try:
+            bf16 = bool(npu.is_bf16_supported()) if npu is not None else False
+        except (RuntimeError, AttributeError):
+            bf16 = False
+        return npu_capabilities(bfloat16=bf16)
+
+    def prepare(self, index: int = 0) -> None:
+        # HF32 is off by default on Ascend; say so explicitly, as TF32 is turned off on CUDA
+        npu: Any = getattr(torch, "npu", None)
+        matmul = getattr(npu, "matmul", None)
+        if matmul is not None and hasattr(matmul, "allow_hf32"):
+            matmul.allow_hf32 = False
+        if npu is not None:
+            npu.set_device(index)  # hccl collectives use the current device
+
+    def synchronize(self, index: int = 0) -> None:
+        npu: Any = getattr(torch, "npu", None)
+        if npu is not None:
+            npu.synchronize(index)

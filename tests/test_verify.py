@@ -196,14 +196,24 @@ def test_dense_candidates_have_no_moe_section(reports):
 @pytest.mark.parametrize("pair", PAIRS, ids=lambda p: p.name)
 def test_sampled_and_diagonal_paths_reach_the_same_verdicts(zoo, pair, reports, monkeypatch):
     """The reduced work large models get by default (a sample of 48 of the 128 base neurons per
-    layer; layer i against layer i when depths are equal) reaches the exact path's verdict."""
+    layer; layer i against layer i when depths are equal; null draws for 3 spread layers only)
+    reaches the exact path's verdict and layer map."""
     monkeypatch.setattr(verify_module, "FULL_SEARCH_FLOPS", 0.0)
     reduced = verify(zoo[pair.base], zoo[pair.candidate],
-                     VerifyOptions(digest=False, neuron_sample=48))
+                     VerifyOptions(digest=False, neuron_sample=48, null_layers=3))
     exact = reports[(pair.name, "forward")]
     assert reduced.verdict == exact.verdict == pair.truth
     assert reduced.options["neuron_sample"] == 48
+    probes = {p.name: p for p in reduced.probes}
+    assert [lv.layer for lv in probes["neuron_matching"].layers] == verify_module.spread(
+        list(range(len(reduced.layer_map))), 3)
     same_depth = len(reduced.layer_map) == len(exact.layer_map) == 8
     assert reduced.options["layer_search"] == ("diagonal" if same_depth else "full")
     if pair.truth == "derived":
         assert [e.base_layer for e in reduced.layer_map] == [e.base_layer for e in exact.layer_map]
+
+
+def test_spread_picks_evenly_from_first_to_last():
+    assert verify_module.spread([0, 1, 2], 8) == [0, 1, 2]
+    assert verify_module.spread(list(range(32)), 8) == [0, 4, 9, 13, 18, 22, 27, 31]
+    assert verify_module.spread(list(range(10)), 1) == [5]

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import click
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from verifier import __version__
 from verifier.errors import ExitCode, LineageError, UsageError
+from verifier.render import make_console
 
 if TYPE_CHECKING:
     from verifier.signing import PrivateKey
@@ -41,8 +41,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-stdout = Console()
-stderr = Console(stderr=True)
+# Styles only on a terminal; plain text under NO_COLOR (see verifier.render.make_console).
+stdout = make_console()
+stderr = make_console(stderr=True)
 
 
 class OutputFormat(str, Enum):
@@ -72,7 +73,7 @@ def _root(
     _State.verbose = verbose
 
 
-def _progress() -> Progress:
+def _progress(enabled: bool = True) -> Progress:
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -80,6 +81,7 @@ def _progress() -> Progress:
         TimeElapsedColumn(),
         console=stderr,
         transient=True,
+        disable=not enabled,
     )
 
 
@@ -174,6 +176,10 @@ def verify(
         int, typer.Option("--neuron-sample", min=16, help="Base neurons per layer matched "
                           "against every candidate neuron; wider layers are sampled.")
     ] = 512,
+    null_layers: Annotated[
+        int, typer.Option("--null-layers", min=1, help="Candidate layers tested against their "
+                          "own null draws (spread over the depth); the rest are mapped only.")
+    ] = 8,
     full: Annotated[
         bool, typer.Option("--full", help="Compare every base layer with every candidate layer "
                            "even where that is costly (equal-depth large models otherwise "
@@ -189,6 +195,10 @@ def verify(
         typer.Option("--passphrase-env", help="Environment variable holding the --sign-key "
                      "passphrase (else prompted if the key is encrypted)."),
     ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option("--html", help="Also write the report as one self-contained HTML page."),
+    ] = None,
 ) -> int:
     """Verify whether CANDIDATE was derived from BASE; print the verdict and the evidence.
 
@@ -196,6 +206,7 @@ def verify(
     3 inconclusive while --expect was given; 2 usage error; 4 unreadable or invalid input.
     """
     from backends import select
+    from backends.distributed import join_group
     from verifier.architectures import load_role_map
     from verifier.files import write_atomic
     from verifier.probes import ALIASES, PROBES, resolve_probe
@@ -210,35 +221,74 @@ def verify(
         raise UsageError(f"unknown probe(s) {', '.join(unknown)}; choose from "
                          f"{', '.join(PROBES)} (or {', '.join(ALIASES)})")
     chosen = tuple(dict.fromkeys(str(resolve_probe(p)) for p in asked)) if asked else None
-    device, status = select(backend)
+    chosen_backend, status = select(backend)
+    shards = join_group(chosen_backend, status)
     options = VerifyOptions(alpha=alpha, probes=chosen, seed=seed, digest=not no_hash,
-                            full=full, neuron_sample=neuron_sample)
+                            full=full, neuron_sample=neuron_sample, null_layers=null_layers)
     rmap = load_role_map(role_map) if role_map else None
-    with _progress() as progress:
-        task = progress.add_task("verifying", total=None)
+    compute = chosen_backend.compute(shards.local_rank)
+    try:
+        with _progress(enabled=shards.is_main) as progress:
+            task = progress.add_task("verifying", total=None)
 
-        def on_progress(stage: str, done: int, total: int) -> None:
-            progress.update(task, description=stage, completed=done, total=total)
+            def on_progress(stage: str, done: int, total: int) -> None:
+                progress.update(task, description=stage, completed=done, total=total)
 
-        report = run_verify(base, candidate, options, role_maps=(rmap, rmap),
-                            progress=on_progress)
-    if status.name != "cpu":
-        report = report.model_copy(update={"warnings": [
-            *report.warnings,
-            f"backend {status.name} is available, but this version computes every probe on "
-            "the CPU",
-        ]})
-    del device
+            report = run_verify(base, candidate, options, role_maps=(rmap, rmap),
+                                progress=on_progress, compute=compute, shards=shards)
+    finally:
+        shards.close()
+    if not shards.is_main:
+        return 0  # rank 0 writes and prints the report
     text = report.to_json()
+    bundle = None
     if output is not None:
         write_atomic(output, text + "\n")
         if key is not None:
-            _write_signed(output, (text + "\n").encode("utf-8"), key)
+            bundle = _write_signed(output, (text + "\n").encode("utf-8"), key)
+    if html is not None:
+        from verifier.html_report import render_html, signed_by_this_run, write_html
+
+        signature = None if bundle is None else signed_by_this_run(bundle)
+        write_html(html, render_html(report, signature))
     if format is OutputFormat.json:
         sys.stdout.write(text + "\n")
     else:
         render_report(report, stdout)
     return int(expectation_exit_code(report.verdict, expect))
+
+
+@app.command()
+def render(
+    report: Annotated[Path, typer.Argument(help="A report JSON written by `lineage verify`.")],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="The HTML file (default: REPORT with .html)."),
+    ] = None,
+    key: Annotated[
+        Path | None,
+        typer.Option("--key", help="Public key PEM: verify the bundle beside the report "
+                     "(report.json -> report.sigstore.json) and show the result."),
+    ] = None,
+) -> int:
+    """Render a report as one self-contained HTML page (plots inline, nothing loaded).
+
+    Exit codes: 0 written; 4 the report is missing or not a lineage report; 5 --key was given
+    and the bundle beside the report does not verify (the page is written and says so).
+    """
+    from verifier.errors import IntegrityError
+    from verifier.html_report import load_report, render_html, signature_status, write_html
+
+    target = output or report.with_suffix(".html")
+    if target.resolve() == report.resolve():
+        raise UsageError(f"{target}: the HTML would overwrite the report; choose another --output")
+    rep = load_report(report)
+    status = signature_status(report, rep, key)
+    write_html(target, render_html(rep, status))
+    stdout.print(Text(f"wrote {target}"), soft_wrap=True)
+    if status.state == "failed":
+        raise IntegrityError(status.message)
+    return 0
 
 
 @app.command()
@@ -480,7 +530,7 @@ def backends(
 
     items = statuses()
     if format is OutputFormat.json:
-        sys.stdout.write(json.dumps([s.model_dump() for s in items], indent=2) + "\n")
+        sys.stdout.write(json.dumps([s.model_dump(mode="json") for s in items], indent=2) + "\n")
     else:
         render_backends(items, stdout)
 

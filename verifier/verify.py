@@ -21,6 +21,8 @@ import scipy
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from backends.compute import DTYPE_POLICY, Compute
+from backends.distributed import Shards
 from verifier import __version__
 from verifier.architectures import RoleMap
 from verifier.architectures.layout import DOWN, EMBED, UP, K, O, Q, V
@@ -59,6 +61,8 @@ class VerifyOptions(BaseModel):
     full: bool = False
     #: base neurons per layer matched against all candidate neurons (wider layers are sampled)
     neuron_sample: int = Field(neurons.MAX_BASE_NEURONS, ge=16)
+    #: candidate layers that get null draws (and p-values); more are spread evenly over depth
+    null_layers: int = Field(8, ge=1)
 
     def wants(self, probe: str) -> bool:
         return self.probes is None or probe in self.probes
@@ -74,28 +78,30 @@ def _info(model: Model, digest: bool) -> ModelInfo:
     )
 
 
-def _side(model: Model, rows: np.ndarray) -> Side:
-    """The embedding rows of the shared tokens now; FFNs and circuits read layer by layer."""
+def _side(model: Model, rows: np.ndarray, compute: Compute) -> Side:
+    """The embedding rows of the shared tokens now; FFNs and circuits read layer by layer
+    (each moved to the compute device as it is read)."""
     layout = model.layout
     ffn_layers = [i for i in range(layout.num_layers)
                   if {UP, DOWN} <= set(layout.layers[i].roles)]
     attn_layers = [i for i in range(layout.num_layers)
                    if {Q, K, V, O} <= set(layout.layers[i].roles)]
     # one attention form per model: if the first layer's circuits cannot be formed (MLA), none can
-    if attn_layers and heads.load_circuits(model, attn_layers[0]) is None:
+    if attn_layers and heads.load_circuits(model, attn_layers[0], compute) is None:
         attn_layers = []
 
     def ffn(i: int) -> neurons.FFNWeights:
-        loaded = neurons.load_ffn(model, i)
+        loaded = neurons.load_ffn(model, i, compute)
         assert loaded is not None  # the roles were checked above
         return loaded
 
     def circuits(i: int) -> heads.HeadCircuits:
-        loaded = heads.load_circuits(model, i)
+        loaded = heads.load_circuits(model, i, compute)
         assert loaded is not None
         return loaded
 
-    return Side(embed=model.load(layout.globals[EMBED])[torch.as_tensor(rows)].float(),
+    embed = model.load(layout.globals[EMBED])[torch.as_tensor(rows)]
+    return Side(embed=compute.put(embed),
                 ffn=LazyLayers(ffn_layers, ffn), circuits=LazyLayers(attn_layers, circuits))
 
 
@@ -110,8 +116,10 @@ def _layer(j: int, a: int, stat: float, null: list[float], scale: int) -> LayerV
 class _Run:
     """State of one verification (kept out of module globals: no hidden shared state)."""
 
-    def __init__(self, base: Model, cand: Model, opts: VerifyOptions, progress: Progress | None):
+    def __init__(self, base: Model, cand: Model, opts: VerifyOptions, progress: Progress | None,
+                 compute: Compute, shards: Shards):
         self.base, self.cand, self.opts = base, cand, opts
+        self.compute, self.shards = compute, shards
         self.progress: Progress = progress or (lambda stage, done, total: None)
         self.rng = np.random.default_rng(opts.seed)
         self.gen = torch.Generator().manual_seed(opts.seed)
@@ -124,6 +132,7 @@ class _Run:
         self.stat = np.zeros((0, 0))
         self.moe: MoESection | None = None
         self.layer_search = "full"
+        self.null_layers: list[int] = []
 
     def tick(self, key: str, t0: float) -> float:
         now = time.perf_counter()
@@ -146,11 +155,12 @@ class _Run:
                 f"only {ib.size} shared tokens: too few to align {b.hidden_size} hidden coordinates"
             )
             return None
-        return _side(self.base, ib), _side(self.cand, ic)
+        return _side(self.base, ib, self.compute), _side(self.cand, ic, self.compute)
 
     def run(self, base: Side, cand: Side) -> None:
         t0 = time.perf_counter()
-        pairing = Pairing(base, cand, self.rng, self.opts.null_draws, self.opts.neuron_sample)
+        pairing = Pairing(base, cand, self.rng, self.opts.null_draws, self.opts.neuron_sample,
+                          compute=self.compute)
         self.pairing = pairing
         t0 = self.tick("alignment", t0)
         power = self.power(base, pairing.rotations)
@@ -171,7 +181,8 @@ class _Run:
         mapped = {j: a for j, a in enumerate(self.layer_map) if a is not None}
         self.progress("matching experts", 0, 1)
         found = moe.upcycling_probe(self.base, self.cand, pairing, mapped, self.rng,
-                                    self.opts.null_draws, alpha=self.opts.alpha)
+                                    self.opts.null_draws, alpha=self.opts.alpha,
+                                    compute=self.compute, shards=self.shards)
         self.progress("matching experts", 1, 1)
         if found is None:
             self.warnings.append("the base has no FFN to compare the candidate's experts with: "
@@ -207,36 +218,55 @@ class _Run:
         )
 
     def _neurons(self, pairing: Pairing, power: float | None) -> None:
-        """All-pairs neuron statistics, the layer map, and the neuron-matching probe."""
+        """Neuron statistics of the compared layer pairs, the layer map, and the neuron-matching
+        probe. Null draws are computed for at most ``null_layers`` candidate layers, spread over
+        the depth and fixed before any statistic is seen; the others get their observed
+        statistics (for the layer map, scored against the nearest tested layer's null) but no
+        p-value of their own."""
         nb, nc = self.base.layout.num_layers, self.cand.layout.num_layers
         stat = np.full((nb, nc), np.nan)
         z = np.full((nb, nc), -np.inf)
         nulls: dict[int, tuple[int, list[float]]] = {}
         self.layer_search = self._layer_search(pairing)
         full = self.layer_search == "full"
-        for j in range(nc):
-            self.progress("matching neurons", j, nc)
-            compared = list(pairing.base.ffn) if full else [j] if j in pairing.base.ffn else []
-            if j not in pairing.cand.ffn or not compared:
-                continue
-            for a in compared:
-                stat[a, j] = pairing.ffn_stat(a, j)
-            best = int(np.nanargmax(stat[:, j]))
-            null = pairing.ffn_null(best, j)
+        compared = {j: list(pairing.base.ffn) if full else [j] if j in pairing.base.ffn else []
+                    for j in range(nc) if j in pairing.cand.ffn}
+        compared = {j: c for j, c in compared.items() if c}
+        self.null_layers = spread(sorted(compared), self.opts.null_layers)
+        # each rank matches its share of the candidate layers; every rank gets every column
+        local: dict[int, tuple[dict[int, float], list[float] | None]] = {}
+        for k, j in enumerate(self.shards.mine(sorted(compared))):
+            self.progress("matching neurons", k * self.shards.world, len(compared))
+            col = {a: pairing.ffn_stat(a, j) for a in compared[j]}
+            best = max(col, key=lambda a: (col[a], -a))  # the first of equal maxima
+            local[j] = (col, pairing.ffn_null(best, j) if j in self.null_layers else None)
+        for part in self.shards.gather(local):
+            for j, (col, null) in part.items():
+                for a, v in col.items():
+                    stat[a, j] = v
+                if null is not None:
+                    nulls[j] = (int(np.nanargmax(stat[:, j])), null)
+        nulls = dict(sorted(nulls.items()))
+        self.progress("matching neurons", len(compared), len(compared))
+        for j in compared:
+            near = min(nulls, key=lambda t: (abs(t - j), t))
+            null = nulls[near][1]
             mu, sd = float(np.mean(null)), max(float(np.std(null, ddof=1)), 1e-12)
             z[:, j] = np.where(np.isnan(stat[:, j]), -np.inf, (stat[:, j] - mu) / sd)
-            nulls[j] = (best, null)
-        self.progress("matching neurons", nc, nc)
         self.stat, self.layer_map = stat, align_layers(z)
         self.tested_pairs = {j: (self.layer_map[j] if self.layer_map[j] is not None else best)
                              for j, (best, _) in nulls.items()}
         tested = len(pairing.base.ffn) if full else 1
+        # the layer map moved some tested pairs off their best base layer: new null draws
+        moved = [j for j, (best, _) in nulls.items() if self.tested_pairs[j] != best]
+        redrawn: dict[int, list[float]] = {}
+        for part in self.shards.gather({j: pairing.ffn_null(self.tested_pairs[j], j)
+                                        for j in self.shards.mine(moved)}):
+            redrawn.update(part)
         layers = []
-        for j, (best, null) in nulls.items():
+        for j, (_, null) in nulls.items():
             a = self.tested_pairs[j]
-            if a != best:
-                null = pairing.ffn_null(a, j)
-            layers.append(_layer(j, a, float(stat[a, j]), null, tested))
+            layers.append(_layer(j, a, float(stat[a, j]), redrawn.get(j, null), tested))
         if not layers:
             if not self.cand.layout.moe_layers:
                 self.warnings.append("no dense FFN layers to compare: neuron matching did not "
@@ -252,8 +282,8 @@ class _Run:
                       f"tail); Bonferroni over {tested} base layers per candidate layer; layers "
                       "combined by the harmonic mean merged for arbitrary dependence (Vovk-Wang)"),
                 decisive=True, layers=layers, power_p_value=power,
-                details={"layers_compared": len(layers), "base_layers": tested,
-                         "layer_search": self.layer_search,
+                details={"layers_compared": len(compared), "layers_tested": len(layers),
+                         "base_layers": tested, "layer_search": self.layer_search,
                          "sampled_base_neurons": pairing.sample},
             ))
 
@@ -280,11 +310,17 @@ class _Run:
         pairs = [(a, j) for j, a in sorted(chosen.items())
                  if a in pairing.base.circuits and j in pairing.cand.circuits
                  and pairing.base.circuits[a].q.shape == pairing.cand.circuits[j].q.shape]
-        nb = self.base.layout.num_layers
-        layers = []
-        for k, (a, j) in enumerate(pairs):
-            self.progress("matching heads", k, len(pairs))
-            layers.append(_layer(j, a, pairing.head_stat(a, j), pairing.head_null(a, j), nb))
+        if not self.tested_pairs:
+            pairs = [(a, j) for a, j in pairs if j in spread([j for _, j in pairs],
+                                                             self.opts.null_layers)]
+        # the choice of base layer: none in a diagonal search (layer i against layer i)
+        nb = self.base.layout.num_layers if self.layer_search == "full" else 1
+        local = {}
+        for k, (a, j) in enumerate(self.shards.mine(pairs)):
+            self.progress("matching heads", k * self.shards.world, len(pairs))
+            local[j] = _layer(j, a, pairing.head_stat(a, j), pairing.head_null(a, j), nb)
+        found = {j: lv for part in self.shards.gather(local) for j, lv in part.items()}
+        layers = [found[j] for _, j in pairs]
         if not layers:
             return
         self.probes.append(ProbeResult(
@@ -307,7 +343,7 @@ class _Run:
         a = layers[len(layers) // 2]
         fake = fake_derivative(base, [a], self.opts.power_drift, self.rng, self.gen)
         pairing = Pairing(base, fake, self.rng, self.opts.null_draws, self.opts.neuron_sample,
-                          rotations)
+                          rotations, compute=self.compute)
         out = {hidden.NAME: gaussian_tail_p(pairing.embed_stat, pairing.embed_null)[1]}
         if a in base.ffn:
             out[neurons.NAME] = gaussian_tail_p(pairing.ffn_stat(a, a), pairing.ffn_null(a, a))[1]
@@ -323,10 +359,14 @@ class _Run:
             pairs = [(i, i) for i in range(len(sb))]
         r, p = drift.profile_correlation(sb, sc, pairs)
         mapped = {j: a for a, j in pairs}
+        rels: dict[int, dict[str, float]] = {}
+        for part in self.shards.gather({j: self._aligned_drift(mapped[j], j)
+                                        for j in self.shards.mine(sorted(mapped))}):
+            rels.update(part)
         rows: list[drift.DriftLayer] = []
         for j, stats in enumerate(sc):
             a = mapped.get(j)
-            rel = self._aligned_drift(a, j) if a is not None else {}
+            rel = rels.get(j, {})
             for role, st in stats.items():
                 bs = sb[a].get(role) if a is not None else None
                 rows.append(drift.DriftLayer(
@@ -362,6 +402,15 @@ class _Run:
         return out
 
 
+def spread(layers: list[int], n: int) -> list[int]:
+    """At most ``n`` of ``layers``, evenly spread from the first to the last."""
+    if len(layers) <= n:
+        return list(layers)
+    if n == 1:
+        return [layers[len(layers) // 2]]
+    return sorted({layers[round(i * (len(layers) - 1) / (n - 1))] for i in range(n)})
+
+
 def _similarity(stat: np.ndarray, a: int | None, j: int) -> float | None:
     """The neuron-matching similarity of a mapped pair (None where no dense FFN pair exists,
     e.g. a MoE layer mapped by the upcycling probe)."""
@@ -370,12 +419,15 @@ def _similarity(stat: np.ndarray, a: int | None, j: int) -> float | None:
     return float(stat[a, j])
 
 
-def _environment() -> Environment:
+def _environment(compute: Compute, shards: Shards) -> Environment:
+    """Where the numbers were computed, and every op that fell back to the CPU on any rank."""
+    device = platform.processor() or platform.machine() if compute.on_cpu else compute.label
+    fallbacks = sorted({f for part in shards.gather(compute.fallback_list()) for f in part})
     return Environment(
-        backend="cpu", device=platform.processor() or platform.machine(),
-        dtype_policy="similarities and norms in float32; statistics and verdict in float64",
-        versions={"torch": torch.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
-                  "python": platform.python_version()},
+        backend=compute.backend, device=device, dtype_policy=DTYPE_POLICY,
+        versions={**compute.versions, "torch": torch.__version__, "numpy": np.__version__,
+                  "scipy": scipy.__version__, "python": platform.python_version()},
+        fallbacks=fallbacks,
     )
 
 
@@ -386,13 +438,21 @@ def verify(
     *,
     role_maps: tuple[RoleMap | None, RoleMap | None] = (None, None),
     progress: Progress | None = None,
+    compute: Compute | None = None,
+    shards: Shards | None = None,
 ) -> Report:
-    """Verify whether ``candidate`` was derived from ``base``; reads both, writes nothing."""
+    """Verify whether ``candidate`` was derived from ``base``; reads both, writes nothing.
+
+    ``compute``: the device and its fallbacks (the CPU when None). ``shards``: this process's
+    rank in a multi-device run; every rank must call ``verify`` with the same arguments, and
+    every rank returns the same report (timings aside)."""
     opts = options or VerifyOptions()
+    compute = compute or Compute()
+    shards = shards or Shards()
     t_start = time.perf_counter()
     with open_model(base, role_map=role_maps[0]) as mb, \
             open_model(candidate, role_map=role_maps[1]) as mc:
-        run = _Run(mb, mc, opts, progress)
+        run = _Run(mb, mc, opts, progress, compute, shards)
         t0 = time.perf_counter()
         models = Models(base=_info(mb, opts.digest), candidate=_info(mc, opts.digest))
         t0 = run.tick("hashing", t0)
@@ -411,16 +471,19 @@ def verify(
     ]
     verdict, p, reason = decide(probes, opts.alpha)
     run.timings["total"] = round(time.perf_counter() - t_start, 4)
+    if shards.distributed:
+        run.timings["ranks"] = float(shards.world)
+    environment = _environment(compute, shards)
     return Report(
         tool_version=__version__,
         created=datetime.now(timezone.utc),
         verdict=verdict, reason=reason, p_value=p, alpha=opts.alpha,
         probes=probes, layer_map=entries, norm_drift=nd,
         moe=run.moe if opts.wants(moe.NAME) else None,
-        models=models, environment=_environment(),
+        models=models, environment=environment,
         options={"alpha": opts.alpha, "seed": opts.seed, "null_draws": opts.null_draws,
                  "power_drift": opts.power_drift, "full": opts.full,
-                 "neuron_sample": opts.neuron_sample,
+                 "neuron_sample": opts.neuron_sample, "null_layers": opts.null_layers,
                  "layer_search": run.layer_search,
                  "probes": list(opts.probes) if opts.probes else None},
         warnings=run.warnings, timings=run.timings,

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from backends.compute import Compute
 from verifier.architectures.layout import ATTN_NORM, K, O, Q, V
 from verifier.model import Model
 from verifier.probes.hidden_alignment import HiddenAlignment
@@ -63,7 +64,7 @@ class HeadCircuits:
 
     def group_of(self) -> torch.Tensor:
         """The KV group of each query head."""
-        return torch.arange(self.heads) // (self.heads // self.groups)
+        return torch.arange(self.heads, device=self.q.device) // (self.heads // self.groups)
 
     def aligned(self, align: HiddenAlignment) -> HeadCircuits:
         """Candidate circuits in base hidden coordinates (both axes of each circuit relabelled
@@ -78,7 +79,9 @@ class HeadCircuits:
     def select_groups(self, groups: torch.Tensor) -> HeadCircuits:
         """The KV groups ``groups`` with their query heads (a sample of the base's heads)."""
         per = self.heads // self.groups
-        heads = (groups[:, None] * per + torch.arange(per)[None, :]).reshape(-1)
+        groups = groups.to(self.q.device)
+        heads = (groups[:, None] * per + torch.arange(per, device=groups.device)[None, :])
+        heads = heads.reshape(-1)
         return HeadCircuits(q=self.q[heads], k=self.k[groups], o=self.o[heads], v=self.v[groups])
 
     def dense(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,8 +120,10 @@ def head_similarity(b: HeadCircuits, c: HeadCircuits) -> torch.Tensor:
     gb, gc = b.group_of(), c.group_of()
     out = torch.zeros(b.heads, c.heads, dtype=torch.float64)
     for fb, fc in (((b.q, b.k), (c.q, c.k)), ((b.o, b.v), (c.o, c.v))):
-        inner = _circuit_inner(fb[0], fb[1], gb, fc[0], fc[1], gc).double()
-        norms = torch.outer(_self_norms(*fb, gb).double(), _self_norms(*fc, gc).double())
+        # device sums in float32, the ratio in float64 on the CPU (no float64 on some devices)
+        inner = _circuit_inner(fb[0], fb[1], gb, fc[0], fc[1], gc).cpu().double()
+        norms = torch.outer(_self_norms(*fb, gb).cpu().double(),
+                            _self_norms(*fc, gc).cpu().double())
         out += inner / norms.clamp_min(1e-30)
     return out / 2.0
 
@@ -131,15 +136,17 @@ def _heads(model: Model) -> tuple[int, int, int]:
     return heads, kv, head_dim
 
 
-def load_circuits(model: Model, layer: int) -> HeadCircuits | None:
+def load_circuits(model: Model, layer: int, compute: Compute | None = None) -> HeadCircuits | None:
     """Circuits of ``layer``, or None when it has no standard multi-head attention."""
     roles = model.layout.layers[layer].roles
     if not all(r in roles for r in (Q, K, V, O)):
         return None
     heads, kv, hd = _heads(model)
 
+    put = (compute or Compute()).put
+
     def get(role: str) -> torch.Tensor:
-        return model.load(roles[role]).to(torch.float32)
+        return put(model.load(roles[role]))
 
     q, k, v, o = get(Q), get(K), get(V), get(O)
     if q.shape[0] != heads * hd or k.shape[0] != kv * hd:

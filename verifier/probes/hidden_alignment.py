@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from backends.compute import Compute
+
 NAME = "hidden_alignment"
 #: shared tokens used at most (sampled evenly by id): enough for d <= 8192 columns
 MAX_TOKENS = 32768
@@ -65,9 +67,9 @@ class HiddenAlignment:
         return self._take(w, dim=0)
 
     def _take(self, w: torch.Tensor, dim: int) -> torch.Tensor:
-        idx = torch.as_tensor(np.maximum(self.perm, 0))
+        idx = torch.as_tensor(np.maximum(self.perm, 0)).to(w.device)
         out = w.index_select(dim, idx)
-        factor = torch.as_tensor(self.sign * (self.perm >= 0), dtype=out.dtype)
+        factor = torch.as_tensor(self.sign * (self.perm >= 0), dtype=out.dtype).to(w.device)
         shape = [1] * out.dim()
         shape[dim] = -1
         return out * factor.reshape(shape)
@@ -94,7 +96,7 @@ def recover_from_corr(
     corr_t: torch.Tensor, scales: tuple[torch.Tensor, torch.Tensor] | None = None
 ) -> tuple[HiddenAlignment, float]:
     """``recover`` given the ``[d_base, d_cand]`` column correlation matrix."""
-    corr = corr_t.double().numpy()
+    corr = Compute.numpy64(corr_t)
     rows, cols = linear_sum_assignment(np.abs(corr), maximize=True)
     d = corr.shape[0]
     perm = np.full(d, -1)
@@ -105,7 +107,7 @@ def recover_from_corr(
     matched[rows] = np.abs(corr[rows, cols])
     scale = np.ones(d)
     if scales is not None:
-        sb, sc = (s.double().numpy() for s in scales)
+        sb, sc = (Compute.numpy64(s) for s in scales)
         scale[rows] = sc[cols] / np.maximum(sb[rows], 1e-12)
     return HiddenAlignment(perm, sign, scale, matched), float(matched[rows].mean())
 

@@ -84,7 +84,7 @@ tested by the same procedure.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -94,6 +94,8 @@ from scipy import stats as sps
 from scipy.optimize import linear_sum_assignment
 from scipy.special import logsumexp
 
+from backends.compute import Compute
+from backends.distributed import Shards
 from verifier.architectures.layout import DOWN, GATE, UP, RoleRef
 from verifier.model import Model
 from verifier.probes import neuron_matching as neurons
@@ -165,28 +167,33 @@ def concat(ffns: list[neurons.FFNWeights]) -> neurons.FFNWeights:
     )
 
 
-def _expert_ffn(model: Model, roles: Mapping[str, RoleRef]) -> neurons.FFNWeights | None:
+def _expert_ffn(model: Model, roles: Mapping[str, RoleRef],
+                compute: Compute) -> neurons.FFNWeights | None:
     if UP not in roles or DOWN not in roles:
         return None
 
     def get(role: str) -> torch.Tensor:
-        return model.load(roles[role]).to(torch.float32)
+        return compute.put(model.load(roles[role]))
 
     return neurons.FFNWeights(
         gate=get(GATE) if GATE in roles else None, up=get(UP), down=get(DOWN).T.contiguous()
     )
 
 
-def load_moe(model: Model) -> dict[int, MoELayer]:
-    """Every MoE layer's routed and shared experts in float32 (per-expert tensors and fused
-    3-D stacks alike: the layout cuts stacks per expert)."""
+def load_moe(model: Model, compute: Compute | None = None,
+             layers: Collection[int] | None = None) -> dict[int, MoELayer]:
+    """Every MoE layer's (or ``layers``') routed and shared experts in float32 on the compute
+    device (per-expert tensors and fused 3-D stacks alike: the layout cuts stacks per
+    expert)."""
+    compute = compute or Compute()
     out: dict[int, MoELayer] = {}
     for layer in model.layout.layers:
-        if not layer.is_moe:
+        if not layer.is_moe or (layers is not None and layer.index not in layers):
             continue
-        experts = [f for roles in layer.experts if (f := _expert_ffn(model, roles)) is not None]
+        experts = [f for roles in layer.experts
+                   if (f := _expert_ffn(model, roles, compute)) is not None]
         shared = [f for roles in layer.shared_experts
-                  if (f := _expert_ffn(model, roles)) is not None]
+                  if (f := _expert_ffn(model, roles, compute)) is not None]
         if experts:
             out[layer.index] = MoELayer(experts, shared)
     return out
@@ -220,7 +227,7 @@ class Matching:
 
 def _best(b: torch.Tensor, c: torch.Tensor, signed: bool) -> np.ndarray:
     s = b @ c.T
-    return (s if signed else s.abs()).argmax(dim=0).numpy()
+    return (s if signed else s.abs()).argmax(dim=0).cpu().numpy()
 
 
 def match_layer(
@@ -245,7 +252,7 @@ def match_layer(
         if base.gate is not None and sub.gate is not None:
             ok &= u == _best(base.gate, sub.gate, signed=True)
         agree[part], separate[part] = ok, np.where(ok, u, -1)
-        s = neurons.similarity(base, sub).double().numpy().T  # [w, F]
+        s = Compute.numpy64(neurons.similarity(base, sub)).T  # [w, F]
         rows, cols = linear_sum_assignment(s, maximize=True)
         index[start + rows] = cols
         sim[start + rows] = s[rows, cols]
@@ -419,15 +426,18 @@ def analyse(
     alpha: float = DEFAULT_ALPHA,
     *,
     same_depth: bool = True,
+    shards: Shards | None = None,
 ) -> UpcyclingAnalysis | None:
     """Test every candidate MoE layer in ``moe`` against its base layer in ``pools``.
 
     The base layer of candidate layer ``j`` is ``layer_map[j]`` when given, ``j`` when both
     models have the same depth, otherwise the base layer with the most agreeing neurons (ties:
     the higher mean assigned similarity), with a Bonferroni factor for that choice. None when
-    there is nothing to compare.
+    there is nothing to compare. With ``shards``, ``moe`` holds this rank's layers only and the
+    results of all ranks are gathered.
     """
-    if not pools or not moe:
+    shards = shards or Shards()
+    if not pools:
         return None
     results: list[LayerResult] = []
     for j, layer in sorted(moe.items()):
@@ -442,6 +452,8 @@ def analyse(
                                            float(np.nanmean(scored[i].sim))))
             results.append(_test_layer(pairing, pools[a], layer, j, a, len(pools), alpha,
                                        scored[a]))
+    results = sorted((r for part in shards.gather(results) for r in part),
+                     key=lambda r: r.layer)
     if not results:
         return None
     p = harmonic_combine([lr.p_value for lr in results])
@@ -460,11 +472,12 @@ def fake_upcycled(
     ``drift`` on every expert matrix and on the embeddings, and a random signed permutation of
     the hidden space (as ``pairing.fake_derivative``)."""
     d = base.embed.shape[1]
-    pi = torch.as_tensor(rng.permutation(d))
-    sign = torch.as_tensor(rng.choice([-1.0, 1.0], d), dtype=torch.float32)
+    device = base.embed.device
+    pi = torch.as_tensor(rng.permutation(d)).to(device)
+    sign = torch.as_tensor(rng.choice([-1.0, 1.0], d), dtype=torch.float32).to(device)
 
     def hide(w: torch.Tensor) -> torch.Tensor:
-        noise = torch.randn(w.shape, generator=gen, dtype=torch.float32)
+        noise = torch.randn(w.shape, generator=gen, dtype=torch.float32).to(device)
         w = w + noise * (drift * w.norm() / noise.norm().clamp_min(1e-12))
         return (w * sign)[..., pi]
 
@@ -472,7 +485,7 @@ def fake_upcycled(
     order = np.concatenate([rng.permutation(f), rng.permutation(f)])
     units = []
     for part in np.array_split(order, experts):
-        idx = torch.as_tensor(part)
+        idx = torch.as_tensor(part).to(device)
         units.append(neurons.FFNWeights(
             gate=hide(pool.gate[idx]) if pool.gate is not None else None,
             up=hide(pool.up[idx]), down=hide(pool.down[idx]),
@@ -482,7 +495,7 @@ def fake_upcycled(
 
 def power_p(
     base: Side, pools: Mapping[int, neurons.FFNWeights], rng: np.random.Generator, draws: int,
-    drift: float = POWER_DRIFT,
+    drift: float = POWER_DRIFT, compute: Compute | None = None,
 ) -> float | None:
     """p-value of the probe on the base against a fake upcycled copy of a middle layer."""
     if not pools:
@@ -491,7 +504,7 @@ def power_p(
     a = layers[len(layers) // 2]
     gen = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
     fake, layer = fake_upcycled(base, pools[a], drift, rng, gen)
-    pairing = Pairing(base, fake, rng, draws)
+    pairing = Pairing(base, fake, rng, draws, compute=compute)
     return _test_layer(pairing, pools[a], layer, a, a, 1, DEFAULT_ALPHA).p_value
 
 
@@ -508,23 +521,29 @@ def upcycling_probe(
     *,
     alpha: float = DEFAULT_ALPHA,
     power_drift: float = POWER_DRIFT,
+    compute: Compute | None = None,
+    shards: Shards | None = None,
 ) -> tuple[ProbeResult, MoESection] | None:
     """The ``moe_upcycling`` probe and the report's MoE section, or None when the candidate
     has no MoE layer or the base no FFN to compare with.
 
     ``pairing`` is the observed pairing (its base side's dense FFNs are reused; a MoE base's
     experts are read from ``base``); ``layer_map`` maps candidate layers to base layers where
-    known; ``rng`` and ``null_draws`` drive the power check's own pairing.
+    known; ``rng`` and ``null_draws`` drive the power check's own pairing. ``shards``: this
+    rank reads and tests only its share of the candidate's MoE layers.
     """
-    moe = load_moe(cand)
-    if not moe:
+    compute = compute or pairing.compute
+    shards = shards or Shards()
+    if not cand.layout.moe_layers:
         return None
-    pools = base_pools(pairing.base.ffn, load_moe(base) if base.layout.moe_layers else {})
+    moe = load_moe(cand, compute, shards.mine(sorted(cand.layout.moe_layers)))
+    pools = base_pools(pairing.base.ffn,
+                       load_moe(base, compute) if base.layout.moe_layers else {})
     result = analyse(pairing, pools, moe, layer_map, alpha,
-                     same_depth=base.layout.num_layers == cand.layout.num_layers)
+                     same_depth=base.layout.num_layers == cand.layout.num_layers, shards=shards)
     if result is None:
         return None
-    power = power_p(pairing.base, pools, rng, null_draws, power_drift)
+    power = power_p(pairing.base, pools, rng, null_draws, power_drift, compute)
     k = len(pairing.rotations)
     probe = ProbeResult(
         name=NAME, statistic=result.statistic, p_value=result.p_value, decisive=True,

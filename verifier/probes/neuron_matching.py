@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from backends.compute import Compute
 from verifier.architectures.layout import DOWN, GATE, UP
 from verifier.model import Model
 from verifier.probes.hidden_alignment import HiddenAlignment
@@ -65,17 +66,19 @@ class FFNWeights:
         return self._map(lambda w: rotate_cols(w, rot))
 
     def neurons_permuted(self, tau: torch.Tensor) -> FFNWeights:
-        return self._map(lambda w: w[tau])
+        return self._map(lambda w: w[tau.to(w.device)])
 
 
-def load_ffn(model: Model, layer: int) -> FFNWeights | None:
-    """The dense FFN of ``layer`` in float32, or None for MoE or FFN-less layers."""
+def load_ffn(model: Model, layer: int, compute: Compute | None = None) -> FFNWeights | None:
+    """The dense FFN of ``layer`` in float32 on the compute device, or None for MoE or
+    FFN-less layers."""
     roles = model.layout.layers[layer].roles
     if UP not in roles or DOWN not in roles:
         return None
+    put = (compute or Compute()).put
 
     def get(role: str) -> torch.Tensor:
-        return model.load(roles[role]).to(torch.float32)
+        return put(model.load(roles[role]))
 
     gate = get(GATE) if GATE in roles else None
     return FFNWeights(gate=gate, up=get(UP), down=get(DOWN).T.contiguous())
@@ -121,9 +124,10 @@ class NeuronFeatures:
         coordinates nothing matched stay zero. The inverse of ``FFNWeights.aligned``, applied to
         the smaller side."""
         rows = np.flatnonzero(align.perm >= 0)
-        dst = torch.as_tensor(align.perm[rows])
-        src = torch.as_tensor(rows)
-        sign = torch.as_tensor(align.sign[rows], dtype=torch.float32)
+        device = self.up.device
+        dst = torch.as_tensor(align.perm[rows]).to(device)
+        src = torch.as_tensor(rows).to(device)
+        sign = torch.as_tensor(align.sign[rows], dtype=torch.float32).to(device)
 
         def move(w: torch.Tensor) -> torch.Tensor:
             out = w.new_zeros(w.shape[0], dim)
@@ -144,6 +148,6 @@ def similarity(b: NeuronFeatures, c: NeuronFeatures) -> torch.Tensor:
 
 def match(sim: torch.Tensor) -> tuple[float, np.ndarray, np.ndarray]:
     """Hungarian assignment maximising total similarity: ``(mean matched, rows, cols)``."""
-    s = sim.double().numpy()
+    s = Compute.numpy64(sim)
     rows, cols = linear_sum_assignment(s, maximize=True)
     return float(s[rows, cols].mean()), rows, cols

@@ -16,6 +16,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from backends.compute import Compute
 from verifier.probes import head_matching as heads
 from verifier.probes import hidden_alignment as hidden
 from verifier.probes import neuron_matching as neurons
@@ -81,11 +82,14 @@ class Pairing:
 
     def __init__(self, base: Side, cand: Side, rng: np.random.Generator, draws: int,
                  sample: int = neurons.MAX_BASE_NEURONS,
-                 rotations: list[torch.Tensor] | None = None) -> None:
+                 rotations: list[torch.Tensor] | None = None,
+                 compute: Compute | None = None) -> None:
         """``rotations``: reuse another pairing's null rotations of the same base (the power
         check does: its null is the same rotated base, and a Haar draw costs a QR of ``d x d``)
-        instead of drawing ``draws`` new ones."""
+        instead of drawing ``draws`` new ones. ``compute``: where the rotations' QR runs (the
+        sides' tensors are already on its device)."""
         self.base, self.cand = base, cand
+        self.compute = compute or Compute()
         d = base.embed.shape[1]
         ys = hidden.standardise(cand.embed)
         self.align, self.embed_stat = hidden.recover(
@@ -96,7 +100,7 @@ class Pairing:
         self.embed_null: list[float] = []
         rotated = hidden.RotatedCorrelations(base.embed, ys)
         for k in range(draws if rotations is None else len(rotations)):
-            rot = haar_rotation(d, rng) if rotations is None else rotations[k]
+            rot = haar_rotation(d, rng, self.compute) if rotations is None else rotations[k]
             align, stat = hidden.recover_from_corr(rotated(rot))
             self.rotations.append(rot)
             self.null_aligns.append(align)
@@ -194,11 +198,16 @@ def fake_derivative(
     ``drift`` on every matrix, a random signed permutation of the hidden space, and random
     permutations of the FFN neurons (used to check that the probes have power)."""
     d = base.embed.shape[1]
-    pi = torch.as_tensor(rng.permutation(d))
-    sign = torch.as_tensor(rng.choice([-1.0, 1.0], d), dtype=torch.float32)
+    device = base.embed.device
+    pi = torch.as_tensor(rng.permutation(d)).to(device)
+    sign = torch.as_tensor(rng.choice([-1.0, 1.0], d), dtype=torch.float32).to(device)
+
+    def gaussian(shape: torch.Size) -> torch.Tensor:
+        # drawn on the CPU: the same noise whichever device computes
+        return torch.randn(shape, generator=gen, dtype=torch.float32).to(device)
 
     def noisy(w: torch.Tensor) -> torch.Tensor:
-        noise = torch.randn(w.shape, generator=gen, dtype=torch.float32)
+        noise = gaussian(w.shape)
         return w + noise * (drift * w.norm() / noise.norm().clamp_min(1e-12))
 
     def hide(w: torch.Tensor) -> torch.Tensor:  # candidate column c holds base column pi[c]
@@ -209,7 +218,7 @@ def fake_derivative(
     s = ((1.0 + drift**2) ** 0.5 - 1.0) ** 0.5
 
     def hide_factor(m: torch.Tensor) -> torch.Tensor:
-        noise = torch.randn(m.shape, generator=gen, dtype=torch.float32)
+        noise = gaussian(m.shape)
         m = m + noise * (s * m.norm() / noise.norm().clamp_min(1e-12))
         return (m * sign)[..., pi]
 
@@ -217,7 +226,7 @@ def fake_derivative(
     for a in layers:
         if a in base.ffn:
             ffn = base.ffn[a]
-            tau = torch.as_tensor(rng.permutation(ffn.up.shape[0]))
+            tau = torch.as_tensor(rng.permutation(ffn.up.shape[0])).to(device)
             out.ffn[a] = neurons.FFNWeights(
                 gate=hide(ffn.gate)[tau] if ffn.gate is not None else None,
                 up=hide(ffn.up)[tau], down=hide(ffn.down)[tau],

@@ -21,14 +21,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from backends.compute import Compute
 
-def haar_rotation(d: int, rng: np.random.Generator) -> torch.Tensor:
+
+def haar_rotation(d: int, rng: np.random.Generator, compute: Compute | None = None) -> torch.Tensor:
     """A Haar-distributed ``d x d`` orthogonal matrix (QR of a Gaussian, signs fixed;
     Mezzadri 2007). The QR runs in float32: the rotation is used in float32 anyway, its
     orthogonality error (~1e-6) is far below every statistic's resolution, and at d = 4096 the
-    float64 QR of 25 draws alone took over a minute."""
+    float64 QR of 25 draws alone took over a minute. The Gaussian is drawn on the CPU from
+    ``rng`` (the same draws on every device); the QR runs where ``compute`` says."""
     g = torch.as_tensor(rng.standard_normal((d, d)), dtype=torch.float32)
-    q, r = torch.linalg.qr(g)
+    q, r = (compute or Compute()).qr(g)
     return q * torch.sign(torch.diagonal(r)).unsqueeze(0)
 
 

@@ -1,0 +1,63 @@
+"""The same probes on every backend reach the same verdict (``tests/parity.py`` states the
+tolerances): fake-npu (the CPU under the Ascend capability table, so every fallback path runs
+here) always; cuda and npu where such a device is present."""
+
+from __future__ import annotations
+
+import pytest
+from parity import differences
+
+import backends
+from backends.distributed import Shards
+from verifier.verify import VerifyOptions, verify
+from verifier.zoo.pairs import MOE_PAIRS, PAIRS
+
+OPTS = VerifyOptions(digest=False)
+ALL_PAIRS = [*PAIRS, *MOE_PAIRS]
+
+
+def _available(name: str) -> bool:
+    return backends.BACKENDS[name].status().available
+
+
+BACKEND_PARAMS = [
+    pytest.param("fake-npu"),
+    pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
+        not _available("cuda"), reason="no CUDA device here")]),
+    pytest.param("npu", marks=[pytest.mark.npu, pytest.mark.skipif(
+        not _available("npu"), reason="no Ascend NPU here (torch_npu absent or unusable)")]),
+]
+
+
+@pytest.fixture(scope="module")
+def cpu_reports(zoo):
+    return {p.name: verify(zoo[p.base], zoo[p.candidate], OPTS) for p in ALL_PAIRS}
+
+
+@pytest.mark.parametrize("name", BACKEND_PARAMS)
+def test_every_pair_gets_the_cpu_verdict_and_statistics(name, zoo, cpu_reports):
+    backend, _ = backends.select(name)
+    failures = {}
+    for pair in ALL_PAIRS:
+        compute = backend.compute()
+        report = verify(zoo[pair.base], zoo[pair.candidate], OPTS, compute=compute,
+                        shards=Shards())
+        assert report.environment.backend == name
+        diff = differences(cpu_reports[pair.name], report, exact=compute.on_cpu)
+        if diff:
+            failures[pair.name] = diff
+        assert report.verdict == pair.truth, (pair.name, report.reason)
+    assert not failures, failures
+
+
+def test_fake_npu_reports_the_ops_it_ran_on_the_cpu(zoo):
+    backend, _ = backends.select("fake-npu")
+    report = verify(zoo["llama"], zoo["llama_permuted"], OPTS, compute=backend.compute())
+    assert report.environment.backend == "fake-npu"
+    assert any(f.startswith("linalg_qr:") for f in report.environment.fallbacks)
+
+
+def test_the_cpu_reports_no_fallbacks(zoo, cpu_reports):
+    report = cpu_reports["permuted_then_trained"]
+    assert report.environment.backend == "cpu"
+    assert report.environment.fallbacks == []

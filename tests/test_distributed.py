@@ -1,0 +1,79 @@
+"""Layers sharded over two gloo ranks give the single-process report (timings aside), for the
+whole test-model set, and the CLI launched by torchrun writes one report from rank 0."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from backends.distributed import Shards
+from verifier.report import Report
+from verifier.zoo.pairs import MOE_PAIRS, PAIRS
+
+ROOT = Path(__file__).resolve().parents[1]
+ALL_PAIRS = [*PAIRS, *MOE_PAIRS]
+#: fields allowed to differ between world sizes
+VOLATILE = {"created", "timings"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _torchrun(args: list[str], ranks: int = 2) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={ranks}",
+           "--master-addr=127.0.0.1", f"--master-port={_free_port()}", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1500,
+                          cwd=ROOT)
+
+
+def test_shards_deal_layers_round_robin_and_cover_them_once():
+    layers = list(range(7))
+    parts = [Shards(rank=r, world=3).mine(layers) for r in range(3)]
+    assert parts == [[0, 3, 6], [1, 4], [2, 5]]
+    assert sorted(x for p in parts for x in p) == layers
+    assert Shards().mine(layers) == layers
+    assert Shards().gather("x") == ["x"]
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_give_the_single_process_report_for_every_pair(zoo, zoo_root, tmp_path):
+    for pair in ALL_PAIRS:  # build every model first, outside the ranks
+        zoo[pair.base], zoo[pair.candidate]
+    # both runs in the same environment (one BLAS thread per process: the thread count
+    # changes float32 summation order, which is not what this test is about)
+    for ranks in (1, 2):
+        done = _torchrun([str(ROOT / "tests" / "dist_verify.py"), str(zoo_root),
+                          str(tmp_path / str(ranks)), *[p.name for p in ALL_PAIRS]], ranks)
+        assert done.returncode == 0, done.stderr[-4000:]
+    for pair in ALL_PAIRS:
+        single = Report.from_json((tmp_path / "1" / f"{pair.name}.json").read_text())
+        sharded = Report.from_json((tmp_path / "2" / f"{pair.name}.json").read_text())
+        assert "ranks" not in single.timings
+        assert sharded.timings.get("ranks") == 2.0
+        assert sharded.verdict == pair.truth
+        assert sharded.model_dump(exclude=VOLATILE) == single.model_dump(exclude=VOLATILE), \
+            pair.name
+
+
+@pytest.mark.slow
+def test_torchrun_cli_writes_one_report_from_rank_zero(zoo, tmp_path):
+    out = tmp_path / "report.json"
+    done = _torchrun(["-m", "verifier", "verify", str(zoo["llama"]), str(zoo["llama_pruned"]),
+                      "--backend", "cpu", "--no-hash", "--format", "json", "--output", str(out),
+                      "--expect", "derived"])
+    assert done.returncode == 0, done.stderr[-4000:]
+    # one rank printed the report: exactly one JSON document on stdout
+    printed = json.loads(done.stdout)
+    written = json.loads(out.read_text())
+    assert printed["verdict"] == written["verdict"] == "derived"
+    assert written["timings"]["ranks"] == 2.0
