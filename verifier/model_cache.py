@@ -1,0 +1,179 @@
+"""Per-model results reused across verifications: file digests and per-layer norm statistics.
+
+Verifying N bases against M candidates pairs every base with every candidate, but two parts of a
+verification depend on one model only: the sha256 of each of its files (a whole read of the
+model) and its per-layer weight statistics (``norm_drift.layer_stats``, a read of every dense
+tensor). A ``ModelCache`` computes each once per model, so N x M verifications read each model
+for these N + M times, not N x M.
+
+Entries are keyed by what determines them: a file digest by the file's resolved path, size and
+modification time (nanoseconds), so an edited or replaced file is rehashed; layer statistics by
+the fingerprints of all the model's files plus its layout (which tensor plays which role, as the
+architecture adapter or a role map decided). The cache lives in memory and, given a folder, also
+as one small JSON file per entry, written atomically, so later runs reuse it. A corrupt or
+foreign entry is ignored and recomputed, never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from verifier.files import FileRecord, sha256_file, write_atomic
+from verifier.model import Model
+from verifier.probes.norm_drift import RoleStats
+
+#: bumped when the meaning of an entry changes, so old cache folders are not misread
+CACHE_FORMAT = 1
+LayerStats = list[dict[str, RoleStats]]
+
+
+@dataclass
+class CacheCounts:
+    """What the cache did: digests and statistics computed versus reused, and bytes hashed."""
+
+    files_hashed: int = 0
+    bytes_hashed: int = 0
+    file_hits: int = 0
+    stats_computed: int = 0
+    stats_hits: int = 0
+
+
+@dataclass(frozen=True)
+class FileKey:
+    """A file's identity for caching: resolved path, size and modification time."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: Path) -> FileKey:
+        from verifier.errors import InputError
+
+        try:
+            st = path.stat()
+        except OSError as exc:
+            raise InputError(f"{path}: cannot stat: {exc.strerror or exc}") from exc
+        return cls(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+    def digest(self) -> str:
+        return _hash(["file", CACHE_FORMAT, self.path, self.size, self.mtime_ns])
+
+
+def _hash(parts: Iterable[object]) -> str:
+    return hashlib.sha256(json.dumps(list(parts), default=str).encode("utf-8")).hexdigest()
+
+
+class ModelCache:
+    """File digests and layer statistics per model, in memory and optionally in ``directory``."""
+
+    def __init__(self, directory: Path | None = None) -> None:
+        self.directory = directory
+        self.counts = CacheCounts()
+        self._sha: dict[FileKey, str] = {}
+        self._stats: dict[str, LayerStats] = {}
+
+    # --- file digests --------------------------------------------------------------------------
+
+    def sha256(self, path: Path) -> str:
+        """The sha256 of ``path``, hashed only if this (path, size, mtime) was never hashed."""
+        key = FileKey.of(path)
+        cached = self._sha.get(key)
+        if cached is None:
+            cached = self._load_sha(key)
+        if cached is not None:
+            self.counts.file_hits += 1
+            self._sha[key] = cached
+            return cached
+        digest = sha256_file(path)
+        self.counts.files_hashed += 1
+        self.counts.bytes_hashed += key.size
+        self._sha[key] = digest
+        self._store(f"files/{key.digest()}.json", {"format": CACHE_FORMAT, "key": key.__dict__,
+                                                   "sha256": digest})
+        return digest
+
+    def describe_files(self, root: Path, files: Iterable[Path], *,
+                       digest: bool = True) -> list[FileRecord]:
+        """``verifier.files.describe_files`` with cached digests: same records, same order."""
+        records = []
+        for path in files:
+            try:
+                rel = path.relative_to(root).as_posix()
+            except ValueError:
+                rel = path.name
+            size = FileKey.of(path).size
+            records.append(FileRecord(path=rel, sha256=self.sha256(path) if digest else "",
+                                      size=size))
+        return sorted(records, key=lambda r: r.path)
+
+    # --- layer statistics ------------------------------------------------------------------------
+
+    def model_key(self, model: Model) -> str:
+        """Fingerprint of what a model's layer statistics depend on: every file's identity and
+        the layout's role assignment."""
+        files = sorted((FileKey.of(p) for p in model.reader.files), key=lambda k: k.path)
+        layout = [sorted((role, repr(ref)) for role, ref in layer.roles.items())
+                  for layer in model.layout.layers]
+        return _hash(["stats", CACHE_FORMAT, [k.__dict__ for k in files], layout])
+
+    def layer_stats(self, model: Model, compute: Callable[[], LayerStats]) -> LayerStats:
+        """The model's per-layer role statistics; ``compute()`` runs only on a miss."""
+        key = self.model_key(model)
+        cached = self._stats.get(key)
+        if cached is None:
+            cached = self._load_stats(key)
+        if cached is not None:
+            self.counts.stats_hits += 1
+            self._stats[key] = cached
+            return cached
+        stats = compute()
+        self.counts.stats_computed += 1
+        self._stats[key] = stats
+        self._store(f"stats/{key}.json", {
+            "format": CACHE_FORMAT, "key": key,
+            "layers": [{role: s.model_dump() for role, s in layer.items()} for layer in stats],
+        })
+        return stats
+
+    # --- persistence -------------------------------------------------------------------------------
+
+    def _store(self, name: str, entry: dict[str, object]) -> None:
+        if self.directory is not None:
+            write_atomic(self.directory / name, json.dumps(entry, sort_keys=True))
+
+    def _read(self, name: str) -> dict[str, object] | None:
+        if self.directory is None:
+            return None
+        try:
+            entry = json.loads((self.directory / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return entry if isinstance(entry, dict) and entry.get("format") == CACHE_FORMAT else None
+
+    def _load_sha(self, key: FileKey) -> str | None:
+        entry = self._read(f"files/{key.digest()}.json")
+        if entry is None or entry.get("key") != key.__dict__:
+            return None
+        sha = entry.get("sha256")
+        ok = isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)
+        return sha if ok else None
+
+    def _load_stats(self, key: str) -> LayerStats | None:
+        entry = self._read(f"stats/{key}.json")
+        if entry is None or entry.get("key") != key or not isinstance(entry.get("layers"), list):
+            return None
+        try:
+            return [{role: RoleStats.model_validate(s) for role, s in layer.items()}
+                    for layer in entry["layers"]]
+        except (ValidationError, AttributeError, TypeError):
+            return None
+
+
+__all__ = ["CACHE_FORMAT", "CacheCounts", "FileKey", "LayerStats", "ModelCache"]
