@@ -116,3 +116,25 @@ def test_model_key_is_stable_and_tells_copies_apart(tmp_path):
     with open_model(a) as ma, open_model(b) as mb:
         assert cache.model_key(ma) != cache.model_key(mb)
         assert cache.model_key(ma) == ModelCache().model_key(ma)
+
+
+def test_verify_with_a_cache_reads_each_model_once_and_reports_the_same(tmp_path):
+    """A 2 x 2 matrix hashes 4 models once each (not 8 times) and gives the uncached reports."""
+    from verifier.verify import VerifyOptions, verify
+
+    bases = [write_llama_folder(tmp_path / f"b{i}", {k: v * (1 + i / 10) for k, v in
+                                                     llama_tensors().items()}) for i in range(2)]
+    cands = [write_llama_folder(tmp_path / f"c{i}", {k: v + 0.01 * i for k, v in
+                                                     llama_tensors().items()}) for i in range(2)]
+    opts = VerifyOptions(null_draws=8, null_layers=1, probes=("hidden_alignment", "norm_drift"))
+    cache = ModelCache()
+    volatile = {"created", "timings"}
+    for b in bases:
+        for c in cands:
+            cached = verify(b, c, opts, cache=cache)
+            assert cached.model_dump(exclude=volatile) == verify(b, c, opts).model_dump(
+                exclude=volatile)
+    assert cache.counts.files_hashed == 4
+    assert cache.counts.file_hits == 4
+    assert cache.counts.stats_computed == 4
+    assert cache.counts.stats_hits == 4
