@@ -48,8 +48,12 @@ def sample():
         peak[0] = max(peak[0], rss_anon())
         time.sleep(0.01)
 
-what, args = sys.argv[1], sys.argv[2:]
+what, backend_name, args = sys.argv[1], sys.argv[2], sys.argv[3:]
 import verifier.verify  # noqa: F401  (the interpreter with lineage imported is the baseline)
+import backends
+backend, _ = backends.select(backend_name)
+compute = backend.compute()
+compute.put(__import__("torch").zeros(1))  # start the device before the clock does
 base_rss = rss_anon()
 threading.Thread(target=sample, daemon=True).start()
 t0 = time.perf_counter()
@@ -63,11 +67,16 @@ if what == "read":
                     pass
 elif what == "verify":
     from verifier.verify import VerifyOptions, verify
-    report = verify(args[0], args[1], VerifyOptions(digest=False))
-    out = {"verdict": report.verdict, "p": report.p_value, "timings": report.timings,
+    report = verify(args[0], args[1], VerifyOptions(digest=False), compute=compute)
+    compute.synchronize()
+    out = {"backend": report.environment.backend, "device": report.environment.device,
+           "fallbacks": report.environment.fallbacks, "verdict": report.verdict, "p": report.p_value, "timings": report.timings,
            "probes": {p.name: p.p_value for p in report.probes},
            "upcycled": None if report.moe is None else report.moe.upcycled}
 seconds = time.perf_counter() - t0
+if what == "verify" and compute.device.type == "cuda":
+    import torch
+    out["device_peak"] = torch.cuda.max_memory_allocated()
 stop.set()
 peak[0] = max(peak[0], rss_anon())
 print(json.dumps(out | {"seconds": seconds, "base_rss": base_rss, "peak_rss": peak[0]}))
@@ -181,10 +190,10 @@ def build(folder: Path, shape: dict[str, int], seed: int, derive_from: Path | No
     return largest
 
 
-def measure(what: str, *paths: Path) -> dict:
+def measure(what: str, backend: str, *paths: Path) -> dict:
     out = subprocess.run(
-        [sys.executable, "-c", MEASURE, what, *map(str, paths)], check=True, capture_output=True,
-        text=True,
+        [sys.executable, "-c", MEASURE, what, backend, *map(str, paths)], check=True,
+        capture_output=True, text=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -205,6 +214,8 @@ def main() -> None:
                         "upcycled, moe-independent")
     parser.add_argument("--experts", type=int, default=64,
                         help="experts per layer of the MoE candidates")
+    parser.add_argument("--backend", default="cpu",
+                        help="where verify computes: cpu, cuda, npu, fake-npu or auto")
     args = parser.parse_args()
     shape = {"hidden": args.hidden, "ffn": args.ffn, "heads": args.heads,
              "kv_heads": args.kv_heads, "vocab": args.vocab, "layers": args.layers}
@@ -225,9 +236,9 @@ def main() -> None:
                       args.drift, args.experts if "upcycled" in name or "moe" in name else 0)
         runs = {}
         for name, cand in cands.items():
-            measure("read", base, cand)  # warm the page cache
-            read = measure("read", base, cand)
-            runs[name] = measure("verify", base, cand) | {"read": read["seconds"]}
+            measure("read", "cpu", base, cand)  # warm the page cache
+            read = measure("read", "cpu", base, cand)
+            runs[name] = measure("verify", args.backend, base, cand) | {"read": read["seconds"]}
     mib = 1 << 20
     total = sum(f.stat().st_size for f in base.glob("*.safetensors")) if args.keep else None
     print(f"shape: {json.dumps(shape)}; largest layer {largest / mib:.0f} MiB"
@@ -242,6 +253,11 @@ def main() -> None:
               f"peak RssAnon net {(r['peak_rss'] - r['base_rss']) / mib:.0f} MiB = "
               f"{net:.2f}x the largest layer (interpreter {r['base_rss'] / mib:.0f} MiB)")
         print("  phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in r["timings"].items()))
+        device = f"{r['backend']} ({r['device']})"
+        if "device_peak" in r:
+            device += (f"; peak device memory {r['device_peak'] / mib:.0f} MiB = "
+                       f"{r['device_peak'] / largest:.2f}x the largest layer")
+        print(f"  computed on {device}; CPU fallbacks: {', '.join(r['fallbacks']) or 'none'}")
 
 
 def _largest(folder: Path) -> int:
