@@ -250,7 +250,7 @@ def evidence_figure(report: Report) -> Figure | None:
             series.append((probe.name, pts))
     if not series:
         return None
-    fig = _figure(8.5, 3.6)
+    fig = _figure(9.0, 3.8)
     ax = fig.add_subplot()
     for k, (name, pts) in enumerate(series):
         xs = [x for x, _ in pts]
@@ -494,14 +494,26 @@ def _num(value: float | None, fmt: str = ".4f") -> str:
     return "-" if value is None else format(value, fmt)
 
 
-def _table(head: Sequence[str], rows: Iterable[Sequence[object]], cls: str = "") -> str:
+def _table(head: Sequence[str], rows: Iterable[Sequence[object]], cls: str = "",
+           numeric: Sequence[int] = ()) -> str:
+    """An escaped table; ``numeric`` columns are right-aligned and never wrapped."""
+    def cell(tag: str, k: int, value: object) -> str:
+        attr = ' class="num"' if k in numeric else ""
+        return f"<{tag}{attr}>{_e(value)}</{tag}>"
+
     out = [f'<table class="{_e(cls)}"><thead><tr>']
-    out += [f"<th>{_e(h)}</th>" for h in head]
+    out += [cell("th", k, h) for k, h in enumerate(head)]
     out.append("</tr></thead><tbody>")
     for row in rows:
-        out.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>")
+        out.append("<tr>" + "".join(cell("td", k, c) for k, c in enumerate(row)) + "</tr>")
     out.append("</tbody></table>")
     return "".join(out)
+
+
+def _kv(rows: Iterable[tuple[str, object]]) -> str:
+    """A two-column key/value table without a header row."""
+    body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
+    return f'<table class="kv"><tbody>{body}</tbody></table>'
 
 
 def _figure_html(fig_id: str, fig: Figure, caption: str, *, wide: bool = True) -> str:
@@ -531,7 +543,7 @@ border-bottom:1px solid #ddd;padding-bottom:.2rem}
 .verdict .word{font-size:1.6rem;font-weight:700;color:var(--c);letter-spacing:.04em}
 table{border-collapse:collapse;margin:.6rem 0;font-size:.9rem}
 th,td{border:1px solid #d6d6d6;padding:.25rem .5rem;text-align:left;vertical-align:top}
-th{background:#f0f0f0}td.num,th.num{text-align:right}
+th{background:#f0f0f0}table.kv th{white-space:nowrap;font-weight:600}td.num,th.num{text-align:right;white-space:nowrap}
 code,.mono{font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:.85rem;
 word-break:break-all}
 figure{margin:1rem 0}figure svg{max-width:100%;height:auto}figure.wide svg{width:100%}
@@ -562,7 +574,8 @@ def _probes_html(report: Report) -> str:
                      _num(nd.profile_correlation, ".3f"), format_p(nd.profile_correlation_p),
                      "-", nd.null))
     table = _table(("probe", "decisive", "statistic", "p-value", "power p-value",
-                    "null (what the p-value is measured against)"), rows, "probes")
+                    "null (what the p-value is measured against)"), rows, "probes",
+                   numeric=(2, 3, 4))
     return (f'<section id="probes"><h2>Probes</h2>{table}<p class="note">The power p-value is '
             "the same probe run on the base against a noisy, permuted copy of itself: below "
             "alpha, the probe could see a derivation of that kind. Only decisive probes enter "
@@ -574,8 +587,8 @@ def _layers_html(report: Report) -> str:
     probe = _layer_probe(report)
     caption = ("Rows: base layers; columns: candidate layers. Coloured cells: the z-score of "
                f"{probe.name if probe else 'a per-layer probe'} for the pairs the report holds "
-               "(grey: not stored in the report). Red path: the layer map; numbers: matched "
-               "neuron similarity of each mapped pair.")
+               "(grey: not stored in the report). Red path: the layer map; numbers, where the "
+               "pair has dense FFNs: its matched neuron similarity.")
     if not report.layer_map and probe is None:
         parts.append('<p class="note">No layer map: the models could not be aligned layer by '
                      "layer (see the warnings).</p>")
@@ -585,12 +598,12 @@ def _layers_html(report: Report) -> str:
         parts.append(_figure_html(
             "fig-layer-evidence", evidence,
             "Per candidate layer, -log10 of each probe's layer p-value (higher: stronger "
-            "evidence of shared weights); the dashed line is alpha."))
+            "evidence of shared weights); the dashed line is alpha.", wide=False))
     if report.layer_map:
         parts.append("<details><summary>layer map as a table</summary>")
         parts.append(_table(("candidate layer", "base layer", "matched similarity"), (
             (e.candidate_layer, "-" if e.base_layer is None else e.base_layer,
-             _num(e.similarity, ".3f")) for e in report.layer_map)))
+             _num(e.similarity, ".3f")) for e in report.layer_map), numeric=(0, 1, 2)))
         parts.append("</details>")
     parts.append("</section>")
     return "".join(parts)
@@ -663,7 +676,7 @@ def _moe_html(report: Report) -> str:
         (e.layer, e.expert, "-" if e.base_layer is None else e.base_layer,
          f"{e.coverage:.2f}", f"{e.similarity:.3f}",
          f"{sum(n >= 0 for n in e.base_neurons)}/{len(e.base_neurons)}")
-        for e in moe.experts)))
+        for e in moe.experts), numeric=(0, 1, 2, 3, 4, 5)))
     parts.append("</details></section>")
     return "".join(parts)
 
@@ -674,10 +687,9 @@ def _models_html(report: Report) -> str:
         shape = (f"{info.num_layers} layers, hidden {info.hidden_size}, vocab {info.vocab_size}"
                  + (f", {info.num_experts} experts" if info.num_experts else ""))
         parts.append(f'<div class="model" id="model-{side}"><h3>{_e(side)}</h3>')
-        parts.append(_table(("", ""), (("path", info.path), ("format", info.format),
-                                       ("architecture", f"{info.architecture} "
-                                        f"(model_type {info.model_type})"),
-                                       ("shape", shape)), "kv"))
+        parts.append(_kv((("path", info.path), ("format", info.format),
+                          ("architecture", f"{info.architecture} (model_type {info.model_type})"),
+                          ("shape", shape))))
         parts.append('<table class="files"><thead><tr><th>file</th><th class="num">size</th>'
                      "<th>sha256</th></tr></thead><tbody>")
         for f in info.files:
@@ -709,7 +721,7 @@ def _provenance_html(report: Report) -> str:
     rows += [(f"option {k}", "-" if v is None else v) for k, v in sorted(report.options.items())]
     if report.timings:
         rows.append(("timings", ", ".join(f"{k} {v:.2f} s" for k, v in report.timings.items())))
-    return (f'<section id="provenance"><h2>Run</h2>{_table(("", ""), rows, "kv")}</section>')
+    return f'<section id="provenance"><h2>Run</h2>{_kv(rows)}</section>'
 
 
 def render_html(report: Report, signature: SignatureStatus | None = None) -> str:
