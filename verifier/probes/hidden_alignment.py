@@ -93,10 +93,11 @@ def recover(
 
 
 def recover_from_corr(
-    corr_t: torch.Tensor, scales: tuple[torch.Tensor, torch.Tensor] | None = None
+    corr_t: torch.Tensor | np.ndarray, scales: tuple[torch.Tensor, torch.Tensor] | None = None
 ) -> tuple[HiddenAlignment, float]:
-    """``recover`` given the ``[d_base, d_cand]`` column correlation matrix."""
-    corr = Compute.numpy64(corr_t)
+    """``recover`` given the ``[d_base, d_cand]`` column correlation matrix (a device tensor,
+    or already on the host as float64)."""
+    corr = corr_t if isinstance(corr_t, np.ndarray) else Compute.numpy64(corr_t)
     rows, cols = linear_sum_assignment(np.abs(corr), maximize=True)
     d = corr.shape[0]
     perm = np.full(d, -1)

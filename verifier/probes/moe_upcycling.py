@@ -84,7 +84,7 @@ tested by the same procedure.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -98,6 +98,7 @@ from backends.compute import Compute
 from backends.distributed import Shards
 from verifier.architectures.layout import DOWN, GATE, UP, RoleRef
 from verifier.model import Model
+from verifier.parallel import ordered_map
 from verifier.probes import neuron_matching as neurons
 from verifier.probes.base import LayerValue, ProbeResult
 from verifier.probes.hidden_alignment import HiddenAlignment
@@ -240,23 +241,32 @@ def match_layer(
     agree, separate = np.zeros(n, dtype=bool), np.full(n, -1, dtype=np.int64)
     # gate: plain cos; up/down: |cos| under SwiGLU's sign/scale freedom, plain cos without it
     gated = base.gate is not None and cand.gate is not None
-    start = 0
-    for w in widths:
-        part = slice(start, start + w)
-        sub = neurons.NeuronFeatures(
-            gate=cand.gate[part] if cand.gate is not None else None,
-            up=cand.up[part], down=cand.down[part],
-        )
-        u = _best(base.up, sub.up, signed=not gated)
-        ok = u == _best(base.down, sub.down, signed=not gated)
-        if base.gate is not None and sub.gate is not None:
-            ok &= u == _best(base.gate, sub.gate, signed=True)
-        agree[part], separate[part] = ok, np.where(ok, u, -1)
-        s = Compute.numpy64(neurons.similarity(base, sub)).T  # [w, F]
+
+    def experts() -> Iterator[tuple[int, np.ndarray]]:
+        # device work here, in the calling thread; the assignments run side by side
+        start = 0
+        for w in widths:
+            part = slice(start, start + w)
+            sub = neurons.NeuronFeatures(
+                gate=cand.gate[part] if cand.gate is not None else None,
+                up=cand.up[part], down=cand.down[part],
+            )
+            u = _best(base.up, sub.up, signed=not gated)
+            ok = u == _best(base.down, sub.down, signed=not gated)
+            if base.gate is not None and sub.gate is not None:
+                ok &= u == _best(base.gate, sub.gate, signed=True)
+            agree[part], separate[part] = ok, np.where(ok, u, -1)
+            yield start, Compute.numpy64(neurons.similarity(base, sub)).T  # [w, F]
+            start += w
+
+    def assign(item: tuple[int, np.ndarray]) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        start, s = item
         rows, cols = linear_sum_assignment(s, maximize=True)
+        return start, rows, cols, s[rows, cols]
+
+    for start, rows, cols, values in ordered_map(assign, experts()):
         index[start + rows] = cols
-        sim[start + rows] = s[rows, cols]
-        start += w
+        sim[start + rows] = values
     return Matching(index, sim, agree, separate)
 
 

@@ -146,8 +146,8 @@ def similarity(b: NeuronFeatures, c: NeuronFeatures) -> torch.Tensor:
     return ud / 2.0
 
 
-def match(sim: torch.Tensor) -> tuple[float, np.ndarray, np.ndarray]:
+def match(sim: torch.Tensor | np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     """Hungarian assignment maximising total similarity: ``(mean matched, rows, cols)``."""
-    s = Compute.numpy64(sim)
+    s = sim if isinstance(sim, np.ndarray) else Compute.numpy64(sim)
     rows, cols = linear_sum_assignment(s, maximize=True)
     return float(s[rows, cols].mean()), rows, cols

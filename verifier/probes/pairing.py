@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from backends.compute import Compute
+from verifier.parallel import ordered_map
 from verifier.probes import head_matching as heads
 from verifier.probes import hidden_alignment as hidden
 from verifier.probes import neuron_matching as neurons
@@ -95,14 +96,16 @@ class Pairing:
         self.align, self.embed_stat = hidden.recover(
             hidden.standardise(base.embed), ys, (base.embed.std(dim=0), cand.embed.std(dim=0))
         )
-        self.rotations: list[torch.Tensor] = []
         self.null_aligns: list[hidden.HiddenAlignment] = []
         self.embed_null: list[float] = []
         rotated = hidden.RotatedCorrelations(base.embed, ys)
-        for k in range(draws if rotations is None else len(rotations)):
-            rot = haar_rotation(d, rng, self.compute) if rotations is None else rotations[k]
-            align, stat = hidden.recover_from_corr(rotated(rot))
-            self.rotations.append(rot)
+        # all rotations first (the same rng draws, in the same order, however the assignments
+        # below are scheduled); each draw's correlations leave the device in turn while earlier
+        # draws' assignments are solved in threads
+        self.rotations: list[torch.Tensor] = ([haar_rotation(d, rng, self.compute) for _ in range(draws)]
+                          if rotations is None else list(rotations))
+        corrs = (Compute.numpy64(rotated(rot)) for rot in self.rotations)
+        for align, stat in ordered_map(hidden.recover_from_corr, corrs):
             self.null_aligns.append(align)
             self.embed_null.append(stat)
         self.sample = sample
@@ -156,7 +159,10 @@ class Pairing:
         return neurons.match(self.ffn_similarity(a, j, k))[0]
 
     def ffn_null(self, a: int, j: int) -> list[float]:
-        return [self.ffn_stat(a, j, k) for k in range(len(self.rotations))]
+        """``ffn_stat`` of every null draw (similarities on the device, one draw after another;
+        their assignments side by side in threads)."""
+        sims = (Compute.numpy64(self.ffn_similarity(a, j, k)) for k in range(len(self.rotations)))
+        return [m[0] for m in ordered_map(neurons.match, sims)]
 
     def matched_neurons(self, a: int, j: int) -> tuple[np.ndarray, np.ndarray]:
         """Observed matching as (base neuron indices, candidate neuron indices)."""
