@@ -28,6 +28,7 @@ from verifier.architectures import RoleMap
 from verifier.architectures.layout import DOWN, EMBED, UP, K, O, Q, V
 from verifier.files import describe_files
 from verifier.model import Model, open_model
+from verifier.model_cache import ModelCache
 from verifier.probes import head_matching as heads
 from verifier.probes import hidden_alignment as hidden
 from verifier.probes import moe_upcycling as moe
@@ -68,13 +69,15 @@ class VerifyOptions(BaseModel):
         return self.probes is None or probe in self.probes
 
 
-def _info(model: Model, digest: bool) -> ModelInfo:
+def _info(model: Model, digest: bool, cache: ModelCache | None = None) -> ModelInfo:
+    """The report's description of one model; digests come from ``cache`` when given."""
     lay = model.layout
+    describe = cache.describe_files if cache is not None else describe_files
     return ModelInfo(
         path=str(model.path), format=model.format, architecture=lay.family,
         model_type=lay.model_type, num_layers=lay.num_layers, hidden_size=lay.hidden_size,
         vocab_size=lay.vocab_size, num_experts=lay.num_experts,
-        files=describe_files(model.reader.root, model.reader.files, digest=digest),
+        files=describe(model.reader.root, model.reader.files, digest=digest),
     )
 
 
@@ -133,6 +136,8 @@ class _Run:
         self.moe: MoESection | None = None
         self.layer_search = "full"
         self.null_layers: list[int] = []
+        #: per-model results shared with other verifications (``verify(cache=...)``)
+        self.cache: ModelCache | None = None
 
     def tick(self, key: str, t0: float) -> float:
         now = time.perf_counter()
@@ -351,9 +356,16 @@ class _Run:
             out[heads.NAME] = gaussian_tail_p(pairing.head_stat(a, a), pairing.head_null(a, a))[1]
         return out
 
+    def layer_stats(self, model: Model) -> list[dict[str, drift.RoleStats]]:
+        """Per-layer role statistics of one model: they depend on that model only, so a cache
+        shared by many verifications computes them once per model."""
+        if self.cache is None:
+            return drift.layer_stats(model)
+        return self.cache.layer_stats(model, lambda: drift.layer_stats(model))
+
     def norm_drift(self) -> drift.NormDrift:
         t0 = time.perf_counter()
-        sb, sc = drift.layer_stats(self.base), drift.layer_stats(self.cand)
+        sb, sc = self.layer_stats(self.base), self.layer_stats(self.cand)
         pairs = [(a, j) for j, a in enumerate(self.layer_map) if a is not None]
         if not pairs and len(sb) == len(sc):
             pairs = [(i, i) for i in range(len(sb))]
@@ -440,12 +452,14 @@ def verify(
     progress: Progress | None = None,
     compute: Compute | None = None,
     shards: Shards | None = None,
+    cache: ModelCache | None = None,
 ) -> Report:
     """Verify whether ``candidate`` was derived from ``base``; reads both, writes nothing.
 
     ``compute``: the device and its fallbacks (the CPU when None). ``shards``: this process's
     rank in a multi-device run; every rank must call ``verify`` with the same arguments, and
-    every rank returns the same report (timings aside)."""
+    every rank returns the same report (timings aside). ``cache``: per-model file digests and
+    layer statistics shared across verifications (``verifier.model_cache``)."""
     opts = options or VerifyOptions()
     compute = compute or Compute()
     shards = shards or Shards()
@@ -453,8 +467,10 @@ def verify(
     with open_model(base, role_map=role_maps[0]) as mb, \
             open_model(candidate, role_map=role_maps[1]) as mc:
         run = _Run(mb, mc, opts, progress, compute, shards)
+        run.cache = cache
         t0 = time.perf_counter()
-        models = Models(base=_info(mb, opts.digest), candidate=_info(mc, opts.digest))
+        models = Models(base=_info(mb, opts.digest, cache),
+                        candidate=_info(mc, opts.digest, cache))
         t0 = run.tick("hashing", t0)
         sides = run.prepare()
         run.tick("reading", t0)
