@@ -27,6 +27,18 @@ def npu_capabilities(bfloat16: bool = True) -> Capabilities:
     return Capabilities(float64=False, bfloat16=bfloat16, cpu_ops=NPU_CPU_OPS)
 
 
+def _cann_version(torch_npu: Any) -> str | None:
+    """The CANN toolkit's version as torch_npu reports it (``torch.version.cann``, or
+    ``torch_npu.npu.utils.get_cann_version()`` on CANN >= 8.1), None when it cannot say."""
+    version = getattr(torch.version, "cann", None)
+    if not version:
+        try:
+            version = torch_npu.npu.utils.get_cann_version(module="CANN")
+        except Exception:  # noqa: BLE001 - a version string is nice to have, never required
+            version = None
+    return str(version) if version else None
+
+
 class NPUBackend(Backend):
     name = "npu"
     distributed = "hccl"
@@ -51,6 +63,9 @@ class NPUBackend(Backend):
                 versions,
             )
         versions["torch_npu"] = str(getattr(torch_npu, "__version__", "unknown"))
+        cann = _cann_version(torch_npu)
+        if cann:
+            versions["cann"] = cann
         npu = getattr(torch, "npu", None)
         try:
             count = int(npu.device_count()) if npu is not None and npu.is_available() else 0

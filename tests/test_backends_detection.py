@@ -25,9 +25,11 @@ def npu_installed(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
 
 
-def _fake_torch_npu(monkeypatch, *, available=True, count=2, count_raises=False):
+def _fake_torch_npu(monkeypatch, *, available=True, count=2, count_raises=False, bf16=True):
     module = types.ModuleType("torch_npu")
     module.__version__ = "2.13.0.post1"
+    module.npu = types.SimpleNamespace(utils=types.SimpleNamespace(
+        get_cann_version=lambda module="CANN": "8.3.RC1"))
     real_import = importlib.import_module
     monkeypatch.setattr(
         importlib, "import_module",
@@ -41,9 +43,13 @@ def _fake_torch_npu(monkeypatch, *, available=True, count=2, count_raises=False)
 
     npu = types.SimpleNamespace(
         is_available=lambda: available, device_count=device_count,
-        get_device_name=lambda i: f"Ascend910B{i}",
+        get_device_name=lambda i: f"Ascend910B{i}", is_bf16_supported=lambda: bf16,
+        current=[], set_device=None, synchronize=lambda i=0: None,
+        matmul=types.SimpleNamespace(allow_hf32=True),
     )
+    npu.set_device = npu.current.append
     monkeypatch.setattr(torch, "npu", npu, raising=False)
+    return npu
 
 
 def test_npu_not_installed_says_how_to_install(monkeypatch):
@@ -88,7 +94,28 @@ def test_npu_available_reports_devices_versions_and_hccl(monkeypatch, npu_instal
     assert st.device_count == 2
     assert st.devices == ["Ascend910B0", "Ascend910B1"]
     assert st.versions["torch_npu"] == "2.13.0.post1"
+    assert st.versions["cann"] == "8.3.RC1"
     assert st.distributed == "hccl"
+
+
+@pytest.mark.parametrize("bf16", [True, False], ids=["910B", "910A"])
+def test_npu_compute_context_applies_the_capability_table(monkeypatch, npu_installed, bf16):
+    """Routing with a stubbed torch_npu: the compute context of rank 1 selects device 1,
+    turns HF32 off, and carries the Ascend table (no float64; QR on the CPU; bfloat16 only
+    where the chip has it). The device itself is the CPU here: there is no NPU to put data on."""
+    npu = _fake_torch_npu(monkeypatch, count=2, bf16=bf16)
+    monkeypatch.setattr(NPUBackend, "device", lambda self, index=0: torch.device("cpu"))
+    compute = NPUBackend().compute(1)
+    assert npu.current == [1]
+    assert npu.matmul.allow_hf32 is False
+    assert compute.backend == "npu"
+    assert compute.label == "Ascend910B1"
+    assert compute.capabilities.float64 is False
+    assert compute.capabilities.bfloat16 is bf16
+    compute.qr(torch.eye(3))
+    assert compute.put(torch.ones(2, dtype=torch.bfloat16)).dtype == torch.float32
+    ops = [f.split(":")[0] for f in compute.fallback_list()]
+    assert ops == (["linalg_qr"] if bf16 else ["bfloat16", "linalg_qr"])
 
 
 def test_cpu_is_always_available():
@@ -160,3 +187,15 @@ def test_backends_command_lists_all_three_with_reasons(capsys):
     assert items["cpu"]["available"]
     for b in items.values():
         assert b["available"] or b["reason"]
+
+
+def test_backends_text_shows_the_install_hint_literally(monkeypatch, capsys):
+    from verifier.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a, **k: None if n == "torch_npu" else real(n)
+    )
+    with pytest.raises(SystemExit):
+        main(["backends"])
+    assert "lineage[npu]" in capsys.readouterr().out.replace("\n", "")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, TextIO
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 if TYPE_CHECKING:
     from backends import BackendStatus
@@ -104,9 +105,10 @@ def render_backends(items: list[BackendStatus], console: Console) -> None:
         table.add_row(
             st.name,
             "[green]yes[/green]" if st.available else "[red]no[/red]",
-            ", ".join(st.devices) if st.available else "-",
-            ", ".join(f"{k} {v}" for k, v in st.versions.items()),
-            st.reason or "",
+            # plain Text: a reason such as "pip install 'lineage[npu]'" is not markup
+            Text(", ".join(st.devices) if st.available else "-"),
+            Text(", ".join(f"{k} {v}" for k, v in st.versions.items())),
+            Text(st.reason or ""),
         )
     console.print(table)
 
