@@ -20,6 +20,7 @@ from verifier.probes.moe_upcycling import ExpertEntry
 from verifier.report import Report
 from verifier.signing import generate_key, public_key_pem, sign_report
 from verifier.verify import VerifyOptions, verify
+from verifier.zoo.pairs import MOE_PAIRS, PAIRS
 
 CHROMIUM = shutil.which("chromium") or (
     "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
@@ -99,6 +100,32 @@ def test_page_loads_in_chromium_with_verdict_plots_hashes_and_no_console_errors(
             assert len(f.sha256) == 64
             assert f.sha256 in dom
     assert ('id="moe"' in dom) is (case == "moe")
+
+
+MOE_PROBES = ("hidden_alignment", "moe_upcycling", "norm_drift")
+
+
+@needs_chromium
+@pytest.mark.parametrize("pair", [*PAIRS, *MOE_PAIRS], ids=lambda p: p.name)
+def test_every_test_pair_renders_its_verdict_and_plots_in_chromium(pair, zoo, tmp_path):
+    """Each pair of known lineage, verified (cheaply) and rendered: the page shows the true
+    verdict and every plot its report supports, and the browser logs nothing."""
+    moe = pair in MOE_PAIRS
+    opts = FAST.model_copy(update={"probes": MOE_PROBES}) if moe else FAST
+    report = verify(zoo[pair.base], zoo[pair.candidate], opts)
+    assert report.verdict == pair.truth, report.reason
+    page = tmp_path / "report.html"
+    page.write_text(render_html(report), encoding="utf-8")
+    dom, console = browse(page, tmp_path)
+    assert console == []
+    assert f'<div class="word">{pair.truth.upper()}</div>' in dom
+    paired = report.norm_drift is not None and any(
+        row.base_layer is not None for row in report.norm_drift.layers)
+    for fig_id in (MOE_FIGURES if moe else DENSE_FIGURES):
+        # drift needs paired layers: absent for an unmapped pair of different depths
+        assert figure_has_svg(dom, fig_id) is (fig_id != "fig-norm-drift" or paired), fig_id
+    if not paired:
+        assert "no per-layer drift to show" in dom
 
 
 @needs_chromium

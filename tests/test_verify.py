@@ -209,6 +209,11 @@ def test_sampled_and_diagonal_paths_reach_the_same_verdicts(zoo, pair, reports, 
         list(range(len(reduced.layer_map))), 3)
     same_depth = len(reduced.layer_map) == len(exact.layer_map) == 8
     assert reduced.options["layer_search"] == ("diagonal" if same_depth else "full")
+    if same_depth:  # a diagonal search compares layer i with layer i only
+        grid = reduced.layer_similarity
+        assert grid is not None
+        assert all((v is not None) is (a == j) for a, row in enumerate(grid)
+                   for j, v in enumerate(row))
     if pair.truth == "derived":
         assert [e.base_layer for e in reduced.layer_map] == [e.base_layer for e in exact.layer_map]
 
@@ -217,3 +222,16 @@ def test_spread_picks_evenly_from_first_to_last():
     assert verify_module.spread([0, 1, 2], 8) == [0, 1, 2]
     assert verify_module.spread(list(range(32)), 8) == [0, 4, 9, 13, 18, 22, 27, 31]
     assert verify_module.spread(list(range(10)), 1) == [5]
+
+
+@pytest.mark.parametrize("pair", DERIVED, ids=[p.name for p in DERIVED])
+def test_layer_similarity_holds_every_compared_pair_and_the_mapped_ones(pair, reports):
+    report = reports[(pair.name, "forward")]
+    grid = report.layer_similarity
+    assert grid is not None
+    assert len(grid) == report.models.base.num_layers
+    assert {len(row) for row in grid} == {report.models.candidate.num_layers}
+    assert all(v is not None for row in grid for v in row)  # the zoo is searched in full
+    for e in report.layer_map:
+        assert e.base_layer is not None
+        assert grid[e.base_layer][e.candidate_layer] == e.similarity

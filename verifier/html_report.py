@@ -184,7 +184,15 @@ def layer_figure(report: Report) -> Figure:
     nc = report.models.candidate.num_layers
     grid = np.full((max(nb, 1), max(nc, 1)), np.nan)
     probe = _layer_probe(report)
-    if probe is not None:
+    label = f"{probe.name} z-score vs its null" if probe is not None else None
+    if report.layer_similarity:
+        # every compared pair's matched neuron similarity (the search the layer map came from)
+        label = "matched neuron similarity"
+        for a, row in enumerate(report.layer_similarity[:nb]):
+            for j, v in enumerate(row[:nc]):
+                if v is not None:
+                    grid[a, j] = v
+    elif probe is not None:
         for lv in probe.layers:
             z = _z(lv.statistic, lv.null_mean, lv.null_std)
             if lv.layer >= 0 and lv.base_layer is not None and z is not None \
@@ -196,11 +204,15 @@ def layer_figure(report: Report) -> Figure:
     ax = fig.add_subplot()
     ax.set_facecolor("#eeeeee")
     finite = grid[np.isfinite(grid)]
-    vmax = max(5.0, float(finite.max())) if finite.size else 5.0
-    image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", vmin=min(0.0, *finite.tolist())
-                      if finite.size else 0.0, vmax=vmax, aspect="auto", interpolation="nearest")
-    if probe is not None:
-        fig.colorbar(image, ax=ax, label=f"{probe.name} z-score vs its null")
+    if report.layer_similarity:
+        vmin, vmax = 0.0, 1.0
+    else:
+        vmax = max(5.0, float(finite.max())) if finite.size else 5.0
+        vmin = min(0.0, *finite.tolist()) if finite.size else 0.0
+    image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", vmin=vmin, vmax=vmax,
+                      aspect="auto", interpolation="nearest")
+    if label is not None:
+        fig.colorbar(image, ax=ax, label=label)
     mapped = [(e.candidate_layer, e.base_layer) for e in report.layer_map
               if e.base_layer is not None]
     if mapped:
@@ -585,10 +597,16 @@ def _probes_html(report: Report) -> str:
 def _layers_html(report: Report) -> str:
     parts = ['<section id="layers"><h2>Layer map</h2>']
     probe = _layer_probe(report)
-    caption = ("Rows: base layers; columns: candidate layers. Coloured cells: the z-score of "
-               f"{probe.name if probe else 'a per-layer probe'} for the pairs the report holds "
-               "(grey: not stored in the report). Red path: the layer map; numbers, where the "
-               "pair has dense FFNs: its matched neuron similarity.")
+    if report.layer_similarity:
+        cells = ("the matched neuron similarity of every layer pair compared while searching "
+                 "for the layer map (grey: not compared, e.g. outside the diagonal of a "
+                 "diagonal search, or no dense FFN)")
+    else:
+        cells = (f"the z-score of {probe.name if probe else 'a per-layer probe'} for the pairs "
+                 "the report holds (grey: not stored in the report)")
+    caption = (f"Rows: base layers; columns: candidate layers. Coloured cells: {cells}. Red "
+               "path: the layer map; numbers, where the pair has dense FFNs: its matched neuron "
+               "similarity.")
     if not report.layer_map and probe is None:
         parts.append('<p class="note">No layer map: the models could not be aligned layer by '
                      "layer (see the warnings).</p>")
@@ -626,7 +644,10 @@ def _drift_html(report: Report) -> str:
             "Weight std per layer and role for both models. Base values are recorded for the "
             "base layers the candidate's layers map to (all layers when the depths match)."))
     drift = drift_figure(report)
-    if drift is not None:
+    if drift is None:
+        parts.append('<p class="note">No candidate layer is paired with a base layer (no layer '
+                     "map, and the depths differ), so there is no per-layer drift to show.</p>")
+    else:
         parts.append(_figure_html(
             "fig-norm-drift", drift,
             "Norm ratio: Frobenius norm of each candidate layer's roles over its mapped base "

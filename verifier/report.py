@@ -19,7 +19,8 @@ from verifier.probes.base import ProbeResult
 from verifier.probes.moe_upcycling import ExpertEntry, MoESection
 from verifier.probes.norm_drift import NormDrift
 
-SCHEMA_VERSION = "1.0"
+#: 1.1: ``layer_similarity`` added (optional; 1.0 reports still read)
+SCHEMA_VERSION = "1.1"
 Verdict = Literal["derived", "independent", "inconclusive"]
 
 
@@ -70,6 +71,9 @@ class Report(_Frozen):
     alpha: float
     probes: list[ProbeResult]
     layer_map: list[LayerMapEntry]
+    #: matched neuron similarity of base layer ``a`` (row) and candidate layer ``j`` (column)
+    #: for every pair compared while searching the layer map; null where not compared
+    layer_similarity: list[list[float | None]] | None = None
     norm_drift: NormDrift | None
     moe: MoESection | None
     models: Models

@@ -486,6 +486,8 @@ def verify(
         for j, a in enumerate(run.layer_map)
     ]
     verdict, p, reason = decide(probes, opts.alpha)
+    similarity = ([[None if np.isnan(v) else float(v) for v in row] for row in run.stat]
+                  if run.stat.size and not np.isnan(run.stat).all() else None)
     run.timings["total"] = round(time.perf_counter() - t_start, 4)
     if shards.distributed:
         run.timings["ranks"] = float(shards.world)
@@ -494,7 +496,7 @@ def verify(
         tool_version=__version__,
         created=datetime.now(timezone.utc),
         verdict=verdict, reason=reason, p_value=p, alpha=opts.alpha,
-        probes=probes, layer_map=entries, norm_drift=nd,
+        probes=probes, layer_map=entries, layer_similarity=similarity, norm_drift=nd,
         moe=run.moe if opts.wants(moe.NAME) else None,
         models=models, environment=environment,
         options={"alpha": opts.alpha, "seed": opts.seed, "null_draws": opts.null_draws,
