@@ -235,3 +235,22 @@ def test_layer_similarity_holds_every_compared_pair_and_the_mapped_ones(pair, re
     for e in report.layer_map:
         assert e.base_layer is not None
         assert grid[e.base_layer][e.candidate_layer] == e.similarity
+
+
+@pytest.mark.parametrize("pair", MOE_PAIRS, ids=lambda p: p.name)
+def test_sampled_expert_nulls_reach_the_same_moe_answers(zoo, pair, moe_reports):
+    """Null draws for a fixed sample of 64 expert neurons per layer (wider MoE layers are
+    sampled at 2048 by default): same verdict, same upcycled flag, and expert maps that still
+    cover every neuron."""
+    reduced = verify(zoo[pair.base], zoo[pair.candidate], VerifyOptions(digest=False,
+                                                                        moe_sample=64))
+    exact = moe_reports[pair.name]
+    assert reduced.verdict == exact.verdict == pair.truth
+    assert reduced.moe is not None and exact.moe is not None
+    assert reduced.moe.upcycled is exact.moe.upcycled is pair.upcycled
+    probe = next(p for p in reduced.probes if p.name == "moe_upcycling")
+    layers = len(probe.layers)
+    assert probe.details["null_sampled_neurons"] == 64 * layers
+    assert probe.details["expert_neurons"] > 64 * layers
+    assert [len(e.base_neurons) for e in reduced.moe.experts] == [
+        len(e.base_neurons) for e in exact.moe.experts]

@@ -180,6 +180,11 @@ def verify(
         int, typer.Option("--null-layers", min=1, help="Candidate layers tested against their "
                           "own null draws (spread over the depth); the rest are mapped only.")
     ] = 8,
+    moe_sample: Annotated[
+        int, typer.Option("--moe-sample", min=64, help="Expert neurons per MoE layer tested "
+                          "against null draws (wider layers are sampled; expert maps always "
+                          "cover every neuron).")
+    ] = 2048,
     full: Annotated[
         bool, typer.Option("--full", help="Compare every base layer with every candidate layer "
                            "even where that is costly (equal-depth large models otherwise "
@@ -224,7 +229,8 @@ def verify(
     chosen_backend, status = select(backend)
     shards = join_group(chosen_backend, status)
     options = VerifyOptions(alpha=alpha, probes=chosen, seed=seed, digest=not no_hash,
-                            full=full, neuron_sample=neuron_sample, null_layers=null_layers)
+                            full=full, neuron_sample=neuron_sample, null_layers=null_layers,
+                            moe_sample=moe_sample)
     rmap = load_role_map(role_map) if role_map else None
     compute = chosen_backend.compute(shards.local_rank)
     try:

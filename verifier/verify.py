@@ -64,6 +64,9 @@ class VerifyOptions(BaseModel):
     neuron_sample: int = Field(neurons.MAX_BASE_NEURONS, ge=16)
     #: candidate layers that get null draws (and p-values); more are spread evenly over depth
     null_layers: int = Field(8, ge=1)
+    #: expert neurons per MoE layer that get null draws (wider layers are sampled; expert maps
+    #: always cover every neuron)
+    moe_sample: int = Field(moe.MAX_NULL_NEURONS, ge=64)
 
     def wants(self, probe: str) -> bool:
         return self.probes is None or probe in self.probes
@@ -187,7 +190,8 @@ class _Run:
         self.progress("matching experts", 0, 1)
         found = moe.upcycling_probe(self.base, self.cand, pairing, mapped, self.rng,
                                     self.opts.null_draws, alpha=self.opts.alpha,
-                                    compute=self.compute, shards=self.shards)
+                                    compute=self.compute, shards=self.shards,
+                                    sample=self.opts.moe_sample)
         self.progress("matching experts", 1, 1)
         if found is None:
             self.warnings.append("the base has no FFN to compare the candidate's experts with: "
@@ -502,6 +506,7 @@ def verify(
         options={"alpha": opts.alpha, "seed": opts.seed, "null_draws": opts.null_draws,
                  "power_drift": opts.power_drift, "full": opts.full,
                  "neuron_sample": opts.neuron_sample, "null_layers": opts.null_layers,
+                 "moe_sample": opts.moe_sample,
                  "layer_search": run.layer_search,
                  "probes": list(opts.probes) if opts.probes else None},
         warnings=run.warnings, timings=run.timings,

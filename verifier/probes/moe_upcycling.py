@@ -59,7 +59,11 @@ alignment recovered again, for each of the ``K`` draws of ``pairing``: counts ``
 The draws give the chance agreement rate ``p0`` with its uncertainty, and the p-value is the
 upper tail of ``A_j`` under the predictive distribution of a new draw: beta-binomial
 ``BB(N_j, c + 1/2, K N_j - c + 1/2)`` with ``c = sum c_k`` (Jeffreys prior), computed by
-summing the log-pmf. Neurons of one draw are not independent (hubs), so counts and trials are
+summing the log-pmf. A layer of more than ``MAX_NULL_NEURONS`` expert neurons is tested on a
+fixed random sample of that many (drawn from the pairing's seed, before any statistic is seen):
+the null draws match only those neurons, and ``A_j`` counts the agreeing ones among them, so the
+test stays exact while its cost falls by about ``N_j / sample``; the observed matching, and
+with it every expert map, still covers all ``N_j`` neurons. Neurons of one draw are not independent (hubs), so counts and trials are
 first divided by the over-dispersion ``phi = max(1, var(c_k) / (N_j p0 (1 - p0)))`` measured
 across draws (quasi-likelihood), which widens the tail. When the base layer is chosen among
 ``L_base`` layers by the statistic (depths differ and no layer map is given), the layer's
@@ -113,6 +117,9 @@ THRESHOLD_QUANTILE = 0.999
 POWER_DRIFT = 1.0
 #: experts of the power check's fake upcycled layer (two replicas of the FFN cut into these)
 POWER_EXPERTS = 4
+#: expert neurons per MoE layer that get null draws; wider layers are sampled (the observed
+#: matching, and so every expert map, always covers every neuron)
+MAX_NULL_NEURONS = 2048
 
 
 class ExpertEntry(BaseModel):
@@ -281,9 +288,36 @@ def _observed(pairing: Pairing, pool: neurons.FFNWeights, moe: MoELayer) -> Matc
     return match_layer(*_features(pool, moe, pairing.align, None), moe.widths)
 
 
-def _nulls(pairing: Pairing, pool: neurons.FFNWeights, moe: MoELayer) -> list[Matching]:
-    return [match_layer(*_features(pool, moe, align, rot), moe.widths)
-            for rot, align in zip(pairing.rotations, pairing.null_aligns, strict=True)]
+def sample_neurons(widths: list[int], sample: int, gen: np.random.Generator) -> np.ndarray | None:
+    """A fixed sample of ``sample`` of a layer's expert neurons (sorted, so grouped by expert),
+    or None when the layer has no more than that."""
+    n = int(sum(widths))
+    if n <= sample:
+        return None
+    return np.sort(gen.choice(n, sample, replace=False))
+
+
+def _sampled_widths(widths: list[int], idx: np.ndarray) -> list[int]:
+    """Neurons of each expert among the sampled ``idx`` (experts with none left out)."""
+    expert = np.searchsorted(np.cumsum(widths), idx, side="right")
+    return [int(c) for c in np.bincount(expert, minlength=len(widths)) if c]
+
+
+def _nulls(pairing: Pairing, pool: neurons.FFNWeights, moe: MoELayer,
+           sample: np.ndarray | None = None) -> list[Matching]:
+    """Matchings of every null draw, of the ``sample`` of expert neurons when given. Features
+    are balanced over the whole layer first (as observed), then the sample's rows are taken."""
+    widths = moe.widths if sample is None else _sampled_widths(moe.widths, sample)
+    out = []
+    for rot, align in zip(pairing.rotations, pairing.null_aligns, strict=True):
+        base, cand = _features(pool, moe, align, rot)
+        if sample is not None:
+            rows = torch.as_tensor(sample).to(cand.up.device)
+            cand = neurons.NeuronFeatures(
+                gate=cand.gate[rows] if cand.gate is not None else None,
+                up=cand.up[rows], down=cand.down[rows])
+        out.append(match_layer(base, cand, widths))
+    return out
 
 
 # --- statistics -------------------------------------------------------------------------------
@@ -317,6 +351,10 @@ class LayerResult:
     widths: list[int]
     routed: int
     observed: Matching
+    #: expert neurons the null draws matched (all of them unless the layer was sampled), and
+    #: how many of those agree in the observed matching: the test's count
+    trials: int
+    tested_agree: int
     null_agree: list[int]
     #: mean assigned similarity of each null draw (the observed one is ``observed.sim``'s mean)
     null_similarity: list[float]
@@ -382,10 +420,10 @@ class LayerResult:
         return out
 
     def value(self) -> LayerValue:
-        fractions = np.asarray(self.null_agree, dtype=np.float64) / max(self.neurons, 1)
+        fractions = np.asarray(self.null_agree, dtype=np.float64) / max(self.trials, 1)
         return LayerValue(
             layer=self.layer, base_layer=self.base_layer,
-            statistic=self.agree / max(self.neurons, 1), p_value=self.p_value,
+            statistic=self.tested_agree / max(self.trials, 1), p_value=self.p_value,
             null_mean=float(fractions.mean()) if fractions.size else None,
             null_std=float(fractions.std(ddof=1)) if fractions.size > 1 else None,
         )
@@ -412,17 +450,23 @@ class UpcyclingAnalysis:
 
 def _test_layer(
     pairing: Pairing, pool: neurons.FFNWeights, moe: MoELayer, j: int, a: int, bonferroni: int,
-    alpha: float, observed: Matching | None = None,
+    alpha: float, observed: Matching | None = None, sample: int = MAX_NULL_NEURONS,
 ) -> LayerResult:
+    """The agreement test of candidate layer ``j`` against base layer ``a``: the observed
+    matching of every expert neuron (the expert maps), and null draws of a fixed sample of at
+    most ``sample`` of them (the same neurons counted in the observed matching)."""
     obs = observed if observed is not None else _observed(pairing, pool, moe)
-    nulls = _nulls(pairing, pool, moe)
+    idx = sample_neurons(moe.widths, sample, pairing.generator(j, 2))
+    nulls = _nulls(pairing, pool, moe, idx)
     counts = [int(m.agree.sum()) for m in nulls]
     sims = np.concatenate([m.sim[np.isfinite(m.sim)] for m in nulls]) if nulls else np.zeros(0)
     threshold = float(np.quantile(sims, THRESHOLD_QUANTILE)) if sims.size else math.inf
-    p, phi = agreement_p(int(obs.agree.sum()), int(sum(moe.widths)), counts)
+    trials = int(sum(moe.widths)) if idx is None else int(idx.size)
+    tested = int(obs.agree.sum()) if idx is None else int(obs.agree[idx].sum())
+    p, phi = agreement_p(tested, trials, counts)
     return LayerResult(
         layer=j, base_layer=a, widths=moe.widths, routed=len(moe.experts), observed=obs,
-        null_agree=counts, null_similarity=[float(np.nanmean(m.sim)) for m in nulls],
+        trials=trials, tested_agree=tested, null_agree=counts, null_similarity=[float(np.nanmean(m.sim)) for m in nulls],
         threshold=threshold, p_value=min(1.0, bonferroni * p), phi=phi,
         bonferroni=bonferroni, alpha=alpha,
     )
@@ -437,6 +481,7 @@ def analyse(
     *,
     same_depth: bool = True,
     shards: Shards | None = None,
+    sample: int = MAX_NULL_NEURONS,
 ) -> UpcyclingAnalysis | None:
     """Test every candidate MoE layer in ``moe`` against its base layer in ``pools``.
 
@@ -453,15 +498,17 @@ def analyse(
     for j, layer in sorted(moe.items()):
         if layer_map is not None and layer_map.get(j) in pools:
             a = int(layer_map[j])
-            results.append(_test_layer(pairing, pools[a], layer, j, a, 1, alpha))
+            results.append(_test_layer(pairing, pools[a], layer, j, a, 1, alpha,
+                                       sample=sample))
         elif same_depth and j in pools:
-            results.append(_test_layer(pairing, pools[j], layer, j, j, 1, alpha))
+            results.append(_test_layer(pairing, pools[j], layer, j, j, 1, alpha,
+                                       sample=sample))
         else:
             scored = {a: _observed(pairing, pool, layer) for a, pool in pools.items()}
             a = max(scored, key=lambda i: (int(scored[i].agree.sum()),
                                            float(np.nanmean(scored[i].sim))))
             results.append(_test_layer(pairing, pools[a], layer, j, a, len(pools), alpha,
-                                       scored[a]))
+                                       scored[a], sample))
     results = sorted((r for part in shards.gather(results) for r in part),
                      key=lambda r: r.layer)
     if not results:
@@ -506,6 +553,7 @@ def fake_upcycled(
 def power_p(
     base: Side, pools: Mapping[int, neurons.FFNWeights], rng: np.random.Generator, draws: int,
     drift: float = POWER_DRIFT, compute: Compute | None = None,
+    sample: int = MAX_NULL_NEURONS,
 ) -> float | None:
     """p-value of the probe on the base against a fake upcycled copy of a middle layer."""
     if not pools:
@@ -515,7 +563,8 @@ def power_p(
     gen = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
     fake, layer = fake_upcycled(base, pools[a], drift, rng, gen)
     pairing = Pairing(base, fake, rng, draws, compute=compute)
-    return _test_layer(pairing, pools[a], layer, a, a, 1, DEFAULT_ALPHA).p_value
+    return _test_layer(pairing, pools[a], layer, a, a, 1, DEFAULT_ALPHA,
+                       sample=sample).p_value
 
 
 # --- the probe --------------------------------------------------------------------------------
@@ -533,6 +582,7 @@ def upcycling_probe(
     power_drift: float = POWER_DRIFT,
     compute: Compute | None = None,
     shards: Shards | None = None,
+    sample: int = MAX_NULL_NEURONS,
 ) -> tuple[ProbeResult, MoESection] | None:
     """The ``moe_upcycling`` probe and the report's MoE section, or None when the candidate
     has no MoE layer or the base no FFN to compare with.
@@ -550,10 +600,11 @@ def upcycling_probe(
     pools = base_pools(pairing.base.ffn,
                        load_moe(base, compute) if base.layout.moe_layers else {})
     result = analyse(pairing, pools, moe, layer_map, alpha,
-                     same_depth=base.layout.num_layers == cand.layout.num_layers, shards=shards)
+                     same_depth=base.layout.num_layers == cand.layout.num_layers, shards=shards,
+                     sample=sample)
     if result is None:
         return None
-    power = power_p(pairing.base, pools, rng, null_draws, power_drift, compute)
+    power = power_p(pairing.base, pools, rng, null_draws, power_drift, compute, sample)
     k = len(pairing.rotations)
     probe = ProbeResult(
         name=NAME, statistic=result.statistic, p_value=result.p_value, decisive=True,
@@ -568,6 +619,7 @@ def upcycling_probe(
             "moe_layers": len(result.layers),
             "expert_neurons": sum(lr.neurons for lr in result.layers),
             "agreeing_neurons": sum(lr.agree for lr in result.layers),
+            "null_sampled_neurons": sum(lr.trials for lr in result.layers),
             "threshold_quantile": THRESHOLD_QUANTILE,
             "mean_threshold": float(np.mean([lr.threshold for lr in result.layers])),
             "mean_coverage": float(np.mean([e.coverage for e in result.experts()])),

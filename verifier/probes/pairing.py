@@ -113,6 +113,12 @@ class Pairing:
         self._fb: dict[int, neurons.NeuronFeatures] = {}
         self._fc: tuple[int, neurons.NeuronFeatures] | None = None
 
+    def generator(self, *keys: int) -> np.random.Generator:
+        """A generator for a fixed sample (of neurons, heads or expert neurons) keyed by
+        ``keys``: drawn from the pairing's seed, never from the data, and the same in the
+        observed pair and every null draw."""
+        return np.random.default_rng([self._sample_seed, *keys])
+
     # k == -1 is the observed pair; k >= 0 the k-th null draw.
     def _align(self, k: int) -> hidden.HiddenAlignment:
         return self.align if k < 0 else self.null_aligns[k]
