@@ -246,7 +246,8 @@ def test_sampled_expert_nulls_reach_the_same_moe_answers(zoo, pair, moe_reports)
                                                                         moe_sample=64))
     exact = moe_reports[pair.name]
     assert reduced.verdict == exact.verdict == pair.truth
-    assert reduced.moe is not None and exact.moe is not None
+    assert reduced.moe is not None
+    assert exact.moe is not None
     assert reduced.moe.upcycled is exact.moe.upcycled is pair.upcycled
     probe = next(p for p in reduced.probes if p.name == "moe_upcycling")
     layers = len(probe.layers)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -36,8 +36,10 @@ def sha256_file(path: Path) -> str:
         raise InputError(f"{path}: cannot read for hashing: {exc.strerror or exc}") from exc
 
 
-def describe_files(root: Path, files: Iterable[Path], *, digest: bool = True) -> list[FileRecord]:
-    """Records of ``files`` sorted by relative path; ``digest=False`` leaves sha256 empty."""
+def describe_files(root: Path, files: Iterable[Path], *, digest: bool = True,
+                   hasher: Callable[[Path], str] = sha256_file) -> list[FileRecord]:
+    """Records of ``files`` sorted by relative path; ``digest=False`` leaves sha256 empty;
+    ``hasher`` computes (or looks up) a file's sha256."""
     records = []
     for path in files:
         try:
@@ -46,7 +48,7 @@ def describe_files(root: Path, files: Iterable[Path], *, digest: bool = True) ->
             rel = path.name
         records.append(
             FileRecord(
-                path=rel, sha256=sha256_file(path) if digest else "", size=path.stat().st_size
+                path=rel, sha256=hasher(path) if digest else "", size=path.stat().st_size
             )
         )
     return sorted(records, key=lambda r: r.path)

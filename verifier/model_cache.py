@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from verifier.files import FileRecord, sha256_file, write_atomic
+from verifier.files import FileRecord, describe_files, sha256_file, write_atomic
 from verifier.model import Model
 from verifier.probes.norm_drift import RoleStats
 
@@ -102,16 +102,7 @@ class ModelCache:
     def describe_files(self, root: Path, files: Iterable[Path], *,
                        digest: bool = True) -> list[FileRecord]:
         """``verifier.files.describe_files`` with cached digests: same records, same order."""
-        records = []
-        for path in files:
-            try:
-                rel = path.relative_to(root).as_posix()
-            except ValueError:
-                rel = path.name
-            size = FileKey.of(path).size
-            records.append(FileRecord(path=rel, sha256=self.sha256(path) if digest else "",
-                                      size=size))
-        return sorted(records, key=lambda r: r.path)
+        return describe_files(root, files, digest=digest, hasher=self.sha256)
 
     # --- layer statistics ------------------------------------------------------------------------
 
