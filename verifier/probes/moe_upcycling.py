@@ -233,8 +233,8 @@ class Matching:
     separate: np.ndarray
 
 
-def _best(b: torch.Tensor, c: torch.Tensor, signed: bool) -> np.ndarray:
-    s = b @ c.T
+def _best(s: torch.Tensor, signed: bool) -> np.ndarray:
+    """Per candidate neuron (column of ``s``), the base neuron of highest (``|``)cosine."""
     return (s if signed else s.abs()).argmax(dim=0).cpu().numpy()
 
 
@@ -258,12 +258,19 @@ def match_layer(
                 gate=cand.gate[part] if cand.gate is not None else None,
                 up=cand.up[part], down=cand.down[part],
             )
-            u = _best(base.up, sub.up, signed=not gated)
-            ok = u == _best(base.down, sub.down, signed=not gated)
+            # the three role-wise cosine matrices give both the separate matches and the joint
+            # similarity (``neurons.similarity``'s formula, without computing them twice)
+            su, sd = base.up @ sub.up.T, base.down @ sub.down.T
+            u = _best(su, signed=not gated)
+            ok = u == _best(sd, signed=not gated)
             if base.gate is not None and sub.gate is not None:
-                ok &= u == _best(base.gate, sub.gate, signed=True)
+                sg = base.gate @ sub.gate.T
+                ok &= u == _best(sg, signed=True)
+                joint = (sg + (su + sd).abs()) / 3.0
+            else:
+                joint = (su + sd) / 2.0
             agree[part], separate[part] = ok, np.where(ok, u, -1)
-            yield start, Compute.numpy64(neurons.similarity(base, sub)).T  # [w, F]
+            yield start, Compute.numpy64(joint).T  # [w, F]
             start += w
 
     def assign(item: tuple[int, np.ndarray]) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
@@ -277,15 +284,26 @@ def match_layer(
     return Matching(index, sim, agree, separate)
 
 
-def _features(
-    pool: neurons.FFNWeights, moe: MoELayer, align: HiddenAlignment, rot: torch.Tensor | None
-) -> tuple[neurons.NeuronFeatures, neurons.NeuronFeatures]:
+def _base_features(pool: neurons.FFNWeights, align: HiddenAlignment, rot: torch.Tensor | None,
+                   cand_dim: int) -> neurons.NeuronFeatures:
+    """The base's neurons (rotated for a null draw) in the candidate's coordinates. As in
+    ``pairing``: balancing commutes with the signed permutation, so the candidate's features
+    are computed once per layer in its own basis (``cand_features``) and each draw moves the
+    base's instead of re-aligning and re-balancing all ``N`` expert neurons."""
     base = pool if rot is None else pool.rotated(rot)
-    return neurons.NeuronFeatures.of(base), neurons.NeuronFeatures.of(moe.pooled().aligned(align))
+    return neurons.NeuronFeatures.of(base).into(align, cand_dim)
 
 
-def _observed(pairing: Pairing, pool: neurons.FFNWeights, moe: MoELayer) -> Matching:
-    return match_layer(*_features(pool, moe, pairing.align, None), moe.widths)
+def cand_features(moe: MoELayer) -> neurons.NeuronFeatures:
+    """All expert neurons of a layer, balanced jointly (module docstring), own basis."""
+    return neurons.NeuronFeatures.of(moe.pooled())
+
+
+def _observed(pairing: Pairing, pool: neurons.FFNWeights, moe: MoELayer,
+              cand: neurons.NeuronFeatures | None = None) -> Matching:
+    cand = cand if cand is not None else cand_features(moe)
+    base = _base_features(pool, pairing.align, None, int(cand.up.shape[1]))
+    return match_layer(base, cand, moe.widths)
 
 
 def sample_neurons(widths: list[int], sample: int, gen: np.random.Generator) -> np.ndarray | None:
@@ -304,20 +322,17 @@ def _sampled_widths(widths: list[int], idx: np.ndarray) -> list[int]:
 
 
 def _nulls(pairing: Pairing, pool: neurons.FFNWeights, moe: MoELayer,
-           sample: np.ndarray | None = None) -> list[Matching]:
-    """Matchings of every null draw, of the ``sample`` of expert neurons when given. Features
-    are balanced over the whole layer first (as observed), then the sample's rows are taken."""
+           cand: neurons.NeuronFeatures, sample: np.ndarray | None = None) -> list[Matching]:
+    """Matchings of every null draw, of the ``sample`` of expert neurons when given (their
+    features balanced over the whole layer, as observed)."""
     widths = moe.widths if sample is None else _sampled_widths(moe.widths, sample)
-    out = []
-    for rot, align in zip(pairing.rotations, pairing.null_aligns, strict=True):
-        base, cand = _features(pool, moe, align, rot)
-        if sample is not None:
-            rows = torch.as_tensor(sample).to(cand.up.device)
-            cand = neurons.NeuronFeatures(
-                gate=cand.gate[rows] if cand.gate is not None else None,
-                up=cand.up[rows], down=cand.down[rows])
-        out.append(match_layer(base, cand, widths))
-    return out
+    if sample is not None:
+        rows = torch.as_tensor(sample).to(cand.up.device)
+        cand = neurons.NeuronFeatures(gate=cand.gate[rows] if cand.gate is not None else None,
+                                      up=cand.up[rows], down=cand.down[rows])
+    dim = int(cand.up.shape[1])
+    return [match_layer(_base_features(pool, align, rot, dim), cand, widths)
+            for rot, align in zip(pairing.rotations, pairing.null_aligns, strict=True)]
 
 
 # --- statistics -------------------------------------------------------------------------------
@@ -455,9 +470,10 @@ def _test_layer(
     """The agreement test of candidate layer ``j`` against base layer ``a``: the observed
     matching of every expert neuron (the expert maps), and null draws of a fixed sample of at
     most ``sample`` of them (the same neurons counted in the observed matching)."""
-    obs = observed if observed is not None else _observed(pairing, pool, moe)
+    cand = cand_features(moe)
+    obs = observed if observed is not None else _observed(pairing, pool, moe, cand)
     idx = sample_neurons(moe.widths, sample, pairing.generator(j, 2))
-    nulls = _nulls(pairing, pool, moe, idx)
+    nulls = _nulls(pairing, pool, moe, cand, idx)
     counts = [int(m.agree.sum()) for m in nulls]
     sims = np.concatenate([m.sim[np.isfinite(m.sim)] for m in nulls]) if nulls else np.zeros(0)
     threshold = float(np.quantile(sims, THRESHOLD_QUANTILE)) if sims.size else math.inf
@@ -504,7 +520,8 @@ def analyse(
             results.append(_test_layer(pairing, pools[j], layer, j, j, 1, alpha,
                                        sample=sample))
         else:
-            scored = {a: _observed(pairing, pool, layer) for a, pool in pools.items()}
+            feats = cand_features(layer)
+            scored = {a: _observed(pairing, pool, layer, feats) for a, pool in pools.items()}
             a = max(scored, key=lambda i: (int(scored[i].agree.sum()),
                                            float(np.nanmean(scored[i].sim))))
             results.append(_test_layer(pairing, pools[a], layer, j, a, len(pools), alpha,

@@ -99,7 +99,9 @@ def _unit_rows(w: torch.Tensor) -> torch.Tensor:
     """
     f = w.shape[0]
     for _ in range(BALANCE_ITERS):
-        w = w * (f**0.5 / w.norm(dim=0, keepdim=True).clamp_min(1e-12))
+        # column norms as a sum of squares: torch's strided vector_norm over dim 0 is ~10x slower
+        cols = w.square().sum(dim=0, keepdim=True).sqrt()
+        w = w * (f**0.5 / cols.clamp_min(1e-12))
         w = w / w.norm(dim=1, keepdim=True).clamp_min(1e-12)
     return w
 
