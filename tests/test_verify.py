@@ -255,3 +255,12 @@ def test_sampled_expert_nulls_reach_the_same_moe_answers(zoo, pair, moe_reports)
     assert probe.details["expert_neurons"] > 64 * layers
     assert [len(e.base_neurons) for e in reduced.moe.experts] == [
         len(e.base_neurons) for e in exact.moe.experts]
+
+
+def test_embeddings_alone_skip_the_layer_work(zoo):
+    report = verify(zoo["llama"], zoo["llama_permuted"],
+                    VerifyOptions(digest=False, probes=("hidden_alignment",)))
+    assert [p.name for p in report.probes] == ["hidden_alignment"]
+    assert report.verdict == "derived"
+    assert "neuron_matching" not in report.timings
+    assert report.layer_similarity is None

@@ -174,8 +174,11 @@ class _Run:
         power = self.power(base, pairing.rotations)
         t0 = self.tick("power_check", t0)
         self.probes.append(self._embedding_probe(pairing, power.get(hidden.NAME)))
-        self._neurons(pairing, power.get(neurons.NAME))
-        t0 = self.tick("neuron_matching", t0)
+        # the layer map (from neuron matching) serves every per-layer probe and norm drift;
+        # asked for the embeddings alone, nothing needs it
+        if any(self.opts.wants(p) for p in (neurons.NAME, heads.NAME, moe.NAME, drift.NAME)):
+            self._neurons(pairing, power.get(neurons.NAME))
+            t0 = self.tick("neuron_matching", t0)
         if self.opts.wants(heads.NAME):
             self._heads(pairing, power.get(heads.NAME))
             t0 = self.tick("head_matching", t0)
