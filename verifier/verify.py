@@ -97,7 +97,7 @@ def _side(model: Model, rows: np.ndarray, compute: Compute) -> Side:
         attn_layers = []
 
     def ffn(i: int) -> neurons.FFNWeights:
-        loaded = neurons.load_ffn(model, i, compute)
+        loaded = neurons.load_ffn(model, i)
         assert loaded is not None  # the roles were checked above
         return loaded
 
@@ -355,7 +355,8 @@ class _Run:
         if not layers:
             return {}
         a = layers[len(layers) // 2]
-        fake = fake_derivative(base, [a], self.opts.power_drift, self.rng, self.gen)
+        fake = fake_derivative(base, [a], self.opts.power_drift, self.rng, self.gen,
+                               self.compute)
         pairing = Pairing(base, fake, self.rng, self.opts.null_draws, self.opts.neuron_sample,
                           rotations, compute=self.compute)
         out = {hidden.NAME: gaussian_tail_p(pairing.embed_stat, pairing.embed_null)[1]}
@@ -411,8 +412,9 @@ class _Run:
         if pairing is None or a not in pairing.base.ffn or j not in pairing.cand.ffn:
             return {}
         rows, cols = pairing.matched_neurons(a, j)
-        fb = pairing.base.ffn[a].neurons_permuted(torch.as_tensor(rows))
-        fc = pairing.cand.ffn[j].neurons_permuted(torch.as_tensor(cols)).aligned(pairing.align)
+        fb = pairing.base.ffn[a].neurons_permuted(torch.as_tensor(rows)).placed(self.compute)
+        fc = pairing.cand.ffn[j].neurons_permuted(torch.as_tensor(cols)).placed(self.compute)
+        fc = fc.aligned(pairing.align)
         sign = torch.sign((fb.up * fc.up).sum(dim=1, keepdim=True))
         out = {
             "up": drift.relative_drift(fb.up, fc.up * sign),

@@ -470,6 +470,7 @@ def _test_layer(
     """The agreement test of candidate layer ``j`` against base layer ``a``: the observed
     matching of every expert neuron (the expert maps), and null draws of a fixed sample of at
     most ``sample`` of them (the same neurons counted in the observed matching)."""
+    pool = pool.placed(pairing.compute)
     cand = cand_features(moe)
     obs = observed if observed is not None else _observed(pairing, pool, moe, cand)
     idx = sample_neurons(moe.widths, sample, pairing.generator(j, 2))
@@ -521,7 +522,8 @@ def analyse(
                                        sample=sample))
         else:
             feats = cand_features(layer)
-            scored = {a: _observed(pairing, pool, layer, feats) for a, pool in pools.items()}
+            scored = {a: _observed(pairing, pool.placed(pairing.compute), layer, feats)
+                      for a, pool in pools.items()}
             a = max(scored, key=lambda i: (int(scored[i].agree.sum()),
                                            float(np.nanmean(scored[i].sim))))
             results.append(_test_layer(pairing, pools[a], layer, j, a, len(pools), alpha,
@@ -578,7 +580,7 @@ def power_p(
     layers = sorted(pools)
     a = layers[len(layers) // 2]
     gen = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
-    fake, layer = fake_upcycled(base, pools[a], drift, rng, gen)
+    fake, layer = fake_upcycled(base, pools[a].placed(compute or Compute()), drift, rng, gen)
     pairing = Pairing(base, fake, rng, draws, compute=compute)
     return _test_layer(pairing, pools[a], layer, a, a, 1, DEFAULT_ALPHA,
                        sample=sample).p_value

@@ -68,20 +68,30 @@ class FFNWeights:
     def neurons_permuted(self, tau: torch.Tensor) -> FFNWeights:
         return self._map(lambda w: w[tau.to(w.device)])
 
+    def placed(self, compute: Compute) -> FFNWeights:
+        """The weights on the compute device in float32, contiguous (a no-op for weights that
+        already are): layers are cached as stored and placed where a probe needs them, so
+        that a sample of rows is upcast instead of a whole layer."""
+        def put(w: torch.Tensor) -> torch.Tensor:
+            out = compute.put(w)
+            return out if out.is_contiguous() else out.contiguous()
 
-def load_ffn(model: Model, layer: int, compute: Compute | None = None) -> FFNWeights | None:
-    """The dense FFN of ``layer`` in float32 on the compute device, or None for MoE or
-    FFN-less layers."""
+        return self._map(put)
+
+
+def load_ffn(model: Model, layer: int) -> FFNWeights | None:
+    """The dense FFN of ``layer`` as stored (CPU, stored dtype; zero-copy views of the file
+    where the reader maps it, e.g. safetensors), or None for MoE or FFN-less layers. The down
+    projection is a transposed view; ``placed`` makes float32 device copies."""
     roles = model.layout.layers[layer].roles
     if UP not in roles or DOWN not in roles:
         return None
-    put = (compute or Compute()).put
 
     def get(role: str) -> torch.Tensor:
-        return put(model.load(roles[role]))
+        return model.load(roles[role])
 
     gate = get(GATE) if GATE in roles else None
-    return FFNWeights(gate=gate, up=get(UP), down=get(DOWN).T.contiguous())
+    return FFNWeights(gate=gate, up=get(UP), down=get(DOWN).T)
 
 
 #: alternating row/column normalisations; the residual scale dependence after 8 is < 1e-4

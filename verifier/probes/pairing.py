@@ -61,7 +61,9 @@ class LazyLayers(Mapping[int, T]):
 class Side:
     """What the probes need of one model: embedding rows of the shared tokens (``[n, d]``, the
     same token order on both sides), dense FFNs and attention circuits by layer (plain dicts, or
-    ``LazyLayers`` that read each layer when asked)."""
+    ``LazyLayers`` that read each layer when asked). FFNs may be held as stored (CPU, stored
+    dtype); every use places them (``FFNWeights.placed``), which is a no-op for weights already
+    in float32 on the device."""
 
     embed: torch.Tensor
     ffn: Mapping[int, neurons.FFNWeights] = field(default_factory=dict)
@@ -138,7 +140,8 @@ class Pairing:
         ffn = self.base.ffn[a]
         rows = self.base_rows(a)
         if rows is not None:
-            ffn = ffn.neurons_permuted(rows)
+            ffn = ffn.neurons_permuted(rows)  # the sample's rows, before the float32 upcast
+        ffn = ffn.placed(self.compute)
         if k >= 0:
             ffn = ffn.rotated(self.rotations[k])
         cand_dim = self.cand.embed.shape[1]
@@ -152,7 +155,7 @@ class Pairing:
         kept: the probes visit one candidate layer at a time)."""
         if self._fc is None or self._fc[0] != j:
             self._fc = None  # release the previous layer before computing the next
-            self._fc = (j, neurons.NeuronFeatures.of(self.cand.ffn[j]))
+            self._fc = (j, neurons.NeuronFeatures.of(self.cand.ffn[j].placed(self.compute)))
         return self._fc[1]
 
     def ffn_similarity(self, a: int, j: int, k: int = -1) -> torch.Tensor:
@@ -204,7 +207,8 @@ class Pairing:
 
 
 def fake_derivative(
-    base: Side, layers: list[int], drift: float, rng: np.random.Generator, gen: torch.Generator
+    base: Side, layers: list[int], drift: float, rng: np.random.Generator, gen: torch.Generator,
+    compute: Compute | None = None,
 ) -> Side:
     """The base's ``layers`` as a vendor might hide them: Gaussian noise of relative size
     ``drift`` on every matrix, a random signed permutation of the hidden space, and random
@@ -237,7 +241,7 @@ def fake_derivative(
     out = Side(embed=hide(base.embed))
     for a in layers:
         if a in base.ffn:
-            ffn = base.ffn[a]
+            ffn = base.ffn[a].placed(compute or Compute())
             tau = torch.as_tensor(rng.permutation(ffn.up.shape[0])).to(device)
             out.ffn[a] = neurons.FFNWeights(
                 gate=hide(ffn.gate)[tau] if ffn.gate is not None else None,
