@@ -171,7 +171,7 @@ class _Run:
                           compute=self.compute)
         self.pairing = pairing
         t0 = self.tick("alignment", t0)
-        power = self.power(base, pairing.rotations)
+        power = self.power(base, pairing)
         t0 = self.tick("power_check", t0)
         self.probes.append(self._embedding_probe(pairing, power.get(hidden.NAME)))
         # the layer map (from neuron matching) serves every per-layer probe and norm drift;
@@ -348,7 +348,7 @@ class _Run:
             decisive=True, layers=layers, power_p_value=power,
         ))
 
-    def power(self, base: Side, rotations: list[torch.Tensor]) -> dict[str, float]:
+    def power(self, base: Side, observed: Pairing) -> dict[str, float]:
         """p-values of the base against a noisy (``power_drift``), signed-permuted copy of
         itself with permuted neurons: the probes' power to see a well-hidden derivation."""
         layers = sorted(set(base.ffn) | set(base.circuits))
@@ -358,7 +358,7 @@ class _Run:
         fake = fake_derivative(base, [a], self.opts.power_drift, self.rng, self.gen,
                                self.compute)
         pairing = Pairing(base, fake, self.rng, self.opts.null_draws, self.opts.neuron_sample,
-                          rotations, compute=self.compute)
+                          same_base=observed, compute=self.compute)
         out = {hidden.NAME: gaussian_tail_p(pairing.embed_stat, pairing.embed_null)[1]}
         if a in base.ffn:
             out[neurons.NAME] = gaussian_tail_p(pairing.ffn_stat(a, a), pairing.ffn_null(a, a))[1]

@@ -125,14 +125,21 @@ class RotatedCorrelations:
     exactly ``standardise(X R)^T Y``.
     """
 
-    def __init__(self, base: torch.Tensor, ys: torch.Tensor) -> None:
+    def __init__(self, base: torch.Tensor, ys: torch.Tensor, gram: bool = True) -> None:
+        """``gram=False`` when every rotation's ``norms`` will be given (they depend on the
+        base alone, so a second pairing of the same base reuses the first one's)."""
         x = base.to(torch.float32)
         x = x - x.mean(dim=0, keepdim=True)
         self.cross = x.T @ ys
-        self.gram = x.T @ x
+        self.gram = x.T @ x if gram else None
 
-    def __call__(self, rot: torch.Tensor) -> torch.Tensor:
-        norms = ((self.gram @ rot) * rot).sum(dim=0).clamp_min(1e-24).sqrt()
+    def norms(self, rot: torch.Tensor) -> torch.Tensor:
+        """``||X r_i||`` for every column of ``rot``."""
+        assert self.gram is not None, "built without the Gram matrix: pass the norms"
+        return ((self.gram @ rot) * rot).sum(dim=0).clamp_min(1e-24).sqrt()
+
+    def __call__(self, rot: torch.Tensor, norms: torch.Tensor | None = None) -> torch.Tensor:
+        norms = self.norms(rot) if norms is None else norms
         return (rot.T @ self.cross) / norms[:, None]
 
 

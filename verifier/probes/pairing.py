@@ -85,10 +85,11 @@ class Pairing:
 
     def __init__(self, base: Side, cand: Side, rng: np.random.Generator, draws: int,
                  sample: int = neurons.MAX_BASE_NEURONS,
-                 rotations: list[torch.Tensor] | None = None,
+                 same_base: Pairing | None = None,
                  compute: Compute | None = None) -> None:
-        """``rotations``: reuse another pairing's null rotations of the same base (the power
-        check does: its null is the same rotated base, and a Haar draw costs a QR of ``d x d``)
+        """``same_base``: another pairing of the same base whose null rotations, and the
+        rotated base's column norms, are reused (the power check does: its null is the same
+        rotated base; a Haar draw costs a QR of ``d x d`` and its norms a ``d x d`` product)
         instead of drawing ``draws`` new ones. ``compute``: where the rotations' QR runs (the
         sides' tensors are already on its device)."""
         self.base, self.cand = base, cand
@@ -100,13 +101,17 @@ class Pairing:
         )
         self.null_aligns: list[hidden.HiddenAlignment] = []
         self.embed_null: list[float] = []
-        rotated = hidden.RotatedCorrelations(base.embed, ys)
+        rotated = hidden.RotatedCorrelations(base.embed, ys, gram=same_base is None)
         # all rotations first (the same rng draws, in the same order, however the assignments
         # below are scheduled); each draw's correlations leave the device in turn while earlier
         # draws' assignments are solved in threads
-        self.rotations: list[torch.Tensor] = ([haar_rotation(d, rng, self.compute) for _ in range(draws)]
-                          if rotations is None else list(rotations))
-        corrs = (Compute.numpy64(rotated(rot)) for rot in self.rotations)
+        if same_base is None:
+            self.rotations = [haar_rotation(d, rng, self.compute) for _ in range(draws)]
+            self.null_norms = [rotated.norms(rot) for rot in self.rotations]
+        else:
+            self.rotations, self.null_norms = same_base.rotations, same_base.null_norms
+        corrs = (Compute.numpy64(rotated(rot, norms))
+                 for rot, norms in zip(self.rotations, self.null_norms, strict=True))
         for align, stat in ordered_map(hidden.recover_from_corr, corrs):
             self.null_aligns.append(align)
             self.embed_null.append(stat)
