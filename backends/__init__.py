@@ -12,7 +12,7 @@ import os
 os.environ.setdefault("TORCH_DEVICE_BACKEND_AUTOLOAD", "0")
 
 from backends.base import Backend, BackendStatus  # noqa: E402
-from backends.compute import DTYPE_POLICY, Capabilities, Compute, cpu_compute  # noqa: E402
+from backends.compute import DTYPE_POLICY, Capabilities, Compute  # noqa: E402
 from backends.cpu import CPUBackend  # noqa: E402
 from backends.cuda import CUDABackend  # noqa: E402
 from backends.fake_npu import FakeNPUBackend  # noqa: E402
@@ -58,7 +58,6 @@ __all__ = [
     "BackendStatus",
     "Capabilities",
     "Compute",
-    "cpu_compute",
     "select",
     "statuses",
 ]

@@ -3,7 +3,8 @@ per-op fallbacks to the CPU where a device lacks a kernel.
 
 Policy (the same on every backend, so that every backend reaches the same verdict):
 
-- weights are upcast to float32 and moved to the device once, when a layer is read; similarity
+- weights are upcast to float32 and moved to the device (``put``) where a probe uses them (a
+  layer is cached as stored, so a sample of its rows is upcast, not all of it); similarity
   matrices, norms and the rotations of the null model are computed there in float32 with TF32 /
   HF32 off (reduced-precision matmuls would move the matched similarities by ~1e-3, the size of
   a weak derivation's signal);
@@ -65,10 +66,6 @@ class Compute:
             t = t.to(torch.float32)
         return t.to(self.device).to(torch.float32)
 
-    def index(self, values: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Integer indices on the device (advanced indexing wants them beside the data)."""
-        return torch.as_tensor(values, dtype=torch.int64).to(self.device)
-
     @staticmethod
     def numpy64(t: torch.Tensor) -> np.ndarray:
         """A device tensor on the CPU as float64 numpy: the only road to the statistics. The
@@ -94,9 +91,4 @@ class Compute:
         return [f"{op}: {why}" for op, why in sorted(self.fallbacks.items())]
 
 
-#: the default context: the CPU, which every other backend is compared with
-def cpu_compute() -> Compute:
-    return Compute()
-
-
-__all__ = ["DTYPE_POLICY", "Capabilities", "Compute", "cpu_compute"]
+__all__ = ["DTYPE_POLICY", "Capabilities", "Compute"]

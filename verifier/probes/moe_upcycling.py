@@ -100,7 +100,7 @@ from scipy.special import logsumexp
 
 from backends.compute import Compute
 from backends.distributed import Shards
-from verifier.architectures.layout import DOWN, GATE, UP, RoleRef
+from verifier.architectures.layout import RoleRef
 from verifier.model import Model
 from verifier.parallel import ordered_map
 from verifier.probes import neuron_matching as neurons
@@ -177,15 +177,8 @@ def concat(ffns: list[neurons.FFNWeights]) -> neurons.FFNWeights:
 
 def _expert_ffn(model: Model, roles: Mapping[str, RoleRef],
                 compute: Compute) -> neurons.FFNWeights | None:
-    if UP not in roles or DOWN not in roles:
-        return None
-
-    def get(role: str) -> torch.Tensor:
-        return compute.put(model.load(roles[role]))
-
-    return neurons.FFNWeights(
-        gate=get(GATE) if GATE in roles else None, up=get(UP), down=get(DOWN).T.contiguous()
-    )
+    ffn = neurons.ffn_from_roles(model, roles)
+    return ffn.placed(compute) if ffn is not None else None
 
 
 def load_moe(model: Model, compute: Compute | None = None,

@@ -24,7 +24,7 @@ permuted model escapes; this statistic does not depend on the neuron order at al
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +32,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from backends.compute import Compute
-from verifier.architectures.layout import DOWN, GATE, UP
+from verifier.architectures.layout import DOWN, GATE, UP, RoleRef
 from verifier.model import Model
 from verifier.probes.hidden_alignment import HiddenAlignment
 from verifier.probes.rotation_null import rotate_cols
@@ -80,10 +80,15 @@ class FFNWeights:
 
 
 def load_ffn(model: Model, layer: int) -> FFNWeights | None:
-    """The dense FFN of ``layer`` as stored (CPU, stored dtype; zero-copy views of the file
-    where the reader maps it, e.g. safetensors), or None for MoE or FFN-less layers. The down
-    projection is a transposed view; ``placed`` makes float32 device copies."""
-    roles = model.layout.layers[layer].roles
+    """The dense FFN of ``layer`` as stored, or None for MoE or FFN-less layers."""
+    return ffn_from_roles(model, model.layout.layers[layer].roles)
+
+
+def ffn_from_roles(model: Model, roles: Mapping[str, RoleRef]) -> FFNWeights | None:
+    """The FFN whose gate / up / down tensors ``roles`` names (a dense layer's, or one
+    expert's), as stored (CPU, stored dtype; zero-copy views of the file where the reader maps
+    it, e.g. safetensors), or None without up and down. The down projection is a transposed
+    view; ``placed`` makes float32 device copies."""
     if UP not in roles or DOWN not in roles:
         return None
 
