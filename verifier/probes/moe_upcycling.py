@@ -106,7 +106,7 @@ from verifier.parallel import ordered_map
 from verifier.probes import neuron_matching as neurons
 from verifier.probes.base import LayerValue, ProbeResult
 from verifier.probes.hidden_alignment import HiddenAlignment
-from verifier.probes.pairing import Pairing, Side
+from verifier.probes.pairing import Disguise, Pairing, Side
 from verifier.stats import P_FLOOR, harmonic_combine
 from verifier.verdict import DEFAULT_ALPHA
 
@@ -540,26 +540,18 @@ def fake_upcycled(
     replicas of the FFN's neurons cut into ``experts`` experts, Gaussian noise of relative size
     ``drift`` on every expert matrix and on the embeddings, and a random signed permutation of
     the hidden space (as ``pairing.fake_derivative``)."""
-    d = base.embed.shape[1]
     device = base.embed.device
-    pi = torch.as_tensor(rng.permutation(d)).to(device)
-    sign = torch.as_tensor(rng.choice([-1.0, 1.0], d), dtype=torch.float32).to(device)
-
-    def hide(w: torch.Tensor) -> torch.Tensor:
-        noise = torch.randn(w.shape, generator=gen, dtype=torch.float32).to(device)
-        w = w + noise * (drift * w.norm() / noise.norm().clamp_min(1e-12))
-        return (w * sign)[..., pi]
-
+    hide = Disguise(base.embed.shape[1], device, rng, gen)
     f = int(pool.up.shape[0])
     order = np.concatenate([rng.permutation(f), rng.permutation(f)])
     units = []
     for part in np.array_split(order, experts):
         idx = torch.as_tensor(part).to(device)
         units.append(neurons.FFNWeights(
-            gate=hide(pool.gate[idx]) if pool.gate is not None else None,
-            up=hide(pool.up[idx]), down=hide(pool.down[idx]),
+            gate=hide(pool.gate[idx], drift) if pool.gate is not None else None,
+            up=hide(pool.up[idx], drift), down=hide(pool.down[idx], drift),
         ))
-    return Side(embed=hide(base.embed)), MoELayer(units)
+    return Side(embed=hide(base.embed, drift)), MoELayer(units)
 
 
 def power_p(

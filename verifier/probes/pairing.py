@@ -135,7 +135,7 @@ class Pairing:
         n = self.base.ffn[a].up.shape[0]
         if n <= self.sample:
             return None
-        gen = np.random.default_rng([self._sample_seed, a])
+        gen = self.generator(a)
         return torch.as_tensor(np.sort(gen.choice(n, self.sample, replace=False)))
 
     def _base_features(self, a: int, k: int) -> neurons.NeuronFeatures:
@@ -192,7 +192,7 @@ class Pairing:
         keep = -(-heads.MAX_BASE_HEADS // per)
         if keep >= c.groups:
             return None
-        gen = np.random.default_rng([self._sample_seed, a, 1])
+        gen = self.generator(a, 1)
         return torch.as_tensor(np.sort(gen.choice(c.groups, keep, replace=False)))
 
     def head_stat(self, a: int, j: int, k: int = -1) -> float:
@@ -211,6 +211,25 @@ class Pairing:
         return [self.head_stat(a, j, k) for k in range(len(self.rotations))]
 
 
+class Disguise:
+    """What a vendor does for free to hide a copy: a random signed permutation of the hidden
+    space (``pi`` and ``sign``, drawn from ``rng``) and Gaussian noise (drawn from ``gen`` on the
+    CPU, so every device gets the same noise)."""
+
+    def __init__(self, d: int, device: torch.device, rng: np.random.Generator,
+                 gen: torch.Generator) -> None:
+        self.pi = torch.as_tensor(rng.permutation(d)).to(device)
+        self.sign = torch.as_tensor(rng.choice([-1.0, 1.0], d), dtype=torch.float32).to(device)
+        self.gen = gen
+
+    def __call__(self, w: torch.Tensor, drift: float) -> torch.Tensor:
+        """``w`` (hidden coordinates last) plus noise of relative size ``drift``, then signed
+        and permuted: candidate column ``c`` holds base column ``pi[c]``."""
+        noise = torch.randn(w.shape, generator=self.gen, dtype=torch.float32).to(w.device)
+        w = w + noise * (drift * w.norm() / noise.norm().clamp_min(1e-12))
+        return (w * self.sign)[..., self.pi]
+
+
 def fake_derivative(
     base: Side, layers: list[int], drift: float, rng: np.random.Generator, gen: torch.Generator,
     compute: Compute | None = None,
@@ -218,42 +237,22 @@ def fake_derivative(
     """The base's ``layers`` as a vendor might hide them: Gaussian noise of relative size
     ``drift`` on every matrix, a random signed permutation of the hidden space, and random
     permutations of the FFN neurons (used to check that the probes have power)."""
-    d = base.embed.shape[1]
     device = base.embed.device
-    pi = torch.as_tensor(rng.permutation(d)).to(device)
-    sign = torch.as_tensor(rng.choice([-1.0, 1.0], d), dtype=torch.float32).to(device)
-
-    def gaussian(shape: torch.Size) -> torch.Tensor:
-        # drawn on the CPU: the same noise whichever device computes
-        return torch.randn(shape, generator=gen, dtype=torch.float32).to(device)
-
-    def noisy(w: torch.Tensor) -> torch.Tensor:
-        noise = gaussian(w.shape)
-        return w + noise * (drift * w.norm() / noise.norm().clamp_min(1e-12))
-
-    def hide(w: torch.Tensor) -> torch.Tensor:  # candidate column c holds base column pi[c]
-        return (noisy(w) * sign)[..., pi]
-
+    hide = Disguise(base.embed.shape[1], device, rng, gen)
     # circuit factors get noise of relative size s with (1 + s^2)^2 - 1 = drift^2, so that the
     # circuits (products of two factors) carry relative noise ~ drift, like the FFN matrices
     s = ((1.0 + drift**2) ** 0.5 - 1.0) ** 0.5
-
-    def hide_factor(m: torch.Tensor) -> torch.Tensor:
-        noise = gaussian(m.shape)
-        m = m + noise * (s * m.norm() / noise.norm().clamp_min(1e-12))
-        return (m * sign)[..., pi]
-
-    out = Side(embed=hide(base.embed))
+    out = Side(embed=hide(base.embed, drift))
     for a in layers:
         if a in base.ffn:
             ffn = base.ffn[a].placed(compute or Compute())
             tau = torch.as_tensor(rng.permutation(ffn.up.shape[0])).to(device)
             out.ffn[a] = neurons.FFNWeights(
-                gate=hide(ffn.gate)[tau] if ffn.gate is not None else None,
-                up=hide(ffn.up)[tau], down=hide(ffn.down)[tau],
+                gate=hide(ffn.gate, drift)[tau] if ffn.gate is not None else None,
+                up=hide(ffn.up, drift)[tau], down=hide(ffn.down, drift)[tau],
             )
         if a in base.circuits:
             c = base.circuits[a]
             out.circuits[a] = heads.HeadCircuits(
-                q=hide_factor(c.q), k=hide_factor(c.k), o=hide_factor(c.o), v=hide_factor(c.v))
+                q=hide(c.q, s), k=hide(c.k, s), o=hide(c.o, s), v=hide(c.v, s))
     return out
