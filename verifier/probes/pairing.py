@@ -119,6 +119,7 @@ class Pairing:
         self._sample_seed = int(rng.integers(2**63))
         self._fb: dict[int, neurons.NeuronFeatures] = {}
         self._fc: tuple[int, neurons.NeuronFeatures] | None = None
+        self._fs: tuple[int, neurons.FFNWeights] | None = None
 
     def generator(self, *keys: int) -> np.random.Generator:
         """A generator for a fixed sample (of neurons, heads or expert neurons) keyed by
@@ -142,11 +143,7 @@ class Pairing:
         """Base layer ``a`` (sampled; rotated for a null draw) in candidate coordinates."""
         if k < 0 and a in self._fb:
             return self._fb[a]
-        ffn = self.base.ffn[a]
-        rows = self.base_rows(a)
-        if rows is not None:
-            ffn = ffn.neurons_permuted(rows)  # the sample's rows, before the float32 upcast
-        ffn = ffn.placed(self.compute)
+        ffn = self._base_sample(a)
         if k >= 0:
             ffn = ffn.rotated(self.rotations[k])
         cand_dim = self.cand.embed.shape[1]
@@ -154,6 +151,18 @@ class Pairing:
         if k < 0:
             self._fb[a] = feats
         return feats
+
+    def _base_sample(self, a: int) -> neurons.FFNWeights:
+        """Base layer ``a``'s sampled neurons in float32 on the device: the rows are taken
+        before the upcast, and the last layer's sample is kept, since every null draw of a layer
+        rotates the same sample."""
+        if self._fs is None or self._fs[0] != a:
+            ffn = self.base.ffn[a]
+            rows = self.base_rows(a)
+            if rows is not None:
+                ffn = ffn.neurons_permuted(rows)
+            self._fs = (a, ffn.placed(self.compute))
+        return self._fs[1]
 
     def _cand_features(self, j: int) -> neurons.NeuronFeatures:
         """Candidate layer ``j``'s features in its own coordinates (the last layer asked for is
