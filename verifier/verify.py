@@ -85,8 +85,9 @@ def _info(model: Model, digest: bool, cache: ModelCache | None = None) -> ModelI
 
 
 def _side(model: Model, rows: np.ndarray, compute: Compute) -> Side:
-    """The embedding rows of the shared tokens now; FFNs and circuits read layer by layer
-    (each moved to the compute device as it is read)."""
+    """The embedding rows of the shared tokens now (on the compute device); FFNs and circuits
+    read layer by layer: circuits moved to the device as they are read, FFNs kept as stored and
+    placed by the probes where they use them."""
     layout = model.layout
     ffn_layers = [i for i in range(layout.num_layers)
                   if {UP, DOWN} <= set(layout.layers[i].roles)]
@@ -123,9 +124,11 @@ class _Run:
     """State of one verification (kept out of module globals: no hidden shared state)."""
 
     def __init__(self, base: Model, cand: Model, opts: VerifyOptions, progress: Progress | None,
-                 compute: Compute, shards: Shards):
+                 compute: Compute, shards: Shards, cache: ModelCache | None):
         self.base, self.cand, self.opts = base, cand, opts
         self.compute, self.shards = compute, shards
+        #: per-model results shared with other verifications (``verify(cache=...)``)
+        self.cache = cache
         self.progress: Progress = progress or (lambda stage, done, total: None)
         self.rng = np.random.default_rng(opts.seed)
         self.gen = torch.Generator().manual_seed(opts.seed)
@@ -139,8 +142,6 @@ class _Run:
         self.moe: MoESection | None = None
         self.layer_search = "full"
         self.null_layers: list[int] = []
-        #: per-model results shared with other verifications (``verify(cache=...)``)
-        self.cache: ModelCache | None = None
 
     def tick(self, key: str, t0: float) -> float:
         now = time.perf_counter()
@@ -248,18 +249,18 @@ class _Run:
         # each rank matches its share of the candidate layers; every rank gets every column.
         # The layers with null draws cost ~25x the others: they are dealt out first, evenly
         order = self.null_layers + [j for j in sorted(compared) if j not in self.null_layers]
-        local: dict[int, tuple[dict[int, float], list[float] | None]] = {}
+        local: dict[int, tuple[dict[int, float], int, list[float] | None]] = {}
         for k, j in enumerate(self.shards.mine(order)):
             self.progress("matching neurons", k * self.shards.world, len(compared))
             col = {a: pairing.ffn_stat(a, j) for a in compared[j]}
             best = max(col, key=lambda a: (col[a], -a))  # the first of equal maxima
-            local[j] = (col, pairing.ffn_null(best, j) if j in self.null_layers else None)
+            local[j] = (col, best, pairing.ffn_null(best, j) if j in self.null_layers else None)
         for part in self.shards.gather(local):
-            for j, (col, null) in part.items():
+            for j, (col, best, null) in part.items():
                 for a, v in col.items():
                     stat[a, j] = v
                 if null is not None:
-                    nulls[j] = (int(np.nanargmax(stat[:, j])), null)
+                    nulls[j] = (best, null)
         nulls = dict(sorted(nulls.items()))
         self.progress("matching neurons", len(compared), len(compared))
         for j in compared:
@@ -477,8 +478,7 @@ def verify(
     t_start = time.perf_counter()
     with open_model(base, role_map=role_maps[0]) as mb, \
             open_model(candidate, role_map=role_maps[1]) as mc:
-        run = _Run(mb, mc, opts, progress, compute, shards)
-        run.cache = cache
+        run = _Run(mb, mc, opts, progress, compute, shards, cache)
         t0 = time.perf_counter()
         models = Models(base=_info(mb, opts.digest, cache),
                         candidate=_info(mc, opts.digest, cache))
