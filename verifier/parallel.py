@@ -39,7 +39,8 @@ def default_workers() -> int:
     return max(1, min(MAX_THREADS, cores))
 
 
-def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int | None = None) -> Iterator[R]:
+def ordered_map(fn: Callable[[T], R], items: Iterable[T],
+                workers: int | None = None) -> Iterator[R]:
     """``map(fn, items)`` with up to ``workers`` calls of ``fn`` running at once in threads and
     at most ``workers`` more items produced ahead (each may be a ``d x d`` matrix)."""
     workers = workers or default_workers()

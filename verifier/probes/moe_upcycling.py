@@ -63,8 +63,8 @@ summing the log-pmf. A layer of more than ``MAX_NULL_NEURONS`` expert neurons is
 fixed random sample of that many (drawn from the pairing's seed, before any statistic is seen):
 the null draws match only those neurons, and ``A_j`` counts the agreeing ones among them, so the
 test stays exact while its cost falls by about ``N_j / sample``; the observed matching, and
-with it every expert map, still covers all ``N_j`` neurons. Neurons of one draw are not independent (hubs), so counts and trials are
-first divided by the over-dispersion ``phi = max(1, var(c_k) / (N_j p0 (1 - p0)))`` measured
+with it every expert map, still covers all ``N_j`` neurons. Neurons of one draw are not
+independent (hubs), so counts and trials are first divided by the over-dispersion ``phi = max(1, var(c_k) / (N_j p0 (1 - p0)))`` measured
 across draws (quasi-likelihood), which widens the tail. When the base layer is chosen among
 ``L_base`` layers by the statistic (depths differ and no layer map is given), the layer's
 p-value is multiplied by ``L_base`` (Bonferroni). Layers are merged by the Vovk-Wang harmonic
@@ -476,7 +476,8 @@ def _test_layer(
     p, phi = agreement_p(tested, trials, counts)
     return LayerResult(
         layer=j, base_layer=a, widths=moe.widths, routed=len(moe.experts), observed=obs,
-        trials=trials, tested_agree=tested, null_agree=counts, null_similarity=[float(np.nanmean(m.sim)) for m in nulls],
+        trials=trials, tested_agree=tested, null_agree=counts,
+        null_similarity=[float(np.nanmean(m.sim)) for m in nulls],
         threshold=threshold, p_value=min(1.0, bonferroni * p), phi=phi,
         bonferroni=bonferroni, alpha=alpha,
     )
