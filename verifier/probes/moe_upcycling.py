@@ -64,8 +64,8 @@ fixed random sample of that many (drawn from the pairing's seed, before any stat
 the null draws match only those neurons, and ``A_j`` counts the agreeing ones among them, so the
 test stays exact while its cost falls by about ``N_j / sample``; the observed matching, and
 with it every expert map, still covers all ``N_j`` neurons. Neurons of one draw are not
-independent (hubs), so counts and trials are first divided by the over-dispersion ``phi = max(1, var(c_k) / (N_j p0 (1 - p0)))`` measured
-across draws (quasi-likelihood), which widens the tail. When the base layer is chosen among
+independent (hubs), so counts and trials are first divided by the over-dispersion
+``phi = max(1, var(c_k) / (N_j p0 (1 - p0)))`` measured across draws (quasi-likelihood), which widens the tail. When the base layer is chosen among
 ``L_base`` layers by the statistic (depths differ and no layer map is given), the layer's
 p-value is multiplied by ``L_base`` (Bonferroni). Layers are merged by the Vovk-Wang harmonic
 mean (``stats.harmonic_combine``), valid under any dependence; ``upcycled`` is ``p < alpha``.
