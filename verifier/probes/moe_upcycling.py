@@ -55,29 +55,30 @@ Statistic and null. Per layer, ``A_j``: the number of its ``N_j`` neurons that a
 experts cluster around the base FFN: each upcycled expert holds a block of base neurons, an
 expert trained from scratch holds none; the expert-by-expert overlap of held base neurons is
 reported too). Null: ``rotation_null``, the base's hidden space rotated at random and the
-alignment recovered again, for each of the ``K`` draws of ``pairing``: counts ``c_1..c_K``.
-The draws give the chance agreement rate ``p0`` with its uncertainty, and the p-value is the
-upper tail of ``A_j`` under the predictive distribution of a new draw: beta-binomial
-``BB(N_j, c + 1/2, K N_j - c + 1/2)`` with ``c = sum c_k`` (Jeffreys prior), computed by
-summing the log-pmf. A layer of more than ``MAX_NULL_NEURONS`` expert neurons is tested on a
-fixed random sample of that many (drawn from the pairing's seed, before any statistic is seen):
-the null draws match only those neurons, and ``A_j`` counts the agreeing ones among them, so the
-test stays exact while its cost falls by about ``N_j / sample``; the observed matching, and
-with it every expert map, still covers all ``N_j`` neurons. Neurons of one draw are not
-independent (hubs), so counts and trials are first divided by the over-dispersion
-``phi = max(1, var(c_k) / (N_j p0 (1 - p0)))`` measured across draws (quasi-likelihood), which widens the tail. When the base layer is chosen among
-``L_base`` layers by the statistic (depths differ and no layer map is given), the layer's
-p-value is multiplied by ``L_base`` (Bonferroni). Layers are merged by the Vovk-Wang harmonic
-mean (``stats.harmonic_combine``), valid under any dependence; ``upcycled`` is ``p < alpha``.
-Calibration, leave-one-out over 40 null draws: for independent MoEs fewer p-values than
+alignment recovered again, for each of the ``K`` draws of ``pairing``: counts ``c_1..c_K``. The
+draws give the chance agreement rate ``p0`` with its uncertainty, and the p-value is the upper
+tail of ``A_j`` under the predictive distribution of a new draw: beta-binomial ``BB(N_j, c +
+1/2, K N_j - c + 1/2)`` with ``c = sum c_k`` (Jeffreys prior), computed by summing the log-pmf.
+A layer of more than ``MAX_NULL_NEURONS`` expert neurons is tested on a fixed random sample of
+that many (drawn from the pairing's seed, before any statistic is seen): the null draws match
+only those neurons, and ``A_j`` counts the agreeing ones among them, so the test stays exact
+while its cost falls by about ``N_j / sample``; the observed matching, and with it every expert
+map, still covers all ``N_j`` neurons. Neurons of one draw are not independent (hubs), so counts
+and trials are first divided by the over-dispersion ``phi = max(1, var(c_k) / (N_j p0 (1 -
+p0)))`` measured across draws (quasi-likelihood), which widens the tail. When the base layer is
+chosen among ``L_base`` layers by the statistic (depths differ and no layer map is given), the
+layer's p-value is multiplied by ``L_base`` (Bonferroni). Layers are merged by the Vovk-Wang
+harmonic mean (``stats.harmonic_combine``), valid under any dependence; ``upcycled`` is ``p <
+alpha``. Calibration, leave-one-out over 40 null draws: for independent MoEs fewer p-values than
 nominal fall below 0.1 and 0.01 (conservative); for upcycled pairs, whose own null draws hold
 chance-aligned copies (heavier-tailed counts), up to 2.5x nominal at 0.01, which matters little
 there since the observed counts exceed every draw many times over. Zhu et al. (ICML 2025) use
 the agreement of gate and up matches; here all three roles must agree, neuron order never
 matters, and the chance rate is measured under the rotation null rather than assumed (a random
-coordinate permutation or a token shuffle is not a valid null: see ``rotation_null``). Scale of that null: the best ``|cos|`` of one ``d``-dim row among ``F``
-independent rows is about ``sqrt(2 ln(2F) / d)`` (0.42 for ``d = 64, F = 128``; 0.07 for
-``d = 4096, F = 14336``), so at real widths chance matches fall far below a copy's cosines.
+coordinate permutation or a token shuffle is not a valid null: see ``rotation_null``). Scale of
+that null: the best ``|cos|`` of one ``d``-dim row among ``F`` independent rows is about
+``sqrt(2 ln(2F) / d)`` (0.42 for ``d = 64, F = 128``; 0.07 for ``d = 4096, F = 14336``), so at
+real widths chance matches fall far below a copy's cosines.
 
 Power: the base FFN of a middle layer upcycled into noisy fine-grained experts (two shuffled
 replicas cut into four experts, Gaussian noise of relative size ``power_drift`` = 1 on every
