@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import ValidationError
 
 from verifier.errors import InputError, IntegrityError, LineageError
-from verifier.render import VERDICT_MEANING, format_p
+from verifier.render import VERDICT_MEANING, format_p, human_bytes
 from verifier.report import Report
 
 if TYPE_CHECKING:
@@ -537,15 +537,6 @@ def _figure_html(fig_id: str, fig: Figure, caption: str, *, wide: bool = True) -
             "</figure>")
 
 
-def _human_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024:
-            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"
-
-
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;
 margin:0 auto;max-width:1100px;padding:1.5rem;color:#1d1d1f;line-height:1.45}
@@ -716,7 +707,7 @@ def _models_html(report: Report) -> str:
         for f in info.files:
             digest = f.sha256 or "not hashed (--no-hash)"
             parts.append(f"<tr><td><code>{_e(f.path)}</code></td>"
-                         f'<td class="num">{_e(_human_bytes(f.size))}</td>'
+                         f'<td class="num">{_e(human_bytes(f.size))}</td>'
                          f"<td><code>{_e(digest)}</code></td></tr>")
         parts.append("</tbody></table></div>")
     parts.append("</section>")

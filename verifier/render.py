@@ -37,7 +37,8 @@ def make_console(*, stderr: bool = False, file: TextIO | None = None,
                    highlight=not plain)
 
 
-def _human_bytes(n: int) -> str:
+def human_bytes(n: int) -> str:
+    """A byte count in binary units (``1.5 MiB``)."""
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if size < 1024 or unit == "TiB":
@@ -67,7 +68,7 @@ def render_inspect(report: InspectReport, console: Console) -> None:
     head.add_row("dtype", ", ".join(f"{k}: {v:,} params" for k, v in report.dtypes.items()))
     head.add_row("parameters", f"{report.num_parameters:,} in {report.num_tensors} tensors")
     total = sum(f.size for f in report.files)
-    head.add_row("files", f"{len(report.files)} ({_human_bytes(total)})")
+    head.add_row("files", f"{len(report.files)} ({human_bytes(total)})")
     console.print(head)
 
     roles = Table(title="roles", title_justify="left")
@@ -84,7 +85,7 @@ def render_inspect(report: InspectReport, console: Console) -> None:
     files.add_column("size", justify="right")
     files.add_column("sha256")
     for f in report.files:
-        files.add_row(f.path, _human_bytes(f.size), f.sha256[:16] + "…" if f.sha256 else "-")
+        files.add_row(f.path, human_bytes(f.size), f.sha256[:16] + "…" if f.sha256 else "-")
     console.print(files)
     if report.unassigned:
         shown = ", ".join(report.unassigned[:8])
