@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from verifier.errors import InputError, IntegrityError, LineageError
 from verifier.render import VERDICT_MEANING, format_p, human_bytes
 from verifier.report import Report
+from verifier.verify import spread
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -459,12 +460,6 @@ def expert_map_figure(report: Report) -> Figure | None:
     return fig
 
 
-def _spread(items: list[int], n: int) -> list[int]:
-    if len(items) <= n:
-        return items
-    return sorted({items[round(i * (len(items) - 1) / (n - 1))] for i in range(n)})
-
-
 def clustering_figure(report: Report) -> tuple[Figure, list[int]] | None:
     """The expert clustering matrix of up to ``_MAX_CLUSTER_PANELS`` MoE layers (spread over
     the depth), and which layers were drawn."""
@@ -473,7 +468,7 @@ def clustering_figure(report: Report) -> tuple[Figure, list[int]] | None:
     if report.moe is None or not report.moe.experts:
         return None
     layers = _by_layer(report.moe.experts)
-    shown = _spread(list(layers), _MAX_CLUSTER_PANELS)
+    shown = spread(list(layers), _MAX_CLUSTER_PANELS)
     ncols = min(4, len(shown))
     nrows = math.ceil(len(shown) / ncols)
     fig = _figure(2.7 * ncols + 1.2, 2.6 * nrows + 0.5)
