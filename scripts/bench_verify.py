@@ -48,7 +48,7 @@ def sample():
         peak[0] = max(peak[0], rss_anon())
         time.sleep(0.01)
 
-what, backend_name, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+what, backend_name, options, args = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4:]
 import verifier.verify  # noqa: F401  (the interpreter with lineage imported is the baseline)
 import backends
 backend, _ = backends.select(backend_name)
@@ -67,11 +67,13 @@ if what == "read":
                     pass
 elif what == "verify":
     from verifier.verify import VerifyOptions, verify
-    report = verify(args[0], args[1], VerifyOptions(digest=False), compute=compute)
+    report = verify(args[0], args[1], VerifyOptions(digest=False, **options), compute=compute)
     compute.synchronize()
     out = {"backend": report.environment.backend, "device": report.environment.device,
            "fallbacks": report.environment.fallbacks, "verdict": report.verdict, "p": report.p_value, "timings": report.timings,
            "probes": {p.name: p.p_value for p in report.probes},
+           "power": {p.name: p.power_p_value for p in report.probes},
+           "directions": report.options["hidden_directions"],
            "upcycled": None if report.moe is None else report.moe.upcycled}
 seconds = time.perf_counter() - t0
 if what == "verify" and compute.device.type == "cuda":
@@ -190,9 +192,10 @@ def build(folder: Path, shape: dict[str, int], seed: int, derive_from: Path | No
     return largest
 
 
-def measure(what: str, backend: str, *paths: Path) -> dict:
+def measure(what: str, backend: str, *paths: Path, options: dict | None = None) -> dict:
     out = subprocess.run(
-        [sys.executable, "-c", MEASURE, what, backend, *map(str, paths)], check=True,
+        [sys.executable, "-c", MEASURE, what, backend, json.dumps(options or {}),
+         *map(str, paths)], check=True,
         capture_output=True, text=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -216,6 +219,10 @@ def main() -> None:
                         help="experts per layer of the MoE candidates")
     parser.add_argument("--backend", default="cpu",
                         help="where verify computes: cpu, cuda, npu, fake-npu or auto")
+    parser.add_argument("--hidden-sample", type=int, default=None,
+                        help="verify's hidden directions (default: verify's own default)")
+    parser.add_argument("--full", action="store_true",
+                        help="verify --full: every hidden coordinate, every layer pair")
     args = parser.parse_args()
     shape = {"hidden": args.hidden, "ffn": args.ffn, "heads": args.heads,
              "kv_heads": args.kv_heads, "vocab": args.vocab, "layers": args.layers}
@@ -238,7 +245,10 @@ def main() -> None:
         for name, cand in cands.items():
             measure("read", "cpu", base, cand)  # warm the page cache
             read = measure("read", "cpu", base, cand)
-            runs[name] = measure("verify", args.backend, base, cand) | {"read": read["seconds"]}
+            options = {"full": args.full} | ({"hidden_sample": args.hidden_sample}
+                                             if args.hidden_sample else {})
+            runs[name] = measure("verify", args.backend, base, cand, options=options) | {
+                "read": read["seconds"]}
     mib = 1 << 20
     total = sum(f.stat().st_size for f in base.glob("*.safetensors")) if args.keep else None
     print(f"shape: {json.dumps(shape)}; largest layer {largest / mib:.0f} MiB"
@@ -247,7 +257,10 @@ def main() -> None:
         net = (r["peak_rss"] - r["base_rss"]) / largest
         moe = "" if r["upcycled"] is None else f"; upcycled: {r['upcycled']}"
         print(f"\n{name}: verdict {r['verdict']} (p = {r['p']:.3g}){moe}; probes "
-              + ", ".join(f"{k} {v:.3g}" for k, v in r["probes"].items() if v is not None))
+              + ", ".join(f"{k} {v:.3g}" for k, v in r["probes"].items() if v is not None)
+              + "; power check " + ", ".join(f"{k} {v:.3g}" for k, v in r["power"].items()
+                                            if v is not None)
+              + f"; hidden directions compared {r['directions']}")
         print(f"  plain read of both checkpoints (warm) {r['read']:.2f} s; verify "
               f"{r['seconds']:.2f} s = {r['seconds'] / r['read']:.1f}x the read; "
               f"peak RssAnon net {(r['peak_rss'] - r['base_rss']) / mib:.0f} MiB = "

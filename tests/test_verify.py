@@ -264,3 +264,21 @@ def test_embeddings_alone_skip_the_layer_work(zoo):
     assert report.verdict == "derived"
     assert "neuron_matching" not in report.timings
     assert report.layer_similarity is None
+
+
+@pytest.mark.parametrize("pair", PAIRS, ids=lambda p: p.name)
+def test_a_frame_of_half_the_hidden_space_reaches_the_same_verdicts(zoo, pair, reports):
+    """Wide models are compared on a frame of ``hidden_sample`` hidden directions
+    (``probes.frame_pairing``); forced here onto the zoo (32 of 64), every pair keeps the exact
+    path's verdict and layer map, and the power checks still pass."""
+    framed = verify(zoo[pair.base], zoo[pair.candidate],
+                    VerifyOptions(digest=False, hidden_sample=32))
+    exact = reports[(pair.name, "forward")]
+    assert framed.options["hidden_directions"] == 32
+    assert exact.options["hidden_directions"] == 64
+    assert framed.verdict == exact.verdict == pair.truth
+    assert [e.base_layer for e in framed.layer_map] == [e.base_layer for e in exact.layer_map]
+    assert all(p.power_p_value is not None and p.power_p_value < framed.alpha
+               for p in framed.probes if p.decisive)
+    embed = next(p for p in framed.probes if p.name == "hidden_alignment")
+    assert embed.details["hidden_coordinates"] == 32

@@ -175,7 +175,7 @@ def verify(
     neuron_sample: Annotated[
         int, typer.Option("--neuron-sample", min=16, help="Base neurons per layer matched "
                           "against every candidate neuron; wider layers are sampled.")
-    ] = 512,
+    ] = 256,
     null_layers: Annotated[
         int, typer.Option("--null-layers", min=1, help="Candidate layers tested against their "
                           "own null draws (spread over the depth); the rest are mapped only.")
@@ -185,10 +185,15 @@ def verify(
                           "against null draws (wider layers are sampled; expert maps always "
                           "cover every neuron).")
     ] = 2048,
+    hidden_sample: Annotated[
+        int, typer.Option("--hidden-sample", min=8, help="Hidden directions the probes compare "
+                          "in wider dense models (a frame of the hidden space, the same kind "
+                          "in the observed pair and every null draw).")
+    ] = 128,
     full: Annotated[
-        bool, typer.Option("--full", help="Compare every base layer with every candidate layer "
-                           "even where that is costly (equal-depth large models otherwise "
-                           "compare layer i with layer i).")
+        bool, typer.Option("--full", help="The exact, unreduced path: every hidden coordinate, "
+                           "and every base layer against every candidate layer (equal-depth "
+                           "large models otherwise compare layer i with layer i).")
     ] = False,
     sign_key: Annotated[
         Path | None,
@@ -230,7 +235,7 @@ def verify(
     shards = join_group(chosen_backend, status)
     options = VerifyOptions(alpha=alpha, probes=chosen, seed=seed, digest=not no_hash,
                             full=full, neuron_sample=neuron_sample, null_layers=null_layers,
-                            moe_sample=moe_sample)
+                            moe_sample=moe_sample, hidden_sample=hidden_sample)
     rmap = load_role_map(role_map) if role_map else None
     compute = chosen_backend.compute(shards.local_rank)
     try:

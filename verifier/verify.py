@@ -29,6 +29,7 @@ from verifier.architectures.layout import DOWN, EMBED, UP, K, O, Q, V
 from verifier.files import describe_files
 from verifier.model import Model, open_model
 from verifier.model_cache import ModelCache
+from verifier.probes import frame_pairing as frame
 from verifier.probes import head_matching as heads
 from verifier.probes import hidden_alignment as hidden
 from verifier.probes import moe_upcycling as moe
@@ -67,6 +68,9 @@ class VerifyOptions(BaseModel):
     #: expert neurons per MoE layer that get null draws (wider layers are sampled; expert maps
     #: always cover every neuron)
     moe_sample: int = Field(moe.MAX_NULL_NEURONS, ge=64)
+    #: hidden directions compared in wider dense models (``probes.frame_pairing``); ``full``
+    #: compares all of them
+    hidden_sample: int = Field(frame.DEFAULT_WIDTH, ge=8)
 
     def wants(self, probe: str) -> bool:
         return self.probes is None or probe in self.probes
@@ -142,6 +146,8 @@ class _Run:
         self.moe: MoESection | None = None
         self.layer_search = "full"
         self.null_layers: list[int] = []
+        #: the probes compare a frame of ``hidden_sample`` hidden directions (wide dense pairs)
+        self.framed = False
 
     def tick(self, key: str, t0: float) -> float:
         now = time.perf_counter()
@@ -154,12 +160,19 @@ class _Run:
         if EMBED not in b.globals or EMBED not in c.globals:
             self.warnings.append("a model has no embedding matrix: hidden spaces cannot be aligned")
             return None
+        # a frame of hidden directions for wide dense models; MoE candidates keep the full
+        # space (the upcycling probe is not framed yet), as does --full
+        m = self.opts.hidden_sample
+        self.framed = (not self.opts.full and not c.moe_layers
+                       and m < b.hidden_size and m <= c.hidden_size)
+        widest = max(b.hidden_size, c.hidden_size)
+        budget = (frame.token_budget(widest, m) if self.framed else hidden.token_budget(widest))
         ib, ic, warns = hidden.shared_token_rows(
-            self.base.vocabulary(), self.cand.vocabulary(), b.vocab_size, c.vocab_size,
-            hidden.token_budget(max(b.hidden_size, c.hidden_size)),
+            self.base.vocabulary(), self.cand.vocabulary(), b.vocab_size, c.vocab_size, budget,
         )
         self.warnings += warns
-        if ib.size < 2 * max(b.hidden_size, c.hidden_size):
+        needed = min(budget, 2 * max(b.hidden_size, c.hidden_size))
+        if ib.size < needed:
             self.warnings.append(
                 f"only {ib.size} shared tokens: too few to align {b.hidden_size} hidden coordinates"
             )
@@ -168,8 +181,13 @@ class _Run:
 
     def run(self, base: Side, cand: Side) -> None:
         t0 = time.perf_counter()
-        pairing = Pairing(base, cand, self.rng, self.opts.null_draws, self.opts.neuron_sample,
-                          compute=self.compute)
+        if self.framed:
+            pairing: Pairing = frame.FramePairing(
+                base, cand, self.rng, self.opts.null_draws, self.opts.neuron_sample,
+                self.opts.hidden_sample, compute=self.compute)
+        else:
+            pairing = Pairing(base, cand, self.rng, self.opts.null_draws,
+                              self.opts.neuron_sample, compute=self.compute)
         self.pairing = pairing
         t0 = self.tick("alignment", t0)
         power = self.power(base, pairing)
@@ -211,23 +229,27 @@ class _Run:
     def _embedding_probe(self, pairing: Pairing, power: float | None) -> ProbeResult:
         z, p = gaussian_tail_p(pairing.embed_stat, pairing.embed_null)
         align = pairing.align
-        d = align.base_dim
+        matched = align.perm >= 0
         return ProbeResult(
             name=hidden.NAME, statistic=pairing.embed_stat, p_value=p, decisive=True,
             null=(f"mean matched |corr| of embedding columns after rotating the base's hidden "
                   f"space at random and re-aligning ({len(pairing.embed_null)} draws; Student-t "
-                  f"tail of z = {z:.1f})"),
+                  f"tail of z = {z:.1f})"
+                  + (f"; {pairing.width} sampled hidden directions" if self.framed else "")),
             layers=[LayerValue(layer=-1, base_layer=-1, statistic=pairing.embed_stat, p_value=p,
                                null_mean=float(np.mean(pairing.embed_null)),
                                null_std=float(np.std(pairing.embed_null, ddof=1)))],
             power_p_value=power,
+            # over the base coordinates the alignment matched (all, or the sampled frame)
             details={"shared_tokens": int(pairing.base.embed.shape[0]), "z": z,
-                     "coordinates_matched_above_0.5": float(np.mean(align.corr > 0.5)),
-                     "identity_fraction": float(np.mean(align.perm == np.arange(d))),
-                     "negated_fraction": float(np.mean(align.sign < 0)),
+                     "hidden_coordinates": int(matched.sum()),
+                     "coordinates_matched_above_0.5": float(np.mean(align.corr[matched] > 0.5)),
+                     "identity_fraction": float(np.mean(
+                         align.perm[matched] == pairing.base_coords[matched])),
+                     "negated_fraction": float(np.mean(align.sign[matched] < 0)),
                      # spread of the recovered per-coordinate scales (0 when none was applied)
-                     "log_scale_std": float(np.std(np.log(np.abs(align.scale)))),
-                     "median_scale": float(np.median(align.scale))},
+                     "log_scale_std": float(np.std(np.log(np.abs(align.scale[matched])))),
+                     "median_scale": float(np.median(align.scale[matched]))},
         )
 
     def _neurons(self, pairing: Pairing, power: float | None) -> None:
@@ -315,7 +337,7 @@ class _Run:
         fb = min(pairing.sample, pairing.base.ffn[a].up.shape[0])
         fc = pairing.cand.ffn[j].up.shape[0]
         flops = 6.0 * len(pairing.base.ffn) * len(pairing.cand.ffn) * fb * fc * \
-            self.cand.layout.hidden_size * (1 + self.opts.null_draws / nc)
+            pairing.width * (1 + self.opts.null_draws / nc)
         return "full" if flops <= FULL_SEARCH_FLOPS else "diagonal"
 
     def _heads(self, pairing: Pairing, power: float | None) -> None:
@@ -357,9 +379,8 @@ class _Run:
             return {}
         a = layers[len(layers) // 2]
         fake = fake_derivative(base, [a], self.opts.power_drift, self.rng, self.gen,
-                               self.compute)
-        pairing = Pairing(base, fake, self.rng, self.opts.null_draws, self.opts.neuron_sample,
-                          same_base=observed, compute=self.compute)
+                               self.compute, hidden_major=self.framed)
+        pairing = observed.sibling(fake, self.rng)
         out = {hidden.NAME: gaussian_tail_p(pairing.embed_stat, pairing.embed_null)[1]}
         if a in base.ffn:
             out[neurons.NAME] = gaussian_tail_p(pairing.ffn_stat(a, a), pairing.ffn_null(a, a))[1]
@@ -415,7 +436,7 @@ class _Run:
         rows, cols = pairing.matched_neurons(a, j)
         fb = pairing.base.ffn[a].neurons_permuted(torch.as_tensor(rows)).placed(self.compute)
         fc = pairing.cand.ffn[j].neurons_permuted(torch.as_tensor(cols)).placed(self.compute)
-        fc = fc.aligned(pairing.align)
+        fb, fc = pairing.base_observed(fb), fc.aligned(pairing.align)
         sign = torch.sign((fb.up * fc.up).sum(dim=1, keepdim=True))
         out = {
             "up": drift.relative_drift(fb.up, fc.up * sign),
@@ -513,7 +534,8 @@ def verify(
         options={"alpha": opts.alpha, "seed": opts.seed, "null_draws": opts.null_draws,
                  "power_drift": opts.power_drift, "full": opts.full,
                  "neuron_sample": opts.neuron_sample, "null_layers": opts.null_layers,
-                 "moe_sample": opts.moe_sample,
+                 "moe_sample": opts.moe_sample, "hidden_sample": opts.hidden_sample,
+                 "hidden_directions": run.pairing.width if run.pairing is not None else None,
                  "layer_search": run.layer_search,
                  "probes": list(opts.probes) if opts.probes else None},
         warnings=run.warnings, timings=run.timings,

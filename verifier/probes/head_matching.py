@@ -73,8 +73,10 @@ class HeadCircuits:
             m.shape[0], m.shape[1], -1))
 
     def rotated(self, rot: torch.Tensor) -> HeadCircuits:
-        """The circuits ``R^T M R`` of a rotated basis: each factor times ``R``."""
-        return self._map(lambda m: (m.reshape(-1, m.shape[-1]) @ rot).reshape(m.shape))
+        """The circuits ``R^T M R`` of a rotated basis: each factor times ``R`` (``d x d``, or
+        ``d x m`` for the ``m``-direction frame of a null draw, ``probes.frame_pairing``)."""
+        return self._map(lambda m: (m.reshape(-1, m.shape[-1]) @ rot).reshape(
+            *m.shape[:-1], rot.shape[1]))
 
     def select_groups(self, groups: torch.Tensor) -> HeadCircuits:
         """The KV groups ``groups`` with their query heads (a sample of the base's heads)."""

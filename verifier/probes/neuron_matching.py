@@ -39,9 +39,10 @@ from verifier.probes.rotation_null import rotate_cols
 
 NAME = "neuron_matching"
 #: base neurons per layer matched against every candidate neuron; wider layers are sampled (the
-#: matched similarity is a mean over neurons: 512 give its null a spread of ~1/sqrt(512) of a
-#: neuron's, and a derived layer's mean sits many such spreads above it)
-MAX_BASE_NEURONS = 512
+#: matched similarity is a mean over neurons: 256 give its null a spread of ~1/16 of a neuron's,
+#: and a derived layer's mean sits many such spreads above it: on 7B-shaped slices the power
+#: check's neuron p-value at drift 3 is ~1e-35 with 256, docs/performance.md)
+MAX_BASE_NEURONS = 256
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,17 @@ class FFNWeights:
     def rotated(self, rot: torch.Tensor) -> FFNWeights:
         """Base weights in a rotated hidden basis (a null draw)."""
         return self._map(lambda w: rotate_cols(w, rot))
+
+    def hidden_major(self) -> FFNWeights:
+        """Each role as a contiguous ``[d, F]`` copy, hidden coordinates as rows (the down
+        projection as stored needs no copy): taking a few hidden coordinates from it reads
+        whole rows instead of a strided column of every neuron."""
+        return self._map(lambda w: w.T.contiguous())
+
+    def take_hidden(self, align: HiddenAlignment) -> FFNWeights:
+        """From ``hidden_major`` weights, the candidate coordinates ``align`` maps to, signed,
+        back as ``[F, m]`` (what ``aligned`` gives from the neuron-major weights)."""
+        return self._map(lambda w: align.rows(w).T)
 
     def neurons_permuted(self, tau: torch.Tensor) -> FFNWeights:
         return self._map(lambda w: w[tau.to(w.device)])

@@ -95,6 +95,8 @@ class Pairing:
         self.base, self.cand = base, cand
         self.compute = compute or Compute()
         d = base.embed.shape[1]
+        #: hidden coordinates the probes compare (all of the base's here)
+        self.width = int(d)
         ys = hidden.standardise(cand.embed)
         self.align, self.embed_stat = hidden.recover(
             hidden.standardise(base.embed), ys, (base.embed.std(dim=0), cand.embed.std(dim=0))
@@ -120,6 +122,21 @@ class Pairing:
         self._fb: dict[int, neurons.NeuronFeatures] = {}
         self._fc: tuple[int, neurons.NeuronFeatures] | None = None
         self._fs: tuple[int, neurons.FFNWeights] | None = None
+
+    @property
+    def base_coords(self) -> np.ndarray:
+        """The base coordinates ``align`` maps, in its order (all of them here)."""
+        return np.arange(self.width)
+
+    def sibling(self, cand: Side, rng: np.random.Generator) -> Pairing:
+        """The same base (its null rotations reused) against another candidate: the power
+        check's pairing."""
+        return Pairing(self.base, cand, rng, len(self.rotations), self.sample, same_base=self,
+                       compute=self.compute)
+
+    def base_observed(self, ffn: neurons.FFNWeights) -> neurons.FFNWeights:
+        """Base weights in the coordinates ``align`` maps from (here: unchanged)."""
+        return ffn
 
     def generator(self, *keys: int) -> np.random.Generator:
         """A generator for a fixed sample (of neurons, heads or expert neurons) keyed by
@@ -238,14 +255,24 @@ class Disguise:
         w = w + noise * (drift * w.norm() / noise.norm().clamp_min(1e-12))
         return (w * self.sign)[..., self.pi]
 
+    def rows(self, w: torch.Tensor, drift: float) -> torch.Tensor:
+        """The same for a hidden-major ``w`` (hidden coordinates as rows, ``[d, n]``): the
+        signed permutation moves whole rows, which costs a copy instead of a strided gather."""
+        noise = torch.randn(w.shape, generator=self.gen, dtype=torch.float32).to(w.device)
+        w = w + noise * (drift * w.norm() / noise.norm().clamp_min(1e-12))
+        return (w * self.sign[:, None])[self.pi]
+
 
 def fake_derivative(
     base: Side, layers: list[int], drift: float, rng: np.random.Generator, gen: torch.Generator,
-    compute: Compute | None = None,
+    compute: Compute | None = None, hidden_major: bool = False,
 ) -> Side:
     """The base's ``layers`` as a vendor might hide them: Gaussian noise of relative size
     ``drift`` on every matrix, a random signed permutation of the hidden space, and random
-    permutations of the FFN neurons (used to check that the probes have power)."""
+    permutations of the FFN neurons (used to check that the probes have power).
+    ``hidden_major``: the FFNs are built as ``[d, F]`` matrices (returned as their transposed
+    views), the layout a frame pairing takes hidden coordinates from; the same construction,
+    with the noise drawn in that layout."""
     device = base.embed.device
     hide = Disguise(base.embed.shape[1], device, rng, gen)
     # circuit factors get noise of relative size s with (1 + s^2)^2 - 1 = drift^2, so that the
@@ -253,7 +280,9 @@ def fake_derivative(
     s = ((1.0 + drift**2) ** 0.5 - 1.0) ** 0.5
     out = Side(embed=hide(base.embed, drift))
     for a in layers:
-        if a in base.ffn:
+        if a in base.ffn and hidden_major:
+            out.ffn[a] = _fake_hidden_major(base.ffn[a], hide, drift, rng, compute or Compute())
+        elif a in base.ffn:
             ffn = base.ffn[a].placed(compute or Compute())
             tau = torch.as_tensor(rng.permutation(ffn.up.shape[0])).to(device)
             out.ffn[a] = neurons.FFNWeights(
@@ -265,3 +294,16 @@ def fake_derivative(
             out.circuits[a] = heads.HeadCircuits(
                 q=hide(c.q, s), k=hide(c.k, s), o=hide(c.o, s), v=hide(c.v, s))
     return out
+
+
+def _fake_hidden_major(stored: neurons.FFNWeights, hide: Disguise, drift: float,
+                       rng: np.random.Generator, compute: Compute) -> neurons.FFNWeights:
+    """``fake_derivative``'s FFN built hidden-major (``[d, F]``, returned as transposed views),
+    one role at a time, so the float32 copies of a whole layer are never all alive."""
+    tau = torch.as_tensor(rng.permutation(stored.up.shape[0])).to(compute.device)
+
+    def fake(w: torch.Tensor) -> torch.Tensor:
+        return hide.rows(compute.put(w.T.contiguous()), drift)[:, tau].T
+
+    return neurons.FFNWeights(gate=fake(stored.gate) if stored.gate is not None else None,
+                              up=fake(stored.up), down=fake(stored.down))

@@ -1,0 +1,108 @@
+"""Wide models are compared on a frame of their hidden space (``probes.frame_pairing``): the
+observed pair on sampled base coordinates, each null draw on the first columns of a Haar
+rotation. The frame must keep the test's meaning: a hidden copy is found on it, a stranger is
+not, and the frame's pieces are what they claim to be."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from verifier.probes import head_matching as heads
+from verifier.probes import neuron_matching as neurons
+from verifier.probes.frame_pairing import FramePairing, token_budget
+from verifier.probes.pairing import Side, fake_derivative
+from verifier.probes.rotation_null import haar_frame
+
+G = torch.Generator().manual_seed(0)
+
+
+def randn(*shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=G)
+
+
+def _side(d: int = 48, f: int = 96, n_heads: int = 8, kv: int = 4) -> Side:
+    hd = d // n_heads
+    circuits = heads.HeadCircuits(q=randn(n_heads, hd, d), k=randn(kv, hd, d),
+                                  o=randn(n_heads, hd, d), v=randn(kv, hd, d))
+    ffn = neurons.FFNWeights(gate=randn(f, d), up=randn(f, d), down=randn(f, d))
+    return Side(embed=randn(400, d), ffn={0: ffn}, circuits={0: circuits})
+
+
+def test_haar_frames_are_orthonormal_and_unbiased():
+    rng = np.random.default_rng(0)
+    frames = [haar_frame(32, 8, rng) for _ in range(200)]
+    assert all(torch.allclose(u.T @ u, torch.eye(8), atol=1e-5) for u in frames)
+    # every direction of a Haar frame is uniform on the sphere: E[u u^T] = I / d
+    mean = torch.stack([u[:, 0:1] @ u[:, 0:1].T for u in frames]).mean(dim=0)
+    assert torch.allclose(mean, torch.eye(32) / 32, atol=0.02)
+
+
+def test_a_hidden_noisy_copy_is_found_on_the_frame_and_a_stranger_is_not():
+    base = _side()
+    rng = np.random.default_rng(0)
+    fake = fake_derivative(base, [0], 1.0, rng, torch.Generator().manual_seed(1))
+    pairing = FramePairing(base, fake, rng, 16, width=16)
+    assert pairing.width == 16
+    assert pairing.embed_stat > max(pairing.embed_null) + 0.1
+    assert pairing.ffn_stat(0, 0) > max(pairing.ffn_null(0, 0))
+    assert pairing.head_stat(0, 0) > max(pairing.head_null(0, 0))
+    stranger = FramePairing(base, _side(), rng, 16, width=16)
+    assert min(stranger.embed_null) <= stranger.embed_stat + 0.05
+    assert stranger.ffn_stat(0, 0) < max(stranger.ffn_null(0, 0)) + 0.05
+
+
+def test_the_observed_frame_maps_each_sampled_coordinate_to_its_copy():
+    """A signed permutation without noise: every sampled base coordinate is matched to the
+    candidate coordinate that holds it, with its sign."""
+    base = _side()
+    rng = np.random.default_rng(0)
+    d = base.embed.shape[1]
+    pi = torch.as_tensor(rng.permutation(d))
+    sign = torch.as_tensor(rng.choice([-1.0, 1.0], d), dtype=torch.float32)
+    cand = Side(embed=(base.embed * sign)[:, pi])
+    pairing = FramePairing(base, cand, rng, 8, width=12)
+    held = np.argsort(pi.numpy())  # candidate column holding base coordinate i
+    assert np.array_equal(pairing.align.perm, held[pairing.coords])
+    assert np.array_equal(pairing.align.sign, sign.numpy()[pairing.coords])
+    assert pairing.embed_stat > 0.999
+
+
+def test_hidden_major_columns_equal_the_aligned_layer():
+    """Null draws take the candidate's columns from a hidden-major copy: the same numbers as
+    aligning the layer as stored."""
+    base = _side()
+    rng = np.random.default_rng(0)
+    cand = fake_derivative(base, [0], 0.5, rng, torch.Generator().manual_seed(1))
+    pairing = FramePairing(base, cand, rng, 4, width=16)
+    for align in (pairing.align, pairing.null_aligns[2]):
+        direct = cand.ffn[0].aligned(align)
+        taken = cand.ffn[0].hidden_major().take_hidden(align)
+        assert torch.equal(direct.up, taken.up)
+        assert direct.gate is not None
+        assert taken.gate is not None
+        assert torch.equal(direct.gate, taken.gate)
+        assert torch.equal(direct.down, taken.down)
+    # the heads' hidden-major path gives the circuits aligned as stored
+    c = pairing._cand_circuits(0, 1)
+    direct_c = cand.circuits[0].aligned(pairing.null_aligns[1])
+    assert torch.equal(c.q, direct_c.q)
+    assert torch.equal(c.v, direct_c.v)
+
+
+def test_the_power_check_reuses_the_frames():
+    base = _side()
+    rng = np.random.default_rng(0)
+    observed = FramePairing(base, _side(), rng, 6, width=16)
+    fake = fake_derivative(base, [0], 3.0, rng, torch.Generator().manual_seed(2))
+    sibling = observed.sibling(fake, rng)
+    assert isinstance(sibling, FramePairing)
+    assert np.array_equal(sibling.coords, observed.coords)
+    assert sibling.rotations is observed.rotations
+
+
+def test_frames_need_fewer_tokens_than_the_full_alignment():
+    assert token_budget(4096, 256) == 2048
+    assert token_budget(4096, 1024) == 8192
+    assert token_budget(64, 32) == 2048
+    assert token_budget(4096, 4096) == 16384  # never more than the full alignment's own budget

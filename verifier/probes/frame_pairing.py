@@ -1,0 +1,173 @@
+"""A pairing on a sample of the hidden space: wide models compared on ``m`` of their ``d``
+hidden directions.
+
+Why: every null draw of the full procedure (``pairing.Pairing``) rotates the base's whole hidden
+space: a ``d x d`` QR, two ``d x d`` products and a ``d x d`` assignment, about 4.5 s per draw
+on one CPU core at d = 4096, 25 draws per pairing and as many again in the power check. The
+read of a 7B pair from a warm page cache takes seconds.
+
+What: the base is seen through a *frame* of ``m`` orthonormal directions of its hidden space:
+
+* in the observed pair, ``m`` base coordinates drawn from the seed before any statistic is seen
+  (the columns of the identity they pick);
+* in null draw ``k``, the first ``m`` columns ``U_k`` of a Haar rotation (``haar_frame``), i.e.
+  ``m`` directions of a base whose basis is as arbitrary as an independent model's.
+
+Each frame direction is matched to one of the candidate's ``d`` coordinates through the
+embeddings (column correlations over the shared tokens, an ``m x d`` rectangular assignment on
+``|corr|``: the same recovery as ``hidden_alignment``, for ``m`` base columns), and every probe
+then compares base and candidate on those ``m`` coordinates only: base weights projected on the
+frame (``W[:, coords]`` or ``W U_k``), candidate weights at the matched coordinates, signed.
+Balancing, similarities and assignments are those of the full procedure, in ``m`` dimensions.
+
+Validity: the observed statistic and every null draw go through the same procedure; under
+"trained independently" the base's coordinates are no more related to the candidate's than any
+rotated directions are, which is what the full rotation null assumes of all ``d``
+coordinates, here of ``m`` of them (the first ``m`` columns of a Haar rotation are exactly a
+Haar frame). Power: a derived model's coordinates are a signed permutation of the base's, so each
+sampled coordinate has its counterpart among the candidate's ``d``; statistics are means over
+``m`` coordinates and the sampled neurons, and ``scripts/bench_verify.py`` reports the power
+check's p-values at each width. The cost of a null draw falls from ``~6 d^3`` to ``~4 T d m``
+for the embeddings and ``~2 d m`` per sampled row of a layer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from backends.compute import Compute
+from verifier.parallel import ordered_map
+from verifier.probes import head_matching as heads
+from verifier.probes import hidden_alignment as hidden
+from verifier.probes import neuron_matching as neurons
+from verifier.probes.pairing import Pairing, Side
+from verifier.probes.rotation_null import haar_frame
+
+#: hidden directions compared by default in models wider than this (``--hidden-sample``)
+DEFAULT_WIDTH = 128
+#: shared tokens per frame direction, and at least ``MIN_TOKENS``: a correlation over T tokens
+#: has noise ~1/sqrt(T) (0.022 at 2048), the best of 4096 wrong candidate coordinates sits near
+#: 0.09, a quarter of what the power check's matched coordinates keep at drift 3 (~0.32)
+TOKENS_PER_DIRECTION = 8
+MIN_TOKENS = 2048
+
+
+def token_budget(hidden_size: int, width: int) -> int:
+    """Shared tokens for an ``width``-direction frame of a ``hidden_size`` space (never more
+    than the full alignment would use)."""
+    return min(hidden.token_budget(hidden_size), max(MIN_TOKENS, TOKENS_PER_DIRECTION * width))
+
+
+class FramePairing(Pairing):
+    """``Pairing`` on an ``width``-direction frame of the base's hidden space (module docstring).
+
+    ``align`` maps the ``width`` frame coordinates (``coords`` of the base, in order) to
+    candidate coordinates; ``rotations`` holds the null draws' ``d x width`` frames."""
+
+    def __init__(self, base: Side, cand: Side, rng: np.random.Generator, draws: int,
+                 sample: int = neurons.MAX_BASE_NEURONS, width: int = DEFAULT_WIDTH,
+                 same_base: FramePairing | None = None,
+                 compute: Compute | None = None) -> None:
+        self.base, self.cand = base, cand
+        self.compute = compute or Compute()
+        d = base.embed.shape[1]
+        if same_base is None:
+            self.coords = np.sort(rng.choice(d, width, replace=False))
+            self.rotations = [haar_frame(d, width, rng, self.compute) for _ in range(draws)]
+            # the rotated base's standardised embedding columns depend on the base alone
+            self._null_xs = [hidden.standardise(base.embed @ frame) for frame in self.rotations]
+        else:
+            self.coords, self.rotations = same_base.coords, same_base.rotations
+            self._null_xs = same_base._null_xs
+        self.width = int(self.coords.size)
+        ones = np.ones(self.width)
+        self._select = hidden.HiddenAlignment(self.coords, ones, ones, ones)
+        ys = hidden.standardise(cand.embed)
+        xo = self._select.cols(base.embed)
+        self.align, self.embed_stat = hidden.recover(
+            hidden.standardise(xo), ys, (xo.to(torch.float32).std(dim=0), cand.embed.std(dim=0))
+        )
+        self.null_aligns: list[hidden.HiddenAlignment] = []
+        self.embed_null: list[float] = []
+        corrs = (Compute.numpy64(xs.T @ ys) for xs in self._null_xs)
+        for align, stat in ordered_map(hidden.recover_from_corr, corrs):
+            self.null_aligns.append(align)
+            self.embed_null.append(stat)
+        self.sample = sample
+        self._sample_seed = int(rng.integers(2**63))
+        self._fb: dict[int, neurons.NeuronFeatures] = {}
+        self._fc: tuple[int, neurons.NeuronFeatures] | None = None
+        self._fs: tuple[int, neurons.FFNWeights] | None = None
+        # the candidate layer under null draws, hidden-major (each draw takes its own columns)
+        self._major: tuple[int, neurons.FFNWeights] | None = None
+        self._heads_major: tuple[int, tuple[torch.Tensor, ...]] | None = None
+
+    @property
+    def base_coords(self) -> np.ndarray:
+        return self.coords
+
+    def sibling(self, cand: Side, rng: np.random.Generator) -> FramePairing:
+        return FramePairing(self.base, cand, rng, len(self.rotations), self.sample, self.width,
+                            same_base=self, compute=self.compute)
+
+    def base_observed(self, ffn: neurons.FFNWeights) -> neurons.FFNWeights:
+        return ffn.aligned(self._select)
+
+    def _base_features(self, a: int, k: int) -> neurons.NeuronFeatures:
+        """Base layer ``a``'s sampled neurons on the frame of draw ``k`` (observed: the sampled
+        coordinates), balanced there."""
+        if k < 0 and a in self._fb:
+            return self._fb[a]
+        ffn = self._base_sample(a)
+        ffn = ffn.aligned(self._select) if k < 0 else ffn.rotated(self.rotations[k])
+        feats = neurons.NeuronFeatures.of(ffn)
+        if k < 0:
+            self._fb[a] = feats
+        return feats
+
+    def _cand_frame_features(self, j: int, k: int) -> neurons.NeuronFeatures:
+        """Candidate layer ``j`` at the coordinates draw ``k`` matched to the frame, signed,
+        balanced there (the observed draw's kept for the last layer asked for). The columns
+        are taken from the layer as stored and only they are upcast."""
+        if k < 0 and self._fc is not None and self._fc[0] == j:
+            return self._fc[1]
+        if k < 0:  # once per layer: the columns straight from the layer as stored
+            ffn = self.cand.ffn[j].aligned(self.align)
+        else:  # 25 times per layer: rows of a hidden-major copy, made once
+            if self._major is None or self._major[0] != j:
+                self._major = None
+                self._major = (j, self.cand.ffn[j].hidden_major())
+            ffn = self._major[1].take_hidden(self._align(k))
+        ffn = ffn.placed(self.compute)
+        feats = neurons.NeuronFeatures.of(ffn)
+        if k < 0:
+            self._fc = (j, feats)
+        return feats
+
+    def ffn_similarity(self, a: int, j: int, k: int = -1) -> torch.Tensor:
+        return neurons.similarity(self._base_features(a, k), self._cand_frame_features(j, k))
+
+    def head_stat(self, a: int, j: int, k: int = -1) -> float:
+        b = self.base.circuits[a]
+        groups = self.base_groups(a)
+        if groups is not None:
+            b = b.select_groups(groups)
+        b = b.aligned(self._select) if k < 0 else b.rotated(self.rotations[k])
+        return heads.match_heads(b, self._cand_circuits(j, k))
+
+    def _cand_circuits(self, j: int, k: int) -> heads.HeadCircuits:
+        """Candidate layer ``j``'s circuit factors at the coordinates draw ``k`` matched to the
+        frame: taken as rows of hidden-major copies of the factors (made once per layer)."""
+        c = self.cand.circuits[j]
+        if self._heads_major is None or self._heads_major[0] != j:
+            self._heads_major = None
+            self._heads_major = (j, tuple(f.reshape(-1, f.shape[-1]).T.contiguous()
+                                          for f in (c.q, c.k, c.o, c.v)))
+        align = self._align(k)
+        q, kk, o, v = (align.rows(f).T.reshape(*g.shape[:-1], -1)
+                       for f, g in zip(self._heads_major[1], (c.q, c.k, c.o, c.v), strict=True))
+        return heads.HeadCircuits(q=q, k=kk, o=o, v=v)
+
+
+__all__ = ["DEFAULT_WIDTH", "FramePairing", "token_budget"]
