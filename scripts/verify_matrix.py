@@ -33,11 +33,10 @@ from verifier.errors import LineageError, UsageError
 from verifier.files import write_atomic
 from verifier.model import open_model
 from verifier.model_cache import ModelCache
-from verifier.probes import norm_drift as drift
 from verifier.probes import resolve_probe
 from verifier.render import format_p
 from verifier.report import Report
-from verifier.verify import VerifyOptions, verify
+from verifier.verify import VerifyOptions, model_layer_stats, verify
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,7 @@ def warm(path: str, name: str, cache: ModelCache, digest: bool) -> ModelCost:
         t0 = time.perf_counter()
         records = cache.describe_files(model.reader.root, model.reader.files, digest=digest)
         t1 = time.perf_counter()
-        cache.layer_stats(model, lambda: drift.layer_stats(model))
+        model_layer_stats(model, cache=cache)
         t2 = time.perf_counter()
     return ModelCost(name, len(records), cache.counts.bytes_hashed - before, t1 - t0, t2 - t1)
 

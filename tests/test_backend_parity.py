@@ -61,3 +61,17 @@ def test_the_cpu_reports_no_fallbacks(zoo, cpu_reports):
     report = cpu_reports["permuted_then_trained"]
     assert report.environment.backend == "cpu"
     assert report.environment.fallbacks == []
+
+
+@pytest.mark.parametrize("name", BACKEND_PARAMS)
+@pytest.mark.parametrize("pair", [PAIRS[3], PAIRS[9]], ids=lambda p: p.name)
+def test_the_hidden_frame_gets_the_cpu_answer_on_every_backend(name, pair, zoo):
+    """The frame path (wide models' default, forced here: 32 of 64 directions) computes on the
+    device too: Haar frames through the backend's QR, hidden-major copies, the fake layer."""
+    opts = VerifyOptions(digest=False, hidden_sample=32, null_draws=8)
+    cpu = verify(zoo[pair.base], zoo[pair.candidate], opts)
+    compute = backends.select(name)[0].compute()
+    report = verify(zoo[pair.base], zoo[pair.candidate], opts, compute=compute, shards=Shards())
+    assert report.options["hidden_directions"] == 32
+    assert report.verdict == cpu.verdict == pair.truth
+    assert not differences(cpu, report, exact=compute.on_cpu)

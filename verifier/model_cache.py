@@ -114,9 +114,11 @@ class ModelCache:
                   for layer in model.layout.layers]
         return _hash(["stats", CACHE_FORMAT, [k.__dict__ for k in files], layout])
 
-    def layer_stats(self, model: Model, compute: Callable[[], LayerStats]) -> LayerStats:
-        """The model's per-layer role statistics; ``compute()`` runs only on a miss."""
-        key = self.model_key(model)
+    def layer_stats(self, model: Model, compute: Callable[[], LayerStats],
+                    variant: str = "") -> LayerStats:
+        """The model's per-layer role statistics; ``compute()`` runs only on a miss. ``variant``
+        tells apart statistics computed differently (e.g. from a sample of rows)."""
+        key = self.model_key(model) + (f"-{variant}" if variant else "")
         cached = self._stats.get(key)
         if cached is None:
             cached = self._load_stats(key)

@@ -113,7 +113,9 @@ def _side(model: Model, rows: np.ndarray, compute: Compute) -> Side:
 
     embed = model.load(layout.globals[EMBED])[torch.as_tensor(rows)]
     return Side(embed=compute.put(embed),
-                ffn=LazyLayers(ffn_layers, ffn), circuits=LazyLayers(attn_layers, circuits))
+                ffn=LazyLayers(ffn_layers, ffn),
+                # circuits are float32 copies (FFNs are views of the file): one layer at a time
+                circuits=LazyLayers(attn_layers, circuits, keep=1))
 
 
 def _layer(j: int, a: int, stat: float, null: list[float], scale: int) -> LayerValue:
@@ -384,20 +386,14 @@ class _Run:
         out = {hidden.NAME: gaussian_tail_p(pairing.embed_stat, pairing.embed_null)[1]}
         if a in base.ffn:
             out[neurons.NAME] = gaussian_tail_p(pairing.ffn_stat(a, a), pairing.ffn_null(a, a))[1]
+            fake.ffn.clear()  # the noisy layer is not needed by the heads: never hold both
         if a in base.circuits:
             out[heads.NAME] = gaussian_tail_p(pairing.head_stat(a, a), pairing.head_null(a, a))[1]
         return out
 
-    def layer_stats(self, model: Model) -> list[dict[str, drift.RoleStats]]:
-        """Per-layer role statistics of one model: they depend on that model only, so a cache
-        shared by many verifications computes them once per model."""
-        if self.cache is None:
-            return drift.layer_stats(model)
-        return self.cache.layer_stats(model, lambda: drift.layer_stats(model))
-
     def norm_drift(self) -> drift.NormDrift:
         t0 = time.perf_counter()
-        sb, sc = self.layer_stats(self.base), self.layer_stats(self.cand)
+        sb, sc = (model_layer_stats(m, self.opts.full, self.cache) for m in (self.base, self.cand))
         pairs = [(a, j) for j, a in enumerate(self.layer_map) if a is not None]
         if not pairs and len(sb) == len(sc):
             pairs = [(i, i) for i in range(len(sb))]
@@ -423,7 +419,9 @@ class _Run:
         return drift.NormDrift(
             profile_correlation=r, profile_correlation_p=p,
             null=("Pearson r of per-layer q/k/v/o std profiles (each role standardised); null: "
-                  "circular shifts of the candidate profile; reported only, never decisive"),
+                  "circular shifts of the candidate profile; reported only, never decisive"
+                  + ("" if self.opts.full else "; norms and stds of tensors over "
+                     f"{drift.SAMPLE_ELEMENTS} weights estimated from a stride of rows")),
             layers=rows,
         )
 
@@ -445,6 +443,18 @@ class _Run:
         if fb.gate is not None and fc.gate is not None:
             out["gate"] = drift.relative_drift(fb.gate, fc.gate)
         return out
+
+
+def model_layer_stats(model: Model, full: bool = False,
+                      cache: ModelCache | None = None) -> list[dict[str, drift.RoleStats]]:
+    """Per-layer role statistics of one model for norm drift: exact with ``full``, otherwise
+    from a stride of rows (``norm_drift.SAMPLE_ELEMENTS``). They depend on that model only, so
+    a cache shared by many verifications computes them once per model."""
+    sample = None if full else drift.SAMPLE_ELEMENTS
+    if cache is None:
+        return drift.layer_stats(model, sample)
+    return cache.layer_stats(model, lambda: drift.layer_stats(model, sample),
+                             variant="" if sample is None else f"rows{sample}")
 
 
 def spread(layers: list[int], n: int) -> list[int]:

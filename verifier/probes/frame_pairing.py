@@ -37,7 +37,6 @@ import numpy as np
 import torch
 
 from backends.compute import Compute
-from verifier.parallel import ordered_map
 from verifier.probes import head_matching as heads
 from verifier.probes import hidden_alignment as hidden
 from verifier.probes import neuron_matching as neurons
@@ -88,17 +87,7 @@ class FramePairing(Pairing):
         self.align, self.embed_stat = hidden.recover(
             hidden.standardise(xo), ys, (xo.to(torch.float32).std(dim=0), cand.embed.std(dim=0))
         )
-        self.null_aligns: list[hidden.HiddenAlignment] = []
-        self.embed_null: list[float] = []
-        corrs = (Compute.numpy64(xs.T @ ys) for xs in self._null_xs)
-        for align, stat in ordered_map(hidden.recover_from_corr, corrs):
-            self.null_aligns.append(align)
-            self.embed_null.append(stat)
-        self.sample = sample
-        self._sample_seed = int(rng.integers(2**63))
-        self._fb: dict[int, neurons.NeuronFeatures] = {}
-        self._fc: tuple[int, neurons.NeuronFeatures] | None = None
-        self._fs: tuple[int, neurons.FFNWeights] | None = None
+        self._finish((Compute.numpy64(xs.T @ ys) for xs in self._null_xs), sample, rng)
         # the candidate layer under null draws, hidden-major (each draw takes its own columns)
         self._major: tuple[int, neurons.FFNWeights] | None = None
         self._heads_major: tuple[int, tuple[torch.Tensor, ...]] | None = None
@@ -145,14 +134,25 @@ class FramePairing(Pairing):
             self._fc = (j, feats)
         return feats
 
+    def ffn_null(self, a: int, j: int) -> list[float]:
+        """The null draws of a layer pair; the layer's hidden-major copy lives only while they
+        run."""
+        try:
+            return super().ffn_null(a, j)
+        finally:
+            self._major = None
+
+    def head_null(self, a: int, j: int) -> list[float]:
+        try:
+            return super().head_null(a, j)
+        finally:
+            self._heads_major = None
+
     def ffn_similarity(self, a: int, j: int, k: int = -1) -> torch.Tensor:
         return neurons.similarity(self._base_features(a, k), self._cand_frame_features(j, k))
 
     def head_stat(self, a: int, j: int, k: int = -1) -> float:
-        b = self.base.circuits[a]
-        groups = self.base_groups(a)
-        if groups is not None:
-            b = b.select_groups(groups)
+        b = self._base_heads(a)
         b = b.aligned(self._select) if k < 0 else b.rotated(self.rotations[k])
         return heads.match_heads(b, self._cand_circuits(j, k))
 

@@ -57,16 +57,39 @@ class NormDrift(BaseModel):
     layers: list[DriftLayer] = Field(default_factory=list)
 
 
-def layer_stats(model: Model) -> list[dict[str, RoleStats]]:
-    """Frobenius norm, std and mean |w| of every dense role of every layer."""
+#: elements per tensor the default statistics read at least (a fixed stride of rows): a std or
+#: norm estimated from 1 Mi weights is within ~1e-3 of the whole tensor's, far below what a
+#: profile or a drift can show, and a 7B layer pair is then read in ~1/40 of its bytes
+SAMPLE_ELEMENTS = 1 << 20
+
+
+def rows_sample(t: torch.Tensor, elements: int | None) -> torch.Tensor:
+    """Every k-th row of ``t``, k chosen so that at least ``elements`` weights remain (``t``
+    itself when it is no larger, 1-D, or ``elements`` is None). A view: from a mapped file,
+    only the pages of those rows are read."""
+    if elements is None or t.dim() < 2 or t.numel() <= elements:
+        return t
+    per_row = t.numel() // t.shape[0]
+    keep = -(-elements // per_row)
+    return t[:: max(1, t.shape[0] // keep)]
+
+
+def layer_stats(model: Model, sample: int | None = None) -> list[dict[str, RoleStats]]:
+    """Frobenius norm, std and mean |w| of every dense role of every layer: of the whole tensor,
+    or with ``sample`` estimated from a stride of rows covering at least that many weights (the
+    Frobenius norm scaled to the whole tensor)."""
     out = []
     for layer in model.layout.layers:
         stats: dict[str, RoleStats] = {}
         for role in STAT_ROLES:
             ref = layer.roles.get(role)
             if ref is not None:
-                s = tensor_stats(role, model.load(ref))
-                stats[role] = RoleStats(frobenius=s.frobenius, std=s.std, mean_abs=s.mean_abs)
+                whole = model.load(ref)
+                part = rows_sample(whole, sample)
+                s = tensor_stats(role, part)
+                scale = (whole.numel() / max(part.numel(), 1)) ** 0.5
+                stats[role] = RoleStats(frobenius=s.frobenius * scale, std=s.std,
+                                        mean_abs=s.mean_abs)
         out.append(stats)
     return out
 

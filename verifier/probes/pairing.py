@@ -101,8 +101,6 @@ class Pairing:
         self.align, self.embed_stat = hidden.recover(
             hidden.standardise(base.embed), ys, (base.embed.std(dim=0), cand.embed.std(dim=0))
         )
-        self.null_aligns: list[hidden.HiddenAlignment] = []
-        self.embed_null: list[float] = []
         rotated = hidden.RotatedCorrelations(base.embed, ys, gram=same_base is None)
         # all rotations first (the same rng draws, in the same order, however the assignments
         # below are scheduled); each draw's correlations leave the device in turn while earlier
@@ -112,8 +110,16 @@ class Pairing:
             self.null_norms = [rotated.norms(rot) for rot in self.rotations]
         else:
             self.rotations, self.null_norms = same_base.rotations, same_base.null_norms
-        corrs = (Compute.numpy64(rotated(rot, norms))
-                 for rot, norms in zip(self.rotations, self.null_norms, strict=True))
+        self._finish((Compute.numpy64(rotated(rot, norms))
+                      for rot, norms in zip(self.rotations, self.null_norms, strict=True)),
+                     sample, rng)
+
+    def _finish(self, corrs: Iterator[np.ndarray], sample: int,
+                rng: np.random.Generator) -> None:
+        """Solve the null draws' alignments from their correlation matrices (side by side in
+        threads, kept in draw order), then fix the seed of the sampled neurons and heads."""
+        self.null_aligns: list[hidden.HiddenAlignment] = []
+        self.embed_null: list[float] = []
         for align, stat in ordered_map(hidden.recover_from_corr, corrs):
             self.null_aligns.append(align)
             self.embed_null.append(stat)
@@ -122,6 +128,7 @@ class Pairing:
         self._fb: dict[int, neurons.NeuronFeatures] = {}
         self._fc: tuple[int, neurons.NeuronFeatures] | None = None
         self._fs: tuple[int, neurons.FFNWeights] | None = None
+        self._hs: tuple[int, heads.HeadCircuits] | None = None
 
     @property
     def base_coords(self) -> np.ndarray:
@@ -225,13 +232,19 @@ class Pairing:
         """Mean matched head similarity of (sampled) base layer ``a`` and candidate layer
         ``j``: rotating a layer's factors costs ``~4 d^3``, so wide models match a fixed sample
         of base KV groups against all candidate heads, as neurons are sampled."""
-        b = self.base.circuits[a]
-        groups = self.base_groups(a)
-        if groups is not None:
-            b = b.select_groups(groups)
+        b = self._base_heads(a)
         if k >= 0:
             b = b.rotated(self.rotations[k])
         return heads.match_heads(b, self.cand.circuits[j].aligned(self._align(k)))
+
+    def _base_heads(self, a: int) -> heads.HeadCircuits:
+        """Base layer ``a``'s sampled KV groups (all when none are sampled); the last layer's
+        sample is kept, since every null draw of a layer rotates the same one."""
+        if self._hs is None or self._hs[0] != a:
+            b = self.base.circuits[a]
+            groups = self.base_groups(a)
+            self._hs = (a, b if groups is None else b.select_groups(groups))
+        return self._hs[1]
 
     def head_null(self, a: int, j: int) -> list[float]:
         return [self.head_stat(a, j, k) for k in range(len(self.rotations))]
@@ -251,16 +264,18 @@ class Disguise:
     def __call__(self, w: torch.Tensor, drift: float) -> torch.Tensor:
         """``w`` (hidden coordinates last) plus noise of relative size ``drift``, then signed
         and permuted: candidate column ``c`` holds base column ``pi[c]``."""
-        noise = torch.randn(w.shape, generator=self.gen, dtype=torch.float32).to(w.device)
-        w = w + noise * (drift * w.norm() / noise.norm().clamp_min(1e-12))
-        return (w * self.sign)[..., self.pi]
+        return self._noisy(w, drift).mul_(self.sign)[..., self.pi]
 
     def rows(self, w: torch.Tensor, drift: float) -> torch.Tensor:
         """The same for a hidden-major ``w`` (hidden coordinates as rows, ``[d, n]``): the
         signed permutation moves whole rows, which costs a copy instead of a strided gather."""
+        return self._noisy(w, drift).mul_(self.sign[:, None])[self.pi]
+
+    def _noisy(self, w: torch.Tensor, drift: float) -> torch.Tensor:
+        """``w + noise``, the noise scaled to ``drift`` times ``w``'s norm, built in the noise's
+        own buffer (a layer's float32 copies are the power check's largest allocations)."""
         noise = torch.randn(w.shape, generator=self.gen, dtype=torch.float32).to(w.device)
-        w = w + noise * (drift * w.norm() / noise.norm().clamp_min(1e-12))
-        return (w * self.sign[:, None])[self.pi]
+        return noise.mul_(drift * w.norm() / noise.norm().clamp_min(1e-12)).add_(w)
 
 
 def fake_derivative(
@@ -299,11 +314,14 @@ def fake_derivative(
 def _fake_hidden_major(stored: neurons.FFNWeights, hide: Disguise, drift: float,
                        rng: np.random.Generator, compute: Compute) -> neurons.FFNWeights:
     """``fake_derivative``'s FFN built hidden-major (``[d, F]``, returned as transposed views),
-    one role at a time, so the float32 copies of a whole layer are never all alive."""
+    one role at a time, so float32 copies of a whole layer are never all alive."""
     tau = torch.as_tensor(rng.permutation(stored.up.shape[0])).to(compute.device)
 
     def fake(w: torch.Tensor) -> torch.Tensor:
-        return hide.rows(compute.put(w.T.contiguous()), drift)[:, tau].T
+        # noise added in float32 on the device; the result kept where and as a candidate's layer
+        # is, on the CPU in the stored dtype (bf16 rounding is ~2^-9 relative, against noise of
+        # relative size ``drift``), and placed by the probes a few columns at a time
+        return hide.rows(compute.put(w.T.contiguous()), drift)[:, tau].to("cpu", w.dtype).T
 
     return neurons.FFNWeights(gate=fake(stored.gate) if stored.gate is not None else None,
                               up=fake(stored.up), down=fake(stored.down))
