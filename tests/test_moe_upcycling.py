@@ -50,7 +50,7 @@ def _pairing(base: Model, cand: Model, seed: int = 0) -> tuple[Pairing, np.rando
 def _probe(base: Path, cand: Path, seed: int = 0):
     with open_model(base) as mb, open_model(cand) as mc:
         pairing, rng = _pairing(mb, mc, seed)
-        return moe.upcycling_probe(mb, mc, pairing, None, rng, DRAWS, alpha=ALPHA)
+        return moe.upcycling_probe(mb, mc, pairing, None, rng, alpha=ALPHA)
 
 
 def _analysis(base: Path, cand: Path, **kwargs) -> moe.UpcyclingAnalysis:
@@ -247,7 +247,7 @@ def test_power_check_finds_noisy_upcycled_experts(results, zoo: Zoo) -> None:
     gen = torch.Generator().manual_seed(0)
     fake, layer = moe.fake_upcycled(base, base.ffn[4], 1.0, rng, gen)
     assert [u.up.shape[0] for u in layer.experts] == [64] * 4
-    p = moe.power_p(base, {4: base.ffn[4]}, rng, DRAWS, drift=1.0)
+    p = moe.power_p(pairing, {4: base.ffn[4]}, rng, drift=1.0)
     assert p is not None
     assert p < ALPHA
 

@@ -282,3 +282,21 @@ def test_a_frame_of_half_the_hidden_space_reaches_the_same_verdicts(zoo, pair, r
                for p in framed.probes if p.decisive)
     embed = next(p for p in framed.probes if p.name == "hidden_alignment")
     assert embed.details["hidden_coordinates"] == 32
+
+
+@pytest.mark.parametrize("pair", MOE_PAIRS, ids=lambda p: p.name)
+def test_a_frame_of_half_the_hidden_space_reaches_the_same_moe_answers(zoo, pair, moe_reports):
+    """MoE candidates on the frame too (32 of 64 directions): same verdict, same upcycled call,
+    expert maps that cover every neuron, and a power check that passes."""
+    framed = verify(zoo[pair.base], zoo[pair.candidate],
+                    VerifyOptions(digest=False, hidden_sample=32))
+    exact = moe_reports[pair.name]
+    assert framed.options["hidden_directions"] == 32
+    assert framed.verdict == exact.verdict == pair.truth
+    assert framed.moe is not None
+    assert exact.moe is not None
+    assert framed.moe.upcycled is exact.moe.upcycled is pair.upcycled
+    assert [len(e.base_neurons) for e in framed.moe.experts] == [
+        len(e.base_neurons) for e in exact.moe.experts]
+    assert all(p.power_p_value is not None and p.power_p_value < framed.alpha
+               for p in framed.probes if p.decisive)

@@ -162,11 +162,9 @@ class _Run:
         if EMBED not in b.globals or EMBED not in c.globals:
             self.warnings.append("a model has no embedding matrix: hidden spaces cannot be aligned")
             return None
-        # a frame of hidden directions for wide dense models; MoE candidates keep the full
-        # space (the upcycling probe is not framed yet), as does --full
+        # a frame of hidden directions for wide models; --full keeps the whole space
         m = self.opts.hidden_sample
-        self.framed = (not self.opts.full and not c.moe_layers
-                       and m < b.hidden_size and m <= c.hidden_size)
+        self.framed = not self.opts.full and m < b.hidden_size and m <= c.hidden_size
         widest = max(b.hidden_size, c.hidden_size)
         budget = (frame.token_budget(widest, m) if self.framed else hidden.token_budget(widest))
         ib, ic, warns = hidden.shared_token_rows(
@@ -213,7 +211,7 @@ class _Run:
         mapped = {j: a for j, a in enumerate(self.layer_map) if a is not None}
         self.progress("matching experts", 0, 1)
         found = moe.upcycling_probe(self.base, self.cand, pairing, mapped, self.rng,
-                                    self.opts.null_draws, alpha=self.opts.alpha,
+                                    alpha=self.opts.alpha,
                                     compute=self.compute, shards=self.shards,
                                     sample=self.opts.moe_sample)
         self.progress("matching experts", 1, 1)

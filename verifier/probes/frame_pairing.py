@@ -108,12 +108,22 @@ class FramePairing(Pairing):
         coordinates), balanced there."""
         if k < 0 and a in self._fb:
             return self._fb[a]
-        ffn = self._base_sample(a)
-        ffn = ffn.aligned(self._select) if k < 0 else ffn.rotated(self.rotations[k])
-        feats = neurons.NeuronFeatures.of(ffn)
+        feats = self.base_features_of(self._base_sample(a), k)
         if k < 0:
             self._fb[a] = feats
         return feats
+
+    features_per_draw = True
+
+    def base_features_of(self, ffn: neurons.FFNWeights, k: int) -> neurons.NeuronFeatures:
+        """Base neurons on the frame of draw ``k``, balanced there."""
+        return neurons.NeuronFeatures.of(
+            ffn.aligned(self._select) if k < 0 else ffn.rotated(self.rotations[k]))
+
+    def cand_features_of(self, ffn: neurons.FFNWeights, k: int) -> neurons.NeuronFeatures:
+        """Candidate neurons at the coordinates draw ``k`` matched to the frame, balanced
+        there (together: a MoE layer's experts share one balancing)."""
+        return neurons.NeuronFeatures.of(ffn.aligned(self._align(k)).placed(self.compute))
 
     def _cand_frame_features(self, j: int, k: int) -> neurons.NeuronFeatures:
         """Candidate layer ``j`` at the coordinates draw ``k`` matched to the frame, signed,

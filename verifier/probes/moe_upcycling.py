@@ -106,7 +106,6 @@ from verifier.model import Model
 from verifier.parallel import ordered_map
 from verifier.probes import neuron_matching as neurons
 from verifier.probes.base import LayerValue, ProbeResult
-from verifier.probes.hidden_alignment import HiddenAlignment
 from verifier.probes.pairing import Disguise, Pairing, Side
 from verifier.stats import P_FLOOR, harmonic_combine
 from verifier.verdict import DEFAULT_ALPHA
@@ -278,26 +277,19 @@ def match_layer(
     return Matching(index, sim, agree, separate)
 
 
-def _base_features(pool: neurons.FFNWeights, align: HiddenAlignment, rot: torch.Tensor | None,
-                   cand_dim: int) -> neurons.NeuronFeatures:
-    """The base's neurons (rotated for a null draw) in the candidate's coordinates. As in
-    ``pairing``: balancing commutes with the signed permutation, so the candidate's features
-    are computed once per layer in its own basis (``cand_features``) and each draw moves the
-    base's instead of re-aligning and re-balancing all ``N`` expert neurons."""
-    base = pool if rot is None else pool.rotated(rot)
-    return neurons.NeuronFeatures.of(base).into(align, cand_dim)
-
-
-def cand_features(moe: MoELayer) -> neurons.NeuronFeatures:
-    """All expert neurons of a layer, balanced jointly (module docstring), own basis."""
-    return neurons.NeuronFeatures.of(moe.pooled())
+def cand_features(pairing: Pairing, pooled: neurons.FFNWeights,
+                  k: int = -1) -> neurons.NeuronFeatures:
+    """All expert neurons of a layer (``MoELayer.pooled``), balanced jointly (module
+    docstring), as draw ``k`` compares them. As in ``pairing``: on the full hidden space the
+    candidate's features are computed once per layer in its own basis and each draw moves the
+    base's into it; on a frame each draw takes its own columns."""
+    return pairing.cand_features_of(pooled, k)
 
 
 def _observed(pairing: Pairing, pool: neurons.FFNWeights, moe: MoELayer,
               cand: neurons.NeuronFeatures | None = None) -> Matching:
-    cand = cand if cand is not None else cand_features(moe)
-    base = _base_features(pool, pairing.align, None, int(cand.up.shape[1]))
-    return match_layer(base, cand, moe.widths)
+    cand = cand if cand is not None else cand_features(pairing, moe.pooled())
+    return match_layer(pairing.base_features_of(pool, -1), cand, moe.widths)
 
 
 def sample_neurons(widths: list[int], sample: int, gen: np.random.Generator) -> np.ndarray | None:
@@ -320,13 +312,20 @@ def _nulls(pairing: Pairing, pool: neurons.FFNWeights, moe: MoELayer,
     """Matchings of every null draw, of the ``sample`` of expert neurons when given (their
     features balanced over the whole layer, as observed)."""
     widths = moe.widths if sample is None else _sampled_widths(moe.widths, sample)
-    if sample is not None:
-        rows = torch.as_tensor(sample).to(cand.up.device)
-        cand = neurons.NeuronFeatures(gate=cand.gate[rows] if cand.gate is not None else None,
-                                      up=cand.up[rows], down=cand.down[rows])
-    dim = int(cand.up.shape[1])
-    return [match_layer(_base_features(pool, align, rot, dim), cand, widths)
-            for rot, align in zip(pairing.rotations, pairing.null_aligns, strict=True)]
+    pooled = moe.pooled() if pairing.features_per_draw else None
+
+    def sampled(feats: neurons.NeuronFeatures) -> neurons.NeuronFeatures:
+        if sample is None:
+            return feats
+        rows = torch.as_tensor(sample).to(feats.up.device)
+        return neurons.NeuronFeatures(gate=feats.gate[rows] if feats.gate is not None else None,
+                                      up=feats.up[rows], down=feats.down[rows])
+
+    fixed = sampled(cand)
+    return [match_layer(pairing.base_features_of(pool, k),
+                        fixed if pooled is None else sampled(cand_features(pairing, pooled, k)),
+                        widths)
+            for k in range(len(pairing.rotations))]
 
 
 # --- statistics -------------------------------------------------------------------------------
@@ -465,7 +464,7 @@ def _test_layer(
     matching of every expert neuron (the expert maps), and null draws of a fixed sample of at
     most ``sample`` of them (the same neurons counted in the observed matching)."""
     pool = pool.placed(pairing.compute)
-    cand = cand_features(moe)
+    cand = cand_features(pairing, moe.pooled())
     obs = observed if observed is not None else _observed(pairing, pool, moe, cand)
     idx = sample_neurons(moe.widths, sample, pairing.generator(j, 2))
     nulls = _nulls(pairing, pool, moe, cand, idx)
@@ -516,7 +515,7 @@ def analyse(
             results.append(_test_layer(pairing, pools[j], layer, j, j, 1, alpha,
                                        sample=sample))
         else:
-            feats = cand_features(layer)
+            feats = cand_features(pairing, layer.pooled())
             scored = {a: _observed(pairing, pool.placed(pairing.compute), layer, feats)
                       for a, pool in pools.items()}
             a = max(scored, key=lambda i: (int(scored[i].agree.sum()),
@@ -557,18 +556,19 @@ def fake_upcycled(
 
 
 def power_p(
-    base: Side, pools: Mapping[int, neurons.FFNWeights], rng: np.random.Generator, draws: int,
-    drift: float = POWER_DRIFT, compute: Compute | None = None,
-    sample: int = MAX_NULL_NEURONS,
+    observed: Pairing, pools: Mapping[int, neurons.FFNWeights], rng: np.random.Generator,
+    drift: float = POWER_DRIFT, sample: int = MAX_NULL_NEURONS,
 ) -> float | None:
-    """p-value of the probe on the base against a fake upcycled copy of a middle layer."""
+    """p-value of the probe on the base of ``observed`` against a fake upcycled copy of a
+    middle layer, through the observed pairing's null draws (``Pairing.sibling``)."""
     if not pools:
         return None
     layers = sorted(pools)
     a = layers[len(layers) // 2]
     gen = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
-    fake, layer = fake_upcycled(base, pools[a].placed(compute or Compute()), drift, rng, gen)
-    pairing = Pairing(base, fake, rng, draws, compute=compute)
+    fake, layer = fake_upcycled(observed.base, pools[a].placed(observed.compute), drift, rng,
+                                gen)
+    pairing = observed.sibling(fake, rng)
     return _test_layer(pairing, pools[a], layer, a, a, 1, DEFAULT_ALPHA,
                        sample=sample).p_value
 
@@ -582,7 +582,6 @@ def upcycling_probe(
     pairing: Pairing,
     layer_map: Mapping[int, int] | None,
     rng: np.random.Generator,
-    null_draws: int,
     *,
     alpha: float = DEFAULT_ALPHA,
     power_drift: float = POWER_DRIFT,
@@ -595,8 +594,8 @@ def upcycling_probe(
 
     ``pairing`` is the observed pairing (its base side's dense FFNs are reused; a MoE base's
     experts are read from ``base``); ``layer_map`` maps candidate layers to base layers where
-    known; ``rng`` and ``null_draws`` drive the power check's own pairing. ``shards``: this
-    rank reads and tests only its share of the candidate's MoE layers.
+    known; ``rng`` draws the power check's fake (which reuses the pairing's null draws).
+    ``shards``: this rank reads and tests only its share of the candidate's MoE layers.
     """
     compute = compute or pairing.compute
     shards = shards or Shards()
@@ -610,7 +609,7 @@ def upcycling_probe(
                      sample=sample)
     if result is None:
         return None
-    power = power_p(pairing.base, pools, rng, null_draws, power_drift, compute, sample)
+    power = power_p(pairing, pools, rng, power_drift, sample)
     k = len(pairing.rotations)
     probe = ProbeResult(
         name=NAME, statistic=result.statistic, p_value=result.p_value, decisive=True,

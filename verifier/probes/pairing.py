@@ -167,14 +167,25 @@ class Pairing:
         """Base layer ``a`` (sampled; rotated for a null draw) in candidate coordinates."""
         if k < 0 and a in self._fb:
             return self._fb[a]
-        ffn = self._base_sample(a)
-        if k >= 0:
-            ffn = ffn.rotated(self.rotations[k])
-        cand_dim = self.cand.embed.shape[1]
-        feats = neurons.NeuronFeatures.of(ffn).into(self._align(k), cand_dim)
+        feats = self.base_features_of(self._base_sample(a), k)
         if k < 0:
             self._fb[a] = feats
         return feats
+
+    #: whether the candidate's features depend on the draw (not here: they are computed in the
+    #: candidate's own basis, and each draw moves the base's features into it)
+    features_per_draw = False
+
+    def base_features_of(self, ffn: neurons.FFNWeights, k: int) -> neurons.NeuronFeatures:
+        """Base neurons ``ffn`` (placed) as draw ``k`` compares them with the candidate's:
+        rotated for a null draw, balanced, moved into the candidate's coordinates."""
+        if k >= 0:
+            ffn = ffn.rotated(self.rotations[k])
+        return neurons.NeuronFeatures.of(ffn).into(self._align(k), self.cand.embed.shape[1])
+
+    def cand_features_of(self, ffn: neurons.FFNWeights, k: int) -> neurons.NeuronFeatures:
+        """Candidate neurons ``ffn`` as draw ``k`` compares them (own basis: every draw)."""
+        return neurons.NeuronFeatures.of(ffn.placed(self.compute))
 
     def _base_sample(self, a: int) -> neurons.FFNWeights:
         """Base layer ``a``'s sampled neurons in float32 on the device: the rows are taken
