@@ -101,6 +101,9 @@ def test_factored_head_similarity_equals_the_dense_circuit_cosines():
                             np.ones(32))
     for x, y in ((b, c), (b, b), (b.rotated(rot), c.aligned(align))):
         assert torch.allclose(heads.head_similarity(x, y), _dense_similarity(x, y), atol=1e-5)
+        # both of the probe's own ways: Gram blocks (full width) and formed circuits (a frame)
+        assert torch.allclose(heads._gram_similarity(x, y), _dense_similarity(x, y), atol=1e-5)
+        assert torch.allclose(heads._dense_similarity(x, y), _dense_similarity(x, y), atol=1e-5)
     # rotating the factors is rotating the circuits: R^T M R
     for m_rot, m in zip(b.rotated(rot).dense(), b.dense(), strict=True):
         assert torch.allclose(m_rot, rot.T @ m @ rot, atol=1e-4)
@@ -196,3 +199,15 @@ def test_sampled_base_heads_keep_whole_groups_and_find_their_copy():
     assert pairing.head_stat(0, 0) > max(pairing.head_null(0, 0))
     # all heads matched against themselves: the sampled statistic is the full one's value
     assert heads.match_heads(picked, base_c) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_circuits_are_formed_only_where_that_is_cheaper():
+    def shaped(n_heads: int, kv: int, hd: int, d: int) -> heads.HeadCircuits:
+        return heads.HeadCircuits(q=torch.zeros(n_heads, hd, d), k=torch.zeros(kv, hd, d),
+                                  o=torch.zeros(n_heads, hd, d), v=torch.zeros(kv, hd, d))
+
+    # 7B full width: Gram blocks; the same heads on a 128-direction frame: formed circuits
+    assert not heads._dense_cheaper(shaped(8, 2, 128, 4096), shaped(32, 8, 128, 4096))
+    assert heads._dense_cheaper(shaped(8, 2, 128, 128), shaped(32, 8, 128, 128))
+    # the test models (hidden 64, 4 heads of 16) keep the Gram blocks
+    assert not heads._dense_cheaper(shaped(4, 2, 16, 64), shaped(4, 2, 16, 64))

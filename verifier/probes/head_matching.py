@@ -117,8 +117,33 @@ def _self_norms(a: torch.Tensor, b: torch.Tensor, g: torch.Tensor) -> torch.Tens
     return (ga * gb).sum(dim=(1, 2)).clamp_min(0.0).sqrt()
 
 
+def _dense_cheaper(b: HeadCircuits, c: HeadCircuits) -> bool:
+    """Whether forming the ``d x d`` circuits costs less than the Gram blocks: forming is
+    ``~2 hd d^2`` per head, the blocks ``~2 hd^2 d`` per pair of heads; on a frame of the hidden
+    space (``d = m`` about ``hd``) forming wins by the number of heads, at full width never."""
+    hd, d = int(b.q.shape[1]), int(b.q.shape[2])
+    return d * (b.heads + c.heads) < b.heads * c.heads * hd
+
+
+def _dense_similarity(b: HeadCircuits, c: HeadCircuits) -> torch.Tensor:
+    """``head_similarity`` from the formed circuits (the same cosines)."""
+    out = torch.zeros(b.heads, c.heads, dtype=torch.float64)
+    for xb, xc in zip(b.dense(), c.dense(), strict=True):
+        fb, fc = xb.reshape(b.heads, -1), xc.reshape(c.heads, -1)
+        inner = (fb @ fc.T).cpu().double()
+        norms = torch.outer(fb.norm(dim=1).cpu().double(), fc.norm(dim=1).cpu().double())
+        out += inner / norms.clamp_min(1e-30)
+    return out / 2.0
+
+
 def head_similarity(b: HeadCircuits, c: HeadCircuits) -> torch.Tensor:
-    """``[H_base, H_cand]`` mean of the QK and OV circuit cosines."""
+    """``[H_base, H_cand]`` mean of the QK and OV circuit cosines, by whichever way is
+    cheaper for these shapes (the two agree to float32 rounding)."""
+    return _dense_similarity(b, c) if _dense_cheaper(b, c) else _gram_similarity(b, c)
+
+
+def _gram_similarity(b: HeadCircuits, c: HeadCircuits) -> torch.Tensor:
+    """``head_similarity`` from Gram blocks of the factors, circuits never formed."""
     gb, gc = b.group_of(), c.group_of()
     out = torch.zeros(b.heads, c.heads, dtype=torch.float64)
     for fb, fc in (((b.q, b.k), (c.q, c.k)), ((b.o, b.v), (c.o, c.v))):
@@ -155,7 +180,10 @@ def load_circuits(model: Model, layer: int, compute: Compute | None = None) -> H
         return None  # MLA or another attention form: not compared by this probe
     if ATTN_NORM in roles and model.layout.family not in POST_NORM:
         gamma = get(ATTN_NORM)
-        q, k, v = q * gamma, k * gamma, v * gamma
+        # one at a time, so that each unscaled copy is freed before the next is scaled
+        q = q * gamma
+        k = k * gamma
+        v = v * gamma
     d = q.shape[1]
     return HeadCircuits(q=q.reshape(heads, hd, d), k=k.reshape(kv, hd, d),
                         o=o.T.reshape(heads, hd, o.shape[0]), v=v.reshape(kv, hd, d))

@@ -44,10 +44,11 @@ class LazyLayers(Mapping[int, T]):
         if layer in self._cache:
             self._cache.move_to_end(layer)
             return self._cache[layer]
+        # make room first: a layer being read never coexists with more than keep - 1 others
+        while len(self._cache) >= self._keep:
+            self._cache.popitem(last=False)
         value = self._load(layer)
         self._cache[layer] = value
-        while len(self._cache) > self._keep:
-            self._cache.popitem(last=False)
         return value
 
     def __iter__(self) -> Iterator[int]:
