@@ -68,12 +68,14 @@ def test_two_gloo_ranks_give_the_single_process_report_for_every_pair(zoo, zoo_r
 @pytest.mark.slow
 def test_torchrun_cli_writes_one_report_from_rank_zero(zoo, tmp_path):
     out = tmp_path / "report.json"
+    # on a frame of 32 of the 64 hidden directions: the wide models' path, sharded
     done = _torchrun(["-m", "verifier", "verify", str(zoo["llama"]), str(zoo["llama_pruned"]),
                       "--backend", "cpu", "--no-hash", "--format", "json", "--output", str(out),
-                      "--expect", "derived"])
+                      "--expect", "derived", "--hidden-sample", "32"])
     assert done.returncode == 0, done.stderr[-4000:]
     # one rank printed the report: exactly one JSON document on stdout
     printed = json.loads(done.stdout)
     written = json.loads(out.read_text())
     assert printed["verdict"] == written["verdict"] == "derived"
     assert written["timings"]["ranks"] == 2.0
+    assert written["options"]["hidden_directions"] == 32
