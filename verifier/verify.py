@@ -429,10 +429,16 @@ class _Run:
         pairing = self.pairing
         if pairing is None or a not in pairing.base.ffn or j not in pairing.cand.ffn:
             return {}
-        rows, cols = pairing.matched_neurons(a, j)
-        fb = pairing.base.ffn[a].neurons_permuted(torch.as_tensor(rows)).placed(self.compute)
-        fc = pairing.cand.ffn[j].neurons_permuted(torch.as_tensor(cols)).placed(self.compute)
-        fb, fc = pairing.base_observed(fb), fc.aligned(pairing.align)
+        rows, cols = (torch.as_tensor(x) for x in pairing.matched_neurons(a, j))
+        base, cand = pairing.base.ffn[a], pairing.cand.ffn[j]
+        if self.framed:
+            # the frame's few columns first, from the layers as stored (the down projection's
+            # matched neurons would be a strided gather of the whole stored matrix), then rows
+            fb = pairing.base_observed(base).neurons_permuted(rows).placed(self.compute)
+            fc = cand.aligned(pairing.align).neurons_permuted(cols).placed(self.compute)
+        else:
+            fb = base.neurons_permuted(rows).placed(self.compute)
+            fc = cand.neurons_permuted(cols).placed(self.compute).aligned(pairing.align)
         sign = torch.sign((fb.up * fc.up).sum(dim=1, keepdim=True))
         out = {
             "up": drift.relative_drift(fb.up, fc.up * sign),
