@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from backends.compute import Compute
 from verifier.probes import head_matching as heads
 from verifier.probes import neuron_matching as neurons
 from verifier.probes.frame_pairing import FramePairing, token_budget
@@ -77,7 +78,7 @@ def test_hidden_major_columns_equal_the_aligned_layer():
     pairing = FramePairing(base, cand, rng, 4, width=16)
     for align in (pairing.align, pairing.null_aligns[2]):
         direct = cand.ffn[0].aligned(align)
-        taken = cand.ffn[0].hidden_major().take_hidden(align)
+        taken = cand.ffn[0].hidden_major().take_hidden(align, Compute())
         assert torch.equal(direct.up, taken.up)
         assert direct.gate is not None
         assert taken.gate is not None
@@ -106,3 +107,11 @@ def test_frames_need_fewer_tokens_than_the_full_alignment():
     assert token_budget(4096, 1024) == 8192
     assert token_budget(64, 32) == 2048
     assert token_budget(4096, 4096) == 16384  # never more than the full alignment's own budget
+
+
+def test_balancing_a_hidden_major_view_equals_balancing_the_copy():
+    x = randn(12, 200) * torch.linspace(0.1, 5.0, 12)[:, None]  # [m, F]: coordinates as rows
+    view = x.T  # [F, m], not contiguous
+    assert not view.is_contiguous()
+    assert torch.allclose(neurons._unit_rows(view), neurons._unit_rows(view.contiguous()),
+                          atol=1e-6)

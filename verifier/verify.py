@@ -431,11 +431,8 @@ class _Run:
             return {}
         rows, cols = (torch.as_tensor(x) for x in pairing.matched_neurons(a, j))
         base, cand = pairing.base.ffn[a], pairing.cand.ffn[j]
-        if self.framed:
-            # the frame's few columns first, from the layers as stored (the down projection's
-            # matched neurons would be a strided gather of the whole stored matrix), then rows
-            fb = pairing.base_observed(base).neurons_permuted(rows).placed(self.compute)
-            fc = cand.aligned(pairing.align).neurons_permuted(cols).placed(self.compute)
+        if isinstance(pairing, frame.FramePairing):
+            fb, fc = pairing.observed_neurons(base, cand, rows, cols)
         else:
             fb = base.neurons_permuted(rows).placed(self.compute)
             fc = cand.neurons_permuted(cols).placed(self.compute).aligned(pairing.align)

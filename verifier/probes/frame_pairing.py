@@ -103,6 +103,16 @@ class FramePairing(Pairing):
     def base_observed(self, ffn: neurons.FFNWeights) -> neurons.FFNWeights:
         return ffn.aligned(self._select)
 
+    def observed_neurons(self, base: neurons.FFNWeights, cand: neurons.FFNWeights,
+                         rows: torch.Tensor, cols: torch.Tensor,
+                         ) -> tuple[neurons.FFNWeights, neurons.FFNWeights]:
+        """Base neurons ``rows`` at the frame's coordinates and candidate neurons ``cols`` at
+        the coordinates matched to them, signed; both placed. Only those entries are read
+        from the layers as stored (``FFNWeights.take``)."""
+        fb = base.take(rows, torch.as_tensor(self.coords)).placed(self.compute)
+        fc = cand.take(cols, torch.as_tensor(self.align.perm)).placed(self.compute)
+        return fb, fc.times_columns(torch.as_tensor(self.align.sign, dtype=torch.float32))
+
     def _base_features(self, a: int, k: int) -> neurons.NeuronFeatures:
         """Base layer ``a``'s sampled neurons on the frame of draw ``k`` (observed: the sampled
         coordinates), balanced there."""
@@ -137,8 +147,8 @@ class FramePairing(Pairing):
             if self._major is None or self._major[0] != j:
                 self._major = None
                 self._major = (j, self.cand.ffn[j].hidden_major())
-            ffn = self._major[1].take_hidden(self._align(k))
-        ffn = ffn.placed(self.compute)
+            ffn = self._major[1].take_hidden(self._align(k), self.compute)
+        ffn = ffn.placed(self.compute) if k < 0 else ffn
         feats = neurons.NeuronFeatures.of(ffn)
         if k < 0:
             self._fc = (j, feats)

@@ -72,10 +72,35 @@ class FFNWeights:
         whole rows instead of a strided column of every neuron."""
         return self._map(lambda w: w.T.contiguous())
 
-    def take_hidden(self, align: HiddenAlignment) -> FFNWeights:
-        """From ``hidden_major`` weights, the candidate coordinates ``align`` maps to, signed,
-        back as ``[F, m]`` (what ``aligned`` gives from the neuron-major weights)."""
-        return self._map(lambda w: align.rows(w).T)
+    def take_hidden(self, align: HiddenAlignment, compute: Compute) -> FFNWeights:
+        """From ``hidden_major`` weights, the candidate coordinates ``align`` maps to, signed
+        and placed: ``aligned(align).placed(compute)``, as ``[F, m]`` views of ``[m, F]``
+        matrices (one copy each; ``_unit_rows`` and the similarities take them as they are)."""
+        idx = torch.as_tensor(np.maximum(align.perm, 0))
+        factor = torch.as_tensor(align.sign * (align.perm >= 0), dtype=torch.float32)
+
+        def take(w: torch.Tensor) -> torch.Tensor:
+            x = compute.put(w.index_select(0, idx.to(w.device)))
+            if x.data_ptr() == w.data_ptr():  # never scale the stored weights in place
+                x = x.clone()
+            return x.mul_(factor.to(x.device)[:, None]).T
+
+        return self._map(take)
+
+    def take(self, rows: torch.Tensor, cols: torch.Tensor) -> FFNWeights:
+        """``w[rows][:, cols]`` of each role, gathered in the order that reads the stored
+        matrix by whole runs: rows first where rows are contiguous (gate, up), columns first
+        where columns are (the down projection, a transposed view). Either order gives the same
+        numbers; the wrong one reads every page of the matrix for a few of its entries."""
+        def sub(w: torch.Tensor) -> torch.Tensor:
+            r, c = rows.to(w.device), cols.to(w.device)
+            return w[r][:, c] if w.stride(-1) == 1 else w[:, c][r]
+
+        return self._map(sub)
+
+    def times_columns(self, v: torch.Tensor) -> FFNWeights:
+        """Each role with column ``i`` multiplied by ``v[i]`` (e.g. an alignment's signs)."""
+        return self._map(lambda w: w * v.to(w.device, w.dtype))
 
     def neurons_permuted(self, tau: torch.Tensor) -> FFNWeights:
         return self._map(lambda w: w[tau.to(w.device)])
@@ -124,13 +149,29 @@ def _unit_rows(w: torch.Tensor) -> torch.Tensor:
     weights), to per-neuron rescaling (SwiGLU's up/down freedom), to sign flips of either, and
     to permutations; no coordinate or neuron can dominate the cosines by its magnitude.
     """
+    if not w.is_contiguous() and w.T.is_contiguous():
+        # a transposed view ([F, m] of a hidden-major [m, F]): the same steps on the stored
+        # layout, without a transposing copy (equal up to float32 rounding)
+        return _unit_cols(w.T).T
     f = w.shape[0]
+    w = w.clone()  # then in place: the same operations, without 16 temporaries of w's size
     for _ in range(BALANCE_ITERS):
         # column norms as a sum of squares: torch's strided vector_norm over dim 0 is ~10x slower
-        cols = w.square().sum(dim=0, keepdim=True).sqrt()
-        w = w * (f**0.5 / cols.clamp_min(1e-12))
-        w = w / w.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        cols = w.square().sum(dim=0, keepdim=True).sqrt_()
+        w.mul_(f**0.5 / cols.clamp_min_(1e-12))
+        w.div_(w.norm(dim=1, keepdim=True).clamp_min_(1e-12))
     return w
+
+
+def _unit_cols(x: torch.Tensor) -> torch.Tensor:
+    """``_unit_rows(x.T).T`` computed on ``x`` (``[m, F]``: hidden coordinates as rows)."""
+    f = x.shape[1]
+    x = x.clone()
+    for _ in range(BALANCE_ITERS):
+        rows = x.square().sum(dim=1, keepdim=True).sqrt_()
+        x.mul_(f**0.5 / rows.clamp_min_(1e-12))
+        x.div_(x.square().sum(dim=0, keepdim=True).sqrt_().clamp_min_(1e-12))
+    return x
 
 
 @dataclass(frozen=True)

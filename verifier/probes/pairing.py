@@ -130,6 +130,7 @@ class Pairing:
         self._fc: tuple[int, neurons.NeuronFeatures] | None = None
         self._fs: tuple[int, neurons.FFNWeights] | None = None
         self._hs: tuple[int, heads.HeadCircuits] | None = None
+        self._matches: dict[tuple[int, int], tuple[float, np.ndarray, np.ndarray]] = {}
 
     @property
     def base_coords(self) -> np.ndarray:
@@ -215,7 +216,13 @@ class Pairing:
     def ffn_stat(self, a: int, j: int, k: int = -1) -> float:
         """Mean matched neuron similarity of (sampled) base layer ``a`` and candidate layer
         ``j``."""
-        return neurons.match(self.ffn_similarity(a, j, k))[0]
+        if k >= 0:
+            return neurons.match(self.ffn_similarity(a, j, k))[0]
+        stat, rows, cols = neurons.match(self.ffn_similarity(a, j))
+        # kept (a few hundred indices per compared pair): norm drift asks for the matched
+        # neurons again, and recomputing them reads the candidate layer again
+        self._matches[(a, j)] = (stat, rows, cols)
+        return stat
 
     def ffn_null(self, a: int, j: int) -> list[float]:
         """``ffn_stat`` of every null draw (similarities on the device, one draw after another;
@@ -225,7 +232,9 @@ class Pairing:
 
     def matched_neurons(self, a: int, j: int) -> tuple[np.ndarray, np.ndarray]:
         """Observed matching as (base neuron indices, candidate neuron indices)."""
-        _, rows, cols = neurons.match(self.ffn_similarity(a, j))
+        if (a, j) not in self._matches:
+            self.ffn_stat(a, j)
+        _, rows, cols = self._matches[(a, j)]
         sample = self.base_rows(a)
         return (rows if sample is None else sample.numpy()[rows]), cols
 
