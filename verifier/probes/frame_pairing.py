@@ -113,16 +113,6 @@ class FramePairing(Pairing):
         fc = cand.take(cols, torch.as_tensor(self.align.perm)).placed(self.compute)
         return fb, fc.times_columns(torch.as_tensor(self.align.sign, dtype=torch.float32))
 
-    def _base_features(self, a: int, k: int) -> neurons.NeuronFeatures:
-        """Base layer ``a``'s sampled neurons on the frame of draw ``k`` (observed: the sampled
-        coordinates), balanced there."""
-        if k < 0 and a in self._fb:
-            return self._fb[a]
-        feats = self.base_features_of(self._base_sample(a), k)
-        if k < 0:
-            self._fb[a] = feats
-        return feats
-
     features_per_draw = True
 
     def base_features_of(self, ffn: neurons.FFNWeights, k: int) -> neurons.NeuronFeatures:

@@ -166,7 +166,8 @@ class Pairing:
         return torch.as_tensor(np.sort(gen.choice(n, self.sample, replace=False)))
 
     def _base_features(self, a: int, k: int) -> neurons.NeuronFeatures:
-        """Base layer ``a`` (sampled; rotated for a null draw) in candidate coordinates."""
+        """Base layer ``a`` (sampled) as draw ``k`` compares it (``base_features_of``); the
+        observed features are kept per layer."""
         if k < 0 and a in self._fb:
             return self._fb[a]
         feats = self.base_features_of(self._base_sample(a), k)
