@@ -211,8 +211,7 @@ class _Run:
         mapped = {j: a for j, a in enumerate(self.layer_map) if a is not None}
         self.progress("matching experts", 0, 1)
         found = moe.upcycling_probe(self.base, self.cand, pairing, mapped, self.rng,
-                                    alpha=self.opts.alpha,
-                                    compute=self.compute, shards=self.shards,
+                                    alpha=self.opts.alpha, shards=self.shards,
                                     sample=self.opts.moe_sample)
         self.progress("matching experts", 1, 1)
         if found is None:

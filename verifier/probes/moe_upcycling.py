@@ -101,12 +101,12 @@ from scipy.special import logsumexp
 
 from backends.compute import Compute
 from backends.distributed import Shards
-from verifier.architectures.layout import RoleRef
+from verifier.architectures.layout import DOWN, UP, RoleRef
 from verifier.model import Model
 from verifier.parallel import ordered_map
 from verifier.probes import neuron_matching as neurons
 from verifier.probes.base import LayerValue, ProbeResult
-from verifier.probes.pairing import Disguise, Pairing, Side
+from verifier.probes.pairing import Disguise, LazyLayers, Pairing, Side
 from verifier.stats import P_FLOOR, harmonic_combine
 from verifier.verdict import DEFAULT_ALPHA
 
@@ -175,29 +175,26 @@ def concat(ffns: list[neurons.FFNWeights]) -> neurons.FFNWeights:
     )
 
 
-def _expert_ffn(model: Model, roles: Mapping[str, RoleRef],
-                compute: Compute) -> neurons.FFNWeights | None:
-    ffn = neurons.ffn_from_roles(model, roles)
-    return ffn.placed(compute) if ffn is not None else None
+def load_moe(model: Model, layers: Collection[int] | None = None) -> Mapping[int, MoELayer]:
+    """Every MoE layer's (or ``layers``') routed and shared experts (per-expert tensors and
+    fused 3-D stacks alike: the layout cuts stacks per expert), read when a layer is asked
+    for, one layer at a time, as stored (views of a mapped file where the reader maps it): the
+    probe places what it uses. A large MoE's experts in float32 would not fit in memory."""
+    def readable(roles: Mapping[str, RoleRef]) -> bool:
+        return UP in roles and DOWN in roles
 
-
-def load_moe(model: Model, compute: Compute | None = None,
-             layers: Collection[int] | None = None) -> dict[int, MoELayer]:
-    """Every MoE layer's (or ``layers``') routed and shared experts in float32 on the compute
-    device (per-expert tensors and fused 3-D stacks alike: the layout cuts stacks per
-    expert)."""
-    compute = compute or Compute()
-    out: dict[int, MoELayer] = {}
-    for layer in model.layout.layers:
-        if not layer.is_moe or (layers is not None and layer.index not in layers):
-            continue
+    def read(i: int) -> MoELayer:
+        layer = model.layout.layers[i]
         experts = [f for roles in layer.experts
-                   if (f := _expert_ffn(model, roles, compute)) is not None]
+                   if (f := neurons.ffn_from_roles(model, roles)) is not None]
         shared = [f for roles in layer.shared_experts
-                  if (f := _expert_ffn(model, roles, compute)) is not None]
-        if experts:
-            out[layer.index] = MoELayer(experts, shared)
-    return out
+                  if (f := neurons.ffn_from_roles(model, roles)) is not None]
+        return MoELayer(experts, shared)
+
+    indices = [layer.index for layer in model.layout.layers
+               if layer.is_moe and (layers is None or layer.index in layers)
+               and any(readable(roles) for roles in layer.experts)]
+    return LazyLayers(indices, read, keep=1)
 
 
 def base_pools(
@@ -585,7 +582,6 @@ def upcycling_probe(
     *,
     alpha: float = DEFAULT_ALPHA,
     power_drift: float = POWER_DRIFT,
-    compute: Compute | None = None,
     shards: Shards | None = None,
     sample: int = MAX_NULL_NEURONS,
 ) -> tuple[ProbeResult, MoESection] | None:
@@ -596,14 +592,13 @@ def upcycling_probe(
     experts are read from ``base``); ``layer_map`` maps candidate layers to base layers where
     known; ``rng`` draws the power check's fake (which reuses the pairing's null draws).
     ``shards``: this rank reads and tests only its share of the candidate's MoE layers.
+    Computes where the pairing does.
     """
-    compute = compute or pairing.compute
     shards = shards or Shards()
     if not cand.layout.moe_layers:
         return None
-    moe = load_moe(cand, compute, shards.mine(sorted(cand.layout.moe_layers)))
-    pools = base_pools(pairing.base.ffn,
-                       load_moe(base, compute) if base.layout.moe_layers else {})
+    moe = load_moe(cand, shards.mine(sorted(cand.layout.moe_layers)))
+    pools = base_pools(pairing.base.ffn, load_moe(base) if base.layout.moe_layers else {})
     result = analyse(pairing, pools, moe, layer_map, alpha,
                      same_depth=base.layout.num_layers == cand.layout.num_layers, shards=shards,
                      sample=sample)
