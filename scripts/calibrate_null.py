@@ -5,7 +5,9 @@ seeds, alternating corpus domains, then for every pair computes the selection-fr
 each probe (embedding alignment; neuron and head matching of layer i against layer i, no search
 over layers), and the full `verify` verdict. Prints Kolmogorov-Smirnov statistics against the
 uniform distribution, a 10-bin histogram per probe, and the false-positive count at the default
-alpha. Usage: ``python scripts/calibrate_null.py [--models 12] [--root DIR]``.
+alpha. ``--hidden-sample M`` calibrates the frame path instead (M of the 32 hidden directions,
+``probes.frame_pairing``). Usage: ``python scripts/calibrate_null.py [--models 12] [--root DIR]
+[--hidden-sample 16]``.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from backends.compute import Compute
 from verifier.model import open_model
-from verifier.probes.hidden_alignment import shared_token_rows
+from verifier.probes import frame_pairing as frame
+from verifier.probes.hidden_alignment import MAX_TOKENS, shared_token_rows
 from verifier.probes.pairing import Pairing
 from verifier.stats import gaussian_tail_p
 from verifier.verify import VerifyOptions, _side, verify
@@ -38,7 +42,12 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=12)
     parser.add_argument("--draws", type=int, default=24)
     parser.add_argument("--root", type=Path, help="zoo cache (default: a temp dir)")
+    parser.add_argument("--hidden-sample", type=int, default=None,
+                        help="calibrate the frame path on this many hidden directions")
     args = parser.parse_args()
+    m = args.hidden_sample
+    opts = VerifyOptions(digest=False, null_draws=args.draws,
+                         **({"hidden_sample": m} if m else {}))
     with tempfile.TemporaryDirectory() as tmp:
         zoo = Zoo(args.root or Path(tmp), {f"m{i}": spec(i) for i in range(args.models)})
         t0 = time.perf_counter()
@@ -51,8 +60,12 @@ def main() -> None:
         t0 = time.perf_counter()
         for a, b in itertools.combinations(folders, 2):
             with open_model(a) as ma, open_model(b) as mb:
-                ib, ic, _ = shared_token_rows(None, None, ma.layout.vocab_size, mb.layout.vocab_size)
-                pairing = Pairing(_side(ma, ib), _side(mb, ic), rng, args.draws)
+                budget = frame.token_budget(ma.layout.hidden_size, m) if m else MAX_TOKENS
+                ib, ic, _ = shared_token_rows(None, None, ma.layout.vocab_size,
+                                              mb.layout.vocab_size, budget)
+                sides = _side(ma, ib, Compute()), _side(mb, ic, Compute())
+                pairing = (frame.FramePairing(*sides, rng, args.draws, width=m) if m
+                           else Pairing(*sides, rng, args.draws))
                 pvals["hidden_alignment"].append(
                     gaussian_tail_p(pairing.embed_stat, pairing.embed_null)[1])
                 for i in range(ma.layout.num_layers):
@@ -60,7 +73,8 @@ def main() -> None:
                         gaussian_tail_p(pairing.ffn_stat(i, i), pairing.ffn_null(i, i))[1])
                     pvals["head_matching (per layer)"].append(
                         gaussian_tail_p(pairing.head_stat(i, i), pairing.head_null(i, i))[1])
-            report = verify(a, b, VerifyOptions(digest=False, null_draws=args.draws))
+            report = verify(a, b, opts)
+            assert not m or report.options["hidden_directions"] == m
             pvals["combined (verify)"].append(report.p_value or 1.0)
             false_positive += report.verdict == "derived"
         pairs = args.models * (args.models - 1) // 2
