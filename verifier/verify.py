@@ -429,12 +429,7 @@ class _Run:
         if pairing is None or a not in pairing.base.ffn or j not in pairing.cand.ffn:
             return {}
         rows, cols = (torch.as_tensor(x) for x in pairing.matched_neurons(a, j))
-        base, cand = pairing.base.ffn[a], pairing.cand.ffn[j]
-        if isinstance(pairing, frame.FramePairing):
-            fb, fc = pairing.observed_neurons(base, cand, rows, cols)
-        else:
-            fb = base.neurons_permuted(rows).placed(self.compute)
-            fc = cand.neurons_permuted(cols).placed(self.compute).aligned(pairing.align)
+        fb, fc = pairing.observed_neurons(pairing.base.ffn[a], pairing.cand.ffn[j], rows, cols)
         sign = torch.sign((fb.up * fc.up).sum(dim=1, keepdim=True))
         out = {
             "up": drift.relative_drift(fb.up, fc.up * sign),

@@ -100,15 +100,12 @@ class FramePairing(Pairing):
         return FramePairing(self.base, cand, rng, len(self.rotations), self.sample, self.width,
                             same_base=self, compute=self.compute)
 
-    def base_observed(self, ffn: neurons.FFNWeights) -> neurons.FFNWeights:
-        return ffn.aligned(self._select)
-
     def observed_neurons(self, base: neurons.FFNWeights, cand: neurons.FFNWeights,
                          rows: torch.Tensor, cols: torch.Tensor,
                          ) -> tuple[neurons.FFNWeights, neurons.FFNWeights]:
-        """Base neurons ``rows`` at the frame's coordinates and candidate neurons ``cols`` at
-        the coordinates matched to them, signed; both placed. Only those entries are read
-        from the layers as stored (``FFNWeights.take``)."""
+        """On the frame: base neurons ``rows`` at the sampled coordinates, candidate neurons
+        ``cols`` at the coordinates matched to them, signed; both placed. Only those entries
+        are read from the layers as stored (``FFNWeights.take``)."""
         fb = base.take(rows, torch.as_tensor(self.coords)).placed(self.compute)
         fc = cand.take(cols, torch.as_tensor(self.align.perm)).placed(self.compute)
         return fb, fc.times_columns(torch.as_tensor(self.align.sign, dtype=torch.float32))
@@ -129,20 +126,16 @@ class FramePairing(Pairing):
         """Candidate layer ``j`` at the coordinates draw ``k`` matched to the frame, signed,
         balanced there (the observed draw's kept for the last layer asked for). The columns
         are taken from the layer as stored and only they are upcast."""
-        if k < 0 and self._fc is not None and self._fc[0] == j:
-            return self._fc[1]
         if k < 0:  # once per layer: the columns straight from the layer as stored
-            ffn = self.cand.ffn[j].aligned(self.align)
-        else:  # 25 times per layer: rows of a hidden-major copy, made once
-            if self._major is None or self._major[0] != j:
-                self._major = None
-                self._major = (j, self.cand.ffn[j].hidden_major())
-            ffn = self._major[1].take_hidden(self._align(k), self.compute)
-        ffn = ffn.placed(self.compute) if k < 0 else ffn
-        feats = neurons.NeuronFeatures.of(ffn)
-        if k < 0:
-            self._fc = (j, feats)
-        return feats
+            if self._fc is None or self._fc[0] != j:
+                self._fc = None  # release the previous layer's before computing the next
+                self._fc = (j, self.cand_features_of(self.cand.ffn[j], k))
+            return self._fc[1]
+        # 25 times per layer: rows of a hidden-major copy, made once
+        if self._major is None or self._major[0] != j:
+            self._major = None
+            self._major = (j, self.cand.ffn[j].hidden_major())
+        return neurons.NeuronFeatures.of(self._major[1].take_hidden(self._align(k), self.compute))
 
     def ffn_null(self, a: int, j: int) -> list[float]:
         """The null draws of a layer pair; the layer's hidden-major copy lives only while they

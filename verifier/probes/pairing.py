@@ -143,9 +143,14 @@ class Pairing:
         return Pairing(self.base, cand, rng, len(self.rotations), self.sample, same_base=self,
                        compute=self.compute)
 
-    def base_observed(self, ffn: neurons.FFNWeights) -> neurons.FFNWeights:
-        """Base weights in the coordinates ``align`` maps from (here: unchanged)."""
-        return ffn
+    def observed_neurons(self, base: neurons.FFNWeights, cand: neurons.FFNWeights,
+                         rows: torch.Tensor, cols: torch.Tensor,
+                         ) -> tuple[neurons.FFNWeights, neurons.FFNWeights]:
+        """Base neurons ``rows`` and candidate neurons ``cols`` (the observed matching), placed,
+        the candidate's in the base's coordinates by the observed alignment."""
+        fb = base.neurons_permuted(rows).placed(self.compute)
+        fc = cand.neurons_permuted(cols).placed(self.compute).aligned(self.align)
+        return fb, fc
 
     def generator(self, *keys: int) -> np.random.Generator:
         """A generator for a fixed sample (of neurons, heads or expert neurons) keyed by
