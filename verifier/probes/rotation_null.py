@@ -30,9 +30,7 @@ def haar_rotation(d: int, rng: np.random.Generator, compute: Compute | None = No
     orthogonality error (~1e-6) is far below every statistic's resolution, and at d = 4096 the
     float64 QR of 25 draws alone took over a minute. The Gaussian is drawn on the CPU from
     ``rng`` (the same draws on every device); the QR runs where ``compute`` says."""
-    g = torch.as_tensor(rng.standard_normal((d, d)), dtype=torch.float32)
-    q, r = (compute or Compute()).qr(g)
-    return q * torch.sign(torch.diagonal(r)).unsqueeze(0)
+    return haar_frame(d, d, rng, compute)
 
 
 def rotate_cols(w: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
@@ -44,7 +42,8 @@ def haar_frame(d: int, m: int, rng: np.random.Generator,
                compute: Compute | None = None) -> torch.Tensor:
     """``m`` orthonormal directions of a Haar-rotated ``d``-space (``d x m``): the first ``m``
     columns of a Haar rotation, which are the QR of a ``d x m`` Gaussian with signs fixed
-    (Mezzadri 2007). Costs ``2 d m^2`` instead of a ``d x d`` QR's ``(4/3) d^3``."""
+    (Mezzadri 2007). Costs ``2 d m^2`` instead of a ``d x d`` QR's ``(4/3) d^3``; with
+    ``m = d``, a whole Haar rotation (``haar_rotation``)."""
     g = torch.as_tensor(rng.standard_normal((d, m)), dtype=torch.float32)
     q, r = (compute or Compute()).qr(g)
     return q * torch.sign(torch.diagonal(r)).unsqueeze(0)
