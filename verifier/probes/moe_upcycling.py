@@ -274,18 +274,10 @@ def match_layer(
     return Matching(index, sim, agree, separate)
 
 
-def cand_features(pairing: Pairing, pooled: neurons.FFNWeights,
-                  k: int = -1) -> neurons.NeuronFeatures:
-    """All expert neurons of a layer (``MoELayer.pooled``), balanced jointly (module
-    docstring), as draw ``k`` compares them. As in ``pairing``: on the full hidden space the
-    candidate's features are computed once per layer in its own basis and each draw moves the
-    base's into it; on a frame each draw takes its own columns."""
-    return pairing.cand_features_of(pooled, k)
-
-
 def _observed(pairing: Pairing, pool: neurons.FFNWeights, moe: MoELayer,
-              cand: neurons.NeuronFeatures | None = None) -> Matching:
-    cand = cand if cand is not None else cand_features(pairing, moe.pooled())
+              cand: neurons.NeuronFeatures) -> Matching:
+    """The observed matching; ``cand``: all of the layer's expert neurons (``MoELayer.pooled``)
+    balanced jointly (module docstring), as ``pairing.cand_features_of`` gives them."""
     return match_layer(pairing.base_features_of(pool, -1), cand, moe.widths)
 
 
@@ -304,12 +296,13 @@ def _sampled_widths(widths: list[int], idx: np.ndarray) -> list[int]:
     return [int(c) for c in np.bincount(expert, minlength=len(widths)) if c]
 
 
-def _nulls(pairing: Pairing, pool: neurons.FFNWeights, moe: MoELayer,
+def _nulls(pairing: Pairing, pool: neurons.FFNWeights, moe: MoELayer, pooled: neurons.FFNWeights,
            cand: neurons.NeuronFeatures, sample: np.ndarray | None = None) -> list[Matching]:
     """Matchings of every null draw, of the ``sample`` of expert neurons when given (their
-    features balanced over the whole layer, as observed)."""
+    features balanced over the whole layer, as observed). As in ``pairing``: on the full
+    hidden space the candidate's features ``cand`` serve every draw (each draw moves the base's
+    into the candidate's basis); on a frame each draw takes its own columns of ``pooled``."""
     widths = moe.widths if sample is None else _sampled_widths(moe.widths, sample)
-    pooled = moe.pooled() if pairing.features_per_draw else None
 
     def sampled(feats: neurons.NeuronFeatures) -> neurons.NeuronFeatures:
         if sample is None:
@@ -320,8 +313,8 @@ def _nulls(pairing: Pairing, pool: neurons.FFNWeights, moe: MoELayer,
 
     fixed = sampled(cand)
     return [match_layer(pairing.base_features_of(pool, k),
-                        fixed if pooled is None else sampled(cand_features(pairing, pooled, k)),
-                        widths)
+                        sampled(pairing.cand_features_of(pooled, k))
+                        if pairing.features_per_draw else fixed, widths)
             for k in range(len(pairing.rotations))]
 
 
@@ -461,10 +454,11 @@ def _test_layer(
     matching of every expert neuron (the expert maps), and null draws of a fixed sample of at
     most ``sample`` of them (the same neurons counted in the observed matching)."""
     pool = pool.placed(pairing.compute)
-    cand = cand_features(pairing, moe.pooled())
+    pooled = moe.pooled()  # one copy of the layer's expert neurons, for the observed and nulls
+    cand = pairing.cand_features_of(pooled, -1)
     obs = observed if observed is not None else _observed(pairing, pool, moe, cand)
     idx = sample_neurons(moe.widths, sample, pairing.generator(j, 2))
-    nulls = _nulls(pairing, pool, moe, cand, idx)
+    nulls = _nulls(pairing, pool, moe, pooled, cand, idx)
     counts = [int(m.agree.sum()) for m in nulls]
     sims = np.concatenate([m.sim[np.isfinite(m.sim)] for m in nulls]) if nulls else np.zeros(0)
     threshold = float(np.quantile(sims, THRESHOLD_QUANTILE)) if sims.size else math.inf
@@ -512,7 +506,7 @@ def analyse(
             results.append(_test_layer(pairing, pools[j], layer, j, j, 1, alpha,
                                        sample=sample))
         else:
-            feats = cand_features(pairing, layer.pooled())
+            feats = pairing.cand_features_of(layer.pooled(), -1)
             scored = {a: _observed(pairing, pool.placed(pairing.compute), layer, feats)
                       for a, pool in pools.items()}
             a = max(scored, key=lambda i: (int(scored[i].agree.sum()),
