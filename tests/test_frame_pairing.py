@@ -6,12 +6,14 @@ not, and the frame's pieces are what they claim to be."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from backends.compute import Compute
 from verifier.probes import head_matching as heads
 from verifier.probes import neuron_matching as neurons
 from verifier.probes.frame_pairing import FramePairing, token_budget
+from verifier.probes.hidden_alignment import HiddenAlignment
 from verifier.probes.pairing import Side, fake_derivative
 from verifier.probes.rotation_null import haar_frame
 
@@ -115,3 +117,68 @@ def test_balancing_a_hidden_major_view_equals_balancing_the_copy():
     assert not view.is_contiguous()
     assert torch.allclose(neurons._unit_rows(view), neurons._unit_rows(view.contiguous()),
                           atol=1e-6)
+
+
+def _stored_circuits(dtype: torch.dtype) -> heads.HeadCircuits:
+    """Circuits as ``load_circuits`` gives them: factors as stored, the gain not folded."""
+    d, hd = 48, 6
+    o = randn(d, 8 * hd).to(dtype)  # the output projection as stored: [d, heads * hd]
+    return heads.HeadCircuits(q=randn(8, hd, d).to(dtype), k=randn(4, hd, d).to(dtype),
+                              o=o.T.reshape(8, hd, d), v=randn(4, hd, d).to(dtype),
+                              gamma=(1.0 + randn(d).abs()).to(dtype))
+
+
+def test_stored_circuits_are_placed_with_the_gain_folded_into_q_k_and_v():
+    c = _stored_circuits(torch.bfloat16)
+    placed = c.placed(Compute())
+    gamma = c.gamma.float()
+    assert placed.gamma is None
+    assert placed.q.dtype == torch.float32
+    assert torch.equal(placed.q, c.q.float() * gamma)
+    assert torch.equal(placed.k, c.k.float() * gamma)
+    assert torch.equal(placed.v, c.v.float() * gamma)
+    assert torch.equal(placed.o, c.o.float())  # an output: no gain
+    assert placed.placed(Compute()).q is placed.q  # placing placed circuits is free
+    with pytest.raises(ValueError, match="place"):
+        c.aligned(HiddenAlignment.identity(48))
+
+
+def test_a_frame_takes_the_same_circuit_numbers_from_the_hidden_major_copy():
+    """``HiddenMajorCircuits.take`` upcasts only the frame's rows, yet gives exactly what
+    placing the whole layer and aligning it gives, unmatched coordinates zero."""
+    rng = np.random.default_rng(3)
+    m = 10
+    perm = rng.choice(48, m, replace=False)
+    perm[4] = -1  # a frame direction the candidate could not match
+    sign = rng.choice([-1.0, 1.0], m)
+    align = HiddenAlignment(perm, sign, np.ones(m), np.ones(m))
+    for dtype in (torch.float32, torch.bfloat16):
+        c = _stored_circuits(dtype)
+        want = c.placed(Compute()).aligned(align)
+        got = c.hidden_major().take(align, Compute())
+        for a, b in zip((want.q, want.k, want.o, want.v), (got.q, got.k, got.o, got.v),
+                        strict=True):
+            assert a.shape == b.shape
+            assert torch.equal(a, b)
+        assert bool((got.q[..., 4] == 0).all())
+
+
+def test_a_pooled_moe_layer_is_laid_out_hidden_major_on_a_frame():
+    """The frame pools a MoE layer's experts as ``[d, N]`` matrices and takes each draw's rows
+    from them: the same features as gathering columns of the neuron-major pool."""
+    base = _side()
+    experts = [neurons.FFNWeights(gate=randn(24, 48).bfloat16(), up=randn(24, 48).bfloat16(),
+                                  down=randn(48, 24).bfloat16().T) for _ in range(3)]
+    rng = np.random.default_rng(0)
+    pairing = FramePairing(base, _side(), rng, 4, width=16)
+    hm = pairing.pool(experts)
+    assert hm.up.shape == (48, 72)
+    assert hm.up.dtype == torch.bfloat16
+    rows = neurons.concat(experts)
+    assert torch.equal(hm.up, rows.up.T)
+    assert torch.equal(hm.down, rows.down.T)
+    for k in (-1, 0, 3):
+        a = pairing.pooled_features_of(hm, k)
+        b = pairing.cand_features_of(rows, k)
+        for x, y in ((a.gate, b.gate), (a.up, b.up), (a.down, b.down)):
+            assert torch.allclose(x, y, atol=1e-6)

@@ -21,6 +21,7 @@ from verifier.model import Model, open_model
 from verifier.probes import hidden_alignment as hidden
 from verifier.probes import moe_upcycling as moe
 from verifier.probes import neuron_matching as neurons
+from verifier.probes.frame_pairing import FramePairing
 from verifier.probes.pairing import Pairing, Side
 from verifier.zoo import Zoo, derive, load_state
 from verifier.zoo.pairs import MOE_LINEAGE, MOE_PAIRS, STANDARD, ZOO_SPECS, MoEPair
@@ -351,3 +352,40 @@ def test_agreement_tail() -> None:
     assert phi_tight == 1.0
     assert phi_wide > 1.0
     assert wide > tight
+
+
+def test_power_check_counts_what_the_layer_test_counts(zoo: Zoo) -> None:
+    """The power check needs the test's p-value alone: the agreement of the sampled neurons,
+    without the assignments that make expert maps. Same neurons, same counts, same p."""
+    with open_model(zoo["llama"]) as mb:
+        pairing, rng = _pairing(mb, mb)
+        pool = pairing.base.ffn[4]
+        gen = torch.Generator().manual_seed(0)
+        fake, layer = moe.fake_upcycled(pairing.base, pool, 1.0, rng, gen)
+        framed = FramePairing(pairing.base, pairing.cand, rng, DRAWS, width=32)
+        for observed, sample in ((pairing, 100), (pairing, moe.MAX_NULL_NEURONS),
+                                 (framed, 100)):  # sampled or every neuron; full or framed
+            sibling = observed.sibling(fake, rng)
+            full = moe._test_layer(sibling, pool, layer, 4, 4, 1, ALPHA, sample=sample)
+            assert moe._agreement_test(sibling, pool, layer, 4, sample) == full.p_value
+            feats = sibling.pooled_features_of(sibling.pool(layer.units), -1)
+            base = sibling.base_features_of(pool.placed(sibling.compute), -1)
+            counted = moe.match_layer(base, feats, layer.widths, assign=False)
+            assigned = moe.match_layer(base, feats, layer.widths)
+            assert np.array_equal(counted.agree, assigned.agree)
+            assert np.isnan(counted.sim).all()
+            assert not np.isnan(assigned.sim).any()
+
+
+def test_the_power_checks_experts_are_kept_as_the_base_stores_them(zoo: Zoo) -> None:
+    """Two noisy replicas of a wide FFN in float32 would double a layer's memory: the fake
+    experts keep the base's dtype, on the CPU, like a candidate's."""
+    with open_model(zoo["llama"]) as mb:
+        pairing, rng = _pairing(mb, mb)
+    pool = pairing.base.ffn[4]
+    bf16 = neurons.FFNWeights(gate=pool.gate.bfloat16(), up=pool.up.bfloat16(),
+                              down=pool.down.bfloat16())
+    _, layer = moe.fake_upcycled(pairing.base, bf16, 1.0, rng, torch.Generator().manual_seed(0))
+    assert {u.up.dtype for u in layer.units} == {torch.bfloat16}
+    assert {u.up.device.type for u in layer.units} == {"cpu"}
+    assert sum(layer.widths) == 2 * pool.up.shape[0]

@@ -90,15 +90,14 @@ def _info(model: Model, digest: bool, cache: ModelCache | None = None) -> ModelI
 
 def _side(model: Model, rows: np.ndarray, compute: Compute) -> Side:
     """The embedding rows of the shared tokens now (on the compute device); FFNs and circuits
-    read layer by layer: circuits moved to the device as they are read, FFNs kept as stored and
-    placed by the probes where they use them."""
+    read layer by layer, kept as stored and placed by the probes where they use them."""
     layout = model.layout
     ffn_layers = [i for i in range(layout.num_layers)
                   if {UP, DOWN} <= set(layout.layers[i].roles)]
     attn_layers = [i for i in range(layout.num_layers)
                    if {Q, K, V, O} <= set(layout.layers[i].roles)]
     # one attention form per model: if the first layer's circuits cannot be formed (MLA), none can
-    if attn_layers and heads.load_circuits(model, attn_layers[0], compute) is None:
+    if attn_layers and heads.load_circuits(model, attn_layers[0]) is None:
         attn_layers = []
 
     def ffn(i: int) -> neurons.FFNWeights:
@@ -107,14 +106,14 @@ def _side(model: Model, rows: np.ndarray, compute: Compute) -> Side:
         return loaded
 
     def circuits(i: int) -> heads.HeadCircuits:
-        loaded = heads.load_circuits(model, i, compute)
+        loaded = heads.load_circuits(model, i)
         assert loaded is not None
         return loaded
 
     embed = model.load(layout.globals[EMBED])[torch.as_tensor(rows)]
     return Side(embed=compute.put(embed),
                 ffn=LazyLayers(ffn_layers, ffn),
-                # circuits are float32 copies (FFNs are views of the file): one layer at a time
+                # readers that copy (e.g. dequantised GGUF) hold one layer's circuits at a time
                 circuits=LazyLayers(attn_layers, circuits, keep=1))
 
 

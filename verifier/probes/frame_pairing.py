@@ -90,7 +90,7 @@ class FramePairing(Pairing):
         self._finish((Compute.numpy64(xs.T @ ys) for xs in self._null_xs), sample, rng)
         # the candidate layer under null draws, hidden-major (each draw takes its own columns)
         self._major: tuple[int, neurons.FFNWeights] | None = None
-        self._heads_major: tuple[int, tuple[torch.Tensor, ...]] | None = None
+        self._heads_major: tuple[int, heads.HiddenMajorCircuits] | None = None
 
     @property
     def base_coords(self) -> np.ndarray:
@@ -121,6 +121,14 @@ class FramePairing(Pairing):
         """Candidate neurons at the coordinates draw ``k`` matched to the frame, balanced
         there (together: a MoE layer's experts share one balancing)."""
         return neurons.NeuronFeatures.of(ffn.aligned(self._align(k)).placed(self.compute))
+
+    def pool(self, units: list[neurons.FFNWeights]) -> neurons.FFNWeights:
+        """Hidden-major (``[d, N]``): every draw takes ``m`` whole rows of it, where a
+        neuron-major pool would be gathered by a strided column of each of its ``N`` rows."""
+        return neurons.concat(units, hidden_major=True)
+
+    def pooled_features_of(self, pooled: neurons.FFNWeights, k: int) -> neurons.NeuronFeatures:
+        return neurons.NeuronFeatures.of(pooled.take_hidden(self._align(k), self.compute))
 
     def _cand_frame_features(self, j: int, k: int) -> neurons.NeuronFeatures:
         """Candidate layer ``j`` at the coordinates draw ``k`` matched to the frame, signed,
@@ -161,16 +169,12 @@ class FramePairing(Pairing):
 
     def _cand_circuits(self, j: int, k: int) -> heads.HeadCircuits:
         """Candidate layer ``j``'s circuit factors at the coordinates draw ``k`` matched to the
-        frame: taken as rows of hidden-major copies of the factors (made once per layer)."""
-        c = self.cand.circuits[j]
+        frame, signed and placed: rows of hidden-major copies of the factors as stored (made
+        once per layer), only those rows upcast."""
         if self._heads_major is None or self._heads_major[0] != j:
             self._heads_major = None
-            self._heads_major = (j, tuple(f.reshape(-1, f.shape[-1]).T.contiguous()
-                                          for f in (c.q, c.k, c.o, c.v)))
-        align = self._align(k)
-        q, kk, o, v = (align.rows(f).T.reshape(*g.shape[:-1], -1)
-                       for f, g in zip(self._heads_major[1], (c.q, c.k, c.o, c.v), strict=True))
-        return heads.HeadCircuits(q=q, k=kk, o=o, v=v)
+            self._heads_major = (j, self.cand.circuits[j].hidden_major())
+        return self._heads_major[1].take(self._align(k), self.compute)
 
 
 __all__ = ["DEFAULT_WIDTH", "FramePairing", "token_budget"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -44,15 +45,37 @@ class HeadCircuits:
     (``o[h]`` the transposed slice of the output projection), ``k``, ``v`` as ``[KV, hd, d]`` and
     ``g(h) = h // (H / KV)`` the KV group of query head ``h``. A ``d x d`` circuit is never
     formed: at d = 4096 one layer's circuits would take 4 GiB, while every cosine between
-    circuits follows from ``hd x hd`` Gram blocks of the factors (``_circuit_inner``)."""
+    circuits follows from ``hd x hd`` Gram blocks of the factors (``_circuit_inner``).
+
+    As read (``load_circuits``) the factors are the stored tensors (views of a mapped file where
+    the reader maps it) and ``gamma`` the attention-norm gain, not yet folded into ``q``, ``k``
+    and ``v``; ``placed`` makes the float32 device copies, gain folded, that the similarities
+    use. A 7B layer's factors in float32 take 160 MiB per model, so only what a probe uses is
+    placed: a sample of the base's heads, a frame's coordinates of the candidate's."""
 
     q: torch.Tensor
     k: torch.Tensor
     o: torch.Tensor
     v: torch.Tensor
+    gamma: torch.Tensor | None = None
 
     def _map(self, f: Callable[[torch.Tensor], torch.Tensor]) -> HeadCircuits:
+        if self.gamma is not None:
+            raise ValueError("circuits as stored: place them (HeadCircuits.placed) first")
         return HeadCircuits(q=f(self.q), k=f(self.k), o=f(self.o), v=f(self.v))
+
+    def placed(self, compute: Compute) -> HeadCircuits:
+        """Float32 on the compute device, the gain folded into ``q``, ``k`` and ``v`` (a no-op
+        for circuits already placed); one factor at a time, each unscaled copy freed before
+        the next is made."""
+        gamma = compute.put(self.gamma) if self.gamma is not None else None
+
+        def put(w: torch.Tensor, fold: bool) -> torch.Tensor:
+            out = compute.put(w)
+            return out * gamma if fold and gamma is not None else out
+
+        return HeadCircuits(q=put(self.q, True), k=put(self.k, True), o=put(self.o, False),
+                            v=put(self.v, True))
 
     @property
     def heads(self) -> int:
@@ -84,12 +107,46 @@ class HeadCircuits:
         groups = groups.to(self.q.device)
         heads = (groups[:, None] * per + torch.arange(per, device=groups.device)[None, :])
         heads = heads.reshape(-1)
-        return HeadCircuits(q=self.q[heads], k=self.k[groups], o=self.o[heads], v=self.v[groups])
+        return HeadCircuits(q=self.q[heads], k=self.k[groups], o=self.o[heads], v=self.v[groups],
+                            gamma=self.gamma)
+
+    def hidden_major(self) -> HiddenMajorCircuits:
+        """The factors as ``[d, n]`` copies, hidden coordinates as rows, in their own dtype
+        (the output projection as stored needs no copy)."""
+        factors = (self.q, self.k, self.o, self.v)
+        return HiddenMajorCircuits(
+            rows=tuple(f.reshape(-1, f.shape[-1]).T.contiguous() for f in factors),
+            shapes=tuple(tuple(f.shape[:-1]) for f in factors), gamma=self.gamma)
 
     def dense(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``[H, d, d]`` circuits themselves (small models and tests only)."""
         g = self.group_of()
         return self.q.transpose(1, 2) @ self.k[g], self.o.transpose(1, 2) @ self.v[g]
+
+
+class HiddenMajorCircuits(NamedTuple):
+    """A layer's circuit factors hidden-major (``HeadCircuits.hidden_major``): a frame of
+    ``m`` hidden directions reads ``m`` whole rows of each instead of a strided column of every
+    head row. ``rows``: q, k, o, v as ``[d, n]``; ``shapes``: their leading dimensions."""
+
+    rows: tuple[torch.Tensor, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    gamma: torch.Tensor | None
+
+    def take(self, align: HiddenAlignment, compute: Compute) -> HeadCircuits:
+        """The candidate coordinates ``align`` maps to, signed, placed (gain folded):
+        ``HeadCircuits.placed(...).aligned(align)`` with only those rows upcast. The sign (or
+        zero) multiplies the gain first: ``x (g s) = (x g) s`` exactly for ``s`` in {-1, 0, 1}."""
+        idx = torch.as_tensor(np.maximum(align.perm, 0))
+        sign = compute.put(torch.as_tensor(align.sign * (align.perm >= 0), dtype=torch.float32))
+        folded = sign if self.gamma is None else sign * compute.put(self.gamma[idx])
+        out = []
+        for n, (f, shape) in enumerate(zip(self.rows, self.shapes, strict=True)):
+            x = compute.put(f.index_select(0, idx.to(f.device)))
+            x = x * (sign if n == 2 else folded)[:, None]  # o is an output: no gain there
+            out.append(x.T.reshape(*shape, -1))
+        q, k, o, v = out
+        return HeadCircuits(q=q, k=k, o=o, v=v)
 
 
 def _gram(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -163,30 +220,22 @@ def _heads(model: Model) -> tuple[int, int, int]:
     return heads, kv, head_dim
 
 
-def load_circuits(model: Model, layer: int, compute: Compute | None = None) -> HeadCircuits | None:
-    """Circuits of ``layer``, or None when it has no standard multi-head attention."""
+def load_circuits(model: Model, layer: int) -> HeadCircuits | None:
+    """Circuits of ``layer`` as stored (``HeadCircuits``: the gain not folded, nothing
+    copied), or None when it has no standard multi-head attention."""
     roles = model.layout.layers[layer].roles
     if not all(r in roles for r in (Q, K, V, O)):
         return None
     heads, kv, hd = _heads(model)
-
-    put = (compute or Compute()).put
-
-    def get(role: str) -> torch.Tensor:
-        return put(model.load(roles[role]))
-
-    q, k, v, o = get(Q), get(K), get(V), get(O)
+    q, k, v, o = (model.load(roles[r]) for r in (Q, K, V, O))
     if q.shape[0] != heads * hd or k.shape[0] != kv * hd:
         return None  # MLA or another attention form: not compared by this probe
-    if ATTN_NORM in roles and model.layout.family not in POST_NORM:
-        gamma = get(ATTN_NORM)
-        # one at a time, so that each unscaled copy is freed before the next is scaled
-        q = q * gamma
-        k = k * gamma
-        v = v * gamma
+    gamma = (model.load(roles[ATTN_NORM])
+             if ATTN_NORM in roles and model.layout.family not in POST_NORM else None)
     d = q.shape[1]
     return HeadCircuits(q=q.reshape(heads, hd, d), k=k.reshape(kv, hd, d),
-                        o=o.T.reshape(heads, hd, o.shape[0]), v=v.reshape(kv, hd, d))
+                        o=o.T.reshape(heads, hd, o.shape[0]), v=v.reshape(kv, hd, d),
+                        gamma=gamma)
 
 
 def match_heads(b: HeadCircuits, c: HeadCircuits) -> float:

@@ -162,17 +162,7 @@ class MoELayer:
         return [int(u.up.shape[0]) for u in self.units]
 
     def pooled(self) -> neurons.FFNWeights:
-        return concat(self.units)
-
-
-def concat(ffns: list[neurons.FFNWeights]) -> neurons.FFNWeights:
-    """Several FFNs as one neuron set, in order (gates only when every part has one)."""
-    gated = all(f.gate is not None for f in ffns)
-    return neurons.FFNWeights(
-        gate=torch.cat([f.gate for f in ffns if f.gate is not None]) if gated else None,
-        up=torch.cat([f.up for f in ffns]),
-        down=torch.cat([f.down for f in ffns]),
-    )
+        return neurons.concat(self.units)
 
 
 def load_moe(model: Model, layers: Collection[int] | None = None) -> Mapping[int, MoELayer]:
@@ -229,10 +219,13 @@ def _best(s: torch.Tensor, signed: bool) -> np.ndarray:
 
 
 def match_layer(
-    base: neurons.NeuronFeatures, cand: neurons.NeuronFeatures, widths: list[int]
+    base: neurons.NeuronFeatures, cand: neurons.NeuronFeatures, widths: list[int],
+    assign: bool = True,
 ) -> Matching:
     """Assignment and agreement of every candidate neuron (see the module docstring); one
-    expert at a time, so memory stays at ``F x m`` similarities."""
+    expert at a time, so memory stays at ``F x m`` similarities. Without ``assign``, the
+    agreement alone (what the test counts; ``index`` and ``sim`` stay unset): the assignments
+    serve the expert maps and their threshold."""
     n = sum(widths)
     index, sim = np.full(n, -1, dtype=np.int64), np.full(n, np.nan)
     agree, separate = np.zeros(n, dtype=bool), np.full(n, -1, dtype=np.int64)
@@ -253,22 +246,26 @@ def match_layer(
             su, sd = base.up @ sub.up.T, base.down @ sub.down.T
             u = _best(su, signed=not gated)
             ok = u == _best(sd, signed=not gated)
+            sg = None
             if base.gate is not None and sub.gate is not None:
                 sg = base.gate @ sub.gate.T
                 ok &= u == _best(sg, signed=True)
-                joint = (sg + (su + sd).abs()) / 3.0
-            else:
-                joint = (su + sd) / 2.0
             agree[part], separate[part] = ok, np.where(ok, u, -1)
-            yield start, Compute.numpy64(joint).T  # [w, F]
+            if assign:
+                joint = (sg + (su + sd).abs()) / 3.0 if sg is not None else (su + sd) / 2.0
+                yield start, Compute.numpy64(joint).T  # [w, F]
             start += w
 
-    def assign(item: tuple[int, np.ndarray]) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    def solve(item: tuple[int, np.ndarray]) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
         start, s = item
         rows, cols = linear_sum_assignment(s, maximize=True)
         return start, rows, cols, s[rows, cols]
 
-    for start, rows, cols, values in ordered_map(assign, experts()):
+    if not assign:
+        for _ in experts():
+            pass
+        return Matching(index, sim, agree, separate)
+    for start, rows, cols, values in ordered_map(solve, experts()):
         index[start + rows] = cols
         sim[start + rows] = values
     return Matching(index, sim, agree, separate)
@@ -276,8 +273,8 @@ def match_layer(
 
 def _observed(pairing: Pairing, pool: neurons.FFNWeights, moe: MoELayer,
               cand: neurons.NeuronFeatures) -> Matching:
-    """The observed matching; ``cand``: all of the layer's expert neurons (``MoELayer.pooled``)
-    balanced jointly (module docstring), as ``pairing.cand_features_of`` gives them."""
+    """The observed matching; ``cand``: all of the layer's expert neurons balanced jointly
+    (module docstring), as ``pairing.pooled_features_of`` gives them."""
     return match_layer(pairing.base_features_of(pool, -1), cand, moe.widths)
 
 
@@ -296,25 +293,28 @@ def _sampled_widths(widths: list[int], idx: np.ndarray) -> list[int]:
     return [int(c) for c in np.bincount(expert, minlength=len(widths)) if c]
 
 
+def _rows(feats: neurons.NeuronFeatures, sample: np.ndarray | None) -> neurons.NeuronFeatures:
+    """The neurons ``sample`` of ``feats`` (all of them when None)."""
+    if sample is None:
+        return feats
+    rows = torch.as_tensor(sample).to(feats.up.device)
+    return neurons.NeuronFeatures(gate=feats.gate[rows] if feats.gate is not None else None,
+                                  up=feats.up[rows], down=feats.down[rows])
+
+
 def _nulls(pairing: Pairing, pool: neurons.FFNWeights, moe: MoELayer, pooled: neurons.FFNWeights,
-           cand: neurons.NeuronFeatures, sample: np.ndarray | None = None) -> list[Matching]:
+           cand: neurons.NeuronFeatures, sample: np.ndarray | None = None,
+           assign: bool = True) -> list[Matching]:
     """Matchings of every null draw, of the ``sample`` of expert neurons when given (their
     features balanced over the whole layer, as observed). As in ``pairing``: on the full
     hidden space the candidate's features ``cand`` serve every draw (each draw moves the base's
-    into the candidate's basis); on a frame each draw takes its own columns of ``pooled``."""
+    into the candidate's basis); on a frame each draw takes its own columns of ``pooled``
+    (``Pairing.pool``'s copy of the layer)."""
     widths = moe.widths if sample is None else _sampled_widths(moe.widths, sample)
-
-    def sampled(feats: neurons.NeuronFeatures) -> neurons.NeuronFeatures:
-        if sample is None:
-            return feats
-        rows = torch.as_tensor(sample).to(feats.up.device)
-        return neurons.NeuronFeatures(gate=feats.gate[rows] if feats.gate is not None else None,
-                                      up=feats.up[rows], down=feats.down[rows])
-
-    fixed = sampled(cand)
+    fixed = _rows(cand, sample)
     return [match_layer(pairing.base_features_of(pool, k),
-                        sampled(pairing.cand_features_of(pooled, k))
-                        if pairing.features_per_draw else fixed, widths)
+                        _rows(pairing.pooled_features_of(pooled, k), sample)
+                        if pairing.features_per_draw else fixed, widths, assign)
             for k in range(len(pairing.rotations))]
 
 
@@ -454,8 +454,8 @@ def _test_layer(
     matching of every expert neuron (the expert maps), and null draws of a fixed sample of at
     most ``sample`` of them (the same neurons counted in the observed matching)."""
     pool = pool.placed(pairing.compute)
-    pooled = moe.pooled()  # one copy of the layer's expert neurons, for the observed and nulls
-    cand = pairing.cand_features_of(pooled, -1)
+    pooled = pairing.pool(moe.units)  # one copy of the layer, for the observed and the nulls
+    cand = pairing.pooled_features_of(pooled, -1)
     obs = observed if observed is not None else _observed(pairing, pool, moe, cand)
     idx = sample_neurons(moe.widths, sample, pairing.generator(j, 2))
     nulls = _nulls(pairing, pool, moe, pooled, cand, idx)
@@ -506,7 +506,7 @@ def analyse(
             results.append(_test_layer(pairing, pools[j], layer, j, j, 1, alpha,
                                        sample=sample))
         else:
-            feats = pairing.cand_features_of(layer.pooled(), -1)
+            feats = pairing.pooled_features_of(pairing.pool(layer.units), -1)
             scored = {a: _observed(pairing, pool.placed(pairing.compute), layer, feats)
                       for a, pool in pools.items()}
             a = max(scored, key=lambda i: (int(scored[i].agree.sum()),
@@ -526,22 +526,29 @@ def analyse(
 
 def fake_upcycled(
     base: Side, pool: neurons.FFNWeights, drift: float, rng: np.random.Generator,
-    gen: torch.Generator, experts: int = POWER_EXPERTS,
+    gen: torch.Generator, experts: int = POWER_EXPERTS, compute: Compute | None = None,
 ) -> tuple[Side, MoELayer]:
     """The base (embeddings and one FFN) as a vendor might upcycle and hide it: two shuffled
     replicas of the FFN's neurons cut into ``experts`` experts, Gaussian noise of relative size
     ``drift`` on every expert matrix and on the embeddings, and a random signed permutation of
-    the hidden space (as ``pairing.fake_derivative``)."""
-    device = base.embed.device
-    hide = Disguise(base.embed.shape[1], device, rng, gen)
+    the hidden space (as ``pairing.fake_derivative``). Each expert matrix is made in float32 on
+    the device from its rows of ``pool`` (as stored) and kept where and as a candidate's
+    experts are, on the CPU in ``pool``'s dtype: two float32 replicas of a 7B FFN would take
+    1 GiB."""
+    compute = compute or Compute()
+    hide = Disguise(base.embed.shape[1], base.embed.device, rng, gen)
     f = int(pool.up.shape[0])
     order = np.concatenate([rng.permutation(f), rng.permutation(f)])
+
+    def fake(w: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return hide(compute.put(w[idx.to(w.device)]), drift).to("cpu", w.dtype)
+
     units = []
     for part in np.array_split(order, experts):
-        idx = torch.as_tensor(part).to(device)
+        idx = torch.as_tensor(part)
         units.append(neurons.FFNWeights(
-            gate=hide(pool.gate[idx], drift) if pool.gate is not None else None,
-            up=hide(pool.up[idx], drift), down=hide(pool.down[idx], drift),
+            gate=fake(pool.gate, idx) if pool.gate is not None else None,
+            up=fake(pool.up, idx), down=fake(pool.down, idx),
         ))
     return Side(embed=hide(base.embed, drift)), MoELayer(units)
 
@@ -557,11 +564,28 @@ def power_p(
     layers = sorted(pools)
     a = layers[len(layers) // 2]
     gen = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
-    fake, layer = fake_upcycled(observed.base, pools[a].placed(observed.compute), drift, rng,
-                                gen)
+    fake, layer = fake_upcycled(observed.base, pools[a], drift, rng, gen,
+                                compute=observed.compute)
     pairing = observed.sibling(fake, rng)
-    return _test_layer(pairing, pools[a], layer, a, a, 1, DEFAULT_ALPHA,
-                       sample=sample).p_value
+    return _agreement_test(pairing, pools[a], layer, a, sample)
+
+
+def _agreement_test(pairing: Pairing, pool: neurons.FFNWeights, moe: MoELayer, j: int,
+                    sample: int) -> float:
+    """``_test_layer``'s p-value alone (the power check's): the agreement of the tested
+    neurons, observed and under the null draws; no assignments, since no expert map is made.
+    The same neurons, features and counts as ``_test_layer``."""
+    pool = pool.placed(pairing.compute)
+    pooled = pairing.pool(moe.units)
+    idx = sample_neurons(moe.widths, sample, pairing.generator(j, 2))
+    widths = moe.widths if idx is None else _sampled_widths(moe.widths, idx)
+    cand = pairing.pooled_features_of(pooled, -1)
+    tested = int(match_layer(pairing.base_features_of(pool, -1), _rows(cand, idx), widths,
+                             assign=False).agree.sum())
+    counts = [int(m.agree.sum())
+              for m in _nulls(pairing, pool, moe, pooled, cand, idx, assign=False)]
+    trials = int(sum(moe.widths)) if idx is None else int(idx.size)
+    return agreement_p(tested, trials, counts)[0]
 
 
 # --- the probe --------------------------------------------------------------------------------

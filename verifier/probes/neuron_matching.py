@@ -116,6 +116,18 @@ class FFNWeights:
         return self._map(put)
 
 
+def concat(ffns: list[FFNWeights], hidden_major: bool = False) -> FFNWeights:
+    """Several FFNs as one neuron set, in order (gates only when every part has one), in one
+    copy in their own dtype: ``[F, d]`` rows, or with ``hidden_major`` the ``[d, F]`` matrices
+    of ``FFNWeights.hidden_major``."""
+    def cat(parts: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([w.T for w in parts], dim=1) if hidden_major else torch.cat(parts)
+
+    gated = all(f.gate is not None for f in ffns)
+    return FFNWeights(gate=cat([f.gate for f in ffns if f.gate is not None]) if gated else None,
+                      up=cat([f.up for f in ffns]), down=cat([f.down for f in ffns]))
+
+
 def load_ffn(model: Model, layer: int) -> FFNWeights | None:
     """The dense FFN of ``layer`` as stored, or None for MoE or FFN-less layers."""
     return ffn_from_roles(model, model.layout.layers[layer].roles)

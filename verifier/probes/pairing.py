@@ -130,6 +130,7 @@ class Pairing:
         self._fc: tuple[int, neurons.NeuronFeatures] | None = None
         self._fs: tuple[int, neurons.FFNWeights] | None = None
         self._hs: tuple[int, heads.HeadCircuits] | None = None
+        self._hc: tuple[int, heads.HeadCircuits] | None = None
         self._matches: dict[tuple[int, int], tuple[float, np.ndarray, np.ndarray]] = {}
 
     @property
@@ -194,6 +195,15 @@ class Pairing:
     def cand_features_of(self, ffn: neurons.FFNWeights, k: int) -> neurons.NeuronFeatures:
         """Candidate neurons ``ffn`` as draw ``k`` compares them (own basis: every draw)."""
         return neurons.NeuronFeatures.of(ffn.placed(self.compute))
+
+    def pool(self, units: list[neurons.FFNWeights]) -> neurons.FFNWeights:
+        """Candidate FFNs (a MoE layer's experts) as one neuron set, laid out as
+        ``pooled_features_of`` reads it: one copy, in the stored dtype."""
+        return neurons.concat(units)
+
+    def pooled_features_of(self, pooled: neurons.FFNWeights, k: int) -> neurons.NeuronFeatures:
+        """``cand_features_of`` for a ``pool``: all its neurons balanced together."""
+        return self.cand_features_of(pooled, k)
 
     def _base_sample(self, a: int) -> neurons.FFNWeights:
         """Base layer ``a``'s sampled neurons in float32 on the device: the rows are taken
@@ -262,16 +272,27 @@ class Pairing:
         b = self._base_heads(a)
         if k >= 0:
             b = b.rotated(self.rotations[k])
-        return heads.match_heads(b, self.cand.circuits[j].aligned(self._align(k)))
+        return heads.match_heads(b, self._cand_heads(j).aligned(self._align(k)))
 
     def _base_heads(self, a: int) -> heads.HeadCircuits:
-        """Base layer ``a``'s sampled KV groups (all when none are sampled); the last layer's
-        sample is kept, since every null draw of a layer rotates the same one."""
+        """Base layer ``a``'s sampled KV groups (all when none are sampled), placed: the
+        sample is taken before the upcast, and the last layer's is kept, since every null draw
+        of a layer rotates the same one."""
         if self._hs is None or self._hs[0] != a:
+            self._hs = None
             b = self.base.circuits[a]
             groups = self.base_groups(a)
-            self._hs = (a, b if groups is None else b.select_groups(groups))
+            self._hs = (a, (b if groups is None else b.select_groups(groups))
+                        .placed(self.compute))
         return self._hs[1]
+
+    def _cand_heads(self, j: int) -> heads.HeadCircuits:
+        """Candidate layer ``j``'s circuits placed (the last layer asked for is kept: every
+        null draw of a layer aligns the same circuits)."""
+        if self._hc is None or self._hc[0] != j:
+            self._hc = None  # release the previous layer's before placing the next
+            self._hc = (j, self.cand.circuits[j].placed(self.compute))
+        return self._hc[1]
 
     def head_null(self, a: int, j: int) -> list[float]:
         return [self.head_stat(a, j, k) for k in range(len(self.rotations))]
@@ -332,7 +353,7 @@ def fake_derivative(
                 up=hide(ffn.up, drift)[tau], down=hide(ffn.down, drift)[tau],
             )
         if a in base.circuits:
-            c = base.circuits[a]
+            c = base.circuits[a].placed(compute or Compute())
             out.circuits[a] = heads.HeadCircuits(
                 q=hide(c.q, s), k=hide(c.k, s), o=hide(c.o, s), v=hide(c.v, s))
     return out
