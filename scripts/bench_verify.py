@@ -13,7 +13,8 @@ experts). Then it measures, each verify in a fresh process:
 * a plain sequential read of both checkpoints with the page cache warm (the floor);
 * `verify` wall time as a ratio to that read, and its phases (the report's ``timings``);
 * peak private memory (RssAnon, sampled every 10 ms; the mapped page cache is not counted),
-  net of the interpreter with lineage imported, as a ratio to the largest layer;
+  net of the interpreter with lineage imported, as a ratio to the largest layer of either
+  checkpoint;
 * the verdicts and p-values.
 
 Random weights are not trained weights (the test zoo is where calibration is measured); here
@@ -86,8 +87,8 @@ print(json.dumps(out | {"seconds": seconds, "base_rss": base_rss, "peak_rss": pe
 
 
 def build(folder: Path, shape: dict[str, int], seed: int, derive_from: Path | None,
-          drift: float, experts: int = 0) -> int:
-    """Write one checkpoint; return the byte size of its largest layer (all its tensors).
+          drift: float, experts: int = 0) -> None:
+    """Write one checkpoint (one shard for the globals, then one per layer).
 
     With ``experts``, a Mixtral-style MoE: each layer's FFN becomes ``experts`` experts of width
     ``4 F / experts``; derived from a dense base, they are fine-grained upcycled (four shuffled
@@ -129,7 +130,6 @@ def build(folder: Path, shape: dict[str, int], seed: int, derive_from: Path | No
                    "num_local_experts": experts, "num_experts_per_tok": 2}
     (folder / "config.json").write_text(json.dumps(config))
     weight_map: dict[str, str] = {}
-    largest = 0
     n = layers + 1
     for k in range(n):
         fname = f"model-{k + 1:05d}-of-{n:05d}.safetensors"
@@ -186,10 +186,7 @@ def build(folder: Path, shape: dict[str, int], seed: int, derive_from: Path | No
                 part[name] = out_tensor(w, cols, rows)
         save_file(part, str(folder / fname), metadata={"format": "pt"})
         weight_map |= dict.fromkeys(part, fname)
-        if k > 0:
-            largest = max(largest, sum(t.numel() * t.element_size() for t in part.values()))
     (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
-    return largest
 
 
 def measure(what: str, backend: str, *paths: Path, options: dict | None = None) -> dict:
@@ -235,12 +232,14 @@ def main() -> None:
         unknown = set(wanted) - set(seeds)
         if unknown:
             parser.error(f"unknown --pairs {sorted(unknown)}; choose from {sorted(seeds)}")
-        largest = (build(base, shape, 0, None, 0.0) if not (base / "config.json").exists()
-                   else _largest(base))
+        if not (base / "config.json").exists():
+            build(base, shape, 0, None, 0.0)
         for name, folder in cands.items():
             if not (folder / "config.json").exists():
                 build(folder, shape, seeds[name], base if name in ("derived", "upcycled") else None,
                       args.drift, args.experts if "upcycled" in name or "moe" in name else 0)
+        # the largest layer of either checkpoint (a MoE candidate's layers are the larger)
+        largest = {name: max(_largest(base), _largest(folder)) for name, folder in cands.items()}
         runs = {}
         for name, cand in cands.items():
             measure("read", "cpu", base, cand)  # warm the page cache
@@ -251,10 +250,10 @@ def main() -> None:
                 "read": read["seconds"]}
     mib = 1 << 20
     total = sum(f.stat().st_size for f in base.glob("*.safetensors")) if args.keep else None
-    print(f"shape: {json.dumps(shape)}; largest layer {largest / mib:.0f} MiB"
-          + (f"; checkpoint {total / mib:.0f} MiB" if total else ""))
+    print(f"shape: {json.dumps(shape)}; base checkpoint "
+          + (f"{total / mib:.0f} MiB" if total else "in a temporary folder"))
     for name, r in runs.items():
-        net = (r["peak_rss"] - r["base_rss"]) / largest
+        net = (r["peak_rss"] - r["base_rss"]) / largest[name]
         moe = "" if r["upcycled"] is None else f"; upcycled: {r['upcycled']}"
         print(f"\n{name}: verdict {r['verdict']} (p = {r['p']:.3g}){moe}; probes "
               + ", ".join(f"{k} {v:.3g}" for k, v in r["probes"].items() if v is not None)
@@ -264,16 +263,19 @@ def main() -> None:
         print(f"  plain read of both checkpoints (warm) {r['read']:.2f} s; verify "
               f"{r['seconds']:.2f} s = {r['seconds'] / r['read']:.1f}x the read; "
               f"peak RssAnon net {(r['peak_rss'] - r['base_rss']) / mib:.0f} MiB = "
-              f"{net:.2f}x the largest layer (interpreter {r['base_rss'] / mib:.0f} MiB)")
+              f"{net:.2f}x the largest layer of the pair ({largest[name] / mib:.0f} MiB; "
+              f"interpreter {r['base_rss'] / mib:.0f} MiB)")
         print("  phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in r["timings"].items()))
         device = f"{r['backend']} ({r['device']})"
         if "device_peak" in r:
             device += (f"; peak device memory {r['device_peak'] / mib:.0f} MiB = "
-                       f"{r['device_peak'] / largest:.2f}x the largest layer")
+                       f"{r['device_peak'] / largest[name]:.2f}x the largest layer")
         print(f"  computed on {device}; CPU fallbacks: {', '.join(r['fallbacks']) or 'none'}")
 
 
 def _largest(folder: Path) -> int:
+    """Bytes of the checkpoint's largest layer (its shards after the first hold one layer
+    each, in bf16)."""
     from safetensors import safe_open
 
     best = 0
