@@ -332,6 +332,32 @@ def test_moe_base(zoo: Zoo) -> None:
     assert probe.power_p_value < ALPHA
 
 
+def test_a_moe_bases_layers_are_pooled_one_at_a_time(zoo: Zoo, monkeypatch) -> None:
+    """Pooling copies a layer's experts: a MoE base's pools are made when a layer is asked
+    for, the last one kept, never all at once, and asking whether a layer is there reads
+    nothing."""
+    made: list[int] = []
+    pooled = moe.MoELayer.pooled
+
+    def counting(layer: moe.MoELayer) -> neurons.FFNWeights:
+        made.append(sum(layer.widths))
+        return pooled(layer)
+
+    monkeypatch.setattr(moe.MoELayer, "pooled", counting)
+    with open_model(zoo["llama_moe_fine"]) as mb:
+        pools = moe.base_pools({}, moe.load_moe(mb))
+        layers = sorted(pools)
+        assert len(layers) == mb.layout.num_layers
+        assert all(i in pools for i in layers)
+        assert made == []
+        first = pools[layers[0]]
+        assert pools[layers[0]] is first
+        assert len(made) == 1
+        for i in layers:
+            assert pools[i].up.shape[0] == made[-1]
+        assert len(made) == len(layers)
+
+
 def test_dense_candidate_has_no_moe_section(zoo: Zoo) -> None:
     assert _probe(zoo["llama"], zoo["llama"]) is None
 

@@ -189,12 +189,14 @@ def load_moe(model: Model, layers: Collection[int] | None = None) -> Mapping[int
 
 def base_pools(
     dense: Mapping[int, neurons.FFNWeights], moe: Mapping[int, MoELayer]
-) -> dict[int, neurons.FFNWeights]:
-    """The neurons each base layer offers: its dense FFN, or its experts (shared last) pooled."""
-    pools = dict(dense)
-    for i, layer in moe.items():
-        pools.setdefault(i, layer.pooled())
-    return pools
+) -> Mapping[int, neurons.FFNWeights]:
+    """The neurons each base layer offers: its dense FFN, or its experts (shared last) pooled,
+    made when a layer is asked for, the last one kept (a MoE base's pooled layers are copies:
+    all of them at once would hold every expert of the model in memory)."""
+    def pool(i: int) -> neurons.FFNWeights:
+        return dense[i] if i in dense else moe[i].pooled()
+
+    return LazyLayers(sorted(set(dense) | set(moe)), pool, keep=1)
 
 
 # --- matching one layer pair under one alignment ----------------------------------------------

@@ -51,6 +51,10 @@ class LazyLayers(Mapping[int, T]):
         self._cache[layer] = value
         return value
 
+    def __contains__(self, layer: object) -> bool:
+        # Mapping's default reads the layer to answer
+        return layer in self._layers
+
     def __iter__(self) -> Iterator[int]:
         return iter(self._layers)
 
