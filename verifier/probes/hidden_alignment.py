@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from backends.compute import Compute
+from verifier.probes.assignment import max_assignment
 
 NAME = "hidden_alignment"
 #: shared tokens used at most (sampled evenly by id): enough for d <= 8192 columns
@@ -98,7 +98,7 @@ def recover_from_corr(
     """``recover`` given the ``[d_base, d_cand]`` column correlation matrix (a device tensor,
     or already on the host as float64)."""
     corr = corr_t if isinstance(corr_t, np.ndarray) else Compute.numpy64(corr_t)
-    rows, cols = linear_sum_assignment(np.abs(corr), maximize=True)
+    rows, cols = max_assignment(np.abs(corr))
     d = corr.shape[0]
     perm = np.full(d, -1)
     perm[rows] = cols

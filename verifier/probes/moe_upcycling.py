@@ -96,7 +96,6 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import stats as sps
-from scipy.optimize import linear_sum_assignment
 from scipy.special import logsumexp
 
 from backends.compute import Compute
@@ -105,6 +104,7 @@ from verifier.architectures.layout import DOWN, UP, RoleRef
 from verifier.model import Model
 from verifier.parallel import ordered_map
 from verifier.probes import neuron_matching as neurons
+from verifier.probes.assignment import max_assignment
 from verifier.probes.base import LayerValue, ProbeResult
 from verifier.probes.pairing import Disguise, LazyLayers, Pairing, Side
 from verifier.stats import P_FLOOR, harmonic_combine
@@ -260,7 +260,7 @@ def match_layer(
 
     def solve(item: tuple[int, np.ndarray]) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
         start, s = item
-        rows, cols = linear_sum_assignment(s, maximize=True)
+        rows, cols = max_assignment(s)
         return start, rows, cols, s[rows, cols]
 
     if not assign:

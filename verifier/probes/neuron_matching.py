@@ -29,11 +29,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from backends.compute import Compute
 from verifier.architectures.layout import DOWN, GATE, UP, RoleRef
 from verifier.model import Model
+from verifier.probes.assignment import max_assignment
 from verifier.probes.hidden_alignment import HiddenAlignment
 from verifier.probes.rotation_null import rotate_cols
 
@@ -231,5 +231,5 @@ def similarity(b: NeuronFeatures, c: NeuronFeatures) -> torch.Tensor:
 def match(sim: torch.Tensor | np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     """Hungarian assignment maximising total similarity: ``(mean matched, rows, cols)``."""
     s = sim if isinstance(sim, np.ndarray) else Compute.numpy64(sim)
-    rows, cols = linear_sum_assignment(s, maximize=True)
+    rows, cols = max_assignment(s)
     return float(s[rows, cols].mean()), rows, cols

@@ -1,0 +1,47 @@
+"""The probes' assignments: the solver's answer, with the solver skipped where every row's best
+column is a different column (``probes.assignment``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.optimize import linear_sum_assignment
+
+from verifier.probes import assignment
+from verifier.probes.assignment import max_assignment
+
+
+def _planted(n: int, m: int, rng: np.random.Generator) -> np.ndarray:
+    """Rows with a copy each among the columns: every row's best column is its own."""
+    s = rng.normal(0.0, 0.1, (n, m))
+    s[np.arange(n), rng.choice(m, n, replace=False)] += 1.0
+    return s
+
+
+@pytest.mark.parametrize("shape", [(30, 400), (400, 30), (50, 50), (1, 7), (7, 1)])
+def test_the_assignment_is_the_solvers(shape):
+    rng = np.random.default_rng(0)
+    for s in (rng.normal(size=shape), _planted(*shape, rng) if shape[0] <= shape[1]
+              else _planted(*shape[::-1], rng).T):
+        rows, cols = max_assignment(s)
+        want_rows, want_cols = linear_sum_assignment(s, maximize=True)
+        assert np.array_equal(rows, want_rows)
+        assert np.array_equal(cols, want_cols)
+
+
+def test_the_solver_runs_only_where_best_columns_collide(monkeypatch):
+    calls = []
+
+    def solver(s, maximize):
+        calls.append(s.shape)
+        return linear_sum_assignment(s, maximize=maximize)
+
+    monkeypatch.setattr(assignment, "linear_sum_assignment", solver)
+    rng = np.random.default_rng(1)
+    max_assignment(_planted(64, 1000, rng))
+    assert calls == []
+    # two rows whose best column is the same: the row maxima are no assignment
+    s = np.array([[0.9, 0.8, 0.0], [0.95, 0.1, 0.0]])
+    rows, cols = max_assignment(s)
+    assert calls == [(2, 3)]
+    assert s[rows, cols].sum() == pytest.approx(0.8 + 0.95)

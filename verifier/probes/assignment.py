@@ -1,0 +1,39 @@
+"""Maximum-weight linear assignment, exact, with the solver skipped where its answer is known.
+
+Every probe ends in a rectangular assignment (scipy's ``linear_sum_assignment``, Hungarian /
+Jonker-Volgenant): each row of a similarity matrix gets a different column, the total as large as
+possible. When every row's best column is a different column, those best columns *are* an
+optimal assignment: no assignment can beat the sum of the row maxima, and this one reaches it.
+That is the common case exactly where the solver is slowest: a derived model's neurons each have
+their own copy (an upcycled expert of 688 neurons against 11 008 base neurons: ≈ 0.1 s per
+expert in the solver, 64 experts per layer), and a sample of 32 expert neurons of a null draw
+rarely picks one column twice. Otherwise (an independent layer's 688 neurons collide on some
+best columns) the solver runs as before. The answer is the solver's, up to ties between equal
+totals, which similarities in floating point do not have in practice.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+
+def max_assignment(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, cols)`` of a maximum-weight assignment of ``s`` (``min(n, m)`` pairs, rows in
+    increasing order), as ``linear_sum_assignment(s, maximize=True)`` returns them."""
+    n, m = s.shape
+    if n == 0 or m == 0:
+        return linear_sum_assignment(s, maximize=True)
+    if n <= m:
+        best = s.argmax(axis=1)
+        if np.unique(best).size == n:
+            return np.arange(n), best
+    else:
+        best = s.argmax(axis=0)
+        if np.unique(best).size == m:
+            order = np.argsort(best)
+            return best[order], order
+    return linear_sum_assignment(s, maximize=True)
+
+
+__all__ = ["max_assignment"]
