@@ -448,6 +448,17 @@ class UpcyclingAnalysis:
         return MoESection(upcycled=self.upcycled, p_value=self.p_value, experts=self.experts())
 
 
+def _prepared(pairing: Pairing, pool: neurons.FFNWeights, moe: MoELayer, j: int, sample: int,
+              ) -> tuple[neurons.FFNWeights, neurons.FFNWeights, neurons.NeuronFeatures,
+                         np.ndarray | None]:
+    """What a layer's test reads: the base pool placed, the candidate layer pooled (one copy
+    for the observed matching and the null draws), its observed features, and the fixed sample
+    of tested expert neurons (None: all of them)."""
+    pooled = pairing.pool(moe.units)
+    return (pool.placed(pairing.compute), pooled, pairing.pooled_features_of(pooled, -1),
+            sample_neurons(moe.widths, sample, pairing.generator(j, 2)))
+
+
 def _test_layer(
     pairing: Pairing, pool: neurons.FFNWeights, moe: MoELayer, j: int, a: int, bonferroni: int,
     alpha: float, observed: Matching | None = None, sample: int = MAX_NULL_NEURONS,
@@ -455,11 +466,8 @@ def _test_layer(
     """The agreement test of candidate layer ``j`` against base layer ``a``: the observed
     matching of every expert neuron (the expert maps), and null draws of a fixed sample of at
     most ``sample`` of them (the same neurons counted in the observed matching)."""
-    pool = pool.placed(pairing.compute)
-    pooled = pairing.pool(moe.units)  # one copy of the layer, for the observed and the nulls
-    cand = pairing.pooled_features_of(pooled, -1)
+    pool, pooled, cand, idx = _prepared(pairing, pool, moe, j, sample)
     obs = observed if observed is not None else _observed(pairing, pool, moe, cand)
-    idx = sample_neurons(moe.widths, sample, pairing.generator(j, 2))
     nulls = _nulls(pairing, pool, moe, pooled, cand, idx)
     counts = [int(m.agree.sum()) for m in nulls]
     sims = np.concatenate([m.sim[np.isfinite(m.sim)] for m in nulls]) if nulls else np.zeros(0)
@@ -577,11 +585,8 @@ def _agreement_test(pairing: Pairing, pool: neurons.FFNWeights, moe: MoELayer, j
     """``_test_layer``'s p-value alone (the power check's): the agreement of the tested
     neurons, observed and under the null draws; no assignments, since no expert map is made.
     The same neurons, features and counts as ``_test_layer``."""
-    pool = pool.placed(pairing.compute)
-    pooled = pairing.pool(moe.units)
-    idx = sample_neurons(moe.widths, sample, pairing.generator(j, 2))
+    pool, pooled, cand, idx = _prepared(pairing, pool, moe, j, sample)
     widths = moe.widths if idx is None else _sampled_widths(moe.widths, idx)
-    cand = pairing.pooled_features_of(pooled, -1)
     tested = int(match_layer(pairing.base_features_of(pool, -1), _rows(cand, idx), widths,
                              assign=False).agree.sum())
     counts = [int(m.agree.sum())
