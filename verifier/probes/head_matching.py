@@ -141,10 +141,11 @@ class HiddenMajorCircuits(NamedTuple):
         sign = compute.put(torch.as_tensor(align.sign * (align.perm >= 0), dtype=torch.float32))
         folded = sign if self.gamma is None else sign * compute.put(self.gamma[idx])
         out = []
-        for n, (f, shape) in enumerate(zip(self.rows, self.shapes, strict=True)):
+        # q, k, v read the normed input (the gain folds into them); o writes the output
+        for f, shape, factor in zip(self.rows, self.shapes, (folded, folded, sign, folded),
+                                    strict=True):
             x = compute.put(f.index_select(0, idx.to(f.device)))
-            x = x * (sign if n == 2 else folded)[:, None]  # o is an output: no gain there
-            out.append(x.T.reshape(*shape, -1))
+            out.append((x * factor[:, None]).T.reshape(*shape, -1))
         q, k, o, v = out
         return HeadCircuits(q=q, k=k, o=o, v=v)
 
