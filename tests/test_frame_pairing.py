@@ -182,3 +182,23 @@ def test_a_pooled_moe_layer_is_laid_out_hidden_major_on_a_frame():
         b = pairing.cand_features_of(rows, k)
         for x, y in ((a.gate, b.gate), (a.up, b.up), (a.down, b.down)):
             assert torch.allclose(x, y, atol=1e-6)
+
+
+def test_the_power_checks_noisy_copy_never_touches_the_base():
+    """The noisy layer is built in buffers of its own, also where the base's float32 down
+    projection is already the hidden-major ``[d, F]`` it starts from; its circuits are made
+    when first asked for."""
+    base = _side()
+    stored = torch.randn(48, 96, generator=G)  # the down projection as stored: [d, F]
+    base.ffn[0] = neurons.FFNWeights(gate=base.ffn[0].gate, up=base.ffn[0].up, down=stored.T)
+    before = {name: w.clone() for name, w in (("gate", base.ffn[0].gate), ("up", base.ffn[0].up),
+                                               ("down", stored))}
+    rng = np.random.default_rng(0)
+    fake = fake_derivative(base, [0], 1.0, rng, torch.Generator().manual_seed(1),
+                           hidden_major=True)
+    assert torch.equal(base.ffn[0].gate, before["gate"])
+    assert torch.equal(base.ffn[0].up, before["up"])
+    assert torch.equal(stored, before["down"])
+    assert not torch.equal(fake.ffn[0].down, stored.T)
+    assert 0 in fake.circuits
+    assert fake.circuits[0] is fake.circuits[0]  # made once, kept

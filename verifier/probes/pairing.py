@@ -318,16 +318,23 @@ class Disguise:
         and permuted: candidate column ``c`` holds base column ``pi[c]``."""
         return self._noisy(w, drift).mul_(self.sign)[..., self.pi]
 
-    def rows(self, w: torch.Tensor, drift: float) -> torch.Tensor:
-        """The same for a hidden-major ``w`` (hidden coordinates as rows, ``[d, n]``): the
-        signed permutation moves whole rows, which costs a copy instead of a strided gather."""
-        return self._noisy(w, drift).mul_(self.sign[:, None])[self.pi]
+    def rows_(self, w: torch.Tensor, drift: float, cols: torch.Tensor) -> torch.Tensor:
+        """The same for a hidden-major ``w`` (hidden coordinates as rows, ``[d, n]``) that the
+        caller owns: the noise added into ``w`` in place, the signed permutation moving whole
+        rows, and columns ``cols`` taken in the same gather (two float32 copies of ``w`` alive
+        at most, where noise, row and column gathers each made one)."""
+        w.add_(self._noise(w, drift))  # w + noise is noise + w: the same sums
+        w.mul_(self.sign[:, None])
+        return w[self.pi[:, None], cols[None, :]]
 
     def _noisy(self, w: torch.Tensor, drift: float) -> torch.Tensor:
-        """``w + noise``, the noise scaled to ``drift`` times ``w``'s norm, built in the noise's
-        own buffer (a layer's float32 copies are the power check's largest allocations)."""
+        """``w + noise``, built in the noise's own buffer (``w`` is left as it is)."""
+        return self._noise(w, drift).add_(w)
+
+    def _noise(self, w: torch.Tensor, drift: float) -> torch.Tensor:
+        """Gaussian noise of ``w``'s shape scaled to ``drift`` times ``w``'s norm."""
         noise = torch.randn(w.shape, generator=self.gen, dtype=torch.float32).to(w.device)
-        return noise.mul_(drift * w.norm() / noise.norm().clamp_min(1e-12)).add_(w)
+        return noise.mul_(drift * w.norm() / noise.norm().clamp_min(1e-12))
 
 
 def fake_derivative(
@@ -356,10 +363,16 @@ def fake_derivative(
                 gate=hide(ffn.gate, drift)[tau] if ffn.gate is not None else None,
                 up=hide(ffn.up, drift)[tau], down=hide(ffn.down, drift)[tau],
             )
-        if a in base.circuits:
-            c = base.circuits[a].placed(compute or Compute())
-            out.circuits[a] = heads.HeadCircuits(
-                q=hide(c.q, s), k=hide(c.k, s), o=hide(c.o, s), v=hide(c.v, s))
+
+    def circuits(a: int) -> heads.HeadCircuits:
+        c = base.circuits[a].placed(compute or Compute())
+        return heads.HeadCircuits(q=hide(c.q, s), k=hide(c.k, s), o=hide(c.o, s), v=hide(c.v, s))
+
+    # made when first asked for, and kept: the power check tests the FFN first and drops it, so
+    # the noisy circuits never coexist with the noisy FFN. Their noise comes after the FFNs'
+    # (for one layer, the order of a direct construction); nothing else draws from ``gen``.
+    attn = [a for a in layers if a in base.circuits]
+    out.circuits = LazyLayers(attn, circuits, keep=max(1, len(attn)))
     return out
 
 
@@ -373,7 +386,12 @@ def _fake_hidden_major(stored: neurons.FFNWeights, hide: Disguise, drift: float,
         # noise added in float32 on the device; the result kept where and as a candidate's layer
         # is, on the CPU in the stored dtype (bf16 rounding is ~2^-9 relative, against noise of
         # relative size ``drift``), and placed by the probes a few columns at a time
-        return hide.rows(compute.put(w.T.contiguous()), drift)[:, tau].to("cpu", w.dtype).T
+        x = compute.put(w.T.contiguous())
+        if x.data_ptr() == w.data_ptr():  # a float32 [d, F] as stored: never noise it in place
+            x = x.clone()
+        out = hide.rows_(x, drift, tau)
+        del x  # before the copy in the stored dtype is made
+        return out.to("cpu", w.dtype).T
 
     return neurons.FFNWeights(gate=fake(stored.gate) if stored.gate is not None else None,
                               up=fake(stored.up), down=fake(stored.down))
