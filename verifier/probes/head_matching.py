@@ -137,8 +137,8 @@ class HiddenMajorCircuits(NamedTuple):
         """The candidate coordinates ``align`` maps to, signed, placed (gain folded):
         ``HeadCircuits.placed(...).aligned(align)`` with only those rows upcast. The sign (or
         zero) multiplies the gain first: ``x (g s) = (x g) s`` exactly for ``s`` in {-1, 0, 1}."""
-        idx = torch.as_tensor(np.maximum(align.perm, 0))
-        sign = compute.put(torch.as_tensor(align.sign * (align.perm >= 0), dtype=torch.float32))
+        idx, sign = align.gather()
+        sign = compute.put(sign)
         folded = sign if self.gamma is None else sign * compute.put(self.gamma[idx])
         out = []
         # q, k, v read the normed input (the gain folds into them); o writes the output

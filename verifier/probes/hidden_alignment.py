@@ -66,10 +66,18 @@ class HiddenAlignment:
         """A candidate matrix (or vector) whose *rows* are hidden coordinates, in base order."""
         return self._take(w, dim=0)
 
+    def gather(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per base coordinate, the candidate coordinate it reads (0 where nothing matched) and
+        the float32 factor applied to it (its sign, 0 where nothing matched):
+        ``w.index_select(-1, idx) * factor`` is ``cols(w)``."""
+        idx = torch.as_tensor(np.maximum(self.perm, 0))
+        factor = torch.as_tensor(self.sign * (self.perm >= 0), dtype=torch.float32)
+        return idx, factor
+
     def _take(self, w: torch.Tensor, dim: int) -> torch.Tensor:
-        idx = torch.as_tensor(np.maximum(self.perm, 0)).to(w.device)
-        out = w.index_select(dim, idx)
-        factor = torch.as_tensor(self.sign * (self.perm >= 0), dtype=out.dtype).to(w.device)
+        idx, factor = self.gather()
+        out = w.index_select(dim, idx.to(w.device))
+        factor = factor.to(w.device, out.dtype)
         shape = [1] * out.dim()
         shape[dim] = -1
         return out * factor.reshape(shape)

@@ -76,13 +76,11 @@ class FFNWeights:
         """From ``hidden_major`` weights, the candidate coordinates ``align`` maps to, signed
         and placed: ``aligned(align).placed(compute)``, as ``[F, m]`` views of ``[m, F]``
         matrices (one copy each; ``_unit_rows`` and the similarities take them as they are)."""
-        idx = torch.as_tensor(np.maximum(align.perm, 0))
-        factor = torch.as_tensor(align.sign * (align.perm >= 0), dtype=torch.float32)
+        idx, factor = align.gather()
 
         def take(w: torch.Tensor) -> torch.Tensor:
+            # index_select copies: the stored weights are never scaled in place
             x = compute.put(w.index_select(0, idx.to(w.device)))
-            if x.data_ptr() == w.data_ptr():  # never scale the stored weights in place
-                x = x.clone()
             return x.mul_(factor.to(x.device)[:, None]).T
 
         return self._map(take)

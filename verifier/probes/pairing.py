@@ -316,7 +316,7 @@ class Disguise:
     def __call__(self, w: torch.Tensor, drift: float) -> torch.Tensor:
         """``w`` (hidden coordinates last) plus noise of relative size ``drift``, then signed
         and permuted: candidate column ``c`` holds base column ``pi[c]``."""
-        return self._noisy(w, drift).mul_(self.sign)[..., self.pi]
+        return self._noise(w, drift).add_(w).mul_(self.sign)[..., self.pi]
 
     def rows_(self, w: torch.Tensor, drift: float, cols: torch.Tensor) -> torch.Tensor:
         """The same for a hidden-major ``w`` (hidden coordinates as rows, ``[d, n]``) that the
@@ -326,10 +326,6 @@ class Disguise:
         w.add_(self._noise(w, drift))  # w + noise is noise + w: the same sums
         w.mul_(self.sign[:, None])
         return w[self.pi[:, None], cols[None, :]]
-
-    def _noisy(self, w: torch.Tensor, drift: float) -> torch.Tensor:
-        """``w + noise``, built in the noise's own buffer (``w`` is left as it is)."""
-        return self._noise(w, drift).add_(w)
 
     def _noise(self, w: torch.Tensor, drift: float) -> torch.Tensor:
         """Gaussian noise of ``w``'s shape scaled to ``drift`` times ``w``'s norm."""
