@@ -220,6 +220,8 @@ def main() -> None:
                         help="verify's hidden directions (default: verify's own default)")
     parser.add_argument("--full", action="store_true",
                         help="verify --full: every hidden coordinate, every layer pair")
+    parser.add_argument("--null-layers", type=int, default=None,
+                        help="verify's layers with null draws (default: verify's own default)")
     args = parser.parse_args()
     shape = {"hidden": args.hidden, "ffn": args.ffn, "heads": args.heads,
              "kv_heads": args.kv_heads, "vocab": args.vocab, "layers": args.layers}
@@ -244,8 +246,9 @@ def main() -> None:
         for name, cand in cands.items():
             measure("read", "cpu", base, cand)  # warm the page cache
             read = measure("read", "cpu", base, cand)
-            options = {"full": args.full} | ({"hidden_sample": args.hidden_sample}
-                                             if args.hidden_sample else {})
+            options = ({"full": args.full}
+                       | ({"hidden_sample": args.hidden_sample} if args.hidden_sample else {})
+                       | ({"null_layers": args.null_layers} if args.null_layers else {}))
             runs[name] = measure("verify", args.backend, base, cand, options=options) | {
                 "read": read["seconds"]}
     mib = 1 << 20

@@ -23,6 +23,7 @@ from verifier.probes import moe_upcycling as moe
 from verifier.probes import neuron_matching as neurons
 from verifier.probes.frame_pairing import FramePairing
 from verifier.probes.pairing import Pairing, Side
+from verifier.stats import harmonic_combine
 from verifier.zoo import Zoo, derive, load_state
 from verifier.zoo.pairs import MOE_LINEAGE, MOE_PAIRS, STANDARD, ZOO_SPECS, MoEPair
 
@@ -48,10 +49,12 @@ def _pairing(base: Model, cand: Model, seed: int = 0) -> tuple[Pairing, np.rando
     return Pairing(_side(base, ib), _side(cand, ic), rng, DRAWS), rng
 
 
-def _probe(base: Path, cand: Path, seed: int = 0):
+def _probe(base: Path, cand: Path, seed: int = 0, **kwargs):
+    """The probe and the MoE section (None when the probe does not apply)."""
     with open_model(base) as mb, open_model(cand) as mc:
         pairing, rng = _pairing(mb, mc, seed)
-        return moe.upcycling_probe(mb, mc, pairing, None, rng, alpha=ALPHA)
+        found = moe.upcycling_probe(mb, mc, pairing, None, rng, alpha=ALPHA, **kwargs)
+    return None if found is None else found[:2]
 
 
 def _analysis(base: Path, cand: Path, **kwargs) -> moe.UpcyclingAnalysis:
@@ -303,6 +306,57 @@ def test_dense_and_moe_layers_interleaved(zoo: Zoo, tmp_path: Path) -> None:
         assert np.array_equal(lr.base_neurons(), same.base_neurons())
         assert lr.p_value == same.p_value
     assert part.upcycled
+
+
+def test_untested_moe_layers_are_called_against_the_nearest_tested_layers_null(zoo: Zoo) -> None:
+    """Null draws for a spread of MoE layers (``tested``): every other layer keeps its
+    observed matching (the same expert maps' assignments) and is called against the nearest
+    tested layer's null, its threshold and counts; the probe's p-value combines the tested
+    layers alone."""
+    pairs = {p.name: p for p in MOE_PAIRS}
+    for pair in (pairs["fine_grained_upcycled_shared_slice"], pairs["mixtral_from_scratch"]):
+        full = _analysis(zoo[pair.base], zoo[pair.candidate])
+        part = _analysis(zoo[pair.base], zoo[pair.candidate], tested={0, 7})
+        assert [lr.layer for lr in part.layers] == list(range(8))
+        assert [lr.null_layer for lr in part.layers] == [0, 0, 0, 0, 7, 7, 7, 7]
+        for lr in part.layers:
+            same = full.layers[lr.layer]
+            assert np.array_equal(lr.observed.index, same.observed.index)
+            assert np.array_equal(lr.observed.sim, same.observed.sim)
+            assert lr.tested_agree == same.tested_agree
+            if lr.own_null:
+                assert lr.p_value == same.p_value
+                assert lr.threshold == same.threshold
+            else:
+                assert lr.threshold == full.layers[lr.null_layer].threshold
+                assert lr.null_agree == []
+                assert lr.value().p_value is None
+            # the borrowed call is the layer's own call on these models
+            assert lr.upcycled is same.upcycled is pair.upcycled
+        assert part.p_value == harmonic_combine([full.layers[0].p_value,
+                                                 full.layers[7].p_value])
+        assert part.upcycled is pair.upcycled
+
+
+def test_a_borrowed_null_is_scaled_to_the_layers_tested_neurons() -> None:
+    """A layer testing twice the neurons of the one whose null it borrows sees twice the
+    chance agreements: the same rate, the same call as counts drawn at its own size."""
+    def result(layer: int, trials: int, agree: int, counts: list[int]) -> moe.LayerResult:
+        obs = moe.Matching(np.zeros(trials, dtype=np.int64), np.zeros(trials),
+                           np.zeros(trials, dtype=bool), np.zeros(trials, dtype=np.int64))
+        return moe.LayerResult(
+            layer=layer, base_layer=layer, widths=[trials], routed=1, observed=obs,
+            trials=trials, tested_agree=agree, null_agree=counts, null_similarity=[],
+            threshold=0.5, p_value=1.0, phi=1.0, bonferroni=1, alpha=ALPHA,
+            null_layer=layer if counts else None)
+
+    tested = result(3, 1000, 0, [2, 4, 3, 5] * 6)
+    wide = result(4, 2000, 30, []).borrow(tested)
+    assert wide.null_layer == 3
+    assert not wide.own_null
+    assert wide.threshold == tested.threshold
+    assert wide.p_value == moe.agreement_p(30, 2000, [4, 8, 6, 10] * 6)[0]
+    assert result(4, 2000, 12, []).borrow(tested).p_value > 0.05  # the null rate, not a signal
 
 
 def test_base_layer_found_by_the_statistic_when_depths_differ(zoo: Zoo) -> None:

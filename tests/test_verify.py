@@ -8,6 +8,7 @@ import pytest
 
 from verifier import verify as verify_module
 from verifier.cli import main
+from verifier.probes.base import spread
 from verifier.report import Report
 from verifier.verify import VerifyOptions, verify
 from verifier.zoo.pairs import MOE_PAIRS, PAIRS
@@ -205,7 +206,7 @@ def test_sampled_and_diagonal_paths_reach_the_same_verdicts(zoo, pair, reports, 
     assert reduced.verdict == exact.verdict == pair.truth
     assert reduced.options["neuron_sample"] == 48
     probes = {p.name: p for p in reduced.probes}
-    assert [lv.layer for lv in probes["neuron_matching"].layers] == verify_module.spread(
+    assert [lv.layer for lv in probes["neuron_matching"].layers] == spread(
         list(range(len(reduced.layer_map))), 3)
     same_depth = len(reduced.layer_map) == len(exact.layer_map) == 8
     assert reduced.options["layer_search"] == ("diagonal" if same_depth else "full")
@@ -219,9 +220,9 @@ def test_sampled_and_diagonal_paths_reach_the_same_verdicts(zoo, pair, reports, 
 
 
 def test_spread_picks_evenly_from_first_to_last():
-    assert verify_module.spread([0, 1, 2], 8) == [0, 1, 2]
-    assert verify_module.spread(list(range(32)), 8) == [0, 4, 9, 13, 18, 22, 27, 31]
-    assert verify_module.spread(list(range(10)), 1) == [5]
+    assert spread([0, 1, 2], 8) == [0, 1, 2]
+    assert spread(list(range(32)), 8) == [0, 4, 9, 13, 18, 22, 27, 31]
+    assert spread(list(range(10)), 1) == [5]
 
 
 @pytest.mark.parametrize("pair", DERIVED, ids=[p.name for p in DERIVED])
@@ -255,6 +256,28 @@ def test_sampled_expert_nulls_reach_the_same_moe_answers(zoo, pair, moe_reports)
     assert probe.details["expert_neurons"] > 64 * layers
     assert [len(e.base_neurons) for e in reduced.moe.experts] == [
         len(e.base_neurons) for e in exact.moe.experts]
+
+
+@pytest.mark.parametrize("pair", [p for p in MOE_PAIRS if p.name in (
+    "fine_grained_upcycled_shared_slice", "new_experts_on_base_attention")], ids=lambda p: p.name)
+def test_null_layers_spread_over_moe_layers_too(zoo, pair, moe_reports):
+    """``--null-layers 2``: two of the eight MoE layers get null draws and p-values; the others
+    keep their expert maps' assignments (the same similarities) and are called against the
+    nearest tested layer's null: same verdict, upcycled flag and layer map."""
+    reduced = verify(zoo[pair.base], zoo[pair.candidate], VerifyOptions(digest=False,
+                                                                        null_layers=2))
+    exact = moe_reports[pair.name]
+    assert reduced.verdict == exact.verdict == pair.truth
+    assert reduced.moe is not None
+    assert exact.moe is not None
+    assert reduced.moe.upcycled is exact.moe.upcycled is pair.upcycled
+    probe = next(p for p in reduced.probes if p.name == "moe_upcycling")
+    assert [lv.layer for lv in probe.layers] == list(range(8))
+    assert [lv.layer for lv in probe.layers if lv.p_value is not None] == [0, 7]
+    assert probe.details["moe_layers_tested"] == 2
+    assert [(e.layer, e.expert, e.similarity) for e in reduced.moe.experts] == [
+        (e.layer, e.expert, e.similarity) for e in exact.moe.experts]
+    assert [e.base_layer for e in reduced.layer_map] == [e.base_layer for e in exact.layer_map]
 
 
 def test_embeddings_alone_skip_the_layer_work(zoo):

@@ -178,7 +178,8 @@ def verify(
     ] = 256,
     null_layers: Annotated[
         int, typer.Option("--null-layers", min=1, help="Candidate layers tested against their "
-                          "own null draws (spread over the depth); the rest are mapped only.")
+                          "own null draws (spread over the depth), dense and MoE layers each; "
+                          "the rest are mapped only.")
     ] = 8,
     moe_sample: Annotated[
         int, typer.Option("--moe-sample", min=64, help="Expert neurons per MoE layer tested "

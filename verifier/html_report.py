@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import ValidationError
 
 from verifier.errors import InputError, IntegrityError, LineageError
+from verifier.probes.base import spread
 from verifier.render import VERDICT_MEANING, format_p, human_bytes
 from verifier.report import Report
-from verifier.verify import spread
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

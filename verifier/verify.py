@@ -35,7 +35,7 @@ from verifier.probes import hidden_alignment as hidden
 from verifier.probes import moe_upcycling as moe
 from verifier.probes import neuron_matching as neurons
 from verifier.probes import norm_drift as drift
-from verifier.probes.base import LayerValue, ProbeResult
+from verifier.probes.base import LayerValue, ProbeResult, spread
 from verifier.probes.layer_alignment import align_layers
 from verifier.probes.pairing import LazyLayers, Pairing, Side, fake_derivative
 from verifier.report import Environment, LayerMapEntry, ModelInfo, Models, MoESection, Report
@@ -63,7 +63,8 @@ class VerifyOptions(BaseModel):
     full: bool = False
     #: base neurons per layer matched against all candidate neurons (wider layers are sampled)
     neuron_sample: int = Field(neurons.MAX_BASE_NEURONS, ge=16)
-    #: candidate layers that get null draws (and p-values); more are spread evenly over depth
+    #: candidate layers that get null draws (and p-values); more are spread evenly over depth.
+    #: Dense and MoE layers each: at most this many of each
     null_layers: int = Field(8, ge=1)
     #: expert neurons per MoE layer that get null draws (wider layers are sampled; expert maps
     #: always cover every neuron)
@@ -205,24 +206,25 @@ class _Run:
             self.tick("moe_upcycling", t0)
 
     def _experts(self, pairing: Pairing) -> None:
-        """The upcycling probe on the candidate's MoE layers; mapped dense layers anchor it,
-        and each MoE layer whose test rejects enters the layer map at its base layer."""
+        """The upcycling probe on the candidate's MoE layers (null draws for at most
+        ``null_layers`` of them, as for the dense layers); mapped dense layers anchor it, and
+        each MoE layer called upcycled enters the layer map at its base layer."""
         mapped = {j: a for j, a in enumerate(self.layer_map) if a is not None}
         self.progress("matching experts", 0, 1)
         found = moe.upcycling_probe(self.base, self.cand, pairing, mapped, self.rng,
                                     alpha=self.opts.alpha, shards=self.shards,
-                                    sample=self.opts.moe_sample)
+                                    sample=self.opts.moe_sample,
+                                    null_layers=self.opts.null_layers)
         self.progress("matching experts", 1, 1)
         if found is None:
             self.warnings.append("the base has no FFN to compare the candidate's experts with: "
                                  "the MoE upcycling probe did not run")
             return
-        probe, self.moe = found
+        probe, self.moe, upcycled = found
         self.probes.append(probe)
-        for lv in probe.layers:
-            if (lv.p_value is not None and lv.p_value < self.opts.alpha
-                    and 0 <= lv.layer < len(self.layer_map) and self.layer_map[lv.layer] is None):
-                self.layer_map[lv.layer] = lv.base_layer
+        for j, a in upcycled.items():
+            if 0 <= j < len(self.layer_map) and self.layer_map[j] is None:
+                self.layer_map[j] = a
 
     def _embedding_probe(self, pairing: Pairing, power: float | None) -> ProbeResult:
         z, p = gaussian_tail_p(pairing.embed_stat, pairing.embed_null)
@@ -451,13 +453,6 @@ def model_layer_stats(model: Model, full: bool = False,
                              variant="" if sample is None else f"rows{sample}")
 
 
-def spread(layers: list[int], n: int) -> list[int]:
-    """At most ``n`` of ``layers``, evenly spread from the first to the last."""
-    if len(layers) <= n:
-        return list(layers)
-    if n == 1:
-        return [layers[len(layers) // 2]]
-    return sorted({layers[round(i * (len(layers) - 1) / (n - 1))] for i in range(n)})
 
 
 def _similarity(stat: np.ndarray, a: int | None, j: int) -> float | None:

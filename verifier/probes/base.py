@@ -35,3 +35,12 @@ class ProbeResult(BaseModel):
     power_p_value: float | None = None
     details: dict[str, float | int | str | None] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
+
+
+def spread(layers: list[int], n: int) -> list[int]:
+    """At most ``n`` of ``layers``, evenly spread from the first to the last."""
+    if len(layers) <= n:
+        return list(layers)
+    if n == 1:
+        return [layers[len(layers) // 2]]
+    return sorted({layers[round(i * (len(layers) - 1) / (n - 1))] for i in range(n)})

@@ -69,8 +69,12 @@ p0)))`` measured across draws (quasi-likelihood), which widens the tail. When th
 chosen among ``L_base`` layers by the statistic (depths differ and no layer map is given), the
 layer's p-value is multiplied by ``L_base`` (Bonferroni). Layers are merged by the Vovk-Wang
 harmonic mean (``stats.harmonic_combine``), valid under any dependence; ``upcycled`` is ``p <
-alpha``. Calibration, leave-one-out over 40 null draws: for independent MoEs fewer p-values than
-nominal fall below 0.1 and 0.01 (conservative); for upcycled pairs, whose own null draws hold
+alpha``. Null draws are made for a spread of MoE layers (``--null-layers``, as for dense
+layers: at 7B width a layer's 25 draws cost more than its observed matching); each other
+layer keeps its observed matching and is called against the nearest tested layer's null (its
+threshold and counts, ``LayerResult.borrow``), with no p-value of its own and no part in the
+merged one. Calibration, leave-one-out over 40 null draws: for independent MoEs fewer p-values
+than nominal fall below 0.1 and 0.01 (conservative); for upcycled pairs, whose own null draws hold
 chance-aligned copies (heavier-tailed counts), up to 2.5x nominal at 0.01, which matters little
 there since the observed counts exceed every draw many times over. Zhu et al. (ICML 2025) use
 the agreement of gate and up matches; here all three roles must agree, neuron order never
@@ -89,8 +93,8 @@ tested by the same procedure.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -105,7 +109,7 @@ from verifier.model import Model
 from verifier.parallel import ordered_map
 from verifier.probes import neuron_matching as neurons
 from verifier.probes.assignment import max_assignment
-from verifier.probes.base import LayerValue, ProbeResult
+from verifier.probes.base import LayerValue, ProbeResult, spread
 from verifier.probes.pairing import Disguise, LazyLayers, Pairing, Side
 from verifier.stats import P_FLOOR, harmonic_combine
 from verifier.verdict import DEFAULT_ALPHA
@@ -255,7 +259,11 @@ def match_layer(
             agree[part], separate[part] = ok, np.where(ok, u, -1)
             if assign:
                 joint = (sg + (su + sd).abs()) / 3.0 if sg is not None else (su + sd) / 2.0
-                yield start, Compute.numpy64(joint).T  # [w, F]
+                # [w, F] in row order: the solver reads rows, and a transposed view would cost
+                # it a contiguous copy per expert in flight (60 MB at 7B width)
+                s = Compute.numpy64(joint.T.contiguous())
+                del su, sd, sg, joint  # not held while the solver threads run
+                yield start, s
             start += w
 
     def solve(item: tuple[int, np.ndarray]) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
@@ -323,7 +331,7 @@ def _nulls(pairing: Pairing, pool: neurons.FFNWeights, moe: MoELayer, pooled: ne
 # --- statistics -------------------------------------------------------------------------------
 
 
-def agreement_p(observed: int, trials: int, null_counts: list[int]) -> tuple[float, float]:
+def agreement_p(observed: int, trials: int, null_counts: Sequence[float]) -> tuple[float, float]:
     """``(p, phi)``: upper tail of ``observed`` agreeing neurons out of ``trials`` under the
     over-dispersion-corrected beta-binomial predictive of the null counts (module docstring)."""
     c = np.asarray(null_counts, dtype=np.float64)
@@ -363,6 +371,26 @@ class LayerResult:
     phi: float
     bonferroni: int
     alpha: float
+    #: the layer whose null draws call this one: its own, or for a layer without draws of its
+    #: own (``analyse``'s ``tested``) the nearest tested layer's once ``borrow``ed (None before)
+    null_layer: int | None
+
+    @property
+    def own_null(self) -> bool:
+        """The layer was tested against null draws of its own: its p-value enters the probe's."""
+        return self.null_layer == self.layer
+
+    def borrow(self, other: LayerResult) -> LayerResult:
+        """This untested layer called against ``other``'s null draws: its threshold, and the
+        agreement test of this layer's count against ``other``'s null counts (scaled to this
+        layer's tested neurons where their numbers differ). The call decides this layer's
+        expert maps and whether it enters the layer map; its p-value is not calibrated by draws
+        of its own and enters no combined p-value."""
+        scale = self.trials / max(other.trials, 1)
+        p, phi = agreement_p(self.tested_agree, self.trials,
+                             [c * scale for c in other.null_agree])
+        return replace(self, null_agree=[], null_similarity=[], threshold=other.threshold,
+                       p_value=min(1.0, self.bonferroni * p), phi=phi, null_layer=other.layer)
 
     @property
     def neurons(self) -> int:
@@ -420,6 +448,11 @@ class LayerResult:
         return out
 
     def value(self) -> LayerValue:
+        """The layer's agreement fraction, with its p-value and null where it had draws of its
+        own (a borrowed call's p-value is not one)."""
+        if not self.own_null:
+            return LayerValue(layer=self.layer, base_layer=self.base_layer,
+                              statistic=self.tested_agree / max(self.trials, 1))
         fractions = np.asarray(self.null_agree, dtype=np.float64) / max(self.trials, 1)
         return LayerValue(
             layer=self.layer, base_layer=self.base_layer,
@@ -459,6 +492,14 @@ def _prepared(pairing: Pairing, pool: neurons.FFNWeights, moe: MoELayer, j: int,
             sample_neurons(moe.widths, sample, pairing.generator(j, 2)))
 
 
+def _counted(moe: MoELayer, obs: Matching, idx: np.ndarray | None) -> tuple[int, int]:
+    """``(trials, agreeing)``: the neurons a layer's test counts (its fixed sample, or all of
+    them) and how many of those agree in the observed matching."""
+    if idx is None:
+        return int(sum(moe.widths)), int(obs.agree.sum())
+    return int(idx.size), int(obs.agree[idx].sum())
+
+
 def _test_layer(
     pairing: Pairing, pool: neurons.FFNWeights, moe: MoELayer, j: int, a: int, bonferroni: int,
     alpha: float, observed: Matching | None = None, sample: int = MAX_NULL_NEURONS,
@@ -472,15 +513,32 @@ def _test_layer(
     counts = [int(m.agree.sum()) for m in nulls]
     sims = np.concatenate([m.sim[np.isfinite(m.sim)] for m in nulls]) if nulls else np.zeros(0)
     threshold = float(np.quantile(sims, THRESHOLD_QUANTILE)) if sims.size else math.inf
-    trials = int(sum(moe.widths)) if idx is None else int(idx.size)
-    tested = int(obs.agree.sum()) if idx is None else int(obs.agree[idx].sum())
+    trials, tested = _counted(moe, obs, idx)
     p, phi = agreement_p(tested, trials, counts)
     return LayerResult(
         layer=j, base_layer=a, widths=moe.widths, routed=len(moe.experts), observed=obs,
         trials=trials, tested_agree=tested, null_agree=counts,
         null_similarity=[float(np.nanmean(m.sim)) for m in nulls],
         threshold=threshold, p_value=min(1.0, bonferroni * p), phi=phi,
-        bonferroni=bonferroni, alpha=alpha,
+        bonferroni=bonferroni, alpha=alpha, null_layer=j,
+    )
+
+
+def _mapped_layer(
+    pairing: Pairing, pool: neurons.FFNWeights, moe: MoELayer, j: int, a: int, bonferroni: int,
+    alpha: float, observed: Matching | None = None, sample: int = MAX_NULL_NEURONS,
+) -> LayerResult:
+    """Candidate layer ``j`` against base layer ``a`` without null draws: the observed
+    matching (the expert maps) and the count of the neurons a test would count (the same
+    sample); ``LayerResult.borrow`` calls it against a tested layer's null."""
+    pool, _, cand, idx = _prepared(pairing, pool, moe, j, sample)
+    obs = observed if observed is not None else _observed(pairing, pool, moe, cand)
+    trials, tested = _counted(moe, obs, idx)
+    return LayerResult(
+        layer=j, base_layer=a, widths=moe.widths, routed=len(moe.experts), observed=obs,
+        trials=trials, tested_agree=tested, null_agree=[], null_similarity=[],
+        threshold=math.inf, p_value=1.0, phi=1.0, bonferroni=bonferroni, alpha=alpha,
+        null_layer=None,
     )
 
 
@@ -494,6 +552,7 @@ def analyse(
     same_depth: bool = True,
     shards: Shards | None = None,
     sample: int = MAX_NULL_NEURONS,
+    tested: Collection[int] | None = None,
 ) -> UpcyclingAnalysis | None:
     """Test every candidate MoE layer in ``moe`` against its base layer in ``pools``.
 
@@ -502,32 +561,40 @@ def analyse(
     the higher mean assigned similarity), with a Bonferroni factor for that choice. None when
     there is nothing to compare. With ``shards``, ``moe`` holds this rank's layers only and the
     results of all ranks are gathered.
+
+    ``tested``: the layers that get null draws of their own (all when None; chosen before any
+    statistic is seen). Each other layer gets its observed matching and is called against the
+    nearest tested layer's null (``LayerResult.borrow``); the probe's p-value combines the
+    tested layers alone, as the dense probes' ``--null-layers`` do.
     """
     shards = shards or Shards()
     if not pools:
         return None
     results: list[LayerResult] = []
     for j, layer in sorted(moe.items()):
+        test = _test_layer if tested is None or j in tested else _mapped_layer
         if layer_map is not None and layer_map.get(j) in pools:
             a = int(layer_map[j])
-            results.append(_test_layer(pairing, pools[a], layer, j, a, 1, alpha,
-                                       sample=sample))
+            results.append(test(pairing, pools[a], layer, j, a, 1, alpha, sample=sample))
         elif same_depth and j in pools:
-            results.append(_test_layer(pairing, pools[j], layer, j, j, 1, alpha,
-                                       sample=sample))
+            results.append(test(pairing, pools[j], layer, j, j, 1, alpha, sample=sample))
         else:
             feats = pairing.pooled_features_of(pairing.pool(layer.units), -1)
             scored = {a: _observed(pairing, pool.placed(pairing.compute), layer, feats)
                       for a, pool in pools.items()}
             a = max(scored, key=lambda i: (int(scored[i].agree.sum()),
                                            float(np.nanmean(scored[i].sim))))
-            results.append(_test_layer(pairing, pools[a], layer, j, a, len(pools), alpha,
-                                       scored[a], sample))
+            results.append(test(pairing, pools[a], layer, j, a, len(pools), alpha,
+                                scored[a], sample))
     results = sorted((r for part in shards.gather(results) for r in part),
                      key=lambda r: r.layer)
-    if not results:
+    own = [r for r in results if r.own_null]
+    if not own:
         return None
-    p = harmonic_combine([lr.p_value for lr in results])
+    results = [r if r.own_null else
+               r.borrow(min(own, key=lambda t: (abs(t.layer - r.layer), t.layer)))
+               for r in results]
+    p = harmonic_combine([lr.p_value for lr in own])
     return UpcyclingAnalysis(layers=results, p_value=p, upcycled=p < alpha)
 
 
@@ -609,42 +676,53 @@ def upcycling_probe(
     power_drift: float = POWER_DRIFT,
     shards: Shards | None = None,
     sample: int = MAX_NULL_NEURONS,
-) -> tuple[ProbeResult, MoESection] | None:
-    """The ``moe_upcycling`` probe and the report's MoE section, or None when the candidate
-    has no MoE layer or the base no FFN to compare with.
+    null_layers: int | None = None,
+) -> tuple[ProbeResult, MoESection, dict[int, int]] | None:
+    """The ``moe_upcycling`` probe, the report's MoE section and the layers called upcycled
+    (candidate layer -> base layer), or None when the candidate has no MoE layer or the base no
+    FFN to compare with.
 
     ``pairing`` is the observed pairing (its base side's dense FFNs are reused; a MoE base's
     experts are read from ``base``); ``layer_map`` maps candidate layers to base layers where
     known; ``rng`` draws the power check's fake (which reuses the pairing's null draws).
-    ``shards``: this rank reads and tests only its share of the candidate's MoE layers.
+    ``null_layers``: at most this many MoE layers, spread over the depth, get null draws of
+    their own (all when None; ``analyse``'s ``tested``). ``shards``: this rank reads and tests
+    only its share of the candidate's MoE layers (the tested ones dealt out first).
     Computes where the pairing does.
     """
     shards = shards or Shards()
     if not cand.layout.moe_layers:
         return None
-    moe = load_moe(cand, shards.mine(sorted(cand.layout.moe_layers)))
+    readable = sorted(load_moe(cand))  # the layers' indices; nothing is read yet
+    tested = readable if null_layers is None else spread(readable, null_layers)
+    order = tested + [j for j in readable if j not in tested]
+    moe = load_moe(cand, shards.mine(order))
     pools = base_pools(pairing.base.ffn, load_moe(base) if base.layout.moe_layers else {})
     result = analyse(pairing, pools, moe, layer_map, alpha,
                      same_depth=base.layout.num_layers == cand.layout.num_layers, shards=shards,
-                     sample=sample)
+                     sample=sample, tested=set(tested))
     if result is None:
         return None
     power = power_p(pairing, pools, rng, power_drift, sample)
     k = len(pairing.rotations)
+    own = sum(lr.own_null for lr in result.layers)
     probe = ProbeResult(
         name=NAME, statistic=result.statistic, p_value=result.p_value, decisive=True,
         null=(f"number of expert neurons whose gate, up and down rows are separately matched to "
               f"one base FFN neuron, after rotating the base's hidden space at random and "
-              f"re-aligning ({k} draws per layer): over-dispersion-corrected beta-binomial "
-              f"predictive tail; Bonferroni over base layers where the base layer was chosen; "
-              f"layers combined by the Vovk-Wang harmonic mean"),
+              f"re-aligning ({k} draws per tested layer; {own} of {len(result.layers)} MoE "
+              f"layers tested, spread over the depth, the others called against the nearest "
+              f"tested layer's null): over-dispersion-corrected beta-binomial predictive tail; "
+              f"Bonferroni over base layers where the base layer was chosen; tested layers "
+              f"combined by the Vovk-Wang harmonic mean"),
         layers=[lr.value() for lr in result.layers],
         power_p_value=power,
         details={
             "moe_layers": len(result.layers),
+            "moe_layers_tested": own,
             "expert_neurons": sum(lr.neurons for lr in result.layers),
             "agreeing_neurons": sum(lr.agree for lr in result.layers),
-            "null_sampled_neurons": sum(lr.trials for lr in result.layers),
+            "null_sampled_neurons": sum(lr.trials for lr in result.layers if lr.own_null),
             "threshold_quantile": THRESHOLD_QUANTILE,
             "mean_threshold": float(np.mean([lr.threshold for lr in result.layers])),
             "mean_coverage": float(np.mean([e.coverage for e in result.experts()])),
@@ -656,7 +734,8 @@ def upcycling_probe(
             "power_drift": power_drift,
         },
     )
-    return probe, result.section()
+    upcycled = {lr.layer: lr.base_layer for lr in result.layers if lr.upcycled}
+    return probe, result.section(), upcycled
 
 
 __all__ = [
