@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from scipy.optimize import linear_sum_assignment
 
 from verifier.probes import assignment
@@ -45,3 +46,18 @@ def test_the_solver_runs_only_where_best_columns_collide(monkeypatch):
     rows, cols = max_assignment(s)
     assert calls == [(2, 3)]
     assert s[rows, cols].sum() == pytest.approx(0.8 + 0.95)
+
+
+def test_distinct_row_maxima_on_the_device_tensor_are_the_solvers_answer():
+    """The shortcut taken where the probes make the matrix (float32, before any float64 copy):
+    the solver's assignment when it applies, None where rows collide or outnumber columns."""
+    rng = np.random.default_rng(2)
+    planted = _planted(64, 1000, rng).astype(np.float32)
+    known = assignment.distinct_row_maxima(torch.from_numpy(planted))
+    assert known is not None
+    want_rows, want_cols = linear_sum_assignment(planted.astype(np.float64), maximize=True)
+    assert np.array_equal(known[0], want_rows)
+    assert np.array_equal(known[1], want_cols)
+    collide = torch.tensor([[0.9, 0.8, 0.0], [0.95, 0.1, 0.0]])
+    assert assignment.distinct_row_maxima(collide) is None
+    assert assignment.distinct_row_maxima(torch.from_numpy(planted.T.copy())) is None

@@ -15,6 +15,7 @@ totals, which similarities in floating point do not have in practice.
 from __future__ import annotations
 
 import numpy as np
+import torch
 from scipy.optimize import linear_sum_assignment
 
 
@@ -36,4 +37,18 @@ def max_assignment(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return linear_sum_assignment(s, maximize=True)
 
 
-__all__ = ["max_assignment"]
+def distinct_row_maxima(s: torch.Tensor) -> tuple[np.ndarray, np.ndarray] | None:
+    """``max_assignment``'s shortcut where the matrix is (on the device, in float32, as the
+    probes make it): ``(rows, cols)`` when ``s`` has no more rows than columns and every row's
+    best column (the first of equal maxima, as numpy takes it) is a different column; None
+    when the solver is needed. Spares the float64 copy the solver reads."""
+    n, m = s.shape
+    if n == 0 or n > m:
+        return None
+    best = s.argmax(dim=1)
+    if torch.unique(best).numel() != n:
+        return None
+    return np.arange(n), best.cpu().numpy()
+
+
+__all__ = ["distinct_row_maxima", "max_assignment"]

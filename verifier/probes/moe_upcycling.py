@@ -108,7 +108,7 @@ from verifier.architectures.layout import DOWN, UP, RoleRef
 from verifier.model import Model
 from verifier.parallel import ordered_map
 from verifier.probes import neuron_matching as neurons
-from verifier.probes.assignment import max_assignment
+from verifier.probes.assignment import distinct_row_maxima, max_assignment
 from verifier.probes.base import LayerValue, ProbeResult, spread
 from verifier.probes.pairing import Disguise, LazyLayers, Pairing, Side
 from verifier.stats import P_FLOOR, harmonic_combine
@@ -219,9 +219,13 @@ class Matching:
     separate: np.ndarray
 
 
+#: an expert's assignment: its rows (expert neurons), their base neurons and similarities there
+_Solved = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
 def _best(s: torch.Tensor, signed: bool) -> np.ndarray:
-    """Per candidate neuron (column of ``s``), the base neuron of highest (``|``)cosine."""
-    return (s if signed else s.abs()).argmax(dim=0).cpu().numpy()
+    """Per candidate neuron (row of ``s``), the base neuron of highest (``|``)cosine."""
+    return (s if signed else s.abs()).argmax(dim=1).cpu().numpy()
 
 
 def match_layer(
@@ -229,7 +233,7 @@ def match_layer(
     assign: bool = True,
 ) -> Matching:
     """Assignment and agreement of every candidate neuron (see the module docstring); one
-    expert at a time, so memory stays at ``F x m`` similarities. Without ``assign``, the
+    expert at a time, so memory stays at ``w x F`` similarities. Without ``assign``, the
     agreement alone (what the test counts; ``index`` and ``sim`` stay unset): the assignments
     serve the expert maps and their threshold."""
     n = sum(widths)
@@ -238,8 +242,10 @@ def match_layer(
     # gate: plain cos; up/down: |cos| under SwiGLU's sign/scale freedom, plain cos without it
     gated = base.gate is not None and cand.gate is not None
 
-    def experts() -> Iterator[tuple[int, np.ndarray]]:
-        # device work here, in the calling thread; the assignments run side by side
+    def experts() -> Iterator[tuple[int, np.ndarray | _Solved]]:
+        # device work here, in the calling thread; the assignments run side by side. The
+        # similarities are [expert neurons, base neurons]: each row is read and reduced along
+        # its own memory (half the time of reducing a column-major layout)
         start = 0
         for w in widths:
             part = slice(start, start + w)
@@ -249,33 +255,42 @@ def match_layer(
             )
             # the three role-wise cosine matrices give both the separate matches and the joint
             # similarity (``neurons.similarity``'s formula, without computing them twice)
-            su, sd = base.up @ sub.up.T, base.down @ sub.down.T
+            su, sd = sub.up @ base.up.T, sub.down @ base.down.T
             u = _best(su, signed=not gated)
             ok = u == _best(sd, signed=not gated)
             sg = None
             if base.gate is not None and sub.gate is not None:
-                sg = base.gate @ sub.gate.T
+                sg = sub.gate @ base.gate.T
                 ok &= u == _best(sg, signed=True)
             agree[part], separate[part] = ok, np.where(ok, u, -1)
             if assign:
-                joint = (sg + (su + sd).abs()) / 3.0 if sg is not None else (su + sd) / 2.0
-                # [w, F] in row order: the solver reads rows, and a transposed view would cost
-                # it a contiguous copy per expert in flight (60 MB at 7B width)
-                s = Compute.numpy64(joint.T.contiguous())
+                # (sg + |su + sd|) / 3 in place: the same sums, no [w, F] temporaries
+                joint = su.add_(sd)
+                joint = joint.abs_().add_(sg).div_(3.0) if sg is not None else joint.div_(2.0)
+                known = distinct_row_maxima(joint)
+                item: np.ndarray | _Solved
+                if known is not None:  # the solver's answer, without a float64 copy
+                    rows, cols = known
+                    at = torch.as_tensor(cols, device=joint.device)[:, None]
+                    item = rows, cols, Compute.numpy64(joint.gather(1, at)[:, 0])
+                else:
+                    item = Compute.numpy64(joint)
                 del su, sd, sg, joint  # not held while the solver threads run
-                yield start, s
+                yield start, item
             start += w
 
-    def solve(item: tuple[int, np.ndarray]) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
-        start, s = item
-        rows, cols = max_assignment(s)
-        return start, rows, cols, s[rows, cols]
+    def solve(job: tuple[int, np.ndarray | _Solved]) -> tuple[int, _Solved]:
+        start, item = job
+        if not isinstance(item, np.ndarray):
+            return start, item
+        rows, cols = max_assignment(item)
+        return start, (rows, cols, item[rows, cols])
 
     if not assign:
         for _ in experts():
             pass
         return Matching(index, sim, agree, separate)
-    for start, rows, cols, values in ordered_map(solve, experts()):
+    for start, (rows, cols, values) in ordered_map(solve, experts()):
         index[start + rows] = cols
         sim[start + rows] = values
     return Matching(index, sim, agree, separate)
