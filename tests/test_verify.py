@@ -238,19 +238,24 @@ def test_layer_similarity_holds_every_compared_pair_and_the_mapped_ones(pair, re
         assert grid[e.base_layer][e.candidate_layer] == e.similarity
 
 
-@pytest.mark.parametrize("pair", MOE_PAIRS, ids=lambda p: p.name)
-def test_sampled_expert_nulls_reach_the_same_moe_answers(zoo, pair, moe_reports):
-    """Null draws for a fixed sample of 64 expert neurons per layer (wider MoE layers are
-    sampled at 2048 by default): same verdict, same upcycled flag, and expert maps that still
-    cover every neuron."""
-    reduced = verify(zoo[pair.base], zoo[pair.candidate], VerifyOptions(digest=False,
-                                                                        moe_sample=64))
+def _reduced_moe(zoo, pair, moe_reports, **options):
+    """The MoE pair verified with reduced ``options``, its default report, and the reduced
+    upcycling probe, after checking that both reach the pair's verdict and upcycled call."""
+    reduced = verify(zoo[pair.base], zoo[pair.candidate], VerifyOptions(digest=False, **options))
     exact = moe_reports[pair.name]
     assert reduced.verdict == exact.verdict == pair.truth
     assert reduced.moe is not None
     assert exact.moe is not None
     assert reduced.moe.upcycled is exact.moe.upcycled is pair.upcycled
-    probe = next(p for p in reduced.probes if p.name == "moe_upcycling")
+    return reduced, exact, next(p for p in reduced.probes if p.name == "moe_upcycling")
+
+
+@pytest.mark.parametrize("pair", MOE_PAIRS, ids=lambda p: p.name)
+def test_sampled_expert_nulls_reach_the_same_moe_answers(zoo, pair, moe_reports):
+    """Null draws for a fixed sample of 64 expert neurons per layer (wider MoE layers are
+    sampled at 2048 by default): same verdict, same upcycled flag, and expert maps that still
+    cover every neuron."""
+    reduced, exact, probe = _reduced_moe(zoo, pair, moe_reports, moe_sample=64)
     layers = len(probe.layers)
     assert probe.details["null_sampled_neurons"] == 64 * layers
     assert probe.details["expert_neurons"] > 64 * layers
@@ -264,14 +269,7 @@ def test_null_layers_spread_over_moe_layers_too(zoo, pair, moe_reports):
     """``--null-layers 2``: two of the eight MoE layers get null draws and p-values; the others
     keep their expert maps' assignments (the same similarities) and are called against the
     nearest tested layer's null: same verdict, upcycled flag and layer map."""
-    reduced = verify(zoo[pair.base], zoo[pair.candidate], VerifyOptions(digest=False,
-                                                                        null_layers=2))
-    exact = moe_reports[pair.name]
-    assert reduced.verdict == exact.verdict == pair.truth
-    assert reduced.moe is not None
-    assert exact.moe is not None
-    assert reduced.moe.upcycled is exact.moe.upcycled is pair.upcycled
-    probe = next(p for p in reduced.probes if p.name == "moe_upcycling")
+    reduced, exact, probe = _reduced_moe(zoo, pair, moe_reports, null_layers=2)
     assert [lv.layer for lv in probe.layers] == list(range(8))
     assert [lv.layer for lv in probe.layers if lv.p_value is not None] == [0, 7]
     assert probe.details["moe_layers_tested"] == 2
