@@ -338,6 +338,32 @@ def test_untested_moe_layers_are_called_against_the_nearest_tested_layers_null(z
         assert part.upcycled is pair.upcycled
 
 
+def test_an_untested_layers_observed_features_need_no_pool(zoo: Zoo) -> None:
+    """A layer without null draws takes the observed pairing's features straight from its
+    experts and the base FFN as stored (on a frame: the frame's columns only): the same numbers,
+    bit for bit, as through the pooled copy and the float32 base, full space or frame, float32
+    or bf16 weights."""
+    with open_model(zoo["llama"]) as mb, open_model(zoo["llama_moe_fine"]) as mc:
+        pairing, rng = _pairing(mb, mc)
+        layer = moe.load_moe(mc)[3]
+        pool = pairing.base.ffn[3]
+        framed = FramePairing(pairing.base, pairing.cand, rng, 4, width=32)
+
+        def bf16(f: neurons.FFNWeights) -> neurons.FFNWeights:
+            return neurons.FFNWeights(gate=f.gate.bfloat16(), up=f.up.bfloat16(),
+                                      down=f.down.T.contiguous().bfloat16().T)
+
+        for units, base in ((layer.units, pool), ([bf16(u) for u in layer.units], bf16(pool))):
+            for p in (pairing, framed):
+                got = p.observed_pool_features(units)
+                want = p.pooled_features_of(p.pool(units), -1)
+                got_base = p.observed_base_features(base)
+                want_base = p.base_features_of(base.placed(p.compute), -1)
+                for role in ("gate", "up", "down"):
+                    assert torch.equal(getattr(got, role), getattr(want, role))
+                    assert torch.equal(getattr(got_base, role), getattr(want_base, role))
+
+
 def test_a_borrowed_null_is_scaled_to_the_layers_tested_neurons() -> None:
     """A layer testing twice the neurons of the one whose null it borrows sees twice the
     chance agreements: the same rate, the same call as counts drawn at its own size."""

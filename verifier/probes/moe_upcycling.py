@@ -545,12 +545,16 @@ def _mapped_layer(
 ) -> LayerResult:
     """Candidate layer ``j`` against base layer ``a`` without null draws: the observed
     matching (the expert maps) and the count of the neurons a test would count (the same
-    sample); ``LayerResult.borrow`` calls it against a tested layer's null."""
-    pool, _, cand, idx = _prepared(pairing, pool, moe, j, sample)
-    obs = observed if observed is not None else _observed(pairing, pool, moe, cand)
-    trials, tested = _counted(moe, obs, idx)
+    sample); ``LayerResult.borrow`` calls it against a tested layer's null. Only the
+    observed pairing's features are made (on a frame: no pooled copy of the layer, no float32
+    copy of the base FFN)."""
+    if observed is None:
+        observed = match_layer(pairing.observed_base_features(pool),
+                               pairing.observed_pool_features(moe.units), moe.widths)
+    idx = sample_neurons(moe.widths, sample, pairing.generator(j, 2))
+    trials, tested = _counted(moe, observed, idx)
     return LayerResult(
-        layer=j, base_layer=a, widths=moe.widths, routed=len(moe.experts), observed=obs,
+        layer=j, base_layer=a, widths=moe.widths, routed=len(moe.experts), observed=observed,
         trials=trials, tested_agree=tested, null_agree=[], null_similarity=[],
         threshold=math.inf, p_value=1.0, phi=1.0, bonferroni=bonferroni, alpha=alpha,
         null_layer=None,
@@ -594,8 +598,8 @@ def analyse(
         elif same_depth and j in pools:
             results.append(test(pairing, pools[j], layer, j, j, 1, alpha, sample=sample))
         else:
-            feats = pairing.pooled_features_of(pairing.pool(layer.units), -1)
-            scored = {a: _observed(pairing, pool.placed(pairing.compute), layer, feats)
+            feats = pairing.observed_pool_features(layer.units)
+            scored = {a: match_layer(pairing.observed_base_features(pool), feats, layer.widths)
                       for a, pool in pools.items()}
             a = max(scored, key=lambda i: (int(scored[i].agree.sum()),
                                            float(np.nanmean(scored[i].sim))))

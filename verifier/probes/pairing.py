@@ -209,6 +209,16 @@ class Pairing:
         """``cand_features_of`` for a ``pool``: all its neurons balanced together."""
         return self.cand_features_of(pooled, k)
 
+    def observed_pool_features(self, units: list[neurons.FFNWeights]) -> neurons.NeuronFeatures:
+        """``pooled_features_of(pool(units), -1)``: a layer that gets no null draws needs only
+        the observed pairing's features (on a frame, without the pool's copy of the layer)."""
+        return self.pooled_features_of(self.pool(units), -1)
+
+    def observed_base_features(self, ffn: neurons.FFNWeights) -> neurons.NeuronFeatures:
+        """``base_features_of(ffn.placed(compute), -1)`` of base neurons ``ffn`` as stored (on a
+        frame, only the frame's columns are upcast)."""
+        return self.base_features_of(ffn.placed(self.compute), -1)
+
     def _base_sample(self, a: int) -> neurons.FFNWeights:
         """Base layer ``a``'s sampled neurons in float32 on the device: the rows are taken
         before the upcast, and the last layer's sample is kept, since every null draw of a layer
