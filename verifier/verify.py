@@ -453,8 +453,6 @@ def model_layer_stats(model: Model, full: bool = False,
                              variant="" if sample is None else f"rows{sample}")
 
 
-
-
 def _similarity(stat: np.ndarray, a: int | None, j: int) -> float | None:
     """The neuron-matching similarity of a mapped pair (None where no dense FFN pair exists,
     e.g. a MoE layer mapped by the upcycling probe)."""

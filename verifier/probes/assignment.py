@@ -26,9 +26,9 @@ def max_assignment(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if n == 0 or m == 0:
         return linear_sum_assignment(s, maximize=True)
     if n <= m:
-        best = s.argmax(axis=1)
-        if np.unique(best).size == n:
-            return np.arange(n), best
+        known = distinct_row_maxima(torch.from_numpy(s))
+        if known is not None:
+            return known
     else:
         best = s.argmax(axis=0)
         if np.unique(best).size == m:

@@ -131,20 +131,12 @@ class FramePairing(Pairing):
         return neurons.NeuronFeatures.of(pooled.take_hidden(self._align(k), self.compute))
 
     def observed_pool_features(self, units: list[neurons.FFNWeights]) -> neurons.NeuronFeatures:
-        """The observed frame's columns gathered from each unit as stored into the ``[m, N]``
-        layout ``take_hidden`` gives, without the ``[d, N]`` pool (2.6 s and the layer's size
-        in memory at 72B width): the same numbers, the same balancing, bit for bit."""
-        idx, factor = self.align.gather()
-
-        def take(parts: list[torch.Tensor]) -> torch.Tensor:
-            x = torch.cat([w.index_select(1, idx.to(w.device)).T for w in parts], dim=1)
-            x = self.compute.put(x)
-            return x.mul_(factor.to(x.device)[:, None]).T
-
-        gated = all(u.gate is not None for u in units)
-        return neurons.NeuronFeatures.of(neurons.FFNWeights(
-            gate=take([u.gate for u in units if u.gate is not None]) if gated else None,
-            up=take([u.up for u in units]), down=take([u.down for u in units])))
+        """Each unit's observed frame columns as stored (signed: exact for signs and zeros),
+        concatenated hidden-major into the ``[m, N]`` layout ``take_hidden`` gives, without the
+        ``[d, N]`` pool (2.6 s and the layer's size in memory at 72B width): the same numbers,
+        the same balancing, bit for bit."""
+        frame = neurons.concat([u.aligned(self.align) for u in units], hidden_major=True)
+        return neurons.NeuronFeatures.of(frame.placed(self.compute).transposed())
 
     def observed_base_features(self, ffn: neurons.FFNWeights) -> neurons.NeuronFeatures:
         """The frame's columns taken before the upcast (the frame's own coordinates, unsigned:

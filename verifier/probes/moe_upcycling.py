@@ -404,8 +404,8 @@ class LayerResult:
         scale = self.trials / max(other.trials, 1)
         p, phi = agreement_p(self.tested_agree, self.trials,
                              [c * scale for c in other.null_agree])
-        return replace(self, null_agree=[], null_similarity=[], threshold=other.threshold,
-                       p_value=min(1.0, self.bonferroni * p), phi=phi, null_layer=other.layer)
+        return replace(self, threshold=other.threshold, p_value=min(1.0, self.bonferroni * p),
+                       phi=phi, null_layer=other.layer)
 
     @property
     def neurons(self) -> int:

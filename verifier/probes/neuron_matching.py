@@ -85,6 +85,11 @@ class FFNWeights:
 
         return self._map(take)
 
+    def transposed(self) -> FFNWeights:
+        """Each role transposed, as a view: ``hidden_major`` weights as ``[F, m]`` again (the
+        layout ``take_hidden`` gives)."""
+        return self._map(lambda w: w.T)
+
     def take(self, rows: torch.Tensor, cols: torch.Tensor) -> FFNWeights:
         """``w[rows][:, cols]`` of each role, gathered in the order that reads the stored
         matrix by whole runs: rows first where rows are contiguous (gate, up), columns first
