@@ -11,7 +11,11 @@ upcycled from the base: four shuffled replicas of its FFN cut into slices, plus 
 experts). Then it measures, each verify in a fresh process:
 
 * a plain sequential read of both checkpoints with the page cache warm (the floor);
-* `verify` wall time as a ratio to that read, and its phases (the report's ``timings``);
+* the sha256 of both checkpoints alone, as lineage hashes them (files side by side in threads),
+  as a ratio to that read: every report records it, and it is the slower read;
+* `verify` wall time as a ratio to that read, and its phases (the report's ``timings``;
+  ``hashing`` there is only the wait for digests the analysis did not hide). Verify hashes as
+  by default; ``--no-hash`` measures it without the digests;
 * peak private memory (RssAnon, sampled every 10 ms; the mapped page cache is not counted),
   net of the interpreter with lineage imported, as a ratio to the largest layer of either
   checkpoint;
@@ -66,9 +70,17 @@ if what == "read":
             with open(f, "rb", buffering=0) as fh:
                 while fh.readinto(buf):
                     pass
+elif what == "hash":
+    from verifier.files import describe_files
+    from verifier.model import open_model
+    from verifier.parallel import usable_cores
+    out = {"threads": usable_cores()}
+    for folder in args:
+        with open_model(folder) as m:
+            describe_files(m.reader.root, m.reader.files)
 elif what == "verify":
     from verifier.verify import VerifyOptions, verify
-    report = verify(args[0], args[1], VerifyOptions(digest=False, **options), compute=compute)
+    report = verify(args[0], args[1], VerifyOptions(**options), compute=compute)
     compute.synchronize()
     out = {"backend": report.environment.backend, "device": report.environment.device,
            "fallbacks": report.environment.fallbacks, "verdict": report.verdict, "p": report.p_value, "timings": report.timings,
@@ -222,6 +234,8 @@ def main() -> None:
                         help="verify --full: every hidden coordinate, every layer pair")
     parser.add_argument("--null-layers", type=int, default=None,
                         help="verify's layers with null draws (default: verify's own default)")
+    parser.add_argument("--no-hash", action="store_true",
+                        help="verify --no-hash: no sha256 of the files")
     args = parser.parse_args()
     shape = {"hidden": args.hidden, "ffn": args.ffn, "heads": args.heads,
              "kv_heads": args.kv_heads, "vocab": args.vocab, "layers": args.layers}
@@ -246,11 +260,13 @@ def main() -> None:
         for name, cand in cands.items():
             measure("read", "cpu", base, cand)  # warm the page cache
             read = measure("read", "cpu", base, cand)
-            options = ({"full": args.full}
+            hashed = measure("hash", "cpu", base, cand)
+            options = ({"full": args.full, "digest": not args.no_hash}
                        | ({"hidden_sample": args.hidden_sample} if args.hidden_sample else {})
                        | ({"null_layers": args.null_layers} if args.null_layers else {}))
             runs[name] = measure("verify", args.backend, base, cand, options=options) | {
-                "read": read["seconds"]}
+                "read": read["seconds"], "hash": hashed["seconds"],
+                "hash_threads": hashed["threads"]}
     mib = 1 << 20
     total = sum(f.stat().st_size for f in base.glob("*.safetensors")) if args.keep else None
     print(f"shape: {json.dumps(shape)}; base checkpoint "
@@ -263,7 +279,10 @@ def main() -> None:
               + "; power check " + ", ".join(f"{k} {v:.3g}" for k, v in r["power"].items()
                                             if v is not None)
               + f"; hidden directions compared {r['directions']}")
-        print(f"  plain read of both checkpoints (warm) {r['read']:.2f} s; verify "
+        print(f"  plain read of both checkpoints (warm) {r['read']:.2f} s; their sha256 alone "
+              f"{r['hash']:.2f} s ({r['hash_threads']} threads) = {r['hash'] / r['read']:.1f}x the "
+              "read; verify"
+              + (" --no-hash" if args.no_hash else "") + " "
               f"{r['seconds']:.2f} s = {r['seconds'] / r['read']:.1f}x the read; "
               f"peak RssAnon net {(r['peak_rss'] - r['base_rss']) / mib:.0f} MiB = "
               f"{net:.2f}x the largest layer of the pair ({largest[name] / mib:.0f} MiB; "

@@ -3,6 +3,12 @@
 Reports name every input file by relative POSIX path, size and whole-file sha256, so a signed
 report pins the exact bytes that were analysed. Outputs are written to a temporary sibling and
 renamed into place, so an interrupted run never leaves a half-written report.
+
+sha256 runs at about 2 GB/s on one core, against 10-25 GB/s for reading a warm page cache: for
+a 7B pair (27 GB) the digests alone are ~14 s on one core, several times the read. ``Hashing``
+therefore hashes files side by side in threads (hashlib and file reads release the GIL), and
+``verify`` starts it before the analysis and collects it after, so the digests take cores the
+analysis leaves idle rather than wall time of their own.
 """
 
 from __future__ import annotations
@@ -10,12 +16,21 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from types import TracebackType
 
 from pydantic import BaseModel, ConfigDict
 
 from verifier.errors import InputError
+from verifier.parallel import usable_cores
+
+#: bytes read and hashed between checks for cancellation
+CHUNK = 1 << 20
+#: a file's sha256 (hex), given the event that abandons it
+Hasher = Callable[[Path, threading.Event | None], str]
 
 
 class FileRecord(BaseModel):
@@ -28,30 +43,89 @@ class FileRecord(BaseModel):
     size: int
 
 
-def sha256_file(path: Path) -> str:
+class HashingCancelled(Exception):
+    """A digest abandoned because the run it served failed first."""
+
+
+def sha256_file(path: Path, stop: threading.Event | None = None) -> str:
+    """The whole file's sha256. Read in chunks (``hashlib.file_digest`` cannot be interrupted)
+    so that a run failing elsewhere need not wait for a many-GB file: ``stop`` set by another
+    thread abandons the digest with ``HashingCancelled``."""
+    digest = hashlib.sha256()
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
     try:
-        with path.open("rb") as fh:
-            return hashlib.file_digest(fh, "sha256").hexdigest()
+        with path.open("rb", buffering=0) as fh:
+            while n := fh.readinto(buf):
+                if stop is not None and stop.is_set():
+                    raise HashingCancelled(str(path))
+                digest.update(view[:n])
     except OSError as exc:
         raise InputError(f"{path}: cannot read for hashing: {exc.strerror or exc}") from exc
+    return digest.hexdigest()
+
+
+class Hashing:
+    """sha256 of many files in background threads, one file per thread at a time.
+
+    ``describe`` submits a model's files and returns what collects their records; ``wait``
+    blocks until every submitted file is hashed (reporting progress). Leaving the ``with``
+    block because of an error abandons the digests still running, at their next chunk."""
+
+    def __init__(self, hasher: Hasher = sha256_file, threads: int | None = None) -> None:
+        self._hasher = hasher
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=threads or usable_cores(),
+                                        thread_name_prefix="lineage-sha256")
+        self._futures: list[Future[str]] = []
+
+    def __enter__(self) -> Hashing:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc is not None:  # queued files first, so none starts after the stop
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._stop.set()
+        self._pool.shutdown(wait=True)
+
+    def describe(self, root: Path, files: Iterable[Path], *,
+                 digest: bool = True) -> Callable[[], list[FileRecord]]:
+        """Start hashing ``files`` (unless ``digest`` is False, which leaves sha256 empty);
+        the returned function gives their records sorted by relative path, once hashed."""
+        paths = list(files)
+        futures = [self._pool.submit(self._hasher, p, self._stop) for p in paths] if digest \
+            else []
+        self._futures += futures
+
+        def records() -> list[FileRecord]:
+            digests = [f.result() for f in futures] if digest else [""] * len(paths)
+            return sorted((FileRecord(path=_relative(p, root), sha256=d, size=p.stat().st_size)
+                           for p, d in zip(paths, digests, strict=True)), key=lambda r: r.path)
+        return records
+
+    def wait(self, progress: Callable[[int, int], None] | None = None) -> None:
+        """Block until every submitted digest is done; ``progress(done, total)`` after each."""
+        total = len(self._futures)
+        for done, future in enumerate(self._futures, 1):
+            future.exception()  # waits; its error is raised by the records that need it
+            if progress is not None:
+                progress(done, total)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.name
 
 
 def describe_files(root: Path, files: Iterable[Path], *, digest: bool = True,
-                   hasher: Callable[[Path], str] = sha256_file) -> list[FileRecord]:
+                   hasher: Hasher = sha256_file) -> list[FileRecord]:
     """Records of ``files`` sorted by relative path; ``digest=False`` leaves sha256 empty;
-    ``hasher`` computes (or looks up) a file's sha256."""
-    records = []
-    for path in files:
-        try:
-            rel = path.relative_to(root).as_posix()
-        except ValueError:
-            rel = path.name
-        records.append(
-            FileRecord(
-                path=rel, sha256=hasher(path) if digest else "", size=path.stat().st_size
-            )
-        )
-    return sorted(records, key=lambda r: r.path)
+    ``hasher`` computes (or looks up) a file's sha256. Files are hashed side by side."""
+    with Hashing(hasher) as hashing:
+        return hashing.describe(root, files, digest=digest)()
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,23 +79,27 @@ class ModelCache:
         self.counts = CacheCounts()
         self._sha: dict[FileKey, str] = {}
         self._stats: dict[str, LayerStats] = {}
+        self._lock = threading.Lock()  # files are hashed in threads (``files.Hashing``)
 
     # --- file digests --------------------------------------------------------------------------
 
-    def sha256(self, path: Path) -> str:
-        """The sha256 of ``path``, hashed only if this (path, size, mtime) was never hashed."""
+    def sha256(self, path: Path, stop: threading.Event | None = None) -> str:
+        """The sha256 of ``path``, hashed only if this (path, size, mtime) was never hashed;
+        ``stop`` abandons the hashing as in ``files.sha256_file``."""
         key = FileKey.of(path)
         cached = self._sha.get(key)
         if cached is None:
             cached = self._load_sha(key)
         if cached is not None:
-            self.counts.file_hits += 1
-            self._sha[key] = cached
+            with self._lock:
+                self.counts.file_hits += 1
+                self._sha[key] = cached
             return cached
-        digest = sha256_file(path)
-        self.counts.files_hashed += 1
-        self.counts.bytes_hashed += key.size
-        self._sha[key] = digest
+        digest = sha256_file(path, stop)
+        with self._lock:
+            self.counts.files_hashed += 1
+            self.counts.bytes_hashed += key.size
+            self._sha[key] = digest
         self._store(f"files/{key.digest()}.json", {"format": CACHE_FORMAT, "key": key.__dict__,
                                                    "sha256": digest})
         return digest

@@ -26,17 +26,22 @@ THREADS_ENV = "LINEAGE_SOLVER_THREADS"
 MAX_THREADS = 8
 
 
-def default_workers() -> int:
-    """Solver threads: the cores this process may use, at most ``MAX_THREADS``, or the value
-    of ``LINEAGE_SOLVER_THREADS``."""
-    env = os.environ.get(THREADS_ENV)
-    if env:
-        return max(1, int(env))
+def usable_cores() -> int:
+    """The cores this process may use, at most ``MAX_THREADS``."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
     return max(1, min(MAX_THREADS, cores))
+
+
+def default_workers() -> int:
+    """Solver threads: the usable cores (at most ``MAX_THREADS``), or the value of
+    ``LINEAGE_SOLVER_THREADS``."""
+    env = os.environ.get(THREADS_ENV)
+    if env:
+        return max(1, int(env))
+    return usable_cores()
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T],
@@ -57,4 +62,4 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T],
             yield pending.popleft().result()
 
 
-__all__ = ["MAX_THREADS", "THREADS_ENV", "default_workers", "ordered_map"]
+__all__ = ["MAX_THREADS", "THREADS_ENV", "default_workers", "ordered_map", "usable_cores"]

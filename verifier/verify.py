@@ -1,6 +1,7 @@
 """`lineage verify`: run the probes on a base and a candidate and decide.
 
-Order of work: open both models (headers only) and hash their files; read the embeddings of the
+Order of work: open both models (headers only) and start hashing their files in background
+threads (collected at the end: ``files.Hashing``); read the embeddings of the
 shared tokens, the dense FFNs and the attention circuits; recover the hidden-space alignment and
 its rotation null (``probes.pairing``); compare every base layer with every candidate layer by
 neuron matching and align the layers; test each aligned pair's neurons and heads against the
@@ -26,7 +27,7 @@ from backends.distributed import Shards
 from verifier import __version__
 from verifier.architectures import RoleMap
 from verifier.architectures.layout import DOWN, EMBED, UP, K, O, Q, V
-from verifier.files import describe_files
+from verifier.files import FileRecord, Hashing, sha256_file
 from verifier.model import Model, open_model
 from verifier.model_cache import ModelCache
 from verifier.probes import frame_pairing as frame
@@ -77,15 +78,14 @@ class VerifyOptions(BaseModel):
         return self.probes is None or probe in self.probes
 
 
-def _info(model: Model, digest: bool, cache: ModelCache | None = None) -> ModelInfo:
-    """The report's description of one model; digests come from ``cache`` when given."""
+def _info(model: Model, files: list[FileRecord]) -> ModelInfo:
+    """The report's description of one model."""
     lay = model.layout
-    describe = cache.describe_files if cache is not None else describe_files
     return ModelInfo(
         path=str(model.path), format=model.format, architecture=lay.family,
         model_type=lay.model_type, num_layers=lay.num_layers, hidden_size=lay.hidden_size,
         vocab_size=lay.vocab_size, num_experts=lay.num_experts,
-        files=describe(model.reader.root, model.reader.files, digest=digest),
+        files=files,
     )
 
 
@@ -495,17 +495,22 @@ def verify(
     shards = shards or Shards()
     t_start = time.perf_counter()
     with open_model(base, role_map=role_maps[0]) as mb, \
-            open_model(candidate, role_map=role_maps[1]) as mc:
+            open_model(candidate, role_map=role_maps[1]) as mc, \
+            Hashing(cache.sha256 if cache is not None else sha256_file) as hashing:
+        # the digests (~2 GB/s per core) run beside the analysis, on the cores it leaves idle
+        files = [hashing.describe(m.reader.root, m.reader.files, digest=opts.digest)
+                 for m in (mb, mc)]
         run = _Run(mb, mc, opts, progress, compute, shards, cache)
         t0 = time.perf_counter()
-        models = Models(base=_info(mb, opts.digest, cache),
-                        candidate=_info(mc, opts.digest, cache))
-        t0 = run.tick("hashing", t0)
         sides = run.prepare()
         run.tick("reading", t0)
         if sides is not None:
             run.run(*sides)
         nd = run.norm_drift() if opts.wants(drift.NAME) else None
+        t0 = time.perf_counter()
+        hashing.wait(lambda done, total: run.progress("hashing files", done, total))
+        models = Models(base=_info(mb, files[0]()), candidate=_info(mc, files[1]()))
+        run.tick("hashing", t0)  # the wait for digests the analysis did not hide
     probes = [p for p in run.probes if opts.wants(p.name)]
     entries = [
         LayerMapEntry(

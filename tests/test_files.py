@@ -1,0 +1,89 @@
+"""File digests: every file's own sha256 whichever thread hashed it, digests of a failed run
+abandoned rather than waited for, and a verify report naming the bytes of both models."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from pathlib import Path
+
+import pytest
+from checkpoints import llama_tensors, write_llama_folder
+
+from verifier import files
+from verifier.files import Hashing, HashingCancelled, describe_files, sha256_file
+from verifier.verify import VerifyOptions, verify
+
+
+def _plain(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_files_hashed_side_by_side_each_get_their_own_digest(tmp_path):
+    sizes = [0, 1, files.CHUNK - 1, files.CHUNK, 3 * files.CHUNK + 17, 5, 1000]
+    paths = []
+    for k, size in enumerate(sizes):
+        p = tmp_path / "sub" / f"w{k}.bin" if k % 2 else tmp_path / f"w{k}.bin"
+        p.parent.mkdir(exist_ok=True)
+        p.write_bytes(bytes((k * 31 + i) % 251 for i in range(size)))
+        paths.append(p)
+    with Hashing(threads=4) as hashing:
+        collect = hashing.describe(tmp_path, reversed(paths))
+        seen = []
+        hashing.wait(lambda done, total: seen.append((done, total)))
+        records = collect()
+    assert seen[-1] == (len(paths), len(paths))
+    assert [r.path for r in records] == sorted(p.relative_to(tmp_path).as_posix() for p in paths)
+    by_path = {r.path: r for r in records}
+    for p, size in zip(paths, sizes, strict=True):
+        rec = by_path[p.relative_to(tmp_path).as_posix()]
+        assert (rec.sha256, rec.size) == (_plain(p), size)
+    assert describe_files(tmp_path, paths) == records
+    assert [r.sha256 for r in describe_files(tmp_path, paths, digest=False)] == [""] * len(paths)
+
+
+def test_a_digest_told_to_stop_is_abandoned_at_its_next_chunk(tmp_path):
+    p = tmp_path / "w.bin"
+    p.write_bytes(b"x" * 10)
+    stop = threading.Event()
+    assert sha256_file(p, stop) == _plain(p)
+    stop.set()
+    with pytest.raises(HashingCancelled):
+        sha256_file(p, stop)
+
+
+def test_a_failing_run_abandons_the_digests_it_started_and_never_starts_the_rest(tmp_path):
+    paths = [tmp_path / f"w{k}.bin" for k in range(4)]
+    for p in paths:
+        p.write_bytes(b"w")
+    started, told_to_stop = [], []
+
+    def slow_hasher(path: Path, stop: threading.Event | None) -> str:
+        started.append(path)
+        assert stop is not None
+        told_to_stop.append(stop.wait(timeout=30))  # a hash that would take a long time
+        raise HashingCancelled(str(path))
+
+    def failing_run() -> None:
+        with Hashing(slow_hasher, threads=1) as hashing:
+            hashing.describe(tmp_path, paths)
+            while not started:
+                threading.Event().wait(0.01)
+            raise RuntimeError("analysis failed")
+
+    with pytest.raises(RuntimeError, match="analysis failed"):
+        failing_run()
+    assert started == paths[:1]
+    assert told_to_stop == [True]
+
+
+def test_verify_records_every_shards_digest_of_both_models(tmp_path):
+    base = write_llama_folder(tmp_path / "base", shards=3)
+    rescaled = {name: w * 1.5 for name, w in llama_tensors().items()}
+    cand = write_llama_folder(tmp_path / "cand", rescaled, shards=2)
+    report = verify(base, cand, VerifyOptions())
+    for folder, info in ((base, report.models.base), (cand, report.models.candidate)):
+        weights = sorted(folder.glob("*.safetensors"))
+        assert [(f.path, f.sha256, f.size) for f in info.files] == [
+            (p.name, _plain(p), p.stat().st_size) for p in weights]
+    assert "hashing" in report.timings
