@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from verifier.cli import main
-from verifier.html_report import expert_overlap, render_html
-from verifier.probes.moe_upcycling import ExpertEntry
+from verifier.html_report import clustering_figure, expert_overlap, render_html
+from verifier.probes.moe_upcycling import NOT_MATCHED, ExpertEntry
 from verifier.report import Report
 from verifier.signing import generate_key, public_key_pem, sign_report
 from verifier.verify import VerifyOptions, verify
@@ -184,6 +184,29 @@ def test_expert_clustering_is_the_overlap_of_held_base_neurons():
     assert m[0][2] == 0.0
     assert m[3] == [0.0, 0.0, 0.0, 0.0]
     assert m[0][0] == 1.0
+
+
+def test_layers_matched_on_a_sample_are_named_and_kept_out_of_maps_and_clustering(reports):
+    """A MoE layer without null draws matched on a sample (``NOT_MATCHED`` neurons) has no
+    whole map: the page names it, draws maps and clustering of the wholly mapped layers only,
+    and counts held neurons among the matched ones."""
+    report = reports["moe"]
+    assert report.moe is not None
+    experts = [e if e.layer in (0, 7) else e.model_copy(update={"base_neurons": [
+        NOT_MATCHED] * (len(e.base_neurons) - 2) + e.base_neurons[-2:]})
+        for e in report.moe.experts]
+    sampled = report.model_copy(update={"moe": report.moe.model_copy(
+        update={"experts": experts})})
+    page = render_html(sampled)
+    assert "Layers 1-6 had no null draws of their own" in page
+    assert "Layers 1-6" not in render_html(report)
+    found = clustering_figure(sampled)
+    assert found is not None
+    assert found[1] == [0, 7]
+    held = sum(n >= 0 for n in experts[-1].base_neurons)
+    assert f"<td class=\"num\">{held}/{len(experts[-1].base_neurons)}</td>" in page
+    middle = next(e for e in experts if e.layer == 3)
+    assert f"{sum(n >= 0 for n in middle.base_neurons)}/2</td>" in page
 
 
 # --- the command line -------------------------------------------------------------------------

@@ -338,6 +338,44 @@ def test_untested_moe_layers_are_called_against_the_nearest_tested_layers_null(z
         assert part.upcycled is pair.upcycled
 
 
+def test_an_untested_layer_is_matched_on_its_tested_sample_unless_every_map_is_asked_for(
+        zoo: Zoo) -> None:
+    """Without ``map_all`` a layer without null draws matches only the neurons its call counts
+    (64 of 256-320 here): the same call, p-value and agreement of those neurons as when every
+    neuron is matched, coverage estimated from them (within sampling error of the whole map's),
+    and ``NOT_MATCHED`` for the rest; layers with null draws keep their whole maps."""
+    pairs = {p.name: p for p in MOE_PAIRS}
+    for pair in (pairs["fine_grained_upcycled_shared_slice"], pairs["mixtral_from_scratch"]):
+        every = _analysis(zoo[pair.base], zoo[pair.candidate], tested={0, 7}, sample=64)
+        part = _analysis(zoo[pair.base], zoo[pair.candidate], tested={0, 7}, sample=64,
+                         map_all=False)
+        assert [lr.mapped for lr in part.layers] == [True] + [False] * 6 + [True]
+        assert part.p_value == every.p_value
+        for lr, whole in zip(part.layers, every.layers, strict=True):
+            assert (lr.upcycled, lr.p_value, lr.tested_agree) == (
+                whole.upcycled, whole.p_value, whole.tested_agree)
+            bn = lr.base_neurons()
+            if lr.mapped:
+                assert np.array_equal(bn, whole.base_neurons())
+                continue
+            idx = lr.matched_only
+            assert lr.matched == idx.size == 64 < lr.neurons
+            assert np.array_equal(lr.observed.agree[idx], whole.observed.agree[idx])
+            assert (np.delete(bn, idx) == moe.NOT_MATCHED).all()
+            assert (bn[idx] != moe.NOT_MATCHED).all()
+            # coverage of the sample against the whole map's: 64 neurons, sd <= 0.0625
+            assert abs(lr.significant[idx].mean() - whole.significant.mean()) < 0.2
+            for entry in lr.experts():
+                matched = [n for n in entry.base_neurons if n != moe.NOT_MATCHED]
+                if matched:
+                    assert entry.coverage == sum(n >= 0 for n in matched) / len(matched)
+        if pair.upcycled:
+            assert 0.4 < part.statistic < 0.8
+            assert abs(part.statistic - every.statistic) < 0.1
+        else:
+            assert part.statistic == every.statistic == 0.0
+
+
 def test_an_untested_layers_observed_features_need_no_pool(zoo: Zoo) -> None:
     """A layer without null draws takes the observed pairing's features straight from its
     experts and the base FFN as stored (on a frame: the frame's columns only): the same numbers,

@@ -8,6 +8,7 @@ import pytest
 
 from verifier import verify as verify_module
 from verifier.cli import main
+from verifier.probes import moe_upcycling as moe
 from verifier.probes.base import spread
 from verifier.report import Report
 from verifier.verify import VerifyOptions, verify
@@ -276,6 +277,28 @@ def test_null_layers_spread_over_moe_layers_too(zoo, pair, moe_reports):
     assert [(e.layer, e.expert, e.similarity) for e in reduced.moe.experts] == [
         (e.layer, e.expert, e.similarity) for e in exact.moe.experts]
     assert [e.base_layer for e in reduced.layer_map] == [e.base_layer for e in exact.layer_map]
+
+
+@pytest.mark.parametrize("pair", [p for p in MOE_PAIRS if p.name in (
+    "fine_grained_upcycled_shared_slice", "mixtral_from_scratch")], ids=lambda p: p.name)
+def test_moe_layers_without_null_draws_are_matched_on_their_sample_unless_full(
+        zoo, pair, moe_reports):
+    """``--null-layers 2 --moe-sample 64``: the six MoE layers without null draws match only
+    their 64 tested neurons (the rest ``NOT_MATCHED``) and keep their calls; ``--full`` maps
+    every neuron of every layer. Verdict, upcycled flag and layer map unchanged either way."""
+    for full in (False, True):
+        reduced, exact, probe = _reduced_moe(zoo, pair, moe_reports, null_layers=2,
+                                             moe_sample=64, full=full)
+        assert [e.base_layer for e in reduced.layer_map] == [
+            e.base_layer for e in exact.layer_map]
+        assert probe.details["moe_layers_tested"] == 2
+        assert probe.details["moe_layers_mapped"] == (8 if full else 2)
+        assert probe.details["matched_expert_neurons"] == (
+            probe.details["expert_neurons"] if full else
+            probe.details["expert_neurons"] * 2 // 8 + 6 * 64)
+        for e in reduced.moe.experts:
+            unmatched = sum(n == moe.NOT_MATCHED for n in e.base_neurons)
+            assert (unmatched > 0) is (not full and e.layer not in (0, 7))
 
 
 def test_embeddings_alone_skip_the_layer_work(zoo):

@@ -179,12 +179,14 @@ def verify(
     null_layers: Annotated[
         int, typer.Option("--null-layers", min=1, help="Candidate layers tested against their "
                           "own null draws (spread over the depth), dense and MoE layers each; "
-                          "the rest are mapped only.")
+                          "the rest are mapped only (MoE layers on their --moe-sample neurons, "
+                          "unless --full).")
     ] = 8,
     moe_sample: Annotated[
         int, typer.Option("--moe-sample", min=64, help="Expert neurons per MoE layer tested "
-                          "against null draws (wider layers are sampled; expert maps always "
-                          "cover every neuron).")
+                          "against null draws (wider layers are sampled). MoE layers without "
+                          "null draws are matched on this sample only, unless --full; the "
+                          "expert maps of layers with null draws cover every neuron.")
     ] = 2048,
     hidden_sample: Annotated[
         int, typer.Option("--hidden-sample", min=8, help="Hidden directions the probes compare "
@@ -193,8 +195,9 @@ def verify(
     ] = 128,
     full: Annotated[
         bool, typer.Option("--full", help="The exact, unreduced path: every hidden coordinate, "
-                           "and every base layer against every candidate layer (equal-depth "
-                           "large models otherwise compare layer i with layer i).")
+                           "every base layer against every candidate layer (equal-depth "
+                           "large models otherwise compare layer i with layer i), and an expert "
+                           "map of every MoE layer.")
     ] = False,
     sign_key: Annotated[
         Path | None,

@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 from verifier.errors import InputError, IntegrityError, LineageError
 from verifier.probes.base import spread
+from verifier.probes.moe_upcycling import NOT_MATCHED
 from verifier.render import VERDICT_MEANING, format_p, human_bytes
 from verifier.report import Report
 
@@ -375,6 +376,24 @@ def _by_layer(experts: Iterable[ExpertEntry]) -> dict[int, list[ExpertEntry]]:
     return {k: sorted(v, key=lambda e: e.expert) for k, v in sorted(out.items())}
 
 
+def _runs(numbers: Sequence[int]) -> str:
+    """Sorted integers as runs: ``1-6, 9``."""
+    out: list[str] = []
+    for n in numbers:
+        if out and out[-1].split("-")[-1] == str(n - 1):
+            out[-1] = f"{out[-1].split('-')[0]}-{n}"
+        else:
+            out.append(str(n))
+    return ", ".join(out)
+
+
+def _mapped_layers(experts: Iterable[ExpertEntry]) -> dict[int, list[ExpertEntry]]:
+    """The layers whose every expert neuron was matched (a whole expert map): a layer matched
+    on a sample of its neurons says little of which base neurons its experts hold or share."""
+    return {k: v for k, v in _by_layer(experts).items()
+            if all(n != NOT_MATCHED for e in v for n in e.base_neurons)}
+
+
 def expert_overlap(experts: Sequence[ExpertEntry]) -> list[list[float]]:
     """Expert-by-expert clustering of one layer: ``|B_e & B_f| / min(|B_e|, |B_f|)`` over the
     base neurons each expert holds (0 where either holds none), as ``moe_upcycling`` defines
@@ -430,10 +449,12 @@ def expert_map_figure(report: Report) -> Figure | None:
     scattered neurons or blocks, a fresh expert stays empty."""
     import numpy as np
 
-    if report.moe is None or not report.moe.experts:
+    if report.moe is None:
         return None
-    layers = _by_layer(report.moe.experts)
-    width = max([n for e in report.moe.experts for n in e.base_neurons] + [-1]) + 1
+    layers = _mapped_layers(report.moe.experts)
+    if not layers:
+        return None
+    width = max([n for v in layers.values() for e in v for n in e.base_neurons] + [-1]) + 1
     slices = max(1, min(_MAX_SLICES, width))
     per = max(1, math.ceil(width / slices)) if width else 1
     rows = [e for entries in layers.values() for e in entries]
@@ -465,9 +486,11 @@ def clustering_figure(report: Report) -> tuple[Figure, list[int]] | None:
     the depth), and which layers were drawn."""
     import numpy as np
 
-    if report.moe is None or not report.moe.experts:
+    if report.moe is None:
         return None
-    layers = _by_layer(report.moe.experts)
+    layers = _mapped_layers(report.moe.experts)
+    if not layers:
+        return None
     shown = spread(list(layers), _MAX_CLUSTER_PANELS)
     ncols = min(4, len(shown))
     nrows = math.ceil(len(shown) / ncols)
@@ -663,12 +686,17 @@ def _moe_html(report: Report) -> str:
             "Coverage: the fraction of an expert's neurons matched significantly to a base FFN "
             "neuron (1: a copy; 0: re-initialised or trained from scratch)." + shared,
             wide=False))
+    layers = _by_layer(moe.experts)
+    sampled = [k for k in layers if k not in _mapped_layers(moe.experts)]
+    partial = (f" Layers {_runs(sampled)} had no null draws of their own and were matched on "
+               "a sample of their expert neurons (coverage and similarity there are estimates "
+               "from it); they are left out here (--full maps every layer)." if sampled else "")
     fig = expert_map_figure(report)
     if fig is not None:
         parts.append(_figure_html(
             "fig-expert-map", fig,
             "Which base FFN neurons each expert holds, in slices of the base FFN's neurons (in "
-            "the base's neuron order)." + shared))
+            "the base's neuron order)." + shared + partial))
     clustered = clustering_figure(report)
     if clustered is not None:
         cfig, shown = clustered
@@ -676,13 +704,14 @@ def _moe_html(report: Report) -> str:
             "fig-expert-clustering", cfig,
             "Expert clustering, recomputed from the base neurons each expert holds: shared base "
             "neurons over the smaller expert's count. Layers shown: "
-            + ", ".join(map(str, shown)) + "."))
+            + ", ".join(map(str, shown)) + "." + partial))
     parts.append("<details><summary>expert map as a table</summary>")
     parts.append(_table(("layer", "expert", "base layer", "coverage", "similarity",
-                         "neurons held"), (
+                         "neurons held / matched"), (
         (e.layer, e.expert, "-" if e.base_layer is None else e.base_layer,
          f"{e.coverage:.2f}", f"{e.similarity:.3f}",
-         f"{sum(n >= 0 for n in e.base_neurons)}/{len(e.base_neurons)}")
+         f"{sum(n >= 0 for n in e.base_neurons)}/"
+         f"{sum(n != NOT_MATCHED for n in e.base_neurons)}")
         for e in moe.experts), numeric=(0, 1, 2, 3, 4, 5)))
     parts.append("</details></section>")
     return "".join(parts)

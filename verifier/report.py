@@ -19,8 +19,10 @@ from verifier.probes.base import ProbeResult
 from verifier.probes.moe_upcycling import ExpertEntry, MoESection
 from verifier.probes.norm_drift import NormDrift
 
-#: 1.1: ``layer_similarity`` added (optional; 1.0 reports still read)
-SCHEMA_VERSION = "1.1"
+#: 1.1: ``layer_similarity`` added (optional; 1.0 reports still read). 1.2: ``base_neurons``
+#: may hold -2 (an expert neuron not matched: MoE layers without null draws are matched on a
+#: sample unless ``--full``); the shape is unchanged, so 1.0 and 1.1 reports still read
+SCHEMA_VERSION = "1.2"
 Verdict = Literal["derived", "independent", "inconclusive"]
 
 

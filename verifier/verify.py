@@ -60,15 +60,17 @@ class VerifyOptions(BaseModel):
     #: relative size of the noise in the power check (noise norm / weight norm)
     power_drift: float = Field(3.0, gt=0.0)
     digest: bool = True
-    #: compare every base layer with every candidate layer even when that is costly
+    #: the exact, unreduced path: every hidden coordinate, every base layer against every
+    #: candidate layer even when that is costly, and an expert map of every MoE layer
     full: bool = False
     #: base neurons per layer matched against all candidate neurons (wider layers are sampled)
     neuron_sample: int = Field(neurons.MAX_BASE_NEURONS, ge=16)
     #: candidate layers that get null draws (and p-values); more are spread evenly over depth.
     #: Dense and MoE layers each: at most this many of each
     null_layers: int = Field(8, ge=1)
-    #: expert neurons per MoE layer that get null draws (wider layers are sampled; expert maps
-    #: always cover every neuron)
+    #: expert neurons per MoE layer that get null draws (wider layers are sampled); a MoE layer
+    #: without null draws is matched on this sample alone unless ``full`` (expert maps of the
+    #: layers with null draws, or of all with ``full``, cover every neuron)
     moe_sample: int = Field(moe.MAX_NULL_NEURONS, ge=64)
     #: hidden directions compared in wider dense models (``probes.frame_pairing``); ``full``
     #: compares all of them
@@ -214,7 +216,8 @@ class _Run:
         found = moe.upcycling_probe(self.base, self.cand, pairing, mapped, self.rng,
                                     alpha=self.opts.alpha, shards=self.shards,
                                     sample=self.opts.moe_sample,
-                                    null_layers=self.opts.null_layers)
+                                    null_layers=self.opts.null_layers,
+                                    map_all=self.opts.full)
         self.progress("matching experts", 1, 1)
         if found is None:
             self.warnings.append("the base has no FFN to compare the candidate's experts with: "

@@ -62,8 +62,8 @@ tail of ``A_j`` under the predictive distribution of a new draw: beta-binomial `
 A layer of more than ``MAX_NULL_NEURONS`` expert neurons is tested on a fixed random sample of
 that many (drawn from the pairing's seed, before any statistic is seen): the null draws match
 only those neurons, and ``A_j`` counts the agreeing ones among them, so the test stays exact
-while its cost falls by about ``N_j / sample``; the observed matching, and with it every expert
-map, still covers all ``N_j`` neurons. Neurons of one draw are not independent (hubs), so counts
+while its cost falls by about ``N_j / sample``; the observed matching of a layer with null
+draws, and with it its expert map, still covers all ``N_j`` neurons. Neurons of one draw are not independent (hubs), so counts
 and trials are first divided by the over-dispersion ``phi = max(1, var(c_k) / (N_j p0 (1 -
 p0)))`` measured across draws (quasi-likelihood), which widens the tail. When the base layer is
 chosen among ``L_base`` layers by the statistic (depths differ and no layer map is given), the
@@ -71,9 +71,11 @@ layer's p-value is multiplied by ``L_base`` (Bonferroni). Layers are merged by t
 harmonic mean (``stats.harmonic_combine``), valid under any dependence; ``upcycled`` is ``p <
 alpha``. Null draws are made for a spread of MoE layers (``--null-layers``, as for dense
 layers: at 7B width a layer's 25 draws cost more than its observed matching); each other
-layer keeps its observed matching and is called against the nearest tested layer's null (its
-threshold and counts, ``LayerResult.borrow``), with no p-value of its own and no part in the
-merged one. Calibration, leave-one-out over 40 null draws: for independent MoEs fewer p-values
+layer gets the observed matching of its tested sample (of every neuron with ``map_all``,
+``--full``: at 72B width a whole map costs ~20x its sample's) and is called against the
+nearest tested layer's null (its threshold and counts, ``LayerResult.borrow``), with no p-value
+of its own and no part in the merged one; its unmatched neurons are ``NOT_MATCHED`` in the
+expert map. Calibration, leave-one-out over 40 null draws: for independent MoEs fewer p-values
 than nominal fall below 0.1 and 0.01 (conservative); for upcycled pairs, whose own null draws hold
 chance-aligned copies (heavier-tailed counts), up to 2.5x nominal at 0.01, which matters little
 there since the observed counts exceed every draw many times over. Zhu et al. (ICML 2025) use
@@ -95,6 +97,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import numpy as np
 import torch
@@ -122,8 +125,11 @@ POWER_DRIFT = 1.0
 #: experts of the power check's fake upcycled layer (two replicas of the FFN cut into these)
 POWER_EXPERTS = 4
 #: expert neurons per MoE layer that get null draws; wider layers are sampled (the observed
-#: matching, and so every expert map, always covers every neuron)
+#: matching of a layer with null draws, and so its expert map, covers every neuron)
 MAX_NULL_NEURONS = 2048
+#: ``base_neurons`` of an expert neuron that was not matched: its layer had no null draws and
+#: was matched on its tested sample only (``analyse``'s ``map_all``)
+NOT_MATCHED = -2
 
 
 class ExpertEntry(BaseModel):
@@ -136,7 +142,9 @@ class ExpertEntry(BaseModel):
     base_layer: int | None
     coverage: float
     similarity: float
-    #: per expert neuron, the base FFN neuron it holds, or -1 (re-initialised or new)
+    #: per expert neuron, the base FFN neuron it holds, -1 (re-initialised or new), or -2 (not
+    #: matched: a layer without null draws is matched on a sample of its neurons unless
+    #: ``--full``); ``coverage`` and ``similarity`` are over the matched neurons
     base_neurons: list[int]
 
 
@@ -217,6 +225,15 @@ class Matching:
     sim: np.ndarray
     agree: np.ndarray
     separate: np.ndarray
+
+    def spread(self, n: int, idx: np.ndarray) -> Matching:
+        """This matching of the neurons ``idx`` of a layer of ``n``, as the layer's: the
+        others unassigned (-1, NaN) and not agreeing."""
+        index, sim = np.full(n, -1, dtype=np.int64), np.full(n, np.nan)
+        agree, separate = np.zeros(n, dtype=bool), np.full(n, -1, dtype=np.int64)
+        index[idx], sim[idx], agree[idx], separate[idx] = (self.index, self.sim, self.agree,
+                                                           self.separate)
+        return Matching(index, sim, agree, separate)
 
 
 #: an expert's assignment: its rows (expert neurons), their base neurons and similarities there
@@ -389,6 +406,9 @@ class LayerResult:
     #: the layer whose null draws call this one: its own, or for a layer without draws of its
     #: own (``analyse``'s ``tested``) the nearest tested layer's once ``borrow``ed (None before)
     null_layer: int | None
+    #: the expert neurons ``observed`` matched when not all of them (a layer without null
+    #: draws, matched on its tested sample: ``analyse``'s ``map_all``)
+    matched_only: np.ndarray | None = None
 
     @property
     def own_null(self) -> bool:
@@ -412,7 +432,18 @@ class LayerResult:
         return int(sum(self.widths))
 
     @property
+    def matched(self) -> int:
+        """Expert neurons the observed matching covers: all, or the tested sample."""
+        return self.neurons if self.matched_only is None else int(self.matched_only.size)
+
+    @property
+    def mapped(self) -> bool:
+        """Every expert neuron matched: the layer has a whole expert map."""
+        return self.matched_only is None
+
+    @property
     def agree(self) -> int:
+        """Agreeing neurons among the matched ones."""
         return int(self.observed.agree.sum())
 
     @property
@@ -427,7 +458,12 @@ class LayerResult:
         return (o.index >= 0) & (o.sim > self.threshold) & self.upcycled
 
     def base_neurons(self) -> np.ndarray:
-        return np.where(self.significant, self.observed.index, -1)
+        out = np.where(self.significant, self.observed.index, -1)
+        if self.matched_only is not None:
+            unmatched = np.ones(out.size, dtype=bool)
+            unmatched[self.matched_only] = False
+            out[unmatched] = NOT_MATCHED
+        return out
 
     def overlap(self) -> np.ndarray:
         """Expert-by-expert overlap of the base neurons they hold (significant matches):
@@ -447,15 +483,17 @@ class LayerResult:
         return out
 
     def experts(self) -> list[ExpertEntry]:
-        """Routed experts ``0..E-1``, then shared experts as ``E, E+1, ...``."""
+        """Routed experts ``0..E-1``, then shared experts as ``E, E+1, ...``; coverage and
+        similarity over each expert's matched neurons (all of them in a mapped layer)."""
         out, start = [], 0
         bn, sig, sim = self.base_neurons(), self.significant, self.observed.sim
         for e, w in enumerate(self.widths):
             part = slice(start, start + w)
             s = sim[part]
+            matched = int((bn[part] != NOT_MATCHED).sum())
             out.append(ExpertEntry(
                 layer=self.layer, expert=e, base_layer=self.base_layer,
-                coverage=float(sig[part].mean()) if w else 0.0,
+                coverage=float(sig[part].sum()) / matched if matched else 0.0,
                 similarity=float(np.nanmean(s)) if np.isfinite(s).any() else 0.0,
                 base_neurons=[int(i) for i in bn[part]],
             ))
@@ -485,8 +523,8 @@ class UpcyclingAnalysis:
 
     @property
     def statistic(self) -> float:
-        """Fraction of all tested expert neurons whose gate, up and down agree."""
-        n = sum(lr.neurons for lr in self.layers)
+        """Fraction of all matched expert neurons whose gate, up and down agree."""
+        n = sum(lr.matched for lr in self.layers)
         return sum(lr.agree for lr in self.layers) / max(n, 1)
 
     def experts(self) -> list[ExpertEntry]:
@@ -542,22 +580,32 @@ def _test_layer(
 def _mapped_layer(
     pairing: Pairing, pool: neurons.FFNWeights, moe: MoELayer, j: int, a: int, bonferroni: int,
     alpha: float, observed: Matching | None = None, sample: int = MAX_NULL_NEURONS,
+    map_all: bool = True,
 ) -> LayerResult:
     """Candidate layer ``j`` against base layer ``a`` without null draws: the observed
-    matching (the expert maps) and the count of the neurons a test would count (the same
-    sample); ``LayerResult.borrow`` calls it against a tested layer's null. Only the
-    observed pairing's features are made (on a frame: no pooled copy of the layer, no float32
-    copy of the base FFN)."""
-    if observed is None:
-        observed = match_layer(pairing.observed_base_features(pool),
-                               pairing.observed_pool_features(moe.units), moe.widths)
+    matching and the count of the neurons a test would count (the same sample);
+    ``LayerResult.borrow`` calls it against a tested layer's null. Only the observed pairing's
+    features are made (on a frame: no pooled copy of the layer, no float32 copy of the base
+    FFN). With ``map_all`` every expert neuron is matched (the layer's expert map); without,
+    only the tested sample (the neurons the call counts; their features still balanced over
+    the whole layer), a ``N / sample`` fraction of the work."""
     idx = sample_neurons(moe.widths, sample, pairing.generator(j, 2))
+    matched_only = None
+    if observed is None:
+        feats = pairing.observed_pool_features(moe.units)
+        base = pairing.observed_base_features(pool)
+        if map_all or idx is None:
+            observed = match_layer(base, feats, moe.widths)
+        else:
+            observed = match_layer(base, _rows(feats, idx), _sampled_widths(moe.widths, idx)
+                                   ).spread(sum(moe.widths), idx)
+            matched_only = idx
     trials, tested = _counted(moe, observed, idx)
     return LayerResult(
         layer=j, base_layer=a, widths=moe.widths, routed=len(moe.experts), observed=observed,
         trials=trials, tested_agree=tested, null_agree=[], null_similarity=[],
         threshold=math.inf, p_value=1.0, phi=1.0, bonferroni=bonferroni, alpha=alpha,
-        null_layer=None,
+        null_layer=None, matched_only=matched_only,
     )
 
 
@@ -572,6 +620,7 @@ def analyse(
     shards: Shards | None = None,
     sample: int = MAX_NULL_NEURONS,
     tested: Collection[int] | None = None,
+    map_all: bool = True,
 ) -> UpcyclingAnalysis | None:
     """Test every candidate MoE layer in ``moe`` against its base layer in ``pools``.
 
@@ -584,14 +633,20 @@ def analyse(
     ``tested``: the layers that get null draws of their own (all when None; chosen before any
     statistic is seen). Each other layer gets its observed matching and is called against the
     nearest tested layer's null (``LayerResult.borrow``); the probe's p-value combines the
-    tested layers alone, as the dense probes' ``--null-layers`` do.
+    tested layers alone, as the dense probes' ``--null-layers`` do. ``map_all``: the other
+    layers' observed matching covers every expert neuron (their expert maps); without it, their
+    tested sample only (each expert's coverage and similarity estimated from its sampled
+    neurons; ``NOT_MATCHED`` in ``base_neurons`` for the rest), which is what their call needs.
     """
     shards = shards or Shards()
     if not pools:
         return None
     results: list[LayerResult] = []
     for j, layer in sorted(moe.items()):
-        test = _test_layer if tested is None or j in tested else _mapped_layer
+        if tested is None or j in tested:
+            test = _test_layer
+        else:
+            test = partial(_mapped_layer, map_all=map_all)
         if layer_map is not None and layer_map.get(j) in pools:
             a = int(layer_map[j])
             results.append(test(pairing, pools[a], layer, j, a, 1, alpha, sample=sample))
@@ -696,6 +751,7 @@ def upcycling_probe(
     shards: Shards | None = None,
     sample: int = MAX_NULL_NEURONS,
     null_layers: int | None = None,
+    map_all: bool = True,
 ) -> tuple[ProbeResult, MoESection, dict[int, int]] | None:
     """The ``moe_upcycling`` probe, the report's MoE section and the layers called upcycled
     (candidate layer -> base layer), or None when the candidate has no MoE layer or the base no
@@ -705,7 +761,8 @@ def upcycling_probe(
     experts are read from ``base``); ``layer_map`` maps candidate layers to base layers where
     known; ``rng`` draws the power check's fake (which reuses the pairing's null draws).
     ``null_layers``: at most this many MoE layers, spread over the depth, get null draws of
-    their own (all when None; ``analyse``'s ``tested``). ``shards``: this rank reads and tests
+    their own (all when None; ``analyse``'s ``tested``); ``map_all``: the others get whole
+    expert maps too (else they are matched on their tested sample). ``shards``: this rank reads and tests
     only its share of the candidate's MoE layers (the tested ones dealt out first).
     Computes where the pairing does.
     """
@@ -719,12 +776,13 @@ def upcycling_probe(
     pools = base_pools(pairing.base.ffn, load_moe(base) if base.layout.moe_layers else {})
     result = analyse(pairing, pools, moe, layer_map, alpha,
                      same_depth=base.layout.num_layers == cand.layout.num_layers, shards=shards,
-                     sample=sample, tested=set(tested))
+                     sample=sample, tested=set(tested), map_all=map_all)
     if result is None:
         return None
     power = power_p(pairing, pools, rng, power_drift, sample)
     k = len(pairing.rotations)
     own = sum(lr.own_null for lr in result.layers)
+    mapped = [lr for lr in result.layers if lr.mapped]
     probe = ProbeResult(
         name=NAME, statistic=result.statistic, p_value=result.p_value, decisive=True,
         null=(f"number of expert neurons whose gate, up and down rows are separately matched to "
@@ -739,15 +797,18 @@ def upcycling_probe(
         details={
             "moe_layers": len(result.layers),
             "moe_layers_tested": own,
+            "moe_layers_mapped": len(mapped),
             "expert_neurons": sum(lr.neurons for lr in result.layers),
+            "matched_expert_neurons": sum(lr.matched for lr in result.layers),
             "agreeing_neurons": sum(lr.agree for lr in result.layers),
             "null_sampled_neurons": sum(lr.trials for lr in result.layers if lr.own_null),
             "threshold_quantile": THRESHOLD_QUANTILE,
             "mean_threshold": float(np.mean([lr.threshold for lr in result.layers])),
             "mean_coverage": float(np.mean([e.coverage for e in result.experts()])),
+            # of whole expert maps: two samples of the same slice rarely share a neuron
             "mean_expert_overlap": float(np.mean([
                 lr.overlap()[~np.eye(len(lr.widths), dtype=bool)].mean()
-                for lr in result.layers if len(lr.widths) > 1
+                for lr in mapped if len(lr.widths) > 1
             ] or [0.0])),
             "shared_experts_numbered_from": min(lr.routed for lr in result.layers),
             "power_drift": power_drift,
