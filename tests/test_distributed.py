@@ -1,5 +1,6 @@
 """Layers sharded over two gloo ranks give the single-process report (timings aside), for the
-whole test-model set, and the CLI launched by torchrun writes one report from rank 0."""
+whole test-model set, digests included (the ranks deal the files out), and the CLI launched by
+torchrun writes one report from rank 0."""
 
 from __future__ import annotations
 
@@ -61,6 +62,7 @@ def test_two_gloo_ranks_give_the_single_process_report_for_every_pair(zoo, zoo_r
         assert "ranks" not in single.timings
         assert sharded.timings.get("ranks") == 2.0
         assert sharded.verdict == pair.truth
+        assert all(len(f.sha256) == 64 for f in sharded.models.candidate.files)
         assert sharded.model_dump(exclude=VOLATILE) == single.model_dump(exclude=VOLATILE), \
             pair.name
 

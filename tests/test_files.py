@@ -28,11 +28,13 @@ def test_files_hashed_side_by_side_each_get_their_own_digest(tmp_path):
         p.write_bytes(bytes((k * 31 + i) % 251 for i in range(size)))
         paths.append(p)
     with Hashing(threads=4) as hashing:
-        collect = hashing.describe(tmp_path, reversed(paths))
-        seen = []
-        hashing.wait(lambda done, total: seen.append((done, total)))
-        records = collect()
-    assert seen[-1] == (len(paths), len(paths))
+        hashing.submit(reversed(paths))
+        hashing.submit(paths[:2])  # submitted twice, hashed once
+        seen: list[tuple[int, int]] = []
+        digests = hashing.wait(lambda done, total: seen.append((done, total)))
+    assert seen == [(k, len(paths)) for k in range(1, len(paths) + 1)]
+    assert digests == {p: _plain(p) for p in paths}
+    records = files.records(tmp_path, paths, digests)
     assert [r.path for r in records] == sorted(p.relative_to(tmp_path).as_posix() for p in paths)
     by_path = {r.path: r for r in records}
     for p, size in zip(paths, sizes, strict=True):
@@ -66,7 +68,7 @@ def test_a_failing_run_abandons_the_digests_it_started_and_never_starts_the_rest
 
     def failing_run() -> None:
         with Hashing(slow_hasher, threads=1) as hashing:
-            hashing.describe(tmp_path, paths)
+            hashing.submit(paths)
             while not started:
                 threading.Event().wait(0.01)
             raise RuntimeError("analysis failed")

@@ -17,7 +17,7 @@ import hashlib
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -68,16 +68,16 @@ def sha256_file(path: Path, stop: threading.Event | None = None) -> str:
 class Hashing:
     """sha256 of many files in background threads, one file per thread at a time.
 
-    ``describe`` submits a model's files and returns what collects their records; ``wait``
-    blocks until every submitted file is hashed (reporting progress). Leaving the ``with``
-    block because of an error abandons the digests still running, at their next chunk."""
+    ``submit`` starts hashing files; ``wait`` blocks until every submitted file is hashed
+    (reporting progress) and gives their digests. Leaving the ``with`` block because of an
+    error abandons the digests still running, at their next chunk."""
 
     def __init__(self, hasher: Hasher = sha256_file, threads: int | None = None) -> None:
         self._hasher = hasher
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=threads or usable_cores(),
                                         thread_name_prefix="lineage-sha256")
-        self._futures: list[Future[str]] = []
+        self._futures: dict[Path, Future[str]] = {}
 
     def __enter__(self) -> Hashing:
         return self
@@ -89,28 +89,22 @@ class Hashing:
             self._stop.set()
         self._pool.shutdown(wait=True)
 
-    def describe(self, root: Path, files: Iterable[Path], *,
-                 digest: bool = True) -> Callable[[], list[FileRecord]]:
-        """Start hashing ``files`` (unless ``digest`` is False, which leaves sha256 empty);
-        the returned function gives their records sorted by relative path, once hashed."""
-        paths = list(files)
-        futures = [self._pool.submit(self._hasher, p, self._stop) for p in paths] if digest \
-            else []
-        self._futures += futures
+    def submit(self, files: Iterable[Path]) -> None:
+        """Start hashing ``files`` (each file once, however often it is submitted)."""
+        for path in files:
+            if path not in self._futures:
+                self._futures[path] = self._pool.submit(self._hasher, path, self._stop)
 
-        def records() -> list[FileRecord]:
-            digests = [f.result() for f in futures] if digest else [""] * len(paths)
-            return sorted((FileRecord(path=_relative(p, root), sha256=d, size=p.stat().st_size)
-                           for p, d in zip(paths, digests, strict=True)), key=lambda r: r.path)
-        return records
-
-    def wait(self, progress: Callable[[int, int], None] | None = None) -> None:
-        """Block until every submitted digest is done; ``progress(done, total)`` after each."""
+    def wait(self, progress: Callable[[int, int], None] | None = None) -> dict[Path, str]:
+        """Every submitted file's sha256, once all are done (the first failure is raised);
+        ``progress(done, total)`` after each."""
         total = len(self._futures)
-        for done, future in enumerate(self._futures, 1):
-            future.exception()  # waits; its error is raised by the records that need it
+        out = {}
+        for done, (path, future) in enumerate(self._futures.items(), 1):
+            out[path] = future.result()
             if progress is not None:
                 progress(done, total)
+        return out
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -120,12 +114,25 @@ def _relative(path: Path, root: Path) -> str:
         return path.name
 
 
+def records(root: Path, files: Iterable[Path],
+            digests: Mapping[Path, str] | None) -> list[FileRecord]:
+    """Records of ``files`` sorted by relative path, with their sha256 from ``digests`` (empty
+    when None: the run was asked not to hash)."""
+    return sorted((FileRecord(path=_relative(p, root),
+                              sha256=digests[p] if digests is not None else "",
+                              size=p.stat().st_size) for p in files), key=lambda r: r.path)
+
+
 def describe_files(root: Path, files: Iterable[Path], *, digest: bool = True,
                    hasher: Hasher = sha256_file) -> list[FileRecord]:
     """Records of ``files`` sorted by relative path; ``digest=False`` leaves sha256 empty;
     ``hasher`` computes (or looks up) a file's sha256. Files are hashed side by side."""
+    paths = list(files)
+    if not digest:
+        return records(root, paths, None)
     with Hashing(hasher) as hashing:
-        return hashing.describe(root, files, digest=digest)()
+        hashing.submit(paths)
+        return records(root, paths, hashing.wait())
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:

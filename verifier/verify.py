@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from backends.distributed import Shards
 from verifier import __version__
 from verifier.architectures import RoleMap
 from verifier.architectures.layout import DOWN, EMBED, UP, K, O, Q, V
-from verifier.files import FileRecord, Hashing, sha256_file
+from verifier.files import Hashing, records, sha256_file
 from verifier.model import Model, open_model
 from verifier.model_cache import ModelCache
 from verifier.probes import frame_pairing as frame
@@ -80,14 +80,17 @@ class VerifyOptions(BaseModel):
         return self.probes is None or probe in self.probes
 
 
-def _info(model: Model, files: list[FileRecord]) -> ModelInfo:
-    """The report's description of one model."""
+def _info(model: Model, digests: Mapping[str, str] | None) -> ModelInfo:
+    """The report's description of one model; ``digests``: sha256 by file path (None: not
+    hashed)."""
     lay = model.layout
     return ModelInfo(
         path=str(model.path), format=model.format, architecture=lay.family,
         model_type=lay.model_type, num_layers=lay.num_layers, hidden_size=lay.hidden_size,
         vocab_size=lay.vocab_size, num_experts=lay.num_experts,
-        files=files,
+        files=records(model.reader.root, model.reader.files,
+                      None if digests is None else {p: digests[str(p)]
+                                                    for p in model.reader.files}),
     )
 
 
@@ -500,9 +503,11 @@ def verify(
     with open_model(base, role_map=role_maps[0]) as mb, \
             open_model(candidate, role_map=role_maps[1]) as mc, \
             Hashing(cache.sha256 if cache is not None else sha256_file) as hashing:
-        # the digests (~2 GB/s per core) run beside the analysis, on the cores it leaves idle
-        files = [hashing.describe(m.reader.root, m.reader.files, digest=opts.digest)
-                 for m in (mb, mc)]
+        # the digests (~2 GB/s per core) run beside the analysis, on the cores it leaves idle;
+        # ranks deal the files out (on one host they share its cores and its page cache)
+        files = list(dict.fromkeys([*mb.reader.files, *mc.reader.files]))
+        if opts.digest:
+            hashing.submit(shards.mine(files))
         run = _Run(mb, mc, opts, progress, compute, shards, cache)
         t0 = time.perf_counter()
         sides = run.prepare()
@@ -511,8 +516,12 @@ def verify(
             run.run(*sides)
         nd = run.norm_drift() if opts.wants(drift.NAME) else None
         t0 = time.perf_counter()
-        hashing.wait(lambda done, total: run.progress("hashing files", done, total))
-        models = Models(base=_info(mb, files[0]()), candidate=_info(mc, files[1]()))
+        digests = None
+        if opts.digest:
+            mine = hashing.wait(lambda done, total: run.progress("hashing files", done, total))
+            digests = {p: d for part in shards.gather({str(p): d for p, d in mine.items()})
+                       for p, d in part.items()}
+        models = Models(base=_info(mb, digests), candidate=_info(mc, digests))
         run.tick("hashing", t0)  # the wait for digests the analysis did not hide
     probes = [p for p in run.probes if opts.wants(p.name)]
     entries = [
