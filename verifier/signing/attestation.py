@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from verifier.errors import InputError, IntegrityError, LineageError
-from verifier.files import FileRecord, sha256_file, write_atomic
+from verifier.files import FileRecord, Hashing, write_atomic
 from verifier.report import Report
 from verifier.signing.bundle import bundle_json, parse_bundle
 from verifier.signing.dsse import INTOTO_PAYLOAD_TYPE, sign_envelope, verify_envelope
@@ -286,7 +286,11 @@ def check_model_files(
         size = file.stat().st_size
         if size != record.size:
             raise IntegrityError(f"{side}/{rel}: size {size} bytes, the report says {record.size}")
-        digest = sha256_file(file)
+    with Hashing() as hashing:  # files side by side: sha256 is ~2 GB/s per core
+        hashing.submit(root / rel for rel in sorted(wanted))
+        digests = hashing.wait()
+    for rel, record in sorted(wanted.items()):
+        digest = digests[root / rel]
         if digest != record.sha256.lower():
             raise IntegrityError(f"{side}/{rel}: sha256 {digest} does not match the signed "
                                  f"{record.sha256}")
