@@ -33,11 +33,11 @@ def test_the_assignment_is_the_solvers(shape):
 def test_the_solver_runs_only_where_best_columns_collide(monkeypatch):
     calls = []
 
-    def solver(s, maximize):
+    def solver(s):
         calls.append(s.shape)
-        return linear_sum_assignment(s, maximize=maximize)
+        return linear_sum_assignment(s, maximize=True)
 
-    monkeypatch.setattr(assignment, "linear_sum_assignment", solver)
+    monkeypatch.setattr(assignment, "solve", solver)
     rng = np.random.default_rng(1)
     max_assignment(_planted(64, 1000, rng))
     assert calls == []
@@ -46,6 +46,24 @@ def test_the_solver_runs_only_where_best_columns_collide(monkeypatch):
     rows, cols = max_assignment(s)
     assert calls == [(2, 3)]
     assert s[rows, cols].sum() == pytest.approx(0.8 + 0.95)
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (64, 3000), (256, 2000), (300, 301), (200, 300)])
+def test_the_wide_rectangle_solver_gives_scipys_assignment(shape):
+    """lapx's rectangular Jonker-Volgenant (wide problems) against scipy's: the same rows and
+    columns on collision-heavy random matrices (no shortcut applies), and NaN refused with
+    scipy's error rather than solved into an undefined answer."""
+    rng = np.random.default_rng(3)
+    for scale in (1.0, 0.05):
+        s = rng.normal(0.0, scale, shape)
+        rows, cols = assignment.solve(s)
+        want_rows, want_cols = linear_sum_assignment(s, maximize=True)
+        assert np.array_equal(rows, want_rows)
+        assert np.array_equal(cols, want_cols)
+        assert rows.dtype == cols.dtype == np.int64
+    s[0, 0] = np.nan
+    with pytest.raises(ValueError, match="invalid"):
+        assignment.solve(s)
 
 
 def test_distinct_row_maxima_on_the_device_tensor_are_the_solvers_answer():

@@ -10,10 +10,19 @@ expert in the solver, 64 experts per layer), and a sample of 32 expert neurons o
 rarely picks one column twice. Otherwise (an independent layer's 688 neurons collide on some
 best columns) the solver runs as before. The answer is the solver's, up to ties between equal
 totals, which similarities in floating point do not have in practice.
+
+Which solver: the probes' problems are wide rectangles (a sample of 256 base neurons against
+11 008 candidate neurons, an expert's 688-2 560 neurons against a dense FFN), which lapx's
+Jonker-Volgenant (``lap.lapjvr``) solves natively, without padding to a square, 4-7x faster
+than scipy here (256 x 11 008: 3-5 against 10-20 ms; 2 560 x 13 824: 47 against 280 ms; the
+same assignments); square problems (the full-space alignment's 4 096 x 4 096) stay with scipy,
+which is as fast there (1.0 against 1.1 s). Both release the GIL, so the solver threads of
+``parallel`` still run side by side.
 """
 
 from __future__ import annotations
 
+import lap
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
@@ -34,6 +43,17 @@ def max_assignment(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if np.unique(best).size == m:
             order = np.argsort(best)
             return best[order], order
+    return solve(s)
+
+
+def solve(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The solver itself (no shortcut): lapx for wide rectangles, scipy otherwise (module
+    docstring); rows in increasing order."""
+    n, m = s.shape
+    if n < m and np.isfinite(s).all():  # lapx does not check for NaN; scipy refuses it
+        _, rows, cols = lap.lapjvr(np.negative(s), extend_cost=True)
+        order = np.argsort(rows)
+        return rows[order].astype(np.int64), cols[order].astype(np.int64)
     return linear_sum_assignment(s, maximize=True)
 
 
@@ -51,4 +71,4 @@ def distinct_row_maxima(s: torch.Tensor) -> tuple[np.ndarray, np.ndarray] | None
     return np.arange(n), best.cpu().numpy()
 
 
-__all__ = ["distinct_row_maxima", "max_assignment"]
+__all__ = ["distinct_row_maxima", "max_assignment", "solve"]
