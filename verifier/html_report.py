@@ -391,7 +391,7 @@ def _mapped_layers(experts: Iterable[ExpertEntry]) -> dict[int, list[ExpertEntry
     """The layers whose every expert neuron was matched (a whole expert map): a layer matched
     on a sample of its neurons says little of which base neurons its experts hold or share."""
     return {k: v for k, v in _by_layer(experts).items()
-            if all(n != NOT_MATCHED for e in v for n in e.base_neurons)}
+            if all(NOT_MATCHED not in e.base_neurons for e in v)}
 
 
 def expert_overlap(experts: Sequence[ExpertEntry]) -> list[list[float]]:

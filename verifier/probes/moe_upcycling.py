@@ -226,14 +226,19 @@ class Matching:
     agree: np.ndarray
     separate: np.ndarray
 
+    @classmethod
+    def unmatched(cls, n: int) -> Matching:
+        """``n`` neurons, none assigned (-1, NaN) and none agreeing: filled in place."""
+        return cls(np.full(n, -1, dtype=np.int64), np.full(n, np.nan), np.zeros(n, dtype=bool),
+                   np.full(n, -1, dtype=np.int64))
+
     def spread(self, n: int, idx: np.ndarray) -> Matching:
         """This matching of the neurons ``idx`` of a layer of ``n``, as the layer's: the
         others unassigned (-1, NaN) and not agreeing."""
-        index, sim = np.full(n, -1, dtype=np.int64), np.full(n, np.nan)
-        agree, separate = np.zeros(n, dtype=bool), np.full(n, -1, dtype=np.int64)
-        index[idx], sim[idx], agree[idx], separate[idx] = (self.index, self.sim, self.agree,
-                                                           self.separate)
-        return Matching(index, sim, agree, separate)
+        out = Matching.unmatched(n)
+        out.index[idx], out.sim[idx], out.agree[idx], out.separate[idx] = (
+            self.index, self.sim, self.agree, self.separate)
+        return out
 
 
 #: an expert's assignment: its rows (expert neurons), their base neurons and similarities there
@@ -253,9 +258,8 @@ def match_layer(
     expert at a time, so memory stays at ``w x F`` similarities. Without ``assign``, the
     agreement alone (what the test counts; ``index`` and ``sim`` stay unset): the assignments
     serve the expert maps and their threshold."""
-    n = sum(widths)
-    index, sim = np.full(n, -1, dtype=np.int64), np.full(n, np.nan)
-    agree, separate = np.zeros(n, dtype=bool), np.full(n, -1, dtype=np.int64)
+    out = Matching.unmatched(sum(widths))
+    index, sim, agree, separate = out.index, out.sim, out.agree, out.separate
     # gate: plain cos; up/down: |cos| under SwiGLU's sign/scale freedom, plain cos without it
     gated = base.gate is not None and cand.gate is not None
 
@@ -306,11 +310,11 @@ def match_layer(
     if not assign:
         for _ in experts():
             pass
-        return Matching(index, sim, agree, separate)
+        return out
     for start, (rows, cols, values) in ordered_map(solve, experts()):
         index[start + rows] = cols
         sim[start + rows] = values
-    return Matching(index, sim, agree, separate)
+    return out
 
 
 def _observed(pairing: Pairing, pool: neurons.FFNWeights, moe: MoELayer,
