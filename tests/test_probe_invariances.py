@@ -62,6 +62,48 @@ def test_neuron_matching_ignores_per_coordinate_rescaling_of_the_inputs():
     assert _score(a, b) > 0.999
 
 
+def _balanced_in_place(w: torch.Tensor) -> torch.Tensor:
+    """The balancing as its definition reads, in float64: columns to norm sqrt(rows), then
+    rows to unit norm, ``BALANCE_ITERS`` times, the matrix itself rescaled each step."""
+    w = w.double().clone()
+    for _ in range(neurons.BALANCE_ITERS):
+        cols = w.square().sum(dim=0, keepdim=True).sqrt()
+        w = w * torch.where(cols == 0, 0.0, w.shape[0] ** 0.5 / cols)
+        rows = w.square().sum(dim=1, keepdim=True).sqrt()
+        w = w * torch.where(rows == 0, 0.0, 1.0 / rows)
+    return w
+
+
+@pytest.mark.parametrize("shape", [(300, 40), (40, 300), (64, 4096)], ids=str)
+def test_balancing_by_scale_vectors_equals_rescaling_the_matrix_step_by_step(shape):
+    n, m = shape
+    w = randn(n, m) * torch.exp(2 * randn(n, 1)) * torch.exp(2 * randn(1, m))
+    w[3] = 0.0  # a pruned neuron and a dead coordinate stay zero
+    w[:, 5] = 0.0
+    want = _balanced_in_place(w).float()
+    assert torch.allclose(neurons._unit_rows(w), want, atol=2e-6)
+    # a hidden-major copy seen as [n, m] is balanced as it lies, and stays in its layout
+    view = w.T.contiguous().T
+    got = neurons._unit_rows(view)
+    assert got.stride() == view.stride()
+    assert torch.allclose(got, want, atol=2e-6)
+
+
+def test_balancing_tiny_weights_on_many_coordinates_neither_overflows_nor_loses_them():
+    # the scale pair has a free common factor that grows ~m per iteration if left alone
+    # (4096^8 / 1e-16 overflows float32); the balanced form does not depend on w's scale
+    w = randn(64, 4096)
+    tiny = neurons._unit_rows(w * 1e-8)
+    assert torch.isfinite(tiny).all()
+    assert torch.allclose(tiny, neurons._unit_rows(w), atol=2e-6)
+
+
+def test_a_nan_weight_is_not_balanced_away():
+    w = randn(20, 10)
+    w[2, 3] = float("nan")
+    assert neurons._unit_rows(w).isnan().any()
+
+
 def test_negating_gates_is_not_free_and_is_seen():
     a = _ffn()
     b = neurons.FFNWeights(gate=-a.gate, up=a.up, down=a.down)

@@ -163,30 +163,37 @@ def _unit_rows(w: torch.Tensor) -> torch.Tensor:
     1967), so the result is invariant to per-coordinate rescaling (norm gains folded into the
     weights), to per-neuron rescaling (SwiGLU's up/down freedom), to sign flips of either, and
     to permutations; no coordinate or neuron can dominate the cosines by its magnitude.
+
+    Every step only rescales rows or columns, so the balanced matrix is ``diag(r) w diag(c)``
+    and the iterations run on the two scale vectors: the squares of ``w`` once, then two
+    matrix-vector products per iteration (``_balance_scales``), and the scales applied once at
+    the end. The same iterations as normalising the matrix in place, with a pass over the
+    matrix per step instead of five and two temporaries of its size instead of seventeen;
+    equal to float32 rounding. Works on any strided layout (a hidden-major ``[m, F]`` copy
+    seen as ``[F, m]`` is balanced as it lies, and stays a view of that layout).
     """
-    if not w.is_contiguous() and w.T.is_contiguous():
-        # a transposed view ([F, m] of a hidden-major [m, F]): the same steps on the stored
-        # layout, without a transposing copy (equal up to float32 rounding)
-        return _unit_cols(w.T).T
-    f = w.shape[0]
-    w = w.clone()  # then in place: the same operations, without 16 temporaries of w's size
-    for _ in range(BALANCE_ITERS):
-        # column norms as a sum of squares: torch's strided vector_norm over dim 0 is ~10x slower
-        cols = w.square().sum(dim=0, keepdim=True).sqrt_()
-        w.mul_(f**0.5 / cols.clamp_min_(1e-12))
-        w.div_(w.norm(dim=1, keepdim=True).clamp_min_(1e-12))
-    return w
+    rows, cols = _balance_scales(w.square())
+    return (w * rows.sqrt_()[:, None]).mul_(cols.sqrt_()[None, :])
 
 
-def _unit_cols(x: torch.Tensor) -> torch.Tensor:
-    """``_unit_rows(x.T).T`` computed on ``x`` (``[m, F]``: hidden coordinates as rows)."""
-    f = x.shape[1]
-    x = x.clone()
+def _balance_scales(sq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared row and column scales ``(r, c)`` after ``BALANCE_ITERS`` alternations, for the
+    entrywise squares ``sq`` of a ``[n, m]`` matrix: columns to norm ``sqrt(n)``, then rows
+    to unit norm. Zero rows and columns keep a zero scale (they stay zero, as in place)."""
+    n = sq.shape[0]
+    rows = torch.ones(n, dtype=sq.dtype, device=sq.device)
     for _ in range(BALANCE_ITERS):
-        rows = x.square().sum(dim=1, keepdim=True).sqrt_()
-        x.mul_(f**0.5 / rows.clamp_min_(1e-12))
-        x.div_(x.square().sum(dim=0, keepdim=True).sqrt_().clamp_min_(1e-12))
-    return x
+        cols = _reciprocal(rows @ sq, float(n))
+        # (r, c) and (r t, c / t) balance alike: without this the pair drifts by a factor of
+        # about m per iteration (m^8 overflows float32 at full width). NaN propagates, as in place
+        cols.div_(cols.max().clamp_min(torch.finfo(sq.dtype).tiny))
+        rows = _reciprocal(sq @ cols, 1.0)
+    return rows, cols
+
+
+def _reciprocal(sums: torch.Tensor, target: float) -> torch.Tensor:
+    """``target / sums`` where ``sums`` is not zero, 0 where it is (NaN stays NaN)."""
+    return torch.where(sums == 0, torch.zeros_like(sums), target / sums)
 
 
 @dataclass(frozen=True)
