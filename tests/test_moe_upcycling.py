@@ -533,3 +533,43 @@ def test_the_power_checks_experts_are_kept_as_the_base_stores_them(zoo: Zoo) -> 
     assert {u.up.dtype for u in layer.units} == {torch.bfloat16}
     assert {u.up.device.type for u in layer.units} == {"cpu"}
     assert sum(layer.widths) == 2 * pool.up.shape[0]
+
+
+def test_experts_are_cut_into_products_of_at_most_so_many_rows() -> None:
+    widths = [7, 1, 40, 13, 300, 5, 5]
+    groups = moe._product_groups(widths, 50)
+    assert groups == [[7, 1, 40], [13], [300], [5, 5]]
+    assert [w for g in groups for w in g] == widths
+
+
+@pytest.mark.parametrize("rows", [1, 64, 10_000])
+def test_grouping_experts_into_one_product_changes_no_matching(monkeypatch, rows: int) -> None:
+    """Narrow experts (a sampled null draw's ~32 neurons each) share one similarity product;
+    every reduction is per row, so each expert's agreement, assignment and similarities are
+    the ones of a product of its own (up to rounding): one expert per product (``rows`` = 1), a few, or all."""
+    gen = torch.Generator().manual_seed(5)
+    f, m = 300, 24
+    base = neurons.NeuronFeatures(*(torch.randn(f, m, generator=gen) for _ in range(3)))
+    widths = [7, 1, 40, 13, 90, 5, 5, 31]
+    n = sum(widths)
+    # half the expert neurons are noisy copies of base neurons (solved by their row maxima),
+    # half are fresh (their best columns collide: the solver runs)
+    kept, order = torch.randperm(f, generator=gen)[: n // 2], torch.randperm(n, generator=gen)
+    feats = []
+    for role in (base.gate, base.up, base.down):
+        fresh = torch.randn(n - n // 2, m, generator=gen)
+        copies = role[kept] + 0.3 * torch.randn(n // 2, m, generator=gen)
+        feats.append(torch.cat([copies, fresh])[order])
+    cand = neurons.NeuronFeatures(*feats)
+    reference = moe.match_layer(base, cand, widths)  # the default grouping
+    monkeypatch.setattr(moe, "PRODUCT_ROWS", rows)
+    grouped = moe.match_layer(base, cand, widths)
+    assert reference.agree.any()
+    assert not reference.agree.all()
+    assert np.array_equal(grouped.index, reference.index)
+    assert np.array_equal(grouped.agree, reference.agree)
+    assert np.array_equal(grouped.separate, reference.separate)
+    # a one-row product takes another kernel: the same sums, rounded differently
+    np.testing.assert_allclose(grouped.sim, reference.sim, rtol=1e-6)
+    counted = moe.match_layer(base, cand, widths, assign=False)
+    assert np.array_equal(counted.agree, reference.agree)

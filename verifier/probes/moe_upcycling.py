@@ -127,6 +127,11 @@ POWER_EXPERTS = 4
 #: expert neurons per MoE layer that get null draws; wider layers are sampled (the observed
 #: matching of a layer with null draws, and so its expert map, covers every neuron)
 MAX_NULL_NEURONS = 2048
+#: expert neurons whose similarities to the base come from one product: a sampled null draw
+#: holds ~32 neurons per expert, and products of 32 rows ran at half the speed of 256-row ones
+#: (the same per-row sums, up to a product's rounding; memory stays at one expert's when an
+#: expert is wider)
+PRODUCT_ROWS = 256
 #: ``base_neurons`` of an expert neuron that was not matched: its layer had no null draws and
 #: was matched on its tested sample only (``analyse``'s ``map_all``)
 NOT_MATCHED = -2
@@ -250,14 +255,26 @@ def _best(s: torch.Tensor, signed: bool) -> np.ndarray:
     return (s if signed else s.abs()).argmax(dim=1).cpu().numpy()
 
 
+def _product_groups(widths: list[int], rows: int) -> list[list[int]]:
+    """``widths`` cut into runs of consecutive experts of at most ``rows`` neurons together (an
+    expert wider than that alone)."""
+    groups: list[list[int]] = []
+    for w in widths:
+        if groups and sum(groups[-1]) + w <= rows:
+            groups[-1].append(w)
+        else:
+            groups.append([w])
+    return groups
+
+
 def match_layer(
     base: neurons.NeuronFeatures, cand: neurons.NeuronFeatures, widths: list[int],
     assign: bool = True,
 ) -> Matching:
-    """Assignment and agreement of every candidate neuron (see the module docstring); one
-    expert at a time, so memory stays at ``w x F`` similarities. Without ``assign``, the
-    agreement alone (what the test counts; ``index`` and ``sim`` stay unset): the assignments
-    serve the expert maps and their threshold."""
+    """Assignment and agreement of every candidate neuron (see the module docstring); a few
+    narrow experts or one wide one at a time, so memory stays at ``max(w, PRODUCT_ROWS) x F``
+    similarities. Without ``assign``, the agreement alone (what the test counts; ``index`` and
+    ``sim`` stay unset): the assignments serve the expert maps and their threshold."""
     out = Matching.unmatched(sum(widths))
     index, sim, agree, separate = out.index, out.sim, out.agree, out.separate
     # gate: plain cos; up/down: |cos| under SwiGLU's sign/scale freedom, plain cos without it
@@ -266,10 +283,12 @@ def match_layer(
     def experts() -> Iterator[tuple[int, np.ndarray | _Solved]]:
         # device work here, in the calling thread; the assignments run side by side. The
         # similarities are [expert neurons, base neurons]: each row is read and reduced along
-        # its own memory (half the time of reducing a column-major layout)
+        # its own memory (half the time of reducing a column-major layout). Consecutive experts
+        # share one product (``PRODUCT_ROWS``); every reduction is per row, so the grouping
+        # changes nothing but the products' rounding
         start = 0
-        for w in widths:
-            part = slice(start, start + w)
+        for group in _product_groups(widths, PRODUCT_ROWS):
+            part = slice(start, start + sum(group))
             sub = neurons.NeuronFeatures(
                 gate=cand.gate[part] if cand.gate is not None else None,
                 up=cand.up[part], down=cand.down[part],
@@ -284,21 +303,25 @@ def match_layer(
                 sg = sub.gate @ base.gate.T
                 ok &= u == _best(sg, signed=True)
             agree[part], separate[part] = ok, np.where(ok, u, -1)
-            if assign:
-                # (sg + |su + sd|) / 3 in place: the same sums, no [w, F] temporaries
-                joint = su.add_(sd)
-                joint = joint.abs_().add_(sg).div_(3.0) if sg is not None else joint.div_(2.0)
-                known = distinct_row_maxima(joint)
-                item: np.ndarray | _Solved
+            if not assign:
+                start = part.stop
+                continue
+            # (sg + |su + sd|) / 3 in place: the same sums, no [w, F] temporaries
+            joint = su.add_(sd)
+            joint = joint.abs_().add_(sg).div_(3.0) if sg is not None else joint.div_(2.0)
+            items: list[tuple[int, np.ndarray | _Solved]] = []
+            for w in group:
+                block = joint[start - part.start:start - part.start + w]
+                known = distinct_row_maxima(block)
                 if known is not None:  # the solver's answer, without a float64 copy
                     rows, cols = known
-                    at = torch.as_tensor(cols, device=joint.device)[:, None]
-                    item = rows, cols, Compute.numpy64(joint.gather(1, at)[:, 0])
+                    at = torch.as_tensor(cols, device=block.device)[:, None]
+                    items.append((start, (rows, cols, Compute.numpy64(block.gather(1, at)[:, 0]))))
                 else:
-                    item = Compute.numpy64(joint)
-                del su, sd, sg, joint  # not held while the solver threads run
-                yield start, item
-            start += w
+                    items.append((start, Compute.numpy64(block)))
+                start += w
+            del su, sd, sg, joint, block  # not held while the solver threads run
+            yield from items
 
     def solve(job: tuple[int, np.ndarray | _Solved]) -> tuple[int, _Solved]:
         start, item = job
