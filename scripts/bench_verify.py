@@ -55,6 +55,8 @@ def sample():
 
 what, backend_name, options, args = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4:]
 import verifier.verify  # noqa: F401  (the interpreter with lineage imported is the baseline)
+from verifier.allocator import tune_allocator
+allocator = tune_allocator()  # as the command line does
 import backends
 backend, _ = backends.select(backend_name)
 compute = backend.compute()
@@ -87,7 +89,8 @@ elif what == "verify":
            "probes": {p.name: p.p_value for p in report.probes},
            "power": {p.name: p.power_p_value for p in report.probes},
            "directions": report.options["hidden_directions"],
-           "upcycled": None if report.moe is None else report.moe.upcycled}
+           "upcycled": None if report.moe is None else report.moe.upcycled,
+           "allocator": allocator}
 seconds = time.perf_counter() - t0
 if what == "verify" and compute.device.type == "cuda":
     import torch
@@ -292,7 +295,8 @@ def main() -> None:
         if "device_peak" in r:
             device += (f"; peak device memory {r['device_peak'] / mib:.0f} MiB = "
                        f"{r['device_peak'] / largest[name]:.2f}x the largest layer")
-        print(f"  computed on {device}; CPU fallbacks: {', '.join(r['fallbacks']) or 'none'}")
+        print(f"  computed on {device}; CPU fallbacks: {', '.join(r['fallbacks']) or 'none'}; "
+              f"allocator {r['allocator']}")
 
 
 def _largest(folder: Path) -> int:

@@ -223,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare", action="store_true",
                         help="run the matrix again without the cache and print both times")
     args = parser.parse_args(argv)
+    from verifier.allocator import tune_allocator
+
+    tune_allocator()  # as the command line does: many verifications, one process
     try:
         return run(args)
     except LineageError as exc:

@@ -552,6 +552,9 @@ def backends(
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: run the app, turning lineage errors into one line and an exit code."""
+    from verifier.allocator import tune_allocator
+
+    tune_allocator()  # process-wide, so here and not in the library (its docstring)
     try:
         result = app(args=argv, standalone_mode=False)
     except LineageError as exc:
