@@ -546,7 +546,8 @@ def test_experts_are_cut_into_products_of_at_most_so_many_rows() -> None:
 def test_grouping_experts_into_one_product_changes_no_matching(monkeypatch, rows: int) -> None:
     """Narrow experts (a sampled null draw's ~32 neurons each) share one similarity product;
     every reduction is per row, so each expert's agreement, assignment and similarities are
-    the ones of a product of its own (up to rounding): one expert per product (``rows`` = 1), a few, or all."""
+    the ones of a product of its own (up to rounding): one expert per product (``rows`` = 1),
+    a few, or all."""
     gen = torch.Generator().manual_seed(5)
     f, m = 300, 24
     base = neurons.NeuronFeatures(*(torch.randn(f, m, generator=gen) for _ in range(3)))

@@ -303,23 +303,26 @@ def match_layer(
                 sg = sub.gate @ base.gate.T
                 ok &= u == _best(sg, signed=True)
             agree[part], separate[part] = ok, np.where(ok, u, -1)
+            start = part.stop
             if not assign:
-                start = part.stop
                 continue
             # (sg + |su + sd|) / 3 in place: the same sums, no [w, F] temporaries
             joint = su.add_(sd)
             joint = joint.abs_().add_(sg).div_(3.0) if sg is not None else joint.div_(2.0)
             items: list[tuple[int, np.ndarray | _Solved]] = []
+            offset = 0  # of each expert's rows in the group's product
             for w in group:
-                block = joint[start - part.start:start - part.start + w]
+                block = joint[offset:offset + w]
                 known = distinct_row_maxima(block)
                 if known is not None:  # the solver's answer, without a float64 copy
                     rows, cols = known
                     at = torch.as_tensor(cols, device=block.device)[:, None]
-                    items.append((start, (rows, cols, Compute.numpy64(block.gather(1, at)[:, 0]))))
+                    item: np.ndarray | _Solved = (
+                        rows, cols, Compute.numpy64(block.gather(1, at)[:, 0]))
                 else:
-                    items.append((start, Compute.numpy64(block)))
-                start += w
+                    item = Compute.numpy64(block)
+                items.append((part.start + offset, item))
+                offset += w
             del su, sd, sg, joint, block  # not held while the solver threads run
             yield from items
 
