@@ -77,6 +77,12 @@ class HeadCircuits:
         return HeadCircuits(q=put(self.q, True), k=put(self.k, True), o=put(self.o, False),
                             v=put(self.v, True))
 
+    def contiguous(self) -> HeadCircuits:
+        """Each factor contiguous (a no-op for those that are). The output projection is
+        stored ``[d, H hd]`` and seen transposed; a null draw reads every factor as an
+        ``[n hd, d]`` matrix, which copied it in each draw (the same numbers)."""
+        return self._map(lambda m: m.contiguous())
+
     @property
     def heads(self) -> int:
         return int(self.q.shape[0])

@@ -289,15 +289,15 @@ class Pairing:
         return heads.match_heads(b, self._cand_heads(j).aligned(self._align(k)))
 
     def _base_heads(self, a: int) -> heads.HeadCircuits:
-        """Base layer ``a``'s sampled KV groups (all when none are sampled), placed: the
-        sample is taken before the upcast, and the last layer's is kept, since every null draw
-        of a layer rotates the same one."""
+        """Base layer ``a``'s sampled KV groups (all when none are sampled), placed and
+        contiguous: the sample is taken before the upcast, and the last layer's is kept, since
+        every null draw of a layer rotates the same one."""
         if self._hs is None or self._hs[0] != a:
             self._hs = None
             b = self.base.circuits[a]
             groups = self.base_groups(a)
             self._hs = (a, (b if groups is None else b.select_groups(groups))
-                        .placed(self.compute))
+                        .placed(self.compute).contiguous())
         return self._hs[1]
 
     def _cand_heads(self, j: int) -> heads.HeadCircuits:
