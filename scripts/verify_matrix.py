@@ -2,11 +2,12 @@
 
 A dispute or an audit rarely asks about one pair: which of these candidate releases derive from
 which of these bases? Every pair is verified (``verifier.verify.verify``), and the work that
-depends on one model only, the sha256 of each of its files and its per-layer norm statistics,
-goes through one ``ModelCache``: each model is hashed and its statistics read once, N + M times
-in all rather than N x M times (2 N M model-hashings without the cache). The script prints what
-it measured: per model, the time and bytes of that one pass; then what the cache did over the
-whole matrix, next to what the same matrix costs without it.
+depends on one model only, the sha256 of each of its files, its per-layer norm statistics and a
+base's power check, goes through one ``ModelCache``: each model is hashed and its statistics
+read once, N + M times in all rather than N x M times (2 N M model-hashings without the cache),
+and each base's power check runs once, not M times (the reports are the same). The script prints
+what it measured: per model, the time and bytes of that one pass; then what the cache did over
+the whole matrix, next to what the same matrix costs without it.
 
 Writes to ``--out``: ``summary.csv`` (one row per pair), ``summary.html`` (bases by candidates,
 self-contained), ``reports/B__C.json`` per pair and, with ``--html``, ``reports/B__C.html``.
@@ -188,8 +189,10 @@ def run(args: argparse.Namespace) -> int:
           f"MiB), layer statistics read {c.stats_computed} times "
           f"(all before the matrix: {warm_counts[0]} files, {warm_counts[2]} reads); reused "
           f"{c.file_hits} digests and {c.stats_hits} statistics")
-    print(f"  without the cache: {2 * pairs} model hashings ({uncached_bytes / 2**20:.1f} MiB) "
-          f"and {2 * pairs} layer-statistics reads (2 per pair)")
+    print(f"  power checks: {c.power_computed} run, {c.power_hits} reused (one per base and "
+          "set of shared tokens)")
+    print(f"  without the cache: {2 * pairs} model hashings ({uncached_bytes / 2**20:.1f} MiB), "
+          f"{2 * pairs} layer-statistics reads (2 per pair) and {pairs} power checks")
     print(f"  hashing ratio without / with: {uncached_bytes / max(c.bytes_hashed, 1):.1f}x "
           f"(2NM / (N+M) = {2 * n * m / max(n + m, 1):.1f} for distinct models)")
     warm_seconds = sum(x.hash_seconds + x.stats_seconds for x in costs.values())
@@ -213,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--candidates", nargs="+", required=True, help="candidate models")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--cache-dir", type=Path, default=None,
-                        help="keep per-model digests and statistics here between runs")
+                        help="keep per-model digests, statistics and power checks here "
+                        "between runs")
     parser.add_argument("--html", action="store_true", help="also write each pair's HTML page")
     parser.add_argument("--alpha", type=float, default=1e-6)
     parser.add_argument("--probes", default=None, help="comma-separated subset, as in verify")

@@ -1,13 +1,17 @@
-"""The per-model cache: digests and layer statistics computed once, recomputed when a file changes,
-kept on disk when given a folder, and a corrupt entry never trusted."""
+"""The per-model cache: digests, layer statistics and a base's power check computed once,
+recomputed when a file changes, kept on disk when given a folder, and a corrupt entry never
+trusted."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from checkpoints import llama_tensors, write_llama_folder
 
 from verifier.files import describe_files
@@ -138,3 +142,115 @@ def test_verify_with_a_cache_reads_each_model_once_and_reports_the_same(tmp_path
     assert cache.counts.file_hits == 4
     assert cache.counts.stats_computed == 4
     assert cache.counts.stats_hits == 4
+
+
+def _streams(seed: int) -> tuple[np.random.Generator, torch.Generator]:
+    return np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+
+
+def _check(rng: np.random.Generator, gen: torch.Generator) -> dict[str, float]:
+    """A stand-in power check that draws from both streams, as the real one does."""
+    return {"neuron_matching": float(rng.random()),
+            "head_matching": float(torch.rand(1, generator=gen))}
+
+
+def test_a_power_check_runs_once_per_base_and_leaves_the_streams_where_it_would(model_dir,
+                                                                                 tmp_path):
+    """A hit returns the first run's p-values and moves both random streams as the check
+    would have: what the verification draws next is the same with the cache and without."""
+    folder = tmp_path / "cache"
+    with open_model(model_dir) as m:
+        rng, gen = _streams(3)
+        plain = _check(rng, gen)
+        after = (rng.random(), float(torch.rand(1, generator=gen)))
+        for cache in (ModelCache(folder), ModelCache(folder)):  # the second from disk
+            for _ in range(2):
+                rng, gen = _streams(3)
+                got = cache.power_check(m, ["rows"], rng, gen, lambda r=rng, g=gen: _check(r, g))
+                assert got == plain
+                assert (rng.random(), float(torch.rand(1, generator=gen))) == after
+        assert cache.counts.power_computed == 0
+        assert cache.counts.power_hits == 2
+
+
+def test_a_power_check_is_recomputed_when_anything_it_reads_differs(model_dir, tmp_path):
+    """Other shared tokens or options, either random stream elsewhere, another version of the
+    files: a miss. A corrupt entry on disk: recomputed, never trusted."""
+    folder = tmp_path / "cache"
+    cache = ModelCache(folder)
+
+    def run(m, parts: list[object], np_seed: int = 3, torch_seed: int = 3) -> dict[str, float]:
+        rng, gen = np.random.default_rng(np_seed), torch.Generator().manual_seed(torch_seed)
+        return cache.power_check(m, parts, rng, gen, lambda: _check(rng, gen))
+
+    with open_model(model_dir) as m:
+        first = run(m, ["rows"])
+        assert run(m, ["rows"]) == first
+        assert cache.counts.power_computed == 1
+        run(m, ["other rows"])
+        run(m, ["rows"], np_seed=4)
+        run(m, ["rows"], torch_seed=4)
+        assert cache.counts.power_computed == 4
+        for entry in (folder / "power").glob("*.json"):
+            entry.write_text(entry.read_text().replace('"gen": "', '"gen": "zz'))
+        cache = ModelCache(folder)
+        assert run(m, ["rows"]) == first
+        assert cache.counts.power_computed == 1
+    _bump_mtime(next(model_dir.glob("*.safetensors")))
+    with open_model(model_dir) as m:
+        run(m, ["rows"])
+        assert cache.counts.power_computed == 2
+
+
+@pytest.mark.parametrize("frame", [None, 8], ids=["whole-space", "frame"])
+def test_verify_with_a_cache_runs_one_power_check_per_base_and_reports_the_same(tmp_path,
+                                                                                 frame):
+    """One base against three candidates: one power check, three reports equal to the
+    uncached ones (p-values of the power check included), on the whole hidden space and on a
+    frame of it."""
+    from verifier.verify import VerifyOptions, verify
+
+    base = write_llama_folder(tmp_path / "base", llama_tensors())
+    cands = [write_llama_folder(tmp_path / f"c{i}", {k: v + 0.01 * (i + 1) for k, v in
+                                                     llama_tensors().items()}) for i in range(3)]
+    opts = VerifyOptions(null_draws=8, null_layers=1, digest=False,
+                         **({} if frame is None else {"hidden_sample": frame}))
+    cache = ModelCache()
+    volatile = {"created", "timings"}
+    for c in cands:
+        cached = verify(base, c, opts, cache=cache)
+        assert cached.model_dump(exclude=volatile) == verify(base, c, opts).model_dump(
+            exclude=volatile)
+        assert all(p.power_p_value is not None for p in cached.probes if p.decisive)
+        assert cached.options["hidden_directions"] == (frame or 16)
+    assert cache.counts.power_computed == 1
+    assert cache.counts.power_hits == 2
+
+
+def test_the_matrix_script_runs_one_power_check_per_base_and_keeps_it(tmp_path, capsys,
+                                                                     monkeypatch):
+    """scripts/verify_matrix.py on one base and two candidates: one power check run, one
+    reused; run again on the same cache folder, both reused and the same summary written."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "verify_matrix.py"
+    spec = importlib.util.spec_from_file_location("verify_matrix", script)
+    assert spec is not None
+    assert spec.loader is not None
+    matrix = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, matrix)  # its dataclasses look themselves up
+    spec.loader.exec_module(matrix)
+    base = write_llama_folder(tmp_path / "base", llama_tensors())
+    cands = [str(write_llama_folder(tmp_path / f"c{i}", {k: v + 0.01 * (i + 1) for k, v in
+                                                         llama_tensors().items()}))
+             for i in range(2)]
+    summaries = []
+    for run, expected in ((1, "1 run, 1 reused"), (2, "0 run, 2 reused")):
+        out = tmp_path / f"out{run}"
+        argv = ["--bases", str(base), "--candidates", *cands, "--out", str(out), "--no-hash",
+                "--null-layers", "1", "--cache-dir", str(tmp_path / "cache")]
+        assert matrix.main(argv) == 0
+        assert f"power checks: {expected}" in capsys.readouterr().out
+        summaries.append((out / "summary.csv").read_text().replace(str(out), "OUT"))
+        assert len(summaries[-1].strip().splitlines()) == 3  # header and two pairs
+    assert summaries[0] == summaries[1]

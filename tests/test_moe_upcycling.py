@@ -574,3 +574,21 @@ def test_grouping_experts_into_one_product_changes_no_matching(monkeypatch, rows
     np.testing.assert_allclose(grouped.sim, reference.sim, rtol=1e-6)
     counted = moe.match_layer(base, cand, widths, assign=False)
     assert np.array_equal(counted.agree, reference.agree)
+
+
+def test_a_cached_power_check_leaves_the_moe_probe_its_own_draws(zoo: Zoo) -> None:
+    """The MoE probe draws its power check's fake after the dense power check: with that check
+    reused from a cache (one base, two MoE candidates), both reports are the uncached ones."""
+    from verifier.model_cache import ModelCache
+    from verifier.verify import VerifyOptions, verify
+
+    opts = VerifyOptions(null_draws=8, null_layers=1, digest=False)
+    cache = ModelCache()
+    for cand in ("llama_moe_coarse", "mixtral"):
+        cached = verify(zoo.llama, zoo[cand], opts, cache=cache)
+        plain = verify(zoo.llama, zoo[cand], opts)
+        assert cached.moe is not None
+        assert cached.model_dump(exclude={"created", "timings"}) == plain.model_dump(
+            exclude={"created", "timings"})
+    assert cache.counts.power_computed == 1
+    assert cache.counts.power_hits == 1

@@ -1,15 +1,19 @@
-"""Per-model results reused across verifications: file digests and per-layer norm statistics.
+"""Per-model results reused across verifications: file digests, per-layer norm statistics and
+the base's power check.
 
-Verifying N bases against M candidates pairs every base with every candidate, but two parts of a
-verification depend on one model only: the sha256 of each of its files (a whole read of the
-model) and its per-layer weight statistics (``norm_drift.layer_stats``, a read of every dense
-tensor). A ``ModelCache`` computes each once per model, so N x M verifications read each model
-for these N + M times, not N x M.
+Verifying N bases against M candidates pairs every base with every candidate, but three parts of
+a verification depend on one model only: the sha256 of each of its files (a whole read of the
+model), its per-layer weight statistics (``norm_drift.layer_stats``, a read of every dense
+tensor) and, for a base, the power check (``verify``'s test of the base against a noisy,
+signed-permuted copy of itself: a fifth of a dense verification's time). A ``ModelCache``
+computes each once per model, so N x M verifications read each model for these N + M times,
+not N x M, and run N power checks, not N x M.
 
 Entries are keyed by what determines them: a file digest by the file's resolved path, size and
 modification time (nanoseconds), so an edited or replaced file is rehashed; layer statistics by
 the fingerprints of all the model's files plus its layout (which tensor plays which role, as the
-architecture adapter or a role map decided). The cache lives in memory and, given a folder, also
+architecture adapter or a role map decided); a power check by those, the version of lineage, and
+everything else it reads (``power_check``). The cache lives in memory and, given a folder, also
 as one small JSON file per entry, written atomically, so later runs reuse it. A corrupt or
 foreign entry is ignored and recomputed, never trusted.
 """
@@ -23,8 +27,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import torch
 from pydantic import ValidationError
 
+from verifier import __version__
 from verifier.files import FileRecord, describe_files, sha256_file, write_atomic
 from verifier.model import Model
 from verifier.probes.norm_drift import RoleStats
@@ -43,6 +50,8 @@ class CacheCounts:
     file_hits: int = 0
     stats_computed: int = 0
     stats_hits: int = 0
+    power_computed: int = 0
+    power_hits: int = 0
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,7 @@ class ModelCache:
         self.counts = CacheCounts()
         self._sha: dict[FileKey, str] = {}
         self._stats: dict[str, LayerStats] = {}
+        self._power: dict[str, PowerEntry] = {}
         self._lock = threading.Lock()  # files are hashed in threads (``files.Hashing``)
 
     # --- file digests --------------------------------------------------------------------------
@@ -140,6 +150,35 @@ class ModelCache:
         })
         return stats
 
+    # --- power checks ----------------------------------------------------------------------------
+
+    def power_check(self, model: Model, parts: list[object], rng: np.random.Generator,
+                    gen: torch.Generator, compute: Callable[[], dict[str, float]],
+                    ) -> dict[str, float]:
+        """The power check of base ``model``: its p-values by probe, ``compute()`` run only on
+        a miss. ``parts``: everything besides the model's files and layout that the check reads
+        (the shared token rows, the options, the device). The random streams it draws from are
+        part of the key as they stand on entry, and a hit leaves them where ``compute()`` left
+        them, so the rest of the verification draws what it would have drawn: a report is the
+        same with the cache and without it."""
+        key = _hash(["power", CACHE_FORMAT, __version__, self.model_key(model), parts,
+                     rng.bit_generator.state, _torch_state(gen)])
+        entry = self._power.get(key) or self._load_power(key, rng, gen)
+        if entry is not None:
+            self.counts.power_hits += 1
+            self._power[key] = entry
+            rng.bit_generator.state = entry.rng
+            gen.set_state(entry.torch_state())
+            return dict(entry.power)
+        power = compute()
+        self.counts.power_computed += 1
+        entry = PowerEntry(dict(power), rng.bit_generator.state, _torch_state(gen))
+        self._power[key] = entry
+        self._store(f"power/{key}.json", {"format": CACHE_FORMAT, "key": key,
+                                          "power": entry.power, "rng": entry.rng,
+                                          "gen": entry.gen})
+        return power
+
     # --- persistence -------------------------------------------------------------------------------
 
     def _store(self, name: str, entry: dict[str, object]) -> None:
@@ -173,5 +212,43 @@ class ModelCache:
         except (ValidationError, AttributeError, TypeError):
             return None
 
+    def _load_power(self, key: str, rng: np.random.Generator,
+                    gen: torch.Generator) -> PowerEntry | None:
+        """A stored power check whose p-values are p-values and whose random states the two
+        streams accept (tried on fresh generators of the same kinds, never on the run's)."""
+        entry = self._read(f"power/{key}.json")
+        if entry is None or entry.get("key") != key:
+            return None
+        power, state, gstate = entry.get("power"), entry.get("rng"), entry.get("gen")
+        if not (isinstance(power, dict) and isinstance(state, dict)
+                and isinstance(gstate, str)) or not all(
+                isinstance(k, str) and isinstance(v, float) and 0.0 <= v <= 1.0
+                for k, v in power.items()):
+            return None
+        found = PowerEntry(power, state, gstate)
+        try:
+            type(rng.bit_generator)().state = state
+            torch.Generator(device=gen.device).set_state(found.torch_state())
+        except (TypeError, ValueError, KeyError, RuntimeError):
+            return None
+        return found
 
-__all__ = ["CACHE_FORMAT", "CacheCounts", "FileKey", "LayerStats", "ModelCache"]
+
+@dataclass(frozen=True)
+class PowerEntry:
+    """A power check's p-values and where it left the run's two random streams (numpy's state
+    as its bit generator reports it, torch's as hex bytes)."""
+
+    power: dict[str, float]
+    rng: dict[str, object]
+    gen: str
+
+    def torch_state(self) -> torch.Tensor:
+        return torch.tensor(list(bytes.fromhex(self.gen)), dtype=torch.uint8)
+
+
+def _torch_state(gen: torch.Generator) -> str:
+    return bytes(gen.get_state().tolist()).hex()
+
+
+__all__ = ["CACHE_FORMAT", "CacheCounts", "FileKey", "LayerStats", "ModelCache", "PowerEntry"]

@@ -11,6 +11,7 @@ power to see a derivation; combine and decide (``verdict``). The CLI only render
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import time
 from collections.abc import Callable, Mapping
@@ -155,6 +156,8 @@ class _Run:
         self.null_layers: list[int] = []
         #: the probes compare a frame of ``hidden_sample`` hidden directions (wide dense pairs)
         self.framed = False
+        #: the base's embedding rows of the shared tokens (``prepare``)
+        self.base_rows = np.zeros(0, dtype=np.int64)
 
     def tick(self, key: str, t0: float) -> float:
         now = time.perf_counter()
@@ -176,6 +179,7 @@ class _Run:
             self.base.vocabulary(), self.cand.vocabulary(), b.vocab_size, c.vocab_size, budget,
         )
         self.warnings += warns
+        self.base_rows = ib
         needed = min(budget, 2 * max(b.hidden_size, c.hidden_size))
         if ib.size < needed:
             self.warnings.append(
@@ -379,7 +383,19 @@ class _Run:
 
     def power(self, base: Side, observed: Pairing) -> dict[str, float]:
         """p-values of the base against a noisy (``power_drift``), signed-permuted copy of
-        itself with permuted neurons: the probes' power to see a well-hidden derivation."""
+        itself with permuted neurons: the probes' power to see a well-hidden derivation. It
+        reads the base alone (its shared token rows, its layers, the observed pairing's draws
+        of the base), so a cache shared by verifications of one base runs it once."""
+        if self.cache is None:
+            return self._power(base, observed)
+        parts = ["power", hashlib.sha256(self.base_rows.tobytes()).hexdigest(),
+                 self.opts.seed, self.opts.null_draws, self.opts.neuron_sample,
+                 self.opts.hidden_sample, self.opts.power_drift, self.opts.full, self.framed,
+                 observed.width, observed.sample, self.compute.backend, self.compute.label]
+        return self.cache.power_check(self.base, parts, self.rng, self.gen,
+                                      lambda: self._power(base, observed))
+
+    def _power(self, base: Side, observed: Pairing) -> dict[str, float]:
         layers = sorted(set(base.ffn) | set(base.circuits))
         if not layers:
             return {}
