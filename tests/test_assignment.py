@@ -79,3 +79,33 @@ def test_distinct_row_maxima_on_the_device_tensor_are_the_solvers_answer():
     collide = torch.tensor([[0.9, 0.8, 0.0], [0.95, 0.1, 0.0]])
     assert assignment.distinct_row_maxima(collide) is None
     assert assignment.distinct_row_maxima(torch.from_numpy(planted.T.copy())) is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("absolute", [False, True], ids=["signed", "absolute"])
+def test_row_argmax_is_torchs_argmax_ties_and_nan_included(dtype, absolute):
+    """The numpy road on the CPU picks what torch's argmax picks: the first of equal maxima
+    (a value and its negation tie under ``absolute``), a NaN as the largest, on contiguous rows
+    and on a strided view."""
+    gen = torch.Generator().manual_seed(0)
+    s = torch.randn(64, 300, generator=gen, dtype=torch.float64).to(dtype)
+    s[1, 7], s[1, 200] = 5.0, 5.0  # equal maxima
+    s[2, 9], s[2, 4] = 6.0, -6.0  # equal under |.|: the first, column 4
+    s[3, 50] = float("nan")
+    s[4] = 0.0
+    s[5, 3], s[5, 8], s[5, 10] = -7.0, 7.0, -7.0  # ties of both signs: column 3
+    s[6, 20], s[6, 30] = float("nan"), -9.0  # a NaN before a larger magnitude
+    s[7, 11], s[7, 12] = -8.0, float("nan")  # and after one
+    s[8] = 0.0
+    s[8, 2] = -0.0  # equal to 0.0: column 0
+    views = {"rows": s, "strided": s.T.contiguous().T, "columns": s[:, ::3]}
+    for name, v in views.items():
+        want = (v.abs() if absolute else v).argmax(dim=1).numpy()
+        got = assignment.row_argmax(v, absolute=absolute)
+        assert got.dtype == np.int64
+        np.testing.assert_array_equal(got, want, err_msg=name)
+    assert assignment.row_argmax(s, absolute=absolute)[2] == (4 if absolute else 9)
+    # another dtype (as a device without numpy's road would) gives the same through torch
+    half = s.to(torch.bfloat16)
+    np.testing.assert_array_equal(assignment.row_argmax(half, absolute=absolute),
+                                  (half.abs() if absolute else half).argmax(dim=1).numpy())

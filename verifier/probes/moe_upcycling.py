@@ -111,7 +111,7 @@ from verifier.architectures.layout import DOWN, UP, RoleRef
 from verifier.model import Model
 from verifier.parallel import ordered_map
 from verifier.probes import neuron_matching as neurons
-from verifier.probes.assignment import distinct_row_maxima, max_assignment
+from verifier.probes.assignment import distinct_row_maxima, max_assignment, row_argmax
 from verifier.probes.base import LayerValue, ProbeResult, spread
 from verifier.probes.pairing import Disguise, LazyLayers, Pairing, Side
 from verifier.stats import P_FLOOR, harmonic_combine
@@ -252,7 +252,7 @@ _Solved = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 def _best(s: torch.Tensor, signed: bool) -> np.ndarray:
     """Per candidate neuron (row of ``s``), the base neuron of highest (``|``)cosine."""
-    return (s if signed else s.abs()).argmax(dim=1).cpu().numpy()
+    return row_argmax(s, absolute=not signed)
 
 
 def _product_groups(widths: list[int], rows: int) -> list[list[int]]:
