@@ -10,7 +10,8 @@ looks like) and an *independent* candidate (a fresh draw); with ``--pairs upcycl
 upcycled from the base: four shuffled replicas of its FFN cut into slices, plus noise; or fresh
 experts). Then it measures, each verify in a fresh process:
 
-* a plain sequential read of both checkpoints with the page cache warm (the floor);
+* a plain sequential read of both checkpoints with the page cache warm (the floor), or with
+  ``--cold`` from the disk (every measurement then starts with both dropped from the cache);
 * the sha256 of both checkpoints alone, as lineage hashes them (files side by side in threads),
   as a ratio to that read: every report records it, and it is the slower read;
 * `verify` wall time as a ratio to that read, and its phases (the report's ``timings``;
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -239,6 +241,9 @@ def main() -> None:
                         help="verify's layers with null draws (default: verify's own default)")
     parser.add_argument("--no-hash", action="store_true",
                         help="verify --no-hash: no sha256 of the files")
+    parser.add_argument("--cold", action="store_true",
+                        help="drop both checkpoints from the page cache before each measurement "
+                        "(the read, the digests and verify then come from the disk)")
     args = parser.parse_args()
     shape = {"hidden": args.hidden, "ffn": args.ffn, "heads": args.heads,
              "kv_heads": args.kv_heads, "vocab": args.vocab, "layers": args.layers}
@@ -262,12 +267,13 @@ def main() -> None:
         runs = {}
         for name, cand in cands.items():
             measure("read", "cpu", base, cand)  # warm the page cache
-            read = measure("read", "cpu", base, cand)
-            hashed = measure("hash", "cpu", base, cand)
+            read = measure("read", "cpu", *_cold(args.cold, base, cand))
+            hashed = measure("hash", "cpu", *_cold(args.cold, base, cand))
             options = ({"full": args.full, "digest": not args.no_hash}
                        | ({"hidden_sample": args.hidden_sample} if args.hidden_sample else {})
                        | ({"null_layers": args.null_layers} if args.null_layers else {}))
-            runs[name] = measure("verify", args.backend, base, cand, options=options) | {
+            runs[name] = measure("verify", args.backend, *_cold(args.cold, base, cand),
+                                 options=options) | {
                 "read": read["seconds"], "hash": hashed["seconds"],
                 "hash_threads": hashed["threads"]}
     mib = 1 << 20
@@ -282,7 +288,8 @@ def main() -> None:
               + "; power check " + ", ".join(f"{k} {v:.3g}" for k, v in r["power"].items()
                                             if v is not None)
               + f"; hidden directions compared {r['directions']}")
-        print(f"  plain read of both checkpoints (warm) {r['read']:.2f} s; their sha256 alone "
+        print(f"  plain read of both checkpoints ({'cold' if args.cold else 'warm'}) "
+              f"{r['read']:.2f} s; their sha256 alone "
               f"{r['hash']:.2f} s ({r['hash_threads']} threads) = {r['hash'] / r['read']:.1f}x the "
               "read; verify"
               + (" --no-hash" if args.no_hash else "") + " "
@@ -297,6 +304,23 @@ def main() -> None:
                        f"{r['device_peak'] / largest[name]:.2f}x the largest layer")
         print(f"  computed on {device}; CPU fallbacks: {', '.join(r['fallbacks']) or 'none'}; "
               f"allocator {r['allocator']}")
+
+
+def _cold(cold: bool, *folders: Path) -> tuple[Path, ...]:
+    """The folders, their weight files first dropped from the page cache when ``cold``.
+
+    ``POSIX_FADV_DONTNEED`` drops a file's clean pages that no process maps (each measurement
+    runs in a fresh process), so the next read comes from the disk; no privileges needed.
+    """
+    if cold:
+        for folder in folders:
+            for f in folder.glob("*.safetensors"):
+                fd = os.open(f, os.O_RDONLY)
+                try:
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                finally:
+                    os.close(fd)
+    return folders
 
 
 def _largest(folder: Path) -> int:

@@ -7,6 +7,7 @@ and ``verify`` start from ``open_model``.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -17,6 +18,7 @@ import torch
 from verifier.architectures import RoleMap, resolve_layout
 from verifier.architectures.layout import ModelLayout, RoleRef, load_role
 from verifier.errors import InputError
+from verifier.readahead import Readahead
 from verifier.readers import open_checkpoint, resolve_path
 from verifier.readers.base import CheckpointReader
 
@@ -33,6 +35,8 @@ class Model:
     config: dict[str, Any] | None
     layout: ModelLayout
     warnings: list[str] = field(default_factory=list)
+    #: starts reading layers the analysis will visit next (``will_need``)
+    readahead: Readahead = field(default_factory=Readahead, repr=False)
 
     @property
     def format(self) -> str:
@@ -42,11 +46,27 @@ class Model:
         """One role in canonical ``[out, in]`` orientation."""
         return load_role(self.reader, ref)
 
+    def will_need(self, layer: int, roles: Collection[str] | None = None) -> None:
+        """Start reading ``layer``'s tensors (those holding ``roles``; all of the layer's when
+        None, its experts' included) in the background, for the analysis to find in the page
+        cache when it gets there. A hint: it changes no result, and does nothing for readers
+        that load by copying."""
+        if not 0 <= layer < len(self.layout.layers):
+            return
+        ll = self.layout.layers[layer]
+        refs = [*ll.roles.items()] + [
+            item for group in (*ll.experts, *ll.shared_experts) for item in group.items()]
+        names = list(dict.fromkeys(ref.tensor for role, ref in refs
+                                   if roles is None or role in roles))
+        if names:
+            self.readahead.submit(lambda: self.reader.will_need(names))
+
     def vocabulary(self) -> list[str] | None:
         """Token strings by id from the format itself or tokenizer files beside the weights."""
         return self.reader.vocabulary() or read_vocabulary(self.reader.root)
 
     def close(self) -> None:
+        self.readahead.close()  # before the reader: a request may be using it
         self.reader.close()
 
     def __enter__(self) -> Model:

@@ -27,7 +27,7 @@ from backends.compute import DTYPE_POLICY, Compute
 from backends.distributed import Shards
 from verifier import __version__
 from verifier.architectures import RoleMap
-from verifier.architectures.layout import DOWN, EMBED, UP, K, O, Q, V
+from verifier.architectures.layout import ATTN_NORM, DOWN, EMBED, GATE, UP, K, O, Q, V
 from verifier.files import Hashing, records, sha256_file
 from verifier.model import Model, open_model
 from verifier.model_cache import ModelCache
@@ -39,7 +39,7 @@ from verifier.probes import neuron_matching as neurons
 from verifier.probes import norm_drift as drift
 from verifier.probes.base import LayerValue, ProbeResult, spread
 from verifier.probes.layer_alignment import align_layers
-from verifier.probes.pairing import LazyLayers, Pairing, Side, fake_derivative
+from verifier.probes.pairing import LazyLayers, Pairing, Side, expect, fake_derivative
 from verifier.report import Environment, LayerMapEntry, ModelInfo, Models, MoESection, Report
 from verifier.stats import gaussian_tail_p, harmonic_combine
 from verifier.verdict import DEFAULT_ALPHA, decide
@@ -119,9 +119,12 @@ def _side(model: Model, rows: np.ndarray, compute: Compute) -> Side:
 
     embed = model.load(layout.globals[EMBED])[torch.as_tensor(rows)]
     return Side(embed=compute.put(embed),
-                ffn=LazyLayers(ffn_layers, ffn),
+                ffn=LazyLayers(ffn_layers, ffn,
+                               will_need=lambda i: model.will_need(i, (GATE, UP, DOWN))),
                 # readers that copy (e.g. dequantised GGUF) hold one layer's circuits at a time
-                circuits=LazyLayers(attn_layers, circuits, keep=1))
+                circuits=LazyLayers(attn_layers, circuits, keep=1,
+                                    will_need=lambda i: model.will_need(i, (Q, K, V, O,
+                                                                            ATTN_NORM))))
 
 
 def _layer(j: int, a: int, stat: float, null: list[float], scale: int) -> LayerValue:
@@ -282,7 +285,13 @@ class _Run:
         # The layers with null draws cost ~25x the others: they are dealt out first, evenly
         order = self.null_layers + [j for j in sorted(compared) if j not in self.null_layers]
         local: dict[int, tuple[dict[int, float], int, list[float] | None]] = {}
-        for k, j in enumerate(self.shards.mine(order)):
+        # in depth order: the layers with null draws (compute-bound) then alternate with the
+        # others (bound by the disk when the files are not in the page cache), which are read
+        # ahead while the former compute
+        mine = sorted(self.shards.mine(order))
+        expect(pairing.cand.ffn, mine)  # read each layer from the disk while one is computed
+        expect(pairing.base.ffn, [a for j in mine for a in compared[j]])
+        for k, j in enumerate(mine):
             self.progress("matching neurons", k * self.shards.world, len(compared))
             col = {a: pairing.ffn_stat(a, j) for a in compared[j]}
             best = max(col, key=lambda a: (col[a], -a))  # the first of equal maxima
@@ -363,7 +372,10 @@ class _Run:
         # the choice of base layer: none in a diagonal search (layer i against layer i)
         nb = self.base.layout.num_layers if self.layer_search == "full" else 1
         local = {}
-        for k, (a, j) in enumerate(self.shards.mine(pairs)):
+        mine = self.shards.mine(pairs)
+        expect(pairing.base.circuits, [a for a, _ in mine])
+        expect(pairing.cand.circuits, [j for _, j in mine])
+        for k, (a, j) in enumerate(mine):
             self.progress("matching heads", k * self.shards.world, len(pairs))
             local[j] = _layer(j, a, pairing.head_stat(a, j), pairing.head_null(a, j), nb)
         found = {j: lv for part in self.shards.gather(local) for j, lv in part.items()}

@@ -9,7 +9,7 @@ procedure (alignment recovery included).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -22,6 +22,7 @@ from verifier.probes import head_matching as heads
 from verifier.probes import hidden_alignment as hidden
 from verifier.probes import neuron_matching as neurons
 from verifier.probes.rotation_null import haar_rotation
+from verifier.readahead import READ_AHEAD
 
 T = TypeVar("T")
 
@@ -32,11 +33,38 @@ class LazyLayers(Mapping[int, T]):
     A probe visits layers one or two at a time, so a model's FFNs or circuits are never all in
     memory at once (at 7B, the float32 FFNs of one model alone take 17 GiB)."""
 
-    def __init__(self, layers: list[int], load: Callable[[int], T], keep: int = 2) -> None:
+    def __init__(self, layers: list[int], load: Callable[[int], T], keep: int = 2,
+                 will_need: Callable[[int], None] | None = None) -> None:
         self._layers = list(layers)
         self._load = load
         self._keep = keep
         self._cache: OrderedDict[int, T] = OrderedDict()
+        #: starts reading a layer in the background (``Model.will_need``): each load starts
+        #: the next ``READ_AHEAD`` layers of the visiting order, so the disk works while this
+        #: one is computed
+        self._will_need = will_need
+        self._ahead: dict[int, list[int]] = {}
+        self._advised: set[int] = set()
+        self.expect(self._layers, start=False)
+
+    def expect(self, order: Sequence[int], *, start: bool = True) -> None:
+        """The order the layers will be visited in (ascending until told): the first layers
+        start reading now (``start``), and each load starts the ones after it. A hint; any
+        order may still be asked."""
+        order = [i for i in order if i in self._layers]
+        # a layer visited twice reads ahead from its last visit (a hint: good enough)
+        self._ahead = {i: order[p + 1:p + 1 + READ_AHEAD] for p, i in enumerate(order)}
+        self._advised = set()
+        if start:
+            self._read_ahead(order[:READ_AHEAD])
+
+    def _read_ahead(self, layers: list[int]) -> None:
+        if self._will_need is None:
+            return
+        for i in layers:
+            if i not in self._cache and i not in self._advised:
+                self._advised.add(i)
+                self._will_need(i)
 
     def __getitem__(self, layer: int) -> T:
         if layer not in self._layers:
@@ -49,6 +77,7 @@ class LazyLayers(Mapping[int, T]):
             self._cache.popitem(last=False)
         value = self._load(layer)
         self._cache[layer] = value
+        self._read_ahead(self._ahead.get(layer, []))
         return value
 
     def __contains__(self, layer: object) -> bool:
@@ -60,6 +89,13 @@ class LazyLayers(Mapping[int, T]):
 
     def __len__(self) -> int:
         return len(self._layers)
+
+
+def expect(layers: Mapping[int, T], order: Sequence[int]) -> None:
+    """Tell lazily read ``layers`` the order they will be visited in (``LazyLayers.expect``);
+    layers already in memory need no telling."""
+    if isinstance(layers, LazyLayers):
+        layers.expect(order)
 
 
 @dataclass

@@ -9,7 +9,7 @@ this interface; nothing above the readers knows which format a model came in.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -58,6 +58,11 @@ class CheckpointReader(ABC):
     @abstractmethod
     def load(self, name: str) -> torch.Tensor:
         """One tensor, materialised (quantised storage is dequantised to float32)."""
+
+    def will_need(self, names: Iterable[str]) -> None:  # noqa: B027 - optional hook
+        """Start reading these tensors' bytes into the page cache without waiting for them
+        (``verifier.readahead``). Readers that map their files override it; for the others a
+        tensor is read when loaded, and there is nothing to start early."""
 
     def config(self) -> dict[str, Any] | None:
         """A Hugging Face-style config, when the format carries one (GGUF metadata does)."""

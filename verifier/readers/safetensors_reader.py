@@ -13,6 +13,7 @@ missing shards, and messages that tell a user which file is broken and why.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from verifier.errors import InputError
+from verifier.readahead import will_need
 from verifier.readers.base import CheckpointReader, TensorInfo
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -129,6 +131,16 @@ class SafetensorsCheckpoint(CheckpointReader):
                 return handle.get_tensor(name)
         except (SafetensorError, RuntimeError, OSError) as exc:
             raise InputError(f"{path}: cannot read tensor {name!r}: {_explain(exc)}") from exc
+
+    def will_need(self, names: Iterable[str]) -> None:
+        for name in names:
+            path = self._where.get(name)
+            if path is None:
+                continue
+            # a view of the file's map (zero-copy); the advice reads its pages, the view is
+            # dropped at once, and the pages stay in the page cache for the load to find
+            with safe_open(str(path), framework="pt", device="cpu") as handle:
+                will_need(handle.get_tensor(name))
 
 
 def read_weight_map(index: Path) -> dict[str, str]:
