@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +17,13 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from verifier.architectures.layout import EMBED
+from verifier.architectures.layout import DOWN, EMBED, GATE, UP
 from verifier.model import Model, open_model
 from verifier.probes import hidden_alignment as hidden
 from verifier.probes import moe_upcycling as moe
 from verifier.probes import neuron_matching as neurons
 from verifier.probes.frame_pairing import FramePairing
-from verifier.probes.pairing import Pairing, Side
+from verifier.probes.pairing import LazyLayers, Pairing, Side
 from verifier.stats import harmonic_combine
 from verifier.zoo import Zoo, derive, load_state
 from verifier.zoo.pairs import MOE_LINEAGE, MOE_PAIRS, STANDARD, ZOO_SPECS, MoEPair
@@ -474,6 +475,71 @@ def test_a_moe_bases_layers_are_pooled_one_at_a_time(zoo: Zoo, monkeypatch) -> N
         for i in layers:
             assert pools[i].up.shape[0] == made[-1]
         assert len(made) == len(layers)
+
+
+def test_the_probe_reads_a_moe_candidate_one_layer_at_a_time_reading_ahead(zoo: Zoo) -> None:
+    """A MoE layer is read when its turn comes, in depth order, never all of them at once
+    (a reader that copies would hold every expert of the model), and each layer has been
+    advised before it is read, the next ones while it is matched; the same result as with
+    every layer in memory."""
+    events: list[tuple[str, int]] = []
+    alive: list[weakref.ref[moe.MoELayer]] = []
+    most = 0
+    with open_model(zoo["llama"]) as mb, open_model(zoo["llama_moe_fine"]) as mc:
+        pairing, _ = _pairing(mb, mc)
+        stored = moe.load_moe(mc)
+
+        def load(i: int) -> moe.MoELayer:
+            nonlocal most
+            most = max(most, sum(r() is not None for r in alive))
+            events.append(("load", i))
+            layer = stored[i]
+            alive.append(weakref.ref(layer))
+            return layer
+
+        layers = LazyLayers(sorted(stored), load, keep=1,
+                            will_need=lambda i: events.append(("advise", i)))
+        pools = moe.base_pools(pairing.base.ffn, {})
+        lazy = moe.analyse(pairing, pools, layers, tested={0, 7})
+        held = moe.analyse(pairing, pools, {i: stored[i] for i in sorted(stored)},
+                           tested={0, 7})
+    assert lazy is not None
+    assert held is not None
+    loads = [i for e, i in events if e == "load"]
+    assert loads == sorted(stored)
+    for i in loads:
+        assert events.index(("advise", i)) < events.index(("load", i))
+    # when a layer is read, at most the one before it is still alive (kept by the reader)
+    assert most <= 1
+    assert [lr.p_value for lr in lazy.layers] == [lr.p_value for lr in held.layers]
+    for a, b in zip(lazy.layers, held.layers, strict=True):
+        assert np.array_equal(a.base_neurons(), b.base_neurons())
+
+
+def test_moe_layers_and_pools_pass_reading_ahead_to_where_the_weights_are(
+        zoo: Zoo, monkeypatch) -> None:
+    """A MoE model's layers advise its experts' FFN tensors (not the attention); a pool
+    advises the dense layer or the MoE layer it is made from."""
+    with open_model(zoo["llama_moe_fine"]) as mc:
+        names: list[str] = []
+        monkeypatch.setattr(mc.reader, "will_need", names.extend)
+        mc.will_need(1, (GATE, UP, DOWN))
+        mc.readahead.close()  # waits for the request
+        layer = mc.layout.layers[1]
+        assert names
+        assert sorted(names) == sorted(
+            ref.tensor for roles in (*layer.experts, *layer.shared_experts)
+            for ref in roles.values())
+        asked: list[tuple[int, tuple[str, ...] | None]] = []
+        monkeypatch.setattr(mc, "will_need", lambda i, roles=None: asked.append((i, roles)))
+        layers = moe.load_moe(mc)
+        layers.expect([5, 2])
+        assert asked == [(5, (GATE, UP, DOWN)), (2, (GATE, UP, DOWN))]
+    advised: list[tuple[str, int]] = []
+    dense = LazyLayers([0, 1], lambda i: i, will_need=lambda i: advised.append(("dense", i)))
+    experts = LazyLayers([2, 3], lambda i: i, will_need=lambda i: advised.append(("moe", i)))
+    moe.base_pools(dense, experts).expect([3, 0, 2])  # type: ignore[arg-type]
+    assert advised == [("moe", 3), ("dense", 0), ("moe", 2)]
 
 
 def test_dense_candidate_has_no_moe_section(zoo: Zoo) -> None:

@@ -107,13 +107,13 @@ from scipy.special import logsumexp
 
 from backends.compute import Compute
 from backends.distributed import Shards
-from verifier.architectures.layout import DOWN, UP, RoleRef
+from verifier.architectures.layout import DOWN, GATE, UP, RoleRef
 from verifier.model import Model
 from verifier.parallel import ordered_map
 from verifier.probes import neuron_matching as neurons
 from verifier.probes.assignment import distinct_row_maxima, max_assignment, row_argmax
 from verifier.probes.base import LayerValue, ProbeResult, spread
-from verifier.probes.pairing import Disguise, LazyLayers, Pairing, Side
+from verifier.probes.pairing import Disguise, LazyLayers, Pairing, Side, expect
 from verifier.stats import P_FLOOR, harmonic_combine
 from verifier.verdict import DEFAULT_ALPHA
 
@@ -186,7 +186,9 @@ def load_moe(model: Model, layers: Collection[int] | None = None) -> Mapping[int
     """Every MoE layer's (or ``layers``') routed and shared experts (per-expert tensors and
     fused 3-D stacks alike: the layout cuts stacks per expert), read when a layer is asked
     for, one layer at a time, as stored (views of a mapped file where the reader maps it): the
-    probe places what it uses. A large MoE's experts in float32 would not fit in memory."""
+    probe places what it uses. A large MoE's experts in float32 would not fit in memory.
+    Each layer asked for starts reading the next ones of the order the probe announces
+    (``LazyLayers.expect``), so the disk works while a layer is matched."""
     def readable(roles: Mapping[str, RoleRef]) -> bool:
         return UP in roles and DOWN in roles
 
@@ -201,7 +203,8 @@ def load_moe(model: Model, layers: Collection[int] | None = None) -> Mapping[int
     indices = [layer.index for layer in model.layout.layers
                if layer.is_moe and (layers is None or layer.index in layers)
                and any(readable(roles) for roles in layer.experts)]
-    return LazyLayers(indices, read, keep=1)
+    return LazyLayers(indices, read, keep=1,
+                      will_need=lambda i: model.will_need(i, (GATE, UP, DOWN)))
 
 
 def base_pools(
@@ -209,11 +212,17 @@ def base_pools(
 ) -> Mapping[int, neurons.FFNWeights]:
     """The neurons each base layer offers: its dense FFN, or its experts (shared last) pooled,
     made when a layer is asked for, the last one kept (a MoE base's pooled layers are copies:
-    all of them at once would hold every expert of the model in memory)."""
+    all of them at once would hold every expert of the model in memory). Reading ahead is
+    passed on to the layers the pools come from."""
     def pool(i: int) -> neurons.FFNWeights:
         return dense[i] if i in dense else moe[i].pooled()
 
-    return LazyLayers(sorted(set(dense) | set(moe)), pool, keep=1)
+    def will_need(i: int) -> None:
+        source = dense if i in dense else moe
+        if isinstance(source, LazyLayers):
+            source.will_need(i)
+
+    return LazyLayers(sorted(set(dense) | set(moe)), pool, keep=1, will_need=will_need)
 
 
 # --- matching one layer pair under one alignment ----------------------------------------------
@@ -672,16 +681,26 @@ def analyse(
     if not pools:
         return None
     results: list[LayerResult] = []
-    for j, layer in sorted(moe.items()):
+    order = sorted(moe)  # the indices: each layer is read when its turn comes, one at a time
+    expect(moe, order)  # and the next ones start reading from the disk while it is matched
+
+    def base_layer(j: int) -> int | None:
+        """The base layer of candidate layer ``j`` where known before matching."""
+        if layer_map is not None and layer_map.get(j) in pools:
+            return int(layer_map[j])
+        return j if same_depth and j in pools else None
+
+    known = {j: a for j in order if (a := base_layer(j)) is not None}
+    expect(pools, [known[j] for j in order if j in known])
+    for j in order:
+        layer = moe[j]
         if tested is None or j in tested:
             test = _test_layer
         else:
             test = partial(_mapped_layer, map_all=map_all)
-        if layer_map is not None and layer_map.get(j) in pools:
-            a = int(layer_map[j])
+        if j in known:
+            a = known[j]
             results.append(test(pairing, pools[a], layer, j, a, 1, alpha, sample=sample))
-        elif same_depth and j in pools:
-            results.append(test(pairing, pools[j], layer, j, j, 1, alpha, sample=sample))
         else:
             feats = pairing.observed_pool_features(layer.units)
             scored = {a: match_layer(pairing.observed_base_features(pool), feats, layer.widths)

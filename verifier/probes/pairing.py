@@ -59,12 +59,16 @@ class LazyLayers(Mapping[int, T]):
             self._read_ahead(order[:READ_AHEAD])
 
     def _read_ahead(self, layers: list[int]) -> None:
-        if self._will_need is None:
-            return
         for i in layers:
             if i not in self._cache and i not in self._advised:
                 self._advised.add(i)
-                self._will_need(i)
+                self.will_need(i)
+
+    def will_need(self, layer: int) -> None:
+        """Start reading ``layer`` from the disk in the background, unless it is held (a
+        hint: nothing is loaded)."""
+        if self._will_need is not None and layer in self._layers and layer not in self._cache:
+            self._will_need(layer)
 
     def __getitem__(self, layer: int) -> T:
         if layer not in self._layers:
