@@ -253,3 +253,29 @@ def test_circuits_are_formed_only_where_that_is_cheaper():
     assert heads._dense_cheaper(shaped(8, 2, 128, 128), shaped(32, 8, 128, 128))
     # the test models (hidden 64, 4 heads of 16) keep the Gram blocks
     assert not heads._dense_cheaper(shaped(4, 2, 16, 64), shaped(4, 2, 16, 64))
+
+
+@pytest.mark.parametrize("layout", ["rows", "transposed view"])
+@pytest.mark.parametrize("order", ["random", "increasing", "with repeats"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_taking_hidden_coordinates_equals_index_select(layout, order, dtype):
+    # the gather reads a stored matrix by whole runs (a transposed view's columns are its
+    # storage's rows; a row-major matrix's entries in increasing order) and gives exactly
+    # index_select's contiguous tensor, whatever the order of the coordinates
+    gen = torch.Generator().manual_seed(0)
+    stored = torch.randn(40, 96, generator=gen).to(dtype)
+    w = stored if layout == "rows" else stored.T
+    idx = torch.randperm(w.shape[1], generator=gen)[:17]
+    if order == "increasing":
+        idx = idx.sort().values
+    elif order == "with repeats":
+        idx[3] = idx[11] = idx[0]
+    for dim, i in ((1, idx), (0, idx[idx < w.shape[0]])):
+        want = w.index_select(dim, i)
+        got = hidden.select(w, dim, i)
+        assert torch.equal(got, want)
+        assert got.is_contiguous()
+    align = HiddenAlignment(np.array([5, -1, 2, 2]), np.array([1.0, 1.0, -1.0, 1.0]),
+                            np.ones(4), np.ones(4))
+    want = w.index_select(1, torch.tensor([5, 0, 2, 2])).float() * torch.tensor([1, 0, -1, 1.0])
+    assert torch.equal(align.cols(w).float(), want)
