@@ -17,6 +17,9 @@ experts). Then it measures, each verify in a fresh process:
 * `verify` wall time as a ratio to that read, and its phases (the report's ``timings``;
   ``hashing`` there is only the wait for digests the analysis did not hide). Verify hashes as
   by default; ``--no-hash`` measures it without the digests;
+* with ``--cold``, the bytes the process read from the disk during each phase and in all, as
+  a ratio to both checkpoints (``/proc/self/io``, sampled every 10 ms; the digests' threads
+  read beside the phases): how far verify is from reading each byte once;
 * peak private memory (RssAnon, sampled every 10 ms; the mapped page cache is not counted),
   net of the interpreter with lineage imported, as a ratio to the largest layer of either
   checkpoint;
@@ -48,11 +51,21 @@ def rss_anon():
             return int(line.split()[1]) * 1024
     return 0
 
+def disk_read():
+    # bytes this process (all its threads) caused to be read from storage: page faults on the
+    # mapped files, advised read-ahead, the digests' reads; not what came from the page cache
+    for line in open("/proc/self/io"):
+        if line.startswith("read_bytes"):
+            return int(line.split()[1])
+    return 0
+
 peak = [rss_anon()]
+reads = []  # (seconds since the clock started, bytes read from storage so far)
 stop = threading.Event()
 def sample():
     while not stop.is_set():
         peak[0] = max(peak[0], rss_anon())
+        reads.append((time.perf_counter() - t0, disk_read()))
         time.sleep(0.01)
 
 what, backend_name, options, args = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4:]
@@ -64,8 +77,9 @@ backend, _ = backends.select(backend_name)
 compute = backend.compute()
 compute.put(__import__("torch").zeros(1))  # start the device before the clock does
 base_rss = rss_anon()
-threading.Thread(target=sample, daemon=True).start()
+read0 = disk_read()
 t0 = time.perf_counter()
+threading.Thread(target=sample, daemon=True).start()
 out = {}
 if what == "read":
     buf = bytearray(16 << 20)
@@ -99,6 +113,19 @@ if what == "verify" and compute.device.type == "cuda":
     out["device_peak"] = torch.cuda.max_memory_allocated()
 stop.set()
 peak[0] = max(peak[0], rss_anon())
+reads.append((seconds, disk_read()))
+out["disk_read"] = reads[-1][1] - read0
+if what == "verify":
+    # the phases run one after another from the start of the clock: each gets what the
+    # process read from storage while it ran (the digests' threads read beside them)
+    phases, edge, done = {}, 0.0, read0
+    names = [k for k in report.timings if k not in ("total", "ranks")]
+    for name in names:
+        edge += report.timings[name]
+        upto = max((b for t, b in reads if t <= edge), default=done)
+        phases[name], done = upto - done, upto
+    phases[names[-1]] += reads[-1][1] - done  # the report's assembly, after the last phase
+    out["disk_read_phases"] = phases
 print(json.dumps(out | {"seconds": seconds, "base_rss": base_rss, "peak_rss": peak[0]}))
 """
 
@@ -275,7 +302,9 @@ def main() -> None:
             runs[name] = measure("verify", args.backend, *_cold(args.cold, base, cand),
                                  options=options) | {
                 "read": read["seconds"], "hash": hashed["seconds"],
-                "hash_threads": hashed["threads"]}
+                "hash_threads": hashed["threads"],
+                "bytes": sum(f.stat().st_size for folder in (base, cand)
+                             for f in folder.glob("*.safetensors"))}
     mib = 1 << 20
     total = sum(f.stat().st_size for f in base.glob("*.safetensors")) if args.keep else None
     print(f"shape: {json.dumps(shape)}; base checkpoint "
@@ -298,6 +327,11 @@ def main() -> None:
               f"{net:.2f}x the largest layer of the pair ({largest[name] / mib:.0f} MiB; "
               f"interpreter {r['base_rss'] / mib:.0f} MiB)")
         print("  phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in r["timings"].items()))
+        if args.cold:
+            print("  read from the disk during each phase: "
+                  + ", ".join(f"{k} {v / mib:.0f} MiB" for k, v in r["disk_read_phases"].items())
+                  + f"; in all {r['disk_read'] / mib:.0f} MiB = {r['disk_read'] / r['bytes']:.2f}x "
+                  "both checkpoints")
         device = f"{r['backend']} ({r['device']})"
         if "device_peak" in r:
             device += (f"; peak device memory {r['device_peak'] / mib:.0f} MiB = "

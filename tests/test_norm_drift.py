@@ -45,3 +45,50 @@ def test_default_verify_samples_and_full_reads_everything(zoo):
     up_exact, up_tiny = exact[0]["up"], tiny[0]["up"]
     assert up_tiny != up_exact
     assert up_tiny.frobenius == pytest.approx(up_exact.frobenius, rel=0.2)
+
+
+@pytest.mark.parametrize("candidate", ["llama_pruned", "llama_ft_code"])
+def test_norm_drift_reads_no_tensor_the_probes_already_read(zoo, monkeypatch, candidate):
+    # its statistics are taken as the probes read each layer (a pair larger than the page cache
+    # would otherwise be read a second time); it computes only what no probe read (the pruned
+    # candidate leaves base layers unmapped), and the numbers are those taken afterwards
+    import re
+
+    from verifier import verify as verify_module
+    from verifier.model import open_model
+
+    taken: list[tuple[str, str, str]] = []
+    phase = ["probes"]
+    role_stats, norm_drift = drift.role_stats, verify_module._Run.norm_drift
+
+    def counted(model, ref, sample):
+        taken.append((phase[0], str(model.path), ref.tensor))
+        return role_stats(model, ref, sample)
+
+    def after_probes(run):
+        phase[0] = "norm drift"
+        return norm_drift(run)
+
+    monkeypatch.setattr(drift, "role_stats", counted)
+    monkeypatch.setattr(verify_module._Run, "norm_drift", after_probes)
+    report = verify_module.verify(zoo["llama"], zoo[candidate],
+                                  verify_module.VerifyOptions(digest=False))
+    monkeypatch.undo()
+    assert [t for t in taken if t[0] == "probes"]
+    assert len({t[1:] for t in taken}) == len(taken)  # each tensor once
+    mapped = {e.base_layer for e in report.layer_map}
+    for _, path, tensor in (t for t in taken if t[0] == "norm drift"):
+        layer = int(re.search(r"layers\.(\d+)\.", tensor).group(1))
+        assert path == str(zoo["llama"])
+        assert layer not in mapped
+    with open_model(zoo["llama"]) as mb, open_model(zoo[candidate]) as mc:
+        sb, sc = (drift.layer_stats(m, drift.SAMPLE_ELEMENTS) for m in (mb, mc))
+    assert len(taken) == sum(len(layer) for layer in sb + sc)
+    rows = report.norm_drift.layers
+    assert [(r.layer, r.role) for r in rows] == [(j, role) for j, layer in enumerate(sc)
+                                                 for role in layer]
+    for r in rows:
+        assert r.candidate_norm == sc[r.layer][r.role].frobenius
+        assert r.candidate_std == sc[r.layer][r.role].std
+        if r.base_layer is not None:
+            assert r.base_norm == sb[r.base_layer][r.role].frobenius

@@ -129,6 +129,16 @@ class ModelCache:
                   for layer in model.layout.layers]
         return _hash(["stats", CACHE_FORMAT, [k.__dict__ for k in files], layout])
 
+    def has_layer_stats(self, model: Model, variant: str = "") -> bool:
+        """Whether ``layer_stats`` would answer without computing."""
+        key = self.model_key(model) + (f"-{variant}" if variant else "")
+        if key not in self._stats:
+            loaded = self._load_stats(key)
+            if loaded is None:
+                return False
+            self._stats[key] = loaded
+        return True
+
     def layer_stats(self, model: Model, compute: Callable[[], LayerStats],
                     variant: str = "") -> LayerStats:
         """The model's per-layer role statistics; ``compute()`` runs only on a miss. ``variant``

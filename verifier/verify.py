@@ -95,9 +95,11 @@ def _info(model: Model, digests: Mapping[str, str] | None) -> ModelInfo:
     )
 
 
-def _side(model: Model, rows: np.ndarray, compute: Compute) -> Side:
+def _side(model: Model, rows: np.ndarray, compute: Compute,
+          stats: drift.StatsWhileRead | None = None) -> Side:
     """The embedding rows of the shared tokens now (on the compute device); FFNs and circuits
-    read layer by layer, kept as stored and placed by the probes where they use them."""
+    read layer by layer, kept as stored and placed by the probes where they use them; with
+    ``stats``, norm drift's statistics of each layer taken as it is read."""
     layout = model.layout
     ffn_layers = [i for i in range(layout.num_layers)
                   if {UP, DOWN} <= set(layout.layers[i].roles)]
@@ -110,11 +112,15 @@ def _side(model: Model, rows: np.ndarray, compute: Compute) -> Side:
     def ffn(i: int) -> neurons.FFNWeights:
         loaded = neurons.load_ffn(model, i)
         assert loaded is not None  # the roles were checked above
+        if stats is not None:
+            stats.collect(i, drift.FFN_STAT_ROLES)
         return loaded
 
     def circuits(i: int) -> heads.HeadCircuits:
         loaded = heads.load_circuits(model, i)
         assert loaded is not None
+        if stats is not None:
+            stats.collect(i, drift.ATTN_STAT_ROLES)
         return loaded
 
     embed = model.load(layout.globals[EMBED])[torch.as_tensor(rows)]
@@ -161,6 +167,8 @@ class _Run:
         self.framed = False
         #: the base's embedding rows of the shared tokens (``prepare``)
         self.base_rows = np.zeros(0, dtype=np.int64)
+        #: norm drift's statistics taken as the probes read each model's layers (by model id)
+        self.read_stats: dict[int, drift.StatsWhileRead] = {}
 
     def tick(self, key: str, t0: float) -> float:
         now = time.perf_counter()
@@ -189,7 +197,20 @@ class _Run:
                 f"only {ib.size} shared tokens: too few to align {b.hidden_size} hidden coordinates"
             )
             return None
-        return _side(self.base, ib, self.compute), _side(self.cand, ic, self.compute)
+        return (_side(self.base, ib, self.compute, self.stats_while_read(self.base)),
+                _side(self.cand, ic, self.compute, self.stats_while_read(self.cand)))
+
+    def stats_while_read(self, model: Model) -> drift.StatsWhileRead | None:
+        """Norm drift's statistics of ``model``, to be taken as the probes read its layers
+        (None when norm drift is not wanted or a cache already holds them)."""
+        if not self.opts.wants(drift.NAME):
+            return None
+        sample = None if self.opts.full else drift.SAMPLE_ELEMENTS
+        if self.cache is not None and self.cache.has_layer_stats(model, _stats_variant(sample)):
+            return None
+        stats = drift.StatsWhileRead(model, sample)
+        self.read_stats[id(model)] = stats
+        return stats
 
     def run(self, base: Side, cand: Side) -> None:
         t0 = time.perf_counter()
@@ -425,7 +446,8 @@ class _Run:
 
     def norm_drift(self) -> drift.NormDrift:
         t0 = time.perf_counter()
-        sb, sc = (model_layer_stats(m, self.opts.full, self.cache) for m in (self.base, self.cand))
+        sb, sc = (model_layer_stats(m, self.opts.full, self.cache, self.read_stats.get(id(m)))
+                  for m in (self.base, self.cand))
         pairs = [(a, j) for j, a in enumerate(self.layer_map) if a is not None]
         if not pairs and len(sb) == len(sc):
             pairs = [(i, i) for i in range(len(sb))]
@@ -475,16 +497,23 @@ class _Run:
         return out
 
 
-def model_layer_stats(model: Model, full: bool = False,
-                      cache: ModelCache | None = None) -> list[dict[str, drift.RoleStats]]:
+def model_layer_stats(model: Model, full: bool = False, cache: ModelCache | None = None,
+                      read: drift.StatsWhileRead | None = None,
+                      ) -> list[dict[str, drift.RoleStats]]:
     """Per-layer role statistics of one model for norm drift: exact with ``full``, otherwise
     from a stride of rows (``norm_drift.SAMPLE_ELEMENTS``). They depend on that model only, so
-    a cache shared by many verifications computes them once per model."""
+    a cache shared by many verifications computes them once per model; ``read``: those the
+    probes took as they read the layers (the rest are computed here)."""
     sample = None if full else drift.SAMPLE_ELEMENTS
+    stats = read or drift.StatsWhileRead(model, sample)
     if cache is None:
-        return drift.layer_stats(model, sample)
-    return cache.layer_stats(model, lambda: drift.layer_stats(model, sample),
-                             variant="" if sample is None else f"rows{sample}")
+        return stats.all()
+    return cache.layer_stats(model, stats.all, variant=_stats_variant(sample))
+
+
+def _stats_variant(sample: int | None) -> str:
+    """The cache's name for layer statistics from ``sample`` rows (or the whole tensors)."""
+    return "" if sample is None else f"rows{sample}"
 
 
 def _similarity(stat: np.ndarray, a: int | None, j: int) -> float | None:

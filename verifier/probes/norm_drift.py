@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from verifier.architectures.layout import ATTN_NORM, DOWN, GATE, MLP_NORM, UP, K, O, Q, V
+from verifier.architectures.layout import ATTN_NORM, DOWN, GATE, MLP_NORM, UP, K, O, Q, RoleRef, V
 from verifier.model import Model
 from verifier.sweep import tensor_stats
 
@@ -74,24 +74,54 @@ def rows_sample(t: torch.Tensor, elements: int | None) -> torch.Tensor:
     return t[:: max(1, t.shape[0] // keep)]
 
 
+#: the roles read with a layer's FFN and with its attention (the probes' two passes)
+FFN_STAT_ROLES = (GATE, UP, DOWN, MLP_NORM)
+ATTN_STAT_ROLES = (Q, K, V, O, ATTN_NORM)
+
+
+def role_stats(model: Model, ref: RoleRef, sample: int | None) -> RoleStats:
+    """Frobenius norm, std and mean |w| of one tensor: of the whole tensor, or with ``sample``
+    estimated from a stride of rows covering at least that many weights (the Frobenius norm
+    scaled to the whole tensor)."""
+    whole = model.load(ref)
+    part = rows_sample(whole, sample)
+    s = tensor_stats(ref.tensor, part)
+    scale = (whole.numel() / max(part.numel(), 1)) ** 0.5
+    return RoleStats(frobenius=s.frobenius * scale, std=s.std, mean_abs=s.mean_abs)
+
+
+class StatsWhileRead:
+    """A model's per-layer role statistics, each computed when a probe reads its layer.
+
+    Why: norm drift runs after the probes, and a pair larger than the page cache has lost its
+    first layers by then; a stride of rows from every tensor, faulted in from a file map, then
+    reads every tensor again (the kernel reads around each touched page: on a whole 7B pair
+    with a 12 GB page cache, 22 GiB more read from the disk). Computed while the probe has
+    the layer in hand, the same rows cost no read; norm drift computes what no probe read."""
+
+    def __init__(self, model: Model, sample: int | None) -> None:
+        self.model, self.sample = model, sample
+        self.known: dict[int, dict[str, RoleStats]] = {}
+
+    def collect(self, layer: int, roles: tuple[str, ...] = STAT_ROLES) -> None:
+        refs = self.model.layout.layers[layer].roles
+        have = self.known.setdefault(layer, {})
+        for role in roles:
+            if role in refs and role not in have:
+                have[role] = role_stats(self.model, refs[role], self.sample)
+
+    def all(self) -> list[dict[str, RoleStats]]:
+        """Every layer's statistics, in ``STAT_ROLES`` order, the missing ones computed now."""
+        out = []
+        for i in range(len(self.model.layout.layers)):
+            self.collect(i)
+            out.append({role: self.known[i][role] for role in STAT_ROLES if role in self.known[i]})
+        return out
+
+
 def layer_stats(model: Model, sample: int | None = None) -> list[dict[str, RoleStats]]:
-    """Frobenius norm, std and mean |w| of every dense role of every layer: of the whole tensor,
-    or with ``sample`` estimated from a stride of rows covering at least that many weights (the
-    Frobenius norm scaled to the whole tensor)."""
-    out = []
-    for layer in model.layout.layers:
-        stats: dict[str, RoleStats] = {}
-        for role in STAT_ROLES:
-            ref = layer.roles.get(role)
-            if ref is not None:
-                whole = model.load(ref)
-                part = rows_sample(whole, sample)
-                s = tensor_stats(role, part)
-                scale = (whole.numel() / max(part.numel(), 1)) ** 0.5
-                stats[role] = RoleStats(frobenius=s.frobenius * scale, std=s.std,
-                                        mean_abs=s.mean_abs)
-        out.append(stats)
-    return out
+    """Frobenius norm, std and mean |w| of every dense role of every layer (``role_stats``)."""
+    return StatsWhileRead(model, sample).all()
 
 
 def _profile(stats: list[dict[str, RoleStats]], layers: list[int]) -> np.ndarray | None:
