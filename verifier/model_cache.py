@@ -131,25 +131,16 @@ class ModelCache:
 
     def has_layer_stats(self, model: Model, variant: str = "") -> bool:
         """Whether ``layer_stats`` would answer without computing."""
-        key = self.model_key(model) + (f"-{variant}" if variant else "")
-        if key not in self._stats:
-            loaded = self._load_stats(key)
-            if loaded is None:
-                return False
-            self._stats[key] = loaded
-        return True
+        return self._known_stats(self._stats_key(model, variant)) is not None
 
     def layer_stats(self, model: Model, compute: Callable[[], LayerStats],
                     variant: str = "") -> LayerStats:
         """The model's per-layer role statistics; ``compute()`` runs only on a miss. ``variant``
         tells apart statistics computed differently (e.g. from a sample of rows)."""
-        key = self.model_key(model) + (f"-{variant}" if variant else "")
-        cached = self._stats.get(key)
-        if cached is None:
-            cached = self._load_stats(key)
+        key = self._stats_key(model, variant)
+        cached = self._known_stats(key)
         if cached is not None:
             self.counts.stats_hits += 1
-            self._stats[key] = cached
             return cached
         stats = compute()
         self.counts.stats_computed += 1
@@ -211,6 +202,18 @@ class ModelCache:
         sha = entry.get("sha256")
         ok = isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)
         return sha if ok else None
+
+    def _stats_key(self, model: Model, variant: str) -> str:
+        return self.model_key(model) + (f"-{variant}" if variant else "")
+
+    def _known_stats(self, key: str) -> LayerStats | None:
+        """Statistics held in memory or stored (then held), without computing any."""
+        cached = self._stats.get(key)
+        if cached is None:
+            cached = self._load_stats(key)
+            if cached is not None:
+                self._stats[key] = cached
+        return cached
 
     def _load_stats(self, key: str) -> LayerStats | None:
         entry = self._read(f"stats/{key}.json")

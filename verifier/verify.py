@@ -205,7 +205,7 @@ class _Run:
         (None when norm drift is not wanted or a cache already holds them)."""
         if not self.opts.wants(drift.NAME):
             return None
-        sample = None if self.opts.full else drift.SAMPLE_ELEMENTS
+        sample = _stats_sample(self.opts.full)
         if self.cache is not None and self.cache.has_layer_stats(model, _stats_variant(sample)):
             return None
         stats = drift.StatsWhileRead(model, sample)
@@ -504,11 +504,17 @@ def model_layer_stats(model: Model, full: bool = False, cache: ModelCache | None
     from a stride of rows (``norm_drift.SAMPLE_ELEMENTS``). They depend on that model only, so
     a cache shared by many verifications computes them once per model; ``read``: those the
     probes took as they read the layers (the rest are computed here)."""
-    sample = None if full else drift.SAMPLE_ELEMENTS
+    sample = _stats_sample(full)
     stats = read or drift.StatsWhileRead(model, sample)
     if cache is None:
         return stats.all()
     return cache.layer_stats(model, stats.all, variant=_stats_variant(sample))
+
+
+def _stats_sample(full: bool) -> int | None:
+    """The weights per tensor norm drift's statistics read (None: every weight), one answer
+    for the statistics taken as the probes read and for those norm drift takes itself."""
+    return None if full else drift.SAMPLE_ELEMENTS
 
 
 def _stats_variant(sample: int | None) -> str:

@@ -87,9 +87,10 @@ def select(w: torch.Tensor, dim: int, idx: torch.Tensor) -> torch.Tensor:
     """``w.index_select(dim, idx)``, the same contiguous tensor, gathered the way that reads a
     matrix fastest. Why: the hidden coordinates of a layer are columns of the probes' ``[F, d]``
     views, and torch's column gather from a transposed view (a down projection, stored
-    ``[d, F]``) takes 60-130 ms for 128 columns of a 7B layer, against 2-6 ms to copy the same
+    ``[d, F]``) takes 112-166 ms for 128 columns of a 7B layer, against 2-7 ms to copy the same
     stored rows whole; from a row-major ``[F, d]`` (gate, up) 128 columns in random order take
-    twice as long as in increasing order (measured on CPU; docs/performance.md)."""
+    32-37 ms, 12-20 ms gathered in increasing order and put back (measured on CPU;
+    docs/performance.md)."""
     if w.dim() != 2 or dim != 1:
         return w.index_select(dim, idx)
     if w.stride(1) > w.stride(0):  # columns of a transposed view: rows of the storage, whole
