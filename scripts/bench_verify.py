@@ -23,7 +23,11 @@ experts). Then it measures, each verify in a fresh process:
 * peak private memory (RssAnon, sampled every 10 ms; the mapped page cache is not counted),
   net of the interpreter with lineage imported, as a ratio to the largest layer of either
   checkpoint;
-* the verdicts and p-values.
+* the verdicts and p-values;
+* with ``--cache``, each verify again with one ``ModelCache`` folder shared by the candidates in
+  turn (``lineage verify --cache-dir``): the first candidate's run fills the base's entries,
+  the next reuses its digests, statistics and power check, as a QA job checking release after
+  release against one base does.
 
 Random weights are not trained weights (the test zoo is where calibration is measured); here
 they only give realistic shapes and byte counts. Usage:
@@ -97,8 +101,12 @@ elif what == "hash":
         with open_model(folder) as m:
             describe_files(m.reader.root, m.reader.files)
 elif what == "verify":
+    import dataclasses
+    from verifier.model_cache import ModelCache
     from verifier.verify import VerifyOptions, verify
-    report = verify(args[0], args[1], VerifyOptions(**options), compute=compute)
+    cache_dir = options.pop("cache_dir", None)
+    cache = None if cache_dir is None else ModelCache(Path(cache_dir))
+    report = verify(args[0], args[1], VerifyOptions(**options), compute=compute, cache=cache)
     compute.synchronize()
     out = {"backend": report.environment.backend, "device": report.environment.device,
            "fallbacks": report.environment.fallbacks, "verdict": report.verdict, "p": report.p_value, "timings": report.timings,
@@ -106,7 +114,8 @@ elif what == "verify":
            "power": {p.name: p.power_p_value for p in report.probes},
            "directions": report.options["hidden_directions"],
            "upcycled": None if report.moe is None else report.moe.upcycled,
-           "allocator": allocator}
+           "allocator": allocator,
+           "cache": None if cache is None else dataclasses.asdict(cache.counts)}
 seconds = time.perf_counter() - t0
 if what == "verify" and compute.device.type == "cuda":
     import torch
@@ -268,6 +277,10 @@ def main() -> None:
                         help="verify's layers with null draws (default: verify's own default)")
     parser.add_argument("--no-hash", action="store_true",
                         help="verify --no-hash: no sha256 of the files")
+    parser.add_argument("--cache", action="store_true",
+                        help="also verify each candidate with one cache folder shared by the "
+                        "candidates in turn (`lineage verify --cache-dir`): the first fills the "
+                        "base's entries (digests, statistics, power check), later ones reuse them")
     parser.add_argument("--cold", action="store_true",
                         help="drop both checkpoints from the page cache before each measurement "
                         "(the read, the digests and verify then come from the disk)")
@@ -305,6 +318,10 @@ def main() -> None:
                 "hash_threads": hashed["threads"],
                 "bytes": sum(f.stat().st_size for folder in (base, cand)
                              for f in folder.glob("*.safetensors"))}
+            if args.cache:
+                runs[name]["cached"] = measure(
+                    "verify", args.backend, *_cold(args.cold, base, cand),
+                    options=options | {"cache_dir": str(Path(tmp) / "cache")})
     mib = 1 << 20
     total = sum(f.stat().st_size for f in base.glob("*.safetensors")) if args.keep else None
     print(f"shape: {json.dumps(shape)}; base checkpoint "
@@ -332,6 +349,16 @@ def main() -> None:
                   + ", ".join(f"{k} {v / mib:.0f} MiB" for k, v in r["disk_read_phases"].items())
                   + f"; in all {r['disk_read'] / mib:.0f} MiB = {r['disk_read'] / r['bytes']:.2f}x "
                   "both checkpoints")
+        if "cached" in r:
+            c = r["cached"]
+            n = c["cache"]
+            print(f"  with the cache of the runs before: verify {c['seconds']:.2f} s = "
+                  f"{c['seconds'] / r['seconds']:.2f}x without it ({c['verdict']}, p = "
+                  f"{c['p']:.3g}); file digests {n['file_hits']} reused, {n['files_hashed']} "
+                  f"hashed; layer statistics {n['stats_hits']} reused, {n['stats_computed']} "
+                  f"computed; power check {n['power_hits']} reused, {n['power_computed']} run")
+            print("  phases with the cache: "
+                  + ", ".join(f"{k} {v:.2f}s" for k, v in c["timings"].items()))
         device = f"{r['backend']} ({r['device']})"
         if "device_peak" in r:
             device += (f"; peak device memory {r['device_peak'] / mib:.0f} MiB = "

@@ -254,3 +254,84 @@ def test_the_matrix_script_runs_one_power_check_per_base_and_keeps_it(tmp_path, 
         summaries.append((out / "summary.csv").read_text().replace(str(out), "OUT"))
         assert len(summaries[-1].strip().splitlines()) == 3  # header and two pairs
     assert summaries[0] == summaries[1]
+
+
+def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    from verifier.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    out, err = capsys.readouterr()
+    return int(exit_info.value.code or 0), out, err
+
+
+def test_the_command_line_keeps_a_base_s_work_for_its_next_verification(tmp_path, capsys,
+                                                                       monkeypatch):
+    """`lineage verify --cache-dir` (or LINEAGE_CACHE_DIR): a second candidate against the same
+    base reuses the base's digests, statistics and power check from the folder (a new
+    process's view: a new cache object), says so on stderr, and prints the report it prints
+    without the cache."""
+    base = write_llama_folder(tmp_path / "base", llama_tensors())
+    cands = [str(write_llama_folder(tmp_path / f"c{i}", {k: v + 0.01 * (i + 1) for k, v in
+                                                         llama_tensors().items()}))
+             for i in range(2)]
+    common = ["--format", "json", "--null-layers", "1", "--seed", "5"]
+    volatile = ("created", "timings")
+
+    def report(text: str) -> dict[str, object]:
+        import json
+
+        return {k: v for k, v in json.loads(text).items() if k not in volatile}
+
+    cache = str(tmp_path / "cache")
+    code, _, err = _cli(["verify", str(base), cands[0], *common, "--cache-dir", cache], capsys)
+    assert code == 0
+    assert "0 file digest(s) reused, 2 hashed" in err
+    assert "power check 0 reused, 1 computed" in err
+    monkeypatch.setenv("LINEAGE_CACHE_DIR", cache)
+    code, cached, err = _cli(["verify", str(base), cands[1], *common], capsys)
+    assert code == 0
+    assert "1 file digest(s) reused, 1 hashed" in err  # the base's file; the candidate's is new
+    assert "layer statistics 1 reused, 1 computed" in err
+    assert "power check 1 reused, 0 computed" in err
+    monkeypatch.delenv("LINEAGE_CACHE_DIR")
+    code, plain, err = _cli(["verify", str(base), cands[1], *common], capsys)
+    assert code == 0
+    assert "cache:" not in err
+    assert report(cached) == report(plain)
+
+
+def test_a_cache_dir_that_is_a_file_is_a_usage_error(tmp_path, capsys, model_dir):
+    blocker = tmp_path / "cache"
+    blocker.write_text("not a folder")
+    code, out, err = _cli(["verify", str(model_dir), str(model_dir), "--cache-dir",
+                           str(blocker)], capsys)
+    assert code == 2
+    assert "--cache-dir" in err
+    assert "Traceback" not in err
+    assert blocker.read_text() == "not a folder"
+
+
+def test_a_cache_that_cannot_be_written_loses_no_verification(tmp_path, monkeypatch, model_dir):
+    """A full disk under the cache folder: the verification finishes with the report it gives
+    without a cache, the entries stay in memory, and the first failure is kept to be said."""
+    import errno
+
+    from verifier import model_cache
+    from verifier.verify import VerifyOptions, verify
+
+    def full_disk(path: Path, data: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(model_cache, "write_atomic", full_disk)
+    cache = ModelCache(tmp_path / "cache")
+    opts = VerifyOptions(null_draws=8, null_layers=1)
+    cached = verify(model_dir, model_dir, opts, cache=cache)
+    volatile = {"created", "timings"}
+    assert cached.model_dump(exclude=volatile) == verify(model_dir, model_dir, opts).model_dump(
+        exclude=volatile)
+    assert cache.write_error is not None
+    assert "No space left" in cache.write_error
+    assert cache.sha256(next(model_dir.glob("*.safetensors"))) == \
+        cached.models.base.files[0].sha256
+    assert cache.counts.file_hits == 1

@@ -23,6 +23,7 @@ from verifier.errors import ExitCode, LineageError, UsageError
 from verifier.render import make_console
 
 if TYPE_CHECKING:
+    from verifier.model_cache import ModelCache
     from verifier.signing import PrivateKey
 
 EXIT_CODES_HELP = (
@@ -213,6 +214,15 @@ def verify(
         Path | None,
         typer.Option("--html", help="Also write the report as one self-contained HTML page."),
     ] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option("--cache-dir", envvar="LINEAGE_CACHE_DIR",
+                     help="Keep per-model work in this folder for later runs: each file's "
+                     "sha256 (reused while the file's path, size and modification time are "
+                     "unchanged; verify-report always rehashes), layer statistics and a "
+                     "base's power check. The report is the same with it and without. "
+                     "Single-process runs only."),
+    ] = None,
 ) -> int:
     """Verify whether CANDIDATE was derived from BASE; print the verdict and the evidence.
 
@@ -241,6 +251,7 @@ def verify(
                             full=full, neuron_sample=neuron_sample, null_layers=null_layers,
                             moe_sample=moe_sample, hidden_sample=hidden_sample)
     rmap = load_role_map(role_map) if role_map else None
+    cache = _model_cache(cache_dir, shards.distributed)
     compute = chosen_backend.compute(shards.local_rank)
     try:
         with _progress(enabled=shards.is_main) as progress:
@@ -250,11 +261,14 @@ def verify(
                 progress.update(task, description=stage, completed=done, total=total)
 
             report = run_verify(base, candidate, options, role_maps=(rmap, rmap),
-                                progress=on_progress, compute=compute, shards=shards)
+                                progress=on_progress, compute=compute, shards=shards,
+                                cache=cache)
     finally:
         shards.close()
     if not shards.is_main:
         return 0  # rank 0 writes and prints the report
+    if cache is not None:
+        _say_cache(cache)
     text = report.to_json()
     bundle = None
     if output is not None:
@@ -271,6 +285,37 @@ def verify(
     else:
         render_report(report, stdout)
     return int(expectation_exit_code(report.verdict, expect))
+
+
+def _model_cache(directory: Path | None, distributed: bool) -> ModelCache | None:
+    """The ``--cache-dir`` cache, made ready before any work: a folder that can't be made is a
+    usage error now, not a lost verification later. Ranks of a multi-device run would each
+    find or miss entries at their own pace and could then disagree on which collective steps
+    to take, so they run without it (and say so)."""
+    from verifier.model_cache import ModelCache
+
+    if directory is None:
+        return None
+    if distributed:
+        stderr.print(Text("warning: --cache-dir is ignored in multi-device runs"), soft_wrap=True)
+        return None
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--cache-dir {directory}: cannot use it as a folder: "
+                         f"{exc.strerror or exc}") from exc
+    return ModelCache(directory)
+
+
+def _say_cache(cache: ModelCache) -> None:
+    """One line on stderr: what the cache spared this run, and whether it could keep the rest."""
+    c = cache.counts
+    line = (f"cache: {c.file_hits} file digest(s) reused, {c.files_hashed} hashed; layer "
+            f"statistics {c.stats_hits} reused, {c.stats_computed} computed; power check "
+            f"{c.power_hits} reused, {c.power_computed} computed")
+    stderr.print(Text(line, style="dim"), soft_wrap=True)
+    if cache.write_error is not None:
+        stderr.print(Text(f"warning: cache not written: {cache.write_error}"), soft_wrap=True)
 
 
 @app.command()

@@ -90,6 +90,9 @@ class ModelCache:
         self._stats: dict[str, LayerStats] = {}
         self._power: dict[str, PowerEntry] = {}
         self._lock = threading.Lock()  # files are hashed in threads (``files.Hashing``)
+        #: the first failure to store an entry (a full disk, a read-only folder): the
+        #: verification goes on, the entry is only kept in memory
+        self.write_error: str | None = None
 
     # --- file digests --------------------------------------------------------------------------
 
@@ -183,8 +186,14 @@ class ModelCache:
     # --- persistence -------------------------------------------------------------------------------
 
     def _store(self, name: str, entry: dict[str, object]) -> None:
-        if self.directory is not None:
+        if self.directory is None:
+            return
+        try:
             write_atomic(self.directory / name, json.dumps(entry, sort_keys=True))
+        except OSError as exc:
+            with self._lock:
+                if self.write_error is None:
+                    self.write_error = f"{self.directory / name}: {exc.strerror or exc}"
 
     def _read(self, name: str) -> dict[str, object] | None:
         if self.directory is None:
