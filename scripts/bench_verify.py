@@ -26,8 +26,8 @@ experts). Then it measures, each verify in a fresh process:
 * the verdicts and p-values;
 * with ``--cache``, each verify again with one ``ModelCache`` folder shared by the candidates in
   turn (``lineage verify --cache-dir``): the first candidate's run fills the base's entries,
-  the next reuses its digests, statistics and power check, as a QA job checking release after
-  release against one base does.
+  the next reuses its digests, statistics, power check and its side of the null draws, as a QA
+  job checking release after release against one base does.
 
 Random weights are not trained weights (the test zoo is where calibration is measured); here
 they only give realistic shapes and byte counts. Usage:
@@ -356,7 +356,11 @@ def main() -> None:
                   f"{c['seconds'] / r['seconds']:.2f}x without it ({c['verdict']}, p = "
                   f"{c['p']:.3g}); file digests {n['file_hits']} reused, {n['files_hashed']} "
                   f"hashed; layer statistics {n['stats_hits']} reused, {n['stats_computed']} "
-                  f"computed; power check {n['power_hits']} reused, {n['power_computed']} run")
+                  f"computed; power check {n['power_hits']} reused, {n['power_computed']} run; "
+                  f"the base's side of the null draws {n['draws_hits']} reused, "
+                  f"{n['draws_computed']} computed; peak RssAnon net "
+                  f"{(c['peak_rss'] - c['base_rss']) / mib:.0f} MiB = "
+                  f"{(c['peak_rss'] - c['base_rss']) / largest[name]:.2f}x the largest layer")
             print("  phases with the cache: "
                   + ", ".join(f"{k} {v:.2f}s" for k, v in c["timings"].items()))
         device = f"{r['backend']} ({r['device']})"

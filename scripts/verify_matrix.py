@@ -2,10 +2,12 @@
 
 A dispute or an audit rarely asks about one pair: which of these candidate releases derive from
 which of these bases? Every pair is verified (``verifier.verify.verify``), and the work that
-depends on one model only, the sha256 of each of its files, its per-layer norm statistics and a
-base's power check, goes through one ``ModelCache``: each model is hashed and its statistics
-read once, N + M times in all rather than N x M times (2 N M model-hashings without the cache),
-and each base's power check runs once, not M times (the reports are the same). The script prints
+depends on one model only, the sha256 of each of its files, its per-layer norm statistics, a
+base's power check and, on a frame of a wide model's hidden space, the base's side of the null
+draws (``verifier.kept_draws``), goes through one ``ModelCache``: each model is hashed and its
+statistics read once, N + M times in all rather than N x M times (2 N M model-hashings without
+the cache), and each base's power check and draws run once, not M times (the reports are the
+same). Without ``--cache-dir`` the cache lives in a temporary folder for the run. The script prints
 what it measured: per model, the time and bytes of that one pass; then what the cache did over
 the whole matrix, next to what the same matrix costs without it.
 
@@ -26,6 +28,7 @@ import html
 import io
 import re
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,7 +131,9 @@ def summary_html(rows: list[PairRow], bases: list[str], candidates: list[str], o
             "</body></html>\n")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, scratch: Path) -> int:
+    """The matrix; ``scratch``: the cache's folder when ``--cache-dir`` names none (a frame's
+    null draws of a base are kept only in a folder, ``verifier.kept_draws``)."""
     asked = [p.strip() for p in args.probes.split(",") if p.strip()] if args.probes else []
     unknown = [p for p in asked if resolve_probe(p) is None]
     if unknown:
@@ -136,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     probes = tuple(str(resolve_probe(p)) for p in asked) if asked else None
     options = VerifyOptions(alpha=args.alpha, probes=probes, seed=args.seed,
                             null_layers=args.null_layers, digest=not args.no_hash)
-    cache = ModelCache(args.cache_dir)
+    cache = ModelCache(args.cache_dir or scratch)
     out: Path = args.out
     base_names, cand_names = _names(args.bases), _names(args.candidates)
     # a model listed twice (as a base and a candidate) is one model
@@ -191,6 +196,8 @@ def run(args: argparse.Namespace) -> int:
           f"{c.file_hits} digests and {c.stats_hits} statistics")
     print(f"  power checks: {c.power_computed} run, {c.power_hits} reused (one per base and "
           "set of shared tokens)")
+    print(f"  the bases' side of the null draws on a frame: {c.draws_computed} computed, "
+          f"{c.draws_hits} reused")
     print(f"  without the cache: {2 * pairs} model hashings ({uncached_bytes / 2**20:.1f} MiB), "
           f"{2 * pairs} layer-statistics reads (2 per pair) and {pairs} power checks")
     print(f"  hashing ratio without / with: {uncached_bytes / max(c.bytes_hashed, 1):.1f}x "
@@ -231,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
 
     tune_allocator()  # as the command line does: many verifications, one process
     try:
-        return run(args)
+        with tempfile.TemporaryDirectory(prefix="lineage-matrix-") as scratch:
+            return run(args, Path(scratch))
     except LineageError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         if exc.hint:

@@ -335,3 +335,62 @@ def test_a_cache_that_cannot_be_written_loses_no_verification(tmp_path, monkeypa
     assert cache.sha256(next(model_dir.glob("*.safetensors"))) == \
         cached.models.base.files[0].sha256
     assert cache.counts.file_hits == 1
+
+
+def test_a_frame_s_null_draws_of_the_base_are_kept_for_the_next_candidate(tmp_path):
+    """On a frame, the base's sampled neurons and heads projected onto each null draw's frame
+    are kept in the cache folder: the next candidate against the same base (a new process's
+    view: a new cache object) computes none of them, and every report equals the uncached
+    one. Another seed draws other frames: nothing is reused. A truncated or foreign file is
+    recomputed, never trusted."""
+    from safetensors.torch import load_file, save_file
+
+    from verifier.verify import VerifyOptions, verify
+
+    base = write_llama_folder(tmp_path / "base", llama_tensors())
+    cands = [write_llama_folder(tmp_path / f"c{i}", {k: v + 0.01 * (i + 1) for k, v in
+                                                     llama_tensors().items()}) for i in range(2)]
+    folder = tmp_path / "cache"
+    opts = VerifyOptions(null_draws=8, null_layers=1, digest=False, hidden_sample=8)
+    volatile = {"created", "timings"}
+
+    def run(cand: Path, options: VerifyOptions = opts) -> ModelCache:
+        cache = ModelCache(folder)
+        cached = verify(base, cand, options, cache=cache)
+        assert cached.model_dump(exclude=volatile) == verify(base, cand, options).model_dump(
+            exclude=volatile)
+        return cache
+
+    first = run(cands[0])
+    computed = first.counts.draws_computed
+    assert computed == 2 * 8  # one tested layer: its neurons' and heads' 8 draws
+    assert first.counts.draws_hits == 0
+    files = sorted((folder / "draws").glob("*.safetensors"))
+    assert len(files) == 2
+    second = run(cands[1])
+    assert (second.counts.draws_hits, second.counts.draws_computed) == (computed, 0)
+
+    other_seed = run(cands[1], VerifyOptions(null_draws=8, null_layers=1, digest=False,
+                                             hidden_sample=8, seed=1))
+    assert (other_seed.counts.draws_hits, other_seed.counts.draws_computed) == (0, computed)
+
+    neurons_file = next(f for f in files if "-neurons-" in f.name)
+    heads_file = next(f for f in files if "-heads-" in f.name)
+    neurons_file.write_bytes(neurons_file.read_bytes()[:-100])
+    save_file(load_file(heads_file), heads_file, metadata={"key": "another", "draws": "8"})
+    again = run(cands[1])
+    assert (again.counts.draws_hits, again.counts.draws_computed) == (0, computed)
+    assert run(cands[0]).counts.draws_hits == computed  # rewritten whole by the run before
+
+
+def test_statistics_kept_on_disk_come_back_in_the_order_they_were_computed(model_dir,
+                                                                           tmp_path):
+    """A model's layer statistics read back from the folder keep their roles' order, which is
+    the order of the report's norm drift rows (a candidate's statistics from the folder gave
+    its rows in alphabetical order)."""
+    with open_model(model_dir) as m:
+        computed = ModelCache(tmp_path).layer_stats(m, lambda: drift.layer_stats(m))
+        loaded = ModelCache(tmp_path).layer_stats(m, lambda: [])
+    assert [list(layer) for layer in loaded] == [list(layer) for layer in computed]
+    assert loaded == computed
+    assert list(computed[0]) != sorted(computed[0])

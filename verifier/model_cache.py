@@ -1,5 +1,5 @@
-"""Per-model results reused across verifications: file digests, per-layer norm statistics and
-the base's power check.
+"""Per-model results reused across verifications: file digests, per-layer norm statistics, the
+base's power check and, on a frame, the base's side of the null draws.
 
 Verifying N bases against M candidates pairs every base with every candidate, but three parts of
 a verification depend on one model only: the sha256 of each of its files (a whole read of the
@@ -7,7 +7,9 @@ model), its per-layer weight statistics (``norm_drift.layer_stats``, a read of e
 tensor) and, for a base, the power check (``verify``'s test of the base against a noisy,
 signed-permuted copy of itself: a fifth of a dense verification's time). A ``ModelCache``
 computes each once per model, so N x M verifications read each model for these N + M times,
-not N x M, and run N power checks, not N x M.
+not N x M, and run N power checks, not N x M. With a folder it also keeps, per base, the
+products of its sampled neurons and heads with each null draw's frame (``kept_draws``: ~30% of
+a later verification on a wide model).
 
 Entries are keyed by what determines them: a file digest by the file's resolved path, size and
 modification time (nanoseconds), so an edited or replaced file is rehashed; layer statistics by
@@ -33,11 +35,13 @@ from pydantic import ValidationError
 
 from verifier import __version__
 from verifier.files import FileRecord, describe_files, sha256_file, write_atomic
+from verifier.kept_draws import KeptDraws
 from verifier.model import Model
 from verifier.probes.norm_drift import RoleStats
 
-#: bumped when the meaning of an entry changes, so old cache folders are not misread
-CACHE_FORMAT = 1
+#: bumped when the meaning of an entry changes, so old cache folders are not misread (2: layer
+#: statistics as ordered [role, stats] pairs)
+CACHE_FORMAT = 2
 LayerStats = list[dict[str, RoleStats]]
 
 
@@ -52,6 +56,8 @@ class CacheCounts:
     stats_hits: int = 0
     power_computed: int = 0
     power_hits: int = 0
+    draws_computed: int = 0
+    draws_hits: int = 0
 
 
 @dataclass(frozen=True)
@@ -150,7 +156,9 @@ class ModelCache:
         self._stats[key] = stats
         self._store(f"stats/{key}.json", {
             "format": CACHE_FORMAT, "key": key,
-            "layers": [{role: s.model_dump() for role, s in layer.items()} for layer in stats],
+            # [role, stats] pairs: the entry is written with sorted keys, and the roles' order
+            # is the order of the report's norm drift rows
+            "layers": [[[role, s.model_dump()] for role, s in layer.items()] for layer in stats],
         })
         return stats
 
@@ -183,17 +191,38 @@ class ModelCache:
                                           "gen": entry.gen})
         return power
 
+    # --- the base's side of a frame's null draws -----------------------------------------------
+
+    def base_draws(self, model: Model, parts: list[object], draws: int) -> KeptDraws | None:
+        """Where a frame pairing of base ``model`` keeps its base's side of the null draws
+        (``verifier.kept_draws``); ``parts``: what fixes them besides the model (the frame's
+        fingerprint, the device). None without a folder: held in memory instead of mapped
+        from the page cache they would add ~340 MiB of private memory per base at any width."""
+        if self.directory is None:
+            return None
+        key = _hash(["draws", CACHE_FORMAT, __version__, self.model_key(model), parts, draws])
+        return KeptDraws(self.directory / "draws", key, draws, self._write, self._count_draw)
+
+    def _count_draw(self, hit: bool) -> None:
+        if hit:
+            self.counts.draws_hits += 1
+        else:
+            self.counts.draws_computed += 1
+
     # --- persistence -------------------------------------------------------------------------------
 
     def _store(self, name: str, entry: dict[str, object]) -> None:
-        if self.directory is None:
-            return
+        if self.directory is not None:
+            self._write(self.directory / name, json.dumps(entry, sort_keys=True).encode("utf-8"))
+
+    def _write(self, path: Path, data: bytes) -> None:
+        """Store ``data`` at ``path`` atomically; a failure is kept (the first), not raised."""
         try:
-            write_atomic(self.directory / name, json.dumps(entry, sort_keys=True))
+            write_atomic(path, data)
         except OSError as exc:
             with self._lock:
                 if self.write_error is None:
-                    self.write_error = f"{self.directory / name}: {exc.strerror or exc}"
+                    self.write_error = f"{path}: {exc.strerror or exc}"
 
     def _read(self, name: str) -> dict[str, object] | None:
         if self.directory is None:
@@ -229,9 +258,9 @@ class ModelCache:
         if entry is None or entry.get("key") != key or not isinstance(entry.get("layers"), list):
             return None
         try:
-            return [{role: RoleStats.model_validate(s) for role, s in layer.items()}
+            return [{role: RoleStats.model_validate(s) for role, s in layer}
                     for layer in entry["layers"]]
-        except (ValidationError, AttributeError, TypeError):
+        except (ValidationError, AttributeError, TypeError, ValueError):
             return None
 
     def _load_power(self, key: str, rng: np.random.Generator,

@@ -215,9 +215,14 @@ class _Run:
     def run(self, base: Side, cand: Side) -> None:
         t0 = time.perf_counter()
         if self.framed:
-            pairing: Pairing = frame.FramePairing(
+            framed = frame.FramePairing(
                 base, cand, self.rng, self.opts.null_draws, self.opts.neuron_sample,
                 self.opts.hidden_sample, compute=self.compute)
+            if self.cache is not None:
+                framed.keep(self.cache.base_draws(
+                    self.base, [framed.fingerprint(), self.compute.backend, self.compute.label],
+                    self.opts.null_draws))
+            pairing: Pairing = framed
         else:
             pairing = Pairing(base, cand, self.rng, self.opts.null_draws,
                               self.opts.neuron_sample, compute=self.compute)

@@ -33,10 +33,14 @@ for the embeddings and ``~2 d m`` per sampled row of a layer.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+
 import numpy as np
 import torch
 
 from backends.compute import Compute
+from verifier.kept_draws import KeptDraws
 from verifier.probes import head_matching as heads
 from verifier.probes import hidden_alignment as hidden
 from verifier.probes import neuron_matching as neurons
@@ -91,6 +95,23 @@ class FramePairing(Pairing):
         # the candidate layer under null draws, hidden-major (each draw takes its own columns)
         self._major: tuple[int, neurons.FFNWeights] | None = None
         self._heads_major: tuple[int, heads.HiddenMajorCircuits] | None = None
+        #: the base's side of the null draws, kept for later verifications (``keep``)
+        self.kept: KeptDraws | None = None
+
+    def fingerprint(self) -> str:
+        """A digest of what fixes the base's side of every null draw besides the base itself:
+        the frame's coordinates and rotations, and the seed and size of the neuron and head
+        samples (``verifier.kept_draws``)."""
+        h = hashlib.sha256(np.ascontiguousarray(self.coords, dtype=np.int64).tobytes())
+        for rot in self.rotations:
+            h.update(rot.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        h.update(f"{self._sample_seed}/{self.sample}/{heads.MAX_BASE_HEADS}".encode())
+        return h.hexdigest()
+
+    def keep(self, kept: KeptDraws | None) -> None:
+        """Serve the base's projections onto each draw's frame (sampled neurons and heads of
+        a tested layer) from ``kept``, or compute and keep them there."""
+        self.kept = kept
 
     @property
     def base_coords(self) -> np.ndarray:
@@ -172,13 +193,31 @@ class FramePairing(Pairing):
         finally:
             self._heads_major = None
 
+    def _base_features(self, a: int, k: int) -> neurons.NeuronFeatures:
+        if k < 0 or self.kept is None:
+            return super()._base_features(a, k)
+        t = self.kept.get("neurons", a, k, lambda: _tensors(Pairing._base_features(self, a, k)))
+        put = self.compute.put
+        return neurons.NeuronFeatures(gate=put(t["gate"]) if "gate" in t else None,
+                                      up=put(t["up"]), down=put(t["down"]))
+
     def ffn_similarity(self, a: int, j: int, k: int = -1) -> torch.Tensor:
         return neurons.similarity(self._base_features(a, k), self._cand_frame_features(j, k))
 
     def head_stat(self, a: int, j: int, k: int = -1) -> float:
-        b = self._base_heads(a)
-        b = b.aligned(self._select) if k < 0 else b.rotated(self.rotations[k])
-        return heads.match_heads(b, self._cand_circuits(j, k))
+        return heads.match_heads(self._frame_heads(a, k), self._cand_circuits(j, k))
+
+    def _frame_heads(self, a: int, k: int) -> heads.HeadCircuits:
+        """Base layer ``a``'s sampled heads on draw ``k``'s frame (the observed frame's
+        coordinates for ``k < 0``); kept draws are not computed, nor the layer read."""
+        if k < 0:
+            return self._base_heads(a).aligned(self._select)
+        if self.kept is None:
+            return self._base_heads(a).rotated(self.rotations[k])
+        t = self.kept.get("heads", a, k,
+                          lambda: _tensors(self._base_heads(a).rotated(self.rotations[k])))
+        put = self.compute.put
+        return heads.HeadCircuits(q=put(t["q"]), k=put(t["k"]), o=put(t["o"]), v=put(t["v"]))
 
     def _cand_circuits(self, j: int, k: int) -> heads.HeadCircuits:
         """Candidate layer ``j``'s circuit factors at the coordinates draw ``k`` matched to the
@@ -188,6 +227,12 @@ class FramePairing(Pairing):
             self._heads_major = None
             self._heads_major = (j, self.cand.circuits[j].hidden_major())
         return self._heads_major[1].take(self._align(k), self.compute)
+
+
+def _tensors(parts: neurons.NeuronFeatures | heads.HeadCircuits) -> dict[str, torch.Tensor]:
+    """A feature set's or circuit's tensors by field name (the absent gate left out)."""
+    return {f.name: t for f in dataclasses.fields(parts)
+            if isinstance(t := getattr(parts, f.name), torch.Tensor)}
 
 
 __all__ = ["DEFAULT_WIDTH", "FramePairing", "token_budget"]
