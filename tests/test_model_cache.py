@@ -394,3 +394,16 @@ def test_statistics_kept_on_disk_come_back_in_the_order_they_were_computed(model
     assert [list(layer) for layer in loaded] == [list(layer) for layer in computed]
     assert loaded == computed
     assert list(computed[0]) != sorted(computed[0])
+
+
+def test_a_multi_device_run_goes_without_the_cache_and_says_so(tmp_path, capsys):
+    """Ranks would meet cache entries at their own pace and could disagree on the collective
+    steps: `--cache-dir` is ignored there, with a warning, and no folder is made."""
+    from verifier.cli import _model_cache
+
+    folder = tmp_path / "cache"
+    assert _model_cache(folder, distributed=True) is None
+    assert "ignored in multi-device runs" in capsys.readouterr().err
+    assert not folder.exists()
+    assert isinstance(_model_cache(folder, distributed=False), ModelCache)
+    assert folder.is_dir()

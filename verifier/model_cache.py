@@ -1,8 +1,8 @@
 """Per-model results reused across verifications: file digests, per-layer norm statistics, the
 base's power check and, on a frame, the base's side of the null draws.
 
-Verifying N bases against M candidates pairs every base with every candidate, but three parts of
-a verification depend on one model only: the sha256 of each of its files (a whole read of the
+Verifying N bases against M candidates pairs every base with every candidate, but several parts
+of a verification depend on one model only: the sha256 of each of its files (a whole read of the
 model), its per-layer weight statistics (``norm_drift.layer_stats``, a read of every dense
 tensor) and, for a base, the power check (``verify``'s test of the base against a noisy,
 signed-permuted copy of itself: a fifth of a dense verification's time). A ``ModelCache``
