@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import save_file
 
@@ -128,3 +129,14 @@ def write_llama_gguf(folder: Path, out: Path, *, quantise: bool = True) -> Path:
     w.write_tensors_to_file()
     w.close()
     return out
+
+
+def run_cli(argv: list[object], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run the `lineage` command line in-process on ``argv`` (each made a string); return
+    (exit code, stdout, stderr)."""
+    from verifier.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return int(exit_info.value.code), out, err

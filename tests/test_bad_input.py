@@ -10,18 +10,8 @@ import sys
 
 import pytest
 import torch
-from checkpoints import llama_tensors, write_llama_folder
+from checkpoints import llama_tensors, run_cli, write_llama_folder
 from safetensors.torch import save_file
-
-from verifier.cli import main
-
-
-def run_cli(argv, capsys):
-    """Run the CLI in-process; return (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 def snapshot(folder):

@@ -13,8 +13,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from checkpoints import run_cli
 
-from verifier.cli import main
 from verifier.html_report import clustering_figure, expert_overlap, render_html
 from verifier.probes.moe_upcycling import NOT_MATCHED, ExpertEntry
 from verifier.report import Report
@@ -62,13 +62,6 @@ def browse(page: Path, tmp_path: Path) -> tuple[str, list[str]]:
     assert done.returncode == 0, done.stderr[-2000:]
     console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
     return done.stdout, console
-
-
-def run_cli(argv: list[object], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code), out, err
 
 
 def figure_has_svg(dom: str, fig_id: str) -> bool:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from checkpoints import llama_tensors, write_llama_folder
+from checkpoints import llama_tensors, run_cli, write_llama_folder
 
 from verifier.files import describe_files
 from verifier.model import open_model
@@ -256,15 +256,6 @@ def test_the_matrix_script_runs_one_power_check_per_base_and_keeps_it(tmp_path, 
     assert summaries[0] == summaries[1]
 
 
-def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    from verifier.cli import main
-
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
-
-
 def test_the_command_line_keeps_a_base_s_work_for_its_next_verification(tmp_path, capsys,
                                                                        monkeypatch):
     """`lineage verify --cache-dir` (or LINEAGE_CACHE_DIR): a second candidate against the same
@@ -284,18 +275,18 @@ def test_the_command_line_keeps_a_base_s_work_for_its_next_verification(tmp_path
         return {k: v for k, v in json.loads(text).items() if k not in volatile}
 
     cache = str(tmp_path / "cache")
-    code, _, err = _cli(["verify", str(base), cands[0], *common, "--cache-dir", cache], capsys)
+    code, _, err = run_cli(["verify", str(base), cands[0], *common, "--cache-dir", cache], capsys)
     assert code == 0
     assert "0 file digest(s) reused, 2 hashed" in err
     assert "power check 0 reused, 1 computed" in err
     monkeypatch.setenv("LINEAGE_CACHE_DIR", cache)
-    code, cached, err = _cli(["verify", str(base), cands[1], *common], capsys)
+    code, cached, err = run_cli(["verify", str(base), cands[1], *common], capsys)
     assert code == 0
     assert "1 file digest(s) reused, 1 hashed" in err  # the base's file; the candidate's is new
     assert "layer statistics 1 reused, 1 computed" in err
     assert "power check 1 reused, 0 computed" in err
     monkeypatch.delenv("LINEAGE_CACHE_DIR")
-    code, plain, err = _cli(["verify", str(base), cands[1], *common], capsys)
+    code, plain, err = run_cli(["verify", str(base), cands[1], *common], capsys)
     assert code == 0
     assert "cache:" not in err
     assert report(cached) == report(plain)
@@ -304,7 +295,7 @@ def test_the_command_line_keeps_a_base_s_work_for_its_next_verification(tmp_path
 def test_a_cache_dir_that_is_a_file_is_a_usage_error(tmp_path, capsys, model_dir):
     blocker = tmp_path / "cache"
     blocker.write_text("not a folder")
-    code, out, err = _cli(["verify", str(model_dir), str(model_dir), "--cache-dir",
+    code, out, err = run_cli(["verify", str(model_dir), str(model_dir), "--cache-dir",
                            str(blocker)], capsys)
     assert code == 2
     assert "--cache-dir" in err

@@ -17,12 +17,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from checkpoints import llama_tensors, write_llama_folder
+from checkpoints import llama_tensors, run_cli, write_llama_folder
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from safetensors.torch import save_file
 
-from verifier.cli import main
 from verifier.errors import IntegrityError, UsageError
 from verifier.signing import (
     BUNDLE_MEDIA_TYPE,
@@ -49,14 +48,6 @@ from verifier.verify import VerifyOptions, verify
 ALGORITHMS = ["ecdsa-p256", "ed25519"]
 BASE_FILES = ["model.safetensors"]
 CANDIDATE_FILES = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
-
-
-def run_cli(argv, capsys):
-    """Run the CLI in-process; return (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 def assert_one_line_error(err: str, *needles: str) -> None:
