@@ -92,3 +92,47 @@ def test_norm_drift_reads_no_tensor_the_probes_already_read(zoo, monkeypatch, ca
         assert r.candidate_std == sc[r.layer][r.role].std
         if r.base_layer is not None:
             assert r.base_norm == sb[r.base_layer][r.role].frobenius
+
+
+@pytest.mark.parametrize("candidate", ["llama_ft_code", "llama_upscaled", "llama_seed2"])
+def test_aligned_drift_is_taken_while_the_neuron_phase_holds_both_layers(zoo, monkeypatch,
+                                                                         candidate):
+    # after the probes, a pair larger than the page cache would read every mapped FFN from the
+    # disk again for its aligned drift; the neuron phase takes it for the pair the layer map
+    # will likely keep, and norm drift computes only the pairs it guessed wrong. The section
+    # must equal the one computed entirely after the probes.
+    from verifier import verify as verify_module
+
+    def run() -> tuple[object, list[tuple[str, int, int]]]:
+        calls: list[tuple[str, int, int]] = []
+        phase = ["probes"]
+        aligned, norm_drift = verify_module._Run._aligned_drift, verify_module._Run.norm_drift
+
+        def counted(run_, a, j):
+            calls.append((phase[0], a, j))
+            return aligned(run_, a, j)
+
+        def after_probes(run_):
+            phase[0] = "norm drift"
+            return norm_drift(run_)
+
+        monkeypatch.setattr(verify_module._Run, "_aligned_drift", counted)
+        monkeypatch.setattr(verify_module._Run, "norm_drift", after_probes)
+        report = verify_module.verify(zoo["llama"], zoo[candidate],
+                                      verify_module.VerifyOptions(digest=False))
+        monkeypatch.undo()
+        return report, calls
+
+    report, calls = run()
+    monkeypatch.setattr(verify_module, "_drift_guess", lambda *args: None)
+    afterwards, late = run()
+    assert report.norm_drift == afterwards.norm_drift
+    assert report.layer_map == afterwards.layer_map
+    # the pairs norm drift aligned: the layer map's, or layer i against layer i when the map
+    # is empty and the depths agree
+    aligned = {(r.base_layer, r.layer) for r in report.norm_drift.layers
+               if r.relative_drift is not None}
+    assert aligned
+    assert {(a, j) for phase, a, j in late if phase == "norm drift"} == aligned
+    after = {(a, j) for phase, a, j in calls if phase == "norm drift"}
+    assert not after  # each came from the neuron phase

@@ -38,7 +38,7 @@ from verifier.probes import moe_upcycling as moe
 from verifier.probes import neuron_matching as neurons
 from verifier.probes import norm_drift as drift
 from verifier.probes.base import LayerValue, ProbeResult, spread
-from verifier.probes.layer_alignment import align_layers
+from verifier.probes.layer_alignment import MIN_Z, align_layers
 from verifier.probes.pairing import LazyLayers, Pairing, Side, expect, fake_derivative
 from verifier.report import Environment, LayerMapEntry, ModelInfo, Models, MoESection, Report
 from verifier.stats import gaussian_tail_p, harmonic_combine
@@ -169,6 +169,9 @@ class _Run:
         self.base_rows = np.zeros(0, dtype=np.int64)
         #: norm drift's statistics taken as the probes read each model's layers (by model id)
         self.read_stats: dict[int, drift.StatsWhileRead] = {}
+        #: norm drift's aligned drift of (base layer, candidate layer), taken by the neuron
+        #: phase while it held both layers
+        self.drifts: dict[tuple[int, int], dict[str, float]] = {}
 
     def tick(self, key: str, t0: float) -> float:
         now = time.perf_counter()
@@ -310,7 +313,8 @@ class _Run:
         # each rank matches its share of the candidate layers; every rank gets every column.
         # The layers with null draws cost ~25x the others: they are dealt out first, evenly
         order = self.null_layers + [j for j in sorted(compared) if j not in self.null_layers]
-        local: dict[int, tuple[dict[int, float], int, list[float] | None]] = {}
+        local: dict[int, tuple[dict[int, float], int, list[float] | None, int | None,
+                               dict[str, float] | None]] = {}
         # in depth order: the layers with null draws (compute-bound) then alternate with the
         # others (bound by the disk when the files are not in the page cache), which are read
         # ahead while the former compute
@@ -321,13 +325,26 @@ class _Run:
             self.progress("matching neurons", k * self.shards.world, len(compared))
             col = {a: pairing.ffn_stat(a, j) for a in compared[j]}
             best = max(col, key=lambda a: (col[a], -a))  # the first of equal maxima
-            local[j] = (col, best, pairing.ffn_null(best, j) if j in self.null_layers else None)
+            null = pairing.ffn_null(best, j) if j in self.null_layers else None
+            # norm drift's aligned drift of the pair it will likely use, now that both layers
+            # are in memory: after the probes, a pair larger than the page cache would read
+            # every FFN from the disk again for it (16 GiB of a 7B pair). That pair is the
+            # layer map's, or, where nothing maps, layer j against layer j (``norm_drift``)
+            known = [n for _, _, n, _, _ in local.values() if n is not None]
+            if null is not None:
+                known.append(null)
+            guess = _drift_guess(col[best], best, j, known, nb == nc)
+            rel = (self._aligned_drift(guess, j)
+                   if guess is not None and self.opts.wants(drift.NAME) else None)
+            local[j] = (col, best, null, guess, rel)
         for part in self.shards.gather(local):
-            for j, (col, best, null) in part.items():
+            for j, (col, best, null, guess, rel) in part.items():
                 for a, v in col.items():
                     stat[a, j] = v
                 if null is not None:
                     nulls[j] = (best, null)
+                if rel is not None:
+                    self.drifts[(guess, j)] = rel
         nulls = dict(sorted(nulls.items()))
         self.progress("matching neurons", len(compared), len(compared))
         for j in compared:
@@ -389,6 +406,10 @@ class _Run:
         # the pairs neuron matching chose (mapped, or the best unmapped), so unrelated models
         # are tested too; without dense FFNs, index-aligned layers
         chosen = self.tested_pairs or {j: j for j in pairing.cand.circuits}
+        # checking the shapes reads each chosen layer: in this order, so that each read starts
+        # the next chosen ones rather than the layers after it in depth
+        expect(pairing.base.circuits, [a for _, a in sorted(chosen.items())])
+        expect(pairing.cand.circuits, sorted(chosen))
         pairs = [(a, j) for j, a in sorted(chosen.items())
                  if a in pairing.base.circuits and j in pairing.cand.circuits
                  and pairing.base.circuits[a].q.shape == pairing.cand.circuits[j].q.shape]
@@ -458,9 +479,10 @@ class _Run:
             pairs = [(i, i) for i in range(len(sb))]
         r, p = drift.profile_correlation(sb, sc, pairs)
         mapped = {j: a for a, j in pairs}
-        rels: dict[int, dict[str, float]] = {}
+        rels = {j: self.drifts[(a, j)] for j, a in mapped.items() if (a, j) in self.drifts}
+        missing = sorted(j for j in mapped if j not in rels)
         for part in self.shards.gather({j: self._aligned_drift(mapped[j], j)
-                                        for j in self.shards.mine(sorted(mapped))}):
+                                        for j in self.shards.mine(missing)}):
             rels.update(part)
         rows: list[drift.DriftLayer] = []
         for j, stats in enumerate(sc):
@@ -525,6 +547,19 @@ def _stats_sample(full: bool) -> int | None:
 def _stats_variant(sample: int | None) -> str:
     """The cache's name for layer statistics from ``sample`` rows (or the whole tensors)."""
     return "" if sample is None else f"rows{sample}"
+
+
+def _drift_guess(stat: float, best: int, j: int, nulls: list[list[float]],
+                 same_depth: bool) -> int | None:
+    """The base layer norm drift will likely align candidate layer ``j`` with: ``best`` when
+    its neuron statistic looks significant enough for the layer map
+    (``layer_alignment.MIN_Z``) against the null draws seen so far (or none are seen yet),
+    otherwise layer ``j`` itself for models of one depth (norm drift's pairs when nothing
+    maps), else none. A guess: it decides when work is done, never a result."""
+    if not nulls or any(stat >= np.mean(n) + MIN_Z * max(float(np.std(n, ddof=1)), 1e-12)
+                        for n in nulls):
+        return best
+    return j if same_depth else None
 
 
 def _similarity(stat: np.ndarray, a: int | None, j: int) -> float | None:
