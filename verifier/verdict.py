@@ -27,8 +27,10 @@ INDEPENDENT_P = 0.01
 REQUIRED = (("hidden_alignment",), ("neuron_matching", "moe_upcycling"))
 
 
-def decide(probes: list[ProbeResult], alpha: float) -> tuple[str, float | None, str]:
-    """``(verdict, combined p-value, reason)``."""
+def decide(probes: list[ProbeResult], alpha: float,
+           asked: tuple[str, ...] | None = None) -> tuple[str, float | None, str]:
+    """``(verdict, combined p-value, reason)``; ``asked``: the probes the run was limited to
+    (None: all), so that a reason can tell a probe left out from one that could not run."""
     decisive = [p for p in probes if p.decisive and p.p_value is not None]
     if not decisive:
         return "inconclusive", None, "no decisive probe could run on these two models"
@@ -41,9 +43,13 @@ def decide(probes: list[ProbeResult], alpha: float) -> tuple[str, float | None, 
             f"{strongest.name} (p = {strongest.p_value:.3g})"
         )
     ran = {p.name for p in decisive}
-    missing = [" or ".join(names) for names in REQUIRED if not ran.intersection(names)]
+    missing = [names for names in REQUIRED if not ran.intersection(names)]
     if missing:
-        return "inconclusive", combined, f"probes that could not run: {', '.join(missing)}"
+        return "inconclusive", combined, (
+            "an independent verdict needs probes that did not run: "
+            + ", ".join(" or ".join(names) + (" (not asked for)" if asked is not None
+                                              and not set(asked).intersection(names) else "")
+                        for names in missing))
     weak = [p.name for p in decisive if p.power_p_value is None or p.power_p_value >= alpha]
     if weak:
         return "inconclusive", combined, (

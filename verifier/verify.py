@@ -634,7 +634,7 @@ def verify(
         )
         for j, a in enumerate(run.layer_map)
     ]
-    verdict, p, reason = decide(probes, opts.alpha)
+    verdict, p, reason = decide(probes, opts.alpha, opts.probes)
     similarity = ([[None if np.isnan(v) else float(v) for v in row] for row in run.stat]
                   if run.stat.size and not np.isnan(run.stat).all() else None)
     run.timings["total"] = round(time.perf_counter() - t_start, 4)

@@ -1,0 +1,86 @@
+"""The verdict rule (``verifier.verdict.decide``), probe results in, verdict out: "derived" on
+merged evidence below alpha; "independent" only when the required probes ran, each had the
+power to see a derivation, and nothing approaches significance; "inconclusive", with its
+reason, otherwise."""
+
+from __future__ import annotations
+
+import pytest
+
+from verifier.probes.base import ProbeResult
+from verifier.stats import harmonic_combine
+from verifier.verdict import DEFAULT_ALPHA, INDEPENDENT_P, decide
+
+
+def probe(name: str, p: float | None, power: float | None = 1e-30,
+          decisive: bool = True) -> ProbeResult:
+    return ProbeResult(name=name, statistic=0.0, p_value=p, null="test", decisive=decisive,
+                       power_p_value=power)
+
+
+def unrelated(**powers: float | None) -> list[ProbeResult]:
+    return [probe(name, 0.5, powers.get(name, 1e-30))
+            for name in ("hidden_alignment", "neuron_matching", "head_matching")]
+
+
+def test_derived_when_the_merged_p_value_is_below_alpha():
+    probes = [probe("hidden_alignment", 1e-40), probe("neuron_matching", 0.3)]
+    verdict, p, reason = decide(probes, DEFAULT_ALPHA)
+    assert verdict == "derived"
+    assert p == harmonic_combine([1e-40, 0.3])
+    assert "hidden_alignment" in reason
+
+
+def test_one_strong_probe_is_not_enough_when_merging_dilutes_it_above_alpha():
+    probes = [probe("hidden_alignment", 1e-6), probe("neuron_matching", 0.9),
+              probe("head_matching", 0.9)]
+    verdict, p, _ = decide(probes, DEFAULT_ALPHA)
+    assert p is not None
+    assert p >= DEFAULT_ALPHA
+    assert verdict == "inconclusive"  # nor independent: p is far below INDEPENDENT_P
+
+
+def test_independent_needs_every_required_probe_with_power():
+    assert decide(unrelated(), DEFAULT_ALPHA)[0] == "independent"
+    verdict, _, reason = decide(unrelated(head_matching=1e-3), DEFAULT_ALPHA)
+    assert verdict == "inconclusive"
+    assert "head_matching lacked the power" in reason
+    verdict, _, reason = decide(unrelated(neuron_matching=None), DEFAULT_ALPHA)
+    assert verdict == "inconclusive"
+    assert "neuron_matching lacked the power" in reason
+
+
+def test_weak_evidence_is_neither_derived_nor_independent():
+    probes = [probe("hidden_alignment", 1e-3), probe("neuron_matching", 1e-3)]
+    verdict, p, reason = decide(probes, DEFAULT_ALPHA)
+    assert DEFAULT_ALPHA <= p < INDEPENDENT_P
+    assert verdict == "inconclusive"
+    assert "weak evidence" in reason
+
+
+def test_non_decisive_probes_never_enter_the_combination():
+    drift = probe("norm_drift", 1e-50, None, decisive=False)
+    verdict, p, _ = decide([*unrelated(), drift], DEFAULT_ALPHA)
+    assert verdict == "independent"
+    assert p == harmonic_combine([0.5, 0.5, 0.5])
+    assert decide([drift], DEFAULT_ALPHA)[0] == "inconclusive"
+
+
+@pytest.mark.parametrize(("asked", "said"), [
+    (None, "hidden_alignment"),
+    (("neuron_matching",), "hidden_alignment (not asked for)"),
+])
+def test_a_missing_required_probe_makes_an_unrelated_pair_inconclusive(asked, said):
+    probes = [probe("neuron_matching", 0.5)]
+    verdict, _, reason = decide(probes, DEFAULT_ALPHA, asked)
+    assert verdict == "inconclusive"
+    assert reason.endswith(said)
+    assert ("(not asked for)" in reason) == (asked is not None)
+
+
+def test_moe_upcycling_fills_the_neuron_role_for_an_all_moe_candidate():
+    probes = [probe("hidden_alignment", 0.5), probe("moe_upcycling", 0.5)]
+    assert decide(probes, DEFAULT_ALPHA)[0] == "independent"
+    verdict, _, reason = decide([probe("hidden_alignment", 0.5)], DEFAULT_ALPHA)
+    assert verdict == "inconclusive"
+    assert "neuron_matching or moe_upcycling" in reason
