@@ -171,3 +171,19 @@ def test_verbose_shows_the_traceback(tmp_path):
     )
     assert out.returncode != 0
     assert "Traceback" in out.stderr
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["verify", "base-only"], "Missing argument"),
+    (["verify", "a", "b", "--no-such-flag"], "No such option"),
+    (["inspect", "m", "--format", "yaml"], "Invalid value"),
+    (["no-such-command"], "No such command"),
+])
+def test_command_line_mistakes_are_usage_errors_without_traceback(argv, said, capsys):
+    # parse errors come from the copy of click that typer carries, not from click itself:
+    # caught as click's, they escaped as tracebacks with exit code 1
+    code, out, err = run_cli(argv, capsys)
+    assert code == 2
+    assert said in err
+    assert "Traceback" not in err
+    assert out == ""

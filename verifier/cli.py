@@ -13,7 +13,6 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import click
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
@@ -25,6 +24,12 @@ from verifier.render import make_console
 if TYPE_CHECKING:
     from verifier.model_cache import ModelCache
     from verifier.signing import PrivateKey
+
+#: the command line's parse errors (a missing argument, an unknown option): click's
+#: ``ClickException``, found through typer because typer 0.2x carries its own copy of click,
+#: whose errors are not click's classes (catching click's let them through as tracebacks)
+PARSE_ERROR: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 ran (verdict matches --expect if given); 1 verdict contradicts --expect; "
@@ -612,12 +617,12 @@ def main(argv: list[str] | None = None) -> None:
         if exc.hint:
             stderr.print(Text(f"hint: {exc.hint}", style="dim"), soft_wrap=True)
         sys.exit(int(exc.exit_code))
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
+    except PARSE_ERROR as exc:
+        exc.show()  # type: ignore[attr-defined]  # click's usage message and hint
         sys.exit(int(ExitCode.USAGE))
-    except click.exceptions.Abort:
+    except typer.Abort:
         stderr.print("aborted")
         sys.exit(130)
     sys.exit(int(result) if isinstance(result, int) else 0)
