@@ -178,6 +178,8 @@ def test_verbose_shows_the_traceback(tmp_path):
     (["verify", "a", "b", "--no-such-flag"], "No such option"),
     (["inspect", "m", "--format", "yaml"], "Invalid value"),
     (["no-such-command"], "No such command"),
+    (["verify", "a", "b", "--alpha", "0"], "must be above 0 and at most 0.5"),
+    (["verify", "a", "b", "--seed", "-5"], "'--seed'"),  # numpy's generator raised
 ])
 def test_command_line_mistakes_are_usage_errors_without_traceback(argv, said, capsys):
     # parse errors come from the copy of click that typer carries, not from click itself:

@@ -31,6 +31,14 @@ if TYPE_CHECKING:
 PARSE_ERROR: type[Exception] = next(
     c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
+def _alpha(value: float) -> float:
+    """``--alpha``: a significance level, in (0, 0.5] (said in words: a bound of 1e-300 was
+    printed as 300 decimal digits)."""
+    if not 0.0 < value <= 0.5:
+        raise typer.BadParameter("must be above 0 and at most 0.5")
+    return value
+
+
 EXIT_CODES_HELP = (
     "Exit codes: 0 ran (verdict matches --expect if given); 1 verdict contradicts --expect; "
     "2 usage error; 3 inconclusive while --expect was given; 4 unreadable or invalid input; "
@@ -164,8 +172,8 @@ def verify(
         Expect | None, typer.Option("--expect", help="Gate on the verdict (see exit codes).")
     ] = None,
     alpha: Annotated[
-        float, typer.Option("--alpha", help="Significance level for 'derived'.", min=1e-300,
-                            max=0.5)
+        float, typer.Option("--alpha", help="Significance level for 'derived' (above 0, at "
+                            "most 0.5).", callback=_alpha)
     ] = 1e-6,
     probes: Annotated[
         str | None,
@@ -173,7 +181,7 @@ def verify(
                      "neuron_matching, head_matching, norm_drift, moe_upcycling (short: "
                      "embeddings, neurons, heads, drift, moe)."),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the null draws.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the null draws.")] = 0,
     role_map: RoleMapOption = None,
     no_hash: Annotated[
         bool, typer.Option("--no-hash", help="Skip the sha256 of each file (faster).")

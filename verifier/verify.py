@@ -56,7 +56,7 @@ class VerifyOptions(BaseModel):
 
     alpha: float = Field(DEFAULT_ALPHA, gt=0.0, lt=1.0)
     probes: tuple[str, ...] | None = None
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     null_draws: int = Field(24, ge=8)
     #: relative size of the noise in the power check (noise norm / weight norm)
     power_drift: float = Field(3.0, gt=0.0)
