@@ -132,3 +132,37 @@ def test_reading_ahead_a_real_model_fills_the_page_cache(tmp_path):
             model.will_need(layer)
     # every layer's tensors were advised; the file's other bytes (embeddings, header) need not be
     assert _settled(path, 0.5) > 0.5
+
+
+def test_the_head_probe_reads_ahead_only_the_layers_it_tests(zoo, monkeypatch):
+    # it checks each tested pair's shapes before matching them: had it not told the read-ahead
+    # its order first, each check would start reading the three layers after it in depth
+    # (untested ones: 1.7 GB of attention nobody used on a 7B-shaped pair)
+    from verifier import verify as verify_module
+    from verifier.architectures.layout import Q
+    from verifier.model import Model
+
+    phase, advised = ["other"], []
+    heads, will_need = verify_module._Run._heads, Model.will_need
+
+    def during_heads(run, *args):
+        phase[0] = "heads"
+        try:
+            return heads(run, *args)
+        finally:
+            phase[0] = "other"
+
+    def recorded(model, layer, roles=None):
+        if phase[0] == "heads" and roles is not None and Q in roles:
+            advised.append(layer)
+        return will_need(model, layer, roles)
+
+    monkeypatch.setattr(verify_module._Run, "_heads", during_heads)
+    monkeypatch.setattr(Model, "will_need", recorded)
+    report = verify_module.verify(zoo["llama"], zoo["llama_ft_code"],
+                                  verify_module.VerifyOptions(digest=False, null_layers=2))
+    tested = {lv.layer for p in report.probes if p.name == "head_matching" for lv in p.layers}
+    assert len(tested) == 2
+    assert report.layer_map[0].base_layer is not None  # a derived pair: layer j is base j
+    assert advised
+    assert set(advised) <= tested
