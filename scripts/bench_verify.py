@@ -280,8 +280,8 @@ def main() -> None:
     parser.add_argument("--cache", action="store_true",
                         help="also verify each candidate with one cache folder shared by the "
                         "candidates in turn (`lineage verify --cache-dir`): the first fills the "
-                        "base's entries (digests, statistics, power check, its side of the null draws), "
-                        "later ones reuse them")
+                        "base's entries (digests, statistics, power check, its side of the null "
+                        "draws), later ones reuse them")
     parser.add_argument("--cold", action="store_true",
                         help="drop both checkpoints from the page cache before each measurement "
                         "(the read, the digests and verify then come from the disk)")

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 PARSE_ERROR: type[Exception] = next(
     c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
+
 def _alpha(value: float) -> float:
     """``--alpha``: a significance level, in (0, 0.5] (said in words: a bound of 1e-300 was
     printed as 300 decimal digits)."""

@@ -45,11 +45,11 @@ def decide(probes: list[ProbeResult], alpha: float,
     ran = {p.name for p in decisive}
     missing = [names for names in REQUIRED if not ran.intersection(names)]
     if missing:
+        left_out = [asked is not None and not set(asked).intersection(names) for names in missing]
+        said = [" or ".join(names) + (" (not asked for)" if out else "")
+                for names, out in zip(missing, left_out, strict=True)]
         return "inconclusive", combined, (
-            "an independent verdict needs probes that did not run: "
-            + ", ".join(" or ".join(names) + (" (not asked for)" if asked is not None
-                                              and not set(asked).intersection(names) else "")
-                        for names in missing))
+            f"an independent verdict needs probes that did not run: {', '.join(said)}")
     weak = [p.name for p in decisive if p.power_p_value is None or p.power_p_value >= alpha]
     if weak:
         return "inconclusive", combined, (

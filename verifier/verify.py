@@ -321,6 +321,7 @@ class _Run:
         mine = sorted(self.shards.mine(order))
         expect(pairing.cand.ffn, mine)  # read each layer from the disk while one is computed
         expect(pairing.base.ffn, [a for j in mine for a in compared[j]])
+        seen: list[list[float]] = []  # this rank's null draws so far
         for k, j in enumerate(mine):
             self.progress("matching neurons", k * self.shards.world, len(compared))
             col = {a: pairing.ffn_stat(a, j) for a in compared[j]}
@@ -330,10 +331,9 @@ class _Run:
             # are in memory: after the probes, a pair larger than the page cache would read
             # every FFN from the disk again for it (16 GiB of a 7B pair). That pair is the
             # layer map's, or, where nothing maps, layer j against layer j (``norm_drift``)
-            known = [n for _, _, n, _, _ in local.values() if n is not None]
             if null is not None:
-                known.append(null)
-            guess = _drift_guess(col[best], best, j, known, nb == nc)
+                seen.append(null)
+            guess = _drift_guess(col[best], best, j, seen, nb == nc)
             rel = (self._aligned_drift(guess, j)
                    if guess is not None and self.opts.wants(drift.NAME) else None)
             local[j] = (col, best, null, guess, rel)
@@ -350,7 +350,7 @@ class _Run:
         for j in compared:
             near = min(nulls, key=lambda t: (abs(t - j), t))
             null = nulls[near][1]
-            mu, sd = float(np.mean(null)), max(float(np.std(null, ddof=1)), 1e-12)
+            mu, sd = _null_moments(null)
             z[:, j] = np.where(np.isnan(stat[:, j]), -np.inf, (stat[:, j] - mu) / sd)
         self.stat, self.layer_map = stat, align_layers(z)
         self.tested_pairs = {j: (self.layer_map[j] if self.layer_map[j] is not None else best)
@@ -556,10 +556,15 @@ def _drift_guess(stat: float, best: int, j: int, nulls: list[list[float]],
     (``layer_alignment.MIN_Z``) against the null draws seen so far (or none are seen yet),
     otherwise layer ``j`` itself for models of one depth (norm drift's pairs when nothing
     maps), else none. A guess: it decides when work is done, never a result."""
-    if not nulls or any(stat >= np.mean(n) + MIN_Z * max(float(np.std(n, ddof=1)), 1e-12)
-                        for n in nulls):
+    if not nulls or any(stat >= mu + MIN_Z * sd for mu, sd in map(_null_moments, nulls)):
         return best
     return j if same_depth else None
+
+
+def _null_moments(null: list[float]) -> tuple[float, float]:
+    """Mean and standard deviation of a layer's null draws, the scale of its z-scores for
+    the layer map (a floor keeps a degenerate null from dividing by zero)."""
+    return float(np.mean(null)), max(float(np.std(null, ddof=1)), 1e-12)
 
 
 def _similarity(stat: np.ndarray, a: int | None, j: int) -> float | None:
