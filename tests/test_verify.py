@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -120,6 +124,26 @@ def test_inconclusive_with_expect_exits_3(zoo, capsys):
                        "--expect", "derived", "--format", "json")
     assert got == 3
     assert json.loads(out)["verdict"] == "inconclusive"
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGPIPE"), reason="no SIGPIPE on this platform")
+def test_a_reader_that_quits_ends_verify_by_sigpipe_not_exit_1(zoo, tmp_path):
+    # `lineage verify ... --expect derived | head` in a pipefail script: the exit status must not
+    # be 1, which says the verdict contradicts --expect (typer turns EPIPE into exit 1)
+    target = tmp_path / "report.json"
+    read, write = os.pipe()
+    os.close(read)  # the reader has quit before the report is printed
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "verifier", "verify", zoo["llama"], zoo["llama_pruned"],
+             "--no-hash", "--expect", "derived", "--format", "json", "--output", target],
+            stdout=write, stderr=subprocess.PIPE, text=True,
+        )
+    finally:
+        os.close(write)
+    assert out.returncode == -signal.SIGPIPE, out.stderr
+    assert "Traceback" not in out.stderr
+    assert json.loads(target.read_text())["verdict"] == "derived"  # written whole, before printing
 
 
 def test_json_format_prints_the_report_alone_and_output_writes_it(zoo, capsys, tmp_path):

@@ -8,7 +8,10 @@ Exit codes (a contract; see docs/exit-codes.md):
 
 from __future__ import annotations
 
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -611,13 +614,35 @@ def backends(
         render_backends(items, stdout)
 
 
+@contextmanager
+def _ended_by_closed_pipe() -> Iterator[None]:
+    """Writing to a pipe whose reader has quit (``lineage verify ... | head``) ends lineage by
+    SIGPIPE, exit status 141 in a shell, as it ends cat or grep. Python ignores SIGPIPE, and
+    typer turns the write's EPIPE error into exit 1, the code that says a verdict contradicts
+    --expect. Output files are renamed into place before anything is printed, so what the run
+    wrote is whole. The previous handler comes back afterwards (for in-process callers), once
+    what is buffered for stdout has been written under this one."""
+    if not hasattr(signal, "SIGPIPE"):  # Windows has no SIGPIPE
+        yield
+        return
+    previous = signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        try:
+            sys.stdout.flush()
+        finally:
+            signal.signal(signal.SIGPIPE, previous)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: run the app, turning lineage errors into one line and an exit code."""
     from verifier.allocator import tune_allocator
 
     tune_allocator()  # process-wide, so here and not in the library (its docstring)
     try:
-        result = app(args=argv, standalone_mode=False)
+        with _ended_by_closed_pipe():
+            result = app(args=argv, standalone_mode=False)
     except LineageError as exc:
         if _State.verbose:
             raise
