@@ -69,6 +69,39 @@ def test_index_that_misplaces_a_tensor_is_an_input_error(tmp_path):
         open_checkpoint(folder)
 
 
+def test_one_shard_named_two_ways_in_the_index_is_read_once(tmp_path):
+    # "./x" or the absolute path of a shard inside the folder is the same file: it was opened
+    # twice and refused as two shards holding the same tensors
+    folder = write_llama_folder(tmp_path / "m", shards=2)
+    index_path = folder / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    shard = "model-00001-of-00002.safetensors"
+    first, second = sorted(k for k, v in index["weight_map"].items() if v == shard)[:2]
+    index["weight_map"][first] = str((folder / shard).resolve())
+    index["weight_map"][second] = f"./{shard}"
+    index_path.write_text(json.dumps(index))
+    with open_checkpoint(folder) as reader:
+        assert sorted(p.name for p in reader.files) == [
+            "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+        assert {t.file for t in reader.tensors()} == {
+            "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"}
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ("[1, 2]", "not a JSON object"),
+    ('{"metadata": {}}', "no weight_map"),
+    ('{"weight_map": [1]}', "weight_map is not an object"),
+    ('{"weight_map": {"x": 3}}', "other than a file name"),
+    ("{oops", "not a valid shard index"),
+])
+def test_an_index_that_is_not_a_shard_index_says_what_is_wrong(tmp_path, text, said):
+    folder = write_llama_folder(tmp_path / "m", shards=2)
+    (folder / "model.safetensors.index.json").write_text(text)
+    with pytest.raises(InputError, match=said) as info:
+        open_checkpoint(folder)
+    assert "indices must be" not in info.value.message  # Python's own words, not the file's
+
+
 def test_shards_that_overlap_are_refused(tmp_path):
     save_file({"x": torch.zeros(2)}, str(tmp_path / "a.safetensors"))
     save_file({"x": torch.ones(2)}, str(tmp_path / "b.safetensors"))

@@ -147,12 +147,21 @@ def read_weight_map(index: Path) -> dict[str, str]:
     """``weight_map`` of a Hugging Face shard index: ``{tensor name: shard file name}``."""
     try:
         data = json.loads(index.read_text(encoding="utf-8"))
-        weight_map = data["weight_map"]
-        if not isinstance(weight_map, dict):
-            raise TypeError("weight_map is not an object")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError) as exc:
         raise InputError(f"{index}: not a valid shard index ({exc})") from exc
-    return {str(k): str(v) for k, v in weight_map.items()}
+    # said in words: the bare KeyError / TypeError texts were "('weight_map')" and "list
+    # indices must be integers or slices, not str"
+    if not isinstance(data, dict):
+        problem = "not a JSON object"
+    elif "weight_map" not in data:
+        problem = "no weight_map"
+    elif not isinstance(data["weight_map"], dict):
+        problem = "weight_map is not an object"
+    elif not all(isinstance(v, str) for v in data["weight_map"].values()):
+        problem = "weight_map names a shard by something other than a file name"
+    else:
+        return {str(k): v for k, v in data["weight_map"].items()}
+    raise InputError(f"{index}: not a valid shard index ({problem})")
 
 
 def shards_from_weight_map(index: Path, weight_map: dict[str, str]) -> list[Path]:
@@ -161,9 +170,9 @@ def shards_from_weight_map(index: Path, weight_map: dict[str, str]) -> list[Path
     Shard names are relative to the index's folder; names that escape it are refused.
     """
     root = index.parent.resolve()
-    shards: list[Path] = []
+    shards: dict[Path, Path] = {}  # by resolved path: "x", "./x" and an absolute name are one
     for shard in sorted(set(weight_map.values())):
-        path = (index.parent / str(shard)).resolve()
+        path = (index.parent / shard).resolve()
         if root not in path.parents:
             raise InputError(f"{index}: shard {shard!r} lies outside the model folder")
         if not path.is_file():
@@ -171,5 +180,5 @@ def shards_from_weight_map(index: Path, weight_map: dict[str, str]) -> list[Path
                 f"{index}: shard {shard!r} is missing",
                 hint="download the complete checkpoint; lineage never reads partial models",
             )
-        shards.append(index.parent / str(shard))
-    return shards
+        shards.setdefault(path, index.parent / shard)
+    return list(shards.values())
