@@ -17,7 +17,7 @@ from backends.cpu import CPUBackend  # noqa: E402
 from backends.cuda import CUDABackend  # noqa: E402
 from backends.fake_npu import FakeNPUBackend  # noqa: E402
 from backends.npu import NPUBackend  # noqa: E402
-from verifier.errors import BackendError  # noqa: E402
+from verifier.errors import BackendError, UnknownBackendError  # noqa: E402
 
 #: every backend, in the order "auto" tries them
 BACKENDS: dict[str, Backend] = {
@@ -44,7 +44,8 @@ def select(name: str = "auto") -> tuple[Backend, BackendStatus]:
                 return backend, st
     backend = BACKENDS.get(name)
     if backend is None:
-        raise BackendError(f"unknown backend {name!r} (choose from auto, {', '.join(BACKENDS)})")
+        raise UnknownBackendError(
+            f"unknown backend {name!r} (choose from auto, {', '.join(BACKENDS)})")
     st = backend.status()
     if not st.available:
         raise BackendError(f"backend {name!r} is not available here: {st.reason}")

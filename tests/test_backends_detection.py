@@ -154,9 +154,11 @@ def test_asking_for_an_absent_backend_is_exit_4(monkeypatch):
     assert err.value.exit_code == ExitCode.INVALID_INPUT
 
 
-def test_unknown_backend_name_is_an_error():
-    with pytest.raises(BackendError, match="unknown backend"):
+def test_unknown_backend_name_is_a_usage_error():
+    # a misspelt name (--backend CPU) is a mistake in the command line, not an absent backend
+    with pytest.raises(BackendError, match="unknown backend") as err:
         backends.select("tpu")
+    assert err.value.exit_code == ExitCode.USAGE
 
 
 @pytest.mark.parametrize(("preset", "expected"), [(None, "0"), ("1", "1")])

@@ -164,6 +164,16 @@ def test_the_installed_console_script_reports_errors_without_traceback(tmp_path)
     assert "no such file or folder" in out.stderr
 
 
+def test_an_error_of_verify_is_stderr_s_first_line(tmp_path):
+    # the progress display, off a terminal, printed a blank line first: every error took two
+    out = subprocess.run(
+        [sys.executable, "-m", "verifier", "verify", str(tmp_path / "a"), str(tmp_path / "b")],
+        capture_output=True, text=True,
+    )
+    assert out.returncode == 4
+    assert out.stderr.startswith("error: ")
+
+
 def test_verbose_shows_the_traceback(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "verifier", "--verbose", "inspect", str(tmp_path / "nothing")],
@@ -180,6 +190,7 @@ def test_verbose_shows_the_traceback(tmp_path):
     (["no-such-command"], "No such command"),
     (["verify", "a", "b", "--alpha", "0"], "must be above 0 and at most 0.5"),
     (["verify", "a", "b", "--seed", "-5"], "'--seed'"),  # numpy's generator raised
+    (["verify", "a", "b", "--seed", str(2**64)], "'--seed'"),  # torch's generator raised
 ])
 def test_command_line_mistakes_are_usage_errors_without_traceback(argv, said, capsys):
     # parse errors come from the copy of click that typer carries, not from click itself:
@@ -189,3 +200,73 @@ def test_command_line_mistakes_are_usage_errors_without_traceback(argv, said, ca
     assert said in err
     assert "Traceback" not in err
     assert out == ""
+
+
+@pytest.mark.parametrize("where", ["model.layers.1.mlp.up_proj.weight", "model.embed_tokens.weight",
+                                   "model.layers.0.self_attn.q_proj.weight"])
+def test_nan_weights_that_a_probe_compares_are_one_clear_line_and_exit_4(tmp_path, capsys, where):
+    # scipy's solver raised a bare ValueError (a traceback, exit 1: "contradicts --expect")
+    base = write_llama_folder(tmp_path / "base")
+    tensors = llama_tensors()
+    tensors[where][0, 0] = float("nan")
+    cand = write_llama_folder(tmp_path / "cand", tensors)
+    before = snapshot(tmp_path)
+    code, out, err = run_cli(["verify", base, cand, "--no-hash", "--expect", "derived",
+                              "--output", tmp_path / "report.json"], capsys)
+    assert code == 4, err
+    assert err.startswith("error: ")
+    assert "NaN or Inf" in err
+    assert "inspect MODEL --scan" in err
+    assert out == ""
+    assert snapshot(tmp_path) == before  # no report written
+
+
+def _outputs_case(tmp_path):
+    base = write_llama_folder(tmp_path / "base")
+    cand = write_llama_folder(tmp_path / "cand")
+    (tmp_path / "folder").mkdir()
+    return base, cand
+
+
+@pytest.mark.parametrize(("extra", "said"), [
+    (["--output", "cand/model.safetensors"], "a file this run reads"),
+    (["--output", "base/config.json"], "a file this run reads"),
+    (["--output", "folder"], "is a folder"),
+    (["--output", ""], "is a folder"),
+    (["--output", "r.json", "--html", "folder"], "is a folder"),
+    (["--output", "same", "--html", "same"], "name the same file"),
+])
+def test_outputs_that_would_overwrite_inputs_or_name_folders_are_refused_before_the_run(
+        tmp_path, capsys, monkeypatch, extra, said):
+    # these overwrote a model's weights with the report, or wrote the JSON and then failed on
+    # the HTML, or raised IsADirectoryError / EBUSY as tracebacks
+    base, cand = _outputs_case(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    before = snapshot(tmp_path)
+    code, out, err = run_cli(["verify", "base", "cand", "--no-hash", *extra], capsys)
+    assert code == 2, err
+    assert said in err
+    assert "Traceback" not in err
+    assert out == ""
+    assert snapshot(tmp_path) == before
+
+
+def test_sign_refuses_to_write_its_bundle_over_the_report(tmp_path, capsys):
+    report = tmp_path / "report.json"
+    report.write_text("{}")
+    code, _, _ = run_cli(["keygen", "--out", tmp_path / "keys"], capsys)
+    assert code == 0
+    code, _, err = run_cli(["sign", report, "--key", tmp_path / "keys" / "lineage.key.pem",
+                            "--out", report], capsys)
+    assert code == 2, err
+    assert "a file this run reads" in err
+    assert report.read_text() == "{}"
+
+
+def test_demo_given_a_file_for_its_folder_is_a_usage_error(tmp_path, capsys):
+    target = tmp_path / "afile"
+    target.write_text("keep me")
+    code, _, err = run_cli(["demo", "--out", target], capsys)
+    assert code == 2, err
+    assert "is a file" in err
+    assert target.read_text() == "keep me"

@@ -1,9 +1,12 @@
 """File digests: every file's own sha256 whichever thread hashed it, digests of a failed run
-abandoned rather than waited for, and a verify report naming the bytes of both models."""
+abandoned rather than waited for, and a verify report naming the bytes of both models; and
+outputs: written whole, with the mode a user expects, never over an input, a link or a device."""
 
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 import threading
 from pathlib import Path
 
@@ -11,7 +14,16 @@ import pytest
 from checkpoints import llama_tensors, write_llama_folder
 
 from verifier import files
-from verifier.files import Hashing, HashingCancelled, describe_files, sha256_file
+from verifier.errors import UsageError
+from verifier.files import (
+    Hashing,
+    HashingCancelled,
+    check_outputs,
+    describe_files,
+    files_read,
+    sha256_file,
+    write_atomic,
+)
 from verifier.verify import VerifyOptions, verify
 
 
@@ -89,3 +101,70 @@ def test_verify_records_every_shards_digest_of_both_models(tmp_path):
         assert [(f.path, f.sha256, f.size) for f in info.files] == [
             (p.name, _plain(p), p.stat().st_size) for p in weights]
     assert "hashing" in report.timings
+
+
+# --- how outputs land ---------------------------------------------------------------------------
+
+
+def test_a_written_file_gets_the_mode_open_would_give_and_an_existing_one_keeps_its_own(tmp_path):
+    old_mask = os.umask(0o027)
+    try:
+        files._UMASK = 0o027  # read once at import; this test sets its own
+        write_atomic(tmp_path / "new.json", "{}")
+        kept = tmp_path / "kept.json"
+        kept.write_text("old")
+        kept.chmod(0o604)
+        write_atomic(kept, "{}")
+    finally:
+        os.umask(old_mask)
+        files._UMASK = old_mask
+    assert stat.S_IMODE((tmp_path / "new.json").stat().st_mode) == 0o640  # not mkstemp's 0600
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o604
+    assert kept.read_text() == "{}"
+
+
+def test_writing_through_a_symbolic_link_replaces_its_target_and_keeps_the_link(tmp_path):
+    (tmp_path / "real.json").write_text("old")
+    (tmp_path / "link.json").symlink_to("real.json")
+    write_atomic(tmp_path / "link.json", "new")
+    assert (tmp_path / "link.json").is_symlink()
+    assert (tmp_path / "real.json").read_text() == "new"
+
+
+def test_a_fifo_is_written_into_not_replaced_by_a_file(tmp_path):
+    # a device or pipe named as the output (/dev/null, /dev/stdout) stays what it is: the
+    # rename put a plain file in its place (as root, in place of /dev/null)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    write_atomic(fifo, "report")
+    reader.join(timeout=30)
+    assert got == [b"report"]
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+
+
+@pytest.mark.parametrize("name", ["folder", ""])
+def test_a_folder_is_refused_as_an_output(tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(IsADirectoryError):
+        write_atomic(Path(name), "{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]  # no temporary file left
+
+
+def test_outputs_that_land_on_an_input_a_folder_or_each_other_are_usage_errors(tmp_path):
+    model = write_llama_folder(tmp_path / "model")
+    inputs = files_read(str(model))
+    assert {p.name for p in inputs} == {"model.safetensors", "config.json"}
+    report = tmp_path / "report.json"
+    check_outputs({"--output": report, "--html": tmp_path / "report.html"}, inputs)  # fine
+    for outputs, said in [
+        ({"--output": model / "model.safetensors"}, "a file this run reads"),
+        ({"--output": model / "config.json"}, "a file this run reads"),
+        ({"--html": model}, "is a folder"),
+        ({"--output": report, "--html": tmp_path / "." / "report.json"}, "name the same file"),
+    ]:
+        with pytest.raises(UsageError, match=said):
+            check_outputs(outputs, inputs)

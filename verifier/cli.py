@@ -99,7 +99,9 @@ def _progress(enabled: bool = True) -> Progress:
         TimeElapsedColumn(),
         console=stderr,
         transient=True,
-        disable=not enabled,
+        # off unless stderr is a terminal: elsewhere rich draws nothing but ends with a blank
+        # line, which made every error two lines
+        disable=not enabled or not stderr.is_terminal,
     )
 
 
@@ -185,7 +187,8 @@ def verify(
                      "neuron_matching, head_matching, norm_drift, moe_upcycling (short: "
                      "embeddings, neurons, heads, drift, moe)."),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the null draws.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=2**64 - 1,
+                                      help="Seed of the null draws.")] = 0,
     role_map: RoleMapOption = None,
     no_hash: Annotated[
         bool, typer.Option("--no-hash", help="Skip the sha256 of each file (faster).")
@@ -250,13 +253,17 @@ def verify(
     from backends import select
     from backends.distributed import join_group
     from verifier.architectures import load_role_map
-    from verifier.files import write_atomic
+    from verifier.files import check_outputs, files_read, write_output
     from verifier.probes import ALIASES, PROBES, resolve_probe
     from verifier.render import render_report
+    from verifier.signing import bundle_path_for
     from verifier.verify import VerifyOptions
     from verifier.verify import verify as run_verify
 
     key = _sign_key_for_verify(sign_key, passphrase_env, output, no_hash)
+    check_outputs({"--output": output, "--html": html,
+                   "the signed bundle": bundle_path_for(output) if key and output else None},
+                  [*files_read(base), *files_read(candidate)])
     asked = [p.strip() for p in probes.split(",") if p.strip()] if probes else []
     unknown = [p for p in asked if resolve_probe(p) is None]
     if unknown:
@@ -290,7 +297,7 @@ def verify(
     text = report.to_json()
     bundle = None
     if output is not None:
-        write_atomic(output, text + "\n")
+        write_output(output, text + "\n")
         if key is not None:
             bundle = _write_signed(output, (text + "\n").encode("utf-8"), key)
     if html is not None:
@@ -356,11 +363,13 @@ def render(
     and the bundle beside the report does not verify (the page is written and says so).
     """
     from verifier.errors import IntegrityError
+    from verifier.files import check_outputs
     from verifier.html_report import load_report, render_html, signature_status, write_html
 
     target = output or report.with_suffix(".html")
     if target.resolve() == report.resolve():
         raise UsageError(f"{target}: the HTML would overwrite the report; choose another --output")
+    check_outputs({"--output": target}, [])
     rep = load_report(report)
     status = signature_status(report, rep, key)
     write_html(target, render_html(rep, status))
@@ -381,10 +390,17 @@ def demo(
     Exits 0 when every verdict matches the truth, 1 otherwise.
     """
     from verifier.demo import run_demo
+    from verifier.errors import InputError
     from verifier.render import render_demo
 
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file; the demo needs a folder for its models "
+                         "and reports")
     with stderr.status("starting") as status:
-        rows = run_demo(out, on_stage=lambda msg: status.update(msg))
+        try:
+            rows = run_demo(out, on_stage=lambda msg: status.update(msg))
+        except OSError as exc:  # the folder cannot be made or written (a read-only place)
+            raise InputError(f"--out {out}: cannot write: {exc.strerror or exc}") from exc
     render_demo(rows, stdout)
     return 0 if all(r.correct for r in rows) else int(ExitCode.EXPECTATION_FAILED)
 
@@ -514,6 +530,7 @@ def sign(
     models are not re-read. A report written with --no-hash cannot be signed.
     """
     from verifier.errors import InputError
+    from verifier.files import check_outputs
     from verifier.signing import bundle_path_for, key_id, sign_report, write_bundle
 
     signing_key = _load_signing_key(key, passphrase_env)
@@ -522,6 +539,7 @@ def sign(
     except OSError as exc:
         raise InputError(f"{report}: cannot read report: {exc.strerror or exc}") from exc
     target = out or bundle_path_for(report)
+    check_outputs({"--out": target}, [report, key])
     write_bundle(target, sign_report(data, signing_key))
     stdout.print(Text(f"signed: {target} (key {key_id(signing_key)})"), soft_wrap=True)
 

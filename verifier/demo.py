@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from verifier.files import write_atomic
+from verifier.files import write_output
 from verifier.report import Report
 from verifier.verify import VerifyOptions, verify
 from verifier.zoo import ModelSpec, Zoo, read_spec
@@ -100,7 +100,7 @@ def run_demo(
         say(f"verifying {case.name}")
         report: Report = verify(zoo[BASE], folder, options)
         target = out / "reports" / f"{case.name}.json"
-        write_atomic(target, report.to_json() + "\n")
+        write_output(target, report.to_json() + "\n")
         rows.append(DemoRow(
             case=case, verdict=report.verdict, p_value=report.p_value,
             layer_map=[e.base_layer for e in report.layer_map], report=str(target),

@@ -40,12 +40,31 @@ class InputError(LineageError):
     """A model path, file or tensor that cannot be read as what it claims to be."""
 
 
+class NonFiniteError(InputError):
+    """A probe's similarities hold NaN or Inf: non-finite weights (or weights so large that
+    float32 products overflow) reached a comparison, where no statistic means anything."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            f"{what} hold NaN or Inf values: a model has non-finite weights where the probes "
+            "compare them (or weights so large that float32 products overflow)",
+            hint="`lineage inspect MODEL --scan` names the tensors that hold NaN or Inf",
+        )
+
+
 class ArchitectureError(InputError):
     """Tensors were read but their layout is not one lineage knows."""
 
 
 class BackendError(LineageError):
     """A compute backend was requested that is absent or broken on this host."""
+
+
+class UnknownBackendError(BackendError):
+    """A backend name lineage does not know (``--backend CPU``): a mistake in the command line,
+    not something absent from this host."""
+
+    exit_code = ExitCode.USAGE
 
 
 class UsageError(LineageError):

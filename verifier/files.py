@@ -13,6 +13,7 @@ analysis leaves idle rather than wall time of their own.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import tempfile
@@ -24,7 +25,7 @@ from types import TracebackType
 
 from pydantic import BaseModel, ConfigDict
 
-from verifier.errors import InputError
+from verifier.errors import InputError, LineageError, UsageError
 from verifier.parallel import usable_cores
 
 #: bytes read and hashed between checks for cancellation
@@ -135,12 +136,42 @@ def describe_files(root: Path, files: Iterable[Path], *, digest: bool = True,
         return records(root, paths, hashing.wait())
 
 
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
+def _umask() -> int:
+    """The process's umask (read by setting it, so once, at import, before any thread)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
+def write_atomic(path: Path, data: bytes | str, mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename, so a
+    reader sees the old file or the new one, never a part of either.
+
+    * A symbolic link is followed: the file it points to is replaced, the link stays.
+    * An existing file that is not a regular one (``/dev/null``, a FIFO) is written into as it
+      is: a rename would put a plain file in its place (as root, in place of ``/dev/null``).
+    * The file gets ``mode``, else an existing file's own permissions, else what ``open`` would
+      give a new one (0o666 less the umask): mkstemp's 0600 would otherwise become the mode of
+      every report. The temporary file has that mode before any byte is written.
+    * A folder is refused (``IsADirectoryError``; ``""`` names the current folder)."""
     payload = data.encode("utf-8") if isinstance(data, str) else data
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    if path.exists() and not path.is_file():
+        with path.open("wb") as fh:
+            fh.write(payload)
+        return
+    if mode is None:
+        mode = path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_UMASK
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)
             fh.flush()
@@ -149,3 +180,55 @@ def write_atomic(path: Path, data: bytes | str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_output(path: Path, data: bytes | str, what: str = "") -> None:
+    """``write_atomic`` for a file the user named: a failure is one clear line (exit 4)."""
+    try:
+        write_atomic(path, data)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write{what}: {exc.strerror or exc}") from exc
+
+
+#: files a model folder holds besides its weights that lineage reads (``verifier.model``)
+_READ_BESIDE_WEIGHTS = ("config.json", "tokenizer.json", "vocab.txt",
+                        "model.safetensors.index.json")
+
+
+def files_read(spec: str) -> list[Path]:
+    """The local files a run reads for model ``spec`` (weights, config, tokenizer, index), as
+    far as can be told before the run; none where ``spec`` cannot be opened (the run itself
+    then says why)."""
+    from verifier.readers import open_checkpoint, resolve_path
+
+    try:
+        path = resolve_path(spec)
+        with open_checkpoint(path) as reader:
+            files = list(reader.files)
+    except LineageError:
+        return []
+    folder = path if path.is_dir() else path.parent
+    return files + [folder / name for name in _READ_BESIDE_WEIGHTS if (folder / name).is_file()]
+
+
+def check_outputs(outputs: Mapping[str, Path | None], inputs: Iterable[Path]) -> None:
+    """Before any work: refuse outputs (by option name) that would overwrite one of the
+    ``inputs`` or each other, or that name a folder (``UsageError``, exit 2). Input files are
+    never modified; a run that cannot write where asked should say so before it runs."""
+    def key(path: Path) -> str:
+        return os.path.realpath(path)
+
+    read = {key(p) for p in inputs}
+    seen: dict[str, str] = {}
+    for option, path in outputs.items():
+        if path is None:
+            continue
+        where = key(path)
+        if os.path.isdir(where):
+            raise UsageError(f"{option} {path}: is a folder; name a file")
+        if where in read:
+            raise UsageError(f"{option} {path}: is a file this run reads; lineage never "
+                             "overwrites its inputs")
+        if where in seen:
+            raise UsageError(f"{option} and {seen[where]} name the same file ({path})")
+        seen[where] = option

@@ -27,10 +27,13 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from verifier.errors import NonFiniteError
+
 
 def max_assignment(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(rows, cols)`` of a maximum-weight assignment of ``s`` (``min(n, m)`` pairs, rows in
     increasing order), as ``linear_sum_assignment(s, maximize=True)`` returns them."""
+    require_finite(s)
     n, m = s.shape
     if n == 0 or m == 0:
         return linear_sum_assignment(s, maximize=True)
@@ -44,6 +47,13 @@ def max_assignment(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             order = np.argsort(best)
             return best[order], order
     return solve(s)
+
+
+def require_finite(s: np.ndarray, what: str = "a probe's similarities") -> None:
+    """Refuse a matrix with NaN or Inf (``NonFiniteError``, exit 4): the shortcut would match a
+    NaN as every row's largest value, and scipy's solver raises a bare ValueError."""
+    if not np.isfinite(s).all():
+        raise NonFiniteError(what)
 
 
 def solve(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -96,4 +106,4 @@ def _abs_argmax(x: np.ndarray) -> np.ndarray:
     return np.where(top > bottom, hi, np.where(top < bottom, lo, np.minimum(hi, lo)))
 
 
-__all__ = ["distinct_row_maxima", "max_assignment", "row_argmax", "solve"]
+__all__ = ["distinct_row_maxima", "max_assignment", "require_finite", "row_argmax", "solve"]

@@ -136,13 +136,11 @@ def write_key_pair(
             if path.exists():
                 raise UsageError(f"{path}: already exists; refusing to overwrite a key",
                                  hint="choose another --out or --name, or pass --force")
-    # write_atomic creates its temporary file with mode 0600 (mkstemp), so the private key is
-    # never readable by others, not even briefly; chmod makes the final mode explicit.
+    # write_atomic gives its temporary file the mode before writing a byte, so the private key
+    # is never readable by others, not even briefly
     try:
-        write_atomic(private_path, private_key_pem(key, passphrase))
-        os.chmod(private_path, 0o600)
-        write_atomic(public_path, public_key_pem(key))
-        os.chmod(public_path, 0o644)
+        write_atomic(private_path, private_key_pem(key, passphrase), mode=0o600)
+        write_atomic(public_path, public_key_pem(key), mode=0o644)
     except OSError as exc:
         raise InputError(f"{folder}: cannot write the key pair: {exc.strerror or exc}") from exc
     return KeyPair(private=private_path, public=public_path, key_id=key_id(key),
