@@ -279,3 +279,34 @@ def test_taking_hidden_coordinates_equals_index_select(layout, order, dtype):
                             np.ones(4), np.ones(4))
     want = w.index_select(1, torch.tensor([5, 0, 2, 2])).float() * torch.tensor([1, 0, -1, 1.0])
     assert torch.equal(align.cols(w).float(), want)
+
+
+@pytest.mark.parametrize("c", [1e20, 1e-20])
+def test_an_extreme_swiglu_rescaling_is_free_and_still_seen(c):
+    # up by c and down by 1/c leaves the function unchanged, and bf16 holds either; float32
+    # squares of 1e20-sized weights overflowed to NaN, of 1e-20-sized ones underflowed to 0
+    a = _ffn()
+    b = neurons.FFNWeights(gate=a.gate, up=a.up * c, down=a.down / c)
+    assert _score(a, b) > 0.999
+
+
+@pytest.mark.parametrize("c", [1e25, 1e-25])
+def test_circuits_and_embeddings_of_extreme_scale_are_compared_as_any_others(c):
+    q, k, v, o = _circuits()
+    base = _as_circuits(q, k, v, o)
+    assert heads.match_heads(base, _as_circuits(q * c, k * c, v * c, o * c)) > 0.999
+    x = randn(400, 32)
+    _, stat = hidden.recover(hidden.standardise(x), hidden.standardise(x * c))
+    assert stat > 0.999
+
+
+def test_scaling_by_a_power_of_two_leaves_every_similarity_bit_for_bit():
+    # why the magnitude is set by a power of two: weights of ordinary size keep their exact
+    # statistics (reports unchanged), whatever the power
+    a = _ffn()
+    b = neurons.FFNWeights(gate=a.gate * 8.0, up=a.up * 8.0, down=a.down * 8.0)
+    assert torch.equal(neurons._unit_rows(a.up), neurons._unit_rows(b.up))
+    q, k, v, o = _circuits()
+    x, y = _as_circuits(q, k, v, o), _as_circuits(*_circuits())
+    scaled = _as_circuits(q * 0.125, k * 0.125, v * 0.125, o * 0.125)
+    assert torch.equal(heads.head_similarity(x, y), heads.head_similarity(scaled, y))

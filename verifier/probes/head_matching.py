@@ -28,7 +28,9 @@ from scipy.optimize import linear_sum_assignment
 from backends.compute import Compute
 from verifier.architectures.layout import ATTN_NORM, K, O, Q, V
 from verifier.model import Model
+from verifier.probes.assignment import require_finite
 from verifier.probes.hidden_alignment import HiddenAlignment
+from verifier.probes.magnitude import unit_magnitude
 
 NAME = "head_matching"
 #: base query heads matched against every candidate head; more are sampled by whole KV groups
@@ -202,7 +204,10 @@ def _dense_similarity(b: HeadCircuits, c: HeadCircuits) -> torch.Tensor:
 
 def head_similarity(b: HeadCircuits, c: HeadCircuits) -> torch.Tensor:
     """``[H_base, H_cand]`` mean of the QK and OV circuit cosines, by whichever way is
-    cheaper for these shapes (the two agree to float32 rounding)."""
+    cheaper for these shapes (the two agree to float32 rounding). Each factor is first brought
+    to magnitude one by a power of two (``magnitude``): the circuits multiply four weights, so
+    rescaled models overflowed (or underflowed) float32 without it."""
+    b, c = b._map(unit_magnitude), c._map(unit_magnitude)
     return _dense_similarity(b, c) if _dense_cheaper(b, c) else _gram_similarity(b, c)
 
 
@@ -239,6 +244,8 @@ def load_circuits(model: Model, layer: int) -> HeadCircuits | None:
         return None  # MLA or another attention form: not compared by this probe
     gamma = (model.load(roles[ATTN_NORM])
              if ATTN_NORM in roles and model.layout.family not in POST_NORM else None)
+    if gamma is not None:  # folded into q, k, v in float32: a gain near 1e20 overflowed there
+        gamma = unit_magnitude(gamma)
     d = q.shape[1]
     return HeadCircuits(q=q.reshape(heads, hd, d), k=k.reshape(kv, hd, d),
                         o=o.T.reshape(heads, hd, o.shape[0]), v=v.reshape(kv, hd, d),
@@ -248,6 +255,7 @@ def load_circuits(model: Model, layer: int) -> HeadCircuits | None:
 def match_heads(b: HeadCircuits, c: HeadCircuits) -> float:
     """Mean matched head similarity under a KV-group-respecting assignment."""
     sim = head_similarity(b, c).numpy()
+    require_finite(sim, "the head similarities")
     hb, hc = sim.shape
     per = hb // b.groups
     if per != hc // c.groups or per == 1 or b.groups > c.groups:

@@ -25,6 +25,7 @@ import torch
 
 from backends.compute import Compute
 from verifier.probes.assignment import max_assignment
+from verifier.probes.magnitude import unit_magnitude
 
 NAME = "hidden_alignment"
 #: shared tokens used at most (sampled evenly by id): enough for d <= 8192 columns
@@ -102,8 +103,10 @@ def select(w: torch.Tensor, dim: int, idx: torch.Tensor) -> torch.Tensor:
 
 
 def standardise(x: torch.Tensor) -> torch.Tensor:
-    """Columns centred and scaled to unit norm, so ``x.T @ y`` is a correlation matrix."""
-    x = x.to(torch.float32)
+    """Columns centred and scaled to unit norm, so ``x.T @ y`` is a correlation matrix (the
+    matrix first brought to magnitude one by a power of two: embeddings scaled near 1e-19 had
+    column norms under the zero-column guard, and their correlations collapsed)."""
+    x = unit_magnitude(x.to(torch.float32))
     x = x - x.mean(dim=0, keepdim=True)
     return x / x.norm(dim=0, keepdim=True).clamp_min(1e-12)
 

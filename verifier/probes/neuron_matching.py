@@ -35,6 +35,7 @@ from verifier.architectures.layout import DOWN, GATE, UP, RoleRef
 from verifier.model import Model
 from verifier.probes.assignment import max_assignment
 from verifier.probes.hidden_alignment import HiddenAlignment
+from verifier.probes.magnitude import unit_magnitude
 from verifier.probes.rotation_null import rotate_cols
 
 NAME = "neuron_matching"
@@ -172,6 +173,7 @@ def _unit_rows(w: torch.Tensor) -> torch.Tensor:
     equal to float32 rounding. Works on any strided layout (a hidden-major ``[m, F]`` copy
     seen as ``[F, m]`` is balanced as it lies, and stays a view of that layout).
     """
+    w = unit_magnitude(w)  # exact (a power of two): squares neither overflow nor underflow
     rows, cols = _balance_scales(w.square())
     return (w * rows.sqrt_()[:, None]).mul_(cols.sqrt_()[None, :])
 
