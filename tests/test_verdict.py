@@ -84,3 +84,16 @@ def test_moe_upcycling_fills_the_neuron_role_for_an_all_moe_candidate():
     verdict, _, reason = decide([probe("hidden_alignment", 0.5)], DEFAULT_ALPHA)
     assert verdict == "inconclusive"
     assert "neuron_matching or moe_upcycling" in reason
+
+
+@pytest.mark.parametrize(("asked", "said"), [
+    (("norm_drift",), "no decisive probe was asked for (--probes norm_drift)"),
+    (("norm_drift", "head_matching"), "no decisive probe could run"),  # asked, could not run
+    (None, "no decisive probe could run"),
+])
+def test_without_decisive_probes_the_reason_says_whether_any_was_asked_for(asked, said):
+    drift = probe("norm_drift", None, None, decisive=False)
+    verdict, p, reason = decide([drift], 1e-6, asked)
+    assert verdict == "inconclusive"
+    assert p is None
+    assert said in reason

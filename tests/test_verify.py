@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from checkpoints import write_llama_folder
 
 from verifier import verify as verify_module
 from verifier.cli import main
@@ -368,3 +369,20 @@ def test_a_frame_of_half_the_hidden_space_reaches_the_same_moe_answers(zoo, pair
         len(e.base_neurons) for e in exact.moe.experts]
     assert all(p.power_p_value is not None and p.power_p_value < framed.alpha
                for p in framed.probes if p.decisive)
+
+
+def test_a_probe_that_cannot_run_says_so_in_a_warning(tmp_path):
+    # the same weights declared with other head counts: the circuits' shapes differ, so head
+    # matching has nothing to compare; it vanished from the report without a word
+    base = write_llama_folder(tmp_path / "base")
+    cand = write_llama_folder(tmp_path / "cand")
+    config = json.loads((cand / "config.json").read_text())
+    config.update(num_attention_heads=2, num_key_value_heads=1)
+    (cand / "config.json").write_text(json.dumps(config))
+    report = verify(base, cand, VerifyOptions(digest=False))
+    assert "head_matching" not in [p.name for p in report.probes]
+    assert any("head matching did not run" in w for w in report.warnings)
+    asked = verify(base, base, VerifyOptions(digest=False, probes=("moe_upcycling",)))
+    assert any("no MoE layers" in w for w in asked.warnings)
+    assert not any("did not run" in w for w in verify(base, base,
+                                                      VerifyOptions(digest=False)).warnings)

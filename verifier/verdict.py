@@ -25,6 +25,8 @@ INDEPENDENT_P = 0.01
 #: that can fill that role (a candidate whose FFNs are all MoE experts has no dense FFN to match
 #: neuron by neuron; its experts' neurons are matched by the upcycling probe instead)
 REQUIRED = (("hidden_alignment",), ("neuron_matching", "moe_upcycling"))
+#: the probes whose p-values can decide (``verifier.probes``' table)
+DECISIVE = ("hidden_alignment", "neuron_matching", "head_matching", "moe_upcycling")
 
 
 def decide(probes: list[ProbeResult], alpha: float,
@@ -33,6 +35,10 @@ def decide(probes: list[ProbeResult], alpha: float,
     (None: all), so that a reason can tell a probe left out from one that could not run."""
     decisive = [p for p in probes if p.decisive and p.p_value is not None]
     if not decisive:
+        if asked is not None and not set(asked).intersection(DECISIVE):
+            return "inconclusive", None, (
+                f"no decisive probe was asked for (--probes {','.join(asked)}); a verdict needs "
+                f"one of {', '.join(DECISIVE)}")
         return "inconclusive", None, "no decisive probe could run on these two models"
     combined = harmonic_combine([p.p_value for p in decisive if p.p_value is not None])
     names = ", ".join(p.name for p in decisive)

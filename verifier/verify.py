@@ -49,6 +49,10 @@ Progress = Callable[[str, int, int], None]
 FULL_SEARCH_FLOPS = 2e12
 
 
+#: the largest seed: torch's generator takes 64 bits (numpy's any integer)
+MAX_SEED = 2**64 - 1
+
+
 class VerifyOptions(BaseModel):
     """Everything that changes a report besides the two models."""
 
@@ -56,7 +60,7 @@ class VerifyOptions(BaseModel):
 
     alpha: float = Field(DEFAULT_ALPHA, gt=0.0, lt=1.0)
     probes: tuple[str, ...] | None = None
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     null_draws: int = Field(24, ge=8)
     #: relative size of the noise in the power check (noise norm / weight norm)
     power_drift: float = Field(3.0, gt=0.0)
@@ -245,6 +249,9 @@ class _Run:
         if self.opts.wants(moe.NAME) and self.cand.layout.moe_layers:
             self._experts(pairing)
             self.tick("moe_upcycling", t0)
+        elif self.opts.probes is not None and moe.NAME in self.opts.probes:
+            self.warnings.append("the candidate has no MoE layers: the MoE upcycling probe "
+                                 "did not run")
 
     def _experts(self, pairing: Pairing) -> None:
         """The upcycling probe on the candidate's MoE layers (null draws for at most
@@ -368,8 +375,13 @@ class _Run:
             layers.append(_layer(j, a, float(stat[a, j]), redrawn.get(j, null), tested))
         if not layers:
             if not self.cand.layout.moe_layers:
-                self.warnings.append("no dense FFN layers to compare: neuron matching did not "
-                                     "run")
+                # name the side that lacks them: a dense candidate of an MoE base was told it
+                # had no dense FFN layers
+                whose = ("the base's FFN layers are all MoE experts (the MoE probe compares "
+                         "a candidate's experts with a dense base, not the other way round)"
+                         if self.base.layout.moe_layers and not pairing.base.ffn else
+                         "no dense FFN layers to compare")
+                self.warnings.append(f"{whose}: neuron matching did not run")
             return
         if self.opts.wants(neurons.NAME):
             self.probes.append(ProbeResult(
@@ -428,6 +440,12 @@ class _Run:
         found = {j: lv for part in self.shards.gather(local) for j, lv in part.items()}
         layers = [found[j] for _, j in pairs]
         if not layers:
+            # said, as for the other probes: a probe that vanished silently read as one that
+            # ran and found nothing
+            self.warnings.append(
+                "no attention layers of the same head shape to compare: head matching did not "
+                "run" if pairing.base.circuits and pairing.cand.circuits else
+                "a model has no attention circuits to compare: head matching did not run")
             return
         self.probes.append(ProbeResult(
             name=heads.NAME,
