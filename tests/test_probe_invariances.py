@@ -300,13 +300,16 @@ def test_circuits_and_embeddings_of_extreme_scale_are_compared_as_any_others(c):
     assert stat > 0.999
 
 
-def test_scaling_by_a_power_of_two_leaves_every_similarity_bit_for_bit():
-    # why the magnitude is set by a power of two: weights of ordinary size keep their exact
-    # statistics (reports unchanged), whatever the power
+@pytest.mark.parametrize("power", [40, -40])
+def test_weights_scaled_far_by_a_power_of_two_give_the_same_similarities_bit_for_bit(power):
+    # why the magnitude is set by a power of two: the scaled weights are compared exactly as
+    # the unscaled ones, which (of ordinary size) are not scaled at all
+    c = 2.0**power
     a = _ffn()
-    b = neurons.FFNWeights(gate=a.gate * 8.0, up=a.up * 8.0, down=a.down * 8.0)
-    assert torch.equal(neurons._unit_rows(a.up), neurons._unit_rows(b.up))
+    assert torch.equal(neurons._unit_rows(a.up), neurons._unit_rows(a.up * c))
     q, k, v, o = _circuits()
     x, y = _as_circuits(q, k, v, o), _as_circuits(*_circuits())
-    scaled = _as_circuits(q * 0.125, k * 0.125, v * 0.125, o * 0.125)
+    scaled = _as_circuits(q * c, k * c, v * c, o * c)
     assert torch.equal(heads.head_similarity(x, y), heads.head_similarity(scaled, y))
+    e = randn(400, 32)
+    assert torch.equal(hidden.standardise(e), hidden.standardise(e * c))

@@ -8,29 +8,42 @@ before a norm). Overflow gave NaN similarities; underflow gave zeros, and with t
 "independent" for a rescaled copy.
 
 Scaling by a power of two is exact in binary floating point: every product, sum, norm and ratio
-a probe computes afterwards is the same number times a power of two, so for weights of ordinary
-size the statistics are bit for bit those computed without it.
+a probe computes afterwards is the same number times a power of two. It is applied only outside
+``SAFE_SHIFT`` (weights of ordinary size, whose statistics are therefore untouched bit for bit,
+and which are spared the copy): the probes multiply at most four weights and sum over at most
+``2^14 x 2^14`` terms, which float32 holds for magnitudes within ``2^+-16``.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+#: largest |value| within 2^+-SAFE_SHIFT: no scaling (see the module docstring)
+SAFE_SHIFT = 16
+
+
+def magnitude_shift(x: torch.Tensor) -> int:
+    """The power of two ``e`` with ``x``'s largest ``|value|`` in ``[2^(e-1), 2^e)`` where that
+    lies outside ``2^+-SAFE_SHIFT``; 0 inside it, and where ``x`` is empty, all zero, or holds
+    NaN or Inf (left for the probe's finiteness check). One reading pass (``aminmax``, no
+    ``|x|`` copy)."""
+    if x.numel() == 0:
+        return 0
+    lo, hi = torch.aminmax(x.detach())
+    top = max(-float(lo), float(hi))
+    if not math.isfinite(top) or top == 0.0:
+        return 0
+    shift = math.frexp(top)[1]
+    return shift if abs(shift) > SAFE_SHIFT else 0
 
 
 def unit_magnitude(x: torch.Tensor) -> torch.Tensor:
-    """``x`` times the power of two that brings its largest ``|value|`` into [0.5, 1); ``x``
-    itself where that power is 1, where ``x`` is empty or all zero, or where it holds NaN or
-    Inf (left for the probe's finiteness check to refuse)."""
-    if x.numel() == 0:
-        return x
-    top = x.detach().abs().amax()
-    if not bool(torch.isfinite(top)) or float(top) == 0.0:
-        return x
-    _, exponent = torch.frexp(top.to(torch.float32))
-    shift = int(exponent)
-    if shift == 0:
-        return x
-    return torch.ldexp(x, torch.tensor(-shift, dtype=torch.int32, device=x.device)).to(x.dtype)
+    """``x`` times the power of two that brings its largest ``|value|`` into [0.5, 1) where it
+    lies outside ``2^+-SAFE_SHIFT``; ``x`` itself otherwise."""
+    shift = magnitude_shift(x)
+    return x * math.ldexp(1.0, -shift) if shift else x
 
 
-__all__ = ["unit_magnitude"]
+__all__ = ["SAFE_SHIFT", "magnitude_shift", "unit_magnitude"]

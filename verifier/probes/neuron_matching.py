@@ -24,6 +24,7 @@ permuted model escapes; this statistic does not depend on the neuron order at al
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -35,7 +36,7 @@ from verifier.architectures.layout import DOWN, GATE, UP, RoleRef
 from verifier.model import Model
 from verifier.probes.assignment import max_assignment
 from verifier.probes.hidden_alignment import HiddenAlignment
-from verifier.probes.magnitude import unit_magnitude
+from verifier.probes.magnitude import magnitude_shift
 from verifier.probes.rotation_null import rotate_cols
 
 NAME = "neuron_matching"
@@ -173,9 +174,13 @@ def _unit_rows(w: torch.Tensor) -> torch.Tensor:
     equal to float32 rounding. Works on any strided layout (a hidden-major ``[m, F]`` copy
     seen as ``[F, m]`` is balanced as it lies, and stays a view of that layout).
     """
-    w = unit_magnitude(w)  # exact (a power of two): squares neither overflow nor underflow
-    rows, cols = _balance_scales(w.square())
-    return (w * rows.sqrt_()[:, None]).mul_(cols.sqrt_()[None, :])
+    # squared at magnitude one (``magnitude``: weights near 1e20 or 1e-20 overflowed or
+    # underflowed float32); the power of two comes back out of the row scales, exactly
+    shift = magnitude_shift(w)
+    rows, cols = _balance_scales(w.mul(math.ldexp(1.0, -shift)).square_() if shift
+                                 else w.square())
+    rows = rows.sqrt_().mul_(math.ldexp(1.0, -shift)) if shift else rows.sqrt_()
+    return (w * rows[:, None]).mul_(cols.sqrt_()[None, :])
 
 
 def _balance_scales(sq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
