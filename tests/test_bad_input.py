@@ -117,11 +117,34 @@ def case_unknown_format(tmp_path):
     return f, "unknown weights format"
 
 
+def case_one_layer_stored_transposed(tmp_path):
+    # named right, shaped wrong: the probes met it as torch's own shape errors (tracebacks)
+    tensors = llama_tensors()
+    name = "model.layers.1.mlp.up_proj.weight"
+    tensors[name] = tensors[name].T.contiguous()
+    return write_llama_folder(tmp_path / "model", tensors), f"tensor '{name}' (up) has shape"
+
+
+def case_config_nested_past_the_parsers_depth(tmp_path):
+    folder = _model(tmp_path)
+    (folder / "config.json").write_text("[" * 100_000 + "]" * 100_000)  # RecursionError
+    return folder, "config.json: not valid JSON"
+
+
+def case_sparse_tensor_pickle(tmp_path):
+    f = tmp_path / "pytorch_model.bin"
+    state = llama_tensors()
+    state["model.norm.weight"] = state["model.norm.weight"].to_sparse()
+    torch.save(state, f)
+    return f, "not dense real numbers"
+
+
 CASES = [
     case_missing_path, case_truncated_safetensors, case_header_longer_than_file,
     case_offsets_past_end, case_unknown_dtype, case_index_names_missing_shard,
     case_pickle_not_weights, case_garbage_gguf, case_garbage_onnx, case_unknown_architecture,
-    case_unknown_format,
+    case_unknown_format, case_one_layer_stored_transposed,
+    case_config_nested_past_the_parsers_depth, case_sparse_tensor_pickle,
 ]
 
 
@@ -270,3 +293,14 @@ def test_demo_given_a_file_for_its_folder_is_a_usage_error(tmp_path, capsys):
     assert code == 2, err
     assert "is a file" in err
     assert target.read_text() == "keep me"
+
+
+def test_a_tokenizer_file_that_is_not_one_counts_as_none(tmp_path):
+    # ids that are not integers, or a vocab.txt that is not UTF-8, raised tracebacks
+    from verifier.model import read_vocabulary
+
+    (tmp_path / "tokenizer.json").write_text(json.dumps({"model": {"vocab": {"a": "x"}}}))
+    assert read_vocabulary(tmp_path) is None
+    (tmp_path / "tokenizer.json").unlink()
+    (tmp_path / "vocab.txt").write_bytes(b"\xff\xfe\x00a")
+    assert read_vocabulary(tmp_path) is None

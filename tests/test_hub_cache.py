@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
-from checkpoints import write_llama_folder
+from checkpoints import llama_tensors, write_llama_folder
 from huggingface_hub import constants
 
 from verifier.errors import InputError
-from verifier.readers import resolve_path
+from verifier.readers import open_checkpoint, resolve_path
 from verifier.readers.hub import looks_like_repo_id
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -51,3 +53,28 @@ def test_uncached_repo_is_a_clear_error_naming_the_fix(hub_cache, tmp_path, monk
 )
 def test_repo_id_syntax(spec, is_repo):
     assert looks_like_repo_id(spec) is is_repo
+
+
+def _as_hub_snapshot(cache, name, folder):
+    """``folder``'s files laid out as the Hub's cache does: each a link to a blob by digest."""
+    repo = cache / f"models--acme--{name}"
+    snapshot = repo / "snapshots" / COMMIT
+    (repo / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    for f in sorted(folder.iterdir()):
+        digest = hashlib.sha256(f.read_bytes()).hexdigest()
+        (repo / "blobs" / digest).write_bytes(f.read_bytes())
+        (snapshot / f.name).symlink_to(f"../../blobs/{digest}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(COMMIT)
+
+
+def test_a_sharded_model_in_the_hub_cache_reads_through_its_blob_links(hub_cache, tmp_path,
+                                                                        monkeypatch):
+    # the snapshot's shards are links into ../../blobs: resolved, they looked like files
+    # outside the model folder, and every sharded cached model was refused
+    _as_hub_snapshot(hub_cache, "sharded", write_llama_folder(tmp_path / "src", shards=2))
+    monkeypatch.chdir(tmp_path)
+    with open_checkpoint("acme/sharded") as reader:
+        assert len(reader.files) == 2
+        assert {t.name for t in reader.tensors()} == set(llama_tensors())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 
 import pytest
 import torch
@@ -122,3 +124,20 @@ def test_loading_is_lazy_memory_mapped(tmp_path):
         assert reader.tensors()[0].numel == 10
         # nothing is materialised until asked for: opening holds only the header
         assert torch.equal(reader.load("x"), torch.arange(10.0))
+
+
+def test_a_fifo_named_like_a_shard_is_not_opened(tmp_path):
+    # globbed as a shard, the FIFO blocked the open forever
+    folder = write_llama_folder(tmp_path / "m")
+    os.mkfifo(folder / "extra.safetensors")
+    (folder / "more.safetensors").mkdir()
+    opened: list[int] = []
+
+    def open_it() -> None:
+        with open_checkpoint(folder) as reader:
+            opened.append(len(reader.files))
+
+    worker = threading.Thread(target=open_it, daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert opened == [1]

@@ -17,6 +17,7 @@ import torch
 
 from verifier.architectures import RoleMap, resolve_layout
 from verifier.architectures.layout import ModelLayout, RoleRef, load_role
+from verifier.architectures.shape_check import check_shapes
 from verifier.errors import InputError
 from verifier.readahead import Readahead
 from verifier.readers import open_checkpoint, resolve_path
@@ -88,7 +89,7 @@ def read_config(folder: Path) -> dict[str, Any] | None:
         return None
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise InputError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(config, dict):
         raise InputError(f"{path}: expected a JSON object")
@@ -97,18 +98,24 @@ def read_config(folder: Path) -> dict[str, Any] | None:
 
 def read_vocabulary(folder: Path) -> list[str] | None:
     """Token strings by id from ``tokenizer.json`` (model.vocab) or ``vocab.txt`` (BERT)."""
+    # a tokenizer file that is not one counts as none (the run then says it assumed the rows
+    # line up), never as a traceback: nested past the parser's depth, ids that are not
+    # integers, a vocab.txt that is not UTF-8
     tok = folder / "tokenizer.json"
     if tok.is_file():
         try:
             vocab = json.loads(tok.read_text(encoding="utf-8"))["model"]["vocab"]
-        except (OSError, ValueError, KeyError, TypeError):
-            vocab = None
-        if isinstance(vocab, dict) and vocab:
-            by_id = sorted(((int(i), str(t)) for t, i in vocab.items()), key=lambda p: p[0])
-            return [t for _, t in by_id]
+            if isinstance(vocab, dict) and vocab:
+                by_id = sorted(((int(i), str(t)) for t, i in vocab.items()), key=lambda p: p[0])
+                return [t for _, t in by_id]
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+            pass
     txt = folder / "vocab.txt"
     if txt.is_file():
-        return txt.read_text(encoding="utf-8").splitlines()
+        try:
+            return txt.read_text(encoding="utf-8").splitlines()
+        except (OSError, ValueError):
+            return None
     return None
 
 
@@ -119,6 +126,7 @@ def open_model(spec: str | Path, *, role_map: RoleMap | None = None) -> Model:
     try:
         config = reader.config() or read_config(path if path.is_dir() else path.parent)
         layout = resolve_layout(reader.tensors(), config, fmt=reader.format, role_map=role_map)
+        check_shapes(layout, {t.name: t.shape for t in reader.tensors()})
     except BaseException:
         reader.close()
         raise

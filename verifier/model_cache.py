@@ -229,7 +229,7 @@ class ModelCache:
             return None
         try:
             entry = json.loads((self.directory / name).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return None
         return entry if isinstance(entry, dict) and entry.get("format") == CACHE_FORMAT else None
 

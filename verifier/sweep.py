@@ -14,6 +14,7 @@ from collections.abc import Callable
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from verifier.errors import InputError
 from verifier.readers.base import CheckpointReader, TensorInfo
 
 # Elements upcast at once: 4 Mi float32 = 16 MiB of scratch whatever the tensor size.
@@ -53,7 +54,11 @@ def tensor_stats(name: str, tensor: torch.Tensor) -> TensorStats:
     total = s1 = s2 = sabs = 0.0
     bad = 0
     for start in range(0, flat.numel(), CHUNK_ELEMENTS):
-        chunk = flat[start : start + CHUNK_ELEMENTS].to(torch.float32)
+        try:
+            chunk = flat[start : start + CHUNK_ELEMENTS].to(torch.float32)
+        except (RuntimeError, NotImplementedError) as exc:  # packed FP4 has no conversion
+            raise InputError(f"tensor {name!r}: torch cannot read its dtype "
+                             f"{str(tensor.dtype).removeprefix('torch.')} as numbers") from exc
         sums = _sums(chunk)
         if not all(math.isfinite(v) for v in sums):
             # NaN/Inf present (or float32 squares overflowed): count and drop non-finite entries

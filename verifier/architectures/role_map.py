@@ -46,7 +46,7 @@ def _read(path: Path) -> Any:
         if path.suffix.lower() in _JSON_SUFFIXES:
             return json.loads(text)
         return yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
+    except (ValueError, yaml.YAMLError, RecursionError) as exc:
         kind = "JSON" if path.suffix.lower() in _JSON_SUFFIXES else "YAML"
         detail = " ".join(str(exc).split())
         raise UsageError(f"role map {path}: not valid {kind} ({detail})") from exc

@@ -44,7 +44,7 @@ def _single(path: Path, suffix: str) -> Path:
     """Formats stored as one file: a folder must hold exactly one such file."""
     if path.is_file():
         return path
-    found = sorted(path.glob(f"*{suffix}"))
+    found = sorted(p for p in path.glob(f"*{suffix}") if p.is_file())  # not a FIFO or folder
     if len(found) != 1:
         names = ", ".join(p.name for p in found)
         raise InputError(f"{path}: holds {len(found)} {suffix} files ({names}); name one of them")

@@ -8,6 +8,7 @@ this interface; nothing above the readers knows which format a model came in.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -16,6 +17,18 @@ from types import TracebackType
 from typing import Any
 
 import torch
+
+
+def name_inside(root: Path, name: str) -> Path | None:
+    """``root / name`` when the name, as written, stays inside ``root`` (no ``..`` past it, an
+    absolute path only into it, no NUL), else None. Links are not followed: the files of a
+    Hugging Face snapshot are links into the cache's blob store, and they are the model's own;
+    what is refused is an index or a graph that names files elsewhere."""
+    if not name or "\x00" in name:
+        return None
+    base = os.path.normpath(os.path.abspath(root))
+    full = os.path.normpath(os.path.join(base, name))
+    return Path(full) if full.startswith(base + os.sep) else None
 
 
 @dataclass(frozen=True)

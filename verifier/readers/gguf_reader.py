@@ -204,10 +204,14 @@ class GGUFCheckpoint(CheckpointReader):
             raise InputError(f"{self.path}: cannot decode tensor {name!r}: {exc}") from exc
 
     def _head_count(self, layer: int, which: str) -> int:
-        heads = _per_layer(self._key("attention.head_count"), layer)
-        if which == "k":
-            kv = _per_layer(self._key("attention.head_count_kv"), layer)
-            heads = kv if kv is not None else heads
+        try:
+            heads = _per_layer(self._key("attention.head_count"), layer)
+            if which == "k":
+                kv = _per_layer(self._key("attention.head_count_kv"), layer)
+                heads = kv if kv is not None else heads
+        except (TypeError, ValueError) as exc:  # metadata of the wrong type ("abc")
+            raise InputError(f"{self.path}: {self._arch}.attention.head_count is not a whole "
+                             f"number ({_first_line(exc)})") from exc
         if heads is None:
             raise InputError(
                 f"{self.path}: no {self._arch}.attention.head_count; cannot restore the "

@@ -34,7 +34,7 @@ import torch
 from onnx import numpy_helper
 
 from verifier.errors import InputError
-from verifier.readers.base import CheckpointReader, TensorInfo
+from verifier.readers.base import CheckpointReader, TensorInfo, name_inside
 
 _OPAQUE_PREFIX = "onnx::"
 _QUANTIZED_SUFFIX = "_quantized"
@@ -110,8 +110,9 @@ class ONNXCheckpoint(CheckpointReader):
     def _external_ref(self, tensor: onnx.TensorProto) -> _External:
         entries = {e.key: e.value for e in tensor.external_data}
         location = entries.get("location", "")
-        file = (self.root / location).resolve()
-        if not location or Path(location).is_absolute() or self.root.resolve() not in file.parents:
+        # as written, links not followed (a Hugging Face snapshot's files are links to blobs)
+        file = name_inside(self.root, location) if not Path(location).is_absolute() else None
+        if file is None:
             raise InputError(
                 f"{self.path}: initialiser {tensor.name!r} names external data "
                 f"{location!r}, which is not a file beside the model"

@@ -13,6 +13,7 @@ missing shards, and messages that tell a user which file is broken and why.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from safetensors import SafetensorError, safe_open
 
 from verifier.errors import InputError
 from verifier.readahead import will_need
-from verifier.readers.base import CheckpointReader, TensorInfo
+from verifier.readers.base import CheckpointReader, TensorInfo, name_inside
 
 INDEX_NAME = "model.safetensors.index.json"
 
@@ -95,7 +96,8 @@ class SafetensorsCheckpoint(CheckpointReader):
             reader = cls(path, shards_from_weight_map(index, weight_map))
             reader._check_index(index, weight_map)
             return reader
-        files = sorted(path.glob("*.safetensors"))
+        # regular files only: a FIFO named *.safetensors blocked the open forever
+        files = sorted(p for p in path.glob("*.safetensors") if p.is_file())
         if not files:
             raise InputError(f"{path}: no .safetensors files in this folder")
         return cls(path, files)
@@ -147,7 +149,7 @@ def read_weight_map(index: Path) -> dict[str, str]:
     """``weight_map`` of a Hugging Face shard index: ``{tensor name: shard file name}``."""
     try:
         data = json.loads(index.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # nesting past the parser's depth
         raise InputError(f"{index}: not a valid shard index ({exc})") from exc
     # said in words: the bare KeyError / TypeError texts were "('weight_map')" and "list
     # indices must be integers or slices, not str"
@@ -157,7 +159,7 @@ def read_weight_map(index: Path) -> dict[str, str]:
         problem = "no weight_map"
     elif not isinstance(data["weight_map"], dict):
         problem = "weight_map is not an object"
-    elif not all(isinstance(v, str) for v in data["weight_map"].values()):
+    elif not all(isinstance(v, str) and "\x00" not in v for v in data["weight_map"].values()):
         problem = "weight_map names a shard by something other than a file name"
     else:
         return {str(k): v for k, v in data["weight_map"].items()}
@@ -169,16 +171,15 @@ def shards_from_weight_map(index: Path, weight_map: dict[str, str]) -> list[Path
 
     Shard names are relative to the index's folder; names that escape it are refused.
     """
-    root = index.parent.resolve()
-    shards: dict[Path, Path] = {}  # by resolved path: "x", "./x" and an absolute name are one
+    shards: dict[Path, Path] = {}  # by real path: "x", "./x" and an absolute name are one
     for shard in sorted(set(weight_map.values())):
-        path = (index.parent / shard).resolve()
-        if root not in path.parents:
+        path = name_inside(index.parent, shard)
+        if path is None:
             raise InputError(f"{index}: shard {shard!r} lies outside the model folder")
         if not path.is_file():
             raise InputError(
                 f"{index}: shard {shard!r} is missing",
                 hint="download the complete checkpoint; lineage never reads partial models",
             )
-        shards.setdefault(path, index.parent / shard)
+        shards.setdefault(Path(os.path.realpath(path)), index.parent / shard)
     return list(shards.values())

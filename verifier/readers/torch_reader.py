@@ -9,6 +9,7 @@ a ``pytorch_model.bin.index.json`` are opened one at a time.
 
 from __future__ import annotations
 
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -32,9 +33,12 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A flat ``{name: tensor}`` from one pickle file, or an ``InputError`` saying why not."""
     mmap = zipfile.is_zipfile(path)  # legacy (pre-1.6) pickles cannot be memory-mapped
     try:
-        obj = torch.load(  # noqa: TID251 - the one sanctioned call, always weights_only
-            path, map_location="cpu", weights_only=True, mmap=mmap
-        )
+        # torch's own warnings (an old pickle protocol) would break the one-line error contract
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = torch.load(  # noqa: TID251 - the one sanctioned call, always weights_only
+                path, map_location="cpu", weights_only=True, mmap=mmap
+            )
     except FileNotFoundError as exc:
         raise InputError(f"{path}: file not found") from exc
     except Exception as exc:  # the restricted unpickler raises UnpicklingError, RuntimeError...
@@ -66,6 +70,21 @@ def _flatten(path: Path, obj: object) -> dict[str, torch.Tensor]:
             f"{path}: not a plain state dict: {len(bad)} entries are not tensors "
             f"(e.g. {', '.join(bad[:3])})"
         )
+    # sparse, quantised and complex tensors load under weights_only, but are no dense real
+    # matrices: every probe failed on them with torch's own RuntimeError
+    odd = [f"{k} ({v.layout if v.layout is not torch.strided else v.dtype})"
+           for k, v in obj.items()
+           if v.layout is not torch.strided or v.is_quantized or v.is_complex()]
+    if odd:
+        raise InputError(
+            f"{path}: holds {len(odd)} tensors that are not dense real numbers (e.g. "
+            f"{', '.join(odd[:3])}); lineage reads dense weights",
+            hint="dequantise or densify the checkpoint with the framework that wrote it",
+        )
+    names = [str(k) for k in obj]
+    if len(set(names)) != len(names):  # {1: a, "1": b} would keep only one of them
+        twice = next(n for n in names if names.count(n) > 1)
+        raise InputError(f"{path}: two entries share the name {twice!r}")
     return {str(k): v for k, v in obj.items()}
 
 

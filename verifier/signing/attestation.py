@@ -195,7 +195,7 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _parse_statement(payload: bytes) -> Statement:
     try:
         data = json.loads(payload, object_pairs_hook=_no_duplicate_keys)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise IntegrityError("the signed payload is not JSON") from exc
     if not isinstance(data, dict):
         raise IntegrityError("the signed payload is not a JSON object")

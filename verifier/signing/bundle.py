@@ -73,7 +73,7 @@ def parse_bundle(data: bytes) -> tuple[Envelope, str | None]:
     """
     try:
         doc = json.loads(data)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise IntegrityError("the bundle is not valid JSON (truncated or not a bundle?)") from exc
     if not isinstance(doc, dict):
         raise IntegrityError("the bundle is not a JSON object")
