@@ -9,7 +9,8 @@ import subprocess
 import sys
 
 import pytest
-from checkpoints import write_llama_folder
+import torch
+from checkpoints import llama_tensors, write_llama_folder
 
 from verifier import verify as verify_module
 from verifier.cli import main
@@ -386,3 +387,13 @@ def test_a_probe_that_cannot_run_says_so_in_a_warning(tmp_path):
     assert any("no MoE layers" in w for w in asked.warnings)
     assert not any("did not run" in w for w in verify(base, base,
                                                       VerifyOptions(digest=False)).warnings)
+
+
+def test_a_copy_stored_in_fp8_is_read_and_found(tmp_path):
+    # FP8 is a release format; the attention-norm gain, scaled in its stored dtype, met torch's
+    # "aminmax not implemented for Float8_e4m3fn"
+    tensors = llama_tensors()
+    base = write_llama_folder(tmp_path / "base", tensors)
+    fp8 = write_llama_folder(tmp_path / "fp8", {k: v.to(torch.float8_e4m3fn)
+                                                for k, v in tensors.items()})
+    assert verify(base, fp8, VerifyOptions(digest=False)).verdict == "derived"

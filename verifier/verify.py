@@ -296,8 +296,9 @@ class _Run:
                      "identity_fraction": float(np.mean(
                          align.perm[matched] == pairing.base_coords[matched])),
                      "negated_fraction": float(np.mean(align.sign[matched] < 0)),
-                     # spread of the recovered per-coordinate scales (0 when none was applied)
-                     "log_scale_std": float(np.std(np.log(np.abs(align.scale[matched])))),
+                     # spread of the recovered per-coordinate scales (0 when none was applied;
+                     # None when a scale is 0, e.g. an all-zero embedding column)
+                     "log_scale_std": _log_spread(align.scale[matched]),
                      "median_scale": float(np.median(align.scale[matched]))},
         )
 
@@ -565,6 +566,15 @@ def _stats_sample(full: bool) -> int | None:
 def _stats_variant(sample: int | None) -> str:
     """The cache's name for layer statistics from ``sample`` rows (or the whole tensors)."""
     return "" if sample is None else f"rows{sample}"
+
+
+def _log_spread(scales: np.ndarray) -> float | None:
+    """The standard deviation of ``log |scales|``, or None where a scale is 0 or not finite
+    (numpy warned on stderr about the log of 0 and gave NaN)."""
+    a = np.abs(scales)
+    if a.size == 0 or not np.all(np.isfinite(a) & (a > 0)):
+        return None
+    return float(np.std(np.log(a)))
 
 
 def _drift_guess(stat: float, best: int, j: int, nulls: list[list[float]],

@@ -245,7 +245,7 @@ def load_circuits(model: Model, layer: int) -> HeadCircuits | None:
     gamma = (model.load(roles[ATTN_NORM])
              if ATTN_NORM in roles and model.layout.family not in POST_NORM else None)
     if gamma is not None:  # folded into q, k, v in float32: a gain near 1e20 overflowed there
-        gamma = unit_magnitude(gamma)
+        gamma = unit_magnitude(gamma.to(torch.float32))  # a vector; any stored dtype (FP8)
     d = q.shape[1]
     return HeadCircuits(q=q.reshape(heads, hd, d), k=k.reshape(kv, hd, d),
                         o=o.T.reshape(heads, hd, o.shape[0]), v=v.reshape(kv, hd, d),
