@@ -174,23 +174,37 @@ def _unit_rows(w: torch.Tensor) -> torch.Tensor:
     equal to float32 rounding. Works on any strided layout (a hidden-major ``[m, F]`` copy
     seen as ``[F, m]`` is balanced as it lies, and stays a view of that layout).
     """
-    # squared at magnitude one (``magnitude``: weights near 1e20 or 1e-20 overflowed or
-    # underflowed float32); the power of two comes back out of the row scales, exactly
-    shift = magnitude_shift(w)
-    rows, cols = _balance_scales(w.mul(math.ldexp(1.0, -shift)).square_() if shift
-                                 else w.square())
+    sq = w.square()
+    # the first iteration's column sums, formed here to see whether the squares overflowed or
+    # vanished (weights near 1e20 or 1e-20, ``magnitude``): only then is the matrix squared
+    # again at magnitude one, the power of two taken back out of the row scales, exactly.
+    # Ordinary weights pay a maximum over m sums, not a pass over the matrix
+    first = torch.ones(sq.shape[0], dtype=sq.dtype, device=sq.device) @ sq
+    shift = 0
+    if first.numel() and not _SAFE_SUMS[0] < float(first.max()) < _SAFE_SUMS[1]:
+        shift = magnitude_shift(w)
+        if shift:
+            sq, first = w.mul(math.ldexp(1.0, -shift)).square_(), None
+    rows, cols = _balance_scales(sq, first)
     rows = rows.sqrt_().mul_(math.ldexp(1.0, -shift)) if shift else rows.sqrt_()
     return (w * rows[:, None]).mul_(cols.sqrt_()[None, :])
 
 
-def _balance_scales(sq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+#: column sums of squares inside this window neither overflowed nor lost the matrix
+_SAFE_SUMS = (2.0**-100, 2.0**100)
+
+
+def _balance_scales(sq: torch.Tensor, first: torch.Tensor | None = None,
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Squared row and column scales ``(r, c)`` after ``BALANCE_ITERS`` alternations, for the
     entrywise squares ``sq`` of a ``[n, m]`` matrix: columns to norm ``sqrt(n)``, then rows
-    to unit norm. Zero rows and columns keep a zero scale (they stay zero, as in place)."""
+    to unit norm. Zero rows and columns keep a zero scale (they stay zero, as in place).
+    ``first``: the first iteration's column sums ``ones @ sq``, when the caller has them."""
     n = sq.shape[0]
     rows = torch.ones(n, dtype=sq.dtype, device=sq.device)
-    for _ in range(BALANCE_ITERS):
-        cols = _reciprocal(rows @ sq, float(n))
+    for i in range(BALANCE_ITERS):
+        sums = first if i == 0 and first is not None else rows @ sq
+        cols = _reciprocal(sums, float(n))
         # (r, c) and (r t, c / t) balance alike: without this the pair drifts by a factor of
         # about m per iteration (m^8 overflows float32 at full width). NaN propagates, as in place
         cols.div_(cols.max().clamp_min(torch.finfo(sq.dtype).tiny))
