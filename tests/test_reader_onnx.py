@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from onnx import NodeProto, TensorProto, helper, numpy_helper, save
+from onnx import NodeProto, TensorProto, helper, load, numpy_helper, save
 
 from verifier.errors import InputError
 from verifier.readers import open_checkpoint
@@ -282,3 +282,14 @@ def test_truncated_file_is_an_input_error(tmp_path):
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(InputError, match="model.onnx"):
         ONNXCheckpoint(path)
+
+
+def test_an_initialiser_with_a_negative_dimension_is_refused(tmp_path):
+    # numpy reads -16 as -1: the model was read with a shape its header made up
+    nodes = [helper.make_node("Identity", ["w"], ["y"])]
+    path = write_model(tmp_path / "model.onnx", nodes, {"w": rand(16, 8)})
+    model = load(str(path))
+    model.graph.initializer[0].dims[0] = -16
+    save(model, str(path))
+    with pytest.raises(InputError, match="negative dimension"):
+        open_checkpoint(path)

@@ -58,3 +58,14 @@ def test_pickle_of_a_tensor_list_is_not_a_state_dict(tmp_path):
     torch.save([torch.ones(2)], tmp_path / "list.pt")
     with pytest.raises(InputError, match="not a state dict"):
         open_checkpoint(tmp_path / "list.pt")
+
+
+def test_a_safetensors_file_named_bin_is_told_to_be_renamed(tmp_path):
+    # torch's unpickler refused it, and the message blamed "objects other than plain weights"
+    from safetensors.torch import save_file
+
+    f = tmp_path / "pytorch_model.bin"
+    save_file({"w": torch.ones(2, 2)}, str(f))
+    with pytest.raises(InputError, match="safetensors file under a pickle's name") as info:
+        open_checkpoint(f)
+    assert info.value.hint == "rename it to .safetensors"

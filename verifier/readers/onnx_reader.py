@@ -247,6 +247,9 @@ def _initialisers(path: Path, graph: onnx.GraphProto) -> dict[str, onnx.TensorPr
             raise InputError(
                 f"{path}: initialiser {tensor.name!r} has unknown data type {tensor.data_type}"
             ) from exc
+        if any(d < 0 for d in tensor.dims):  # numpy read -32 as -1: a shape that lied
+            raise InputError(f"{path}: initialiser {tensor.name!r} has a negative dimension "
+                             f"{list(tensor.dims)}")
         found[tensor.name] = tensor
     return found
 

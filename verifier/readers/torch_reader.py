@@ -29,8 +29,24 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+def _is_safetensors(path: Path) -> bool:
+    """Whether ``path`` starts as a safetensors file does: a little-endian header length that
+    fits the file, then a JSON object."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(9)
+        size = path.stat().st_size
+    except OSError:
+        return False
+    return (len(head) == 9 and head[8:9] == b"{"
+            and 0 < int.from_bytes(head[:8], "little") <= size - 8)
+
+
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A flat ``{name: tensor}`` from one pickle file, or an ``InputError`` saying why not."""
+    if _is_safetensors(path):  # was refused as "a pickle with objects other than weights"
+        raise InputError(f"{path}: a safetensors file under a pickle's name",
+                         hint="rename it to .safetensors")
     mmap = zipfile.is_zipfile(path)  # legacy (pre-1.6) pickles cannot be memory-mapped
     try:
         # torch's own warnings (an old pickle protocol) would break the one-line error contract
