@@ -156,8 +156,12 @@ def test_a_folder_is_refused_as_an_output(tmp_path, monkeypatch, name):
 
 def test_outputs_that_land_on_an_input_a_folder_or_each_other_are_usage_errors(tmp_path):
     model = write_llama_folder(tmp_path / "model")
+    (model / "report.json").write_text("{}")  # written there by an earlier run: replaceable
+    (model / "extra.bin").write_bytes(b"not opened to be listed")
     inputs = files_read(str(model))
-    assert {p.name for p in inputs} == {"model.safetensors", "config.json"}
+    assert {p.name for p in inputs} == {"model.safetensors", "config.json", "extra.bin"}
+    assert {p.name for p in files_read(str(model / "model.safetensors"))} == {
+        "model.safetensors", "config.json"}
     report = tmp_path / "report.json"
     check_outputs({"--output": report, "--html": tmp_path / "report.html"}, inputs)  # fine
     for outputs, said in [

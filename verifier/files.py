@@ -182,33 +182,40 @@ def write_atomic(path: Path, data: bytes | str, mode: int | None = None) -> None
         raise
 
 
-def write_output(path: Path, data: bytes | str, what: str = "") -> None:
+def write_output(path: Path, data: bytes | str) -> None:
     """``write_atomic`` for a file the user named: a failure is one clear line (exit 4)."""
     try:
         write_atomic(path, data)
     except OSError as exc:
-        raise InputError(f"{path}: cannot write{what}: {exc.strerror or exc}") from exc
+        raise InputError(f"{path}: cannot write: {exc.strerror or exc}") from exc
 
 
-#: files a model folder holds besides its weights that lineage reads (``verifier.model``)
-_READ_BESIDE_WEIGHTS = ("config.json", "tokenizer.json", "vocab.txt",
-                        "model.safetensors.index.json")
+#: files beside the weights that lineage reads (``verifier.model``)
+_READ_BESIDE_WEIGHTS = ("config.json", "tokenizer.json", "vocab.txt")
 
 
 def files_read(spec: str) -> list[Path]:
-    """The local files a run reads for model ``spec`` (weights, config, tokenizer, index), as
-    far as can be told before the run; none where ``spec`` cannot be opened (the run itself
-    then says why)."""
-    from verifier.readers import open_checkpoint, resolve_path
+    """The local files a run may read for model ``spec``, told without opening the model
+    (a pickle or an ONNX graph would be read whole): a weights file and the config and
+    tokenizer beside it; for a folder, every file in it except the JSON and HTML files lineage
+    does not read (a report written there earlier may be replaced). None where ``spec`` names
+    nothing (the run itself then says why)."""
+    from verifier.readers import resolve_path
 
     try:
         path = resolve_path(spec)
-        with open_checkpoint(path) as reader:
-            files = list(reader.files)
     except LineageError:
         return []
-    folder = path if path.is_dir() else path.parent
-    return files + [folder / name for name in _READ_BESIDE_WEIGHTS if (folder / name).is_file()]
+    if path.is_file():
+        beside = [path.parent / name for name in _READ_BESIDE_WEIGHTS]
+        return [path, *(p for p in beside if p.is_file())]
+
+    def read(p: Path) -> bool:
+        if p.suffix.lower() not in (".json", ".html"):
+            return True  # weights, shards, external data, vocab.txt, anything unknown
+        return p.name in _READ_BESIDE_WEIGHTS or p.name.endswith(".index.json")
+
+    return [p for p in sorted(path.iterdir()) if p.is_file() and read(p)]
 
 
 def check_outputs(outputs: Mapping[str, Path | None], inputs: Iterable[Path]) -> None:
