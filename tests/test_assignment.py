@@ -8,6 +8,7 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from verifier.errors import NonFiniteError
 from verifier.probes import assignment
 from verifier.probes.assignment import max_assignment
 
@@ -79,6 +80,18 @@ def test_distinct_row_maxima_on_the_device_tensor_are_the_solvers_answer():
     collide = torch.tensor([[0.9, 0.8, 0.0], [0.95, 0.1, 0.0]])
     assert assignment.distinct_row_maxima(collide) is None
     assert assignment.distinct_row_maxima(torch.from_numpy(planted.T.copy())) is None
+
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_the_shortcut_refuses_nan_and_inf_as_the_solver_path_does(bad):
+    # the MoE probe calls the shortcut directly: a NaN was matched as its row's largest value
+    planted = torch.from_numpy(_planted(8, 100, np.random.default_rng(3)).astype(np.float32))
+    planted[2, 5] = bad
+    with pytest.raises(NonFiniteError):
+        assignment.distinct_row_maxima(planted)
+    with pytest.raises(NonFiniteError):
+        assignment.max_assignment(planted.double().numpy())
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

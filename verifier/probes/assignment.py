@@ -33,15 +33,15 @@ from verifier.errors import NonFiniteError
 def max_assignment(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(rows, cols)`` of a maximum-weight assignment of ``s`` (``min(n, m)`` pairs, rows in
     increasing order), as ``linear_sum_assignment(s, maximize=True)`` returns them."""
-    require_finite(s)
     n, m = s.shape
     if n == 0 or m == 0:
         return linear_sum_assignment(s, maximize=True)
     if n <= m:
-        known = distinct_row_maxima(torch.from_numpy(s))
+        known = distinct_row_maxima(torch.from_numpy(s))  # refuses NaN and Inf on the way
         if known is not None:
             return known
-    else:
+    require_finite(s)
+    if n > m:
         best = s.argmax(axis=0)
         if np.unique(best).size == m:
             order = np.argsort(best)
@@ -50,8 +50,8 @@ def max_assignment(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def require_finite(s: np.ndarray, what: str = "a probe's similarities") -> None:
-    """Refuse a matrix with NaN or Inf (``NonFiniteError``, exit 4): the shortcut would match a
-    NaN as every row's largest value, and scipy's solver raises a bare ValueError."""
+    """Refuse a matrix with NaN or Inf (``NonFiniteError``, exit 4) before an assignment:
+    scipy's solver raises a bare ValueError, and an argmax would match a NaN as the largest."""
     if not np.isfinite(s).all():
         raise NonFiniteError(what)
 
@@ -76,6 +76,12 @@ def distinct_row_maxima(s: torch.Tensor) -> tuple[np.ndarray, np.ndarray] | None
     if n == 0 or n > m:
         return None
     best = row_argmax(s)
+    # a row holding NaN or +Inf has it as its maximum (row_argmax takes a NaN as largest), so
+    # the row maxima are finite exactly when every row is usable: n values read, not the matrix
+    # (``NonFiniteError``, as ``require_finite``; the MoE probe calls this shortcut directly)
+    top = s.gather(1, torch.as_tensor(best, device=s.device)[:, None])
+    if not bool(torch.isfinite(top).all()):
+        raise NonFiniteError("a probe's similarities")
     if np.unique(best).size != n:
         return None
     return np.arange(n), best
