@@ -367,9 +367,7 @@ def render(
     from verifier.html_report import load_report, render_html, signature_status, write_html
 
     target = output or report.with_suffix(".html")
-    if target.resolve() == report.resolve():
-        raise UsageError(f"{target}: the HTML would overwrite the report; choose another --output")
-    check_outputs({"--output": target}, [])
+    check_outputs({"--output": target}, [report])  # never over the report it renders
     rep = load_report(report)
     status = signature_status(report, rep, key)
     write_html(target, render_html(rep, status))

@@ -190,16 +190,13 @@ def write_output(path: Path, data: bytes | str) -> None:
         raise InputError(f"{path}: cannot write: {exc.strerror or exc}") from exc
 
 
-#: files beside the weights that lineage reads (``verifier.model``)
-_READ_BESIDE_WEIGHTS = ("config.json", "tokenizer.json", "vocab.txt")
-
-
 def files_read(spec: str) -> list[Path]:
     """The local files a run may read for model ``spec``, told without opening the model
     (a pickle or an ONNX graph would be read whole): a weights file and the config and
     tokenizer beside it; for a folder, every file in it except the JSON and HTML files lineage
     does not read (a report written there earlier may be replaced). None where ``spec`` names
     nothing (the run itself then says why)."""
+    from verifier.model import SIDE_FILES
     from verifier.readers import resolve_path
 
     try:
@@ -207,13 +204,13 @@ def files_read(spec: str) -> list[Path]:
     except LineageError:
         return []
     if path.is_file():
-        beside = [path.parent / name for name in _READ_BESIDE_WEIGHTS]
+        beside = [path.parent / name for name in SIDE_FILES]
         return [path, *(p for p in beside if p.is_file())]
 
     def read(p: Path) -> bool:
         if p.suffix.lower() not in (".json", ".html"):
             return True  # weights, shards, external data, vocab.txt, anything unknown
-        return p.name in _READ_BESIDE_WEIGHTS or p.name.endswith(".index.json")
+        return p.name in SIDE_FILES or p.name.endswith(".index.json")
 
     return [p for p in sorted(path.iterdir()) if p.is_file() and read(p)]
 

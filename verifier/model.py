@@ -24,6 +24,9 @@ from verifier.readers import open_checkpoint, resolve_path
 from verifier.readers.base import CheckpointReader
 
 CONFIG_NAME = "config.json"
+TOKENIZER_NAME, VOCAB_NAME = "tokenizer.json", "vocab.txt"
+#: the files beside the weights that a model is read with (``files.files_read`` protects them)
+SIDE_FILES = (CONFIG_NAME, TOKENIZER_NAME, VOCAB_NAME)
 
 
 @dataclass
@@ -101,7 +104,7 @@ def read_vocabulary(folder: Path) -> list[str] | None:
     # a tokenizer file that is not one counts as none (the run then says it assumed the rows
     # line up), never as a traceback: nested past the parser's depth, ids that are not
     # integers, a vocab.txt that is not UTF-8
-    tok = folder / "tokenizer.json"
+    tok = folder / TOKENIZER_NAME
     if tok.is_file():
         try:
             vocab = json.loads(tok.read_text(encoding="utf-8"))["model"]["vocab"]
@@ -110,7 +113,7 @@ def read_vocabulary(folder: Path) -> list[str] | None:
                 return [t for _, t in by_id]
         except (OSError, ValueError, KeyError, TypeError, RecursionError):
             pass
-    txt = folder / "vocab.txt"
+    txt = folder / VOCAB_NAME
     if txt.is_file():
         try:
             return txt.read_text(encoding="utf-8").splitlines()

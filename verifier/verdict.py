@@ -25,8 +25,6 @@ INDEPENDENT_P = 0.01
 #: that can fill that role (a candidate whose FFNs are all MoE experts has no dense FFN to match
 #: neuron by neuron; its experts' neurons are matched by the upcycling probe instead)
 REQUIRED = (("hidden_alignment",), ("neuron_matching", "moe_upcycling"))
-#: the probes whose p-values can decide (``verifier.probes``' table)
-DECISIVE = ("hidden_alignment", "neuron_matching", "head_matching", "moe_upcycling")
 
 
 def decide(probes: list[ProbeResult], alpha: float,
@@ -35,6 +33,9 @@ def decide(probes: list[ProbeResult], alpha: float,
     (None: all), so that a reason can tell a probe left out from one that could not run."""
     decisive = [p for p in probes if p.decisive and p.p_value is not None]
     if not decisive:
+        # here, not at the top: the probes import this module's DEFAULT_ALPHA
+        from verifier.probes import DECISIVE
+
         if asked is not None and not set(asked).intersection(DECISIVE):
             return "inconclusive", None, (
                 f"no decisive probe was asked for (--probes {','.join(asked)}); a verdict needs "

@@ -21,6 +21,9 @@ from verifier.probes import (
 #: probes a user can select with ``--probes``
 PROBES = (hidden_alignment.NAME, neuron_matching.NAME, head_matching.NAME, norm_drift.NAME,
           moe_upcycling.NAME)
+#: probes whose p-values enter the verdict (the table's "decisive" column)
+DECISIVE = (hidden_alignment.NAME, neuron_matching.NAME, head_matching.NAME,
+            moe_upcycling.NAME)
 #: short names accepted by ``--probes``
 ALIASES = {"moe": moe_upcycling.NAME, "heads": head_matching.NAME,
            "neurons": neuron_matching.NAME, "embeddings": hidden_alignment.NAME,
@@ -33,4 +36,4 @@ def resolve_probe(name: str) -> str | None:
     return name if name in PROBES else ALIASES.get(name)
 
 
-__all__ = ["ALIASES", "PROBES", "resolve_probe"]
+__all__ = ["ALIASES", "DECISIVE", "PROBES", "resolve_probe"]
