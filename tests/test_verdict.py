@@ -5,6 +5,9 @@ reason, otherwise."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from verifier.probes.base import ProbeResult
@@ -97,3 +100,12 @@ def test_without_decisive_probes_the_reason_says_whether_any_was_asked_for(asked
     assert verdict == "inconclusive"
     assert p is None
     assert said in reason
+
+
+@pytest.mark.parametrize("module", ["verifier.verdict", "verifier.probes.moe_upcycling"])
+def test_the_verdict_module_imports_first_in_a_fresh_interpreter(module):
+    # a program (or a notebook) that imports the verdict rule before anything else of lineage:
+    # the probes and the verdict share the default alpha without importing each other in a cycle
+    done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 0, done.stderr

@@ -15,6 +15,9 @@ from scipy import stats
 
 #: p-values are clipped here: below it, float64 tail approximations stop meaning anything.
 P_FLOOR = 1e-300
+#: the verdict's default significance (why so small: verifier.verdict); here, in this leaf
+#: module, because the MoE probe's per-layer test uses it too
+DEFAULT_ALPHA = 1e-6
 
 
 def empirical_p(observed: float, null: Sequence[float]) -> float:

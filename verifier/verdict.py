@@ -16,10 +16,10 @@ Probes that are not decisive (norm drift) never enter the combination.
 
 from __future__ import annotations
 
+from verifier.probes import DECISIVE
 from verifier.probes.base import ProbeResult
-from verifier.stats import harmonic_combine
+from verifier.stats import DEFAULT_ALPHA, harmonic_combine
 
-DEFAULT_ALPHA = 1e-6
 INDEPENDENT_P = 0.01
 #: probes that must all have run for a verdict of "independent": each entry names the probes
 #: that can fill that role (a candidate whose FFNs are all MoE experts has no dense FFN to match
@@ -33,9 +33,6 @@ def decide(probes: list[ProbeResult], alpha: float,
     (None: all), so that a reason can tell a probe left out from one that could not run."""
     decisive = [p for p in probes if p.decisive and p.p_value is not None]
     if not decisive:
-        # here, not at the top: the probes import this module's DEFAULT_ALPHA
-        from verifier.probes import DECISIVE
-
         if asked is not None and not set(asked).intersection(DECISIVE):
             return "inconclusive", None, (
                 f"no decisive probe was asked for (--probes {','.join(asked)}); a verdict needs "
@@ -71,3 +68,6 @@ def decide(probes: list[ProbeResult], alpha: float,
         f"combined p = {combined:.3g} >= {INDEPENDENT_P} and every probe had the power to see "
         f"a derivation ({names})"
     )
+
+
+__all__ = ["DEFAULT_ALPHA", "INDEPENDENT_P", "REQUIRED", "decide"]

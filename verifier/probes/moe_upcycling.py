@@ -114,8 +114,7 @@ from verifier.probes import neuron_matching as neurons
 from verifier.probes.assignment import distinct_row_maxima, max_assignment, row_argmax
 from verifier.probes.base import LayerValue, ProbeResult, spread
 from verifier.probes.pairing import Disguise, LazyLayers, Pairing, Side, expect
-from verifier.stats import P_FLOOR, harmonic_combine
-from verifier.verdict import DEFAULT_ALPHA
+from verifier.stats import DEFAULT_ALPHA, P_FLOOR, harmonic_combine
 
 NAME = "moe_upcycling"
 #: per-neuron significance: this quantile of the null's assigned similarities
