@@ -69,3 +69,12 @@ def test_a_safetensors_file_named_bin_is_told_to_be_renamed(tmp_path):
     with pytest.raises(InputError, match="safetensors file under a pickle's name") as info:
         open_checkpoint(f)
     assert info.value.hint == "rename it to .safetensors"
+
+
+def test_a_truncated_zip_checkpoint_is_called_damaged(tmp_path):
+    # torch read it as a legacy pickle, and the message was "[Errno 22] Invalid argument"
+    f = tmp_path / "pytorch_model.bin"
+    torch.save({"w": torch.ones(64, 64)}, f)
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    with pytest.raises(InputError, match="damaged or truncated PyTorch zip checkpoint"):
+        open_checkpoint(f)

@@ -42,12 +42,26 @@ def _is_safetensors(path: Path) -> bool:
             and 0 < int.from_bytes(head[:8], "little") <= size - 8)
 
 
+def _starts_as_zip(path: Path) -> bool:
+    """Whether ``path`` starts with a zip local-file header, as ``torch.save`` (>= 1.6) writes."""
+    try:
+        with path.open("rb") as fh:
+            return fh.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
+
+
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A flat ``{name: tensor}`` from one pickle file, or an ``InputError`` saying why not."""
     if _is_safetensors(path):  # was refused as "a pickle with objects other than weights"
         raise InputError(f"{path}: a safetensors file under a pickle's name",
                          hint="rename it to .safetensors")
     mmap = zipfile.is_zipfile(path)  # legacy (pre-1.6) pickles cannot be memory-mapped
+    if not mmap and _starts_as_zip(path):
+        # torch would read it as a legacy pickle and fail with "[Errno 22] Invalid argument"
+        raise InputError(f"{path}: a damaged or truncated PyTorch zip checkpoint (its zip "
+                         "directory, written last, is missing)",
+                         hint="copy or download the file again")
     try:
         # torch's own warnings (an old pickle protocol) would break the one-line error contract
         with warnings.catch_warnings():
