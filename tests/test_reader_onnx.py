@@ -187,6 +187,9 @@ def test_missing_or_truncated_external_data_is_an_input_error(tmp_path):
     data.unlink()
     with pytest.raises(InputError, match="w.bin.*missing"):
         ONNXCheckpoint(path)
+    data.mkdir()  # there, but nothing to read offsets from (was called "missing")
+    with pytest.raises(InputError, match="w.bin.*not a regular file"):
+        ONNXCheckpoint(path)
 
 
 def test_external_data_outside_the_model_folder_is_refused(tmp_path):

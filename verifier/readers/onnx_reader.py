@@ -117,8 +117,11 @@ class ONNXCheckpoint(CheckpointReader):
                 f"{self.path}: initialiser {tensor.name!r} names external data "
                 f"{location!r}, which is not a file beside the model"
             )
-        if not file.is_file():
+        if not file.exists():
             raise InputError(f"{self.path}: external data file {location!r} is missing")
+        if not file.is_file():  # a folder, FIFO or device: no offsets to seek to
+            raise InputError(
+                f"{self.path}: external data {location!r} is not a regular file")
         try:
             offset = int(entries.get("offset", 0))
             length = int(entries["length"]) if "length" in entries else _nbytes(tensor)
