@@ -141,3 +141,19 @@ def test_a_fifo_named_like_a_shard_is_not_opened(tmp_path):
     worker.start()
     worker.join(timeout=60)
     assert opened == [1]
+
+
+def test_a_header_naming_a_tensor_twice_is_refused(tmp_path):
+    # the library keeps the last entry; the first, pointing at another tensor's bytes, was
+    # accepted without a word
+    f = tmp_path / "model.safetensors"
+    save_file({"a": torch.zeros(4), "b": torch.ones(4)}, str(f))
+    raw = f.read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + size])
+    lie = json.dumps({"dtype": "F32", "shape": [4], "data_offsets": header["b"]["data_offsets"]})
+    text = ('{"a": ' + lie + ", " + json.dumps(header)[1:]).encode()
+    text += b" " * (-len(text) % 8)
+    f.write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + size:])
+    with pytest.raises(InputError, match="header names 'a' twice"):
+        open_checkpoint(f)

@@ -64,6 +64,7 @@ class SafetensorsCheckpoint(CheckpointReader):
         self._infos: list[TensorInfo] = []
         for path in files:
             with self._open(path) as handle:
+                _refuse_duplicate_names(path)
                 self._index_file(path, handle)
 
     def _index_file(self, path: Path, handle: Any) -> None:
@@ -143,6 +144,24 @@ class SafetensorsCheckpoint(CheckpointReader):
             # dropped at once, and the pages stay in the page cache for the load to find
             with safe_open(str(path), framework="pt", device="cpu") as handle:
                 will_need(handle.get_tensor(name))
+
+
+def _refuse_duplicate_names(path: Path) -> None:
+    """A header naming one tensor twice says two things; the library keeps the last entry
+    silently, and another reader may keep the first. The library has checked the length and
+    the JSON by now, so only the names are looked at here (a header is kilobytes)."""
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: set[str] = set()
+        for key, _ in items:
+            if key in seen:
+                raise InputError(f"{path}: the safetensors header names {key!r} twice",
+                                 hint="the file is damaged or was written by a faulty tool")
+            seen.add(key)
+        return dict(items)
+
+    with path.open("rb") as fh:
+        size = int.from_bytes(fh.read(8), "little")
+        json.loads(fh.read(size), object_pairs_hook=pairs)
 
 
 def read_weight_map(index: Path) -> dict[str, str]:
