@@ -464,3 +464,24 @@ def test_agrees_with_the_transformers_gguf_loader(tmp_path):
         for ours, hf_name in names.items():
             expected = torch.as_tensor(theirs["tensors"][hf_name]).float()
             assert torch.equal(reader.load(ours).float(), expected), ours
+
+
+def _with_tensor_offset(path: Path, index: int, relative: int) -> None:
+    """Rewrite the data offset that tensor ``index``'s header record gives."""
+    record = GGUFReader(path).tensors[index].field
+    at = record.offset + sum(part.nbytes for part in record.parts[:5])  # name, dims, type
+    raw = bytearray(path.read_bytes())
+    raw[at:at + 8] = struct.pack("<Q", relative)
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize(("relative", "said"), [
+    (3, "not a multiple of the file's alignment"),
+    (0, "overlap in the file"),  # the second tensor pointed at the first one's bytes
+])
+def test_a_header_pointing_tensors_at_wrong_bytes_is_an_input_error(tmp_path, relative, said):
+    # both were read as weights that were never written, without a word
+    path, _, _ = llama_file(tmp_path)
+    _with_tensor_offset(path, 1, relative)
+    with pytest.raises(InputError, match=f"not a readable GGUF file.*{said}"):
+        GGUFCheckpoint(path)

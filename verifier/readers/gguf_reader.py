@@ -150,6 +150,7 @@ class GGUFCheckpoint(CheckpointReader):
             self._metadata = _metadata(reader)
             self._tokens = _tokens(reader)
             self._entries = {t.name: _entry(t) for t in reader.tensors}
+            _check_layout(self._entries, int(reader.data_offset), int(reader.alignment))
         except InputError:
             raise
         except FileNotFoundError as exc:
@@ -325,6 +326,22 @@ def _entry(tensor: Any) -> _Entry:
         offset=int(tensor.data_offset),
         nbytes=int(tensor.n_bytes),
     )
+
+
+def _check_layout(entries: dict[str, _Entry], start: int, alignment: int) -> None:
+    """Each tensor's bytes lie in the data section at an aligned offset, apart from every other
+    tensor's: the format says so, and a header that points two tensors at one range, or one
+    at a misaligned one, describes weights that were never written (llama.cpp refuses both)."""
+    last_end, last_name = start, ""
+    for name, entry in sorted(entries.items(), key=lambda item: item[1].offset):
+        relative = entry.offset - start
+        if relative % alignment:
+            raise ValueError(f"tensor {name!r} starts at data offset {relative}, which is not a "
+                             f"multiple of the file's alignment ({alignment} bytes)")
+        if entry.nbytes and entry.offset < last_end:
+            raise ValueError(f"tensors {last_name!r} and {name!r} overlap in the file")
+        if entry.offset + entry.nbytes > last_end:
+            last_end, last_name = entry.offset + entry.nbytes, name
 
 
 def _metadata(reader: GGUFReader) -> dict[str, Any]:
