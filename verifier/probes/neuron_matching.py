@@ -186,8 +186,43 @@ def _unit_rows(w: torch.Tensor) -> torch.Tensor:
         if shift:
             sq, first = w.mul(math.ldexp(1.0, -shift)).square_(), None
     rows, cols = _balance_scales(sq, first)
+    if not _settled(w, rows, cols):
+        return _unit_rows_equilibrated(w)
     rows = rows.sqrt_().mul_(math.ldexp(1.0, -shift)) if shift else rows.sqrt_()
     return (w * rows[:, None]).mul_(cols.sqrt_()[None, :])
+
+
+def _settled(w: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> bool:
+    """Whether the balancing's squared scales are trustworthy: finite, no row whose squares
+    summed below ``2^-100`` (float32 was losing the row to subnormals), and a zero scale only
+    for a row or column that is zero. A model whose neurons are rescaled one by one across a
+    range wider than float32's squares hold (SwiGLU's up row by ``2^60``, its down column by
+    ``2^-60``, and another neuron the other way: the function is unchanged) fails it; ordinary
+    weights pass it on the ``n + m`` scales alone."""
+    if not bool(torch.isfinite(rows).all()) or not bool(torch.isfinite(cols).all()):
+        return not bool(torch.isfinite(w).all())  # left for the probe's finiteness check
+    if rows.numel() and float(rows.max()) > _SAFE_SUMS[1]:
+        return False
+    dead_rows, dead_cols = rows == 0, cols == 0
+    if bool(dead_rows.any()) and bool(w[dead_rows].any()):
+        return False
+    return not (bool(dead_cols.any()) and bool(w[:, dead_cols].any()))
+
+
+def _unit_rows_equilibrated(w: torch.Tensor) -> torch.Tensor:
+    """``_unit_rows`` for a matrix whose rows or columns differ in scale by more than float32's
+    squares hold: each row, then each column, brought to a largest ``|value|`` in ``[0.5, 1)``
+    by its own power of two first. Those scalings are exact and are among the row and column
+    scales the balancing removes anyway, so the balanced form is the same; the balancing then
+    starts from a matrix whose squares float32 holds. Costs two passes and a copy, paid only
+    by matrices that need it."""
+    x = w.to(torch.float32) if w.dtype in (torch.float16, torch.bfloat16) else w.clone()
+    for dim in (1, 0, 1):  # rows, columns, and rows again (a column's scaling moved them)
+        top = x.abs().amax(dim=dim, keepdim=True)
+        exponent = torch.frexp(top).exponent
+        x = torch.ldexp(x, -exponent.to(x.dtype))
+    rows, cols = _balance_scales(x.square())
+    return (x * rows.sqrt_()[:, None]).mul_(cols.sqrt_()[None, :])
 
 
 #: column sums of squares inside this window neither overflowed nor lost the matrix
