@@ -313,3 +313,49 @@ def test_weights_scaled_far_by_a_power_of_two_give_the_same_similarities_bit_for
     assert torch.equal(heads.head_similarity(x, y), heads.head_similarity(scaled, y))
     e = randn(400, 32)
     assert torch.equal(hidden.standardise(e), hidden.standardise(e * c))
+
+
+def _powers_of_two(n: int, widest: int) -> torch.Tensor:
+    """``n`` factors ``2^k``, ``k`` drawn from ``[-widest, widest]``, as a column."""
+    k = torch.randint(-widest, widest + 1, (n, 1), generator=G)
+    return torch.ldexp(torch.ones(n, 1), k)
+
+
+def test_neurons_rescaled_one_by_one_beyond_what_float32_squares_hold_are_still_seen():
+    # each neuron's up row by 2^k and down column by 2^-k, k up to +-60: the function is
+    # unchanged and bf16 stores it, but one scale for the whole matrix brought the small
+    # neurons' squares below float32's range, and the probe stopped with a false "NaN weights"
+    a = _ffn()
+    c = _powers_of_two(48, 60)
+    b = neurons.FFNWeights(gate=a.gate, up=a.up * c, down=a.down / c)
+    assert _score(a, b) > 0.999
+    s = _powers_of_two(32, 60).T  # the same across the hidden coordinates (a folded norm gain)
+    b = neurons.FFNWeights(gate=a.gate * s, up=a.up * s, down=a.down)
+    assert _score(a, b) > 0.999
+
+
+def test_balancing_a_matrix_of_extreme_row_and_column_scales_follows_its_definition():
+    w = randn(300, 40) * _powers_of_two(300, 60) * _powers_of_two(40, 40).T
+    w[3] = 0.0
+    got = neurons._unit_rows(w)
+    assert torch.isfinite(got).all()
+    assert torch.allclose(got, _balanced_in_place(w).float(), atol=2e-6)
+
+
+def test_heads_rescaled_group_by_group_beyond_what_float32_holds_are_still_seen():
+    # each KV group's query heads by c and its key by 1/c, its value by e and its heads' output
+    # columns by 1/e, the factors 2^+-60 apart: the function is unchanged, but one power of two
+    # for the whole matrix left the small groups' circuits to underflow and the match fell apart
+    q, k, v, o = _circuits()
+    base = _as_circuits(q, k, v, o)
+    c = torch.tensor([[2.0**60], [2.0**-60]])
+    e = torch.tensor([[2.0**-60], [2.0**60]])
+    per_head = lambda f: f.repeat_interleave(2, dim=0).repeat_interleave(8, dim=0)  # noqa: E731
+    q2 = q * per_head(c)
+    k2 = k / c.repeat_interleave(8, dim=0)
+    v2 = v * e.repeat_interleave(8, dim=0)
+    o2 = o / per_head(e).T
+    assert heads.match_heads(base, _as_circuits(q2, k2, v2, o2)) > 0.999
+    # and each head is compared as it would be unscaled
+    assert torch.allclose(heads.head_similarity(base, _as_circuits(q2, k2, v2, o2)),
+                          heads.head_similarity(base, base), atol=1e-6)

@@ -30,7 +30,7 @@ from verifier.architectures.layout import ATTN_NORM, K, O, Q, V
 from verifier.model import Model
 from verifier.probes.assignment import require_finite
 from verifier.probes.hidden_alignment import HiddenAlignment
-from verifier.probes.magnitude import unit_magnitude
+from verifier.probes.magnitude import unit_magnitude, unit_magnitude_each
 
 NAME = "head_matching"
 #: base query heads matched against every candidate head; more are sampled by whole KV groups
@@ -204,10 +204,11 @@ def _dense_similarity(b: HeadCircuits, c: HeadCircuits) -> torch.Tensor:
 
 def head_similarity(b: HeadCircuits, c: HeadCircuits) -> torch.Tensor:
     """``[H_base, H_cand]`` mean of the QK and OV circuit cosines, by whichever way is
-    cheaper for these shapes (the two agree to float32 rounding). Each factor is first brought
-    to magnitude one by a power of two (``magnitude``): the circuits multiply four weights, so
-    rescaled models overflowed (or underflowed) float32 without it."""
-    b, c = b._map(unit_magnitude), c._map(unit_magnitude)
+    cheaper for these shapes (the two agree to float32 rounding). Each head's (or KV group's)
+    factor is first brought to magnitude one by a power of two (``magnitude``): the circuits
+    multiply four weights, so rescaled models overflowed (or underflowed) float32 without it,
+    and a model rescales each head's circuits apart from the others' at no cost."""
+    b, c = b._map(unit_magnitude_each), c._map(unit_magnitude_each)
     return _dense_similarity(b, c) if _dense_cheaper(b, c) else _gram_similarity(b, c)
 
 

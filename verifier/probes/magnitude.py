@@ -46,4 +46,22 @@ def unit_magnitude(x: torch.Tensor) -> torch.Tensor:
     return x * math.ldexp(1.0, -shift) if shift else x
 
 
-__all__ = ["SAFE_SHIFT", "magnitude_shift", "unit_magnitude"]
+def unit_magnitude_each(x: torch.Tensor) -> torch.Tensor:
+    """``unit_magnitude`` for each slice ``x[i]`` on its own power of two: the factors of one
+    attention head or KV group, which a model can rescale apart from the others (query head
+    ``h`` by ``c``, its key group by ``1/c``) by more than one scale for the whole matrix
+    leaves float32 room for. ``x`` itself where every slice lies within
+    ``2^+-SAFE_SHIFT``; one reading pass (``aminmax`` per slice)."""
+    if x.numel() == 0 or x.dim() < 2:
+        return unit_magnitude(x)
+    lo, hi = torch.aminmax(x.detach().reshape(x.shape[0], -1), dim=1)
+    top = torch.maximum(-lo, hi).to(torch.float32)
+    shift = torch.frexp(top).exponent
+    # all-zero slices (exponent 0) and NaN or Inf (left for the probe's finiteness check)
+    shift = torch.where(torch.isfinite(top) & (shift.abs() > SAFE_SHIFT), shift, 0)
+    if not bool(shift.any()):
+        return x
+    return torch.ldexp(x, -shift.to(x.dtype).reshape(-1, *([1] * (x.dim() - 1))))
+
+
+__all__ = ["SAFE_SHIFT", "magnitude_shift", "unit_magnitude", "unit_magnitude_each"]
