@@ -109,8 +109,8 @@ def _side(model: Model, rows: np.ndarray, compute: Compute,
                   if {UP, DOWN} <= set(layout.layers[i].roles)]
     attn_layers = [i for i in range(layout.num_layers)
                    if {Q, K, V, O} <= set(layout.layers[i].roles)]
-    # one attention form per model: if the first layer's circuits cannot be formed (MLA), none can
-    if attn_layers and heads.load_circuits(model, attn_layers[0]) is None:
+    # one attention form per model: if the first layer's circuits cannot be formed, none can
+    if attn_layers and heads.circuit_misfit(model, attn_layers[0]) is not None:
         attn_layers = []
 
     def ffn(i: int) -> neurons.FFNWeights:
@@ -135,6 +135,16 @@ def _side(model: Model, rows: np.ndarray, compute: Compute,
                 circuits=LazyLayers(attn_layers, circuits, keep=1,
                                     will_need=lambda i: model.will_need(i, (Q, K, V, O,
                                                                             ATTN_NORM))))
+
+
+def _attention_misfit(model: Model) -> str | None:
+    """Why ``model``'s attention is not split into heads: its first layer with q, k and v
+    (``heads.circuit_misfit``), or None."""
+    layout = model.layout
+    for i in range(layout.num_layers):
+        if {Q, K, V, O} <= set(layout.layers[i].roles):
+            return heads.circuit_misfit(model, i)
+    return None
 
 
 def _layer(j: int, a: int, stat: float, null: list[float], scale: int) -> LayerValue:
@@ -446,7 +456,10 @@ class _Run:
             self.warnings.append(
                 "no attention layers of the same head shape to compare: head matching did not "
                 "run" if pairing.base.circuits and pairing.cand.circuits else
-                "a model has no attention circuits to compare: head matching did not run")
+                "a model has no attention circuits to compare: head matching did not run"
+                + "".join(f" ({whose}: {why})" for whose, why in (
+                    ("base", _attention_misfit(self.base)),
+                    ("candidate", _attention_misfit(self.cand))) if why))
             return
         self.probes.append(ProbeResult(
             name=heads.NAME,

@@ -26,6 +26,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from backends.compute import Compute
+from verifier.architectures.detect import role_shape
 from verifier.architectures.layout import ATTN_NORM, K, O, Q, V
 from verifier.model import Model
 from verifier.probes.assignment import require_finite
@@ -233,6 +234,25 @@ def _heads(model: Model) -> tuple[int, int, int]:
     return heads, kv, head_dim
 
 
+def _misfit(model: Model, layer: int, rows: Callable[[str], int]) -> str | None:
+    roles = model.layout.layers[layer].roles
+    heads, kv, hd = _heads(model)
+    for role, n, what in ((Q, heads, "heads"), (K, kv, "KV heads"), (V, kv, "KV heads")):
+        if rows(role) != n * hd:
+            return (f"{roles[role].tensor!r} has {rows(role)} rows, but the config gives {n} "
+                    f"{what} of {hd} ({n * hd})")
+    return None
+
+
+def circuit_misfit(model: Model, layer: int) -> str | None:
+    """Why ``layer``'s q, k and v do not split into the model's heads (a config whose head
+    counts contradict the weights, or an attention form this probe does not compare), from
+    the headers alone; None when they do."""
+    shapes = {t.name: t.shape for t in model.reader.tensors()}
+    roles = model.layout.layers[layer].roles
+    return _misfit(model, layer, lambda r: role_shape(roles[r], shapes[roles[r].tensor])[0])
+
+
 def load_circuits(model: Model, layer: int) -> HeadCircuits | None:
     """Circuits of ``layer`` as stored (``HeadCircuits``: the gain not folded, nothing
     copied), or None when it has no standard multi-head attention."""
@@ -241,8 +261,8 @@ def load_circuits(model: Model, layer: int) -> HeadCircuits | None:
         return None
     heads, kv, hd = _heads(model)
     q, k, v, o = (model.load(roles[r]) for r in (Q, K, V, O))
-    if q.shape[0] != heads * hd or k.shape[0] != kv * hd:
-        return None  # MLA or another attention form: not compared by this probe
+    if _misfit(model, layer, lambda r: {Q: q, K: k, V: v}[r].shape[0]) is not None:
+        return None  # said in the report (``circuit_misfit``): not compared by this probe
     gamma = (model.load(roles[ATTN_NORM])
              if ATTN_NORM in roles and model.layout.family not in POST_NORM else None)
     if gamma is not None:  # folded into q, k, v in float32: a gain near 1e20 overflowed there
