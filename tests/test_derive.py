@@ -157,6 +157,7 @@ CASES: dict[str, tuple[str, dict[str, object], Callable[[str], bool], Callable[[
     "rescale-all": ("rescale", {}, _every_matrix_and_norm, _everything),
     "rescale-all-fine": ("rescale", {"qk_per": "pair", "vo_per": "dim"},
                          _every_matrix_and_norm, _everything),
+    "rotate": ("rotate", {}, _every_matrix_and_norm, _nothing),
 }
 
 
@@ -448,4 +449,5 @@ def test_lineage_models_build_and_load(lineage_zoo: Zoo) -> None:
 
 
 def test_registry_lists_every_derivation() -> None:
-    assert {"permute", "rescale", "prune", "duplicate", "cast", "int8"} <= set(derive.DERIVATIONS)
+    assert {"permute", "rescale", "rotate", "prune", "duplicate", "cast", "int8"} <= set(
+        derive.DERIVATIONS)

@@ -9,6 +9,7 @@ import torch
 from verifier.probes import head_matching as heads
 from verifier.probes import hidden_alignment as hidden
 from verifier.probes import neuron_matching as neurons
+from verifier.probes import rotated_copy
 from verifier.probes.hidden_alignment import HiddenAlignment
 from verifier.probes.pairing import Pairing, Side, fake_derivative
 
@@ -359,3 +360,18 @@ def test_heads_rescaled_group_by_group_beyond_what_float32_holds_are_still_seen(
     # and each head is compared as it would be unscaled
     assert torch.allclose(heads.head_similarity(base, _as_circuits(q2, k2, v2, o2)),
                           heads.head_similarity(base, base), atol=1e-6)
+
+
+def test_token_geometry_survives_a_rotation_and_tells_a_stranger_apart():
+    x = randn(2000, 48) @ torch.diag(torch.exp(randn(48)))  # anisotropic, as embeddings are
+    rot = torch.linalg.qr(randn(48, 48))[0]
+    copy = rotated_copy.measure(x, x @ rot * 3.0)  # rotated and scaled as a whole
+    assert copy is not None
+    assert copy["gram_agreement"] > 1 - 1e-5
+    assert copy["gram_agreement"] >= copy["rotated_copy_level"]
+    stranger = rotated_copy.measure(x, randn(2000, 48))
+    assert stranger is not None
+    assert stranger["gram_agreement"] < stranger["rotated_copy_level"]
+    # narrower candidate (its own width), and too few tokens to say
+    assert rotated_copy.measure(x, (x @ rot)[:, :40]) is not None
+    assert rotated_copy.measure(x[:8], x[:8]) is None

@@ -109,3 +109,22 @@ def test_the_verdict_module_imports_first_in_a_fresh_interpreter(module):
     done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True,
                           text=True, check=False)
     assert done.returncode == 0, done.stderr
+
+
+def _with_geometry(probes: list[ProbeResult], agreement: float, level: float) -> list[ProbeResult]:
+    first = probes[0].model_copy(update={"details": {"gram_agreement": agreement,
+                                                     "rotated_copy_level": level}})
+    return [first, *probes[1:]]
+
+
+def test_a_rotated_copy_is_never_called_independent():
+    # token geometry at least as close as a 4-bit copy keeps: the probes saw no permutation,
+    # but the hidden space may be rotated, which none of them undoes
+    verdict, _, reason = decide(_with_geometry(unrelated(), 0.99999, 0.996), DEFAULT_ALPHA)
+    assert verdict == "inconclusive"
+    assert "rotation of the hidden space" in reason
+    # geometry further from the base's than the copy level: no say in the verdict
+    assert decide(_with_geometry(unrelated(), 0.25, 0.996), DEFAULT_ALPHA)[0] == "independent"
+    # and a derivation the probes do show stays derived
+    shown = [probe("hidden_alignment", 1e-40), *unrelated()[1:]]
+    assert decide(_with_geometry(shown, 1.0, 0.996), DEFAULT_ALPHA)[0] == "derived"

@@ -18,7 +18,7 @@ from verifier.probes import moe_upcycling as moe
 from verifier.probes.base import spread
 from verifier.report import Report
 from verifier.verify import VerifyOptions, verify
-from verifier.zoo.pairs import MOE_PAIRS, PAIRS
+from verifier.zoo.pairs import MOE_PAIRS, PAIRS, ROTATED_PAIRS
 
 DERIVED = [p for p in PAIRS if p.truth == "derived"]
 INDEPENDENT = [p for p in PAIRS if p.truth == "independent"]
@@ -53,6 +53,20 @@ def test_independent_pairs_are_not_derived(pair, direction, reports):
     # and the probes could have seen a derivation: the power checks found a noisy copy
     assert all(p.power_p_value is not None and p.power_p_value < report.alpha
                for p in report.probes if p.decisive)
+
+
+@pytest.mark.parametrize("pair", ROTATED_PAIRS, ids=[p.name for p in ROTATED_PAIRS])
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_a_rotated_copy_is_inconclusive_and_says_why(pair, direction, zoo):
+    # the base with its hidden space turned by a random rotation (same function): no probe
+    # undoes it and the null cannot tell it from independent training, so the probes see
+    # nothing; the verdict was "independent", which the token geometry contradicts
+    base, cand = zoo[pair.base], zoo[pair.candidate]
+    report = verify(base, cand, OPTS) if direction == "forward" else verify(cand, base, OPTS)
+    assert report.verdict == "inconclusive", report.reason
+    assert "rotation of the hidden space" in report.reason
+    [embedding] = [p for p in report.probes if p.name == "hidden_alignment"]
+    assert embedding.details["gram_agreement"] > 1 - 1e-4
 
 
 @pytest.mark.parametrize("pair", [p for p in PAIRS if p.layer_map], ids=lambda p: p.name)

@@ -9,7 +9,10 @@
   its power check (it found a noisy, permuted copy of the base itself at p < alpha), and the
   combined p-value is at least ``INDEPENDENT_P``: the probes could have seen a derivation and
   saw none.
-* **inconclusive** otherwise, with the reason.
+* **inconclusive** otherwise, with the reason; in particular when the derivation is not shown
+  but the candidate's embeddings are the base's turned by a rotation of the hidden space
+  (``probes.rotated_copy``): the probes do not undo rotations, so they cannot vouch for
+  independence.
 
 Probes that are not decisive (norm drift) never enter the combination.
 """
@@ -17,7 +20,9 @@ Probes that are not decisive (norm drift) never enter the combination.
 from __future__ import annotations
 
 from verifier.probes import DECISIVE
+from verifier.probes import hidden_alignment as hidden
 from verifier.probes.base import ProbeResult
+from verifier.probes.rotated_copy import AGREEMENT, COPY_LEVEL, is_rotated_copy
 from verifier.stats import DEFAULT_ALPHA, harmonic_combine
 
 INDEPENDENT_P = 0.01
@@ -54,6 +59,15 @@ def decide(probes: list[ProbeResult], alpha: float,
                 for names, out in zip(missing, left_out, strict=True)]
         return "inconclusive", combined, (
             f"an independent verdict needs probes that did not run: {', '.join(said)}")
+    rotated = [p for p in decisive if p.name == hidden.NAME and is_rotated_copy(p.details)]
+    if rotated:
+        d = rotated[0].details
+        return "inconclusive", combined, (
+            f"combined p = {combined:.3g} shows no derivation, but the candidate's token "
+            f"geometry is the base's (Gram agreement {d[AGREEMENT]:.6f}, at least the "
+            f"{d[COPY_LEVEL]:.6f} a copy under 4-bit rounding keeps): its embeddings are the "
+            "base's turned by a rotation of the hidden space, a function-preserving change "
+            "the probes do not undo (a rotated copy?)")
     weak = [p.name for p in decisive if p.power_p_value is None or p.power_p_value >= alpha]
     if weak:
         return "inconclusive", combined, (

@@ -37,6 +37,7 @@ from verifier.probes import hidden_alignment as hidden
 from verifier.probes import moe_upcycling as moe
 from verifier.probes import neuron_matching as neurons
 from verifier.probes import norm_drift as drift
+from verifier.probes import rotated_copy
 from verifier.probes.base import LayerValue, ProbeResult, spread
 from verifier.probes.layer_alignment import MIN_Z, align_layers
 from verifier.probes.pairing import LazyLayers, Pairing, Side, expect, fake_derivative
@@ -309,7 +310,10 @@ class _Run:
                      # spread of the recovered per-coordinate scales (0 when none was applied;
                      # None when a scale is 0, e.g. an all-zero embedding column)
                      "log_scale_std": _log_spread(align.scale[matched]),
-                     "median_scale": float(np.median(align.scale[matched]))},
+                     "median_scale": float(np.median(align.scale[matched])),
+                     # token geometry, which a rotation of the hidden space keeps: the verdict's
+                     # guard against calling a rotated copy independent
+                     **(rotated_copy.measure(pairing.base.embed, pairing.cand.embed) or {})},
         )
 
     def _neurons(self, pairing: Pairing, power: float | None) -> None:

@@ -415,6 +415,37 @@ def rescale(
     return state
 
 
+@register("rotate")
+def rotate(parent: State, child: ModelSpec) -> State:
+    """Turn the residual stream by a Haar-random orthogonal ``Q`` (QuaRot / SpinQuant): every
+    RMSNorm gain folded into the weights reading it (the gain becomes 1, and a gain-free RMSNorm
+    commutes with rotations, ``rms(x Q) = rms(x)``), then embeddings and readers ``W Q``, the LM
+    head ``W Q``, writers ``Q^T W``. Unlike a signed permutation, no probe undoes it
+    (``verifier.probes.rotated_copy``)."""
+    _decoder_only(parent, child, "rotate")
+    state, gen = _f32(parent), _generator(child)
+    ones = torch.ones(child.hidden)
+    _fold_norm(state, "model.norm.weight", ["lm_head.weight"], 1 / state["model.norm.weight"])
+    for layer in _layers(state):
+        p = f"model.layers.{layer}."
+        attn = [k for k in state if k.startswith(p + "self_attn.") and _is_reader(k)]
+        ffn = [k for k in state if k.startswith(p) and _is_reader(k) and k not in attn]
+        for norm, readers in ((p + "input_layernorm.weight", attn),
+                              (p + "post_attention_layernorm.weight", ffn)):
+            _fold_norm(state, norm, readers, 1 / state[norm])
+            state[norm] = ones.clone()  # exactly 1, not g * (1 / g)
+    state["model.norm.weight"] = ones.clone()
+    g = torch.randn(child.hidden, child.hidden, generator=gen, dtype=torch.float64)
+    q, r = torch.linalg.qr(g)
+    rot = q * torch.sign(torch.diagonal(r))  # Haar (Mezzadri 2007)
+    for key, t in state.items():
+        if key in ("model.embed_tokens.weight", "lm_head.weight") or _is_reader(key):
+            state[key] = (t.double() @ rot).float()
+        elif _is_writer(key):
+            state[key] = (rot.T @ t.double()).float()
+    return state
+
+
 # --- depth: prune and duplicate ---------------------------------------------------------------
 
 

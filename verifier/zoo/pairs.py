@@ -8,7 +8,8 @@ model of another depth. Its names do not clash with ``STANDARD``'s, so
 are the very ``STANDARD`` specs, so they share the standard models' cache folders.
 
 ``PAIRS`` lists (base, candidate) questions with the right answer and, for derived pairs, the
-base layer each candidate layer came from.
+base layer each candidate layer came from; ``ROTATED_PAIRS`` the derived pairs whose rotation of
+the hidden space the probes cannot undo (they owe "inconclusive", not "derived").
 
 ``MOE_LINEAGE`` holds MoE children of the same base (sparse and fine-grained upcycling, and new
 experts on the base's attention), and ``MOE_PAIRS`` the MoE questions, with whether the experts
@@ -55,6 +56,9 @@ LINEAGE: dict[str, ModelSpec] = {
     ),
     "llama_cast": _child("cast", {"dtypes": ["bfloat16", "float16"]}, steps=0, seed=16),
     "llama_int8": _child("int8", steps=0, seed=17),
+    # the residual stream turned by a random rotation, norm gains folded (QuaRot / SpinQuant):
+    # the same function, which no probe undoes (``ROTATED_PAIRS``)
+    "llama_rotated": _child("rotate", steps=0, seed=18),
     # independent: same recipe, another seed and another depth
     "llama_6layer_seed8": ModelSpec(family="llama", num_layers=6, seed=8),
 }
@@ -151,6 +155,12 @@ PAIRS: list[Pair] = [
     _pair("qwen2_same_shapes", "qwen2"),
     _pair("mistral_same_shapes", "mistral"),
 ]
+
+
+#: derived pairs the probes cannot show derived: a rotation of the hidden space is undone by no
+#: probe, and the rotation null cannot tell it from independent training. The verdict owed is
+#: "inconclusive" with the reason, never "independent" (``verifier.probes.rotated_copy``).
+ROTATED_PAIRS: list[Pair] = [_pair("rotated_copy", "llama_rotated")]
 
 
 @dataclass(frozen=True)
