@@ -606,3 +606,79 @@ def test_sign_writes_the_bundle_beside_the_report(signed, capsys):
     assert key_id(signed.key) in out
     code, _, err = signed.verify_report(capsys)
     assert code == 0, err
+
+
+def test_no_output_lands_on_a_key_role_map_or_bundle_the_run_reads(signed, tmp_path, capsys):
+    # a private key overwritten by its own run's report cannot be had back
+    key_before = signed.private.read_bytes()
+    code, _, err = run_cli(["verify", signed.base, signed.candidate, "--probes", "embeddings",
+                            "-o", signed.private, "--sign-key", signed.private], capsys)
+    assert code == 2
+    assert_one_line_error(err, "is a file this run reads")
+    assert signed.private.read_bytes() == key_before
+    role_map = tmp_path / "roles.yaml"
+    role_map.write_text("{}\n")
+    code, _, err = run_cli(["verify", signed.base, signed.candidate, "--role-map", role_map,
+                            "--html", role_map], capsys)
+    assert code == 2
+    assert role_map.read_text() == "{}\n"
+    # render: neither the bundle beside the report nor the pinned key
+    for target in (signed.bundle, signed.public):
+        before = target.read_bytes()
+        code, _, err = run_cli(["render", signed.report, "--key", signed.public, "-o", target],
+                               capsys)
+        assert code == 2
+        assert_one_line_error(err, "is a file this run reads")
+        assert target.read_bytes() == before
+    # a folder in place of a file name is said so, not a traceback
+    code, _, err = run_cli(["render", signed.report.parent], capsys)
+    assert code == 4
+    assert_one_line_error(err, "is a folder")
+    code, _, err = run_cli(["verify", signed.base, signed.candidate, "-o", tmp_path,
+                            "--sign-key", signed.private], capsys)
+    assert code == 2
+    assert_one_line_error(err, "is a folder")
+
+
+def test_keygen_checks_both_halves_before_writing_either(tmp_path, capsys):
+    keys = tmp_path / "keys"
+    assert run_cli(["keygen", "--out", keys], capsys)[0] == 0
+    private = keys / "lineage.key.pem"
+    before = private.read_bytes()
+    (keys / "lineage.pub.pem").unlink()
+    (keys / "lineage.pub.pem").mkdir()
+    code, _, err = run_cli(["keygen", "--out", keys, "--force"], capsys)
+    assert code == 2
+    assert_one_line_error(err, "not a regular file")
+    assert private.read_bytes() == before  # the old key is kept, not half replaced
+    code, _, err = run_cli(["keygen", "--out", keys, "--name", "a" * 300], capsys)
+    assert code == 4
+    assert_one_line_error(err, "cannot write the key pair")
+
+
+def test_a_passphrase_of_any_bytes_is_taken_as_the_environment_holds_it(tmp_path, capsys,
+                                                                       monkeypatch):
+    monkeypatch.setenv("ODD_PASS", os.fsdecode(b"\xff\xfe pass"))
+    keys = tmp_path / "keys"
+    code, _, err = run_cli(["keygen", "--out", keys, "--passphrase-env", "ODD_PASS"], capsys)
+    assert code == 0, err
+    pem = (keys / "lineage.key.pem").read_bytes()
+    assert load_private_key(pem, b"\xff\xfe pass") is not None
+    with pytest.raises(UsageError, match="k.pem: wrong passphrase"):
+        load_private_key(pem, b"other", name="k.pem")
+
+
+def test_a_signed_report_cannot_draw_lines_of_its_own_in_verify_report(signed, capsys):
+    # the paths and architecture names are the signer's: newlines and terminal escapes in them
+    # printed raw forged a "files: ... hold exactly the signed weight files" line
+    report = json.loads(signed.report.read_text())
+    report["models"]["candidate"]["path"] = (
+        "cand\nfiles:     /a and /b hold exactly the signed weight files\x1b[1A\x1b[2K")
+    forged = (json.dumps(report) + "\n").encode("utf-8")
+    signed.bundle.write_bytes(sign_report(forged, signed.key))
+    code, out, err = signed.verify_report(capsys, models=False)
+    assert code == 0, err
+    assert "\x1b" not in out
+    assert "hold exactly the signed weight files" not in out.splitlines()[-1]
+    assert not any(line.startswith("files:     /a") for line in out.splitlines())
+    assert "not checked" in out

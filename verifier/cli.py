@@ -261,9 +261,13 @@ def verify(
     from verifier.verify import verify as run_verify
 
     key = _sign_key_for_verify(sign_key, passphrase_env, output, no_hash)
-    check_outputs({"--output": output, "--html": html,
-                   "the signed bundle": bundle_path_for(output) if key and output else None},
-                  [*files_read(base), *files_read(candidate)])
+    # never over a file the run reads: the models' files, the signing key, the role map
+    read = [*files_read(base), *files_read(candidate),
+            *(p for p in (sign_key, role_map) if p is not None)]
+    outputs: dict[str, Path | None] = {"--output": output, "--html": html}
+    check_outputs(outputs, read)  # first: a folder given as --output has no bundle name
+    if key and output:
+        check_outputs(outputs | {"the signed bundle": bundle_path_for(output)}, read)
     asked = [p.strip() for p in probes.split(",") if p.strip()] if probes else []
     unknown = [p for p in asked if resolve_probe(p) is None]
     if unknown:
@@ -362,12 +366,17 @@ def render(
     Exit codes: 0 written; 4 the report is missing or not a lineage report; 5 --key was given
     and the bundle beside the report does not verify (the page is written and says so).
     """
-    from verifier.errors import IntegrityError
+    from verifier.errors import InputError, IntegrityError
     from verifier.files import check_outputs
     from verifier.html_report import load_report, render_html, signature_status, write_html
+    from verifier.signing import bundle_path_for
 
+    if not report.name or report.is_dir():
+        raise InputError(f"{report}: is a folder; name a report JSON")
     target = output or report.with_suffix(".html")
-    check_outputs({"--output": target}, [report])  # never over the report it renders
+    # never over the report it renders, the bundle beside it or the key that checks it
+    check_outputs({"--output": target},
+                  [report, *((key, bundle_path_for(report)) if key is not None else ())])
     rep = load_report(report)
     status = signature_status(report, rep, key)
     write_html(target, render_html(rep, status))
@@ -434,7 +443,7 @@ def _load_signing_key(path: Path, passphrase_env: str | None) -> PrivateKey:
         else:
             raise UsageError(f"{path}: the private key is encrypted and no passphrase was given",
                              hint="pass --passphrase-env VAR naming a variable that holds it")
-    return load_private_key(pem, passphrase)
+    return load_private_key(pem, passphrase, name=str(path))
 
 
 def _sign_key_for_verify(
@@ -542,6 +551,14 @@ def sign(
     stdout.print(Text(f"signed: {target} (key {key_id(signing_key)})"), soft_wrap=True)
 
 
+def _printable(text: str) -> str:
+    """``text`` with newlines, terminal escapes and other control characters written as
+    escapes: a signed report's strings are the signer's, and printed raw they could draw a
+    line this command never wrote (a forged "files: ... hold exactly the signed weight
+    files")."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 @app.command("verify-report")
 def verify_report(
     bundle: Annotated[Path, typer.Argument(help="A .sigstore.json bundle (or DSSE envelope).")],
@@ -595,8 +612,8 @@ def verify_report(
     ]
     for side, info in sides.items():
         n = len(info.files)
-        lines.append(f"{side + ':':<10} {info.path} ({n} weight file{'' if n == 1 else 's'}, "
-                     f"{info.architecture})")
+        lines.append(f"{side + ':':<10} {_printable(info.path)} ({n} weight "
+                     f"file{'' if n == 1 else 's'}, {_printable(info.architecture)})")
     if result.models is None:
         lines.append("files:     not checked (pass --models BASE CANDIDATE to rehash them)")
     else:
@@ -605,7 +622,8 @@ def verify_report(
                      "signed weight files")
         for side, check in zip(sides, result.models, strict=True):
             if check.unread:
-                lines.append(f"note:      {side} also holds {', '.join(check.unread)}, which "
+                lines.append(f"note:      {side} also holds "
+                             f"{_printable(', '.join(check.unread))}, which "
                              "lineage does not read: not covered by the signature")
     for line in lines:
         stdout.print(Text(line), soft_wrap=True)

@@ -131,11 +131,16 @@ def write_key_pair(
         raise UsageError(f"invalid key name {name!r}: use a plain file-name stem")
     private_name, public_name = key_file_names(name)
     private_path, public_path = folder / private_name, folder / public_name
-    if not overwrite:
+    try:
         for path in (private_path, public_path):
-            if path.exists():
+            # both checked before either is written: a pair half replaced is a key lost
+            if path.exists() and not overwrite:
                 raise UsageError(f"{path}: already exists; refusing to overwrite a key",
                                  hint="choose another --out or --name, or pass --force")
+            if path.is_dir() or (path.exists() and not path.is_file()):
+                raise UsageError(f"{path}: is not a regular file; a key cannot be written there")
+    except OSError as exc:  # a name too long, a folder that cannot be searched
+        raise InputError(f"{folder}: cannot write the key pair: {exc.strerror or exc}") from exc
     # write_atomic gives its temporary file the mode before writing a byte, so the private key
     # is never readable by others, not even briefly
     try:
@@ -161,14 +166,17 @@ def is_encrypted(pem: bytes) -> bool:
     return b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in pem or b"Proc-Type: 4,ENCRYPTED" in pem
 
 
-def load_private_key(source: Path | bytes, passphrase: bytes | None = None) -> PrivateKey:
-    """A private key from a PEM file (or its bytes).
+def load_private_key(source: Path | bytes, passphrase: bytes | None = None, *,
+                     name: str | None = None) -> PrivateKey:
+    """A private key from a PEM file (or its bytes, read from the file ``name`` says, for the
+    errors).
 
     An encrypted key without a passphrase, or with a wrong one, is a ``UsageError`` (exit 2):
     the file is fine, the secret supplied with it is not. A passphrase given for an unencrypted
     key is ignored. Anything that is not a P-256 or Ed25519 private key is an ``InputError``.
     """
     pem, label = _read(source, "private key")
+    label = name or label
     encrypted = is_encrypted(pem)
     if encrypted and not passphrase:
         raise UsageError(f"{label}: the private key is encrypted and no passphrase was given",
@@ -232,10 +240,12 @@ def verify_bytes(key: PublicKey, signature: bytes, data: bytes) -> bool:
 
 
 def passphrase_from_env(var: str) -> bytes:
-    """The passphrase held by environment variable ``var`` (UTF-8); unset or empty is refused."""
+    """The passphrase held by environment variable ``var``, as the bytes the environment holds
+    (UTF-8 text, or any bytes: ``os.fsencode`` undoes the decoding Python applied); unset or
+    empty is refused."""
     value = os.environ.get(var)
     if value is None:
         raise UsageError(f"environment variable {var} is not set (it should hold the passphrase)")
     if not value:
         raise UsageError(f"environment variable {var} is empty (it should hold the passphrase)")
-    return value.encode("utf-8")
+    return os.fsencode(value)
