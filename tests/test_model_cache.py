@@ -5,6 +5,7 @@ trusted."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -311,7 +312,7 @@ def test_a_cache_that_cannot_be_written_loses_no_verification(tmp_path, monkeypa
     from verifier import model_cache
     from verifier.verify import VerifyOptions, verify
 
-    def full_disk(path: Path, data: object) -> None:
+    def full_disk(path: Path, data: object, **_: object) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
     monkeypatch.setattr(model_cache, "write_atomic", full_disk)
@@ -359,7 +360,8 @@ def test_a_frame_s_null_draws_of_the_base_are_kept_for_the_next_candidate(tmp_pa
     files = sorted((folder / "draws").glob("*.safetensors"))
     assert len(files) == 2
     second = run(cands[1])
-    assert (second.counts.draws_hits, second.counts.draws_computed) == (computed, 0)
+    # one draw per file computed all the same: the check that the file holds this run's numbers
+    assert (second.counts.draws_hits, second.counts.draws_computed) == (computed - 2, 2)
 
     other_seed = run(cands[1], VerifyOptions(null_draws=8, null_layers=1, digest=False,
                                              hidden_sample=8, seed=1))
@@ -371,7 +373,14 @@ def test_a_frame_s_null_draws_of_the_base_are_kept_for_the_next_candidate(tmp_pa
     save_file(load_file(heads_file), heads_file, metadata={"key": "another", "draws": "8"})
     again = run(cands[1])
     assert (again.counts.draws_hits, again.counts.draws_computed) == (0, computed)
-    assert run(cands[0]).counts.draws_hits == computed  # rewritten whole by the run before
+    assert run(cands[0]).counts.draws_hits == computed - 2  # rewritten whole by the run before
+    # the right name and metadata, tensors that do not fit: the run's products failed on them
+    kept = load_file(heads_file)
+    meta = {"key": heads_file.name.split("-heads-")[0], "draws": "8"}
+    save_file({name: torch.zeros(1, 1) for name in kept}, heads_file, metadata=meta)
+    forged = run(cands[1])
+    # the neurons: one check draw and 7 kept; the heads: all 8 computed again
+    assert (forged.counts.draws_hits, forged.counts.draws_computed) == (7, 1 + 8)
 
 
 def test_statistics_kept_on_disk_come_back_in_the_order_they_were_computed(model_dir,
@@ -398,3 +407,79 @@ def test_a_multi_device_run_goes_without_the_cache_and_says_so(tmp_path, capsys)
     assert not folder.exists()
     assert isinstance(_model_cache(folder, distributed=False), ModelCache)
     assert folder.is_dir()
+
+
+def test_new_content_under_the_old_size_and_mtime_is_rehashed(tmp_path):
+    f = tmp_path / "w.bin"
+    f.write_bytes(b"a" * 10)
+    cache = ModelCache()
+    first = cache.sha256(f)
+    st = f.stat()
+    f.write_bytes(b"b" * 10)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # touch -r: the old mtime back
+    assert cache.sha256(f) == hashlib.sha256(b"b" * 10).hexdigest() != first
+
+
+def test_a_config_edited_beside_unchanged_weights_changes_the_model_key(model_dir):
+    # the head counts split attention into heads: kept draws and power checks of the old
+    # split gave another head matching than a run without the cache
+    with open_model(model_dir) as m:
+        before = ModelCache().model_key(m)
+    config = json.loads((model_dir / "config.json").read_text())
+    config.update(num_attention_heads=config["num_attention_heads"] // 2, num_key_value_heads=1)
+    (model_dir / "config.json").write_text(json.dumps(config))
+    with open_model(model_dir) as m:
+        assert ModelCache().model_key(m) != before
+
+
+def test_entries_that_parse_but_do_not_fit_the_model_are_recomputed(model_dir, tmp_path):
+    folder = tmp_path / "cache"
+    with open_model(model_dir) as m:
+        good = ModelCache(folder).layer_stats(m, lambda: drift.layer_stats(m))
+    [entry] = (folder / "stats").glob("*.json")
+    stored = json.loads(entry.read_text())
+    for edit in ("a layer short", "a role short"):
+        broken = json.loads(json.dumps(stored))
+        if edit == "a layer short":
+            broken["layers"].pop()
+        else:
+            broken["layers"][0].pop()
+        entry.write_text(json.dumps(broken))
+        cache = ModelCache(folder)
+        with open_model(model_dir) as m:
+            assert cache.layer_stats(m, lambda: drift.layer_stats(m)) == good, edit  # noqa: B023
+        assert cache.counts.stats_computed == 1, edit
+    # a power check whose p-values were emptied read as "no power": recomputed
+    rng, gen = _streams(0)
+    with open_model(model_dir) as m:
+        ModelCache(folder).power_check(m, ["x"], rng, gen, lambda: _check(rng, gen))
+        [power] = (folder / "power").glob("*.json")
+        stored = json.loads(power.read_text())
+        power.write_text(json.dumps(stored | {"power": {}}))
+        cache = ModelCache(folder)
+        rng, gen = _streams(0)
+        assert cache.power_check(m, ["x"], rng, gen, lambda: _check(rng, gen)) == stored["power"]
+        assert cache.counts.power_computed == 1
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="links and FIFOs as on POSIX")
+def test_links_and_fifos_planted_in_the_cache_are_neither_followed_nor_waited_on(tmp_path):
+    folder = tmp_path / "cache"
+    f = tmp_path / "w.bin"
+    f.write_bytes(b"x" * 100)
+    ModelCache(folder).sha256(f)
+    [entry] = (folder / "files").glob("*.json")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    entry.unlink()
+    entry.symlink_to(victim)
+    cache = ModelCache(folder)
+    assert cache.sha256(f) == hashlib.sha256(b"x" * 100).hexdigest()
+    assert victim.read_text() == "keep me"  # the link was replaced, not written through
+    assert entry.is_file()
+    assert not entry.is_symlink()
+    entry.unlink()
+    os.mkfifo(entry)
+    cache = ModelCache(folder)  # reading the FIFO would wait for a writer forever
+    assert cache.sha256(f) == hashlib.sha256(b"x" * 100).hexdigest()
+    assert cache.counts.files_hashed == 1

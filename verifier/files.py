@@ -146,7 +146,8 @@ def _umask() -> int:
 _UMASK = _umask()
 
 
-def write_atomic(path: Path, data: bytes | str, mode: int | None = None) -> None:
+def write_atomic(path: Path, data: bytes | str, mode: int | None = None, *,
+                 follow: bool = True) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder and a rename, so a
     reader sees the old file or the new one, never a part of either.
 
@@ -156,18 +157,23 @@ def write_atomic(path: Path, data: bytes | str, mode: int | None = None) -> None
     * The file gets ``mode``, else an existing file's own permissions, else what ``open`` would
       give a new one (0o666 less the umask): mkstemp's 0600 would otherwise become the mode of
       every report. The temporary file has that mode before any byte is written.
-    * A folder is refused (``IsADirectoryError``; ``""`` names the current folder)."""
+    * A folder is refused (``IsADirectoryError``; ``""`` names the current folder).
+
+    ``follow=False`` is for files lineage owns (cache entries): a link or special file found
+    at ``path`` is not followed or written into but replaced, by the rename, with a regular
+    file (a link planted in a cache folder would otherwise steer lineage's writes anywhere)."""
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    if path.is_symlink():
+    if follow and path.is_symlink():
         path = Path(os.path.realpath(path))
-    if path.is_dir():
+    if path.is_dir() and not path.is_symlink():
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-    if path.exists() and not path.is_file():
+    if follow and path.exists() and not path.is_file():
         with path.open("wb") as fh:
             fh.write(payload)
         return
     if mode is None:
-        mode = path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_UMASK
+        regular = path.is_file() and (follow or not path.is_symlink())
+        mode = path.stat().st_mode & 0o7777 if regular else 0o666 & ~_UMASK
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -15,7 +15,9 @@ page cache, not in the run's private memory (about 80 MiB of neurons and 260 MiB
 The file's name is a digest of everything that determines its numbers (``ModelCache
 .base_draws``: the base's files and layout, lineage's version, the frame's coordinates and
 rotations, the sample's seed and size, the device); a file whose metadata names another key,
-that lacks a draw, or whose tensors disagree in kind or shape is ignored and recomputed.
+that lacks a draw, or whose tensors disagree in kind or shape is ignored and recomputed; so is
+one whose first draw asked for differs from that draw computed again (one draw of the
+``draws``, computed in every run: the check that the file holds what this run would compute).
 Reading it back gives the computed float32 numbers bit for bit, so the report is the same.
 """
 
@@ -50,11 +52,29 @@ class KeptDraws:
         slot = (kind, layer)
         if slot not in self._found:
             self._found[slot] = self._load(slot)
+            if self._found[slot] is not None:
+                # the first draw asked for is computed all the same and must equal the kept
+                # one bit for bit, or the file is not used: a file of the right name whose
+                # tensors do not fit (edited, or from a lineage that computed otherwise) failed
+                # the run's products, or would have given other statistics
+                out = compute()
+                self._count(False)
+                kept = self._found[slot][k]  # type: ignore[index]
+                if kept.keys() == out.keys() and all(
+                        kept[r].shape == out[r].shape and torch.equal(kept[r], out[r].to("cpu"))
+                        for r in out):
+                    return out
+                self._found[slot] = None
+                return self._record(slot, k, out)
         found = self._found[slot]
         self._count(found is not None)
         if found is not None:
             return found[k]
         out = compute()
+        return self._record(slot, k, out)
+
+    def _record(self, slot: tuple[str, int], k: int, out: Tensors) -> Tensors:
+        """Keep a computed draw; once all of a layer's are, write its file."""
         pending = self._pending.setdefault(slot, {})
         pending[k] = out
         if len(pending) == self.draws:

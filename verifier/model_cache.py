@@ -11,19 +11,28 @@ not N x M, and run N power checks, not N x M. With a folder it also keeps, per b
 products of its sampled neurons and heads with each null draw's frame (``kept_draws``: ~30% of
 a later verification on a wide model).
 
-Entries are keyed by what determines them: a file digest by the file's resolved path, size and
-modification time (nanoseconds), so an edited or replaced file is rehashed; layer statistics by
-the fingerprints of all the model's files plus its layout (which tensor plays which role, as the
-architecture adapter or a role map decided); a power check by those, the version of lineage, and
-everything else it reads (``power_check``). The cache lives in memory and, given a folder, also
-as one small JSON file per entry, written atomically, so later runs reuse it. A corrupt or
-foreign entry is ignored and recomputed, never trusted.
+Entries are keyed by what determines them: a file digest by the file's resolved path, size,
+modification and status-change times (nanoseconds) and inode, so an edited or replaced file is
+rehashed even when its size and mtime were put back; layer statistics by the fingerprints of
+all the model's files plus its layout (which tensor plays which role, as the architecture
+adapter or a role map decided, and the head geometry the config gives); a power check by those,
+the version of lineage, and everything else it reads (``power_check``). The cache lives in
+memory and, given a folder, also as one small JSON file per entry, written atomically, so later
+runs reuse it. A corrupt or foreign entry, or one that does not fit the model (a layer or role
+missing, no p-values), is ignored and recomputed; entries are read only from regular files not
+reached through a link, and a link or FIFO planted where an entry goes is replaced, never
+written through. An entry forged to fit (the right key, plausible numbers) is not detected:
+the folder is the user's own, and the draws, the costliest entries, are checked against one
+draw computed again (``kept_draws``).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
+import stat
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -37,11 +46,13 @@ from verifier import __version__
 from verifier.files import FileRecord, describe_files, sha256_file, write_atomic
 from verifier.kept_draws import KeptDraws
 from verifier.model import Model
-from verifier.probes.norm_drift import RoleStats
+from verifier.probes import DECISIVE
+from verifier.probes.norm_drift import STAT_ROLES, RoleStats
 
 #: bumped when the meaning of an entry changes, so old cache folders are not misread (2: layer
-#: statistics as ordered [role, stats] pairs)
-CACHE_FORMAT = 2
+#: statistics as ordered [role, stats] pairs; 3: files keyed by inode and change time too,
+#: models by their head geometry and every role, experts' and globals' included)
+CACHE_FORMAT = 3
 LayerStats = list[dict[str, RoleStats]]
 
 
@@ -62,11 +73,16 @@ class CacheCounts:
 
 @dataclass(frozen=True)
 class FileKey:
-    """A file's identity for caching: resolved path, size and modification time."""
+    """A file's identity for caching: resolved path, size, modification time, inode and
+    status-change time. The last two are what a user cannot set back: content written over a
+    file with its old size and ``touch -r``'s old mtime still moves ``ctime``, and a file
+    replaced by another (a rename over it) has another inode."""
 
     path: str
     size: int
     mtime_ns: int
+    inode: int
+    ctime_ns: int
 
     @classmethod
     def of(cls, path: Path) -> FileKey:
@@ -76,10 +92,25 @@ class FileKey:
             st = path.stat()
         except OSError as exc:
             raise InputError(f"{path}: cannot stat: {exc.strerror or exc}") from exc
-        return cls(str(path.resolve()), st.st_size, st.st_mtime_ns)
+        return cls(str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
     def digest(self) -> str:
-        return _hash(["file", CACHE_FORMAT, self.path, self.size, self.mtime_ns])
+        return _hash(["file", CACHE_FORMAT, self.path, self.size, self.mtime_ns, self.inode,
+                      self.ctime_ns])
+
+
+def read_entry(path: Path) -> bytes:
+    """A cache entry's bytes, only from a regular file reached without following a link
+    (``OSError`` otherwise): a FIFO planted in the folder hung the run, a link read
+    whatever it pointed at. Non-blocking, so a FIFO is seen for what it is, not waited on."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read()
+    finally:
+        os.close(fd)
 
 
 def _hash(parts: Iterable[object]) -> str:
@@ -131,23 +162,33 @@ class ModelCache:
     # --- layer statistics ------------------------------------------------------------------------
 
     def model_key(self, model: Model) -> str:
-        """Fingerprint of what a model's layer statistics depend on: every file's identity and
-        the layout's role assignment."""
+        """Fingerprint of what a model's cached results depend on: every file's identity, the
+        layout's role assignment (dense roles, experts, shared experts, globals) and the shapes
+        the config decides (head counts and head size split the attention into heads: a config
+        edited beside unchanged weights changes head matching, so it changes the key)."""
+        lay = model.layout
         files = sorted((FileKey.of(p) for p in model.reader.files), key=lambda k: k.path)
-        layout = [sorted((role, repr(ref)) for role, ref in layer.roles.items())
-                  for layer in model.layout.layers]
-        return _hash(["stats", CACHE_FORMAT, [k.__dict__ for k in files], layout])
+
+        def roles(group: dict[str, object]) -> list[tuple[str, str]]:
+            return sorted((role, repr(ref)) for role, ref in group.items())
+
+        layers = [[roles(layer.roles), [roles(e) for e in layer.experts],
+                   [roles(e) for e in layer.shared_experts]] for layer in lay.layers]
+        geometry = [lay.family, lay.model_type, lay.hidden_size, lay.vocab_size,
+                    lay.intermediate_size, lay.num_heads, lay.num_kv_heads, lay.head_dim]
+        return _hash(["stats", CACHE_FORMAT, [k.__dict__ for k in files], roles(lay.globals),
+                      layers, geometry])
 
     def has_layer_stats(self, model: Model, variant: str = "") -> bool:
         """Whether ``layer_stats`` would answer without computing."""
-        return self._known_stats(self._stats_key(model, variant)) is not None
+        return self._known_stats(model, self._stats_key(model, variant)) is not None
 
     def layer_stats(self, model: Model, compute: Callable[[], LayerStats],
                     variant: str = "") -> LayerStats:
         """The model's per-layer role statistics; ``compute()`` runs only on a miss. ``variant``
         tells apart statistics computed differently (e.g. from a sample of rows)."""
         key = self._stats_key(model, variant)
-        cached = self._known_stats(key)
+        cached = self._known_stats(model, key)
         if cached is not None:
             self.counts.stats_hits += 1
             return cached
@@ -218,7 +259,7 @@ class ModelCache:
     def _write(self, path: Path, data: bytes) -> None:
         """Store ``data`` at ``path`` atomically; a failure is kept (the first), not raised."""
         try:
-            write_atomic(path, data)
+            write_atomic(path, data, follow=False)  # a planted link is replaced, not followed
         except OSError as exc:
             with self._lock:
                 if self.write_error is None:
@@ -228,7 +269,7 @@ class ModelCache:
         if self.directory is None:
             return None
         try:
-            entry = json.loads((self.directory / name).read_text(encoding="utf-8"))
+            entry = json.loads(read_entry(self.directory / name).decode("utf-8"))
         except (OSError, ValueError, RecursionError):
             return None
         return entry if isinstance(entry, dict) and entry.get("format") == CACHE_FORMAT else None
@@ -244,24 +285,29 @@ class ModelCache:
     def _stats_key(self, model: Model, variant: str) -> str:
         return self.model_key(model) + (f"-{variant}" if variant else "")
 
-    def _known_stats(self, key: str) -> LayerStats | None:
+    def _known_stats(self, model: Model, key: str) -> LayerStats | None:
         """Statistics held in memory or stored (then held), without computing any."""
         cached = self._stats.get(key)
         if cached is None:
-            cached = self._load_stats(key)
+            cached = self._load_stats(model, key)
             if cached is not None:
                 self._stats[key] = cached
         return cached
 
-    def _load_stats(self, key: str) -> LayerStats | None:
+    def _load_stats(self, model: Model, key: str) -> LayerStats | None:
+        """Stored statistics that fit ``model``: one entry per layer, each with exactly the
+        roles ``norm_drift`` takes statistics of, in its order (an entry that parses but lacks
+        a layer or a role crashed norm drift, or shrank its table)."""
         entry = self._read(f"stats/{key}.json")
         if entry is None or entry.get("key") != key or not isinstance(entry.get("layers"), list):
             return None
         try:
-            return [{role: RoleStats.model_validate(s) for role, s in layer}
-                    for layer in entry["layers"]]
+            found = [{role: RoleStats.model_validate(s) for role, s in layer}
+                     for layer in entry["layers"]]
         except (ValidationError, AttributeError, TypeError, ValueError):
             return None
+        want = [[r for r in STAT_ROLES if r in layer.roles] for layer in model.layout.layers]
+        return found if [list(layer) for layer in found] == want else None
 
     def _load_power(self, key: str, rng: np.random.Generator,
                     gen: torch.Generator) -> PowerEntry | None:
@@ -271,8 +317,9 @@ class ModelCache:
         if entry is None or entry.get("key") != key:
             return None
         power, state, gstate = entry.get("power"), entry.get("rng"), entry.get("gen")
-        if not (isinstance(power, dict) and isinstance(state, dict)
-                and isinstance(gstate, str)) or not all(
+        # p-values of decisive probes, at least one: an emptied entry read as "no power"
+        if not (isinstance(power, dict) and power and set(power) <= set(DECISIVE)
+                and isinstance(state, dict) and isinstance(gstate, str)) or not all(
                 isinstance(k, str) and isinstance(v, float) and 0.0 <= v <= 1.0
                 for k, v in power.items()):
             return None
