@@ -238,8 +238,8 @@ def verify(
         Path | None,
         typer.Option("--cache-dir", envvar="LINEAGE_CACHE_DIR",
                      help="Keep per-model work in this folder for later runs: each file's "
-                     "sha256 (reused while the file's path, size and modification time are "
-                     "unchanged; verify-report always rehashes), layer statistics, a "
+                     "sha256 (reused while the file's path, size, inode and modification and "
+                     "change times are unchanged; verify-report always rehashes), layer statistics, a "
                      "base's power check and its side of the null draws (~340 MiB per base "
                      "at any width). The report is the same with it and without. "
                      "Single-process runs only."),
