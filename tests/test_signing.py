@@ -682,3 +682,26 @@ def test_a_signed_report_cannot_draw_lines_of_its_own_in_verify_report(signed, c
     assert "hold exactly the signed weight files" not in out.splitlines()[-1]
     assert not any(line.startswith("files:     /a") for line in out.splitlines())
     assert "not checked" in out
+
+
+@pytest.mark.parametrize("edit", [
+    {"schema_version": "9.0"}, {"schema_version": "banana"}, {"p_value": float("nan")},
+    {"alpha": 1e400}, {"models.base.num_layers": 10**12}, {"models.base.num_layers": -1},
+    {"models.base.files.0.sha256": "ZZ"}, {"models.base.files.0.size": -5},
+], ids=str)
+def test_sign_and_render_refuse_a_report_no_verify_could_write(signed, edit, capsys):
+    # signed, such a report carried NaN into the payload, subjects no file can match, or a
+    # layer count that sized render's grid at 58 TiB
+    report = json.loads(signed.report.read_text())
+    [(where, value)] = edit.items()
+    *path, last = where.split(".")
+    node = report
+    for step in path:
+        node = node[int(step)] if step.isdigit() else node[step]
+    node[int(last) if last.isdigit() else last] = value
+    signed.report.write_text(json.dumps(report))
+    for argv in (["sign", signed.report, "--key", signed.private],
+                 ["render", signed.report]):
+        code, _, err = run_cli(argv, capsys)
+        assert code == 4, (argv[0], err)
+        assert_one_line_error(err, "not a lineage report")

@@ -23,7 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from verifier.errors import InputError, LineageError, UsageError
 from verifier.parallel import usable_cores
@@ -40,8 +40,9 @@ class FileRecord(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     path: str
-    sha256: str
-    size: int
+    #: lowercase hex, or empty for a report written with --no-hash
+    sha256: str = Field(pattern=r"^([0-9a-f]{64})?$")
+    size: int = Field(ge=0)
 
 
 class HashingCancelled(Exception):

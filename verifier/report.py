@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from verifier.files import FileRecord
 from verifier.probes.base import ProbeResult
@@ -30,15 +30,20 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+#: bounds on a model's shape in a report read back: far beyond any transformer, and small
+#: enough that what a renderer sizes from them (a layers x layers grid) fits in memory
+MAX_LAYERS, MAX_WIDTH = 4096, 1 << 24
+
+
 class ModelInfo(_Frozen):
     path: str
     format: str
     architecture: str
     model_type: str
-    num_layers: int
-    hidden_size: int
-    vocab_size: int
-    num_experts: int = 0
+    num_layers: int = Field(ge=0, le=MAX_LAYERS)
+    hidden_size: int = Field(ge=0, le=MAX_WIDTH)
+    vocab_size: int = Field(ge=0, le=MAX_WIDTH)
+    num_experts: int = Field(0, ge=0, le=MAX_WIDTH)
     files: list[FileRecord]
 
 
@@ -63,14 +68,15 @@ class Environment(_Frozen):
 
 
 class Report(_Frozen):
-    schema_version: str = SCHEMA_VERSION
+    #: "1.N" with N up to this version's: a newer report is refused, not half-understood
+    schema_version: str = Field(SCHEMA_VERSION, pattern=r"^[0-9]+\.[0-9]+$")
     tool: str = "lineage"
     tool_version: str
     created: datetime
     verdict: Verdict
     reason: str
-    p_value: float | None
-    alpha: float
+    p_value: float | None = Field(ge=0.0, le=1.0)
+    alpha: float = Field(gt=0.0, lt=1.0)
     probes: list[ProbeResult]
     layer_map: list[LayerMapEntry]
     #: matched neuron similarity of base layer ``a`` (row) and candidate layer ``j`` (column)
@@ -83,6 +89,19 @@ class Report(_Frozen):
     options: dict[str, str | float | int | bool | list[str] | None]
     warnings: list[str] = Field(default_factory=list)
     timings: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("schema_version")
+    @classmethod
+    def _readable(cls, version: str) -> str:
+        major, minor = (int(n) for n in version.split("."))
+        ours = tuple(int(n) for n in SCHEMA_VERSION.split("."))
+        if major < ours[0]:
+            raise ValueError(f"schema version {version} predates the versions this lineage "
+                             f"reads ({ours[0]}.0 to {SCHEMA_VERSION})")
+        if (major, minor) > ours:
+            raise ValueError(f"schema version {version} is newer than this lineage reads "
+                             f"({SCHEMA_VERSION}): update lineage")
+        return version
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
