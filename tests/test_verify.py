@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from checkpoints import llama_tensors, write_llama_folder
+from checkpoints import llama_tensors, run_cli, write_llama_folder
 
 from verifier import verify as verify_module
 from verifier.cli import main
@@ -180,6 +180,10 @@ def test_unknown_probe_is_a_usage_error(zoo, capsys):
     got, _, err = _cli(capsys, zoo["llama"], zoo["llama"], "--probes", "magic")
     assert got == 2
     assert "unknown probe" in err
+    for nothing in (",", " ", ""):  # ran every probe, as if --probes had not been given
+        got, _, err = _cli(capsys, zoo["llama"], zoo["llama"], "--probes", nothing)
+        assert got == 2
+        assert "names no probe" in err
 
 
 def test_absent_backend_is_exit_4(zoo, capsys, monkeypatch):
@@ -429,3 +433,19 @@ def test_a_copy_stored_in_fp8_is_read_and_found(tmp_path):
     fp8 = write_llama_folder(tmp_path / "fp8", {k: v.to(torch.float8_e4m3fn)
                                                 for k, v in tensors.items()})
     assert verify(base, fp8, VerifyOptions(digest=False)).verdict == "derived"
+
+
+def test_an_unforeseen_failure_is_one_line_and_never_exit_1(tmp_path, capsys, monkeypatch):
+    # exit 1 means "the verdict contradicts --expect" to a QA gate; a crash said it too
+    model = write_llama_folder(tmp_path / "m")
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("something lineage did not foresee")
+
+    monkeypatch.setattr(verify_module, "verify", broken)
+    code, out, err = run_cli(["verify", model, model, "--no-hash", "--expect", "derived"], capsys)
+    assert code == 70
+    assert out == ""
+    assert "Traceback" not in err
+    assert err.splitlines()[0] == (
+        "error: internal error: RuntimeError: something lineage did not foresee")

@@ -46,7 +46,7 @@ def _alpha(value: float) -> float:
 EXIT_CODES_HELP = (
     "Exit codes: 0 ran (verdict matches --expect if given); 1 verdict contradicts --expect; "
     "2 usage error; 3 inconclusive while --expect was given; 4 unreadable or invalid input; "
-    "5 signature or integrity failure."
+    "5 signature or integrity failure; 70 internal error (a bug)."
 )
 
 app = typer.Typer(
@@ -268,7 +268,9 @@ def verify(
     check_outputs(outputs, read)  # first: a folder given as --output has no bundle name
     if key and output:
         check_outputs(outputs | {"the signed bundle": bundle_path_for(output)}, read)
-    asked = [p.strip() for p in probes.split(",") if p.strip()] if probes else []
+    asked = [p.strip() for p in probes.split(",") if p.strip()] if probes is not None else []
+    if probes is not None and not asked:  # "--probes ," ran every probe without a word
+        raise UsageError(f"--probes {probes!r} names no probe; choose from {', '.join(PROBES)}")
     unknown = [p for p in asked if resolve_probe(p) is None]
     if unknown:
         raise UsageError(f"unknown probe(s) {', '.join(unknown)}; choose from "
@@ -693,4 +695,12 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         stderr.print("aborted")
         sys.exit(130)
+    except Exception as exc:  # a bug: said in one line, and an exit code of its own
+        if _State.verbose:
+            raise
+        stderr.print(Text.assemble(("error: ", "bold red"),
+                                   f"internal error: {type(exc).__name__}: {exc}"), soft_wrap=True)
+        stderr.print(Text("hint: a bug in lineage; `lineage --verbose ...` prints the traceback "
+                          "to report", style="dim"), soft_wrap=True)
+        sys.exit(int(ExitCode.INTERNAL))
     sys.exit(int(result) if isinstance(result, int) else 0)
