@@ -13,8 +13,9 @@ the whole matrix, next to what the same matrix costs without it.
 
 Writes to ``--out``: ``summary.csv`` (one row per pair), ``summary.html`` (bases by candidates,
 self-contained), ``reports/B__C.json`` per pair and, with ``--html``, ``reports/B__C.html``.
-With ``--cache-dir`` the per-model results persist between runs (invalidated when a file's
-size or modification time changes). Usage::
+With ``--cache-dir`` the per-model results persist between runs (invalidated when a file
+changes). A model that cannot be opened is said on stderr and its pairs are marked "error" in
+the summaries; the others are verified, and the script then exits 4. Usage::
 
     python scripts/verify_matrix.py --bases A B --candidates C D E --out matrix/ \\
         [--cache-dir DIR] [--html] [--compare] [--alpha 1e-6] [--probes ...] [--null-layers 8]
@@ -33,7 +34,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from verifier.errors import LineageError, UsageError
+from pydantic import ValidationError
+
+from verifier.errors import ExitCode, LineageError, UsageError
 from verifier.files import write_atomic
 from verifier.model import open_model
 from verifier.model_cache import ModelCache
@@ -56,11 +59,21 @@ class ModelCost:
 
 @dataclass(frozen=True)
 class PairRow:
+    """One pair's outcome: its report, or (``report`` None) why a model of it could not be
+    verified."""
+
     base: str
     candidate: str
-    report: Report
+    report: Report | None
     path: Path
     seconds: float
+    error: str | None = None
+
+
+def _key(path: str) -> str:
+    """One model, however it is named: the resolved path (a model listed as a base and as a
+    candidate, or under two labels, is warmed once)."""
+    return str(Path(path).resolve()) if Path(path).exists() else path
 
 
 def _names(paths: list[str]) -> list[str]:
@@ -93,6 +106,9 @@ def summary_csv(rows: list[PairRow], out: Path) -> str:
     writer.writerow(["base", "candidate", "verdict", "p_value", "alpha", "mapped_layers",
                      "candidate_layers", "report"])
     for r in rows:
+        if r.report is None:
+            writer.writerow([r.base, r.candidate, "error", "", "", "", "", r.error])
+            continue
         mapped = sum(e.base_layer is not None for e in r.report.layer_map)
         writer.writerow([r.base, r.candidate, r.report.verdict,
                          "" if r.report.p_value is None else f"{r.report.p_value:.6g}",
@@ -116,6 +132,10 @@ def summary_html(rows: list[PairRow], bases: list[str], candidates: list[str], o
         tds = []
         for c in candidates:
             r = cells[(b, c)]
+            if r.report is None:
+                tds.append(f'<td style="background:#e0e0e0">error<br><small>{e(r.error or "")}'
+                           "</small></td>")
+                continue
             link = r.path.with_suffix(".html" if pages else ".json").relative_to(out).as_posix()
             tds.append(f'<td style="background:{_COLOURS[r.report.verdict]}">'
                        f'<a href="{e(link)}">{e(r.report.verdict)}</a><br>'
@@ -136,28 +156,39 @@ def run(args: argparse.Namespace, scratch: Path) -> int:
     null draws of a base are kept only in a folder, ``verifier.kept_draws``)."""
     asked = [p.strip() for p in args.probes.split(",") if p.strip()] if args.probes else []
     unknown = [p for p in asked if resolve_probe(p) is None]
-    if unknown:
-        raise UsageError(f"unknown probe(s) {', '.join(unknown)}")
-    probes = tuple(str(resolve_probe(p)) for p in asked) if asked else None
-    options = VerifyOptions(alpha=args.alpha, probes=probes, seed=args.seed,
-                            null_layers=args.null_layers, digest=not args.no_hash)
-    cache = ModelCache(args.cache_dir or scratch)
+    if unknown or (args.probes is not None and not asked):
+        raise UsageError(f"--probes {args.probes!r}: unknown or no probe(s)")
+    probes = tuple(dict.fromkeys(str(resolve_probe(p)) for p in asked)) if asked else None
+    try:
+        options = VerifyOptions(alpha=args.alpha, probes=probes, seed=args.seed,
+                                null_layers=args.null_layers, digest=not args.no_hash)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise UsageError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
     out: Path = args.out
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file; name a folder for the reports")
+    cache = ModelCache(args.cache_dir or scratch)
     base_names, cand_names = _names(args.bases), _names(args.candidates)
-    # a model listed twice (as a base and a candidate) is one model
-    key_of = {name: str(Path(path).resolve()) if Path(path).exists() else path
-              for name, path in [*zip(base_names, args.bases, strict=True),
-                                 *zip(cand_names, args.candidates, strict=True)]}
+    key_of = {name: _key(path) for name, path in zip(base_names, args.bases, strict=True)}
+    key_of_cand = {name: _key(path) for name, path in zip(cand_names, args.candidates,
+                                                         strict=True)}
 
     print(f"per-model work, once each ({len(args.bases)} bases, {len(args.candidates)} "
           "candidates):")
     costs: dict[str, ModelCost] = {}
+    broken: dict[str, str] = {}  # a model that cannot be opened: its pairs are skipped
     for name, path in [*zip(base_names, args.bases, strict=True),
                        *zip(cand_names, args.candidates, strict=True)]:
-        if key_of[name] in costs:
+        if _key(path) in costs or _key(path) in broken:
             continue
-        cost = warm(path, name, cache, digest=not args.no_hash)
-        costs[key_of[name]] = cost
+        try:
+            cost = warm(path, name, cache, digest=not args.no_hash)
+        except LineageError as exc:
+            broken[_key(path)] = exc.message
+            print(f"  {name:<28} cannot be verified: {exc.message}", file=sys.stderr)
+            continue
+        costs[_key(path)] = cost
         print(f"  {cost.name:<28} {cost.files:>3} files  {cost.bytes_hashed / 2**20:9.1f} MiB "
               f"hashed in {1e3 * cost.hash_seconds:8.1f} ms  layer stats "
               f"{1e3 * cost.stats_seconds:8.1f} ms")
@@ -168,10 +199,19 @@ def run(args: argparse.Namespace, scratch: Path) -> int:
     t_matrix = time.perf_counter()
     for b, bpath in zip(base_names, args.bases, strict=True):
         for c, cpath in zip(cand_names, args.candidates, strict=True):
-            t0 = time.perf_counter()
-            report = verify(bpath, cpath, options, cache=cache)
-            seconds = time.perf_counter() - t0
             target = out / "reports" / f"{b}__{c}.json"
+            why = broken.get(_key(bpath)) or broken.get(_key(cpath))
+            if why is None:
+                try:
+                    t0 = time.perf_counter()
+                    report = verify(bpath, cpath, options, cache=cache)
+                except LineageError as exc:
+                    why = exc.message
+            if why is not None:
+                rows.append(PairRow(b, c, None, target, 0.0, error=why))
+                print(f"  {b} -> {c}: error: {why}")
+                continue
+            seconds = time.perf_counter() - t0
             write_atomic(target, report.to_json() + "\n")
             if args.html:
                 from verifier.html_report import render_html
@@ -186,8 +226,9 @@ def run(args: argparse.Namespace, scratch: Path) -> int:
                  summary_html(rows, base_names, cand_names, out, pages=args.html))
 
     n, m, pairs = len(args.bases), len(args.candidates), len(rows)
-    uncached_bytes = sum(costs[key_of[b]].bytes_hashed + costs[key_of[c]].bytes_hashed
-                         for b in base_names for c in cand_names)
+    uncached_bytes = sum(costs[key_of[b]].bytes_hashed + costs[key_of_cand[c]].bytes_hashed
+                         for b in base_names for c in cand_names
+                         if key_of[b] in costs and key_of_cand[c] in costs)
     c = cache.counts
     print(f"\n{pairs} verifications of {n} bases x {m} candidates ({len(costs)} distinct models)")
     print(f"  with the cache:    {c.files_hashed} files hashed ({c.bytes_hashed / 2**20:.1f} "
@@ -209,11 +250,20 @@ def run(args: argparse.Namespace, scratch: Path) -> int:
         t0 = time.perf_counter()
         for bpath in args.bases:
             for cpath in args.candidates:
-                verify(bpath, cpath, options)
+                if _key(bpath) not in broken and _key(cpath) not in broken:
+                    verify(bpath, cpath, options)
         plain = time.perf_counter() - t0
         print(f"  measured without the cache: {plain:.2f} s for the same {pairs} verifications "
               f"(with: {warm_seconds + matrix_seconds:.2f} s including the per-model work)")
-    print(f"wrote {out / 'summary.csv'}, {out / 'summary.html'} and {pairs} reports")
+    if cache.write_error is not None:
+        print(f"warning: cache not written: {cache.write_error}", file=sys.stderr)
+    failed = [r for r in rows if r.report is None]
+    print(f"wrote {out / 'summary.csv'}, {out / 'summary.html'} and {pairs - len(failed)} "
+          "reports")
+    if failed:
+        print(f"error: {len(failed)} of {pairs} pairs could not be verified (see summary.csv)",
+              file=sys.stderr)
+        return int(ExitCode.INVALID_INPUT)
     return 0
 
 

@@ -256,6 +256,26 @@ def test_the_matrix_script_runs_one_power_check_per_base_and_keeps_it(tmp_path, 
         assert len(summaries[-1].strip().splitlines()) == 3  # header and two pairs
     assert summaries[0] == summaries[1]
 
+    # one broken model among the candidates: the others are verified, its pairs say why
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "model.safetensors").write_bytes(b"\x00" * 7)
+    out = tmp_path / "out3"
+    argv = ["--bases", str(base), "--candidates", cands[0], str(broken), "--out", str(out),
+            "--no-hash", "--null-layers", "1"]
+    assert matrix.main(argv) == 4
+    rows = (out / "summary.csv").read_text().strip().splitlines()[1:]
+    assert [row.split(",")[2] for row in rows] == ["derived", "error"]
+    assert (out / "reports" / "base__c0.json").is_file()
+    assert "cannot be verified" in capsys.readouterr().err
+    # options out of range and an --out that is a file: one line, exit 2, before any work
+    for bad in (["--alpha", "0"], ["--seed", "-1"], ["--null-layers", "0"],
+                ["--out", str(base / "model.safetensors")], ["--probes", ","]):
+        argv = ["--bases", str(base), "--candidates", cands[0], "--out", str(tmp_path / "o4"),
+                "--no-hash", *bad]
+        assert matrix.main(argv) == 2, bad
+        assert capsys.readouterr().err.startswith("error: "), bad
+
 
 def test_the_command_line_keeps_a_base_s_work_for_its_next_verification(tmp_path, capsys,
                                                                        monkeypatch):
