@@ -259,6 +259,15 @@ def test_render_states_the_signature(saved, tmp_path, capsys):
     assert "does not verify" in err
     assert "does not verify" in page.read_text()
 
+    # a key that is no usable public key: an input error, no page (5 promises a page)
+    page.unlink()
+    junk = tmp_path / "junk.pub.pem"
+    junk.write_text("not a key\n")
+    code, _, err = run_cli(["render", saved, "-o", page, "--key", junk], capsys)
+    assert code == 4
+    assert "not a valid PEM public key" in err
+    assert not page.exists()
+
 
 def test_verify_html_writes_the_page_too(zoo, tmp_path, capsys):
     page = tmp_path / "v.html"

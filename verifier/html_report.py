@@ -94,7 +94,12 @@ def signature_status(report_path: Path, report: Report, key: Path | None) -> Sig
     from verifier.signing import bundle_path_for, load_public_key, verify_bundle
 
     # an unreadable or invalid key is the user's input error (exit 4), raised before anything
-    pinned = load_public_key(key) if key is not None else None
+    # (``load_public_key`` calls an invalid key an integrity failure, as verify-report's pinned
+    # key; here no page is written, and exit 5 promises one)
+    try:
+        pinned = load_public_key(key) if key is not None else None
+    except IntegrityError as exc:
+        raise InputError(exc.message, hint=exc.hint) from exc
     bundle = bundle_path_for(report_path)
     if not bundle.is_file():
         if pinned is not None:
