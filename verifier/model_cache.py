@@ -176,8 +176,10 @@ class ModelCache:
                    [roles(e) for e in layer.shared_experts]] for layer in lay.layers]
         geometry = [lay.family, lay.model_type, lay.hidden_size, lay.vocab_size,
                     lay.intermediate_size, lay.num_heads, lay.num_kv_heads, lay.head_dim]
-        return _hash(["stats", CACHE_FORMAT, [k.__dict__ for k in files], roles(lay.globals),
-                      layers, geometry])
+        # the version too: statistics computed by another lineage may have been computed
+        # otherwise (power checks and draws carry it as well)
+        return _hash(["stats", CACHE_FORMAT, __version__, [k.__dict__ for k in files],
+                      roles(lay.globals), layers, geometry])
 
     def has_layer_stats(self, model: Model, variant: str = "") -> bool:
         """Whether ``layer_stats`` would answer without computing."""
