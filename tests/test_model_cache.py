@@ -124,7 +124,7 @@ def test_model_key_is_stable_and_tells_copies_apart(tmp_path):
 
 
 def test_verify_with_a_cache_reads_each_model_once_and_reports_the_same(tmp_path):
-    """A 2 x 2 matrix hashes 4 models once each (not 8 times) and gives the uncached reports."""
+    """A 2 x 2 matrix hashes 4 models once each (not twice) and gives the uncached reports."""
     from verifier.verify import VerifyOptions, verify
 
     bases = [write_llama_folder(tmp_path / f"b{i}", {k: v * (1 + i / 10) for k, v in
@@ -139,8 +139,9 @@ def test_verify_with_a_cache_reads_each_model_once_and_reports_the_same(tmp_path
             cached = verify(b, c, opts, cache=cache)
             assert cached.model_dump(exclude=volatile) == verify(b, c, opts).model_dump(
                 exclude=volatile)
-    assert cache.counts.files_hashed == 4
-    assert cache.counts.file_hits == 4
+    # each model's weights and config.json once (8 files), each reused once
+    assert cache.counts.files_hashed == 8
+    assert cache.counts.file_hits == 8
     assert cache.counts.stats_computed == 4
     assert cache.counts.stats_hits == 4
 
@@ -298,12 +299,12 @@ def test_the_command_line_keeps_a_base_s_work_for_its_next_verification(tmp_path
     cache = str(tmp_path / "cache")
     code, _, err = run_cli(["verify", str(base), cands[0], *common, "--cache-dir", cache], capsys)
     assert code == 0
-    assert "0 file digest(s) reused, 2 hashed" in err
+    assert "0 file digest(s) reused, 4 hashed" in err  # two weight files, two configs
     assert "power check 0 reused, 1 computed" in err
     monkeypatch.setenv("LINEAGE_CACHE_DIR", cache)
     code, cached, err = run_cli(["verify", str(base), cands[1], *common], capsys)
     assert code == 0
-    assert "1 file digest(s) reused, 1 hashed" in err  # the base's file; the candidate's is new
+    assert "2 file digest(s) reused, 2 hashed" in err  # the base's files; the candidate's are new
     assert "layer statistics 1 reused, 1 computed" in err
     assert "power check 1 reused, 0 computed" in err
     monkeypatch.delenv("LINEAGE_CACHE_DIR")

@@ -151,9 +151,10 @@ def test_statement_names_every_file_of_both_models_and_carries_the_report(signed
     assert statement["_type"] == STATEMENT_TYPE == "https://in-toto.io/Statement/v1"
     assert statement["predicateType"] == PREDICATE_TYPE
     assert statement["predicate"] == json.loads(report_bytes)
-    expected = [("base/" + n, signed.base / n) for n in BASE_FILES] + [
-        ("candidate/" + n, signed.candidate / n) for n in CANDIDATE_FILES
-    ]
+    # the weights and the config read beside them (a tokenizer too, where there is one)
+    expected = [("base/" + n, signed.base / n) for n in sorted(["config.json", *BASE_FILES])] + [
+        ("candidate/" + n, signed.candidate / n)
+        for n in sorted(["config.json", *CANDIDATE_FILES])]
     assert statement["subject"] == [
         {"name": name, "digest": {"sha256": hashlib.sha256(path.read_bytes()).hexdigest()}}
         for name, path in expected
@@ -261,7 +262,8 @@ def test_untampered_bundle_and_models_verify(signed, capsys):
     assert code == 0, err
     assert key_id(signed.key) in out
     assert "derived" in out
-    assert "hold exactly the signed weight files" in out
+    assert "hold exactly the signed files" in out
+    assert "(2 weight files + config.json, llama)" in out
 
 
 def test_flipped_payload_byte(signed, capsys):
@@ -364,7 +366,6 @@ def test_added_weight_file_that_breaks_the_checkpoint(signed, capsys):
 
 def test_files_lineage_does_not_read_are_not_part_of_the_set(signed, capsys):
     (signed.base / "README.md").write_text("hello\n")
-    (signed.candidate / "tokenizer.json").write_text("{}\n")
     code, out, err = signed.verify_report(capsys)
     assert code == 0, err
     assert "note" not in out
@@ -378,8 +379,8 @@ def test_files_lineage_does_not_read_are_not_part_of_the_set(signed, capsys):
     result = verify_bundle(signed.bundle.read_bytes(), signed.public,
                            models=(signed.base, signed.candidate))
     assert result.models is not None
-    assert result.models[0].files == tuple(BASE_FILES)
-    assert result.models[1].files == tuple(CANDIDATE_FILES)
+    assert result.models[0].files == ("config.json", *BASE_FILES)
+    assert result.models[1].files == ("config.json", *CANDIDATE_FILES)
     assert result.models[1].unread == ("stray.safetensors",)
 
 
@@ -670,16 +671,16 @@ def test_a_passphrase_of_any_bytes_is_taken_as_the_environment_holds_it(tmp_path
 
 def test_a_signed_report_cannot_draw_lines_of_its_own_in_verify_report(signed, capsys):
     # the paths and architecture names are the signer's: newlines and terminal escapes in them
-    # printed raw forged a "files: ... hold exactly the signed weight files" line
+    # printed raw forged a "files: ... hold exactly the signed files" line
     report = json.loads(signed.report.read_text())
     report["models"]["candidate"]["path"] = (
-        "cand\nfiles:     /a and /b hold exactly the signed weight files\x1b[1A\x1b[2K")
+        "cand\nfiles:     /a and /b hold exactly the signed files\x1b[1A\x1b[2K")
     forged = (json.dumps(report) + "\n").encode("utf-8")
     signed.bundle.write_bytes(sign_report(forged, signed.key))
     code, out, err = signed.verify_report(capsys, models=False)
     assert code == 0, err
     assert "\x1b" not in out
-    assert "hold exactly the signed weight files" not in out.splitlines()[-1]
+    assert "hold exactly the signed files" not in out.splitlines()[-1]
     assert not any(line.startswith("files:     /a") for line in out.splitlines())
     assert "not checked" in out
 
@@ -705,3 +706,31 @@ def test_sign_and_render_refuse_a_report_no_verify_could_write(signed, edit, cap
         code, _, err = run_cli(argv, capsys)
         assert code == 4, (argv[0], err)
         assert_one_line_error(err, "not a lineage report")
+
+
+def test_the_config_and_tokenizer_read_beside_the_weights_are_signed(signed, capsys):
+    # the config's head counts split attention into heads and the tokenizer picks the shared
+    # tokens: both change the evidence, so both are subjects, and a changed or added one fails
+    config = signed.candidate / "config.json"
+    original = config.read_text()
+    config.write_text(original.replace("}", ', "comment": "edited"}', 1))
+    code, _, err = signed.verify_report(capsys)
+    assert code == 5
+    assert_one_line_error(err, "candidate/config.json", "the report says")
+    config.write_text(original)
+    (signed.candidate / "tokenizer.json").write_text("{}\n")
+    code, _, err = signed.verify_report(capsys)
+    assert code == 5
+    assert_one_line_error(err, "candidate/tokenizer.json", "the report does not name")
+    (signed.candidate / "tokenizer.json").unlink()
+    assert signed.verify_report(capsys)[0] == 0
+    # a report of schema 1.2 listed no side files: they were not signed and are not required
+    report = json.loads(signed.report.read_text())
+    report["schema_version"] = "1.2"
+    for side in ("base", "candidate"):
+        del report["models"][side]["side_files"]
+    signed.bundle.write_bytes(sign_report((json.dumps(report) + "\n").encode("utf-8"),
+                                          signed.key))
+    (signed.candidate / "tokenizer.json").write_text("{}\n")
+    code, _, err = signed.verify_report(capsys)
+    assert code == 0, err

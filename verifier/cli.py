@@ -577,7 +577,8 @@ def verify_report(
     """Verify a signed report offline against a pinned public key (exit 5 on any failure).
 
     Checks the signature, the in-toto statement and its subjects; with --models, also that the
-    two folders hold exactly the signed weight files.
+    two folders hold exactly the signed files (weights, and the config and tokenizer read
+    beside them).
     """
     import json
 
@@ -614,14 +615,15 @@ def verify_report(
     ]
     for side, info in sides.items():
         n = len(info.files)
+        beside = "".join(f" + {_printable(f.path)}" for f in info.side_files)
         lines.append(f"{side + ':':<10} {_printable(info.path)} ({n} weight "
-                     f"file{'' if n == 1 else 's'}, {_printable(info.architecture)})")
+                     f"file{'' if n == 1 else 's'}{beside}, {_printable(info.architecture)})")
     if result.models is None:
         lines.append("files:     not checked (pass --models BASE CANDIDATE to rehash them)")
     else:
         base_check, cand_check = result.models
         lines.append(f"files:     {base_check.path} and {cand_check.path} hold exactly the "
-                     "signed weight files")
+                     "signed files")
         for side, check in zip(sides, result.models, strict=True):
             if check.unread:
                 lines.append(f"note:      {side} also holds "

@@ -733,7 +733,7 @@ def _models_html(report: Report) -> str:
                           ("shape", shape))))
         parts.append('<table class="files"><thead><tr><th>file</th><th class="num">size</th>'
                      "<th>sha256</th></tr></thead><tbody>")
-        for f in info.files:
+        for f in [*info.files, *info.side_files]:  # the weights, then config and tokenizer
             digest = f.sha256 or "not hashed (--no-hash)"
             parts.append(f"<tr><td><code>{_e(f.path)}</code></td>"
                          f'<td class="num">{_e(human_bytes(f.size))}</td>'

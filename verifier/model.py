@@ -65,6 +65,11 @@ class Model:
         if names:
             self.readahead.submit(lambda: self.reader.will_need(names))
 
+    def side_files(self) -> list[Path]:
+        """The config and tokenizer files beside the weights that this model is read with
+        (``side_files_read``)."""
+        return side_files_read(self.reader)
+
     def vocabulary(self) -> list[str] | None:
         """Token strings by id from the format itself or tokenizer files beside the weights."""
         return self.reader.vocabulary() or read_vocabulary(self.reader.root)
@@ -83,6 +88,16 @@ class Model:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def side_files_read(reader: CheckpointReader) -> list[Path]:
+    """``config.json`` beside the weights when the format carries no config of its own, and
+    ``tokenizer.json`` and ``vocab.txt`` when it carries no tokenizer (both, where both are
+    there: which one answers depends on the first's content), as the model is opened
+    (``open_model``) and its vocabulary read (``Model.vocabulary``)."""
+    names = ([] if reader.config() is not None else [CONFIG_NAME]) + (
+        [] if reader.vocabulary() is not None else [TOKENIZER_NAME, VOCAB_NAME])
+    return [reader.root / n for n in names if (reader.root / n).is_file()]
 
 
 def read_config(folder: Path) -> dict[str, Any] | None:

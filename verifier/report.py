@@ -21,8 +21,12 @@ from verifier.probes.norm_drift import NormDrift
 
 #: 1.1: ``layer_similarity`` added (optional; 1.0 reports still read). 1.2: ``base_neurons``
 #: may hold -2 (an expert neuron not matched: MoE layers without null draws are matched on a
-#: sample unless ``--full``); the shape is unchanged, so 1.0 and 1.1 reports still read
-SCHEMA_VERSION = "1.2"
+#: sample unless ``--full``); the shape is unchanged, so 1.0 and 1.1 reports still read.
+#: 1.3: ``models.*.side_files``, the config and tokenizer files read beside the weights (signed
+#: with them); older reports read, with no side files
+SCHEMA_VERSION = "1.3"
+#: the first schema version whose reports list the side files they read
+SIDE_FILES_SINCE = (1, 3)
 Verdict = Literal["derived", "independent", "inconclusive"]
 
 
@@ -45,6 +49,10 @@ class ModelInfo(_Frozen):
     vocab_size: int = Field(ge=0, le=MAX_WIDTH)
     num_experts: int = Field(0, ge=0, le=MAX_WIDTH)
     files: list[FileRecord]
+    #: config.json, tokenizer.json and vocab.txt as found beside the weights and read (the
+    #: config's head counts split attention into heads, the tokenizer picks the shared tokens);
+    #: a signed report's subjects include them
+    side_files: list[FileRecord] = Field(default_factory=list)
 
 
 class Models(_Frozen):
@@ -102,6 +110,11 @@ class Report(_Frozen):
             raise ValueError(f"schema version {version} is newer than this lineage reads "
                              f"({SCHEMA_VERSION}): update lineage")
         return version
+
+    def lists_side_files(self) -> bool:
+        """Whether this report's schema lists side files (1.3 on): an older report's empty
+        list says nothing about the files beside the weights."""
+        return tuple(int(n) for n in self.schema_version.split(".")) >= SIDE_FILES_SINCE
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)

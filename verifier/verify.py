@@ -90,6 +90,7 @@ def _info(model: Model, digests: Mapping[str, str] | None) -> ModelInfo:
     """The report's description of one model; ``digests``: sha256 by file path (None: not
     hashed)."""
     lay = model.layout
+    side = model.side_files()
     return ModelInfo(
         path=str(model.path), format=model.format, architecture=lay.family,
         model_type=lay.model_type, num_layers=lay.num_layers, hidden_size=lay.hidden_size,
@@ -97,6 +98,8 @@ def _info(model: Model, digests: Mapping[str, str] | None) -> ModelInfo:
         files=records(model.reader.root, model.reader.files,
                       None if digests is None else {p: digests[str(p)]
                                                     for p in model.reader.files}),
+        side_files=records(model.reader.root, side,
+                           None if digests is None else {p: digests[str(p)] for p in side}),
     )
 
 
@@ -658,7 +661,8 @@ def verify(
             Hashing(cache.sha256 if cache is not None else sha256_file) as hashing:
         # the digests (~2 GB/s per core) run beside the analysis, on the cores it leaves idle;
         # ranks deal the files out (on one host they share its cores and its page cache)
-        files = list(dict.fromkeys([*mb.reader.files, *mc.reader.files]))
+        files = list(dict.fromkeys([*mb.reader.files, *mb.side_files(), *mc.reader.files,
+                                    *mc.side_files()]))
         if opts.digest:
             hashing.submit(shards.mine(files))
         run = _Run(mb, mc, opts, progress, compute, shards, cache)

@@ -8,9 +8,10 @@ Statement (in-toto attestation framework, ``spec/v1/statement.md``)::
      "predicateType": "https://lineage.dev/attestation/lineage-report/v1",
      "predicate": <the report JSON, key for key>}
 
-Subjects are taken from the report's own ``models.base.files`` and ``models.candidate.files``
-records: the report already holds the sha256 of every weight file it read, so signing never
-re-reads the models, and a report written with ``--no-hash`` (empty digests) cannot be signed.
+Subjects are taken from the report's own ``models.*.files`` and ``models.*.side_files``
+records: the report already holds the sha256 of every weight file it read, and of the config
+and tokenizer files read beside them (schema 1.3 on), so signing never re-reads the models, and
+a report written with ``--no-hash`` (empty digests) cannot be signed.
 The payload is the statement as compact UTF-8 JSON; the signature covers exactly those bytes
 (through DSSE's PAE) and verification parses only bytes that verified.
 """
@@ -99,7 +100,10 @@ class VerifiedAttestation:
 
 
 def _records(report: Report) -> dict[str, list[FileRecord]]:
-    return {"base": report.models.base.files, "candidate": report.models.candidate.files}
+    """Per side, every file the report says was read: the weights and the side files (config,
+    tokenizer)."""
+    return {"base": [*report.models.base.files, *report.models.base.side_files],
+            "candidate": [*report.models.candidate.files, *report.models.candidate.side_files]}
 
 
 def subjects_for(report: Report) -> list[dict[str, Any]]:
@@ -245,12 +249,15 @@ def _safe_relative(side: str, rel: str) -> PurePosixPath:
     return path
 
 
-def _weight_files(folder: Path) -> set[str]:
-    """Relative POSIX paths of the weight files lineage reads from ``folder``."""
+def _files_read(folder: Path, side_files: bool) -> set[str]:
+    """Relative POSIX paths of the weight files lineage reads from ``folder``, and with
+    ``side_files`` of the config and tokenizer files it reads beside them."""
+    from verifier.model import side_files_read
     from verifier.readers import open_checkpoint
 
     with open_checkpoint(folder) as reader:
-        return {reader.relative(f) for f in reader.files}
+        side = side_files_read(reader) if side_files else []
+        return {reader.relative(f) for f in [*reader.files, *side]}
 
 
 def _weight_suffixes() -> tuple[str, ...]:
@@ -260,17 +267,19 @@ def _weight_suffixes() -> tuple[str, ...]:
 
 
 def check_model_files(
-    side: str, folder: str | Path, records: Iterable[FileRecord]
+    side: str, folder: str | Path, records: Iterable[FileRecord], *, side_files: bool = True
 ) -> ModelCheck:
     """Rehash the files of one model and require the exact file set of the report.
 
     "Exact file set": the files the report names (relative to the model root: the folder, or
-    the parent of a single weights file) must be the very set of weight files lineage reads from
-    that path (``reader.files`` of ``open_checkpoint``), each with the sha256 and size the report
-    records. Files lineage does not read (configs, tokenizers, READMEs, shard indexes) are not
-    part of the set; other weight-suffixed files in the model root are listed in
-    ``ModelCheck.unread``. Raises ``IntegrityError`` on any difference and ``InputError`` when
-    the path does not exist at all.
+    the parent of a single weights file) must be the very set of files lineage reads from that
+    path: the weight files (``reader.files`` of ``open_checkpoint``) and, with ``side_files``
+    (reports of schema 1.3 on), the config and tokenizer files beside them
+    (``verifier.model.side_files_read``), each with the sha256 and size the report records.
+    Files lineage does not read (READMEs, shard indexes) are not part of the set; other
+    weight-suffixed files in the model root are listed in ``ModelCheck.unread``. Raises
+    ``IntegrityError`` on any difference and ``InputError`` when the path does not exist at
+    all.
     """
     from verifier.readers import resolve_path
 
@@ -295,14 +304,15 @@ def check_model_files(
             raise IntegrityError(f"{side}/{rel}: sha256 {digest} does not match the signed "
                                  f"{record.sha256}")
     try:
-        present = _weight_files(path)
+        present = _files_read(path, side_files)
     except LineageError as exc:
         raise IntegrityError(f"{side} model {path}: does not open as the model the report "
                              f"describes ({exc.message})") from exc
     extra = sorted(present - wanted.keys())
     if extra:
-        raise IntegrityError(f"{side}/{extra[0]}: a weight file the report does not name "
-                             f"({len(extra)} such file{'s' if len(extra) > 1 else ''} in {root})")
+        raise IntegrityError(f"{side}/{extra[0]}: a file lineage reads that the report does "
+                             f"not name ({len(extra)} such file{'s' if len(extra) > 1 else ''} "
+                             f"in {root})")
     unread = sorted(wanted.keys() - present)
     if unread:
         raise IntegrityError(f"{side}/{unread[0]}: named by the report but lineage would not "
@@ -349,8 +359,11 @@ def verify_bundle(
     checked = None
     if models is not None:
         records = _records(report)
-        checked = (check_model_files("base", models[0], records["base"]),
-                   check_model_files("candidate", models[1], records["candidate"]))
+        # a report older than 1.3 listed no side files: they were not signed, not required
+        listed = report.lists_side_files()
+        checked = (check_model_files("base", models[0], records["base"], side_files=listed),
+                   check_model_files("candidate", models[1], records["candidate"],
+                                     side_files=listed))
     return VerifiedAttestation(
         key_id=key_id(pinned), payload_type=envelope.payload_type,
         predicate_type=statement.predicate_type, statement=statement, report=report,
