@@ -396,7 +396,9 @@ class _Run:
                 # name the side that lacks them: a dense candidate of an MoE base was told it
                 # had no dense FFN layers
                 whose = ("the base's FFN layers are all MoE experts (the MoE probe compares "
-                         "a candidate's experts with a dense base, not the other way round)"
+                         "a candidate's experts with a dense base, not the other way round: "
+                         "verify with the two models swapped to match these experts against "
+                         "the dense model's FFN)"
                          if self.base.layout.moe_layers and not pairing.base.ffn else
                          "no dense FFN layers to compare")
                 self.warnings.append(f"{whose}: neuron matching did not run")
