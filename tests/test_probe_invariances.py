@@ -375,3 +375,7 @@ def test_token_geometry_survives_a_rotation_and_tells_a_stranger_apart():
     # narrower candidate (its own width), and too few tokens to say
     assert rotated_copy.measure(x, (x @ rot)[:, :40]) is not None
     assert rotated_copy.measure(x[:8], x[:8]) is None
+    # a base with no token geometry (all-zero embeddings) is nobody's rotated copy
+    flat = rotated_copy.measure(torch.zeros(2000, 48), x)
+    assert flat is not None
+    assert not rotated_copy.is_rotated_copy(flat)

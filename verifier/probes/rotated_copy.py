@@ -80,7 +80,8 @@ def measure(base: torch.Tensor, cand: torch.Tensor) -> dict[str, float] | None:
 def is_rotated_copy(details: dict[str, float | int | str | None]) -> bool:
     """Whether a hidden alignment probe's ``details`` say the candidate is a rotated copy."""
     a, c = details.get(AGREEMENT), details.get(COPY_LEVEL)
-    return isinstance(a, float) and isinstance(c, float) and a >= c
+    # a level of 0: the base's token geometry is flat (all-zero embeddings), nothing to match
+    return isinstance(a, float) and isinstance(c, float) and c > 0.0 and a >= c
 
 
 __all__ = ["AGREEMENT", "COPY_LEVEL", "COPY_NOISE", "GRAM_TOKENS", "is_rotated_copy", "measure"]
