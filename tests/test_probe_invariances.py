@@ -11,6 +11,7 @@ from verifier.probes import hidden_alignment as hidden
 from verifier.probes import neuron_matching as neurons
 from verifier.probes import rotated_copy
 from verifier.probes.hidden_alignment import HiddenAlignment
+from verifier.probes.magnitude import unit_magnitude
 from verifier.probes.pairing import Pairing, Side, fake_derivative
 
 G = torch.Generator().manual_seed(0)
@@ -379,3 +380,19 @@ def test_token_geometry_survives_a_rotation_and_tells_a_stranger_apart():
     flat = rotated_copy.measure(torch.zeros(2000, 48), x)
     assert flat is not None
     assert not rotated_copy.is_rotated_copy(flat)
+
+
+@pytest.mark.parametrize("c", [1e-38, 2.0**-130])
+def test_rescalings_to_the_edge_of_float32_are_still_compared(c):
+    # weights near 1e-39 need a factor near 2^130 to reach magnitude one: past float32's
+    # largest power of two, it made every weight inf and the run a false "NaN weights"
+    a = _ffn()
+    a = neurons.FFNWeights(gate=a.gate, up=a.up, down=a.down * 0.01)  # room for down / c
+    b = neurons.FFNWeights(gate=a.gate, up=a.up * c, down=a.down / c)
+    assert torch.isfinite(b.up).all()
+    assert torch.isfinite(b.down).all()
+    assert _score(a, b) > 0.999
+    assert torch.isfinite(unit_magnitude(torch.full((2, 3), 1.2e-39))).all()
+    q, k, v, o = _circuits()
+    assert heads.match_heads(_as_circuits(q, k, v, o),
+                             _as_circuits(q * c, k, v, o * c)) > 0.999

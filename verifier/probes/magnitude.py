@@ -39,11 +39,26 @@ def magnitude_shift(x: torch.Tensor) -> int:
     return shift if abs(shift) > SAFE_SHIFT else 0
 
 
+def times_power_of_two(x: torch.Tensor, e: int | torch.Tensor) -> torch.Tensor:
+    """``x * 2^e``, exactly, for any ``e`` whose result ``x``'s dtype holds (``e`` an int, or
+    a tensor of exponents broadcast against ``x``). The factor ``2^e`` itself is not always a
+    float32: weights near 1e-39 need ``e`` near 130, past float32's largest power of two, and
+    ``x * 2^e`` then gave ``inf`` everywhere (a function-preserving rescaling refused as "NaN
+    weights"). So a large ``e`` is applied as two halves, each exact."""
+    if isinstance(e, int):
+        if abs(e) <= 120:
+            return x * math.ldexp(1.0, e)
+        half = e // 2
+        return x * math.ldexp(1.0, half) * math.ldexp(1.0, e - half)
+    half = torch.div(e, 2, rounding_mode="floor")
+    return torch.ldexp(torch.ldexp(x, half.to(x.dtype)), (e - half).to(x.dtype))
+
+
 def unit_magnitude(x: torch.Tensor) -> torch.Tensor:
     """``x`` times the power of two that brings its largest ``|value|`` into [0.5, 1) where it
     lies outside ``2^+-SAFE_SHIFT``; ``x`` itself otherwise."""
     shift = magnitude_shift(x)
-    return x * math.ldexp(1.0, -shift) if shift else x
+    return times_power_of_two(x, -shift) if shift else x
 
 
 def unit_magnitude_each(x: torch.Tensor) -> torch.Tensor:
@@ -61,7 +76,8 @@ def unit_magnitude_each(x: torch.Tensor) -> torch.Tensor:
     shift = torch.where(torch.isfinite(top) & (shift.abs() > SAFE_SHIFT), shift, 0)
     if not bool(shift.any()):
         return x
-    return torch.ldexp(x, -shift.to(x.dtype).reshape(-1, *([1] * (x.dim() - 1))))
+    return times_power_of_two(x, -shift.reshape(-1, *([1] * (x.dim() - 1))))
 
 
-__all__ = ["SAFE_SHIFT", "magnitude_shift", "unit_magnitude", "unit_magnitude_each"]
+__all__ = ["SAFE_SHIFT", "magnitude_shift", "times_power_of_two", "unit_magnitude",
+           "unit_magnitude_each"]

@@ -24,7 +24,6 @@ permuted model escapes; this statistic does not depend on the neuron order at al
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -36,7 +35,7 @@ from verifier.architectures.layout import DOWN, GATE, UP, RoleRef
 from verifier.model import Model
 from verifier.probes.assignment import max_assignment
 from verifier.probes.hidden_alignment import HiddenAlignment
-from verifier.probes.magnitude import magnitude_shift
+from verifier.probes.magnitude import magnitude_shift, times_power_of_two
 from verifier.probes.rotation_null import rotate_cols
 
 NAME = "neuron_matching"
@@ -184,12 +183,15 @@ def _unit_rows(w: torch.Tensor) -> torch.Tensor:
     if first.numel() and not _SAFE_SUMS[0] < float(first.max()) < _SAFE_SUMS[1]:
         shift = magnitude_shift(w)
         if shift:
-            sq, first = w.mul(math.ldexp(1.0, -shift)).square_(), None
+            sq, first = times_power_of_two(w, -shift).square_(), None
     rows, cols = _balance_scales(sq, first)
     if not _settled(w, rows, cols):
         return _unit_rows_equilibrated(w)
-    rows = rows.sqrt_().mul_(math.ldexp(1.0, -shift)) if shift else rows.sqrt_()
-    return (w * rows[:, None]).mul_(cols.sqrt_()[None, :])
+    # the scales are applied to the matrix at magnitude one (the same balanced matrix: the
+    # power of two is one of the row scales the balancing removes); taken out of the row
+    # scales instead, they overflowed float32 for weights near 1e-39
+    x = times_power_of_two(w, -shift) if shift else w
+    return (x * rows.sqrt_()[:, None]).mul_(cols.sqrt_()[None, :])
 
 
 def _settled(w: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> bool:
@@ -220,7 +222,7 @@ def _unit_rows_equilibrated(w: torch.Tensor) -> torch.Tensor:
     for dim in (1, 0, 1):  # rows, columns, and rows again (a column's scaling moved them)
         top = x.abs().amax(dim=dim, keepdim=True)
         exponent = torch.frexp(top).exponent
-        x = torch.ldexp(x, -exponent.to(x.dtype))
+        x = times_power_of_two(x, -exponent)
     rows, cols = _balance_scales(x.square())
     return (x * rows.sqrt_()[:, None]).mul_(cols.sqrt_()[None, :])
 
