@@ -149,3 +149,16 @@ def test_real_all_minilm_l6_v2(capsys):
         vocab = m.vocabulary()
     assert vocab is not None
     assert len(vocab) == 30522
+
+
+def test_names_and_paths_are_printed_as_they_are_never_as_markup(tmp_path, capsys):
+    # a tensor named "extra[/dim].weight" stopped the text output with rich's MarkupError, and
+    # "[red]" in a folder name vanished from the path shown
+    from checkpoints import llama_tensors, run_cli, write_llama_folder
+
+    tensors = llama_tensors() | {"extra[/dim].weight": torch.zeros(2)}
+    folder = write_llama_folder(tmp_path / "[red]model", tensors)
+    code, out, err = run_cli(["inspect", folder], capsys)
+    assert code == 0, err
+    assert "/[re" in out  # the table may cut the long path; as markup "[red]" vanished whole
+    assert "extra[/dim].weight" in out

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -51,9 +52,12 @@ def render_inspect(report: InspectReport, console: Console) -> None:
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold")
     head.add_column()
-    head.add_row("model", report.path)
-    head.add_row("format", report.format)
-    head.add_row("architecture", f"{report.architecture} (model_type {report.model_type})")
+    # names and paths come from the files and the command line: never read as markup ("[red]"
+    # in a path vanished, "[/dim]" in a tensor name stopped the output with a MarkupError)
+    head.add_row("model", escape(report.path))
+    head.add_row("format", escape(report.format))
+    head.add_row("architecture",
+                 escape(f"{report.architecture} (model_type {report.model_type})"))
     head.add_row(
         "shape",
         f"{report.num_layers} layers, hidden {report.hidden_size}, vocab {report.vocab_size}, "
@@ -77,7 +81,8 @@ def render_inspect(report: InspectReport, console: Console) -> None:
     roles.add_column("shape")
     roles.add_column("first tensor", overflow="fold")
     for name, info in report.roles.items():
-        roles.add_row(name, str(info.count), "×".join(map(str, info.shape)), info.example)
+        roles.add_row(escape(name), str(info.count), "×".join(map(str, info.shape)),
+                      escape(info.example))
     console.print(roles)
 
     files = Table(title="files", title_justify="left")
@@ -85,14 +90,15 @@ def render_inspect(report: InspectReport, console: Console) -> None:
     files.add_column("size", justify="right")
     files.add_column("sha256")
     for f in report.files:
-        files.add_row(f.path, human_bytes(f.size), f.sha256[:16] + "…" if f.sha256 else "-")
+        files.add_row(escape(f.path), human_bytes(f.size),
+                      f.sha256[:16] + "…" if f.sha256 else "-")
     console.print(files)
     if report.unassigned:
-        shown = ", ".join(report.unassigned[:8])
+        shown = escape(", ".join(report.unassigned[:8]))
         more = f" and {len(report.unassigned) - 8} more" if len(report.unassigned) > 8 else ""
         console.print(f"[dim]tensors without a role: {shown}{more}[/dim]")
     for w in report.warnings:
-        console.print(f"[yellow]warning:[/yellow] {w}")
+        console.print(f"[yellow]warning:[/yellow] {escape(w)}")
 
 
 def render_backends(items: list[BackendStatus], console: Console) -> None:
@@ -140,7 +146,7 @@ def render_report(report: Report, console: Console) -> None:
     console.print(f"[{style}]{report.verdict.upper()}[/{style}]  p = {format_p(report.p_value)}"
                   f"  (alpha = {report.alpha:g})", highlight=False)
     console.print(f"[dim]{VERDICT_MEANING[report.verdict]}[/dim]", highlight=False)
-    console.print(report.reason, highlight=False)
+    console.print(Text(report.reason), highlight=False)
     probes = Table(title="probes", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
                    show_edge=False)
     for col in ("probe", "decisive", "statistic", "null mean", "p-value", "power p"):
@@ -160,7 +166,7 @@ def render_report(report: Report, console: Console) -> None:
         nulls.append(("std-profile r", nd.null))
     console.print(probes)
     for name, null in nulls:
-        console.print(f"[dim]{name} null: {null}[/dim]", highlight=False)
+        console.print(Text(f"{name} null: {null}", style="dim"), highlight=False)
     if report.layer_map:
         console.print(_layer_table(report))
     if report.moe is not None:
@@ -170,7 +176,7 @@ def render_report(report: Report, console: Console) -> None:
                       f"(p = {format_p(moe.p_value)}); {held}/{len(moe.experts)} experts hold "
                       "base FFN neurons", highlight=False)
     for w in report.warnings:
-        console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
+        console.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False)
 
 
 def _layer_table(report: Report) -> Table:
@@ -204,4 +210,4 @@ def render_demo(rows: list[DemoRow], console: Console) -> None:
         console.print(f"[dim]{r.case.name}: {r.case.description}[/dim]", highlight=False)
     ok = sum(r.correct for r in rows)
     where = Path(rows[0].report).parent if rows else "-"
-    console.print(f"{ok}/{len(rows)} verdicts match the truth; reports in {where}")
+    console.print(Text(f"{ok}/{len(rows)} verdicts match the truth; reports in {where}"))
