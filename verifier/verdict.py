@@ -65,9 +65,9 @@ def decide(probes: list[ProbeResult], alpha: float,
         return "inconclusive", combined, (
             f"combined p = {combined:.3g} shows no derivation, but the candidate's token "
             f"geometry is the base's (Gram agreement {d[AGREEMENT]:.6f}, at least the "
-            f"{d[COPY_LEVEL]:.6f} a copy under 4-bit rounding keeps): its embeddings are the "
-            "base's turned by a rotation of the hidden space, a function-preserving change "
-            "the probes do not undo (a rotated copy?)")
+            f"{d[COPY_LEVEL]:.6f} a copy keeps under noise beyond 4-bit rounding): its "
+            "embeddings are the base's turned by a rotation of the hidden space, a "
+            "function-preserving change the probes do not undo (a rotated copy?)")
     weak = [p.name for p in decisive if p.power_p_value is None or p.power_p_value >= alpha]
     if weak:
         return "inconclusive", combined, (
