@@ -139,8 +139,14 @@ def case_sparse_tensor_pickle(tmp_path):
     return f, "not dense real numbers"
 
 
+def case_empty_path(tmp_path):
+    # the current folder holds a model: an unset "$BASE" verified it without a word
+    write_llama_folder(tmp_path)
+    return "", "an empty model path"
+
+
 CASES = [
-    case_missing_path, case_truncated_safetensors, case_header_longer_than_file,
+    case_missing_path, case_empty_path, case_truncated_safetensors, case_header_longer_than_file,
     case_offsets_past_end, case_unknown_dtype, case_index_names_missing_shard,
     case_pickle_not_weights, case_garbage_gguf, case_garbage_onnx, case_unknown_architecture,
     case_unknown_format, case_one_layer_stored_transposed,

@@ -73,7 +73,11 @@ FORMATS: tuple[Format, ...] = (
 
 
 def resolve_path(spec: str) -> Path:
-    """A local path for ``spec``: the path itself if it exists, else a cached Hub snapshot."""
+    """A local path for ``spec``: the path itself if it exists, else a cached Hub snapshot.
+    An empty ``spec`` is refused: ``Path("")`` is the current folder, and an unset shell
+    variable (``lineage verify "$BASE" ...``) verified whatever folder the shell was in."""
+    if not spec.strip():
+        raise InputError("an empty model path: name a folder, a weights file or a repo id")
     path = Path(spec).expanduser()
     if path.exists():
         return path
