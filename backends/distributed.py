@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import torch
 
 from backends.base import Backend, BackendStatus
-from verifier.errors import BackendError
+from verifier.errors import BackendError, UsageError
 
 T = TypeVar("T")
 
@@ -49,7 +49,11 @@ class Shards:
         if not self.distributed:
             return [obj]
         out: list[Any] = [None] * self.world
-        torch.distributed.all_gather_object(out, obj)
+        try:
+            torch.distributed.all_gather_object(out, obj)
+        except RuntimeError as exc:  # a peer that failed (its own error says why) or left
+            raise BackendError(f"another rank of the process group failed or left ({exc}); "
+                               "its own error says why") from exc
         return out
 
     def close(self) -> None:
@@ -57,18 +61,38 @@ class Shards:
             torch.distributed.destroy_process_group()
 
 
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"environment variable {name}={value!r} is not a whole number "
+                         "(set by the launcher: torchrun or accelerate)") from None
+
+
 def launched() -> bool:
     """Whether this process was started by torchrun / accelerate with more than one rank."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return _env_int("WORLD_SIZE", 1) > 1
 
 
 def join(backend: str, device: torch.device | None = None) -> Shards:
-    """Join the process group the launcher set up (``backend``: gloo, nccl or hccl)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
+    """Join the process group the launcher set up (``backend``: gloo, nccl or hccl). A launch
+    environment that is half set or out of range is a usage error, said before waiting for
+    peers that would never come."""
+    world = _env_int("WORLD_SIZE", 1)
+    rank = _env_int("RANK", 0)
+    local = _env_int("LOCAL_RANK", 0)
     if world <= 1:
         return Shards()
+    missing = [v for v in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(v)]
+    if missing:
+        raise UsageError(f"WORLD_SIZE={world} but {', '.join(missing)} not set: launch with "
+                         "torchrun or accelerate, or unset WORLD_SIZE for a single process")
+    if not 0 <= rank < world or local < 0:
+        raise UsageError(f"RANK={rank} (LOCAL_RANK={local}) is outside a group of WORLD_SIZE="
+                         f"{world}")
     if not torch.distributed.is_initialized():
         kwargs: dict[str, Any] = {"backend": backend, "timeout": timedelta(minutes=60)}
         if device is not None and device.type != "cpu":
@@ -82,7 +106,7 @@ def join_group(backend: Backend, status: BackendStatus) -> Shards:
     the device of its local rank, with the backend's collective library (gloo on CPU)."""
     if not launched():
         return Shards()
-    local = int(os.environ.get("LOCAL_RANK", "0"))
+    local = _env_int("LOCAL_RANK", 0)
     if backend.name != "cpu" and local >= status.device_count:
         raise BackendError(
             f"local rank {local} has no {backend.name} device ({status.device_count} visible): "

@@ -81,3 +81,20 @@ def test_torchrun_cli_writes_one_report_from_rank_zero(zoo, tmp_path):
     assert printed["verdict"] == written["verdict"] == "derived"
     assert written["timings"]["ranks"] == 2.0
     assert written["options"]["hidden_directions"] == 32
+
+
+@pytest.mark.parametrize("env", [
+    {"WORLD_SIZE": "2"}, {"WORLD_SIZE": "2", "RANK": "0"}, {"WORLD_SIZE": "abc"},
+    {"WORLD_SIZE": "2", "RANK": "5", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29632"},
+], ids=str)
+def test_a_launch_environment_half_set_or_out_of_range_is_a_usage_error(env, monkeypatch):
+    # it was a bare int() traceback (exit 70), or a wait for peers that never come
+    from backends.distributed import join
+    from verifier.errors import UsageError
+
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(UsageError):
+        join("gloo")
