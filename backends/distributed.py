@@ -56,6 +56,18 @@ class Shards:
                                "its own error says why") from exc
         return out
 
+    def require_same(self, what: str, value: str) -> None:
+        """Refuse (``UsageError``, on every rank alike) a run whose ranks were given different
+        ``value``s: each rank computes its share from its own arguments, so a rank with another
+        seed or probe list gave a report that mixed two runs, or a crash."""
+        if not self.distributed:
+            return
+        values = self.gather(value)
+        odd = [rank for rank, v in enumerate(values) if v != values[0]]
+        if odd:
+            raise UsageError(f"rank {odd[0]} was given other {what} than rank 0: every rank "
+                             "must run the same command")
+
     def close(self) -> None:
         if self.distributed and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

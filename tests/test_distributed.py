@@ -98,3 +98,17 @@ def test_a_launch_environment_half_set_or_out_of_range_is_a_usage_error(env, mon
         monkeypatch.setenv(name, value)
     with pytest.raises(UsageError):
         join("gloo")
+
+
+def test_ranks_given_other_arguments_are_refused_alike(monkeypatch):
+    # a rank with another --seed gave a report that mixed two runs; --probes, a crash
+    from backends.distributed import Shards
+    from verifier.errors import UsageError
+
+    shards = Shards(rank=0, world=3)
+    monkeypatch.setattr(shards, "gather", lambda value: [value, value, value + "x"])
+    with pytest.raises(UsageError, match="rank 2 was given other arguments"):
+        shards.require_same("arguments", "same")
+    monkeypatch.setattr(shards, "gather", lambda value: [value] * 3)
+    shards.require_same("arguments", "same")
+    Shards().require_same("arguments", "anything")  # a lone process has nobody to differ from

@@ -8,6 +8,7 @@ Exit codes (a contract; see docs/exit-codes.md):
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 from collections.abc import Iterator
@@ -282,6 +283,13 @@ def verify(
                             full=full, neuron_sample=neuron_sample, null_layers=null_layers,
                             moe_sample=moe_sample, hidden_sample=hidden_sample)
     rmap = load_role_map(role_map) if role_map else None
+    try:
+        shards.require_same("arguments", json.dumps(
+            [str(base), str(candidate), options.model_dump(mode="json"),
+             None if rmap is None else rmap.model_dump(mode="json")], sort_keys=True))
+    except BaseException:
+        shards.close()
+        raise
     cache = _model_cache(cache_dir, shards.distributed)
     compute = chosen_backend.compute(shards.local_rank)
     try:
@@ -580,7 +588,6 @@ def verify_report(
     two folders hold exactly the signed files (weights, and the config and tokenizer read
     beside them).
     """
-    import json
 
     from verifier.errors import InputError
     from verifier.signing import load_public_key, verify_bundle
@@ -640,7 +647,6 @@ def backends(
     ),
 ) -> None:
     """Which compute backends (cpu, cuda, npu) are available here, and why not."""
-    import json
 
     from backends import statuses
     from verifier.render import render_backends
