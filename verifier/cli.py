@@ -283,16 +283,12 @@ def verify(
                             full=full, neuron_sample=neuron_sample, null_layers=null_layers,
                             moe_sample=moe_sample, hidden_sample=hidden_sample)
     rmap = load_role_map(role_map) if role_map else None
+    cache = _model_cache(cache_dir, shards.distributed)
+    compute = chosen_backend.compute(shards.local_rank)
     try:
         shards.require_same("arguments", json.dumps(
             [str(base), str(candidate), options.model_dump(mode="json"),
              None if rmap is None else rmap.model_dump(mode="json")], sort_keys=True))
-    except BaseException:
-        shards.close()
-        raise
-    cache = _model_cache(cache_dir, shards.distributed)
-    compute = chosen_backend.compute(shards.local_rank)
-    try:
         with _progress(enabled=shards.is_main) as progress:
             task = progress.add_task("verifying", total=None)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -65,9 +66,11 @@ class Model:
         if names:
             self.readahead.submit(lambda: self.reader.will_need(names))
 
+    @cached_property
     def side_files(self) -> list[Path]:
         """The config and tokenizer files beside the weights that this model is read with
-        (``side_files_read``)."""
+        (``side_files_read``); asked for by the digests and the report alike, looked up once
+        (a GGUF file's tokenizer is parsed to tell)."""
         return side_files_read(self.reader)
 
     def vocabulary(self) -> list[str] | None:

@@ -27,6 +27,11 @@ from verifier.probes.norm_drift import NormDrift
 SCHEMA_VERSION = "1.3"
 #: the first schema version whose reports list the side files they read
 SIDE_FILES_SINCE = (1, 3)
+
+
+def _version(text: str) -> tuple[int, int]:
+    major, minor = text.split(".")
+    return int(major), int(minor)
 Verdict = Literal["derived", "independent", "inconclusive"]
 
 
@@ -101,8 +106,8 @@ class Report(_Frozen):
     @field_validator("schema_version")
     @classmethod
     def _readable(cls, version: str) -> str:
-        major, minor = (int(n) for n in version.split("."))
-        ours = tuple(int(n) for n in SCHEMA_VERSION.split("."))
+        major, minor = _version(version)
+        ours = _version(SCHEMA_VERSION)
         if major < ours[0]:
             raise ValueError(f"schema version {version} predates the versions this lineage "
                              f"reads ({ours[0]}.0 to {SCHEMA_VERSION})")
@@ -114,7 +119,7 @@ class Report(_Frozen):
     def lists_side_files(self) -> bool:
         """Whether this report's schema lists side files (1.3 on): an older report's empty
         list says nothing about the files beside the weights."""
-        return tuple(int(n) for n in self.schema_version.split(".")) >= SIDE_FILES_SINCE
+        return _version(self.schema_version) >= SIDE_FILES_SINCE
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)

@@ -90,7 +90,7 @@ def _info(model: Model, digests: Mapping[str, str] | None) -> ModelInfo:
     """The report's description of one model; ``digests``: sha256 by file path (None: not
     hashed)."""
     lay = model.layout
-    side = model.side_files()
+    side = model.side_files
     return ModelInfo(
         path=str(model.path), format=model.format, architecture=lay.family,
         model_type=lay.model_type, num_layers=lay.num_layers, hidden_size=lay.hidden_size,
@@ -114,7 +114,7 @@ def _side(model: Model, rows: np.ndarray, compute: Compute,
     attn_layers = [i for i in range(layout.num_layers)
                    if {Q, K, V, O} <= set(layout.layers[i].roles)]
     # one attention form per model: if the first layer's circuits cannot be formed, none can
-    if attn_layers and heads.circuit_misfit(model, attn_layers[0]) is not None:
+    if _attention_misfit(model) is not None:
         attn_layers = []
 
     def ffn(i: int) -> neurons.FFNWeights:
@@ -663,8 +663,8 @@ def verify(
             Hashing(cache.sha256 if cache is not None else sha256_file) as hashing:
         # the digests (~2 GB/s per core) run beside the analysis, on the cores it leaves idle;
         # ranks deal the files out (on one host they share its cores and its page cache)
-        files = list(dict.fromkeys([*mb.reader.files, *mb.side_files(), *mc.reader.files,
-                                    *mc.side_files()]))
+        files = list(dict.fromkeys([*mb.reader.files, *mb.side_files, *mc.reader.files,
+                                    *mc.side_files]))
         if opts.digest:
             hashing.submit(shards.mine(files))
         run = _Run(mb, mc, opts, progress, compute, shards, cache)

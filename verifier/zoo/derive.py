@@ -336,6 +336,15 @@ def _fold_norm(state: State, norm: str, readers: list[str], s: torch.Tensor) -> 
         state[key] = state[key] / s
 
 
+def _norm_readers(state: State, layer: int) -> list[tuple[str, list[str]]]:
+    """``layer``'s two norm gains, each with the weights that read its output: the input norm
+    with q/k/v, the post-attention norm with the FFN's (router and shared-expert gate too)."""
+    p = f"model.layers.{layer}."
+    attn = [k for k in state if k.startswith(p + "self_attn.") and _is_reader(k)]
+    ffn = [k for k in state if k.startswith(p) and _is_reader(k) and k not in attn]
+    return [(p + "input_layernorm.weight", attn), (p + "post_attention_layernorm.weight", ffn)]
+
+
 def _scale_rows(state: State, key: str, f: torch.Tensor) -> None:
     """Multiply output rows of a weight (and its bias, if any) by ``f``."""
     state[key] = state[key] * f[:, None]
@@ -388,12 +397,9 @@ def rescale(
     for layer in _layers(state):
         p = f"model.layers.{layer}."
         if "norms" in parts:
-            attn = [k for k in state if k.startswith(p + "self_attn.") and _is_reader(k)]
-            ffn = [k for k in state if k.startswith(p) and _is_reader(k) and k not in attn]
-            _fold_norm(state, p + "input_layernorm.weight", attn,
-                       _scales((child.hidden,), gen, max_scale, signed=False))
-            _fold_norm(state, p + "post_attention_layernorm.weight", ffn,
-                       _scales((child.hidden,), gen, max_scale, signed=False))
+            for norm, readers in _norm_readers(state, layer):
+                _fold_norm(state, norm, readers,
+                           _scales((child.hidden,), gen, max_scale, signed=False))
         if "qk" in parts:
             if qk_per == "head":
                 a = _scales((kv, 1), gen, max_scale, signed=True).expand(kv, hd)
@@ -427,11 +433,7 @@ def rotate(parent: State, child: ModelSpec) -> State:
     ones = torch.ones(child.hidden)
     _fold_norm(state, "model.norm.weight", ["lm_head.weight"], 1 / state["model.norm.weight"])
     for layer in _layers(state):
-        p = f"model.layers.{layer}."
-        attn = [k for k in state if k.startswith(p + "self_attn.") and _is_reader(k)]
-        ffn = [k for k in state if k.startswith(p) and _is_reader(k) and k not in attn]
-        for norm, readers in ((p + "input_layernorm.weight", attn),
-                              (p + "post_attention_layernorm.weight", ffn)):
+        for norm, readers in _norm_readers(state, layer):
             _fold_norm(state, norm, readers, 1 / state[norm])
             state[norm] = ones.clone()  # exactly 1, not g * (1 / g)
     state["model.norm.weight"] = ones.clone()
