@@ -128,3 +128,27 @@ def test_a_rotated_copy_is_never_called_independent():
     # and a derivation the probes do show stays derived
     shown = [probe("hidden_alignment", 1e-40), *unrelated()[1:]]
     assert decide(_with_geometry(shown, 1.0, 0.996), DEFAULT_ALPHA)[0] == "derived"
+
+
+def test_the_second_look_convicts_only_within_its_share_of_alpha():
+    # the layers' alignment (body_alignment) is a second look at a pair whose embeddings do
+    # not align: a weighted Bonferroni gives it 1% of alpha, so its p must be 100x smaller
+    from verifier.probes.body_alignment import SHARE
+
+    strong = unrelated() + [probe("body_alignment", DEFAULT_ALPHA * SHARE / 10, power=None)]
+    verdict, p, reason = decide(strong, DEFAULT_ALPHA)
+    assert verdict == "derived"
+    assert p == pytest.approx(DEFAULT_ALPHA / 10)
+    assert "body_alignment" in reason and "new embeddings" in reason
+    within = unrelated() + [probe("body_alignment", DEFAULT_ALPHA / 10, power=None)]
+    verdict, p, _ = decide(within, DEFAULT_ALPHA)
+    assert verdict == "inconclusive"  # significant alone, not within its share
+    assert p == pytest.approx(DEFAULT_ALPHA / 10 / SHARE)
+
+
+def test_the_second_look_needs_no_power_and_leaves_an_unrelated_pair_independent():
+    probes = unrelated() + [probe("body_alignment", 0.4, power=None)]
+    verdict, p, reason = decide(probes, DEFAULT_ALPHA)
+    assert verdict == "independent", reason
+    # the first look's merged p, divided by its 1 - SHARE (capped at 1)
+    assert p == pytest.approx(min(1.0, harmonic_combine([0.5] * 3) / 0.99))

@@ -20,6 +20,7 @@ Probes that are not decisive (norm drift) never enter the combination.
 from __future__ import annotations
 
 from verifier.probes import DECISIVE
+from verifier.probes import body_alignment as body
 from verifier.probes import hidden_alignment as hidden
 from verifier.probes.base import ProbeResult
 from verifier.probes.rotated_copy import AGREEMENT, COPY_LEVEL, is_rotated_copy
@@ -36,7 +37,8 @@ def decide(probes: list[ProbeResult], alpha: float,
            asked: tuple[str, ...] | None = None) -> tuple[str, float | None, str]:
     """``(verdict, combined p-value, reason)``; ``asked``: the probes the run was limited to
     (None: all), so that a reason can tell a probe left out from one that could not run."""
-    decisive = [p for p in probes if p.decisive and p.p_value is not None]
+    second = [p for p in probes if p.name == body.NAME and p.p_value is not None]
+    decisive = [p for p in probes if p.decisive and p.p_value is not None and p.name != body.NAME]
     if not decisive:
         if asked is not None and not set(asked).intersection(DECISIVE):
             return "inconclusive", None, (
@@ -45,6 +47,16 @@ def decide(probes: list[ProbeResult], alpha: float,
         return "inconclusive", None, "no decisive probe could run on these two models"
     combined = harmonic_combine([p.p_value for p in decisive if p.p_value is not None])
     names = ", ".join(p.name for p in decisive)
+    if second:
+        # the second look spends a share of alpha (weighted Bonferroni): a false "derived" from
+        # either look has probability at most (1 - SHARE) alpha + SHARE alpha
+        looked = second[0].p_value or 1.0
+        combined = min(1.0, combined / (1.0 - body.SHARE), looked / body.SHARE)
+        if looked / body.SHARE < alpha:
+            return "derived", combined, (
+                f"combined p = {combined:.3g} < alpha = {alpha:g}: the embeddings do not align "
+                f"({names}), but the layers do ({body.NAME}, p = {looked:.3g}, weighted by its "
+                f"{body.SHARE:g} share of alpha): the base's layers under new embeddings")
     if combined < alpha:
         strongest = min(decisive, key=lambda p: p.p_value or 1.0)
         return "derived", combined, (

@@ -31,6 +31,7 @@ from verifier.architectures.layout import ATTN_NORM, DOWN, EMBED, GATE, UP, K, O
 from verifier.files import Hashing, records, sha256_file
 from verifier.model import Model, open_model
 from verifier.model_cache import ModelCache
+from verifier.probes import body_alignment as body
 from verifier.probes import frame_pairing as frame
 from verifier.probes import head_matching as heads
 from verifier.probes import hidden_alignment as hidden
@@ -266,6 +267,65 @@ class _Run:
         elif self.opts.probes is not None and moe.NAME in self.opts.probes:
             self.warnings.append("the candidate has no MoE layers: the MoE upcycling probe "
                                  "did not run")
+        if self.opts.wants(body.NAME) and decide(self.probes, self.opts.alpha)[0] != "derived":
+            t0 = time.perf_counter()
+            self._body(base, cand)
+            self.tick(body.NAME, t0)
+
+    def _body(self, base: Side, cand: Side) -> None:
+        """The second look (``probes.body_alignment``): the hidden alignment recovered from
+        the layers, and neuron matching through it on layer ``j`` against layer ``j`` (null
+        draws on at most ``null_layers`` layers). Its p-value is the larger of the alignment's
+        and the neurons' (both must show it: an intersection-union test)."""
+        layers = body.profile_layers(self.base, self.cand)
+        if layers is None:
+            self.warnings.append("the models differ in depth: the body alignment (a second "
+                                 "look for layers kept under new embeddings) did not run")
+            return
+        common = [j for j in sorted(cand.ffn) if j in base.ffn]
+        if not common:
+            return  # no dense FFN to match through it (said by neuron matching)
+        self.progress("aligning bodies", 0, 1)
+        profiles = body.BodyProfile.of(self.base, layers, self.compute.device).common(
+            body.BodyProfile.of(self.cand, layers, self.compute.device))
+        if not profiles[0].matrices:
+            self.warnings.append("no reader or writer of the same shape in both models: the "
+                                 "body alignment did not run")
+            return
+        if self.framed:
+            pairing: Pairing = frame.FramePairing(
+                base, cand, self.rng, self.opts.null_draws, self.opts.neuron_sample,
+                self.opts.hidden_sample, compute=self.compute, body=profiles)
+        else:
+            pairing = Pairing(base, cand, self.rng, self.opts.null_draws,
+                              self.opts.neuron_sample, compute=self.compute, body=profiles)
+        z, p_align = gaussian_tail_p(pairing.embed_stat, pairing.embed_null)
+        tested = spread(common, self.opts.null_layers)
+        local = {}
+        for k, j in enumerate(self.shards.mine(tested)):
+            self.progress("aligning bodies", k * self.shards.world, len(tested))
+            local[j] = _layer(j, j, pairing.ffn_stat(j, j), pairing.ffn_null(j, j), 1)
+        found = {j: lv for part in self.shards.gather(local) for j, lv in part.items()}
+        values = [found[j] for j in tested]
+        p_neurons = harmonic_combine([lv.p_value or 1.0 for lv in values])
+        self.progress("aligning bodies", 1, 1)
+        self.probes.append(ProbeResult(
+            name=body.NAME, statistic=pairing.embed_stat, p_value=max(p_align, p_neurons),
+            decisive=True,
+            null=(f"hidden alignment recovered from the layers' per-coordinate norm profiles, "
+                  f"after rotating the base's hidden space at random and re-aligning "
+                  f"({len(pairing.embed_null)} draws, Student-t tail of z = {z:.1f}); neuron "
+                  f"matching through it on {len(values)} layers, layer i against layer i, "
+                  "combined by the Vovk-Wang harmonic mean; p is the larger of the two "
+                  "(intersection-union), and the verdict gives it a share of alpha"),
+            layers=values,
+            details={"profile_layers": len(layers), "profile_matrices":
+                     len(profiles[0].matrices), "z": z, "alignment_p_value": p_align,
+                     "neuron_p_value": p_neurons,
+                     "identity_fraction": float(np.mean(
+                         pairing.align.perm == pairing.base_coords)),
+                     "negated_fraction": float(np.mean(pairing.align.sign < 0))},
+        ))
 
     def _experts(self, pairing: Pairing) -> None:
         """The upcycling probe on the candidate's MoE layers (null draws for at most

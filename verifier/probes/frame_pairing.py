@@ -41,9 +41,12 @@ import torch
 
 from backends.compute import Compute
 from verifier.kept_draws import KeptDraws
+from verifier.parallel import ordered_map
 from verifier.probes import head_matching as heads
 from verifier.probes import hidden_alignment as hidden
 from verifier.probes import neuron_matching as neurons
+from verifier.probes.body_alignment import BodyProfile
+from verifier.probes.body_alignment import recover as body_recover
 from verifier.probes.pairing import Pairing, Side
 from verifier.probes.rotation_null import haar_frame
 
@@ -71,7 +74,11 @@ class FramePairing(Pairing):
     def __init__(self, base: Side, cand: Side, rng: np.random.Generator, draws: int,
                  sample: int = neurons.MAX_BASE_NEURONS, width: int = DEFAULT_WIDTH,
                  same_base: FramePairing | None = None,
-                 compute: Compute | None = None) -> None:
+                 compute: Compute | None = None,
+                 body: tuple[BodyProfile, BodyProfile] | None = None) -> None:
+        """``body``: the two models' layer profiles, which then match the frame to the
+        candidate's coordinates (observed and in every null draw) instead of the embeddings
+        (``body_alignment``)."""
         self.base, self.cand = base, cand
         self.compute = compute or Compute()
         d = base.embed.shape[1]
@@ -79,19 +86,29 @@ class FramePairing(Pairing):
             self.coords = np.sort(rng.choice(d, width, replace=False))
             self.rotations = [haar_frame(d, width, rng, self.compute) for _ in range(draws)]
             # the rotated base's standardised embedding columns depend on the base alone
-            self._null_xs = [hidden.standardise(base.embed @ frame) for frame in self.rotations]
+            self._null_xs = ([] if body is not None else
+                             [hidden.standardise(base.embed @ frame) for frame in self.rotations])
         else:
             self.coords, self.rotations = same_base.coords, same_base.rotations
             self._null_xs = same_base._null_xs
         self.width = int(self.coords.size)
         ones = np.ones(self.width)
         self._select = hidden.HiddenAlignment(self.coords, ones, ones, ones)
-        ys = hidden.standardise(cand.embed)
-        xo = self._select.cols(base.embed)
-        self.align, self.embed_stat = hidden.recover(
-            hidden.standardise(xo), ys, (xo.to(torch.float32).std(dim=0), cand.embed.std(dim=0))
-        )
-        self._finish((Compute.numpy64(xs.T @ ys) for xs in self._null_xs), sample, rng)
+        if body is not None:
+            chosen = torch.zeros(d, self.width, dtype=torch.float32)
+            chosen[torch.as_tensor(self.coords), torch.arange(self.width)] = 1.0
+            self.align, self.embed_stat = body_recover(*body, chosen.to(self.compute.device))
+            self._finish(ordered_map(lambda frame: body_recover(*body, frame), self.rotations),
+                         sample, rng)
+        else:
+            ys = hidden.standardise(cand.embed)
+            xo = self._select.cols(base.embed)
+            self.align, self.embed_stat = hidden.recover(
+                hidden.standardise(xo), ys,
+                (xo.to(torch.float32).std(dim=0), cand.embed.std(dim=0)))
+            self._finish(ordered_map(hidden.recover_from_corr,
+                                     (Compute.numpy64(xs.T @ ys) for xs in self._null_xs)),
+                         sample, rng)
         # the candidate layer under null draws, hidden-major (each draw takes its own columns)
         self._major: tuple[int, neurons.FFNWeights] | None = None
         self._heads_major: tuple[int, heads.HiddenMajorCircuits] | None = None

@@ -21,6 +21,8 @@ from verifier.parallel import ordered_map
 from verifier.probes import head_matching as heads
 from verifier.probes import hidden_alignment as hidden
 from verifier.probes import neuron_matching as neurons
+from verifier.probes.body_alignment import BodyProfile
+from verifier.probes.body_alignment import recover as body_recover
 from verifier.probes.rotation_null import haar_rotation
 from verifier.readahead import READ_AHEAD
 
@@ -131,17 +133,27 @@ class Pairing:
     def __init__(self, base: Side, cand: Side, rng: np.random.Generator, draws: int,
                  sample: int = neurons.MAX_BASE_NEURONS,
                  same_base: Pairing | None = None,
-                 compute: Compute | None = None) -> None:
+                 compute: Compute | None = None,
+                 body: tuple[BodyProfile, BodyProfile] | None = None) -> None:
         """``same_base``: another pairing of the same base whose null rotations, and the
         rotated base's column norms, are reused (the power check does: its null is the same
         rotated base; a Haar draw costs a QR of ``d x d`` and its norms a ``d x d`` product)
         instead of drawing ``draws`` new ones. ``compute``: where the rotations' QR runs (the
-        sides' tensors are already on its device)."""
+        sides' tensors are already on its device). ``body``: the two models' layer profiles,
+        which then give the alignment, observed and in every null draw, instead of the
+        embeddings (``body_alignment``)."""
         self.base, self.cand = base, cand
         self.compute = compute or Compute()
         d = base.embed.shape[1]
         #: hidden coordinates the probes compare (all of the base's here)
         self.width = int(d)
+        if body is not None:
+            self.rotations = [haar_rotation(d, rng, self.compute) for _ in range(draws)]
+            self.null_norms = []
+            self.align, self.embed_stat = body_recover(*body, None)
+            self._finish(ordered_map(lambda rot: body_recover(*body, rot), self.rotations),
+                         sample, rng)
+            return
         ys = hidden.standardise(cand.embed)
         self.align, self.embed_stat = hidden.recover(
             hidden.standardise(base.embed), ys, (base.embed.std(dim=0), cand.embed.std(dim=0))
@@ -155,17 +167,20 @@ class Pairing:
             self.null_norms = [rotated.norms(rot) for rot in self.rotations]
         else:
             self.rotations, self.null_norms = same_base.rotations, same_base.null_norms
-        self._finish((Compute.numpy64(rotated(rot, norms))
-                      for rot, norms in zip(self.rotations, self.null_norms, strict=True)),
+        self._finish(ordered_map(hidden.recover_from_corr,
+                                 (Compute.numpy64(rotated(rot, norms))
+                                  for rot, norms in zip(self.rotations, self.null_norms,
+                                                        strict=True))),
                      sample, rng)
 
-    def _finish(self, corrs: Iterator[np.ndarray], sample: int,
+    def _finish(self, solved: Iterator[tuple[hidden.HiddenAlignment, float]], sample: int,
                 rng: np.random.Generator) -> None:
-        """Solve the null draws' alignments from their correlation matrices (side by side in
-        threads, kept in draw order), then fix the seed of the sampled neurons and heads."""
+        """Keep the null draws' alignments (``solved``: in draw order, each typically solved
+        in a thread while the next is computed), then fix the seed of the sampled neurons and
+        heads."""
         self.null_aligns: list[hidden.HiddenAlignment] = []
         self.embed_null: list[float] = []
-        for align, stat in ordered_map(hidden.recover_from_corr, corrs):
+        for align, stat in solved:
             self.null_aligns.append(align)
             self.embed_null.append(stat)
         self.sample = sample

@@ -448,6 +448,25 @@ def rotate(parent: State, child: ModelSpec) -> State:
     return state
 
 
+@register("transplant")
+def transplant(parent: State, child: ModelSpec) -> State:
+    """The body kept under new embeddings, as in a tokenizer transplant: the hidden coordinates
+    permuted and negated at random (``permute`` and ``rescale``'s sign flips), every head and
+    neuron permuted, then the token embedding and the LM head replaced by fresh Gaussian
+    matrices of the same scale. Nothing of the base is left in the embeddings; the layers are
+    the base's up to free changes (``verifier.probes.body_alignment``). Training afterwards
+    (``steps``) learns the new embeddings and moves the body."""
+    state = permute(parent, child)
+    # a stream of its own: ``permute`` drew from ``_generator(child)`` already
+    gen = torch.Generator().manual_seed(child.seed + 1_000_003)
+    _flip_hidden(state, torch.where(torch.rand(child.hidden, generator=gen) < 0.5, -1.0, 1.0))
+    for key in ("model.embed_tokens.weight", "lm_head.weight"):
+        if key in state:
+            t = state[key]
+            state[key] = torch.randn(t.shape, generator=gen) * float(t.std())
+    return state
+
+
 # --- depth: prune and duplicate ---------------------------------------------------------------
 
 

@@ -59,6 +59,9 @@ LINEAGE: dict[str, ModelSpec] = {
     # the residual stream turned by a random rotation, norm gains folded (QuaRot / SpinQuant):
     # the same function, which no probe undoes (``ROTATED_PAIRS``)
     "llama_rotated": _child("rotate", steps=0, seed=18),
+    # the body kept (hidden space, heads and neurons permuted, signs flipped) under new random
+    # embeddings, then trained: a tokenizer transplant (``TRANSPLANTED_PAIRS``)
+    "llama_transplant": _child("transplant", steps=_SHORT, seed=19),
     # independent: same recipe, another seed and another depth
     "llama_6layer_seed8": ModelSpec(family="llama", num_layers=6, seed=8),
 }
@@ -161,6 +164,11 @@ PAIRS: list[Pair] = [
 #: probe, and the rotation null cannot tell it from independent training. The verdict owed is
 #: "inconclusive" with the reason, never "independent" (``verifier.probes.rotated_copy``).
 ROTATED_PAIRS: list[Pair] = [_pair("rotated_copy", "llama_rotated")]
+
+#: derived pairs whose embeddings share nothing: only the second look, the alignment recovered
+#: from the layers (``verifier.probes.body_alignment``), shows them derived; the layer map stays
+#: the embedding route's (empty), so they are kept apart from ``PAIRS``
+TRANSPLANTED_PAIRS: list[Pair] = [_pair("transplanted_body", "llama_transplant")]
 
 
 @dataclass(frozen=True)

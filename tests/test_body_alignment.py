@@ -1,0 +1,89 @@
+"""The second look (``verifier.probes.body_alignment``): the hidden alignment recovered from
+the layers, for a body kept under new embeddings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from verifier.probes import body_alignment as body
+from verifier.probes.body_alignment import BodyProfile, Matrix
+from verifier.probes.rotation_null import haar_rotation
+from verifier.verify import VerifyOptions, verify
+from verifier.zoo.pairs import TRANSPLANTED_PAIRS
+
+OPTS = VerifyOptions(digest=False)
+
+
+def _profile(gen: torch.Generator, d: int = 48, layers: int = 4) -> BodyProfile:
+    """Layers with a privileged basis (per-coordinate gains, as trained models have)."""
+    mats = []
+    for i in range(layers):
+        gain = torch.rand(d, generator=gen) * 2 + 0.2
+        for role, rows in (("q", 64), ("gate", 96), ("up", 96)):
+            mats.append(Matrix(f"{i}.{role}", torch.randn(rows, d, generator=gen) * gain,
+                               signed=role == "gate"))
+        mats.append(Matrix(f"{i}.down", torch.randn(96, d, generator=gen) * gain.flip(0)))
+    return BodyProfile(mats)
+
+
+def _disguised(p: BodyProfile, perm: torch.Tensor, sign: torch.Tensor,
+               gen: torch.Generator) -> BodyProfile:
+    """What a vendor does for free: hidden coordinates permuted and negated, rows (neurons,
+    head dimensions) permuted, and an up row negated with its down column."""
+    out = []
+    for m in p.matrices:
+        w = (m.w * sign)[:, perm]
+        rows = torch.randperm(w.shape[0], generator=gen)
+        if m.key.endswith("up"):
+            w = w * torch.where(torch.rand(w.shape[0], 1, generator=gen) < 0.5, -1.0, 1.0)
+        out.append(Matrix(m.key, w[rows], signed=m.signed))
+    return BodyProfile(out)
+
+
+def test_recovers_the_signed_permutation_through_row_permutations_and_sign_flips():
+    gen = torch.Generator().manual_seed(0)
+    base = _profile(gen)
+    d = base.dim
+    perm = torch.randperm(d, generator=gen)  # candidate column c holds base column perm[c]
+    sign = torch.where(torch.rand(d, generator=gen) < 0.5, -1.0, 1.0)
+    cand = _disguised(base, perm, sign, gen)
+    align, stat = body.recover(base, cand, None)
+    assert stat == pytest.approx(1.0, abs=1e-5)
+    where = torch.argsort(perm).numpy()  # base column i sits at candidate column where[i]
+    assert np.array_equal(align.perm, where)
+    assert np.array_equal(align.sign, sign.numpy())
+
+
+def test_a_rotated_base_aligns_no_better_than_an_unrelated_model():
+    gen = torch.Generator().manual_seed(1)
+    base, other = _profile(gen), _profile(gen)
+    rng = np.random.default_rng(0)
+    null = [body.recover(base, other, haar_rotation(base.dim, rng))[1] for _ in range(8)]
+    _, unrelated = body.recover(base, other, None)
+    _, copy = body.recover(base, base, None)
+    assert copy > 0.99
+    assert max(null) < 0.8 and unrelated < 0.8
+
+
+@pytest.mark.parametrize("pair", TRANSPLANTED_PAIRS, ids=[p.name for p in TRANSPLANTED_PAIRS])
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_a_body_under_new_embeddings_is_derived_by_the_second_look(pair, direction, zoo):
+    # embeddings replaced by random ones, hidden space permuted and negated, then trained: the
+    # embedding route sees nothing (it called this pair independent), the layers still align
+    base, cand = zoo[pair.base], zoo[pair.candidate]
+    report = verify(base, cand, OPTS) if direction == "forward" else verify(cand, base, OPTS)
+    assert report.verdict == "derived", report.reason
+    by_name = {p.name: p for p in report.probes}
+    assert by_name["hidden_alignment"].p_value > 1e-3  # the first look found nothing
+    assert by_name["body_alignment"].p_value < report.alpha * body.SHARE
+    assert "new embeddings" in report.reason
+
+
+def test_the_second_look_is_skipped_for_derived_pairs_and_said_for_other_depths(zoo):
+    derived = verify(zoo["llama"], zoo["llama_ft_code"], OPTS)
+    assert "body_alignment" not in {p.name for p in derived.probes}
+    other_depth = verify(zoo["llama"], zoo["llama_6layer_seed8"], OPTS)
+    assert "body_alignment" not in {p.name for p in other_depth.probes}
+    assert any("body alignment" in w and "depth" in w for w in other_depth.warnings)
