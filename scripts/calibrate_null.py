@@ -3,7 +3,8 @@
 Trains ``--models`` small Llama-style models (4 layers, hidden 32, 80 AdamW steps) with distinct
 seeds, alternating corpus domains, then for every pair computes the selection-free p-values of
 each probe (embedding alignment; neuron and head matching of layer i against layer i, no search
-over layers), and the full `verify` verdict. Prints Kolmogorov-Smirnov statistics against the
+over layers), and the full `verify` verdict with its second look's p-value (``body_alignment``,
+which runs on every pair the embeddings do not convict). Prints Kolmogorov-Smirnov statistics against the
 uniform distribution, a 10-bin histogram per probe, and the false-positive count at the default
 alpha. ``--hidden-sample M`` calibrates the frame path instead (M of the 32 hidden directions,
 ``probes.frame_pairing``). Usage: ``python scripts/calibrate_null.py [--models 12] [--root DIR]
@@ -54,7 +55,8 @@ def main() -> None:
         folders = [zoo[f"m{i}"] for i in range(args.models)]
         print(f"trained {args.models} models in {time.perf_counter() - t0:.1f} s")
         pvals: dict[str, list[float]] = {"hidden_alignment": [], "neuron_matching (per layer)": [],
-                                         "head_matching (per layer)": [], "combined (verify)": []}
+                                         "head_matching (per layer)": [], "combined (verify)": [],
+                                         "body_alignment (verify)": []}
         false_positive = 0
         rng = np.random.default_rng(0)
         t0 = time.perf_counter()
@@ -76,6 +78,10 @@ def main() -> None:
             report = verify(a, b, opts)
             assert not m or report.options["hidden_directions"] == m
             pvals["combined (verify)"].append(report.p_value or 1.0)
+            # the second look runs where the embeddings did not convict (all pairs here)
+            looked = [p.p_value for p in report.probes if p.name == "body_alignment"]
+            if looked and looked[0] is not None:
+                pvals["body_alignment (verify)"].append(looked[0])
             false_positive += report.verdict == "derived"
         pairs = args.models * (args.models - 1) // 2
         print(f"{pairs} independent pairs in {time.perf_counter() - t0:.1f} s; "
@@ -83,6 +89,8 @@ def main() -> None:
         print(f"{'probe':<30}{'n':>5}{'KS D':>8}{'KS p':>9}  histogram of p (10 bins)")
         for name, ps in pvals.items():
             arr = np.asarray(ps)
+            if not arr.size:
+                continue
             ks = stats.kstest(arr, "uniform")
             hist = np.histogram(arr, bins=10, range=(0, 1))[0]
             print(f"{name:<30}{arr.size:>5}{ks.statistic:>8.3f}{ks.pvalue:>9.3f}  "
@@ -90,6 +98,8 @@ def main() -> None:
         print("\nfraction below level:  " + "  ".join(
             f"{lvl}: " + "/".join(f"{np.mean(np.asarray(ps) < lvl):.3f}" for ps in pvals.values())
             for lvl in (0.01, 0.05, 0.1)))
+        smallest = {name: f"{min(ps):.2g}" for name, ps in pvals.items() if ps}
+        print(f"smallest p: {smallest}")
 
 
 if __name__ == "__main__":

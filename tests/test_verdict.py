@@ -139,7 +139,8 @@ def test_the_second_look_convicts_only_within_its_share_of_alpha():
     verdict, p, reason = decide(strong, DEFAULT_ALPHA)
     assert verdict == "derived"
     assert p == pytest.approx(DEFAULT_ALPHA / 10)
-    assert "body_alignment" in reason and "new embeddings" in reason
+    assert "body_alignment" in reason
+    assert "new embeddings" in reason
     within = unrelated() + [probe("body_alignment", DEFAULT_ALPHA / 10, power=None)]
     verdict, p, _ = decide(within, DEFAULT_ALPHA)
     assert verdict == "inconclusive"  # significant alone, not within its share

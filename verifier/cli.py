@@ -185,8 +185,8 @@ def verify(
     probes: Annotated[
         str | None,
         typer.Option("--probes", help="Comma-separated subset: hidden_alignment, "
-                     "neuron_matching, head_matching, norm_drift, moe_upcycling (short: "
-                     "embeddings, neurons, heads, drift, moe)."),
+                     "neuron_matching, head_matching, norm_drift, moe_upcycling, body_alignment "
+                     "(short: embeddings, neurons, heads, drift, moe, body)."),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", min=0, max=2**64 - 1,
                                       help="Seed of the null draws.")] = 0,
