@@ -366,8 +366,9 @@ def test_a_frame_of_half_the_hidden_space_reaches_the_same_verdicts(zoo, pair, r
     assert exact.options["hidden_directions"] == 64
     assert framed.verdict == exact.verdict == pair.truth
     assert [e.base_layer for e in framed.layer_map] == [e.base_layer for e in exact.layer_map]
+    # the second look (body_alignment) carries no power check: it never vouches for independence
     assert all(p.power_p_value is not None and p.power_p_value < framed.alpha
-               for p in framed.probes if p.decisive)
+               for p in framed.probes if p.decisive and p.name != "body_alignment")
     embed = next(p for p in framed.probes if p.name == "hidden_alignment")
     assert embed.details["hidden_coordinates"] == 32
 
