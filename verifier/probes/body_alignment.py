@@ -83,6 +83,14 @@ class BodyProfile:
         self.matrices = matrices
         self.keys = [m.key for m in matrices]
         self.dim = int(matrices[0].w.shape[1]) if matrices else 0
+        #: ``_features`` of the matrices as they are (the candidate's: the same in every draw)
+        self._own: torch.Tensor | None = None
+
+    def features(self) -> torch.Tensor:
+        """``_features`` of the unturned matrices, computed once."""
+        if self._own is None:
+            self._own = _features(self.views(None))
+        return self._own
 
     @classmethod
     def of(cls, model: Model, layers: list[int], device: torch.device | None = None,
@@ -183,7 +191,8 @@ def recover(base: BodyProfile, cand: BodyProfile, frame: torch.Tensor | None,
     base seen through ``d x m`` orthonormal directions, e.g. a rotation; None: its own
     coordinates), and the mean matched profile correlation."""
     bv, cv = base.views(frame), cand.views(None)
-    corr = (_features(bv).T @ _features(cv)).to("cpu", torch.float64).numpy()
+    fb = _features(bv) if frame is not None else base.features()
+    corr = (fb.T @ cand.features()).to("cpu", torch.float64).numpy()
     require_finite(corr, "the body alignment's profile correlations")
     rows, cols = max_assignment(corr)
     m = corr.shape[0]
