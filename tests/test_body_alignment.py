@@ -88,3 +88,52 @@ def test_the_second_look_is_skipped_for_derived_pairs_and_said_for_other_depths(
     other_depth = verify(zoo["llama"], zoo["llama_6layer_seed8"], OPTS)
     assert "body_alignment" not in {p.name for p in other_depth.probes}
     assert any("body alignment" in w and "depth" in w for w in other_depth.warnings)
+
+
+def test_an_unrelated_pair_skips_neuron_matching_through_the_layers_alignment(zoo):
+    # where the alignment's p alone keeps the second look from moving the verdict, its neuron
+    # matching (as costly as the first look's) does not run, and p is the alignment's
+    report = verify(zoo["llama"], zoo["llama_seed2"], OPTS)
+    second = {p.name: p for p in report.probes}["body_alignment"]
+    assert report.verdict == "independent", report.reason
+    assert second.details["neuron_p_value"] is None
+    assert second.layers == []
+    assert second.p_value == second.details["alignment_p_value"]
+    assert "skipped" in second.null
+
+
+def test_a_row_sample_of_each_matrix_still_finds_the_transplant(zoo, monkeypatch):
+    # wide models hold at most SAMPLE_ELEMENTS of each model's rows; here a budget that leaves
+    # 16 rows of each matrix, on the narrow test models
+    monkeypatch.setattr(body, "MIN_ROWS", 8)
+    monkeypatch.setattr(body, "SAMPLE_ELEMENTS", 64 * 7 * 8 * 16)
+    report = verify(zoo["llama"], zoo["llama_transplant"], OPTS)
+    second = {p.name: p for p in report.probes}["body_alignment"]
+    assert second.details["profile_rows"] == 16
+    assert report.verdict == "derived", report.reason
+    assert second.details["neuron_p_value"] is not None
+
+
+@pytest.mark.parametrize(("hidden", "depth", "layers"), [(64, 8, 8), (4096, 32, 8),
+                                                         (8192, 80, 4), (16384, 126, 2)])
+def test_the_plan_keeps_each_models_sample_within_its_budget(hidden, depth, layers):
+    plan = body.plan_for(depth, hidden, 7)
+    assert len(plan.layers) == layers
+    assert plan.layers[0] == 0
+    assert plan.layers[-1] == depth - 1
+    assert plan.rows >= body.MIN_ROWS
+    # at least two layers are always read, even where MIN_ROWS of each overshoots the budget
+    assert plan.rows * hidden * 7 * len(plan.layers) <= body.SAMPLE_ELEMENTS or layers == 2
+
+
+@pytest.mark.parametrize("writer", [False, True])
+def test_the_candidates_norms_are_read_in_chunks_on_one_scale(writer, monkeypatch):
+    # exact column norms of the whole stored matrix, never held whole in float32, and no
+    # overflow where bf16 values square beyond float32's range
+    monkeypatch.setattr(body, "CHUNK_ROWS", 7)
+    gen = torch.Generator().manual_seed(3)
+    w = (torch.randn(40, 24, generator=gen) * 1e25).to(torch.bfloat16)
+    got = body._log_column_norms(w, writer, None)
+    want = w.double().norm(dim=1 if writer else 0).log()
+    assert torch.isfinite(got).all()
+    assert torch.allclose(got.double(), want, atol=1e-5)

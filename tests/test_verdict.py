@@ -153,3 +153,20 @@ def test_the_second_look_needs_no_power_and_leaves_an_unrelated_pair_independent
     assert verdict == "independent", reason
     # the first look's merged p, divided by its 1 - SHARE (capped at 1)
     assert p == pytest.approx(min(1.0, harmonic_combine([0.5] * 3) / 0.99))
+
+
+@pytest.mark.parametrize("alpha", [DEFAULT_ALPHA, 1e-3, 0.05])
+def test_a_second_look_that_cannot_matter_leaves_the_verdict_as_without_it(alpha):
+    # verify skips neuron matching through the body alignment where the alignment's p alone
+    # cannot move the verdict: that is only sound if second_look_matters says so exactly
+    from verifier.probes.body_alignment import SHARE
+    from verifier.verdict import second_look_matters
+
+    edge = SHARE * max(alpha, INDEPENDENT_P)
+    first = decide(unrelated(), alpha)[0]
+    for p in (edge, edge * 1.01, 0.3):
+        assert not second_look_matters(p, alpha)
+        assert decide(unrelated() + [probe("body_alignment", p, power=None)], alpha)[0] == first
+    below = edge * 0.99
+    assert second_look_matters(below, alpha)
+    assert decide(unrelated() + [probe("body_alignment", below, power=None)], alpha)[0] != first

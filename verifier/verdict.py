@@ -96,4 +96,11 @@ def decide(probes: list[ProbeResult], alpha: float,
     )
 
 
-__all__ = ["DEFAULT_ALPHA", "INDEPENDENT_P", "REQUIRED", "decide"]
+def second_look_matters(p_value: float, alpha: float) -> bool:
+    """Whether a second-look p-value this small could change ``decide``'s verdict: weighted by
+    its share, below alpha (derived) or below ``INDEPENDENT_P`` (weak evidence, not
+    independent). Above that, it can only change the combined p-value's digits."""
+    return p_value / body.SHARE < max(alpha, INDEPENDENT_P)
+
+
+__all__ = ["DEFAULT_ALPHA", "INDEPENDENT_P", "REQUIRED", "decide", "second_look_matters"]

@@ -44,7 +44,7 @@ from verifier.probes.layer_alignment import MIN_Z, align_layers
 from verifier.probes.pairing import LazyLayers, Pairing, Side, expect, fake_derivative
 from verifier.report import Environment, LayerMapEntry, ModelInfo, Models, MoESection, Report
 from verifier.stats import gaussian_tail_p, harmonic_combine
-from verifier.verdict import DEFAULT_ALPHA, decide
+from verifier.verdict import DEFAULT_ALPHA, decide, second_look_matters
 
 Progress = Callable[[str, int, int], None]
 #: all-pairs layer search when its matmuls cost at most this (about 30 s of one CPU core)
@@ -277,8 +277,8 @@ class _Run:
         the layers, and neuron matching through it on layer ``j`` against layer ``j`` (null
         draws on at most ``null_layers`` layers). Its p-value is the larger of the alignment's
         and the neurons' (both must show it: an intersection-union test)."""
-        layers = body.profile_layers(self.base, self.cand)
-        if layers is None:
+        reads = body.plan(self.base, self.cand)
+        if reads is None:
             self.warnings.append("the models differ in depth: the body alignment (a second "
                                  "look for layers kept under new embeddings) did not run")
             return
@@ -286,8 +286,8 @@ class _Run:
         if not common:
             return  # no dense FFN to match through it (said by neuron matching)
         self.progress("aligning bodies", 0, 1)
-        profiles = body.BodyProfile.of(self.base, layers, self.compute.device).common(
-            body.BodyProfile.of(self.cand, layers, self.compute.device))
+        profiles = body.BodyProfile.of(self.base, reads, self.compute.device).common(
+            body.BodyProfile.of(self.cand, reads, self.compute.device, norms=True))
         if not profiles[0].matrices:
             self.warnings.append("no reader or writer of the same shape in both models: the "
                                  "body alignment did not run")
@@ -300,28 +300,37 @@ class _Run:
             pairing = Pairing(base, cand, self.rng, self.opts.null_draws,
                               self.opts.neuron_sample, compute=self.compute, body=profiles)
         z, p_align = gaussian_tail_p(pairing.embed_stat, pairing.embed_null)
-        tested = spread(common, self.opts.null_layers)
+        # the alignment's p alone is a valid p-value, and the intersection-union p is never
+        # below it: where even it cannot move the verdict, neuron matching through it (as
+        # costly as the first look's) is skipped and p is the alignment's
+        tested = (spread(common, self.opts.null_layers)
+                  if second_look_matters(p_align, self.opts.alpha) else [])
         local = {}
         for k, j in enumerate(self.shards.mine(tested)):
             self.progress("aligning bodies", k * self.shards.world, len(tested))
             local[j] = _layer(j, j, pairing.ffn_stat(j, j), pairing.ffn_null(j, j), 1)
         found = {j: lv for part in self.shards.gather(local) for j, lv in part.items()}
         values = [found[j] for j in tested]
-        p_neurons = harmonic_combine([lv.p_value or 1.0 for lv in values])
+        p_neurons = harmonic_combine([lv.p_value or 1.0 for lv in values]) if values else None
         self.progress("aligning bodies", 1, 1)
+        through = (f"neuron matching through it on {len(values)} layers, layer i against layer "
+                   "i, combined by the Vovk-Wang harmonic mean; p is the larger of the two "
+                   "(intersection-union)" if values else
+                   "neuron matching through it skipped, since the alignment's p alone keeps "
+                   "this look from moving the verdict; p is the alignment's")
         self.probes.append(ProbeResult(
-            name=body.NAME, statistic=pairing.embed_stat, p_value=max(p_align, p_neurons),
+            name=body.NAME, statistic=pairing.embed_stat,
+            p_value=max(p_align, p_neurons if p_neurons is not None else 0.0),
             decisive=True,
-            null=(f"hidden alignment recovered from the layers' per-coordinate norm profiles, "
+            null=(f"hidden alignment recovered from the layers' per-coordinate norm profiles "
+                  f"({len(reads.layers)} layers, at most {reads.rows} rows of each matrix), "
                   f"after rotating the base's hidden space at random and re-aligning "
-                  f"({len(pairing.embed_null)} draws, Student-t tail of z = {z:.1f}); neuron "
-                  f"matching through it on {len(values)} layers, layer i against layer i, "
-                  "combined by the Vovk-Wang harmonic mean; p is the larger of the two "
-                  "(intersection-union), and the verdict gives it a share of alpha"),
+                  f"({len(pairing.embed_null)} draws, Student-t tail of z = {z:.1f}); "
+                  f"{through}; the verdict gives it a share of alpha"),
             layers=values,
-            details={"profile_layers": len(layers), "profile_matrices":
-                     len(profiles[0].matrices), "z": z, "alignment_p_value": p_align,
-                     "neuron_p_value": p_neurons,
+            details={"profile_layers": len(reads.layers), "profile_rows": reads.rows,
+                     "profile_matrices": len(profiles[0].matrices), "z": z,
+                     "alignment_p_value": p_align, "neuron_p_value": p_neurons,
                      "identity_fraction": float(np.mean(
                          pairing.align.perm == pairing.base_coords)),
                      "negated_fraction": float(np.mean(pairing.align.sign < 0))},

@@ -21,6 +21,11 @@ hold the base's hidden coordinates, so this probe recovers the signed permutatio
   column sums, which flip with it and with nothing else the vendor may do (a gate row cannot be
   negated through SiLU), fix it.
 
+What it holds (``plan``): a sample of evenly spread rows of each matrix, within
+``SAMPLE_ELEMENTS`` per model, since every null draw turns the base's. The base's profile is
+read from its sample, observed and in the draws alike; the candidate's, which no draw turns,
+from the column norms of its whole matrices.
+
 Statistic: the mean matched profile correlation. Null: the rotation null of the other probes
 (``rotation_null``): the base's hidden space turned at random (its readers ``W R``, writers
 ``R^T W``), the alignment recovered again, and every statistic computed again. The pairing built
@@ -35,6 +40,7 @@ independence.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,15 +52,19 @@ from verifier.probes.assignment import max_assignment, require_finite
 from verifier.probes.base import spread
 from verifier.probes.head_matching import POST_NORM
 from verifier.probes.hidden_alignment import HiddenAlignment
-from verifier.probes.magnitude import unit_magnitude
+from verifier.probes.magnitude import magnitude_shift, times_power_of_two, unit_magnitude
 
 NAME = "body_alignment"
 #: layers read for the profile, spread over the depth: 7 features each
 PROFILE_LAYERS = 8
-#: float32 elements a model's profile may hold (1 GiB): wide models get fewer layers (at
-#: least ``MIN_LAYERS``), since every null draw turns each profile matrix onto its frame
-PROFILE_ELEMENTS = 2**28
+#: float32 elements of each model's row sample (128 MiB): every null draw turns the base's
+#: onto its frame, so this bounds both the memory and the draws' cost (``plan``)
+SAMPLE_ELEMENTS = 2**25
+#: rows (neurons, head dimensions) kept per matrix at least; wider models read fewer layers
+MIN_ROWS = 128
 MIN_LAYERS = 2
+#: rows of a stored matrix converted to float32 at a time, for the candidate's exact norms
+CHUNK_ROWS = 1024
 #: share of the verdict's alpha this second look spends (weighted Bonferroni: the other probes'
 #: merged p-value is divided by ``1 - SHARE``, this probe's by ``SHARE``)
 SHARE = 0.01
@@ -68,52 +78,69 @@ WRITERS = (O, DOWN)
 @dataclass
 class Matrix:
     """One profile matrix, hidden coordinates as columns (writers transposed), float32, with its
-    norm gain folded in."""
+    norm gain folded in: a sample of its rows (all where they fit ``plan``'s budget)."""
 
     key: str
     w: torch.Tensor
     #: a gate (or an ungated FFN's up): its column sums fix the global sign
     signed: bool = False
+    #: log norms of the whole matrix's columns (gain folded in), where they were read
+    log_norm: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the profile reads: ``layers`` spread over the depth, at most ``rows`` rows of each
+    matrix."""
+
+    layers: list[int]
+    rows: int
 
 
 class BodyProfile:
-    """A model's profile matrices: ``Matrix`` per (layer, role) of ``layers``."""
+    """A model's profile matrices: ``Matrix`` per (layer, role) of the plan's layers."""
 
     def __init__(self, matrices: list[Matrix]) -> None:
         self.matrices = matrices
         self.keys = [m.key for m in matrices]
         self.dim = int(matrices[0].w.shape[1]) if matrices else 0
-        #: ``_features`` of the matrices as they are (the candidate's: the same in every draw)
+        #: ``features`` of the matrices as they are (the candidate's: the same in every draw)
         self._own: torch.Tensor | None = None
 
     def features(self) -> torch.Tensor:
-        """``_features`` of the unturned matrices, computed once."""
+        """The unturned profile, computed once: from the whole matrices' column norms where
+        they were read (``of(..., norms=True)``, the candidate's), else from the held rows (the
+        base's, which the null draws turn and so must read the same way)."""
         if self._own is None:
-            self._own = _features(self.views(None))
+            if self.matrices and all(m.log_norm is not None for m in self.matrices):
+                self._own = _standardise(torch.stack([m.log_norm for m in self.matrices
+                                                      if m.log_norm is not None]))
+            else:
+                self._own = _features(self.views(None))
         return self._own
 
     @classmethod
-    def of(cls, model: Model, layers: list[int], device: torch.device | None = None,
-           ) -> BodyProfile:
+    def of(cls, model: Model, plan: Plan, device: torch.device | None = None,
+           norms: bool = False) -> BodyProfile:
+        """The profile of ``model``; ``norms``: also read the whole matrices' column norms (a
+        pass over each, ``CHUNK_ROWS`` rows at a time)."""
         out: list[Matrix] = []
         fold = model.layout.family not in POST_NORM
-        for i in layers:
+        for i in plan.layers:
             roles = model.layout.layers[i].roles
             for norm, readers in READERS:
-                gain = (unit_magnitude(model.load(roles[norm]).to(torch.float32))
+                gain = (unit_magnitude(model.load(roles[norm]).to(device, torch.float32))
                         if fold and norm in roles else None)
                 gated = GATE in roles
                 for r in readers:
-                    if r not in roles:
-                        continue
-                    w = unit_magnitude(model.load(roles[r]).to(device, torch.float32))
-                    if gain is not None and gain.shape[0] == w.shape[1]:
-                        w = w * gain.to(w.device)
-                    out.append(Matrix(f"{i}.{r}", w, signed=r == GATE or (r == UP and not gated)))
+                    if r in roles:
+                        out.append(_matrix(f"{i}.{r}", model.load(roles[r]), False, plan.rows,
+                                           gain, norms, device,
+                                           signed=r == GATE or (r == UP and not gated)))
             for r in WRITERS:
                 if r in roles:
-                    w = unit_magnitude(model.load(roles[r]).to(device, torch.float32))
-                    out.append(Matrix(f"{i}.{r}", w.T))
+                    out.append(_matrix(f"{i}.{r}", model.load(roles[r]), True, plan.rows, None,
+                                       norms, device))
         return cls(out)
 
     def common(self, other: BodyProfile) -> tuple[BodyProfile, BodyProfile]:
@@ -129,28 +156,88 @@ class BodyProfile:
         return [m.w if frame is None else m.w @ frame for m in self.matrices]
 
 
-def profile_layers(base: Model, cand: Model) -> list[int] | None:
-    """The layers the profile reads (``PROFILE_LAYERS`` spread over the depth, fewer where
-    they would hold more than ``PROFILE_ELEMENTS``), or None when the depths differ."""
+def _matrix(key: str, stored: torch.Tensor, writer: bool, rows: int,
+            gain: torch.Tensor | None, norms: bool, device: torch.device | None,
+            signed: bool = False) -> Matrix:
+    """A profile matrix from the stored one (``writer``: hidden coordinates are its rows):
+    ``rows`` of its rows, evenly spread, in float32 with ``gain`` folded in where it fits, and
+    with ``norms`` the log norms of all its columns."""
+    n = stored.shape[1 if writer else 0]
+    keep = (torch.linspace(0, n - 1, rows).round().long().unique() if n > rows else None)
+    if writer:
+        part = stored if keep is None else stored.index_select(1, keep)
+        w = unit_magnitude(part.to(device, torch.float32)).T
+    else:
+        part = stored if keep is None else stored.index_select(0, keep)
+        w = unit_magnitude(part.to(device, torch.float32))
+    fold = gain is not None and gain.shape[0] == w.shape[1]
+    if fold:
+        w = w * gain
+    log_norm = None
+    if norms:
+        log_norm = _log_column_norms(stored, writer, device)
+        if fold:
+            log_norm = log_norm + gain.abs().clamp_min(1e-30).log()
+    return Matrix(key, w, signed=signed, log_norm=log_norm)
+
+
+def _log_column_norms(stored: torch.Tensor, writer: bool,
+                      device: torch.device | None) -> torch.Tensor:
+    """Log norms of the hidden coordinates' slices of ``stored`` (columns of a reader, rows of a
+    writer), ``CHUNK_ROWS`` stored rows at a time, so that a wide matrix is never held whole in
+    float32; summed on one power-of-two scale, so that no square overflows."""
+    shift = magnitude_shift(stored)
+    d = stored.shape[0 if writer else 1]
+    acc = torch.zeros(d, dtype=torch.float32, device=device)
+    for s in range(0, stored.shape[0], CHUNK_ROWS):
+        c = stored[s:s + CHUNK_ROWS].to(device, torch.float32)
+        if shift:
+            c = times_power_of_two(c, -shift)
+        if writer:
+            acc[s:s + c.shape[0]] = c.square().sum(dim=1)
+        else:
+            acc += c.square().sum(dim=0)
+    # the shift back as a logarithm: log norms of any magnitude, exactly
+    return 0.5 * acc.clamp_min(1e-60).log() + shift * math.log(2.0)
+
+
+def plan(base: Model, cand: Model) -> Plan | None:
+    """The layers and rows the profile reads (``plan_for``), or None when the depths differ."""
     n = base.layout.num_layers
     if n != cand.layout.num_layers or n == 0:
         return None
-    sizes = {t.name: t.numel for t in base.reader.tensors()}
-    per_layer = max(max(sum(sizes.get(ref.tensor, 0) for r, ref in layer.roles.items()
-                            if r in (Q, K, V, O, GATE, UP, DOWN))
-                        for layer in base.layout.layers), 1)
-    count = min(PROFILE_LAYERS, max(MIN_LAYERS, PROFILE_ELEMENTS // per_layer))
-    return spread(list(range(n)), count)
+    matrices = max(sum(r in layer.roles for r in (Q, K, V, O, GATE, UP, DOWN))
+                   for layer in base.layout.layers)
+    return plan_for(n, base.layout.hidden_size, matrices)
 
 
-def _features(views: list[torch.Tensor]) -> torch.Tensor:
-    """``[features, m]``: log column norms, each feature centred and scaled over the columns,
-    then each column (a coordinate's profile) centred and scaled over the features."""
-    f = torch.stack([v.norm(dim=0).clamp_min(1e-30).log() for v in views])
+def plan_for(depth: int, hidden: int, matrices: int) -> Plan:
+    """``PROFILE_LAYERS`` layers spread over ``depth``, each of its ``matrices`` profile matrices
+    sampled to the rows that keep the whole within ``SAMPLE_ELEMENTS``; where that would leave
+    fewer than ``MIN_ROWS`` rows, fewer layers (at least ``MIN_LAYERS``). More layers give more
+    features per coordinate; more rows make each feature of the base (read from the sample in
+    the null draws too) less noisy."""
+    per_row = max(hidden, 1) * max(matrices, 1)
+    count = min(PROFILE_LAYERS, depth)
+    rows = SAMPLE_ELEMENTS // (per_row * count)
+    if rows < MIN_ROWS:
+        count = min(depth, max(MIN_LAYERS, SAMPLE_ELEMENTS // (per_row * MIN_ROWS)))
+        rows = max(MIN_ROWS, SAMPLE_ELEMENTS // (per_row * count))
+    return Plan(spread(list(range(depth)), count), int(rows))
+
+
+def _standardise(f: torch.Tensor) -> torch.Tensor:
+    """``[features, m]`` log norms: each feature centred and scaled over the columns, then each
+    column (a coordinate's profile) centred and scaled over the features."""
     f = f - f.mean(dim=1, keepdim=True)
     f = f / f.std(dim=1, keepdim=True).clamp_min(1e-12)
     f = f - f.mean(dim=0, keepdim=True)
     return f / f.norm(dim=0, keepdim=True).clamp_min(1e-12)
+
+
+def _features(views: list[torch.Tensor]) -> torch.Tensor:
+    """``_standardise`` of the views' log column norms."""
+    return _standardise(torch.stack([v.norm(dim=0).clamp_min(1e-30).log() for v in views]))
 
 
 def _signs(bv: list[torch.Tensor], cv: list[torch.Tensor], signed: list[bool],
