@@ -32,9 +32,12 @@ def statuses() -> list[BackendStatus]:
 
 
 def select(name: str = "auto") -> tuple[Backend, BackendStatus]:
-    """The backend named (or the first available for "auto"); an absent one is an error."""
-    if name == "auto":
-        name = os.environ.get(ENV_OVERRIDE, "auto")
+    """The backend named (or the first available for "auto"); an absent one is an error. "auto"
+    takes ``LINEAGE_BACKEND`` where it is set, and an error then names that variable."""
+    said = f"backend {name!r}"
+    if name == "auto" and os.environ.get(ENV_OVERRIDE, "auto") != "auto":
+        name = os.environ[ENV_OVERRIDE]
+        said = f"backend {name!r} (from {ENV_OVERRIDE})"
     if name == "auto":
         for backend in BACKENDS.values():
             if not backend.auto:
@@ -45,10 +48,10 @@ def select(name: str = "auto") -> tuple[Backend, BackendStatus]:
     backend = BACKENDS.get(name)
     if backend is None:
         raise UnknownBackendError(
-            f"unknown backend {name!r} (choose from auto, {', '.join(BACKENDS)})")
+            f"unknown {said} (choose from auto, {', '.join(BACKENDS)})")
     st = backend.status()
     if not st.available:
-        raise BackendError(f"backend {name!r} is not available here: {st.reason}")
+        raise BackendError(f"{said} is not available here: {st.reason}")
     return backend, st
 
 

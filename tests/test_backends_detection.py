@@ -161,6 +161,18 @@ def test_unknown_backend_name_is_a_usage_error():
     assert err.value.exit_code == ExitCode.USAGE
 
 
+def test_a_bad_backend_from_the_environment_names_the_variable(monkeypatch):
+    # "auto" took the name from LINEAGE_BACKEND: the user typed no --backend, so the error
+    # must say where the name came from
+    monkeypatch.setenv(backends.ENV_OVERRIDE, "bogus")
+    with pytest.raises(BackendError, match="'bogus' \\(from LINEAGE_BACKEND\\)") as err:
+        backends.select("auto")
+    assert err.value.exit_code == ExitCode.USAGE
+    # an explicit name wins over the variable, and its error does not mention it
+    with pytest.raises(BackendError, match="unknown backend 'tpu' \\(choose"):
+        backends.select("tpu")
+
+
 @pytest.mark.parametrize(("preset", "expected"), [(None, "0"), ("1", "1")])
 def test_importing_lineage_disables_torch_device_autoload_unless_set(preset, expected):
     """A broken torch_npu install must not break `import torch` for CPU/CUDA users."""

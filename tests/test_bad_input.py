@@ -183,6 +183,30 @@ def test_nan_weights_are_a_warning_naming_the_tensor(tmp_path, capsys):
     assert len(warnings) == 2
 
 
+def test_a_layer_missing_a_tensor_the_others_have_is_a_warning_naming_it(tmp_path, capsys):
+    # a checkpoint written short opens (every tensor it has is right), but a report that only
+    # shows an unmapped layer would hide why: inspect and verify both say what is missing
+    tensors = llama_tensors()
+    del tensors["model.layers.1.mlp.up_proj.weight"]
+    folder = write_llama_folder(tmp_path / "model", tensors)
+    code, out, _ = run_cli(["inspect", str(folder), "--format", "json"], capsys)
+    assert code == 0
+    warnings = json.loads(out)["warnings"]
+    assert len(warnings) == 1
+    assert "no up in layer 1 (1 of 2 layers have one" in warnings[0]
+    assert "model.layers.0.mlp.up_proj.weight" in warnings[0]
+    whole = write_llama_folder(tmp_path / "whole", llama_tensors())
+    code, out, _ = run_cli(["inspect", str(whole), "--format", "json"], capsys)
+    assert json.loads(out)["warnings"] == []
+    report = tmp_path / "report.json"
+    code, _, _ = run_cli(["verify", str(whole), str(folder), "--no-hash", "--output",
+                          str(report)], capsys)
+    assert code in (0, 3)  # a verdict was reached (without --expect), whichever
+    said = json.loads(report.read_text())["warnings"]
+    assert any(w.startswith("candidate: no up in layer 1") for w in said)
+    assert not any(w.startswith("base:") for w in said)
+
+
 def test_the_installed_console_script_reports_errors_without_traceback(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "verifier", "inspect", str(tmp_path / "nothing")],
@@ -261,7 +285,7 @@ def _outputs_case(tmp_path):
     (["--output", "cand/model.safetensors"], "a file this run reads"),
     (["--output", "base/config.json"], "a file this run reads"),
     (["--output", "folder"], "is a folder"),
-    (["--output", ""], "is a folder"),
+    (["--output", ""], "is empty"),
     (["--output", "r.json", "--html", "folder"], "is a folder"),
     (["--output", "same", "--html", "same"], "name the same file"),
 ])
@@ -299,6 +323,24 @@ def test_demo_given_a_file_for_its_folder_is_a_usage_error(tmp_path, capsys):
     assert code == 2, err
     assert "is a file" in err
     assert target.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("argv", [
+    ["demo", "--out", ""],
+    ["keygen", "--out", " "],
+    ["verify", "A", "A", "--no-hash", "--output", ""],
+    ["verify", "A", "A", "--no-hash", "--html", ""],
+    ["verify", "A", "A", "--no-hash", "--cache-dir", ""],
+])
+def test_an_empty_path_to_write_to_is_a_usage_error_not_the_current_folder(
+        argv, tmp_path, capsys, monkeypatch):
+    # an unset variable (--out "$DIR") read as "." filled the current folder with the demo
+    monkeypatch.chdir(tmp_path)
+    folder = str(write_llama_folder(tmp_path / "model"))
+    code, _, err = run_cli([folder if a == "A" else a for a in argv], capsys)
+    assert code == 2, err
+    assert "is empty" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
 def test_a_tokenizer_file_that_is_not_one_counts_as_none(tmp_path):

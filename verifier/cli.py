@@ -44,6 +44,15 @@ def _alpha(value: float) -> float:
     return value
 
 
+def _path(value: str | Path) -> Path:
+    """A path option that lineage writes to: an empty one (``--out ""``, a variable left unset)
+    would be read as the current folder and fill it, so it is a usage error. A default arrives
+    already a ``Path``."""
+    if isinstance(value, str) and not value.strip():
+        raise typer.BadParameter("is empty; name a folder or file to write to")
+    return Path(value)
+
+
 EXIT_CODES_HELP = (
     "Exit codes: 0 ran (verdict matches --expect if given); 1 verdict contradicts --expect; "
     "2 usage error; 3 inconclusive while --expect was given; 4 unreadable or invalid input; "
@@ -173,7 +182,7 @@ def verify(
     format: Annotated[OutputFormat, typer.Option("--format", help="text or json (json: the report "
                                                  "alone on stdout).")] = OutputFormat.text,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Also write the report JSON here.")
+        Path | None, typer.Option("--output", "-o", help="Also write the report JSON here.", parser=_path, metavar="<path>")
     ] = None,
     expect: Annotated[
         Expect | None, typer.Option("--expect", help="Gate on the verdict (see exit codes).")
@@ -233,11 +242,11 @@ def verify(
     ] = None,
     html: Annotated[
         Path | None,
-        typer.Option("--html", help="Also write the report as one self-contained HTML page."),
+        typer.Option("--html", help="Also write the report as one self-contained HTML page.", parser=_path, metavar="<path>"),
     ] = None,
     cache_dir: Annotated[
         Path | None,
-        typer.Option("--cache-dir", envvar="LINEAGE_CACHE_DIR",
+        typer.Option("--cache-dir", envvar="LINEAGE_CACHE_DIR", parser=_path, metavar="<path>",
                      help="Keep per-model work in this folder for later runs: each file's "
                      "sha256 (reused while the file's path, size, inode and modification and "
                      "change times are unchanged; verify-report always rehashes), layer statistics, a "
@@ -359,7 +368,7 @@ def render(
     report: Annotated[Path, typer.Argument(help="A report JSON written by `lineage verify`.")],
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="The HTML file (default: REPORT with .html)."),
+        typer.Option("--output", "-o", help="The HTML file (default: REPORT with .html).", parser=_path, metavar="<path>"),
     ] = None,
     key: Annotated[
         Path | None,
@@ -394,7 +403,7 @@ def render(
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option("--out", help="Folder for the models and reports.")] = Path(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the models and reports.", parser=_path, metavar="<path>")] = Path(
         "lineage-demo"
     ),
 ) -> int:
@@ -484,7 +493,7 @@ class KeyAlgorithmChoice(str, Enum):
 
 @app.command()
 def keygen(
-    out: Annotated[Path, typer.Option("--out", help="Folder for the key pair.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the key pair.", parser=_path, metavar="<path>")],
     algorithm: Annotated[
         KeyAlgorithmChoice, typer.Option("--algorithm", help="ecdsa-p256 or ed25519.")
     ] = KeyAlgorithmChoice.ecdsa_p256,
@@ -533,7 +542,7 @@ def sign(
     key: Annotated[Path, typer.Option("--key", help="Private key PEM.")],
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Bundle path (default: REPORT with .sigstore.json)."),
+        typer.Option("--out", help="Bundle path (default: REPORT with .sigstore.json).", parser=_path, metavar="<path>"),
     ] = None,
     passphrase_env: PassphraseEnvOption = None,
 ) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from verifier.architectures import RoleMap, resolve_layout
+from verifier.architectures.completeness import missing_roles
 from verifier.architectures.layout import ModelLayout, RoleRef, load_role
 from verifier.architectures.shape_check import check_shapes
 from verifier.errors import InputError
@@ -151,4 +152,5 @@ def open_model(spec: str | Path, *, role_map: RoleMap | None = None) -> Model:
     except BaseException:
         reader.close()
         raise
-    return Model(spec=str(spec), path=path, reader=reader, config=config, layout=layout)
+    return Model(spec=str(spec), path=path, reader=reader, config=config, layout=layout,
+                 warnings=missing_roles(layout))

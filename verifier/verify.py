@@ -172,7 +172,9 @@ class _Run:
         self.progress: Progress = progress or (lambda stage, done, total: None)
         self.rng = np.random.default_rng(opts.seed)
         self.gen = torch.Generator().manual_seed(opts.seed)
-        self.warnings: list[str] = []
+        #: what opening the models found (roles some layers lack), then what the run finds
+        self.warnings: list[str] = [f"{whose}: {w}" for whose, model in
+                                    (("base", base), ("candidate", cand)) for w in model.warnings]
         self.timings: dict[str, float] = {}
         self.probes: list[ProbeResult] = []
         self.layer_map: list[int | None] = []

@@ -1,0 +1,53 @@
+"""Roles that some layers of a model hold and others of the same kind lack.
+
+A checkpoint with one layer's up projection missing (a tensor dropped by a broken conversion,
+a shard written short) still opens: every tensor it has is named right and shaped right. The
+probes then leave that layer's FFN out, and a report that only shows an unmapped layer would
+hide why. Layers are compared with layers of their own kind (dense with dense, MoE with MoE,
+as models that mix them do on purpose), and experts with the other experts of their layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from verifier.architectures.layout import ModelLayout, RoleRef
+
+
+def missing_roles(layout: ModelLayout) -> list[str]:
+    """One line per role that layers of one kind hold unevenly, naming the layers that lack
+    it; and per layer whose experts hold roles unevenly, the experts that lack one."""
+    said: list[str] = []
+    for moe in (False, True):
+        kind = [layer for layer in layout.layers if layer.is_moe == moe]
+        said += _uneven(((f"layer {layer.index}", layer.roles) for layer in kind),
+                        "MoE layers" if moe else "layers")
+    for layer in layout.layers:
+        said += _uneven(((f"expert {e}", roles) for e, roles in enumerate(layer.experts)),
+                        f"experts of layer {layer.index}")
+    return said
+
+
+def _uneven(groups: Iterable[tuple[str, Mapping[str, RoleRef]]], what: str) -> list[str]:
+    groups = list(groups)
+    out = []
+    roles: dict[str, RoleRef] = {}  # each role with the first tensor that holds it
+    for _, held in groups:
+        for role, ref in held.items():
+            roles.setdefault(role, ref)
+    for role, example in roles.items():
+        lacking = [name for name, held in groups if role not in held]
+        if lacking:
+            out.append(
+                f"no {role} in {_names(lacking)} ({len(groups) - len(lacking)} of {len(groups)} "
+                f"{what} have one, e.g. {example.tensor!r}): an incomplete checkpoint? the "
+                "probes leave out what it lacks")
+    return out
+
+
+def _names(names: list[str], shown: int = 4) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more"
+                                       if len(names) > shown else "")
+
+
+__all__ = ["missing_roles"]
