@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from verifier.model import open_model
 from verifier.probes import body_alignment as body
 from verifier.probes.body_alignment import BodyProfile, Matrix
 from verifier.probes.rotation_null import haar_rotation
@@ -137,3 +138,42 @@ def test_the_candidates_norms_are_read_in_chunks_on_one_scale(writer, monkeypatc
     want = w.double().norm(dim=1 if writer else 0).log()
     assert torch.isfinite(got).all()
     assert torch.allclose(got.double(), want, atol=1e-5)
+
+
+def _with_tokens(zoo_folder, tmp_path, name: str, prefix: str, shared: int):
+    """A copy of a zoo model with a tokenizer whose tokens share only ``shared`` strings with
+    any other ``_with_tokens`` copy (a new tokenizer)."""
+    import json
+    import shutil
+
+    folder = tmp_path / name
+    shutil.copytree(zoo_folder, folder)
+    with open_model(folder) as m:
+        rows = m.layout.vocab_size
+    vocab = {(f"t{i}" if i < shared else f"{prefix}{i}"): i for i in range(rows)}
+    (folder / "tokenizer.json").write_text(json.dumps({"model": {"vocab": vocab}}))
+    return folder
+
+
+def test_a_body_under_a_new_tokenizer_is_derived_by_the_second_look_alone(zoo, tmp_path):
+    # too few shared tokens to align the embeddings: the embedding route cannot run at all,
+    # the body alignment needs no tokens
+    base = _with_tokens(zoo["llama"], tmp_path, "base", "a", 8)
+    cand = _with_tokens(zoo["llama_transplant"], tmp_path, "cand", "b", 8)
+    report = verify(base, cand, OPTS)
+    assert report.verdict == "derived", report.reason
+    assert [p.name for p in report.probes if p.decisive] == ["body_alignment"]
+    assert "could not be aligned" in report.reason
+    assert any("too few to align" in w for w in report.warnings)
+    assert any("aligned from the layers alone" in w for w in report.warnings)
+
+
+def test_an_unrelated_pair_under_different_tokenizers_stays_inconclusive(zoo, tmp_path):
+    # the layers alone can show a derivation, never vouch for independence
+    base = _with_tokens(zoo["llama"], tmp_path, "base", "a", 8)
+    other = _with_tokens(zoo["llama_seed2"], tmp_path, "other", "b", 8)
+    report = verify(base, other, OPTS)
+    assert report.verdict == "inconclusive"
+    assert "cannot vouch for independence" in report.reason
+    second = {p.name: p for p in report.probes}["body_alignment"]
+    assert second.p_value > 1e-4

@@ -170,3 +170,19 @@ def test_a_second_look_that_cannot_matter_leaves_the_verdict_as_without_it(alpha
     below = edge * 0.99
     assert second_look_matters(below, alpha)
     assert decide(unrelated() + [probe("body_alignment", below, power=None)], alpha)[0] != first
+
+
+def test_the_second_look_alone_can_convict_within_its_share_but_never_acquit():
+    # the embeddings could not be aligned: the body alignment ran by itself
+    from verifier.probes.body_alignment import SHARE
+
+    alone = [probe("body_alignment", DEFAULT_ALPHA * SHARE / 10, power=None)]
+    verdict, p, reason = decide(alone, DEFAULT_ALPHA)
+    assert verdict == "derived"
+    assert p == pytest.approx(DEFAULT_ALPHA / 10)
+    assert "could not be aligned" in reason
+    for weak in (DEFAULT_ALPHA, 0.5):  # significant alone, not within its share; or nothing
+        verdict, p, reason = decide([probe("body_alignment", weak, power=None)], DEFAULT_ALPHA)
+        assert verdict == "inconclusive"
+        assert p == pytest.approx(min(1.0, weak / SHARE))
+        assert "cannot vouch for independence" in reason

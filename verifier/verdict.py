@@ -14,6 +14,10 @@
   (``probes.rotated_copy``): the probes do not undo rotations, so they cannot vouch for
   independence.
 
+The second look (``probes.body_alignment``) spends a share ``SHARE`` of alpha beside the other
+probes (weighted Bonferroni), or that share alone where the embeddings could not be aligned and
+it ran by itself: it can make a pair derived, never independent.
+
 Probes that are not decisive (norm drift) never enter the combination.
 """
 
@@ -39,6 +43,20 @@ def decide(probes: list[ProbeResult], alpha: float,
     (None: all), so that a reason can tell a probe left out from one that could not run."""
     second = [p for p in probes if p.name == body.NAME and p.p_value is not None]
     decisive = [p for p in probes if p.decisive and p.p_value is not None and p.name != body.NAME]
+    if not decisive and second:
+        # the embedding route could not run (too few shared tokens, no embeddings): the second
+        # look alone, still within its share of alpha (one rule for it, whatever ran beside)
+        looked = second[0].p_value or 1.0
+        combined = min(1.0, looked / body.SHARE)
+        if combined < alpha:
+            return "derived", combined, (
+                f"combined p = {combined:.3g} < alpha = {alpha:g}: the embeddings could not be "
+                f"aligned, but the layers align ({body.NAME}, p = {looked:.3g}, weighted by its "
+                f"{body.SHARE:g} share of alpha): the base's layers under new embeddings")
+        return "inconclusive", combined, (
+            f"the embeddings could not be aligned, so the probes that read the layers through "
+            f"them did not run; the layers alone show no derivation ({body.NAME}, p = "
+            f"{looked:.3g}), which cannot vouch for independence")
     if not decisive:
         if asked is not None and not set(asked).intersection(DECISIVE):
             return "inconclusive", None, (

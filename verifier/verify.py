@@ -132,7 +132,8 @@ def _side(model: Model, rows: np.ndarray, compute: Compute,
             stats.collect(i, drift.ATTN_STAT_ROLES)
         return loaded
 
-    embed = model.load(layout.globals[EMBED])[torch.as_tensor(rows)]
+    embed = (model.load(layout.globals[EMBED])[torch.as_tensor(rows)] if EMBED in layout.globals
+             else torch.zeros(0, layout.hidden_size))  # no embedding rows: the second look only
     return Side(embed=compute.put(embed),
                 ffn=LazyLayers(ffn_layers, ffn,
                                will_need=lambda i: model.will_need(i, (GATE, UP, DOWN))),
@@ -202,12 +203,12 @@ class _Run:
     def prepare(self) -> tuple[Side, Side] | None:
         """Read what the probes need; None (with a warning) when the models cannot be aligned."""
         b, c = self.base.layout, self.cand.layout
-        if EMBED not in b.globals or EMBED not in c.globals:
-            self.warnings.append("a model has no embedding matrix: hidden spaces cannot be aligned")
-            return None
         # a frame of hidden directions for wide models; --full keeps the whole space
         m = self.opts.hidden_sample
         self.framed = not self.opts.full and m < b.hidden_size and m <= c.hidden_size
+        if EMBED not in b.globals or EMBED not in c.globals:
+            self.warnings.append("a model has no embedding matrix: hidden spaces cannot be aligned")
+            return None
         widest = max(b.hidden_size, c.hidden_size)
         budget = (frame.token_budget(widest, m) if self.framed else hidden.token_budget(widest))
         ib, ic, warns = hidden.shared_token_rows(
@@ -273,6 +274,20 @@ class _Run:
             t0 = time.perf_counter()
             self._body(base, cand)
             self.tick(body.NAME, t0)
+
+    def second_look_only(self) -> None:
+        """Where the embeddings cannot align the models (no shared tokens enough, as with a new
+        tokenizer, or no embedding matrix), the second look still can: the body alignment
+        needs no tokens. The sides then hold no embedding rows."""
+        if not self.opts.wants(body.NAME):
+            return
+        t0 = time.perf_counter()
+        none = np.zeros(0, dtype=np.int64)
+        self._body(_side(self.base, none, self.compute), _side(self.cand, none, self.compute))
+        if any(p.name == body.NAME for p in self.probes):
+            self.warnings.append("the hidden spaces were aligned from the layers alone (the "
+                                 "body alignment): the embedding route could not run")
+        self.tick(body.NAME, t0)
 
     def _body(self, base: Side, cand: Side) -> None:
         """The second look (``probes.body_alignment``): the hidden alignment recovered from
@@ -744,6 +759,8 @@ def verify(
         run.tick("reading", t0)
         if sides is not None:
             run.run(*sides)
+        else:
+            run.second_look_only()
         nd = run.norm_drift() if opts.wants(drift.NAME) else None
         t0 = time.perf_counter()
         digests = None
