@@ -17,6 +17,7 @@ from verifier.cli import main
 from verifier.probes import moe_upcycling as moe
 from verifier.probes.base import spread
 from verifier.report import Report
+from verifier.verdict import vouches
 from verifier.verify import VerifyOptions, verify
 from verifier.zoo.pairs import MOE_PAIRS, PAIRS, ROTATED_PAIRS
 
@@ -52,7 +53,7 @@ def test_independent_pairs_are_not_derived(pair, direction, reports):
     assert report.verdict != "derived", report.reason
     # and the probes could have seen a derivation: the power checks found a noisy copy
     assert all(p.power_p_value is not None and p.power_p_value < report.alpha
-               for p in report.probes if p.decisive and p.name != "body_alignment")
+               for p in report.probes if vouches(p))
 
 
 @pytest.mark.parametrize("pair", ROTATED_PAIRS, ids=[p.name for p in ROTATED_PAIRS])
@@ -368,7 +369,7 @@ def test_a_frame_of_half_the_hidden_space_reaches_the_same_verdicts(zoo, pair, r
     assert [e.base_layer for e in framed.layer_map] == [e.base_layer for e in exact.layer_map]
     # the second look (body_alignment) carries no power check: it never vouches for independence
     assert all(p.power_p_value is not None and p.power_p_value < framed.alpha
-               for p in framed.probes if p.decisive and p.name != "body_alignment")
+               for p in framed.probes if vouches(p))
     embed = next(p for p in framed.probes if p.name == "hidden_alignment")
     assert embed.details["hidden_coordinates"] == 32
 

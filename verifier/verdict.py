@@ -31,6 +31,9 @@ from verifier.probes.rotated_copy import AGREEMENT, COPY_LEVEL, is_rotated_copy
 from verifier.stats import DEFAULT_ALPHA, harmonic_combine
 
 INDEPENDENT_P = 0.01
+#: probes that look a second time, with a share of alpha and no power check: they can show a
+#: derivation, never vouch for independence
+SECOND_LOOKS = (body.NAME,)
 #: probes that must all have run for a verdict of "independent": each entry names the probes
 #: that can fill that role (a candidate whose FFNs are all MoE experts has no dense FFN to match
 #: neuron by neuron; its experts' neurons are matched by the upcycling probe instead)
@@ -41,8 +44,8 @@ def decide(probes: list[ProbeResult], alpha: float,
            asked: tuple[str, ...] | None = None) -> tuple[str, float | None, str]:
     """``(verdict, combined p-value, reason)``; ``asked``: the probes the run was limited to
     (None: all), so that a reason can tell a probe left out from one that could not run."""
-    second = [p for p in probes if p.name == body.NAME and p.p_value is not None]
-    decisive = [p for p in probes if p.decisive and p.p_value is not None and p.name != body.NAME]
+    second = [p for p in probes if p.name in SECOND_LOOKS and p.p_value is not None]
+    decisive = [p for p in probes if vouches(p) and p.p_value is not None]
     if not decisive and second:
         # the embedding route could not run (too few shared tokens, no embeddings): the second
         # look alone, still within its share of alpha (one rule for it, whatever ran beside)
@@ -114,6 +117,12 @@ def decide(probes: list[ProbeResult], alpha: float,
     )
 
 
+def vouches(probe: ProbeResult) -> bool:
+    """Whether ``probe`` is one whose power check an independent verdict needs: decisive, and
+    not a second look."""
+    return probe.decisive and probe.name not in SECOND_LOOKS
+
+
 def second_look_matters(p_value: float, alpha: float) -> bool:
     """Whether a second-look p-value this small could change ``decide``'s verdict: weighted by
     its share, below alpha (derived) or below ``INDEPENDENT_P`` (weak evidence, not
@@ -121,4 +130,5 @@ def second_look_matters(p_value: float, alpha: float) -> bool:
     return p_value / body.SHARE < max(alpha, INDEPENDENT_P)
 
 
-__all__ = ["DEFAULT_ALPHA", "INDEPENDENT_P", "REQUIRED", "decide", "second_look_matters"]
+__all__ = ["DEFAULT_ALPHA", "INDEPENDENT_P", "REQUIRED", "SECOND_LOOKS", "decide",
+           "second_look_matters", "vouches"]
