@@ -83,12 +83,61 @@ def test_a_body_under_new_embeddings_is_derived_by_the_second_look(pair, directi
     assert "new embeddings" in report.reason
 
 
-def test_the_second_look_is_skipped_for_derived_pairs_and_said_for_other_depths(zoo):
+def test_the_second_look_is_skipped_for_derived_pairs(zoo):
     derived = verify(zoo["llama"], zoo["llama_ft_code"], OPTS)
     assert "body_alignment" not in {p.name for p in derived.probes}
-    other_depth = verify(zoo["llama"], zoo["llama_6layer_seed8"], OPTS)
-    assert "body_alignment" not in {p.name for p in other_depth.probes}
-    assert any("body alignment" in w and "depth" in w for w in other_depth.warnings)
+
+
+def _relayered(zoo_folder, tmp_path, name: str, keep: list[int]):
+    """A copy of a zoo model whose layers are ``keep`` (old indices, in order: dropped ones
+    pruned, repeated ones duplicated), renumbered, with its config's depth to match."""
+    import json
+    import re
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / name
+    folder.mkdir()
+    tensors = load_file(str(zoo_folder / "model.safetensors"))
+    out = {k: v for k, v in tensors.items() if ".layers." not in k}
+    for new, old in enumerate(keep):
+        for k, v in tensors.items():
+            m = re.match(rf"(.*\.layers\.){old}(\..*)", k)
+            if m:
+                out[f"{m.group(1)}{new}{m.group(2)}"] = v.clone()
+    save_file(out, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    config = json.loads((zoo_folder / "config.json").read_text())
+    config["num_hidden_layers"] = len(keep)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.parametrize("keep", [[0, 1, 3, 4, 6, 7], [0, 1, 2, 3, 3, 4, 5, 6, 6, 7]],
+                         ids=["pruned", "duplicated"])
+def test_a_body_under_new_embeddings_and_another_depth_is_derived(zoo, tmp_path, keep):
+    # the transplanted body with layers 2 and 5 pruned, or layers 3 and 6 duplicated: the
+    # profile pairs layers by relative depth, and a few mismatched features cost little
+    cand = _relayered(zoo["llama_transplant"], tmp_path, "cand", keep)
+    report = verify(zoo["llama"], cand, OPTS)
+    assert report.verdict == "derived", report.reason
+    assert "new embeddings" in report.reason
+    assert any("relative depth" in w for w in report.warnings)
+    second = {p.name: p for p in report.probes}["body_alignment"]
+    assert second.p_value < report.alpha * body.SHARE
+
+
+def test_an_unrelated_model_of_another_depth_is_not_derived_by_the_second_look(zoo):
+    report = verify(zoo["llama"], zoo["llama_6layer_seed8"], OPTS)
+    assert report.verdict != "derived", report.reason
+    second = {p.name: p for p in report.probes}["body_alignment"]
+    assert second.p_value > report.alpha * body.SHARE
+    assert any("relative depth" in w for w in report.warnings)
+
+
+@pytest.mark.parametrize(("depth", "other", "want"), [
+    (8, 8, list(range(8))), (8, 6, [0, 1, 1, 2, 3, 4, 4, 5]), (6, 10, [0, 2, 4, 5, 7, 9])])
+def test_layers_pair_by_relative_depth(depth, other, want):
+    assert [body.relative_layer(i, depth, other) for i in range(depth)] == want
 
 
 def test_an_unrelated_pair_skips_neuron_matching_through_the_layers_alignment(zoo):

@@ -291,20 +291,25 @@ class _Run:
 
     def _body(self, base: Side, cand: Side) -> None:
         """The second look (``probes.body_alignment``): the hidden alignment recovered from
-        the layers, and neuron matching through it on layer ``j`` against layer ``j`` (null
-        draws on at most ``null_layers`` layers). Its p-value is the larger of the alignment's
-        and the neurons' (both must show it: an intersection-union test)."""
+        the layers, and neuron matching through it on candidate layer ``j`` against the base
+        layer at the same relative depth (``j`` itself at equal depth; null draws on at most
+        ``null_layers`` layers). Its p-value is the larger of the alignment's and the neurons'
+        (both must show it: an intersection-union test)."""
         reads = body.plan(self.base, self.cand)
         if reads is None:
-            self.warnings.append("the models differ in depth: the body alignment (a second "
-                                 "look for layers kept under new embeddings) did not run")
             return
-        common = [j for j in sorted(cand.ffn) if j in base.ffn]
+        nb, nc = self.base.layout.num_layers, self.cand.layout.num_layers
+        if nb != nc:
+            self.warnings.append(f"the models differ in depth ({nb} and {nc} layers): the body "
+                                 "alignment paired their layers by relative depth")
+        common = [(body.relative_layer(j, nc, nb), j) for j in sorted(cand.ffn)]
+        common = [(a, j) for a, j in common if a in base.ffn]
         if not common:
             return  # no dense FFN to match through it (said by neuron matching)
         self.progress("aligning bodies", 0, 1)
-        profiles = body.BodyProfile.of(self.base, reads, self.compute.device).common(
-            body.BodyProfile.of(self.cand, reads, self.compute.device, norms=True))
+        device = self.compute.device
+        profiles = body.BodyProfile.of(self.base, reads.layers, reads.rows, device).common(
+            body.BodyProfile.of(self.cand, reads.cand_layers, reads.rows, device, norms=True))
         if not profiles[0].matrices:
             self.warnings.append("no reader or writer of the same shape in both models: the "
                                  "body alignment did not run")
@@ -320,19 +325,21 @@ class _Run:
         # the alignment's p alone is a valid p-value, and the intersection-union p is never
         # below it: where even it cannot move the verdict, neuron matching through it (as
         # costly as the first look's) is skipped and p is the alignment's
-        tested = (spread(common, self.opts.null_layers)
+        base_of = dict((j, a) for a, j in common)
+        tested = (spread([j for _, j in common], self.opts.null_layers)
                   if second_look_matters(p_align, self.opts.alpha) else [])
         local = {}
         for k, j in enumerate(self.shards.mine(tested)):
             self.progress("aligning bodies", k * self.shards.world, len(tested))
-            local[j] = _layer(j, j, pairing.ffn_stat(j, j), pairing.ffn_null(j, j), 1)
+            a = base_of[j]
+            local[j] = _layer(j, a, pairing.ffn_stat(a, j), pairing.ffn_null(a, j), 1)
         found = {j: lv for part in self.shards.gather(local) for j, lv in part.items()}
         values = [found[j] for j in tested]
         p_neurons = harmonic_combine([lv.p_value or 1.0 for lv in values]) if values else None
         self.progress("aligning bodies", 1, 1)
-        through = (f"neuron matching through it on {len(values)} layers, layer i against layer "
-                   "i, combined by the Vovk-Wang harmonic mean; p is the larger of the two "
-                   "(intersection-union)" if values else
+        through = (f"neuron matching through it on {len(values)} layers, each against the base "
+                   "layer at its relative depth, combined by the Vovk-Wang harmonic mean; p is "
+                   "the larger of the two (intersection-union)" if values else
                    "neuron matching through it skipped, since the alignment's p alone keeps "
                    "this look from moving the verdict; p is the alignment's")
         self.probes.append(ProbeResult(

@@ -32,8 +32,9 @@ Statistic: the mean matched profile correlation. Null: the rotation null of the 
 on this alignment (``Pairing(..., body=...)``) then runs neuron matching unchanged.
 
 It runs only where the embeddings align at null level (a derived pair whose embeddings align
-needs no second look) and for models of equal depth (the profile compares layer ``i`` with layer
-``i``). It is a second look, so it spends a share ``SHARE`` of the verdict's alpha
+needs no second look), or cannot be aligned at all. The profile pairs layers by relative depth
+(``relative_layer``: layer ``i`` with layer ``i`` at equal depth), so pruned or duplicated layers
+cost it a few mismatched features, not the test. It is a second look, so it spends a share ``SHARE`` of the verdict's alpha
 (``verdict.decide``), and it carries no power check: it can show a derivation, never vouch for
 independence.
 """
@@ -41,7 +42,7 @@ independence.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -90,11 +91,13 @@ class Matrix:
 
 @dataclass(frozen=True)
 class Plan:
-    """What the profile reads: ``layers`` spread over the depth, at most ``rows`` rows of each
-    matrix."""
+    """What the profile reads: base ``layers`` spread over the depth, the candidate's layer at
+    the same relative depth for each (``cand_layers``; the same layers at equal depth), at most
+    ``rows`` rows of each matrix."""
 
     layers: list[int]
     rows: int
+    cand_layers: list[int] = field(default_factory=list)
 
 
 class BodyProfile:
@@ -120,13 +123,15 @@ class BodyProfile:
         return self._own
 
     @classmethod
-    def of(cls, model: Model, plan: Plan, device: torch.device | None = None,
+    def of(cls, model: Model, layers: list[int], rows: int, device: torch.device | None = None,
            norms: bool = False) -> BodyProfile:
-        """The profile of ``model``; ``norms``: also read the whole matrices' column norms (a
-        pass over each, ``CHUNK_ROWS`` rows at a time)."""
+        """The profile of ``model`` on ``layers`` (matrix keys name the layer's place in that
+        list, so that two models' profiles pair by place), ``rows`` rows of each matrix;
+        ``norms``: also read the whole matrices' column norms (a pass over each, ``CHUNK_ROWS``
+        rows at a time)."""
         out: list[Matrix] = []
         fold = model.layout.family not in POST_NORM
-        for i in plan.layers:
+        for slot, i in enumerate(layers):
             roles = model.layout.layers[i].roles
             for norm, readers in READERS:
                 gain = (unit_magnitude(model.load(roles[norm]).to(device, torch.float32))
@@ -134,12 +139,12 @@ class BodyProfile:
                 gated = GATE in roles
                 for r in readers:
                     if r in roles:
-                        out.append(_matrix(f"{i}.{r}", model.load(roles[r]), False, plan.rows,
+                        out.append(_matrix(f"{slot}.{r}", model.load(roles[r]), False, rows,
                                            gain, norms, device,
                                            signed=r == GATE or (r == UP and not gated)))
             for r in WRITERS:
                 if r in roles:
-                    out.append(_matrix(f"{i}.{r}", model.load(roles[r]), True, plan.rows, None,
+                    out.append(_matrix(f"{slot}.{r}", model.load(roles[r]), True, rows, None,
                                        norms, device))
         return cls(out)
 
@@ -202,13 +207,24 @@ def _log_column_norms(stored: torch.Tensor, writer: bool,
 
 
 def plan(base: Model, cand: Model) -> Plan | None:
-    """The layers and rows the profile reads (``plan_for``), or None when the depths differ."""
-    n = base.layout.num_layers
-    if n != cand.layout.num_layers or n == 0:
+    """The layers and rows the profile reads (``plan_for`` on the base's depth, each base layer
+    paired with the candidate's at the same relative depth), or None without layers."""
+    nb, nc = base.layout.num_layers, cand.layout.num_layers
+    if nb == 0 or nc == 0:
         return None
     matrices = max(sum(r in layer.roles for r in (Q, K, V, O, GATE, UP, DOWN))
                    for layer in base.layout.layers)
-    return plan_for(n, base.layout.hidden_size, matrices)
+    found = plan_for(nb, base.layout.hidden_size, matrices)
+    return replace(found, cand_layers=[relative_layer(i, nb, nc) for i in found.layers])
+
+
+def relative_layer(i: int, depth: int, other: int) -> int:
+    """The layer at layer ``i``'s relative depth (of ``depth`` layers) in a model of ``other``
+    layers: first to first, last to last, the rest in proportion. Pruned or duplicated layers
+    leave most layers next to the one they came from."""
+    if depth == other:
+        return i
+    return round(i * (other - 1) / (depth - 1)) if depth > 1 else 0
 
 
 def plan_for(depth: int, hidden: int, matrices: int) -> Plan:
@@ -223,7 +239,8 @@ def plan_for(depth: int, hidden: int, matrices: int) -> Plan:
     if rows < MIN_ROWS:
         count = min(depth, max(MIN_LAYERS, SAMPLE_ELEMENTS // (per_row * MIN_ROWS)))
         rows = max(MIN_ROWS, SAMPLE_ELEMENTS // (per_row * count))
-    return Plan(spread(list(range(depth)), count), int(rows))
+    layers = spread(list(range(depth)), count)
+    return Plan(layers, int(rows), list(layers))
 
 
 def _standardise(f: torch.Tensor) -> torch.Tensor:
