@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -51,6 +51,12 @@ def _path(value: str | Path) -> Path:
     if isinstance(value, str) and not value.strip():
         raise typer.BadParameter("is empty; name a folder or file to write to")
     return Path(value)
+
+
+def _written(*names: str, **kwargs: Any) -> Any:
+    """``typer.Option`` for a path lineage writes to (a file or a folder): parsed by ``_path``,
+    shown as ``<path>`` like typer's own path options."""
+    return typer.Option(*names, parser=_path, metavar="<path>", **kwargs)
 
 
 EXIT_CODES_HELP = (
@@ -182,7 +188,7 @@ def verify(
     format: Annotated[OutputFormat, typer.Option("--format", help="text or json (json: the report "
                                                  "alone on stdout).")] = OutputFormat.text,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Also write the report JSON here.", parser=_path, metavar="<path>")
+        Path | None, _written("--output", "-o", help="Also write the report JSON here.")
     ] = None,
     expect: Annotated[
         Expect | None, typer.Option("--expect", help="Gate on the verdict (see exit codes).")
@@ -242,11 +248,11 @@ def verify(
     ] = None,
     html: Annotated[
         Path | None,
-        typer.Option("--html", help="Also write the report as one self-contained HTML page.", parser=_path, metavar="<path>"),
+        _written("--html", help="Also write the report as one self-contained HTML page."),
     ] = None,
     cache_dir: Annotated[
         Path | None,
-        typer.Option("--cache-dir", envvar="LINEAGE_CACHE_DIR", parser=_path, metavar="<path>",
+        _written("--cache-dir", envvar="LINEAGE_CACHE_DIR",
                      help="Keep per-model work in this folder for later runs: each file's "
                      "sha256 (reused while the file's path, size, inode and modification and "
                      "change times are unchanged; verify-report always rehashes), layer statistics, a "
@@ -368,7 +374,7 @@ def render(
     report: Annotated[Path, typer.Argument(help="A report JSON written by `lineage verify`.")],
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="The HTML file (default: REPORT with .html).", parser=_path, metavar="<path>"),
+        _written("--output", "-o", help="The HTML file (default: REPORT with .html)."),
     ] = None,
     key: Annotated[
         Path | None,
@@ -403,7 +409,7 @@ def render(
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option("--out", help="Folder for the models and reports.", parser=_path, metavar="<path>")] = Path(
+    out: Annotated[Path, _written("--out", help="Folder for the models and reports.")] = Path(
         "lineage-demo"
     ),
 ) -> int:
@@ -493,7 +499,7 @@ class KeyAlgorithmChoice(str, Enum):
 
 @app.command()
 def keygen(
-    out: Annotated[Path, typer.Option("--out", help="Folder for the key pair.", parser=_path, metavar="<path>")],
+    out: Annotated[Path, _written("--out", help="Folder for the key pair.")],
     algorithm: Annotated[
         KeyAlgorithmChoice, typer.Option("--algorithm", help="ecdsa-p256 or ed25519.")
     ] = KeyAlgorithmChoice.ecdsa_p256,
@@ -542,7 +548,7 @@ def sign(
     key: Annotated[Path, typer.Option("--key", help="Private key PEM.")],
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Bundle path (default: REPORT with .sigstore.json).", parser=_path, metavar="<path>"),
+        _written("--out", help="Bundle path (default: REPORT with .sigstore.json)."),
     ] = None,
     passphrase_env: PassphraseEnvOption = None,
 ) -> None:
@@ -593,7 +599,6 @@ def verify_report(
     two folders hold exactly the signed files (weights, and the config and tokenizer read
     beside them).
     """
-
     from verifier.errors import InputError
     from verifier.signing import load_public_key, verify_bundle
 
@@ -652,7 +657,6 @@ def backends(
     ),
 ) -> None:
     """Which compute backends (cpu, cuda, npu) are available here, and why not."""
-
     from backends import statuses
     from verifier.render import render_backends
 

@@ -46,10 +46,10 @@ def decide(probes: list[ProbeResult], alpha: float,
     (None: all), so that a reason can tell a probe left out from one that could not run."""
     second = [p for p in probes if p.name in SECOND_LOOKS and p.p_value is not None]
     decisive = [p for p in probes if vouches(p) and p.p_value is not None]
-    if not decisive and second:
+    looked = (second[0].p_value or 1.0) if second else None
+    if not decisive and looked is not None:
         # the embedding route could not run (too few shared tokens, no embeddings): the second
         # look alone, still within its share of alpha (one rule for it, whatever ran beside)
-        looked = second[0].p_value or 1.0
         combined = min(1.0, looked / body.SHARE)
         if combined < alpha:
             return "derived", combined, (
@@ -68,10 +68,9 @@ def decide(probes: list[ProbeResult], alpha: float,
         return "inconclusive", None, "no decisive probe could run on these two models"
     combined = harmonic_combine([p.p_value for p in decisive if p.p_value is not None])
     names = ", ".join(p.name for p in decisive)
-    if second:
+    if looked is not None:
         # the second look spends a share of alpha (weighted Bonferroni): a false "derived" from
         # either look has probability at most (1 - SHARE) alpha + SHARE alpha
-        looked = second[0].p_value or 1.0
         combined = min(1.0, combined / (1.0 - body.SHARE), looked / body.SHARE)
         if looked / body.SHARE < alpha:
             return "derived", combined, (

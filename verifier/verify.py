@@ -302,9 +302,10 @@ class _Run:
         if nb != nc:
             self.warnings.append(f"the models differ in depth ({nb} and {nc} layers): the body "
                                  "alignment paired their layers by relative depth")
-        common = [(body.relative_layer(j, nc, nb), j) for j in sorted(cand.ffn)]
-        common = [(a, j) for a, j in common if a in base.ffn]
-        if not common:
+        # each candidate FFN layer with the base layer at its relative depth, where that has one
+        base_of = {j: a for j in sorted(cand.ffn)
+                   if (a := body.relative_layer(j, nc, nb)) in base.ffn}
+        if not base_of:
             return  # no dense FFN to match through it (said by neuron matching)
         self.progress("aligning bodies", 0, 1)
         device = self.compute.device
@@ -325,8 +326,7 @@ class _Run:
         # the alignment's p alone is a valid p-value, and the intersection-union p is never
         # below it: where even it cannot move the verdict, neuron matching through it (as
         # costly as the first look's) is skipped and p is the alignment's
-        base_of = dict((j, a) for a, j in common)
-        tested = (spread([j for _, j in common], self.opts.null_layers)
+        tested = (spread(list(base_of), self.opts.null_layers)
                   if second_look_matters(p_align, self.opts.alpha) else [])
         local = {}
         for k, j in enumerate(self.shards.mine(tested)):

@@ -35,16 +35,16 @@ on this alignment (``Pairing(..., body=...)``) then runs neuron matching unchang
 
 It runs only where the embeddings align at null level (a derived pair whose embeddings align
 needs no second look), or cannot be aligned at all. The profile pairs layers by relative depth
-(``relative_layer``: layer ``i`` with layer ``i`` at equal depth), so pruned or duplicated layers
-cost it a few mismatched features, not the test. It is a second look, so it spends a share ``SHARE`` of the verdict's alpha
-(``verdict.decide``), and it carries no power check: it can show a derivation, never vouch for
-independence.
+(``relative_layer``: layer ``i`` with layer ``i`` at equal depth), so pruned or duplicated
+layers cost it a few mismatched features, not the test. It is a second look, so it spends a
+share ``SHARE`` of the verdict's alpha (``verdict.decide``), and it carries no power check: it
+can show a derivation, never vouch for independence.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -103,7 +103,7 @@ class Plan:
 
     layers: list[int]
     rows: int
-    cand_layers: list[int] = field(default_factory=list)
+    cand_layers: list[int]
 
 
 class BodyProfile:
@@ -111,7 +111,6 @@ class BodyProfile:
 
     def __init__(self, matrices: list[Matrix]) -> None:
         self.matrices = matrices
-        self.keys = [m.key for m in matrices]
         self.dim = int(matrices[0].w.shape[1]) if matrices else 0
         #: ``features`` of the matrices as they are (the candidate's: the same in every draw)
         self._own: torch.Tensor | None = None
@@ -173,14 +172,12 @@ def _matrix(key: str, stored: torch.Tensor, writer: bool, rows: int,
     """A profile matrix from the stored one (``writer``: hidden coordinates are its rows):
     ``rows`` of its rows, evenly spread, in float32 with ``gain`` folded in where it fits, and
     with ``norms`` the log norms of all its columns."""
-    n = stored.shape[1 if writer else 0]
-    keep = (torch.linspace(0, n - 1, rows).round().long().unique() if n > rows else None)
-    if writer:
-        part = stored if keep is None else stored.index_select(1, keep)
-        w = unit_magnitude(part.to(device, torch.float32)).T
-    else:
-        part = stored if keep is None else stored.index_select(0, keep)
-        w = unit_magnitude(part.to(device, torch.float32))
+    axis = 1 if writer else 0  # the stored axis of rows (neurons, head dimensions)
+    n = stored.shape[axis]
+    part = (stored.index_select(axis, torch.linspace(0, n - 1, rows).round().long().unique())
+            if n > rows else stored)
+    w = unit_magnitude(part.to(device, torch.float32))
+    w = w.T if writer else w
     fold = gain is not None and gain.shape[0] == w.shape[1]
     if fold:
         w = w * gain
