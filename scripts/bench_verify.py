@@ -8,7 +8,9 @@ the hidden space, permuted FFN neurons and heads' order kept, Gaussian noise of 
 looks like) and an *independent* candidate (a fresh draw); with ``--pairs upcycled`` or
 ``moe-independent``, Mixtral-style candidates with ``--experts`` experts per layer (fine-grained
 upcycled from the base: four shuffled replicas of its FFN cut into slices, plus noise; or fresh
-experts). Then it measures, each verify in a fresh process:
+experts); with ``--pairs rotated``, the derived candidate with its hidden space turned by a
+rotation instead of a signed permutation (what ``probes.rotated_layers`` guards against). Then it
+measures, each verify in a fresh process:
 
 * a plain sequential read of both checkpoints with the page cache warm (the floor), or with
   ``--cold`` from the disk (every measurement then starts with both dropped from the cache);
@@ -109,7 +111,8 @@ elif what == "verify":
     report = verify(args[0], args[1], VerifyOptions(**options), compute=compute, cache=cache)
     compute.synchronize()
     out = {"backend": report.environment.backend, "device": report.environment.device,
-           "fallbacks": report.environment.fallbacks, "verdict": report.verdict, "p": report.p_value, "timings": report.timings,
+           "fallbacks": report.environment.fallbacks, "verdict": report.verdict,
+           "reason": report.reason, "p": report.p_value, "timings": report.timings,
            "probes": {p.name: p.p_value for p in report.probes},
            "power": {p.name: p.power_p_value for p in report.probes},
            "directions": report.options["hidden_directions"],
@@ -140,12 +143,14 @@ print(json.dumps(out | {"seconds": seconds, "base_rss": base_rss, "peak_rss": pe
 
 
 def build(folder: Path, shape: dict[str, int], seed: int, derive_from: Path | None,
-          drift: float, experts: int = 0) -> None:
+          drift: float, experts: int = 0, turn: bool = False) -> None:
     """Write one checkpoint (one shard for the globals, then one per layer).
 
     With ``experts``, a Mixtral-style MoE: each layer's FFN becomes ``experts`` experts of width
     ``4 F / experts``; derived from a dense base, they are fine-grained upcycled (four shuffled
-    replicas of the base FFN cut into slices, then noise), otherwise drawn fresh."""
+    replicas of the base FFN cut into slices, then noise), otherwise drawn fresh. With ``turn``,
+    a derived model's hidden space is turned by a Haar rotation instead of a signed
+    permutation (readers ``W Q``, writers ``Q^T W``)."""
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -160,12 +165,20 @@ def build(folder: Path, shape: dict[str, int], seed: int, derive_from: Path | No
     if derive_from is not None:
         pi = torch.randperm(h, generator=g)
         sign = torch.where(torch.rand(h, generator=g) < 0.5, -1.0, 1.0)
+        if turn:
+            q, tri = torch.linalg.qr(torch.randn(h, h, generator=g))
+            # Haar: a structured turn (Haar blocks of 256 between two permutations) kept
+            # enough of the coordinates for the probes to call it derived
+            rot = q * torch.sign(torch.diagonal(tri))
 
     def out_tensor(w: torch.Tensor, cols: bool, rows: bool) -> torch.Tensor:
         """In a derived model: noise, then the signed hidden permutation on the axes that are
         hidden coordinates (``cols``: input side, ``rows``: output side)."""
         if derive_from is not None:
             w = w + torch.randn(w.shape, generator=g) * (drift * w.norm() / w.numel() ** 0.5)
+            if turn:  # readers W T, writers T^T W (gains of one commute with the turn)
+                w = w @ rot if cols else rot.T @ w if rows else w
+                return w.to(torch.bfloat16).contiguous()
             if cols:
                 w = (w * sign)[..., pi]
             if rows:
@@ -293,7 +306,8 @@ def main() -> None:
         base = root / "base"
         wanted = args.pairs.split(",")
         cands = {name: root / name for name in wanted}
-        seeds = {"derived": 1, "independent": 2, "upcycled": 3, "moe-independent": 4}
+        seeds = {"derived": 1, "independent": 2, "upcycled": 3, "moe-independent": 4,
+                 "rotated": 5}
         unknown = set(wanted) - set(seeds)
         if unknown:
             parser.error(f"unknown --pairs {sorted(unknown)}; choose from {sorted(seeds)}")
@@ -301,8 +315,10 @@ def main() -> None:
             build(base, shape, 0, None, 0.0)
         for name, folder in cands.items():
             if not (folder / "config.json").exists():
-                build(folder, shape, seeds[name], base if name in ("derived", "upcycled") else None,
-                      args.drift, args.experts if "upcycled" in name or "moe" in name else 0)
+                build(folder, shape, seeds[name],
+                      base if name in ("derived", "upcycled", "rotated") else None,
+                      args.drift, args.experts if "upcycled" in name or "moe" in name else 0,
+                      turn=name == "rotated")
         # the largest layer of either checkpoint (a MoE candidate's layers are the larger)
         largest = {name: max(_largest(base), _largest(folder)) for name, folder in cands.items()}
         runs = {}
@@ -335,6 +351,7 @@ def main() -> None:
               + "; power check " + ", ".join(f"{k} {v:.3g}" for k, v in r["power"].items()
                                             if v is not None)
               + f"; hidden directions compared {r['directions']}")
+        print(f"  reason: {r['reason']}")
         print(f"  plain read of both checkpoints ({'cold' if args.cold else 'warm'}) "
               f"{r['read']:.2f} s; their sha256 alone "
               f"{r['hash']:.2f} s ({r['hash_threads']} threads) = {r['hash'] / r['read']:.1f}x the "

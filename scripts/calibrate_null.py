@@ -6,7 +6,8 @@ each probe (embedding alignment; neuron and head matching of layer i against lay
 over layers), and the full `verify` verdict with its second look's p-value (``body_alignment``,
 which runs on every pair the embeddings do not convict). Prints Kolmogorov-Smirnov statistics against the
 uniform distribution, a 10-bin histogram per probe, and the false-positive count at the default
-alpha. ``--hidden-sample M`` calibrates the frame path instead (M of the 32 hidden directions,
+alpha, the verdicts, and the fractions the rotated-layers guard measured (where the verdict would
+be independent; ``probes.rotated_layers``). ``--hidden-sample M`` calibrates the frame path instead (M of the 32 hidden directions,
 ``probes.frame_pairing``). Usage: ``python scripts/calibrate_null.py [--models 12] [--root DIR]
 [--hidden-sample 16]``.
 """
@@ -25,6 +26,7 @@ from scipy import stats
 from backends.compute import Compute
 from verifier.model import open_model
 from verifier.probes import frame_pairing as frame
+from verifier.probes import rotated_layers as turned
 from verifier.probes.hidden_alignment import MAX_TOKENS, shared_token_rows
 from verifier.probes.pairing import Pairing
 from verifier.stats import gaussian_tail_p
@@ -58,6 +60,8 @@ def main() -> None:
                                          "head_matching (per layer)": [], "combined (verify)": [],
                                          "body_alignment (verify)": []}
         false_positive = 0
+        verdicts: dict[str, int] = {}
+        matched: list[float] = []
         rng = np.random.default_rng(0)
         t0 = time.perf_counter()
         for a, b in itertools.combinations(folders, 2):
@@ -83,6 +87,11 @@ def main() -> None:
             if looked and looked[0] is not None:
                 pvals["body_alignment (verify)"].append(looked[0])
             false_positive += report.verdict == "derived"
+            verdicts[report.verdict] = verdicts.get(report.verdict, 0) + 1
+            # the rotated-layers guard, measured where the verdict would be independent
+            [embedding] = [p for p in report.probes if p.name == "hidden_alignment"]
+            if turned.MATCHED in embedding.details:
+                matched.append(float(embedding.details[turned.MATCHED] or 0.0))
         pairs = args.models * (args.models - 1) // 2
         print(f"{pairs} independent pairs in {time.perf_counter() - t0:.1f} s; "
               f"verdict 'derived' on {false_positive} of them\n")
@@ -100,6 +109,13 @@ def main() -> None:
             for lvl in (0.01, 0.05, 0.1)))
         smallest = {name: f"{min(ps):.2g}" for name, ps in pvals.items() if ps}
         print(f"smallest p: {smallest}")
+        print(f"verdicts: {verdicts}")
+        if matched:
+            arr = np.asarray(matched)
+            print(f"rotated-layers guard on {arr.size} pairs: fraction of neurons matched through "
+                  f"a turn: median {np.median(arr):.3f}, 99th percentile "
+                  f"{np.quantile(arr, 0.99):.3f}, largest {arr.max():.3f} (level {turned.LEVEL}); "
+                  f"held on {int((arr >= turned.LEVEL).sum())}")
 
 
 if __name__ == "__main__":

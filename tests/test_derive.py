@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,8 +36,6 @@ LOGITS_ATOL = 5e-5
 #: A transformed tensor must differ from its parent's by at least this much (``rel_change``), so
 #: that a derivation that silently did nothing fails.
 MIN_CHANGE = 0.5
-#: Building every LINEAGE model, once their standard parent exists (about 40 s on two CPU cores).
-LINEAGE_BUILD_SECONDS = 120
 
 DECODERS = ["llama", "qwen2", "mistral", "mixtral", "qwen2_moe"]
 #: The standard specs (8 layers, 4 heads, 2 KV heads) and one with 4 query heads per KV head.
@@ -420,14 +417,11 @@ def test_pairs_have_the_stated_truth_and_layer_maps() -> None:
 
 @pytest.mark.slow
 def test_lineage_models_build_and_load(lineage_zoo: Zoo) -> None:
-    """Every model a pair mentions builds (the LINEAGE ones within LINEAGE_BUILD_SECONDS) and
-    loads; configs state the candidate's depth; untrained derivations hold exactly the derived
-    weights, trained ones moved away from them."""
+    """Every model a pair mentions builds and loads; configs state the candidate's depth;
+    untrained derivations hold exactly the derived weights, trained ones moved away from them."""
     names = sorted({p.candidate for p in PAIRS} | {p.base for p in PAIRS})
     folders = {name: lineage_zoo[name] for name in names if name not in LINEAGE}
-    t0 = time.perf_counter()
     folders |= {name: lineage_zoo[name] for name in LINEAGE}
-    assert time.perf_counter() - t0 < LINEAGE_BUILD_SECONDS
     base = load_state(folders["llama"])
     for pair in PAIRS:
         folder, spec = folders[pair.candidate], lineage_zoo.spec(pair.candidate)

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from verifier.probes.base import ProbeResult
+from verifier.probes.rotated_layers import LEVEL, MATCHED, MATCHED_LAYERS
 from verifier.stats import harmonic_combine
 from verifier.verdict import DEFAULT_ALPHA, INDEPENDENT_P, decide
 
@@ -128,6 +129,26 @@ def test_a_rotated_copy_is_never_called_independent():
     # and a derivation the probes do show stays derived
     shown = [probe("hidden_alignment", 1e-40), *unrelated()[1:]]
     assert decide(_with_geometry(shown, 1.0, 0.996), DEFAULT_ALPHA)[0] == "derived"
+
+
+def _with_turned_neurons(probes: list[ProbeResult], fraction: float) -> list[ProbeResult]:
+    first = probes[0].model_copy(update={"details": {MATCHED: fraction, MATCHED_LAYERS: 4}})
+    return [first, *probes[1:]]
+
+
+def test_neurons_matched_through_a_turn_keep_a_pair_from_being_called_independent():
+    # most sampled FFN neurons have a counterpart through the rotation recovered from the
+    # embeddings: a rotated model trained on, which no probe undoes
+    verdict, _, reason = decide(_with_turned_neurons(unrelated(), LEVEL), DEFAULT_ALPHA)
+    assert verdict == "inconclusive"
+    assert "turned by a rotation of the hidden space and trained on" in reason
+    assert "50% of the base's sampled FFN neurons (4 layers)" in reason
+    # below the level: no say in the verdict
+    assert decide(_with_turned_neurons(unrelated(), LEVEL - 0.01), DEFAULT_ALPHA)[0] == \
+        "independent"
+    # and it never convicts, nor overrides a derivation the probes show
+    shown = [probe("hidden_alignment", 1e-40), *unrelated()[1:]]
+    assert decide(_with_turned_neurons(shown, 1.0), DEFAULT_ALPHA)[0] == "derived"
 
 
 def test_the_second_look_convicts_only_within_its_share_of_alpha():

@@ -15,11 +15,12 @@ from checkpoints import llama_tensors, run_cli, write_llama_folder
 from verifier import verify as verify_module
 from verifier.cli import main
 from verifier.probes import moe_upcycling as moe
+from verifier.probes import rotated_layers as turned
 from verifier.probes.base import spread
 from verifier.report import Report
 from verifier.verdict import vouches
 from verifier.verify import VerifyOptions, verify
-from verifier.zoo.pairs import MOE_PAIRS, PAIRS, ROTATED_PAIRS
+from verifier.zoo.pairs import MOE_PAIRS, PAIRS, ROTATED_PAIRS, ROTATED_TRAINED_PAIRS
 
 DERIVED = [p for p in PAIRS if p.truth == "derived"]
 INDEPENDENT = [p for p in PAIRS if p.truth == "independent"]
@@ -56,18 +57,47 @@ def test_independent_pairs_are_not_derived(pair, direction, reports):
                for p in report.probes if vouches(p))
 
 
+def _turned_pair_details(zoo, pair, direction) -> dict:
+    """A rotated pair's report must be inconclusive, saying that the probes do not undo the
+    turn; the hidden alignment probe's details say which guard held."""
+    base, cand = zoo[pair.base], zoo[pair.candidate]
+    report = verify(base, cand, OPTS) if direction == "forward" else verify(cand, base, OPTS)
+    assert report.verdict == "inconclusive", report.reason
+    assert "rotation of the hidden space" in report.reason
+    [embedding] = [p for p in report.probes if p.name == "hidden_alignment"]
+    return embedding.details
+
+
 @pytest.mark.parametrize("pair", ROTATED_PAIRS, ids=[p.name for p in ROTATED_PAIRS])
 @pytest.mark.parametrize("direction", ["forward", "backward"])
 def test_a_rotated_copy_is_inconclusive_and_says_why(pair, direction, zoo):
     # the base with its hidden space turned by a random rotation (same function): no probe
     # undoes it and the null cannot tell it from independent training, so the probes see
     # nothing; the verdict was "independent", which the token geometry contradicts
-    base, cand = zoo[pair.base], zoo[pair.candidate]
-    report = verify(base, cand, OPTS) if direction == "forward" else verify(cand, base, OPTS)
-    assert report.verdict == "inconclusive", report.reason
-    assert "rotation of the hidden space" in report.reason
-    [embedding] = [p for p in report.probes if p.name == "hidden_alignment"]
-    assert embedding.details["gram_agreement"] > 1 - 1e-4
+    assert _turned_pair_details(zoo, pair, direction)["gram_agreement"] > 1 - 1e-4
+
+
+@pytest.mark.parametrize("pair", ROTATED_TRAINED_PAIRS, ids=[p.name for p in ROTATED_TRAINED_PAIRS])
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_a_rotated_model_trained_on_is_inconclusive_and_says_why(pair, direction, zoo):
+    # turned like the rotated copy, then trained 3x the base's steps at 2.5x its learning rate:
+    # its token geometry no longer shows the turn, its FFN neurons (read through the turn the
+    # embeddings give) do; the verdict was "independent"
+    details = _turned_pair_details(zoo, pair, direction)
+    assert details["gram_agreement"] < details["rotated_copy_level"]
+    assert details[turned.MATCHED] >= turned.LEVEL
+
+
+@pytest.mark.parametrize("pair", INDEPENDENT, ids=[p.name for p in INDEPENDENT])
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_independent_models_keep_few_neurons_through_a_turn(pair, direction, reports):
+    # where the verdict is independent, the guard against a turned derivative ran and stayed
+    # below its level (independent models share a few neurons of their first layers)
+    report = reports[(pair.name, direction)]
+    if report.verdict == "independent":
+        [embedding] = [p for p in report.probes if p.name == "hidden_alignment"]
+        assert embedding.details[turned.MATCHED] < turned.LEVEL
+        assert embedding.details[turned.MATCHED_LAYERS] == turned.LAYERS
 
 
 @pytest.mark.parametrize("pair", [p for p in PAIRS if p.layer_map], ids=lambda p: p.name)

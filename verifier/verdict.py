@@ -11,8 +11,9 @@
   saw none.
 * **inconclusive** otherwise, with the reason; in particular when the derivation is not shown
   but the candidate's embeddings are the base's turned by a rotation of the hidden space
-  (``probes.rotated_copy``): the probes do not undo rotations, so they cannot vouch for
-  independence.
+  (``probes.rotated_copy``), or its FFN neurons are the base's under such a rotation
+  (``probes.rotated_layers``, a rotated model trained on): the probes do not undo rotations, so
+  they cannot vouch for independence.
 
 The second look (``probes.body_alignment``) spends a share ``SHARE`` of alpha beside the other
 probes (weighted Bonferroni), or that share alone where the embeddings could not be aligned and
@@ -28,6 +29,7 @@ from verifier.probes import body_alignment as body
 from verifier.probes import hidden_alignment as hidden
 from verifier.probes.base import ProbeResult
 from verifier.probes.rotated_copy import AGREEMENT, COPY_LEVEL, is_rotated_copy
+from verifier.probes.rotated_layers import MATCHED, MATCHED_LAYERS, is_turned
 from verifier.stats import DEFAULT_ALPHA, harmonic_combine
 
 INDEPENDENT_P = 0.01
@@ -91,15 +93,12 @@ def decide(probes: list[ProbeResult], alpha: float,
                 for names, out in zip(missing, left_out, strict=True)]
         return "inconclusive", combined, (
             f"an independent verdict needs probes that did not run: {', '.join(said)}")
-    rotated = [p for p in decisive if p.name == hidden.NAME and is_rotated_copy(p.details)]
-    if rotated:
-        d = rotated[0].details
+    turned = next((why for p in decisive if p.name == hidden.NAME
+                   and (why := _rotation(p.details)) is not None), None)
+    if turned is not None:
         return "inconclusive", combined, (
-            f"combined p = {combined:.3g} shows no derivation, but the candidate's token "
-            f"geometry is the base's (Gram agreement {d[AGREEMENT]:.6f}, at least the "
-            f"{d[COPY_LEVEL]:.6f} a copy keeps under noise beyond 4-bit rounding): its "
-            "embeddings are the base's turned by a rotation of the hidden space, a "
-            "function-preserving change the probes do not undo (a rotated copy?)")
+            f"combined p = {combined:.3g} shows no derivation, but {turned}, which the probes "
+            "do not undo")
     weak = [p.name for p in decisive if p.power_p_value is None or p.power_p_value >= alpha]
     if weak:
         return "inconclusive", combined, (
@@ -114,6 +113,25 @@ def decide(probes: list[ProbeResult], alpha: float,
         f"combined p = {combined:.3g} >= {INDEPENDENT_P} and every probe had the power to see "
         f"a derivation ({names})"
     )
+
+
+def _rotation(details: dict[str, float | int | str | None]) -> str | None:
+    """What says that the candidate may be the base turned by a rotation of the hidden space (a
+    function-preserving change), from the hidden alignment probe's details: the token geometry
+    of a copy (``rotated_copy``), or FFN neurons matched through the turn (``rotated_layers``);
+    None when neither guard holds."""
+    if is_rotated_copy(details):
+        return (f"the candidate's token geometry is the base's (Gram agreement "
+                f"{details[AGREEMENT]:.6f}, at least the {details[COPY_LEVEL]:.6f} a copy keeps "
+                "under noise beyond 4-bit rounding): its embeddings are the base's turned by a "
+                "rotation of the hidden space (a rotated copy?)")
+    if is_turned(details):
+        return (f"through the rotation of the hidden space that best maps the base's token "
+                f"embeddings onto the candidate's, {details[MATCHED]:.0%} of the base's sampled "
+                f"FFN neurons ({details[MATCHED_LAYERS]} layers) have a counterpart in the "
+                "candidate beyond any random turn of the base's layers: the candidate may be the "
+                "base turned by a rotation of the hidden space and trained on")
+    return None
 
 
 def vouches(probe: ProbeResult) -> bool:

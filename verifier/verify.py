@@ -27,7 +27,7 @@ from backends.compute import DTYPE_POLICY, Compute
 from backends.distributed import Shards
 from verifier import __version__
 from verifier.architectures import RoleMap
-from verifier.architectures.layout import ATTN_NORM, DOWN, EMBED, GATE, UP, K, O, Q, V
+from verifier.architectures.layout import ATTN_NORM, DOWN, EMBED, GATE, MLP_NORM, UP, K, O, Q, V
 from verifier.files import Hashing, records, sha256_file
 from verifier.model import Model, open_model
 from verifier.model_cache import ModelCache
@@ -39,6 +39,7 @@ from verifier.probes import moe_upcycling as moe
 from verifier.probes import neuron_matching as neurons
 from verifier.probes import norm_drift as drift
 from verifier.probes import rotated_copy
+from verifier.probes import rotated_layers as turned
 from verifier.probes.base import LayerValue, ProbeResult, spread
 from verifier.probes.layer_alignment import MIN_Z, align_layers
 from verifier.probes.pairing import LazyLayers, Pairing, Side, expect, fake_derivative
@@ -161,6 +162,11 @@ def _layer(j: int, a: int, stat: float, null: list[float], scale: int) -> LayerV
                       null_mean=float(np.mean(null)), null_std=float(np.std(null, ddof=1)))
 
 
+#: the rotated-layers guard's own random stream (beside the run's seed), so that it never
+#: shifts the draws of the probes
+TURNED_STREAM = 7
+
+
 class _Run:
     """State of one verification (kept out of module globals: no hidden shared state)."""
 
@@ -273,7 +279,10 @@ class _Run:
         if self.opts.wants(body.NAME) and decide(self.probes, self.opts.alpha)[0] != "derived":
             t0 = time.perf_counter()
             self._body(base, cand)
-            self.tick(body.NAME, t0)
+            t0 = self.tick(body.NAME, t0)
+        if decide(self.probes, self.opts.alpha)[0] == "independent":
+            self._rotated_layers(base, cand)
+            self.tick("rotated_layers", t0)
 
     def second_look_only(self) -> None:
         """Where the embeddings cannot align the models (no shared tokens enough, as with a new
@@ -359,6 +368,32 @@ class _Run:
                          pairing.align.perm == pairing.base_coords)),
                      "negated_fraction": float(np.mean(pairing.align.sign < 0))},
         ))
+
+    def _rotated_layers(self, base: Side, cand: Side) -> None:
+        """The guard against a rotated derivative that was trained on (``probes.rotated_layers``),
+        where the verdict would otherwise be independent: its measurement joins the hidden
+        alignment probe's details, beside the rotated-copy guard's. Every rank computes it (a
+        few layers, seeded by the run's seed alone)."""
+        if any(m.layout.family in heads.POST_NORM for m in (self.base, self.cand)):
+            return  # a turn does not commute with LayerNorm's centring
+        pairs = turned.layer_pairs(sorted(base.ffn), sorted(cand.ffn),
+                                   self.base.layout.num_layers, self.cand.layout.num_layers)
+
+        def layer(model: Model, side: Side, i: int) -> turned.Layer:
+            roles = model.layout.layers[i].roles
+            return turned.Layer(side.ffn[i],
+                                model.load(roles[MLP_NORM]) if MLP_NORM in roles else None)
+
+        self.progress("looking for a turned copy", 0, 1)
+        found = turned.measure(
+            base.embed, cand.embed,
+            ((layer(self.base, base, a), layer(self.cand, cand, j)) for a, j in pairs),
+            np.random.default_rng([self.opts.seed, TURNED_STREAM]), self.compute)
+        self.progress("looking for a turned copy", 1, 1)
+        if found is None:
+            return
+        self.probes = [p.model_copy(update={"details": {**p.details, **found}})
+                       if p.name == hidden.NAME else p for p in self.probes]
 
     def _experts(self, pairing: Pairing) -> None:
         """The upcycling probe on the candidate's MoE layers (null draws for at most

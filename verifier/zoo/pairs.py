@@ -8,8 +8,9 @@ model of another depth. Its names do not clash with ``STANDARD``'s, so
 are the very ``STANDARD`` specs, so they share the standard models' cache folders.
 
 ``PAIRS`` lists (base, candidate) questions with the right answer and, for derived pairs, the
-base layer each candidate layer came from; ``ROTATED_PAIRS`` the derived pairs whose rotation of
-the hidden space the probes cannot undo (they owe "inconclusive", not "derived").
+base layer each candidate layer came from; ``ROTATED_PAIRS`` and ``ROTATED_TRAINED_PAIRS`` the
+derived pairs whose rotation of the hidden space the probes cannot undo (they owe
+"inconclusive", not "derived").
 
 ``MOE_LINEAGE`` holds MoE children of the same base (sparse and fine-grained upcycling, and new
 experts on the base's attention), and ``MOE_PAIRS`` the MoE questions, with whether the experts
@@ -59,6 +60,9 @@ LINEAGE: dict[str, ModelSpec] = {
     # the residual stream turned by a random rotation, norm gains folded (QuaRot / SpinQuant):
     # the same function, which no probe undoes (``ROTATED_PAIRS``)
     "llama_rotated": _child("rotate", steps=0, seed=18),
+    # the same turn, then the long high-learning-rate run of ``llama_long``: its token geometry
+    # drifts below a copy's, its FFN neurons keep their counterparts (``ROTATED_TRAINED_PAIRS``)
+    "llama_rotated_long": _child("rotate", steps=3 * BASE.steps, lr=2.5 * BASE.lr, seed=24),
     # the body kept (hidden space, heads and neurons permuted, signs flipped) under new random
     # embeddings, then trained: a tokenizer transplant (``TRANSPLANTED_PAIRS``)
     "llama_transplant": _child("transplant", steps=_SHORT, seed=19),
@@ -164,6 +168,9 @@ PAIRS: list[Pair] = [
 #: probe, and the rotation null cannot tell it from independent training. The verdict owed is
 #: "inconclusive" with the reason, never "independent" (``verifier.probes.rotated_copy``).
 ROTATED_PAIRS: list[Pair] = [_pair("rotated_copy", "llama_rotated")]
+#: the same, trained on after the turn: the token geometry no longer shows it; the FFN neurons,
+#: read through the turn recovered from the embeddings, do (``verifier.probes.rotated_layers``)
+ROTATED_TRAINED_PAIRS: list[Pair] = [_pair("rotated_then_trained", "llama_rotated_long")]
 
 #: derived pairs whose embeddings share nothing: only the second look, the alignment recovered
 #: from the layers (``verifier.probes.body_alignment``), shows them derived; the layer map stays
