@@ -81,6 +81,8 @@ def test_a_body_under_new_embeddings_is_derived_by_the_second_look(pair, directi
     assert by_name["hidden_alignment"].p_value > 1e-3  # the first look found nothing
     assert by_name["body_alignment"].p_value < report.alpha * body.SHARE
     assert "new embeddings" in report.reason
+    # the layer map comes through the layers' alignment (the first look's mapped nothing)
+    assert tuple(e.base_layer for e in report.layer_map) == pair.layer_map
 
 
 def test_the_second_look_is_skipped_for_derived_pairs(zoo):
@@ -124,6 +126,8 @@ def test_a_body_under_new_embeddings_and_another_depth_is_derived(zoo, tmp_path,
     assert any("relative depth" in w for w in report.warnings)
     second = {p.name: p for p in report.probes}["body_alignment"]
     assert second.p_value < report.alpha * body.SHARE
+    # which base layer each candidate layer came from (the pruned ones map to nothing)
+    assert [e.base_layer for e in report.layer_map] == keep
 
 
 def test_an_unrelated_model_of_another_depth_is_not_derived_by_the_second_look(zoo):
@@ -215,6 +219,10 @@ def test_a_body_under_a_new_tokenizer_is_derived_by_the_second_look_alone(zoo, t
     assert "could not be aligned" in report.reason
     assert any("too few to align" in w for w in report.warnings)
     assert any("aligned from the layers alone" in w for w in report.warnings)
+    assert [e.base_layer for e in report.layer_map] == list(range(8))
+    # norm drift aligned each layer pair through the layers' alignment: a trained copy's drift
+    assert all(0.0 < layer.relative_drift < 1.0 for layer in report.norm_drift.layers
+               if layer.role == "up")
 
 
 def test_an_unrelated_pair_under_different_tokenizers_stays_inconclusive(zoo, tmp_path):

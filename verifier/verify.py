@@ -44,6 +44,7 @@ from verifier.probes.base import LayerValue, ProbeResult, spread
 from verifier.probes.layer_alignment import MIN_Z, align_layers
 from verifier.probes.pairing import LazyLayers, Pairing, Side, expect, fake_derivative
 from verifier.report import Environment, LayerMapEntry, ModelInfo, Models, MoESection, Report
+from verifier.seeds import POWER_NOISE_STREAM, ROTATED_LAYERS_STREAM, torch_generator
 from verifier.stats import gaussian_tail_p, harmonic_combine
 from verifier.verdict import DEFAULT_ALPHA, decide, second_look_matters
 
@@ -162,11 +163,6 @@ def _layer(j: int, a: int, stat: float, null: list[float], scale: int) -> LayerV
                       null_mean=float(np.mean(null)), null_std=float(np.std(null, ddof=1)))
 
 
-#: the rotated-layers guard's own random stream (beside the run's seed), so that it never
-#: shifts the draws of the probes
-TURNED_STREAM = 7
-
-
 class _Run:
     """State of one verification (kept out of module globals: no hidden shared state)."""
 
@@ -178,7 +174,7 @@ class _Run:
         self.cache = cache
         self.progress: Progress = progress or (lambda stage, done, total: None)
         self.rng = np.random.default_rng(opts.seed)
-        self.gen = torch.Generator().manual_seed(opts.seed)
+        self.gen = torch_generator(opts.seed, POWER_NOISE_STREAM)
         #: what opening the models found (roles some layers lack), then what the run finds
         self.warnings: list[str] = [f"{whose}: {w}" for whose, model in
                                     (("base", base), ("candidate", cand)) for w in model.warnings]
@@ -368,6 +364,39 @@ class _Run:
                          pairing.align.perm == pairing.base_coords)),
                      "negated_fraction": float(np.mean(pairing.align.sign < 0))},
         ))
+        p = max(p_align, p_neurons if p_neurons is not None else 1.0)
+        if values and p / body.SHARE < self.opts.alpha \
+                and all(a is None for a in self.layer_map):
+            self._map_through(pairing, values)
+
+    def _map_through(self, pairing: Pairing, tested: list[LayerValue]) -> None:
+        """The layer map through the second look's alignment, where that look shows the pair
+        derived and the first look mapped nothing (its alignment was at random): each
+        candidate dense layer's neuron statistic against the base layers the search compares
+        (all of them, or the one at its relative depth: ``_layer_search``), scored against the
+        null moments of the nearest layer the second look tested. Norm drift then aligns its
+        layers through this pairing too."""
+        nb, nc = self.base.layout.num_layers, self.cand.layout.num_layers
+        full = self._layer_search(pairing) == "full"
+        compared = {j: list(pairing.base.ffn) if full else [a] for j in sorted(pairing.cand.ffn)
+                    if full or (a := body.relative_layer(j, nc, nb)) in pairing.base.ffn}
+        self.progress("mapping layers", 0, 1)
+        local = {j: {a: pairing.ffn_stat(a, j) for a in compared[j]}
+                 for j in self.shards.mine(sorted(compared))}
+        stat = np.full((nb, nc), np.nan)
+        for part in self.shards.gather(local):
+            for j, col in part.items():
+                for a, v in col.items():
+                    stat[a, j] = v
+        z = np.full((nb, nc), -np.inf)
+        for j in compared:
+            near = min(tested, key=lambda lv: (abs(lv.layer - j), lv.layer))
+            mu, sd = near.null_mean or 0.0, near.null_std or 1e-12
+            z[:, j] = np.where(np.isnan(stat[:, j]), -np.inf, (stat[:, j] - mu) / sd)
+        self.progress("mapping layers", 1, 1)
+        self.stat, self.layer_map = stat, align_layers(z)
+        # norm drift's aligned drifts were taken through the first look's alignment
+        self.pairing, self.drifts = pairing, {}
 
     def _rotated_layers(self, base: Side, cand: Side) -> None:
         """The guard against a rotated derivative that was trained on (``probes.rotated_layers``),
@@ -388,7 +417,7 @@ class _Run:
         found = turned.measure(
             base.embed, cand.embed,
             ((layer(self.base, base, a), layer(self.cand, cand, j)) for a, j in pairs),
-            np.random.default_rng([self.opts.seed, TURNED_STREAM]), self.compute)
+            np.random.default_rng([self.opts.seed, ROTATED_LAYERS_STREAM]), self.compute)
         self.progress("looking for a turned copy", 1, 1)
         if found is None:
             return

@@ -173,8 +173,8 @@ ROTATED_PAIRS: list[Pair] = [_pair("rotated_copy", "llama_rotated")]
 ROTATED_TRAINED_PAIRS: list[Pair] = [_pair("rotated_then_trained", "llama_rotated_long")]
 
 #: derived pairs whose embeddings share nothing: only the second look, the alignment recovered
-#: from the layers (``verifier.probes.body_alignment``), shows them derived; the layer map stays
-#: the embedding route's (empty), so they are kept apart from ``PAIRS``
+#: from the layers (``verifier.probes.body_alignment``), shows them derived (and maps their
+#: layers), so they are kept apart from ``PAIRS``
 TRANSPLANTED_PAIRS: list[Pair] = [_pair("transplanted_body", "llama_transplant")]
 
 
