@@ -4,12 +4,13 @@ Trains ``--models`` small Llama-style models (4 layers, hidden 32, 80 AdamW step
 seeds, alternating corpus domains, then for every pair computes the selection-free p-values of
 each probe (embedding alignment; neuron and head matching of layer i against layer i, no search
 over layers), and the full `verify` verdict with its second look's p-value (``body_alignment``,
-which runs on every pair the embeddings do not convict). Prints Kolmogorov-Smirnov statistics against the
-uniform distribution, a 10-bin histogram per probe, and the false-positive count at the default
-alpha, the verdicts, and the fractions the rotated-layers guard measured (where the verdict would
-be independent; ``probes.rotated_layers``). ``--hidden-sample M`` calibrates the frame path instead (M of the 32 hidden directions,
-``probes.frame_pairing``). Usage: ``python scripts/calibrate_null.py [--models 12] [--root DIR]
-[--hidden-sample 16]``.
+which runs on every pair the embeddings do not convict). Prints Kolmogorov-Smirnov statistics
+against the uniform distribution, a 10-bin histogram per probe, the false-positive count at the
+default alpha, the verdicts, the rotated-copy guard's Gram agreements, and the fractions the
+rotated-layers guard measured (where the verdict would be independent;
+``probes.rotated_layers``). ``--hidden-sample M`` calibrates the frame path instead (M of the
+32 hidden directions, ``probes.frame_pairing``). Usage: ``python scripts/calibrate_null.py
+[--models 12] [--root DIR] [--hidden-sample 16]``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from scipy import stats
 from backends.compute import Compute
 from verifier.model import open_model
 from verifier.probes import frame_pairing as frame
+from verifier.probes import rotated_copy
 from verifier.probes import rotated_layers as turned
 from verifier.probes.hidden_alignment import MAX_TOKENS, shared_token_rows
 from verifier.probes.pairing import Pairing
@@ -62,6 +64,7 @@ def main() -> None:
         false_positive = 0
         verdicts: dict[str, int] = {}
         matched: list[float] = []
+        geometry: list[tuple[float, float]] = []  # (Gram agreement, copy level) per pair
         rng = np.random.default_rng(0)
         t0 = time.perf_counter()
         for a, b in itertools.combinations(folders, 2):
@@ -92,6 +95,9 @@ def main() -> None:
             [embedding] = [p for p in report.probes if p.name == "hidden_alignment"]
             if turned.MATCHED in embedding.details:
                 matched.append(float(embedding.details[turned.MATCHED] or 0.0))
+            if rotated_copy.AGREEMENT in embedding.details:
+                geometry.append((float(embedding.details[rotated_copy.AGREEMENT] or 0.0),
+                                 float(embedding.details[rotated_copy.COPY_LEVEL] or 0.0)))
         pairs = args.models * (args.models - 1) // 2
         print(f"{pairs} independent pairs in {time.perf_counter() - t0:.1f} s; "
               f"verdict 'derived' on {false_positive} of them\n")
@@ -110,6 +116,11 @@ def main() -> None:
         smallest = {name: f"{min(ps):.2g}" for name, ps in pvals.items() if ps}
         print(f"smallest p: {smallest}")
         print(f"verdicts: {verdicts}")
+        if geometry:
+            agree, level = np.asarray(geometry).T
+            print(f"rotated-copy guard on {agree.size} pairs: Gram agreement median "
+                  f"{np.median(agree):.3f}, largest {agree.max():.3f}; copy level smallest "
+                  f"{level.min():.3f}; held on {int((agree >= level).sum())}")
         if matched:
             arr = np.asarray(matched)
             print(f"rotated-layers guard on {arr.size} pairs: fraction of neurons matched through "
