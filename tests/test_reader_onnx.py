@@ -159,6 +159,32 @@ def test_dynamically_quantised_weights_dequantise_under_their_base_name(tmp_path
     np.testing.assert_allclose(up.numpy(), expected_up.T, rtol=1e-6)
 
 
+def test_quantisation_parameters_from_constant_nodes_dequantise_and_computed_ones_refuse(
+        tmp_path):
+    """A QDQ weight whose scale and zero point are Constant nodes reads like one whose are
+    initialisers (the constants are not listed); one whose scale the graph computes cannot be
+    dequantised from the file, and was read as raw integers: an input error that says why."""
+    w = RNG.integers(-128, 128, (8, 5), dtype=np.int8)
+    s, z = RNG.uniform(0.01, 0.1, 5).astype(np.float32), RNG.integers(-4, 4, 5, dtype=np.int8)
+    dq = helper.make_node("DequantizeLinear", ["onnx::MatMul_7_q", "w_s", "w_z"], ["w"], axis=1)
+    matmul = helper.make_node("MatMul", ["x", "w"], ["y"],
+                              name="/model/layers.0/mlp/up_proj/MatMul")
+    constants = [helper.make_node("Constant", [], ["w_s"], value=numpy_helper.from_array(s)),
+                 helper.make_node("Constant", [], ["w_z"], value=numpy_helper.from_array(z))]
+    path = write_model(tmp_path / "const.onnx", [*constants, dq, matmul], {"onnx::MatMul_7_q": w})
+    with open_checkpoint(path) as reader:
+        assert [t.name for t in reader.tensors()] == ["model.layers.0.mlp.up_proj.weight"]
+        up = reader.load("model.layers.0.mlp.up_proj.weight")
+    expected = (w.astype(np.float32) - z[None, :]) * s[None, :]  # per column: axis=1
+    np.testing.assert_allclose(up.numpy(), expected.T, rtol=1e-6)
+    computed = [helper.make_node("Mul", ["x_s", "k"], ["w_s"]),
+                helper.make_node("Constant", [], ["w_z"], value=numpy_helper.from_array(z))]
+    path = write_model(tmp_path / "computed.onnx", [*computed, dq, matmul],
+                       {"onnx::MatMul_7_q": w, "x_s": np.array(0.1, np.float32), "k": s})
+    with pytest.raises(InputError, match="'w_s', which the graph computes"):
+        open_checkpoint(path)
+
+
 def test_external_data_is_read_per_tensor_and_listed_as_a_file(tmp_path):
     w, b = rand(8, 4), rand(4)
     nodes = [helper.make_node("MatMul", ["x", "onnx::MatMul_1"], ["h"], name="/proj/MatMul"),

@@ -97,13 +97,17 @@ class ONNXCheckpoint(CheckpointReader):
         super().__init__(path.parent, [path])
         self.path = path
         graph = _load_model(path).graph
-        self._init = _initialisers(path, graph)
+        init = _initialisers(path, graph)
+        # quantisation parameters a Constant node holds are read like initialisers, never
+        # exposed as weights
+        constants = {k: v for k, v in _constants(graph).items() if k not in init}
+        self._init = init | constants
         self._external = {
             name: self._external_ref(t) for name, t in self._init.items() if _is_external(t)
         }
         self.files = [path, *sorted({e.file for e in self._external.values()})]
         try:
-            self._weights = _expose(graph, self._init)
+            self._weights = _expose(graph, init, constants)
         except (ValueError, TypeError) as exc:  # e.g. an attribute of the wrong type
             raise InputError(f"{path}: not a readable ONNX model: {_first_line(exc)}") from exc
 
@@ -257,10 +261,12 @@ def _initialisers(path: Path, graph: onnx.GraphProto) -> dict[str, onnx.TensorPr
     return found
 
 
-def _expose(graph: onnx.GraphProto, init: dict[str, onnx.TensorProto]) -> dict[str, _Weight]:
-    """Exposed name -> weight, in initialiser order; quantisation parameters left out."""
+def _expose(graph: onnx.GraphProto, init: dict[str, onnx.TensorProto],
+            constants: dict[str, onnx.TensorProto]) -> dict[str, _Weight]:
+    """Exposed name -> weight, in initialiser order; quantisation parameters (``constants``:
+    those Constant nodes hold) left out."""
     consumers = _consumers(graph)
-    quants = _quantised(graph, init)
+    quants = _quantised(graph, init | constants)
     hidden = {q.scale for q in quants.values()} | {
         q.zero_point for q in quants.values() if q.zero_point
     }
@@ -314,15 +320,41 @@ def _effective_uses(name: str, consumers: dict[str, _Uses]) -> _Uses:
     return uses
 
 
+def _constants(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
+    """Tensors held by Constant nodes (their ``value`` attribute), by output name."""
+    found: dict[str, onnx.TensorProto] = {}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output:
+            for attr in node.attribute:
+                if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
+                    tensor = onnx.TensorProto()
+                    tensor.CopyFrom(attr.t)
+                    tensor.name = node.output[0]
+                    found[node.output[0]] = tensor
+    return found
+
+
 def _quantised(graph: onnx.GraphProto, init: dict[str, onnx.TensorProto]) -> dict[str, _Quant]:
     """Quantised initialisers: those a DequantizeLinear decodes, and ``<w>_quantized``
-    initialisers with a ``<w>_scale`` (onnxruntime's naming, used with MatMulInteger/Gather)."""
+    initialisers with a ``<w>_scale`` (onnxruntime's naming, used with MatMulInteger/Gather).
+    A stored weight matrix whose scale or zero point the graph computes cannot be dequantised
+    from the file: ``ValueError`` (read as raw integers it was a wrong weight, silently)."""
     found: dict[str, _Quant] = {}
     for node in graph.node:
         if node.op_type != "DequantizeLinear" or len(node.input) < 2:
             continue
         source, scale = node.input[0], node.input[1]
-        if source in init and scale in init:
+        if source not in init:
+            continue
+        computed = [p for p in node.input[1:3] if p and p not in init]
+        # a matrix: a weight the probes would read (a 1-D tensor, e.g. an int32 bias whose
+        # scale QDQ tools compute as x_scale * w_scale, is left as it was)
+        if computed and len(init[source].dims) >= 2:
+            raise ValueError(
+                f"initialiser {source!r} is dequantised with {', '.join(map(repr, computed))}, "
+                "which the graph computes instead of storing; lineage reads stored "
+                "quantisation parameters only")
+        if scale in init:
             zero = node.input[2] if len(node.input) > 2 and node.input[2] in init else None
             ndim = max(len(init[source].dims), 1)
             axis = _attribute(node, "axis", 1) % ndim
