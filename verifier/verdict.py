@@ -74,7 +74,7 @@ def decide(probes: list[ProbeResult], alpha: float,
         # the second look spends a share of alpha (weighted Bonferroni): a false "derived" from
         # either look has probability at most (1 - SHARE) alpha + SHARE alpha
         combined = min(1.0, combined / (1.0 - body.SHARE), looked / body.SHARE)
-        if looked / body.SHARE < alpha:
+        if second_look_convicts(looked, alpha):
             return "derived", combined, (
                 f"combined p = {combined:.3g} < alpha = {alpha:g}: the embeddings do not align "
                 f"({names}), but the layers do ({body.NAME}, p = {looked:.3g}, weighted by its "
@@ -140,6 +140,12 @@ def vouches(probe: ProbeResult) -> bool:
     return probe.decisive and probe.name not in SECOND_LOOKS
 
 
+def second_look_convicts(p_value: float, alpha: float) -> bool:
+    """Whether a second-look p-value makes the pair derived on its own: weighted by its share
+    of alpha, below alpha."""
+    return p_value / body.SHARE < alpha
+
+
 def second_look_matters(p_value: float, alpha: float) -> bool:
     """Whether a second-look p-value this small could change ``decide``'s verdict: weighted by
     its share, below alpha (derived) or below ``INDEPENDENT_P`` (weak evidence, not
@@ -148,4 +154,4 @@ def second_look_matters(p_value: float, alpha: float) -> bool:
 
 
 __all__ = ["DEFAULT_ALPHA", "INDEPENDENT_P", "REQUIRED", "SECOND_LOOKS", "decide",
-           "second_look_matters", "vouches"]
+           "second_look_convicts", "second_look_matters", "vouches"]

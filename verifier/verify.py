@@ -46,7 +46,7 @@ from verifier.probes.pairing import LazyLayers, Pairing, Side, expect, fake_deri
 from verifier.report import Environment, LayerMapEntry, ModelInfo, Models, MoESection, Report
 from verifier.seeds import POWER_NOISE_STREAM, ROTATED_LAYERS_STREAM, torch_generator
 from verifier.stats import gaussian_tail_p, harmonic_combine
-from verifier.verdict import DEFAULT_ALPHA, decide, second_look_matters
+from verifier.verdict import DEFAULT_ALPHA, decide, second_look_convicts, second_look_matters
 
 Progress = Callable[[str, int, int], None]
 #: all-pairs layer search when its matmuls cost at most this (about 30 s of one CPU core)
@@ -365,7 +365,7 @@ class _Run:
                      "negated_fraction": float(np.mean(pairing.align.sign < 0))},
         ))
         p = max(p_align, p_neurons if p_neurons is not None else 1.0)
-        if values and p / body.SHARE < self.opts.alpha \
+        if values and second_look_convicts(p, self.opts.alpha) \
                 and all(a is None for a in self.layer_map):
             self._map_through(pairing, values)
 
