@@ -96,9 +96,7 @@ def measure(base_embed: torch.Tensor, cand_embed: torch.Tensor,
     """``{MATCHED: fraction, MATCHED_LAYERS: count}`` for the shared tokens' embedding rows of
     both models (same token order) and the paired layers, read one pair at a time; None where
     the widths differ, too few tokens span a frame, or no layer pair was given."""
-    d = base_embed.shape[1]
-    if cand_embed.shape[1] != d or base_embed.shape[0] != cand_embed.shape[0] \
-            or min(FRAME, d, base_embed.shape[0] // 2) < MIN_FRAME:
+    if cand_embed.shape != base_embed.shape or _width(base_embed) < MIN_FRAME:
         return None
     pb, pc = frames(base_embed, cand_embed, rng, compute)
     hits = total = count = 0
@@ -168,11 +166,16 @@ def frames(base: torch.Tensor, cand: torch.Tensor, rng: np.random.Generator,
     spaces with ``P_c = Q^T P_b`` when the candidate's embeddings are the base's turned by
     ``Q`` (module docstring). ``base``, ``cand``: the shared tokens' embedding rows."""
     x, y = _centred(base), _centred(cand)
-    d = x.shape[1]
-    m = min(FRAME, d, x.shape[0] // 2)
+    m = _width(x)
     # P = the identity where the frame is the whole space (n >= 2 d tokens)
-    xp = x if m == d else x @ _leading(x, m, rng, compute)
+    xp = x if m == x.shape[1] else x @ _leading(x, m, rng, compute)
     return _polar(x.T @ xp), _polar(y.T @ xp)
+
+
+def _width(e: torch.Tensor) -> int:
+    """Directions of the frame for ``n x d`` embedding rows: ``FRAME``, at most ``d``, and at
+    most half the tokens (so that they span it)."""
+    return min(FRAME, e.shape[1], e.shape[0] // 2)
 
 
 def _centred(e: torch.Tensor) -> torch.Tensor:
