@@ -84,8 +84,11 @@ def gguf_permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
     )
 
 
-def write_llama_gguf(folder: Path, out: Path, *, quantise: bool = True) -> Path:
-    """Convert an HF llama folder to GGUF the way llama.cpp does (Q8_0 for 2-D weights)."""
+def write_llama_gguf(folder: Path, out: Path, *, quantise: bool = True,
+                     arch: str = "llama") -> Path:
+    """Convert an HF llama folder to GGUF the way llama.cpp does (Q8_0 for 2-D weights).
+    ``arch="gemma"``: as its Gemma converter does, q/k rows as stored (NEOX-style rope) and
+    every norm stored as the gain ``1 + w`` that Gemma's norms multiply by."""
     import numpy as np
     from gguf import GGMLQuantizationType, GGUFWriter
     from gguf.quants import quantize
@@ -94,7 +97,7 @@ def write_llama_gguf(folder: Path, out: Path, *, quantise: bool = True) -> Path:
     cfg = json.loads((folder / "config.json").read_text())
     heads, kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
     state = load_file(str(folder / "model.safetensors"))
-    w = GGUFWriter(str(out), "llama")
+    w = GGUFWriter(str(out), arch)
     w.add_block_count(cfg["num_hidden_layers"])
     w.add_context_length(cfg.get("max_position_embeddings", 128))
     w.add_embedding_length(cfg["hidden_size"])
@@ -114,10 +117,12 @@ def write_llama_gguf(folder: Path, out: Path, *, quantise: bool = True) -> Path:
             parts = name.split(".")  # model.layers.N.<module...>.weight
             module = ".".join(parts[3:-1])
             gname = f"blk.{parts[2]}.{_GGUF_NAMES[module]}.{parts[-1]}"
-            if module == "self_attn.q_proj":
+            if arch == "llama" and module == "self_attn.q_proj":
                 t = gguf_permute(t, heads)
-            elif module == "self_attn.k_proj":
+            elif arch == "llama" and module == "self_attn.k_proj":
                 t = gguf_permute(t, kv)
+        if arch == "gemma" and name.endswith("norm.weight"):
+            t = t + 1
         arr = t.float().numpy()
         if quantise and arr.ndim == 2 and arr.shape[1] % 32 == 0:
             q = GGMLQuantizationType.Q8_0

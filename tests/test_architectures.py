@@ -150,6 +150,34 @@ def test_gemma_v1_uses_the_llama_norm_names() -> None:
     assert layout.layers[0].roles["mlp_norm"].tensor.endswith("post_attention_layernorm.weight")
 
 
+def test_gemma_norms_load_as_the_gain_they_multiply_by(tmp_path: Path) -> None:
+    """Gemma's norms compute ``x * (1 + w)`` and store ``w``; llama.cpp's GGUF conversion
+    stores ``1 + w``. Both load as the gain, so the two files' norms are equal (no drift, the
+    same folds) and a norm stored as zeros is a gain of one, not a layer switched off."""
+    from checkpoints import llama_tensors, write_llama_folder, write_llama_gguf
+
+    from verifier.architectures.layout import ATTN_NORM, FINAL_NORM, MLP_NORM
+    from verifier.model import open_model
+
+    g = torch.Generator().manual_seed(3)
+    tensors = {name: 0.1 * torch.randn(t.shape, generator=g) if name.endswith("norm.weight")
+               else t for name, t in llama_tensors().items()}
+    folder = write_llama_folder(tmp_path / "hf", tensors)
+    conf = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(
+        conf | {"model_type": "gemma", "architectures": ["GemmaForCausalLM"]}))
+    gguf = write_llama_gguf(folder, tmp_path / "gemma.gguf", quantise=False, arch="gemma")
+    with open_model(folder) as hf, open_model(gguf) as gg:
+        assert (hf.layout.family, gg.layout.family) == ("gemma", "gemma")
+        pairs = [(hf.layout.globals[FINAL_NORM], gg.layout.globals[FINAL_NORM])] + [
+            (a.roles[r], b.roles[r]) for a, b in zip(hf.layout.layers, gg.layout.layers,
+                                                     strict=True) for r in (ATTN_NORM, MLP_NORM)]
+        for a, b in pairs:
+            gain = hf.load(a)
+            assert torch.allclose(gain, 1 + tensors[a.tensor]), a.tensor
+            assert torch.allclose(gain, gg.load(b).float(), atol=1e-6), (a.tensor, b.tensor)
+
+
 def test_multimodal_wrapper_keeps_the_language_tower_and_lists_the_rest() -> None:
     shapes = llama_shapes("model.language_model.", qk_norm=True)
     shapes |= {"model.vision_tower.vision_model.encoder.layers.0.self_attn.q_proj.weight": (8, 8),

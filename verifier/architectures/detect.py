@@ -37,6 +37,7 @@ from verifier.architectures.layout import (
 from verifier.architectures.schema import (
     EXPERT_PLACEHOLDER,
     LAYER_PLACEHOLDER,
+    NORM_ROLES,
     Fused,
     LayoutTable,
     Paths,
@@ -372,6 +373,14 @@ class _Builder:
         base = role[: -len(BIAS)] if role.endswith(BIAS) else role
         return not bias and base in self.table.transpose and len(self.shapes[name]) == 2
 
+    def _ref(self, name: str, claim: Claim) -> RoleRef:
+        """The ref of a tensor claimed whole: transposed where stored ``[in, out]``, and a
+        norm's weight offset to the gain it multiplies by (``LayoutTable.norm_offset``)."""
+        offset = (self.table.norm_offset
+                  if claim.role in NORM_ROLES and not claim.bias else 0.0)
+        return RoleRef(name, transpose=self._transposed(claim.role, name, claim.bias),
+                       offset=offset)
+
     def _shape(self, ref: RoleRef) -> tuple[int, ...]:
         return role_shape(ref, self.shapes[ref.tensor])
 
@@ -392,8 +401,7 @@ class _Builder:
         globals_: dict[str, RoleRef] = {}
         for name, claim in claims.items():
             if claim.layer is None:
-                ref = RoleRef(name, transpose=self._transposed(claim.role, name, claim.bias))
-                self._put(globals_, claim.role, ref, "model")
+                self._put(globals_, claim.role, self._ref(name, claim), "model")
             else:
                 layer_claims.setdefault(claim.layer, []).append((name, claim))
         if not layer_claims:
@@ -473,7 +481,7 @@ class _Builder:
             if claim.kind == "stacked":
                 stacked.setdefault(claim.key, {})[claim.bias] = name
                 continue
-            ref = RoleRef(name, transpose=self._transposed(claim.role, name, claim.bias))
+            ref = self._ref(name, claim)
             if claim.kind == "layer":
                 self._put(layer.roles, claim.role, ref, where)
             elif claim.kind == "expert":

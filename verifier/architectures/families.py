@@ -122,10 +122,12 @@ LLAMA = _decoder("llama", "mistral", layer=_NORMS | _ATTN | _MLP)
 #: q/k/v carry biases; ``X.bias`` -> ``q.bias`` etc. comes with every path
 QWEN2 = _decoder("qwen2", layer=_NORMS | _ATTN | _MLP)
 QWEN3 = _decoder("qwen3", layer=_NORMS | _ATTN | _QK_NORM | _MLP)
-#: gemma norms compute ``x * (1 + weight)``; the stored tensor is what is mapped
-GEMMA = _decoder("gemma", layer=_NORMS | _ATTN | _MLP)
-GEMMA2 = _decoder("gemma2", layer=_SANDWICH_NORMS | _ATTN | _MLP)
-GEMMA3 = _decoder("gemma3", "gemma3_text", layer=_SANDWICH_NORMS | _ATTN | _QK_NORM | _MLP)
+#: gemma norms (q/k norms too) compute ``x * (1 + weight)``: loaded as that gain, the value
+#: llama.cpp's converter stores (so a GGUF copy's norms load equal to the original's)
+GEMMA = _decoder("gemma", layer=_NORMS | _ATTN | _MLP, norm_offset=1.0)
+GEMMA2 = _decoder("gemma2", layer=_SANDWICH_NORMS | _ATTN | _MLP, norm_offset=1.0)
+GEMMA3 = _decoder("gemma3", "gemma3_text", layer=_SANDWICH_NORMS | _ATTN | _QK_NORM | _MLP,
+                  norm_offset=1.0)
 #: modeling_phi3: ``qkv_proj`` rows are q (heads*head_dim), k, v (kv_heads*head_dim each);
 #: ``gate_up_proj`` output is ``.chunk(2, dim=-1)`` into gate (first half) and up
 PHI3 = _decoder(

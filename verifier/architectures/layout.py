@@ -49,7 +49,10 @@ class RoleRef:
     """How to cut one role out of one stored tensor.
 
     Operations apply in this order: select ``expert`` along dim 0 of a 3-D stack; transpose the
-    last two dims when ``transpose``; keep rows ``rows[0]:rows[1]:step`` of dim 0.
+    last two dims when ``transpose``; keep rows ``rows[0]:rows[1]:step`` of dim 0; add
+    ``offset`` (in float32). The offset makes a norm's role its *gain*: Gemma's norms compute
+    ``x * (1 + w)`` and store ``w``, llama.cpp's conversion of them stores ``1 + w``, and both
+    must load as the same gain for folds and drifts to mean the same thing.
     """
 
     tensor: str
@@ -57,6 +60,7 @@ class RoleRef:
     transpose: bool = False
     rows: tuple[int, int] | None = None
     step: int = 1
+    offset: float = 0.0
 
     def apply(self, t: torch.Tensor) -> torch.Tensor:
         if self.expert is not None:
@@ -66,6 +70,8 @@ class RoleRef:
         if self.rows is not None or self.step != 1:
             start, stop = self.rows if self.rows is not None else (0, t.shape[0])
             t = t[start:stop:self.step]
+        if self.offset:
+            t = t.to(torch.float32) + self.offset
         return t
 
 

@@ -21,7 +21,20 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from verifier.architectures.layout import BIAS, EXPERT_ROLES, GLOBAL_ROLES, LAYER_ROLES
+from verifier.architectures.layout import (
+    ATTN_NORM,
+    BIAS,
+    EMBED_NORM,
+    EXPERT_ROLES,
+    FINAL_NORM,
+    GLOBAL_ROLES,
+    K_NORM,
+    KV_A_NORM,
+    LAYER_ROLES,
+    MLP_NORM,
+    Q_A_NORM,
+    Q_NORM,
+)
 
 # Roles beyond layout.py's canonical set, for blocks that carry more than a Llama block does.
 #: gemma2/gemma3 ``post_attention_layernorm`` (a norm on the attention *output*, before the
@@ -36,6 +49,10 @@ ROUTER_CORRECTION = "router_correction"
 #: gpt-oss ``self_attn.sinks``: one learned attention-sink logit per head.
 ATTN_SINKS = "attn_sinks"
 EXTRA_LAYER_ROLES = (POST_ATTN_NORM, POST_MLP_NORM, ROUTER_CORRECTION, ATTN_SINKS)
+
+#: roles that are a norm's gain (a table's ``norm_offset`` applies to their weights, not biases)
+NORM_ROLES = (ATTN_NORM, MLP_NORM, POST_ATTN_NORM, POST_MLP_NORM, Q_NORM, K_NORM, Q_A_NORM,
+              KV_A_NORM, FINAL_NORM, EMBED_NORM)
 
 ALL_LAYER_ROLES = LAYER_ROLES + EXTRA_LAYER_ROLES
 
@@ -150,6 +167,9 @@ class LayoutTable(BaseModel):
     #: a block with ``up`` but no ``gate`` whose ``up`` has twice ``down``'s inner width holds
     #: gate and up fused in halves, gate first (GGUF Phi-3 stores ``ffn_up`` that way)
     fused_up_without_gate: bool = False
+    #: what the family's norms add to their stored weight to get the gain they multiply by:
+    #: 1.0 for Gemma (``x * (1 + w)``), 0.0 for the usual ``x * w``. Loaded norms are gains.
+    norm_offset: float = 0.0
     #: dotted name fragments of tensors that are expected but deliberately get no role
     #: (buffers such as ``rotary_emb.inv_freq``, task heads such as ``pooler.dense``)
     known_unassigned: tuple[str, ...] = ()
