@@ -890,7 +890,52 @@ def _tiny_models() -> dict[str, object]:
         "llama4": (t.Llama4ForCausalLM, t.Llama4TextConfig(
             **(base | {"intermediate_size": 16}), intermediate_size_mlp=64, num_local_experts=4,
             moe_layers=[1], head_dim=8)),
+        **_classic_models(),
     }
+
+
+def _classic_models() -> dict[str, object]:
+    """The older open families (Pythia, Falcon, Bloom, OPT, GPT-J, Phi, StarCoder, OLMo-2,
+    Cohere, Nemotron), each in the variants whose tensors differ."""
+    t = pytest.importorskip("transformers")
+    dense = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "vocab_size": 100}
+    falcon = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "vocab_size": 100}
+    return {
+        "gpt_neox": (t.GPTNeoXForCausalLM, t.GPTNeoXConfig(**dense)),
+        # Falcon-40B/180B (grouped), Falcon-7B (multi-query, parallel, one norm), Falcon-RW
+        # (per-head q/k/v, sequential norms, biases)
+        "falcon": (t.FalconForCausalLM, t.FalconConfig(
+            **falcon, num_kv_heads=2, new_decoder_architecture=True)),
+        "falcon_7b": (t.FalconForCausalLM, t.FalconConfig(
+            **falcon, multi_query=True, parallel_attn=True, new_decoder_architecture=False)),
+        "falcon_rw": (t.FalconForCausalLM, t.FalconConfig(
+            **falcon, multi_query=False, parallel_attn=False, new_decoder_architecture=False,
+            bias=True, alibi=True)),
+        "bloom": (t.BloomForCausalLM, t.BloomConfig(hidden_size=32, n_layer=2, n_head=4,
+                                                    vocab_size=100)),
+        "opt": (t.OPTForCausalLM, t.OPTConfig(**(dense | {"intermediate_size": 0}), ffn_dim=64,
+                                              max_position_embeddings=64)),
+        "gptj": (t.GPTJForCausalLM, t.GPTJConfig(n_embd=32, n_layer=2, n_head=4, vocab_size=100,
+                                                 rotary_dim=4, n_positions=64)),
+        "phi": (t.PhiForCausalLM, t.PhiConfig(**dense)),
+        "starcoder2": (t.Starcoder2ForCausalLM, t.Starcoder2Config(**dense, num_key_value_heads=2)),
+        "gpt_bigcode": (t.GPTBigCodeForCausalLM, t.GPTBigCodeConfig(
+            n_embd=32, n_layer=2, n_head=4, vocab_size=100, n_positions=64, multi_query=True)),
+        "olmo2": (t.Olmo2ForCausalLM, t.Olmo2Config(**dense)),
+        "cohere": (t.CohereForCausalLM, t.CohereConfig(**dense, use_qk_norm=True)),
+        "nemotron": (t.NemotronForCausalLM, t.NemotronConfig(**dense, num_key_value_heads=2,
+                                                                head_dim=8)),
+    }
+
+
+#: variants of one family, and families whose names another family's table claims first when
+#: no config says which (identical names: the first table listed wins)
+FAMILY_OF = {"mistral": "llama", "falcon_7b": "falcon", "falcon_rw": "falcon"}
+WITHOUT_CONFIG = {"qwen2": "llama", "mistral": "llama", "cohere": "qwen3", "nemotron": "llama"}
+#: fused q/k/v cut by head counts, which only the config gives
+NEEDS_CONFIG = {"gpt_neox", "falcon", "falcon_7b", "falcon_rw", "bloom"}
 
 
 MOE_LAYERS = {"mixtral": [0, 1], "qwen2_moe": [1], "qwen3_moe": [1], "deepseek_v2": [1],
@@ -904,10 +949,14 @@ def test_every_tensor_of_real_tiny_models_is_assigned_or_known() -> None:
         state = model.state_dict()
         shapes = {k: tuple(v.shape) for k, v in state.items()}
         for conf in (cfg.to_dict(), None):  # type: ignore[attr-defined]
+            if conf is None and name in NEEDS_CONFIG:
+                with pytest.raises(ArchitectureError, match="no head count"):
+                    resolve_layout(infos(shapes), conf)
+                continue
             layout = resolve_layout(infos(shapes), conf)
-            family = "llama" if name == "mistral" else name
-            if conf is None and name in ("qwen2", "mistral"):
-                family = "llama"  # identical names: the first table listed wins
+            family = FAMILY_OF.get(name, name)
+            if conf is None:
+                family = WITHOUT_CONFIG.get(name, family)
             assert layout.family == family, name
             assert layout.num_layers == 2, name
             assert layout.hidden_size == 32, name
@@ -950,6 +999,75 @@ def test_real_fused_cuts_match_the_modules_own_projections() -> None:
         for role, value in want.items():
             got = torch.nn.functional.linear(x, roles[role].apply(state[roles[role].tensor]))
             assert torch.allclose(got, value, atol=1e-5), role
+
+
+def _split_as_the_module_does(name: str, out: torch.Tensor, heads: int, kv: int,
+                              hd: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k, v ``[tokens, heads * head_dim]`` from a fused projection's output, as each
+    family's modeling code splits it (transformers' GPTNeoXAttention, BloomAttention._reshape,
+    FalconAttention.forward's three layouts, GPTBigCodeAttention)."""
+    n = out.shape[0]
+    if name == "gpt_neox":
+        q, k, v = out.view(n, heads, 3 * hd).chunk(3, dim=-1)
+    elif name in ("bloom", "falcon_rw"):
+        q, k, v = out.view(n, heads, 3, hd).unbind(-2)
+    elif name == "falcon":
+        grouped = out.view(n, kv, -1, hd)
+        q, k, v = grouped[..., :-2, :], grouped[..., -2, :], grouped[..., -1, :]
+    else:  # falcon_7b, gpt_bigcode: all queries, then one key and one value head
+        q, k, v = out.view(n, -1, hd).split([heads, kv, kv], dim=-2)
+    return q.reshape(n, -1), k.reshape(n, -1), v.reshape(n, -1)
+
+
+@pytest.mark.parametrize("name", ["gpt_neox", "bloom", "falcon", "falcon_7b", "falcon_rw",
+                                  "gpt_bigcode"])
+def test_fused_qkv_cuts_give_the_heads_the_module_computes(name: str) -> None:
+    cls, cfg = _classic_models()[name]
+    model = cls(cfg)  # type: ignore[operator]
+    state = model.state_dict()
+    layout = resolve_layout(infos({k: tuple(v.shape) for k, v in state.items()}),
+                            cfg.to_dict())  # type: ignore[attr-defined]
+    heads, kv, hd = layout.num_heads, layout.num_kv_heads, layout.head_dim
+    assert (heads, hd) == (4, 8)
+    assert kv == {"falcon": 2, "falcon_7b": 1, "gpt_bigcode": 1}.get(name, 4)
+    fused = next(m for n, m in model.named_modules()
+                 if n.endswith(("query_key_value", "c_attn")))
+    x = torch.randn(3, 32)
+    with torch.no_grad():
+        want = _split_as_the_module_does(name, fused(x), heads, kv, hd)
+        roles = layout.layers[0].roles
+        for role, value in zip("qkv", want, strict=True):
+            bias = roles.get(role + ".bias")
+            got = torch.nn.functional.linear(
+                x, roles[role].apply(state[roles[role].tensor]),
+                None if bias is None else bias.apply(state[bias.tensor]))
+            assert torch.allclose(got, value, atol=1e-5), (name, role)
+
+
+def test_parallel_blocks_with_one_norm_give_it_to_the_mlp_too() -> None:
+    """GPT-J, Phi-2, Falcon-7B and Cohere feed one norm's output to attention and MLP alike,
+    so its gain is the MLP's as well; blocks with two norms keep their own."""
+    for name, (cls, cfg) in _classic_models().items():
+        state = cls(cfg).state_dict()  # type: ignore[operator]
+        layout = resolve_layout(infos({k: tuple(v.shape) for k, v in state.items()}),
+                                cfg.to_dict())  # type: ignore[attr-defined]
+        roles = layout.layers[1].roles
+        if name == "olmo2":  # norms on the sublayers' outputs only
+            assert not {"attn_norm", "mlp_norm"} & set(roles)
+            continue
+        shared = roles["mlp_norm"] == roles["attn_norm"]
+        assert shared == (name in ("gptj", "phi", "falcon_7b", "cohere")), name
+
+
+@pytest.mark.parametrize(("family", "conf", "post"), [
+    ("opt", {"do_layer_norm_before": False}, True), ("opt", {}, False),
+    ("bert", {}, True), ("llama", {}, False)])
+def test_post_norm_comes_from_the_table_or_the_config(family: str, conf: dict, post: bool) -> None:
+    cls, cfg = (_tiny_models() | _classic_models())[family]
+    state = cls(cfg).state_dict()  # type: ignore[operator]
+    layout = resolve_layout(infos({k: tuple(v.shape) for k, v in state.items()}),
+                            cfg.to_dict() | conf)  # type: ignore[attr-defined]
+    assert layout.post_norm is post
 
 
 @pytest.mark.parametrize("name", ["mixtral", "qwen2_moe"])

@@ -496,3 +496,37 @@ def test_an_unforeseen_failure_is_one_line_and_never_exit_1(tmp_path, capsys, mo
     assert "Traceback" not in err
     assert err.splitlines()[0] == (
         "error: internal error: RuntimeError: something lineage did not foresee")
+
+
+def _classic(family: str, seed: int, noise: float = 0.0):
+    """A randomly initialised transformers model of a family with fused q/k/v (Pythia's per
+    head, Falcon-40B's per key/value group), optionally with Gaussian noise on its matrices."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(seed)
+    if family == "gpt_neox":
+        model = transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(
+            hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
+            vocab_size=1000))
+    else:
+        model = transformers.FalconForCausalLM(transformers.FalconConfig(
+            hidden_size=128, num_hidden_layers=4, num_attention_heads=8, num_kv_heads=2,
+            vocab_size=1000, new_decoder_architecture=True))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.add_(noise * p.std() * torch.randn_like(p))
+    return model
+
+
+@pytest.mark.parametrize("family", ["gpt_neox", "falcon"])
+def test_families_with_fused_attention_verify_end_to_end(tmp_path, family):
+    """A noisy copy is derived through every probe, heads included; another initialisation
+    of the same shape is not."""
+    for name, seed, noise in (("base", 0, 0.0), ("copy", 0, 0.3), ("other", 1, 0.0)):
+        _classic(family, seed, noise).save_pretrained(tmp_path / name)
+    copy = verify(tmp_path / "base", tmp_path / "copy", OPTS)
+    assert copy.verdict == "derived", copy.reason
+    assert {p.name for p in copy.probes if p.decisive} >= {"neuron_matching", "head_matching"}
+    assert copy.models.base.architecture == family
+    other = verify(tmp_path / "base", tmp_path / "other", OPTS)
+    assert other.verdict != "derived", other.reason

@@ -403,7 +403,7 @@ class _Run:
         where the verdict would otherwise be independent: its measurement joins the hidden
         alignment probe's details, beside the rotated-copy guard's. Every rank computes it (a
         few layers, seeded by the run's seed alone)."""
-        if any(m.layout.family in heads.POST_NORM for m in (self.base, self.cand)):
+        if any(m.layout.post_norm for m in (self.base, self.cand)):
             return  # a turn does not commute with LayerNorm's centring
         pairs = turned.layer_pairs(sorted(base.ffn), sorted(cand.ffn),
                                    self.base.layout.num_layers, self.cand.layout.num_layers)

@@ -25,6 +25,7 @@ from verifier.architectures.layout import (
     EMBED,
     GATE,
     LM_HEAD,
+    MLP_NORM,
     Q_NORM,
     UP,
     K,
@@ -230,7 +231,10 @@ def role_shape(ref: RoleRef, shape: tuple[int, ...]) -> tuple[int, ...]:
         dims = dims[1:]
     if ref.transpose and len(dims) >= 2:
         dims[-2], dims[-1] = dims[-1], dims[-2]
-    if dims and (ref.rows is not None or ref.step != 1):
+    if dims and ref.period is not None:
+        start, stop = ref.rows if ref.rows is not None else (0, ref.period)
+        dims[0] = dims[0] // ref.period * (stop - start)
+    elif dims and (ref.rows is not None or ref.step != 1):
         start, stop = ref.rows if ref.rows is not None else (0, dims[0])
         dims[0] = len(range(start, stop, ref.step))
     return tuple(dims)
@@ -286,28 +290,42 @@ def score(table: LayoutTable, tensors: list[TensorInfo]) -> tuple[float, bool]:
     return _score_counts(CompiledTable(table), _index_counts(tensors), len(tensors))
 
 
+def detect_tables(
+    tensors: list[TensorInfo], tables: Iterable[LayoutTable], model_type: str | None = None
+) -> list[LayoutTable]:
+    """The tables claiming the most tensors, in listed order, if they claim nearly all (more
+    than one where families share names, e.g. GPT-2 and GPT-BigCode)."""
+    counts = _index_counts(tensors)
+    best: list[LayoutTable] = []
+    top = 0.0
+    for table in tables:
+        share, has_layer = _score_counts(CompiledTable(table), counts, len(tensors))
+        if not has_layer or share < top:
+            continue
+        if share > top or not best:
+            best, top = [table], share
+        else:
+            best.append(table)
+    if not best or top < NEAR_ALL:
+        why = "no family matches" if not best else (
+            f"best match {best[0].family!r} claims only {top:.0%} of tensors"
+        )
+        raise _unknown_layout(tensors, model_type, why)
+    return best
+
+
 def detect_table(
     tensors: list[TensorInfo], tables: Iterable[LayoutTable], model_type: str | None = None
 ) -> LayoutTable:
     """The table claiming the most tensors (first listed wins ties), if it claims nearly all."""
-    counts = _index_counts(tensors)
-    best: tuple[float, LayoutTable] | None = None
-    for table in tables:
-        share, has_layer = _score_counts(CompiledTable(table), counts, len(tensors))
-        if has_layer and (best is None or share > best[0]):
-            best = (share, table)
-    if best is None or best[0] < NEAR_ALL:
-        why = "no family matches" if best is None else (
-            f"best match {best[1].family!r} claims only {best[0]:.0%} of tensors"
-        )
-        raise _unknown_layout(tensors, model_type, why)
-    return best[1]
+    return detect_tables(tensors, tables, model_type)[0]
 
 
-def _choose_table(
+def _choose_tables(
     tensors: list[TensorInfo], cfg: _Config, fmt: str
-) -> tuple[LayoutTable, str]:
-    """The built-in table for these tensors and the family name to report."""
+) -> list[tuple[LayoutTable, str]]:
+    """The built-in tables for these tensors and the family names to report: one where the
+    config names the family, else every table that claims as many tensors as the best."""
     known = family_for_model_type(cfg.model_type) or family_for_model_type(cfg.text_model_type)
     if fmt == "gguf":
         if cfg.model_type in GGUF_BERT.model_types:
@@ -317,10 +335,10 @@ def _choose_table(
         else:
             table = detect_table(tensors, (GGUF, GGUF_BERT))
         family = known.family if known else (cfg.model_type or table.family)
-        return table, family
-    if known is None:
-        known = detect_table(tensors, FAMILIES.values(), cfg.model_type)
-    return known, known.family
+        return [(table, family)]
+    if known is not None:
+        return [(known, known.family)]
+    return [(t, t.family) for t in detect_tables(tensors, FAMILIES.values(), cfg.model_type)]
 
 
 def resolve_layout(
@@ -337,10 +355,18 @@ def resolve_layout(
     """
     cfg = _Config(config)
     if role_map is not None:
-        table, family = role_map, role_map.family
-    else:
-        table, family = _choose_table(tensors, cfg, fmt)
-    return _Builder(CompiledTable(table), tensors, cfg, family).build()
+        return _Builder(CompiledTable(role_map), tensors, cfg, role_map.family).build()
+    candidates = _choose_tables(tensors, cfg, fmt)
+    first: ArchitectureError | None = None
+    for table, family in candidates:
+        try:
+            return _Builder(CompiledTable(table), tensors, cfg, family).build()
+        except ArchitectureError as e:
+            # names shared by families (GPT-2's Conv1D and GPT-BigCode's Linear): the shapes
+            # decide; if none fits, the first family's reason is the one to read
+            first = first or e
+    assert first is not None
+    raise first
 
 
 @dataclass
@@ -463,8 +489,9 @@ class _Builder:
         if head_dim is None and heads and hidden and hidden % heads == 0:
             head_dim = hidden // heads
         kv_heads = self.cfg.get_int(*_KV_HEADS_KEYS)
-        if kv_heads is None and self.cfg.top.get("multi_query") is True:
-            kv_heads = 1
+        if self.cfg.top.get("multi_query") is True and not self.cfg.top.get(
+                "new_decoder_architecture"):
+            kv_heads = 1  # GPT-BigCode, Falcon-7B: one key/value head, whatever else is saved
         return _Dims(hidden=hidden, heads=heads, head_dim=head_dim, kv_heads=kv_heads)
 
     def _build_layer(self, index: int, claims: list[tuple[str, Claim]], dims: _Dims) -> LayerLayout:
@@ -496,6 +523,10 @@ class _Builder:
             self._cut_fused(where, layer.roles, self.table.fused[path], names, dims)
         if self.table.fused_up_without_gate:
             self._split_double_up(layer.roles)
+        if self.table.mlp_shares_attn_norm and MLP_NORM not in layer.roles:
+            for suffix in ("", BIAS):
+                if ATTN_NORM + suffix in layer.roles:
+                    layer.roles[MLP_NORM + suffix] = layer.roles[ATTN_NORM + suffix]
         for path, names in stacked.items():
             self._cut_stacked(where, experts, self.table.stacked[path], names, dims)
         layer.experts = self._expert_list(where, experts, "expert")
@@ -523,13 +554,43 @@ class _Builder:
                 f"{where}: {bias!r} has {self.shapes[bias][0]} entries but its weight has "
                 f"{total} rows"
             )
-        bounds = self._fused_bounds(where, label or "", spec, total, roles, dims)
-        for role, (start, stop, step) in zip(spec.roles, bounds, strict=True):
+        if spec.split == "groups":
+            bounds = self._group_bounds(where, label or "", total, dims)
+        else:
+            bounds = [(*b, None) for b in
+                      self._fused_bounds(where, label or "", spec, total, roles, dims)]
+        for role, (start, stop, step, period) in zip(spec.roles, bounds, strict=True):
+            cut = {"rows": (start, stop), "step": step, "period": period}
             if weight is not None:
-                self._put(roles, role, RoleRef(weight, transpose=transpose, rows=(start, stop),
-                                               step=step), where)
+                self._put(roles, role, RoleRef(weight, transpose=transpose, **cut), where)
             if bias is not None:
-                self._put(roles, role + BIAS, RoleRef(bias, rows=(start, stop), step=step), where)
+                self._put(roles, role + BIAS, RoleRef(bias, **cut), where)
+
+    @staticmethod
+    def _group_bounds(
+        where: str, name: str, total: int, dims: _Dims
+    ) -> list[tuple[int, int, int, int]]:
+        """q, k, v stored key/value group by group (each group's query heads, then its key
+        head, then its value head): the group count is what the rows leave for k and v."""
+        heads, hd = dims.heads, dims.head_dim
+        if not heads or not hd:
+            raise ArchitectureError(
+                f"{where}: cannot split fused {name!r} into heads: the config gives no head count"
+            )
+        per_head, left = divmod(total, hd)
+        kv, odd = divmod(per_head - heads, 2)
+        if left or odd or kv <= 0 or heads % kv:
+            raise ArchitectureError(
+                f"{where}: {name!r} has {total} rows, which is not {heads} query heads of "
+                f"{hd} plus a key and a value head for each of some groups of them"
+            )
+        if dims.kv_heads and dims.kv_heads != kv:
+            raise ArchitectureError(
+                f"{where}: {name!r} holds {kv} key/value heads, but the config says "
+                f"{dims.kv_heads}"
+            )
+        period, q = total // kv, heads // kv * hd
+        return [(0, q, 1, period), (q, q + hd, 1, period), (q + hd, q + 2 * hd, 1, period)]
 
     def _fused_bounds(
         self, where: str, name: str, spec: Fused, total: int, roles: dict[str, RoleRef],
@@ -715,8 +776,9 @@ class _Builder:
             )
         head_dim, heads, kv_heads = dims.head_dim, dims.heads, dims.kv_heads
         first = layers[0].roles
-        if head_dim is None and Q_NORM in first:
-            head_dim = self._shape(first[Q_NORM])[0]
+        if (head_dim is None and Q_NORM in first and Q in first
+                and self._shape(first[Q_NORM])[-1] != self._shape(first[Q])[0]):
+            head_dim = self._shape(first[Q_NORM])[-1]  # a per-head norm (OLMo-2's spans all q)
         if heads is None and head_dim and Q in first:
             heads = self._shape(first[Q])[0] // head_dim
         if kv_heads is None and head_dim and K in first:
@@ -734,6 +796,7 @@ class _Builder:
             num_kv_heads=kv_heads,
             head_dim=head_dim,
             unassigned=unassigned,
+            post_norm=self.table.post_norm or self.cfg.top.get("do_layer_norm_before") is False,
         )
 
     def _intermediate(self, layers: list[LayerLayout]) -> int | None:

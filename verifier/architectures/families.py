@@ -122,6 +122,41 @@ LLAMA = _decoder("llama", "mistral", layer=_NORMS | _ATTN | _MLP)
 #: q/k/v carry biases; ``X.bias`` -> ``q.bias`` etc. comes with every path
 QWEN2 = _decoder("qwen2", layer=_NORMS | _ATTN | _MLP)
 QWEN3 = _decoder("qwen3", layer=_NORMS | _ATTN | _QK_NORM | _MLP)
+#: OLMo-2/3: no norm in front of a sublayer, one on each sublayer's output before the residual
+#: add (``post_attention_layernorm``, ``post_feedforward_layernorm``); q/k norms over all heads
+OLMO2 = _decoder(
+    "olmo2", "olmo3",
+    layer=_ATTN | _MLP | _QK_NORM | {
+        POST_ATTN_NORM: "post_attention_layernorm",
+        POST_MLP_NORM: "post_feedforward_layernorm",
+    },
+)
+#: parallel block: attention and MLP both read ``input_layernorm``'s output (a LayerNorm)
+COHERE = _decoder("cohere", "cohere2", layer={ATTN_NORM: "input_layernorm"} | _ATTN | _QK_NORM | _MLP,
+                  mlp_shares_attn_norm=True)
+#: LayerNorm1P: the norms compute with ``weight + 1`` (llama.cpp's converter stores that sum);
+#: a squared-ReLU MLP, ``up`` and ``down`` without a gate
+NEMOTRON = _decoder("nemotron", layer=_NORMS | _ATTN | {UP: "mlp.up_proj", DOWN: "mlp.down_proj"},
+                    norm_offset=1.0)
+STARCODER2 = _decoder("starcoder2", layer=_NORMS | _ATTN | {UP: "mlp.c_fc", DOWN: "mlp.c_proj"})
+#: Phi-1/1.5/2: parallel block with one norm; ``dense`` is the output projection; optional
+#: ``q_layernorm``/``k_layernorm`` (``qk_layernorm``)
+PHI = _decoder(
+    "phi",
+    layer={
+        ATTN_NORM: "input_layernorm",
+        Q: "self_attn.q_proj",
+        K: "self_attn.k_proj",
+        V: "self_attn.v_proj",
+        O: "self_attn.dense",
+        Q_NORM: "self_attn.q_layernorm",
+        K_NORM: "self_attn.k_layernorm",
+        UP: "mlp.fc1",
+        DOWN: "mlp.fc2",
+    },
+    globals={EMBED: "embed_tokens", FINAL_NORM: "final_layernorm", LM_HEAD: "lm_head"},
+    mlp_shares_attn_norm=True,
+)
 #: gemma norms (q/k norms too) compute ``x * (1 + weight)``: loaded as that gain, the value
 #: llama.cpp's converter stores (so a GGUF copy's norms load equal to the original's)
 GEMMA = _decoder("gemma", layer=_NORMS | _ATTN | _MLP, norm_offset=1.0)
@@ -157,12 +192,115 @@ GPT2 = LayoutTable(
     transpose=(Q, K, V, O, UP, DOWN),
     known_unassigned=("attn.bias", "attn.masked_bias"),
 )
+#: GPT-2's names in ``nn.Linear`` orientation; ``c_attn`` is q, k, v with ``multi_query``'s
+#: one key/value head (``[hidden + 2 * head_dim, hidden]``) or full heads
+GPT_BIGCODE = GPT2.model_copy(update={
+    "family": "gpt_bigcode", "model_types": ("gpt_bigcode",), "transpose": (),
+})
+#: parallel block with one norm (``ln_1``); separate q/k/v without biases
+GPTJ = LayoutTable(
+    family="gptj",
+    model_types=("gptj",),
+    prefixes=HF_PREFIXES,
+    layer_prefix="h.{layer}.",
+    globals={EMBED: "wte", FINAL_NORM: "ln_f", LM_HEAD: "lm_head"},
+    layer={
+        ATTN_NORM: "ln_1",
+        Q: "attn.q_proj",
+        K: "attn.k_proj",
+        V: "attn.v_proj",
+        O: "attn.out_proj",
+        UP: "mlp.fc_in",
+        DOWN: "mlp.fc_out",
+    },
+    mlp_shares_attn_norm=True,
+    known_unassigned=("attn.bias", "attn.masked_bias"),
+)
+#: Pythia and GPT-NeoX-20B: ``query_key_value`` rows are per head q, k, v
+#: (``.view(..., heads, 3 * head_dim).chunk(3)``); the unembedding was ``embed_out`` before
+#: transformers v5 called it ``lm_head``. Two norms, read in parallel or in sequence.
+GPT_NEOX = LayoutTable(
+    family="gpt_neox",
+    model_types=("gpt_neox",),
+    prefixes=("", "gpt_neox."),
+    layer_prefix="layers.{layer}.",
+    globals={EMBED: "embed_in", FINAL_NORM: "final_layer_norm", LM_HEAD: ["embed_out", "lm_head"]},
+    layer={
+        ATTN_NORM: "input_layernorm",
+        O: "attention.dense",
+        MLP_NORM: "post_attention_layernorm",
+        UP: "mlp.dense_h_to_4h",
+        DOWN: "mlp.dense_4h_to_h",
+    },
+    fused={"attention.query_key_value": Fused(roles=(Q, K, V), split="groups")},
+    known_unassigned=("attention.bias", "attention.masked_bias") + ROTARY_BUFFERS,
+)
+#: Falcon (and its ``RefinedWeb`` remote-code names): ``query_key_value`` is q, k, v per
+#: key/value group (new decoder architecture), q then one k and v (``multi_query``) or per
+#: head; norms ``input_layernorm`` (+ ``post_attention_layernorm`` when not parallel) or
+#: ``ln_attn``/``ln_mlp``; a parallel block with one norm feeds it to the MLP too
+FALCON = LayoutTable(
+    family="falcon",
+    model_types=("falcon", "RefinedWeb", "RefinedWebModel"),
+    prefixes=HF_PREFIXES,
+    layer_prefix="h.{layer}.",
+    globals={EMBED: "word_embeddings", FINAL_NORM: "ln_f", LM_HEAD: "lm_head"},
+    layer={
+        ATTN_NORM: ["input_layernorm", "ln_attn"],
+        MLP_NORM: ["post_attention_layernorm", "ln_mlp"],
+        O: "self_attention.dense",
+        UP: "mlp.dense_h_to_4h",
+        DOWN: "mlp.dense_4h_to_h",
+    },
+    fused={"self_attention.query_key_value": Fused(roles=(Q, K, V), split="groups")},
+    mlp_shares_attn_norm=True,
+)
+#: Falcon's names with a norm on the word embeddings; q, k, v per head
+BLOOM = LayoutTable(
+    family="bloom",
+    model_types=("bloom",),
+    prefixes=HF_PREFIXES,
+    layer_prefix="h.{layer}.",
+    globals={EMBED: "word_embeddings", EMBED_NORM: "word_embeddings_layernorm",
+             FINAL_NORM: "ln_f", LM_HEAD: "lm_head"},
+    layer={
+        ATTN_NORM: "input_layernorm",
+        O: "self_attention.dense",
+        MLP_NORM: "post_attention_layernorm",
+        UP: "mlp.dense_h_to_4h",
+        DOWN: "mlp.dense_4h_to_h",
+    },
+    fused={"self_attention.query_key_value": Fused(roles=(Q, K, V), split="groups")},
+)
+#: OPT: ``model.decoder.``; ``final_layer_norm`` inside a block is its MLP norm. Checkpoints
+#: with ``do_layer_norm_before: false`` (OPT-350m) are post-norm; their ``project_in``/
+#: ``project_out`` (embeddings narrower than the blocks) are left unassigned.
+OPT = LayoutTable(
+    family="opt",
+    model_types=("opt",),
+    prefixes=("", "model.decoder.", "decoder."),
+    layer_prefix="layers.{layer}.",
+    globals={EMBED: "embed_tokens", POS_EMBED: "embed_positions",
+             FINAL_NORM: "final_layer_norm", LM_HEAD: "lm_head"},
+    layer={
+        ATTN_NORM: "self_attn_layer_norm",
+        Q: "self_attn.q_proj",
+        K: "self_attn.k_proj",
+        V: "self_attn.v_proj",
+        O: "self_attn.out_proj",
+        MLP_NORM: "final_layer_norm",
+        UP: "fc1",
+        DOWN: "fc2",
+    },
+    known_unassigned=("project_in", "project_out"),
+)
 #: post-LayerNorm encoder: ``attention.output.LayerNorm`` is the attention block's norm and
 #: ``output.LayerNorm`` the MLP's. The MLM decoder (tied to the word embeddings) is the
 #: ``lm_head``; the pooler, the MLM transform and the NSP head are task heads, left unassigned.
 BERT = LayoutTable(
     family="bert",
     model_types=("bert",),
+    post_norm=True,
     prefixes=HF_PREFIXES,
     layer_prefix="encoder.layer.{layer}.",
     globals={
@@ -286,7 +424,8 @@ GPT_OSS = _decoder(
 FAMILIES: dict[str, LayoutTable] = {
     t.family: t
     for t in (
-        LLAMA, QWEN2, QWEN3, GEMMA, GEMMA2, GEMMA3, PHI3, GPT2, BERT,
+        LLAMA, QWEN2, QWEN3, OLMO2, GEMMA, GEMMA2, GEMMA3, COHERE, NEMOTRON, STARCODER2,
+        PHI, PHI3, GPT2, GPT_BIGCODE, GPTJ, GPT_NEOX, FALCON, BLOOM, OPT, BERT,
         MIXTRAL, QWEN2_MOE, QWEN3_MOE, DEEPSEEK_V2, DEEPSEEK_V3, LLAMA4, GPT_OSS,
     )
 }
@@ -345,6 +484,7 @@ GGUF = LayoutTable(
 GGUF_BERT = LayoutTable(
     family="gguf-bert",
     model_types=("bert",),
+    post_norm=True,
     layer_prefix="blk.{layer}.",
     globals=_GGUF_GLOBALS,
     layer=_GGUF_ATTN | {

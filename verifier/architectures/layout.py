@@ -49,8 +49,9 @@ class RoleRef:
     """How to cut one role out of one stored tensor.
 
     Operations apply in this order: select ``expert`` along dim 0 of a 3-D stack; transpose the
-    last two dims when ``transpose``; keep rows ``rows[0]:rows[1]:step`` of dim 0; add
-    ``offset`` (in float32). The offset makes a norm's role its *gain*: Gemma's norms compute
+    last two dims when ``transpose``; keep rows ``rows[0]:rows[1]:step`` of dim 0 (with
+    ``period``: rows ``rows[0]:rows[1]`` of every consecutive block of ``period`` rows, for q/k/v
+    fused group by group); add ``offset`` (in float32). The offset makes a norm's role its *gain*: Gemma's norms compute
     ``x * (1 + w)`` and store ``w``, llama.cpp's conversion of them stores ``1 + w``, and both
     must load as the same gain for folds and drifts to mean the same thing.
     """
@@ -60,6 +61,7 @@ class RoleRef:
     transpose: bool = False
     rows: tuple[int, int] | None = None
     step: int = 1
+    period: int | None = None
     offset: float = 0.0
 
     def apply(self, t: torch.Tensor) -> torch.Tensor:
@@ -67,7 +69,10 @@ class RoleRef:
             t = t[self.expert]
         if self.transpose:
             t = t.transpose(-2, -1)
-        if self.rows is not None or self.step != 1:
+        if self.period is not None:
+            start, stop = self.rows if self.rows is not None else (0, self.period)
+            t = t.unflatten(0, (-1, self.period))[:, start:stop].flatten(0, 1)
+        elif self.rows is not None or self.step != 1:
             start, stop = self.rows if self.rows is not None else (0, t.shape[0])
             t = t[start:stop:self.step]
         if self.offset:
@@ -105,6 +110,8 @@ class ModelLayout:
     head_dim: int | None = None
     #: tensors no role claimed (e.g. rotary buffers, position_ids): listed, never guessed at
     unassigned: list[str] = field(default_factory=list)
+    #: norms follow the residual add (``LayoutTable.post_norm``): no gain to fold
+    post_norm: bool = False
 
     @property
     def num_layers(self) -> int:

@@ -91,19 +91,22 @@ class Fused(BaseModel):
     """One stored matrix holding several roles stacked along its output rows.
 
     ``split`` says how rows divide: ``heads`` is q, k, v sized by attention heads (q gets
-    ``num_heads * head_dim`` rows, k and v share the rest equally); ``halves`` cuts equal
-    consecutive parts in ``roles`` order; ``interleave`` gives row ``i`` to ``roles[i % n]``.
+    ``num_heads * head_dim`` rows, k and v share the rest equally); ``groups`` is q, k, v
+    stored key/value group by group, each group's query heads then its key head then its value
+    head (GPT-NeoX and Bloom: a group per head; Falcon: grouped or multi-query); ``halves`` cuts
+    equal consecutive parts in ``roles`` order; ``interleave`` gives row ``i`` to
+    ``roles[i % n]``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     roles: tuple[str, ...] = Field(min_length=2)
-    split: Literal["heads", "halves", "interleave"]
+    split: Literal["heads", "groups", "halves", "interleave"]
 
     @model_validator(mode="after")
     def _heads_are_qkv(self) -> Fused:
-        if self.split == "heads" and len(self.roles) != 3:
-            raise ValueError("split 'heads' needs exactly three roles (q, k, v)")
+        if self.split in ("heads", "groups") and len(self.roles) != 3:
+            raise ValueError(f"split {self.split!r} needs exactly three roles (q, k, v)")
         _check_roles(list(self.roles), ALL_LAYER_ROLES, "fused")
         return self
 
@@ -170,6 +173,13 @@ class LayoutTable(BaseModel):
     #: what the family's norms add to their stored weight to get the gain they multiply by:
     #: 1.0 for Gemma (``x * (1 + w)``), 0.0 for the usual ``x * w``. Loaded norms are gains.
     norm_offset: float = 0.0
+    #: parallel blocks with one norm (GPT-J, Phi-1/2, Falcon-7B, Cohere): a block without an
+    #: MLP norm of its own feeds its MLP the attention norm's output, so that tensor is also
+    #: the block's ``mlp_norm`` (its gain folds into gate/up as into q/k/v)
+    mlp_shares_attn_norm: bool = False
+    #: norms sit after each sublayer's residual add (BERT): no gain reads into the next
+    #: projections, so none is folded (OPT says so per checkpoint: ``do_layer_norm_before``)
+    post_norm: bool = False
     #: dotted name fragments of tensors that are expected but deliberately get no role
     #: (buffers such as ``rotary_emb.inv_freq``, task heads such as ``pooler.dense``)
     known_unassigned: tuple[str, ...] = ()

@@ -53,7 +53,6 @@ from verifier.architectures.layout import ATTN_NORM, DOWN, GATE, MLP_NORM, UP, K
 from verifier.model import Model
 from verifier.probes.assignment import max_assignment, require_finite
 from verifier.probes.base import spread
-from verifier.probes.head_matching import POST_NORM
 from verifier.probes.hidden_alignment import HiddenAlignment
 from verifier.probes.magnitude import magnitude_shift, times_power_of_two, unit_magnitude
 
@@ -135,7 +134,7 @@ class BodyProfile:
         ``norms``: also read the whole matrices' column norms (a pass over each, ``CHUNK_ROWS``
         rows at a time)."""
         out: list[Matrix] = []
-        fold = model.layout.family not in POST_NORM
+        fold = not model.layout.post_norm
         for slot, i in enumerate(layers):
             roles = model.layout.layers[i].roles
             for norm, readers in READERS:

@@ -36,8 +36,6 @@ from verifier.probes.magnitude import unit_magnitude, unit_magnitude_each
 NAME = "head_matching"
 #: base query heads matched against every candidate head; more are sampled by whole KV groups
 MAX_BASE_HEADS = 8
-#: post-norm families: the attention norm sits after the block, so there is no gain to fold
-POST_NORM = {"bert"}
 
 
 @dataclass(frozen=True)
@@ -264,7 +262,7 @@ def load_circuits(model: Model, layer: int) -> HeadCircuits | None:
     if _misfit(model, layer, lambda r: {Q: q, K: k, V: v}[r].shape[0]) is not None:
         return None  # said in the report (``circuit_misfit``): not compared by this probe
     gamma = (model.load(roles[ATTN_NORM])
-             if ATTN_NORM in roles and model.layout.family not in POST_NORM else None)
+             if ATTN_NORM in roles and not model.layout.post_norm else None)
     if gamma is not None:  # folded into q, k, v in float32: a gain near 1e20 overflowed there
         gamma = unit_magnitude(gamma.to(torch.float32))  # a vector; any stored dtype (FP8)
     d = q.shape[1]
