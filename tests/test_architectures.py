@@ -637,6 +637,25 @@ def test_gguf_gpt2_keeps_a_plain_up_projection() -> None:
     assert layout.intermediate_size == 4 * H
 
 
+@pytest.mark.parametrize(("arch", "second_norm"), [
+    ("falcon", None), ("falcon", "attn_norm_2"), ("phi", None), ("gpt_neox", "ffn_norm")])
+def test_gguf_parallel_blocks_with_one_norm_give_it_to_the_mlp(arch: str,
+                                                               second_norm: str | None) -> None:
+    """llama.cpp keeps Falcon-7B's and Phi-2's one norm as ``attn_norm``; Falcon-40B's
+    ``ln_mlp`` becomes ``attn_norm_2``, GPT-NeoX's second norm ``ffn_norm``."""
+    s: dict[str, tuple[int, ...]] = {"token_embd.weight": (V, H), "output_norm.weight": (H,)}
+    for name, shape in {"attn_qkv": (3 * H, H), "attn_output": (H, H), "ffn_up": (4 * H, H),
+                        "ffn_down": (H, 4 * H), "attn_norm": (H,)}.items():
+        s[f"blk.0.{name}.weight"] = shape
+    if second_norm:
+        s[f"blk.0.{second_norm}.weight"] = (H,)
+    cfg = {"model_type": arch, "hidden_size": H, "num_attention_heads": HEADS,
+           "num_hidden_layers": 1, "vocab_size": V}
+    roles = resolve_layout(infos(s), cfg, fmt="gguf").layers[0].roles
+    assert roles["attn_norm"] == RoleRef("blk.0.attn_norm.weight")
+    assert roles["mlp_norm"] == RoleRef(f"blk.0.{second_norm or 'attn_norm'}.weight")
+
+
 def test_gguf_bert_names() -> None:
     s: dict[str, tuple[int, ...]] = {"token_embd.weight": (V, H), "token_types.weight": (2, H),
                                      "position_embd.weight": (64, H), "token_embd_norm.weight": (H,),

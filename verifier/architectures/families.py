@@ -445,14 +445,17 @@ _GGUF_GLOBALS: dict[str, Paths] = {
 _GGUF_ATTN: dict[str, Paths] = {Q: "attn_q", K: "attn_k", V: "attn_v", O: "attn_output"}
 _GGUF_MLP: dict[str, Paths] = {GATE: "ffn_gate", UP: "ffn_up", DOWN: "ffn_down"}
 
-#: llama.cpp decoders (llama, qwen2/3, gemma*, phi3, gpt2, the MoE and MLA families)
+#: llama.cpp decoders (llama, qwen2/3, gemma*, phi2/3, gpt2, gptneox, falcon, bloom, gptj,
+#: starcoder, olmo2, command-r, the MoE and MLA families). Its converters store fused q/k/v as
+#: q, then k, then v (GPT-NeoX's, Bloom's and Falcon's per-head or per-group rows reordered), Gemma's
+#: and Nemotron's norms as the gain ``1 + w``.
 GGUF = LayoutTable(
     family="gguf",
     layer_prefix="blk.{layer}.",
     globals=_GGUF_GLOBALS,
     layer=_GGUF_ATTN | _GGUF_MLP | {
         ATTN_NORM: "attn_norm",
-        MLP_NORM: "ffn_norm",
+        MLP_NORM: ["ffn_norm", "attn_norm_2"],  # Falcon-40B's ``ln_mlp`` is ``attn_norm_2``
         POST_ATTN_NORM: "post_attention_norm",
         POST_MLP_NORM: "post_ffw_norm",
         Q_NORM: "attn_q_norm",
@@ -478,6 +481,8 @@ GGUF = LayoutTable(
         "ffn_gate_up_exps": Stacked(roles=(GATE, UP), split="halves", layout="out_in"),
     },
     fused_up_without_gate=True,
+    # the converters keep one norm for Phi-2, GPT-J, Falcon-7B and Command-R's parallel blocks
+    mlp_shares_attn_norm=True,
     known_unassigned=("rope_freqs",),
 )
 #: llama.cpp BERT: post-LN blocks (``attn_output_norm``, ``layer_output_norm``)

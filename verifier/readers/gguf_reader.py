@@ -48,6 +48,9 @@ _MODEL_TYPES = {
     "llama": "llama", "qwen2": "qwen2", "qwen2moe": "qwen2_moe", "qwen3": "qwen3",
     "qwen3moe": "qwen3_moe", "gemma": "gemma", "gemma2": "gemma2", "gemma3": "gemma3",
     "phi3": "phi3", "gpt2": "gpt2", "bert": "bert", "deepseek2": "deepseek_v2",
+    "gptneox": "gpt_neox", "falcon": "falcon", "bloom": "bloom", "gptj": "gptj", "phi2": "phi",
+    "starcoder": "gpt_bigcode", "starcoder2": "starcoder2", "olmo2": "olmo2",
+    "command-r": "cohere", "cohere2": "cohere2", "nemotron": "nemotron",
 }
 
 # HF config key -> GGUF metadata key under the architecture's prefix.
