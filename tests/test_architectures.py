@@ -946,19 +946,35 @@ def _classic_models() -> dict[str, object]:
         "cohere": (t.CohereForCausalLM, t.CohereConfig(**dense, use_qk_norm=True)),
         "nemotron": (t.NemotronForCausalLM, t.NemotronConfig(**dense, num_key_value_heads=2,
                                                                 head_dim=8)),
+        "exaone4": (t.Exaone4ForCausalLM, t.Exaone4Config(**dense, num_key_value_heads=2)),
+        "gpt_neo": (t.GPTNeoForCausalLM, t.GPTNeoConfig(
+            hidden_size=32, num_layers=2, num_heads=4, vocab_size=100,
+            attention_types=[[["global", "local"], 1]], max_position_embeddings=64)),
+        "mpt": (t.MptForCausalLM, t.MptConfig(d_model=32, n_heads=4, n_layers=2, vocab_size=100)),
+        "olmoe": (t.OlmoeForCausalLM, t.OlmoeConfig(**dense, num_experts=4,
+                                                    num_experts_per_tok=2)),
+        "phimoe": (t.PhimoeForCausalLM, t.PhimoeConfig(**dense, num_local_experts=4)),
+        "granitemoe": (t.GraniteMoeForCausalLM, t.GraniteMoeConfig(**dense, num_local_experts=4)),
+        "glm4_moe": (t.Glm4MoeForCausalLM, t.Glm4MoeConfig(
+            **dense, n_routed_experts=4, moe_intermediate_size=16, first_k_dense_replace=1,
+            pad_token_id=0)),
+        "ernie4_5_moe": (t.Ernie4_5_MoeForCausalLM, t.Ernie4_5_MoeConfig(
+            **dense, moe_num_experts=4, moe_intermediate_size=16, pad_token_id=0)),
     }
 
 
 #: variants of one family, and families whose names another family's table claims first when
 #: no config says which (identical names: the first table listed wins)
-FAMILY_OF = {"mistral": "llama", "falcon_7b": "falcon", "falcon_rw": "falcon"}
+FAMILY_OF = {"mistral": "llama", "falcon_7b": "falcon", "falcon_rw": "falcon",
+             "exaone4": "olmo2", "olmoe": "qwen3_moe", "phimoe": "mixtral"}
 WITHOUT_CONFIG = {"qwen2": "llama", "mistral": "llama", "cohere": "qwen3", "nemotron": "llama"}
 #: fused q/k/v cut by head counts, which only the config gives
 NEEDS_CONFIG = {"gpt_neox", "falcon", "falcon_7b", "falcon_rw", "bloom"}
 
 
 MOE_LAYERS = {"mixtral": [0, 1], "qwen2_moe": [1], "qwen3_moe": [1], "deepseek_v2": [1],
-              "deepseek_v3": [1], "gpt_oss": [0, 1], "llama4": [1]}
+              "deepseek_v3": [1], "gpt_oss": [0, 1], "llama4": [1], "olmoe": [0, 1],
+              "phimoe": [0, 1], "granitemoe": [0, 1], "glm4_moe": [1], "ernie4_5_moe": [1]}
 
 
 def test_every_tensor_of_real_tiny_models_is_assigned_or_known() -> None:
@@ -1071,7 +1087,7 @@ def test_parallel_blocks_with_one_norm_give_it_to_the_mlp_too() -> None:
         layout = resolve_layout(infos({k: tuple(v.shape) for k, v in state.items()}),
                                 cfg.to_dict())  # type: ignore[attr-defined]
         roles = layout.layers[1].roles
-        if name == "olmo2":  # norms on the sublayers' outputs only
+        if name in ("olmo2", "exaone4"):  # norms on the sublayers' outputs only
             assert not {"attn_norm", "mlp_norm"} & set(roles)
             continue
         shared = roles["mlp_norm"] == roles["attn_norm"]
@@ -1089,9 +1105,11 @@ def test_post_norm_comes_from_the_table_or_the_config(family: str, conf: dict, p
     assert layout.post_norm is post
 
 
-@pytest.mark.parametrize("name", ["mixtral", "qwen2_moe"])
+@pytest.mark.parametrize("name", ["mixtral", "qwen2_moe", "phimoe", "olmoe", "granitemoe",
+                                  "glm4_moe", "ernie4_5_moe"])
 def test_saved_per_expert_files_match_the_in_memory_stacks(tmp_path: Path, name: str) -> None:
-    """transformers v5 saves experts one by one and stacks them in memory: both cuts agree."""
+    """transformers v5 saves experts one by one (Granite-MoE: as its own 3-D stacks, under
+    other names) and stacks them in memory: both cuts agree."""
     from safetensors.torch import load_file
 
     cls, cfg = _tiny_models()[name]
@@ -1102,7 +1120,8 @@ def test_saved_per_expert_files_match_the_in_memory_stacks(tmp_path: Path, name:
     conf = json.loads((tmp_path / "config.json").read_text())
     on_disk = resolve_layout(infos({k: tuple(v.shape) for k, v in saved.items()}), conf)
     stacked = resolve_layout(infos({k: tuple(v.shape) for k, v in memory.items()}), conf)
-    assert any(".experts.0." in r.tensor for r in on_disk.layers[-1].experts[0].values())
+    assert any(".experts.0." in r.tensor or ".input_linear" in r.tensor
+               for r in on_disk.layers[-1].experts[0].values())
     assert all(r.expert is not None for r in stacked.layers[-1].experts[0].values())
     for a, b in zip(on_disk.layers, stacked.layers, strict=True):
         assert len(a.experts) == len(b.experts)

@@ -125,7 +125,7 @@ QWEN3 = _decoder("qwen3", layer=_NORMS | _ATTN | _QK_NORM | _MLP)
 #: OLMo-2/3: no norm in front of a sublayer, one on each sublayer's output before the residual
 #: add (``post_attention_layernorm``, ``post_feedforward_layernorm``); q/k norms over all heads
 OLMO2 = _decoder(
-    "olmo2", "olmo3",
+    "olmo2", "olmo3", "exaone4",
     layer=_ATTN | _MLP | _QK_NORM | {
         POST_ATTN_NORM: "post_attention_layernorm",
         POST_MLP_NORM: "post_feedforward_layernorm",
@@ -197,6 +197,41 @@ GPT2 = LayoutTable(
 GPT_BIGCODE = GPT2.model_copy(update={
     "family": "gpt_bigcode", "model_types": ("gpt_bigcode",), "transpose": (),
 })
+#: GPT-Neo: GPT-2's block names with ``nn.Linear`` q/k/v/out under ``attn.attention``
+GPT_NEO = LayoutTable(
+    family="gpt_neo",
+    model_types=("gpt_neo",),
+    prefixes=HF_PREFIXES,
+    layer_prefix="h.{layer}.",
+    globals={EMBED: "wte", POS_EMBED: "wpe", FINAL_NORM: "ln_f", LM_HEAD: "lm_head"},
+    layer={
+        ATTN_NORM: "ln_1",
+        Q: "attn.attention.q_proj",
+        K: "attn.attention.k_proj",
+        V: "attn.attention.v_proj",
+        O: "attn.attention.out_proj",
+        MLP_NORM: "ln_2",
+        UP: "mlp.c_fc",
+        DOWN: "mlp.c_proj",
+    },
+    known_unassigned=("attn.attention.bias", "attn.attention.masked_bias"),
+)
+#: MPT: ``transformer.blocks.N``; ``Wqkv`` is q, then k, then v; embeddings tied (no lm_head)
+MPT = LayoutTable(
+    family="mpt",
+    model_types=("mpt",),
+    prefixes=HF_PREFIXES,
+    layer_prefix="blocks.{layer}.",
+    globals={EMBED: "wte", FINAL_NORM: "norm_f", LM_HEAD: "lm_head"},
+    layer={
+        ATTN_NORM: "norm_1",
+        O: "attn.out_proj",
+        MLP_NORM: "norm_2",
+        UP: "ffn.up_proj",
+        DOWN: "ffn.down_proj",
+    },
+    fused={"attn.Wqkv": Fused(roles=(Q, K, V), split="heads")},
+)
 #: parallel block with one norm (``ln_1``); separate q/k/v without biases
 GPTJ = LayoutTable(
     family="gptj",
@@ -331,10 +366,12 @@ BERT = LayoutTable(
     ),
 )
 #: files: ``block_sparse_moe.gate`` and ``block_sparse_moe.experts.N.w1/w3/w2`` (gate/up/down);
-#: transformers v5 in memory: ``mlp.gate`` and 3-D ``mlp.experts.gate_up_proj``/``down_proj``
+#: transformers v5 in memory: ``mlp.gate`` (PhiMoE: ``mlp.router``) and 3-D
+#: ``mlp.experts.gate_up_proj``/``down_proj``
 MIXTRAL = _decoder(
     "mixtral",
-    layer=_NORMS | _ATTN | {ROUTER: ["block_sparse_moe.gate", "mlp.gate"]},
+    "phimoe",  # Phi-3.5-MoE: Mixtral's names, LayerNorm biases
+    layer=_NORMS | _ATTN | {ROUTER: ["block_sparse_moe.gate", "mlp.gate", "mlp.router"]},
     experts="block_sparse_moe.experts.{expert}.",
     expert={GATE: "w1", UP: "w3", DOWN: "w2"},
     stacked=_V5_EXPERT_STACKS,
@@ -350,9 +387,11 @@ QWEN2_MOE = _decoder(
     shared_experts="mlp.shared_expert.",
     stacked=_V5_EXPERT_STACKS,
 )
+#: OLMoE uses these names too (its q/k norms span all heads)
 QWEN3_MOE = _decoder(
     "qwen3_moe",
     "qwen3moe",
+    "olmoe",
     layer=_NORMS | _ATTN | _QK_NORM | _MLP | {ROUTER: "mlp.gate"},
     experts="mlp.experts.{expert}.",
     expert=_EXPERT_MLP,
@@ -381,6 +420,47 @@ DEEPSEEK_V3 = _decoder(
     expert=_EXPERT_MLP,
     shared_experts="mlp.shared_experts.",
     stacked=_V5_EXPERT_STACKS,
+)
+#: GLM-4.5/4.6: DeepSeek-V3's MoE blocks (first ``first_k_dense_replace`` dense, shared experts,
+#: score-correction bias) under standard attention with biases and optional q/k norms
+GLM4_MOE = _decoder(
+    "glm4_moe",
+    layer=_NORMS | _ATTN | _QK_NORM | _MLP | {
+        ROUTER: "mlp.gate",
+        ROUTER_CORRECTION: "mlp.gate.e_score_correction_bias",
+    },
+    experts="mlp.experts.{expert}.",
+    expert=_EXPERT_MLP,
+    shared_experts="mlp.shared_experts.",
+    stacked=_V5_EXPERT_STACKS,
+)
+#: ERNIE-4.5 MoE: dense blocks before ``moe_layer_start_index``, shared experts, and the
+#: router's score correction kept in ``moe_statics``
+ERNIE4_5_MOE = _decoder(
+    "ernie4_5_moe",
+    layer=_NORMS | _ATTN | _MLP | {
+        ROUTER: "mlp.gate",
+        # transformers v5 moves it under the router in memory
+        ROUTER_CORRECTION: ["mlp.moe_statics.e_score_correction_bias",
+                            "mlp.gate.moe_statics.e_score_correction_bias"],
+    },
+    experts="mlp.experts.{expert}.",
+    expert=_EXPERT_MLP,
+    shared_experts="mlp.shared_experts.",
+    stacked=_V5_EXPERT_STACKS,
+)
+#: Granite-MoE files: 3-D ``input_linear`` ``[E, 2*I, H]`` (``.chunk(2)`` of the output: gate
+#: first) and ``output_linear`` ``[E, H, I]``; transformers v5 renames them in memory to
+#: ``experts.gate_up_proj``/``experts.down_proj`` and the router to ``router``
+GRANITEMOE = _decoder(
+    "granitemoe",
+    layer=_NORMS | _ATTN | {ROUTER: ["block_sparse_moe.router.layer", "block_sparse_moe.router"]},
+    stacked={
+        path: Stacked(roles=roles, layout="out_in")
+        for paths, roles in ((("input_linear", "experts.gate_up_proj"), (GATE, UP)),
+                             (("output_linear", "experts.down_proj"), (DOWN,)))
+        for path in (f"block_sparse_moe.{p}" for p in paths)
+    },
 )
 #: Llama4TextExperts computes ``x @ W``: ``gate_up_proj`` ``[E, H, 2*I]`` (``.chunk(2, -1)``,
 #: gate first) and ``down_proj`` ``[E, I, H]``; dense blocks use ``feed_forward.*_proj``
@@ -425,8 +505,9 @@ FAMILIES: dict[str, LayoutTable] = {
     t.family: t
     for t in (
         LLAMA, QWEN2, QWEN3, OLMO2, GEMMA, GEMMA2, GEMMA3, COHERE, NEMOTRON, STARCODER2,
-        PHI, PHI3, GPT2, GPT_BIGCODE, GPTJ, GPT_NEOX, FALCON, BLOOM, OPT, BERT,
-        MIXTRAL, QWEN2_MOE, QWEN3_MOE, DEEPSEEK_V2, DEEPSEEK_V3, LLAMA4, GPT_OSS,
+        PHI, PHI3, GPT2, GPT_BIGCODE, GPT_NEO, GPTJ, GPT_NEOX, FALCON, BLOOM, MPT, OPT, BERT,
+        MIXTRAL, QWEN2_MOE, QWEN3_MOE, DEEPSEEK_V2, DEEPSEEK_V3, GLM4_MOE, ERNIE4_5_MOE,
+        GRANITEMOE, LLAMA4, GPT_OSS,
     )
 }
 
