@@ -68,12 +68,14 @@ ROTARY_BUFFERS = ("rotary_emb.inv_freq", "rotary_emb.original_inv_freq")
 QUANT_COMPANIONS = ("weight_scale_inv", "weight_scale", "input_scale")
 
 _DECODER_GLOBALS: dict[str, Paths] = {EMBED: "embed_tokens", FINAL_NORM: "norm", LM_HEAD: "lm_head"}
-_ATTN: dict[str, Paths] = {
-    Q: "self_attn.q_proj",
-    K: "self_attn.k_proj",
-    V: "self_attn.v_proj",
-    O: "self_attn.o_proj",
-}
+
+
+def _qkvo(module: str, out: str = "o_proj") -> dict[str, Paths]:
+    """Separate ``q_proj``/``k_proj``/``v_proj`` and an output projection under ``module``."""
+    return {Q: f"{module}q_proj", K: f"{module}k_proj", V: f"{module}v_proj", O: module + out}
+
+
+_ATTN = _qkvo("self_attn.")
 _QK_NORM: dict[str, Paths] = {Q_NORM: "self_attn.q_norm", K_NORM: "self_attn.k_norm"}
 _NORMS: dict[str, Paths] = {ATTN_NORM: "input_layernorm", MLP_NORM: "post_attention_layernorm"}
 _MLP: dict[str, Paths] = {GATE: "mlp.gate_proj", UP: "mlp.up_proj", DOWN: "mlp.down_proj"}
@@ -145,10 +147,7 @@ PHI = _decoder(
     "phi",
     layer={
         ATTN_NORM: "input_layernorm",
-        Q: "self_attn.q_proj",
-        K: "self_attn.k_proj",
-        V: "self_attn.v_proj",
-        O: "self_attn.dense",
+        **_qkvo("self_attn.", "dense"),
         Q_NORM: "self_attn.q_layernorm",
         K_NORM: "self_attn.k_layernorm",
         UP: "mlp.fc1",
@@ -206,10 +205,7 @@ GPT_NEO = LayoutTable(
     globals={EMBED: "wte", POS_EMBED: "wpe", FINAL_NORM: "ln_f", LM_HEAD: "lm_head"},
     layer={
         ATTN_NORM: "ln_1",
-        Q: "attn.attention.q_proj",
-        K: "attn.attention.k_proj",
-        V: "attn.attention.v_proj",
-        O: "attn.attention.out_proj",
+        **_qkvo("attn.attention.", "out_proj"),
         MLP_NORM: "ln_2",
         UP: "mlp.c_fc",
         DOWN: "mlp.c_proj",
@@ -241,10 +237,7 @@ GPTJ = LayoutTable(
     globals={EMBED: "wte", FINAL_NORM: "ln_f", LM_HEAD: "lm_head"},
     layer={
         ATTN_NORM: "ln_1",
-        Q: "attn.q_proj",
-        K: "attn.k_proj",
-        V: "attn.v_proj",
-        O: "attn.out_proj",
+        **_qkvo("attn.", "out_proj"),
         UP: "mlp.fc_in",
         DOWN: "mlp.fc_out",
     },
@@ -319,10 +312,7 @@ OPT = LayoutTable(
              FINAL_NORM: "final_layer_norm", LM_HEAD: "lm_head"},
     layer={
         ATTN_NORM: "self_attn_layer_norm",
-        Q: "self_attn.q_proj",
-        K: "self_attn.k_proj",
-        V: "self_attn.v_proj",
-        O: "self_attn.out_proj",
+        **_qkvo("self_attn.", "out_proj"),
         MLP_NORM: "final_layer_norm",
         UP: "fc1",
         DOWN: "fc2",
