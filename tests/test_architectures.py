@@ -1094,6 +1094,17 @@ def test_parallel_blocks_with_one_norm_give_it_to_the_mlp_too() -> None:
         assert shared == (name in ("gptj", "phi", "falcon_7b", "cohere")), name
 
 
+def test_embeddings_projected_into_the_blocks_are_refused_with_the_reason() -> None:
+    cls, cfg = _classic_models()["opt"]
+    state = cls(cfg).state_dict()  # type: ignore[operator]
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    shapes |= {"model.decoder.embed_tokens.weight": (100, 16),
+               "model.decoder.project_in.weight": (32, 16),
+               "model.decoder.project_out.weight": (16, 32)}
+    with pytest.raises(ArchitectureError, match="word_embed_proj_dim"):
+        resolve_layout(infos(shapes), cfg.to_dict() | {"word_embed_proj_dim": 16})  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize(("family", "conf", "post"), [
     ("opt", {"do_layer_norm_before": False}, True), ("opt", {}, False),
     ("bert", {}, True), ("llama", {}, False)])

@@ -301,8 +301,8 @@ BLOOM = LayoutTable(
     fused={"self_attention.query_key_value": Fused(roles=(Q, K, V), split="groups")},
 )
 #: OPT: ``model.decoder.``; ``final_layer_norm`` inside a block is its MLP norm. Checkpoints
-#: with ``do_layer_norm_before: false`` (OPT-350m) are post-norm; their ``project_in``/
-#: ``project_out`` (embeddings narrower than the blocks) are left unassigned.
+#: with ``do_layer_norm_before: false`` are post-norm. ``project_in``/``project_out`` exist only
+#: where the embeddings are narrower than the blocks (OPT-350m), which the resolver refuses.
 OPT = LayoutTable(
     family="opt",
     model_types=("opt",),
