@@ -1079,6 +1079,24 @@ def test_fused_qkv_cuts_give_the_heads_the_module_computes(name: str) -> None:
             assert torch.allclose(got, value, atol=1e-5), (name, role)
 
 
+def test_older_names_of_pythia_and_falcon_checkpoints() -> None:
+    """Pythia on the Hub keeps ``embed_out`` (transformers v5 calls it ``lm_head``); Falcon's
+    remote-code configs (``RefinedWeb``) say ``n_head``/``n_head_kv``/``n_layer``."""
+    cls, cfg = _classic_models()["gpt_neox"]
+    shapes = {k.replace("lm_head", "embed_out"): tuple(v.shape)
+              for k, v in cls(cfg).state_dict().items()}  # type: ignore[operator]
+    layout = resolve_layout(infos(shapes), cfg.to_dict())  # type: ignore[attr-defined]
+    assert layout.globals["lm_head"] == RoleRef("embed_out.weight")
+
+    cls, cfg = _classic_models()["falcon"]
+    shapes = {k: tuple(v.shape) for k, v in cls(cfg).state_dict().items()}  # type: ignore[operator]
+    remote = {"model_type": "RefinedWeb", "hidden_size": 32, "n_head": 4, "n_head_kv": 2,
+              "n_layer": 2, "vocab_size": 100, "parallel_attn": True}
+    layout = resolve_layout(infos(shapes), remote)
+    assert (layout.family, layout.num_heads, layout.num_kv_heads) == ("falcon", 4, 2)
+    assert layout.layers[0].roles["mlp_norm"].tensor.endswith("ln_mlp.weight")
+
+
 def test_parallel_blocks_with_one_norm_give_it_to_the_mlp_too() -> None:
     """GPT-J, Phi-2, Falcon-7B and Cohere feed one norm's output to attention and MLP alike,
     so its gain is the MLP's as well; blocks with two norms keep their own."""
