@@ -139,6 +139,25 @@ def case_sparse_tensor_pickle(tmp_path):
     return f, "not dense real numbers"
 
 
+def case_gptq_packed_weights(tmp_path):
+    # GPTQ/AWQ store int32-packed 4-bit matrices beside their scales and zeros: nothing here
+    # unpacks them, and the layout alone would have been an "unknown layout" or a model of norms
+    tensors = {}
+    for name, t in llama_tensors().items():
+        if name.endswith("proj.weight"):
+            stem = name.removesuffix(".weight")
+            tensors |= {stem + ".qweight": torch.zeros(t.shape[1] // 8, t.shape[0], dtype=torch.int32),
+                        stem + ".qzeros": torch.zeros(1, t.shape[0] // 8, dtype=torch.int32),
+                        stem + ".scales": torch.ones(1, t.shape[0], dtype=torch.float16)}
+        else:
+            tensors[name] = t
+    folder = write_llama_folder(tmp_path / "model", tensors)
+    config = json.loads((folder / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "gptq", "bits": 4}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder, "stored packed by GPTQ/AWQ (qweight, qzeros, scales), e.g. 'model.layers.0"
+
+
 def case_empty_path(tmp_path):
     # the current folder holds a model: an unset "$BASE" verified it without a word
     write_llama_folder(tmp_path)
@@ -151,6 +170,7 @@ CASES = [
     case_pickle_not_weights, case_garbage_gguf, case_garbage_onnx, case_unknown_architecture,
     case_unknown_format, case_one_layer_stored_transposed,
     case_config_nested_past_the_parsers_depth, case_sparse_tensor_pickle,
+    case_gptq_packed_weights,
 ]
 
 

@@ -245,6 +245,33 @@ def name_patterns(names: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(re.sub(r"\d+", "N", name) for name in names))
 
 
+#: name endings of weight matrices that a quantisation library stored packed, and the format:
+#: no reader here unpacks them, and reading their integers as weights would compare noise
+PACKED_WEIGHTS = (
+    (".qweight", "GPTQ/AWQ (qweight, qzeros, scales)"),
+    (".weight_packed", "compressed-tensors pack-quantized (weight_packed, weight_scale)"),
+    (".SCB", "bitsandbytes 8-bit (int8 weight, SCB)"),
+    (".weight.absmax", "bitsandbytes 4-bit (absmax, quant_map)"),
+    (".W_q", "HQQ (W_q, scale, zero)"),
+)
+
+
+def _refuse_packed(tensors: list[TensorInfo], cfg: _Config) -> None:
+    """Stop with the format's name where weight matrices are stored packed (GPTQ, AWQ, ...)."""
+    for t in tensors:
+        for ending, form in PACKED_WEIGHTS:
+            if t.name.endswith(ending):
+                method = (cfg.top.get("quantization_config") or {}).get("quant_method")
+                said = f"; config quant_method {method!r}" if isinstance(method, str) else ""
+                raise ArchitectureError(
+                    f"the weight matrices are stored packed by {form}, e.g. {t.name!r}{said}: "
+                    f"lineage reads plain, FP8, GGUF and ONNX-quantised weights but does not "
+                    f"unpack this format",
+                    hint="compare the unquantised release, or dequantise this one with the "
+                         "library that wrote it and save it as safetensors",
+                )
+
+
 def _unknown_layout(tensors: list[TensorInfo], model_type: str | None, why: str) -> ArchitectureError:
     """An error listing what was found, so that a user can write a role map for it."""
     patterns = name_patterns(t.name for t in tensors)
@@ -354,6 +381,7 @@ def resolve_layout(
     every other format (safetensors, PyTorch, ONNX) uses Hugging Face names.
     """
     cfg = _Config(config)
+    _refuse_packed(tensors, cfg)
     if role_map is not None:
         return _Builder(CompiledTable(role_map), tensors, cfg, role_map.family).build()
     candidates = _choose_tables(tensors, cfg, fmt)
