@@ -62,8 +62,9 @@ class Model:
         ll = self.layout.layers[layer]
         refs = [*ll.roles.items()] + [
             item for group in (*ll.experts, *ll.shared_experts) for item in group.items()]
-        names = list(dict.fromkeys(ref.tensor for role, ref in refs
-                                   if roles is None or role in roles))
+        names = list(dict.fromkeys(name for role, ref in refs
+                                   if roles is None or role in roles
+                                   for name in (ref.tensor, ref.scale) if name))
         if names:
             self.readahead.submit(lambda: self.reader.will_need(names))
 

@@ -245,6 +245,10 @@ def name_patterns(names: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(re.sub(r"\d+", "N", name) for name in names))
 
 
+#: companions of an FP8/INT8 weight ``X.weight`` that hold its scales (``X.<name>``):
+#: DeepSeek-V3 / transformers' fine-grained FP8, then compressed-tensors
+QUANT_SCALES = ("weight_scale_inv", "weight_scale")
+
 #: name endings of weight matrices that a quantisation library stored packed, and the format:
 #: no reader here unpacks them, and reading their integers as weights would compare noise
 PACKED_WEIGHTS = (
@@ -265,8 +269,8 @@ def _refuse_packed(tensors: list[TensorInfo], cfg: _Config) -> None:
                 said = f"; config quant_method {method!r}" if isinstance(method, str) else ""
                 raise ArchitectureError(
                     f"the weight matrices are stored packed by {form}, e.g. {t.name!r}{said}: "
-                    f"lineage reads plain, FP8, GGUF and ONNX-quantised weights but does not "
-                    f"unpack this format",
+                    f"lineage reads plain weights, FP8/INT8 ones beside their scales, GGUF "
+                    f"and quantised ONNX, but does not unpack this format",
                     hint="compare the unquantised release, or dequantise this one with the "
                          "library that wrote it and save it as safetensors",
                 )
@@ -420,6 +424,7 @@ class _Builder:
         self.family = family
         self.model_type = cfg.model_type or family
         self.shapes = {t.name: t.shape for t in tensors}
+        self.dtypes = {t.name: t.dtype for t in tensors}
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -433,7 +438,48 @@ class _Builder:
         offset = (self.table.norm_offset
                   if claim.role in NORM_ROLES and not claim.bias else 0.0)
         return RoleRef(name, transpose=self._transposed(claim.role, name, claim.bias),
-                       offset=offset)
+                       offset=offset, **self._scaled(name))
+
+    def _scaled(self, name: str) -> dict[str, Any]:
+        """How to dequantise ``name`` where it is FP8/INT8 beside a tensor of its scales
+        (``RoleRef.scale``); nothing for any other tensor."""
+        dtype = self.dtypes.get(name, "")
+        if not (dtype.startswith("float8") or dtype in ("int8", "uint8")):
+            return {}
+        stem = name.removesuffix(".weight")
+        scale = next((f"{stem}.{k}" for k in QUANT_SCALES if f"{stem}.{k}" in self.shapes), None)
+        if scale is None:
+            return {}
+        zero = f"{stem}.weight_zero_point"
+        return {"scale": scale, "zero_point": zero if zero in self.shapes else None,
+                "block": self._block(name, scale)}
+
+    def _block(self, name: str, scale: str) -> tuple[int, int] | None:
+        """Rows and columns of ``name`` that one entry of ``scale`` covers: the config's
+        ``weight_block_size`` (DeepSeek-V3: 128x128, the last blocks cut short), else what
+        divides the matrix evenly; None for a per-tensor or per-row scale stored flat."""
+        shape, counts = self.shapes[name], self.shapes[scale]
+        if len(shape) < 2 or len(counts) < 2:
+            return None
+        quant = self.cfg.top.get("quantization_config")
+        given = quant.get("weight_block_size") if isinstance(quant, dict) else None
+        block: list[int] = []
+        for axis in (-2, -1):
+            size, count = shape[axis], counts[axis]
+            if count in (1, size):
+                block.append(size // count)
+            elif (isinstance(given, list) and len(given) == 2 and isinstance(given[axis], int)
+                  and given[axis] > 0 and -(-size // given[axis]) == count):
+                block.append(given[axis])
+            elif size % count == 0 and not given:
+                block.append(size // count)
+            else:
+                raise ArchitectureError(
+                    f"{name!r} is stored in {list(shape)} values with {list(counts)} scales "
+                    f"({scale!r}), which do not cover it in equal blocks"
+                    + (f" of weight_block_size {given}" if given else "")
+                )
+        return block[0], block[1]
 
     def _shape(self, ref: RoleRef) -> tuple[int, ...]:
         return role_shape(ref, self.shapes[ref.tensor])
@@ -590,7 +636,8 @@ class _Builder:
         for role, (start, stop, step, period) in zip(spec.roles, bounds, strict=True):
             cut = {"rows": (start, stop), "step": step, "period": period}
             if weight is not None:
-                self._put(roles, role, RoleRef(weight, transpose=transpose, **cut), where)
+                self._put(roles, role, RoleRef(weight, transpose=transpose, **cut,
+                                               **self._scaled(weight)), where)
             if bias is not None:
                 self._put(roles, role + BIAS, RoleRef(bias, **cut), where)
 
@@ -738,7 +785,8 @@ class _Builder:
             for role, cut in zip(spec.roles, bounds, strict=True):
                 rows, step = (None, 1) if cut is None else ((cut[0], cut[1]), cut[2])
                 self._put(target, role, RoleRef(weight, expert=e, transpose=transpose, rows=rows,
-                                                 step=step), f"{where} expert {e}")
+                                                 step=step, **self._scaled(weight)),
+                          f"{where} expert {e}")
                 if bias is not None:
                     self._put(target, role + BIAS, RoleRef(bias, expert=e, rows=rows, step=step),
                               f"{where} expert {e}")

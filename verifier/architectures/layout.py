@@ -11,7 +11,7 @@ hidden dimension, o/down are ``[hidden, inner]``, embeddings are ``[vocab, hidde
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -51,7 +51,8 @@ class RoleRef:
     Operations apply in this order: select ``expert`` along dim 0 of a 3-D stack; transpose the
     last two dims when ``transpose``; keep rows ``rows[0]:rows[1]:step`` of dim 0 (with
     ``period``: rows ``rows[0]:rows[1]`` of every consecutive block of ``period`` rows, for q/k/v
-    fused group by group); add ``offset`` (in float32). The offset makes a norm's role its *gain*: Gemma's norms compute
+    fused group by group); add ``offset`` (in float32). Before all of these, ``load_role``
+    multiplies values stored with a companion ``scale`` tensor by it (``dequantise``). The offset makes a norm's role its *gain*: Gemma's norms compute
     ``x * (1 + w)`` and store ``w``, llama.cpp's conversion of them stores ``1 + w``, and both
     must load as the same gain for folds and drifts to mean the same thing.
     """
@@ -63,6 +64,13 @@ class RoleRef:
     step: int = 1
     period: int | None = None
     offset: float = 0.0
+    #: FP8/INT8 storage: the tensor of scales the stored values are multiplied by (after
+    #: subtracting ``zero_point``'s tensor, where there is one), one per ``block`` of the
+    #: stored matrix's trailing two dims (DeepSeek-V3's ``weight_scale_inv`` over 128x128
+    #: blocks; compressed-tensors' per-channel ``[out, 1]`` or per-tensor ``weight_scale``)
+    scale: str | None = None
+    zero_point: str | None = None
+    block: tuple[int, int] | None = None
 
     def apply(self, t: torch.Tensor) -> torch.Tensor:
         if self.expert is not None:
@@ -152,4 +160,37 @@ class ModelLayout:
 
 def load_role(reader: CheckpointReader, ref: RoleRef) -> torch.Tensor:
     """Materialise one role in canonical orientation (a view where possible, never a model)."""
-    return ref.apply(reader.load(ref.tensor))
+    stored = reader.load(ref.tensor)
+    if ref.scale is None:
+        return ref.apply(stored)
+    parts = [reader.load(name) if name else None for name in (ref.scale, ref.zero_point)]
+    if ref.expert is not None:  # one expert of a stack: its own scales, not the whole stack's
+        stored = stored[ref.expert]
+        parts = [p[ref.expert] if p is not None and p.dim() == stored.dim() + 1 else p
+                 for p in parts]
+        ref = replace(ref, expert=None)
+    return ref.apply(dequantise(stored, parts[0], parts[1], ref.block))  # type: ignore[arg-type]
+
+
+def _spread(s: torch.Tensor, shape: torch.Size, block: tuple[int, int] | None) -> torch.Tensor:
+    """Per-block values ``s`` repeated over the blocks of a matrix of ``shape``."""
+    s = s.to(torch.float32)
+    if s.dim() == 1 and s.numel() == shape[-2] and s.numel() > 1:
+        s = s[:, None]  # one scale per output row, stored flat
+    while s.dim() < len(shape):
+        s = s.unsqueeze(0)
+    for axis, size in ((-2, shape[-2]), (-1, shape[-1])):
+        count = s.shape[axis]
+        if count not in (1, size):
+            step = block[axis] if block is not None else size // count
+            s = s.repeat_interleave(step, dim=axis).narrow(axis, 0, size)
+    return s
+
+
+def dequantise(stored: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None,
+               block: tuple[int, int] | None) -> torch.Tensor:
+    """The values of a matrix stored as ``(stored - zero_point) * scale``, float32."""
+    w = stored.to(torch.float32)
+    if zero_point is not None:
+        w = w - _spread(zero_point, w.shape, block)
+    return w * _spread(scale, w.shape, block)
