@@ -119,3 +119,64 @@ def test_a_blockwise_fp8_copy_of_a_model_is_derived_from_it(zoo, tmp_path: Path)
               if layer.role in ("gate", "up", "down") and layer.relative_drift is not None]
     assert len(drifts) == 3 * report.models.candidate.num_layers  # every FFN matrix, aligned
     assert max(drifts) < 0.05, drifts
+
+
+# -- gpt-oss MXFP4 ------------------------------------------------------------------------------
+
+FP4 = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
+                    -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0])
+
+
+def mxfp4(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """OCP MXFP4 as gpt-oss's files hold it: ``[..., in]`` -> blocks ``[..., in / 32, 16]``
+    (two e2m1 codes a byte, the even element in the low nibble) and ``[..., in / 32]`` e8m0
+    exponents, each group's largest value scaled into [4, 8)."""
+    groups = rows.float().unflatten(-1, (-1, 32))
+    top = groups.abs().amax(-1).clamp_min(2.0 ** -120)
+    exponent = torch.floor(torch.log2(top)) - 2
+    codes = (groups.unsqueeze(-1) / torch.exp2(exponent)[..., None, None] - FP4).abs().argmin(-1)
+    packed = (codes[..., 0::2] | (codes[..., 1::2] << 4)).to(torch.uint8)
+    return packed, (exponent + 127).to(torch.uint8)
+
+
+def test_gpt_oss_mxfp4_experts_load_as_transformers_dequantises_them(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    from transformers.integrations.mxfp4 import convert_moe_packed_tensors
+
+    config = transformers.GptOssConfig(
+        hidden_size=128, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, vocab_size=1000, num_local_experts=4)
+    torch.manual_seed(0)
+    model = transformers.GptOssForCausalLM(config)
+    model.save_pretrained(tmp_path / "bf16")
+    state, packed = model.state_dict(), {}
+    for name, w in state.items():
+        if name.endswith(("experts.gate_up_proj", "experts.down_proj")):  # [E, in, out]
+            packed[name + "_blocks"], packed[name + "_scales"] = mxfp4(w.transpose(1, 2))
+        else:
+            packed[name] = w.contiguous()
+    folder = tmp_path / "mxfp4"
+    folder.mkdir()
+    save_file(packed, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    shutil.copy(tmp_path / "bf16" / "config.json", folder / "config.json")
+
+    with open_model(folder) as loaded:
+        layer = loaded.layout.layers[1]
+        assert layer.is_moe
+        stem = "model.layers.1.mlp.experts."
+        theirs = {s: convert_moe_packed_tensors(packed[f"{stem}{s}_blocks"],
+                                                packed[f"{stem}{s}_scales"], dtype=torch.float32)
+                  for s in ("gate_up_proj", "down_proj")}  # [E, in, out], as the module uses
+        for e, expert in enumerate(layer.experts):
+            want = {"gate": theirs["gate_up_proj"][e][:, 0::2].T,  # gpt-oss interleaves
+                    "up": theirs["gate_up_proj"][e][:, 1::2].T, "down": theirs["down_proj"][e].T}
+            for role, value in want.items():
+                got = loaded.load(expert[role])
+                assert torch.equal(got, value), (e, role)
+                original = {"gate": state[stem + "gate_up_proj"][e][:, 0::2].T,
+                            "up": state[stem + "gate_up_proj"][e][:, 1::2].T,
+                            "down": state[stem + "down_proj"][e].T}[role]
+                assert _relative_error(got, original) < 0.2, (e, role)
+
+    report = verify(tmp_path / "bf16", folder, VerifyOptions(digest=False))
+    assert report.verdict == "derived", report.reason

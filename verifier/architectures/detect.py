@@ -128,6 +128,8 @@ class CompiledTable:
         for path, stacked in table.stacked.items():
             for name, bias in _expansions(path):
                 self._add(self.in_layer, name, Claim("stacked", path, bias))
+            # gpt-oss's MXFP4 files: the stack packed in ``<path>_blocks`` beside its scales
+            self._add(self.in_layer, path + PACKED_BLOCKS, Claim("stacked", path, False))
             if stacked.bias:
                 self._add(self.in_layer, stacked.bias, Claim("stacked", path, True))
         self._add_roles(self.in_expert, table.expert, "expert")
@@ -140,6 +142,7 @@ class CompiledTable:
             for p in as_paths(table.shared_experts)
         ]
         self.known = [f".{fragment}." for fragment in table.known_unassigned]
+        self.known += [f".{path}{PACKED_SCALES}." for path in table.stacked]
 
     def _add(self, lookup: dict[str, Claim], name: str, claim: Claim) -> None:
         old = lookup.get(name)
@@ -227,6 +230,8 @@ class _Config:
 def role_shape(ref: RoleRef, shape: tuple[int, ...]) -> tuple[int, ...]:
     """The shape ``ref.apply`` gives a stored tensor of ``shape``, without loading it."""
     dims = list(shape)
+    if ref.packing == "mxfp4":  # [..., G, 16] bytes hold G * 32 values
+        dims = dims[:-2] + [dims[-2] * dims[-1] * 2]
     if ref.expert is not None:
         dims = dims[1:]
     if ref.transpose and len(dims) >= 2:
@@ -244,6 +249,9 @@ def name_patterns(names: Iterable[str]) -> list[str]:
     """Distinct names with digit runs collapsed to ``N``, in first-seen order."""
     return list(dict.fromkeys(re.sub(r"\d+", "N", name) for name in names))
 
+
+#: gpt-oss's MXFP4 stacks: ``<stack>_blocks`` (packed values) and ``<stack>_scales``
+PACKED_BLOCKS, PACKED_SCALES = "_blocks", "_scales"
 
 #: companions of an FP8/INT8 weight ``X.weight`` that hold its scales (``X.<name>``):
 #: DeepSeek-V3 / transformers' fine-grained FP8, then compressed-tensors
@@ -764,8 +772,12 @@ class _Builder:
         weight, bias = names.get(False), names.get(True)
         if weight is None:
             raise ArchitectureError(f"{where}: expert bias {bias!r} without its weight stack")
-        shape = self.shapes[weight]
-        layout = self._stack_layout(where, weight, spec, shape, dims)
+        shape, packed = self.shapes[weight], self._packed_stack(where, weight)
+        if packed:  # MXFP4 groups 32 inputs of each output row: [E, out, in] whatever the spec
+            shape = role_shape(RoleRef(weight, packing="mxfp4"), shape)
+            layout: Literal["out_in", "in_out"] = "out_in"
+        else:
+            layout = self._stack_layout(where, weight, spec, shape, dims)
         transpose = layout == "in_out"
         count, out = shape[0], (shape[1] if layout == "out_in" else shape[2])
         n = len(spec.roles)
@@ -785,11 +797,26 @@ class _Builder:
             for role, cut in zip(spec.roles, bounds, strict=True):
                 rows, step = (None, 1) if cut is None else ((cut[0], cut[1]), cut[2])
                 self._put(target, role, RoleRef(weight, expert=e, transpose=transpose, rows=rows,
-                                                 step=step, **self._scaled(weight)),
+                                                 step=step, **(packed or self._scaled(weight))),
                           f"{where} expert {e}")
                 if bias is not None:
                     self._put(target, role + BIAS, RoleRef(bias, expert=e, rows=rows, step=step),
                               f"{where} expert {e}")
+
+    def _packed_stack(self, where: str, weight: str) -> dict[str, Any]:
+        """How to unpack ``weight`` where it is an MXFP4 ``*_blocks`` stack; else nothing."""
+        if not weight.endswith(PACKED_BLOCKS):
+            return {}
+        scales = weight.removesuffix(PACKED_BLOCKS) + PACKED_SCALES
+        shape = self.shapes[weight]
+        if len(shape) != 4 or shape[-1] != 16 or self.shapes.get(scales) != shape[:-1]:
+            raise ArchitectureError(
+                f"{where}: {weight!r} has shape {list(shape)} and {scales!r} "
+                f"{list(self.shapes[scales]) if scales in self.shapes else 'is missing'}: not "
+                f"MXFP4 blocks [experts, rows, groups, 16] beside their [experts, rows, groups] "
+                f"scales"
+            )
+        return {"scale": scales, "packing": "mxfp4"}
 
     def _expert_list(
         self, where: str, found: dict[int, dict[str, RoleRef]], what: str

@@ -472,7 +472,8 @@ LLAMA4 = _decoder(
 )
 #: GptOssExperts computes ``x @ W + b``: ``gate_up_proj`` ``[E, H, 2*I]`` with gate and up
 #: *interleaved* (gate = even columns, up = odd), ``down_proj`` ``[E, I, H]``; biases are
-#: ``[E, 2*I]``/``[E, H]``. MXFP4 ``*_blocks``/``*_scales`` files are left unassigned.
+#: ``[E, 2*I]``/``[E, H]``. The released files hold the stacks as MXFP4 ``*_blocks`` ``[E, out,
+#: in/32, 16]`` beside ``*_scales``: unpacked on load (``layout.unpack_mxfp4``).
 GPT_OSS = _decoder(
     "gpt_oss",
     "gpt-oss",

@@ -71,6 +71,9 @@ class RoleRef:
     scale: str | None = None
     zero_point: str | None = None
     block: tuple[int, int] | None = None
+    #: ``"mxfp4"``: the tensor is gpt-oss's packed ``*_blocks`` (two 4-bit values a byte) and
+    #: ``scale`` its ``*_scales`` (an exponent per 32 values); loads as ``[..., out, in]``
+    packing: str | None = None
 
     def apply(self, t: torch.Tensor) -> torch.Tensor:
         if self.expert is not None:
@@ -165,11 +168,27 @@ def load_role(reader: CheckpointReader, ref: RoleRef) -> torch.Tensor:
         return ref.apply(stored)
     parts = [reader.load(name) if name else None for name in (ref.scale, ref.zero_point)]
     if ref.expert is not None:  # one expert of a stack: its own scales, not the whole stack's
+        per_expert = stored.dim() - (1 if ref.packing else 0)  # MXFP4 scales: no byte axis
+        parts = [p[ref.expert] if p is not None and p.dim() == per_expert else p for p in parts]
         stored = stored[ref.expert]
-        parts = [p[ref.expert] if p is not None and p.dim() == stored.dim() + 1 else p
-                 for p in parts]
         ref = replace(ref, expert=None)
-    return ref.apply(dequantise(stored, parts[0], parts[1], ref.block))  # type: ignore[arg-type]
+    assert parts[0] is not None
+    if ref.packing == "mxfp4":
+        return ref.apply(unpack_mxfp4(stored, parts[0]))
+    return ref.apply(dequantise(stored, parts[0], parts[1], ref.block))
+
+
+def unpack_mxfp4(blocks: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """OCP MXFP4 as gpt-oss stores it: ``blocks[..., G, 16]``, each byte two e2m1 values (the
+    low nibble first), and ``scales[..., G]``, one e8m0 exponent per 32 values; float32
+    ``[..., G * 32]``. The value and exponent tables are the gguf package's (ggml's MXFP4)."""
+    from gguf.quants import MXFP4
+
+    doubled = torch.tensor(MXFP4.kvalues, dtype=torch.float32)  # e2m1 values, times two
+    packed = blocks.to(torch.uint8)
+    index = torch.stack((packed & 0x0F, packed >> 4), dim=-1).flatten(-2).long()
+    halves = MXFP4.e8m0_to_fp32_half(scales.to(torch.uint8).numpy())  # 2 ** (e - 127) / 2
+    return (doubled[index] * torch.from_numpy(halves).unsqueeze(-1)).flatten(-2)
 
 
 def _spread(s: torch.Tensor, shape: torch.Size, block: tuple[int, int] | None) -> torch.Tensor:
