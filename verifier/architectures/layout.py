@@ -51,10 +51,12 @@ class RoleRef:
     Operations apply in this order: select ``expert`` along dim 0 of a 3-D stack; transpose the
     last two dims when ``transpose``; keep rows ``rows[0]:rows[1]:step`` of dim 0 (with
     ``period``: rows ``rows[0]:rows[1]`` of every consecutive block of ``period`` rows, for q/k/v
-    fused group by group); add ``offset`` (in float32). Before all of these, ``load_role``
-    multiplies values stored with a companion ``scale`` tensor by it (``dequantise``). The offset makes a norm's role its *gain*: Gemma's norms compute
-    ``x * (1 + w)`` and store ``w``, llama.cpp's conversion of them stores ``1 + w``, and both
-    must load as the same gain for folds and drifts to mean the same thing.
+    fused group by group); add ``offset`` (in float32). The offset makes a norm's role its
+    *gain*: Gemma's norms compute ``x * (1 + w)`` and store ``w``, llama.cpp's conversion of
+    them stores ``1 + w``, and both must load as the same gain for folds and drifts to mean
+    the same thing. Before all of these, ``load_role`` turns values stored quantised beside a
+    companion ``scale`` tensor into the values they stand for (``dequantise``,
+    ``unpack_mxfp4``).
     """
 
     tensor: str
