@@ -960,21 +960,49 @@ def _classic_models() -> dict[str, object]:
             pad_token_id=0)),
         "ernie4_5_moe": (t.Ernie4_5_MoeForCausalLM, t.Ernie4_5_MoeConfig(
             **dense, moe_num_experts=4, moe_intermediate_size=16, pad_token_id=0)),
+        **_recent_models(),
+    }
+
+
+def _recent_models() -> dict[str, object]:
+    """Gemma 4 (plain norms, per-layer inputs), GLM-4 (fused gate/up, sandwich norms) and the
+    Qwen3-Next/3.5 hybrids (linear attention in three blocks of four, gated attention)."""
+    t = pytest.importorskip("transformers")
+    small = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4,
+             "num_key_value_heads": 2, "head_dim": 8, "vocab_size": 100}
+    hybrid = small | {
+        "num_hidden_layers": 4, "layer_types": ["linear_attention"] * 3 + ["full_attention"],
+        "linear_num_value_heads": 4, "linear_num_key_heads": 2, "linear_key_head_dim": 8,
+        "linear_value_head_dim": 8}
+    return {
+        "gemma4": (t.Gemma4ForCausalLM, t.Gemma4TextConfig(
+            **small, num_hidden_layers=2, hidden_size_per_layer_input=8,
+            vocab_size_per_layer_input=100, num_kv_shared_layers=0)),
+        "gemma4_moe": (t.Gemma4ForCausalLM, t.Gemma4TextConfig(
+            **small, num_hidden_layers=2, hidden_size_per_layer_input=0, num_kv_shared_layers=0,
+            enable_moe_block=True, num_experts=4, top_k_experts=2, moe_intermediate_size=16)),
+        "glm": (t.GlmForCausalLM, t.GlmConfig(**small, num_hidden_layers=2, pad_token_id=0)),
+        "glm4": (t.Glm4ForCausalLM, t.Glm4Config(**small, num_hidden_layers=2, pad_token_id=0)),
+        "qwen3_5": (t.Qwen3_5ForCausalLM, t.Qwen3_5TextConfig(**hybrid)),
+        "qwen3_next": (t.Qwen3NextForCausalLM, t.Qwen3NextConfig(
+            **hybrid, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16,
+            shared_expert_intermediate_size=16)),
     }
 
 
 #: variants of one family, and families whose names another family's table claims first when
 #: no config says which (identical names: the first table listed wins)
 FAMILY_OF = {"mistral": "llama", "falcon_7b": "falcon", "falcon_rw": "falcon",
-             "exaone4": "olmo2", "olmoe": "qwen3_moe", "phimoe": "mixtral"}
+             "exaone4": "olmo2", "olmoe": "qwen3_moe", "phimoe": "mixtral", "gemma4_moe": "gemma4"}
 WITHOUT_CONFIG = {"qwen2": "llama", "mistral": "llama", "cohere": "qwen3", "nemotron": "llama"}
 #: fused q/k/v cut by head counts, which only the config gives
-NEEDS_CONFIG = {"gpt_neox", "falcon", "falcon_7b", "falcon_rw", "bloom"}
+NEEDS_CONFIG = {"gpt_neox", "falcon", "falcon_7b", "falcon_rw", "bloom", "qwen3_5", "qwen3_next"}
 
 
 MOE_LAYERS = {"mixtral": [0, 1], "qwen2_moe": [1], "qwen3_moe": [1], "deepseek_v2": [1],
               "deepseek_v3": [1], "gpt_oss": [0, 1], "llama4": [1], "olmoe": [0, 1],
-              "phimoe": [0, 1], "granitemoe": [0, 1], "glm4_moe": [1], "ernie4_5_moe": [1]}
+              "phimoe": [0, 1], "granitemoe": [0, 1], "glm4_moe": [1], "ernie4_5_moe": [1], "gemma4_moe": [0, 1],
+              "qwen3_next": [0, 1, 2, 3]}
 
 
 def test_every_tensor_of_real_tiny_models_is_assigned_or_known() -> None:
@@ -993,7 +1021,7 @@ def test_every_tensor_of_real_tiny_models_is_assigned_or_known() -> None:
             if conf is None:
                 family = WITHOUT_CONFIG.get(name, family)
             assert layout.family == family, name
-            assert layout.num_layers == 2, name
+            assert layout.num_layers == cfg.num_hidden_layers, name  # type: ignore[attr-defined]
             assert layout.hidden_size == 32, name
             assert layout.vocab_size == 100, name
             assert layout.moe_layers == MOE_LAYERS.get(name, []), name
@@ -1095,6 +1123,38 @@ def test_older_names_of_pythia_and_falcon_checkpoints() -> None:
     layout = resolve_layout(infos(shapes), remote)
     assert (layout.family, layout.num_heads, layout.num_kv_heads) == ("falcon", 4, 2)
     assert layout.layers[0].roles["mlp_norm"].tensor.endswith("ln_mlp.weight")
+
+
+def test_gated_attention_splits_query_from_gate_and_linear_attention_blocks_are_by_design(
+) -> None:
+    """Qwen3.5's ``q_proj`` holds per head the query then its output gate; its linear-attention
+    blocks hold no attention roles, which is no incomplete checkpoint; its norms are gains
+    ``1 + w`` (Gemma 4's, unlike Gemma 3's, are the weight itself)."""
+    from verifier.architectures.completeness import missing_roles
+
+    cls, cfg = _recent_models()["qwen3_5"]
+    model = cls(cfg)  # type: ignore[operator]
+    state = model.state_dict()
+    layout = resolve_layout(infos({k: tuple(v.shape) for k, v in state.items()}),
+                            cfg.to_dict())  # type: ignore[attr-defined]
+    attention = model.model.layers[3].self_attn
+    x = torch.randn(3, 32)
+    with torch.no_grad():
+        query, gate = attention.q_proj(x).view(3, 4, 16).chunk(2, dim=-1)
+        roles = layout.layers[3].roles
+        for role, want in (("q", query), ("attn_gate", gate)):
+            got = torch.nn.functional.linear(x, roles[role].apply(state[roles[role].tensor]))
+            assert torch.allclose(got, want.reshape(3, -1), atol=1e-5), role
+    assert not {"q", "k", "v", "o"} & set(layout.layers[0].roles)
+    assert missing_roles(layout) == []
+    assert layout.layers[0].roles["attn_norm"].offset == 1.0
+
+    cls, cfg = _recent_models()["gemma4"]
+    state = cls(cfg).state_dict()  # type: ignore[operator]
+    layout = resolve_layout(infos({k: tuple(v.shape) for k, v in state.items()}),
+                            cfg.to_dict())  # type: ignore[attr-defined]
+    assert layout.family == "gemma4"
+    assert all(ref.offset == 0.0 for layer in layout.layers for ref in layer.roles.values())
 
 
 def test_parallel_blocks_with_one_norm_give_it_to_the_mlp_too() -> None:

@@ -530,3 +530,28 @@ def test_families_with_fused_attention_verify_end_to_end(tmp_path, family):
     assert copy.models.base.architecture == family
     other = verify(tmp_path / "base", tmp_path / "other", OPTS)
     assert other.verdict != "derived", other.reason
+
+
+def test_layers_whose_heads_are_wider_than_the_config_says_are_left_out_with_a_warning(tmp_path):
+    """Gemma 4's full-attention layers have their own head size (``global_head_dim``): head
+    matching compares the layers whose heads the config describes and says which it left out
+    (it stopped with an internal error)."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.Gemma4TextConfig(
+        hidden_size=128, intermediate_size=256, num_attention_heads=4, num_key_value_heads=2,
+        head_dim=32, global_head_dim=64, vocab_size=600, num_hidden_layers=3,
+        hidden_size_per_layer_input=0, num_kv_shared_layers=0,
+        layer_types=["sliding_attention", "sliding_attention", "full_attention"])
+    for name, noise in (("base", 0.0), ("copy", 0.3)):
+        torch.manual_seed(0)
+        model = transformers.Gemma4ForCausalLM(config)
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.dim() > 1:
+                    p.add_(noise * p.std() * torch.randn_like(p))
+        model.save_pretrained(tmp_path / name)
+    report = verify(tmp_path / "base", tmp_path / "copy", OPTS)
+    assert report.verdict == "derived", report.reason
+    compared = next(p for p in report.probes if p.name == "head_matching")
+    assert [lv.layer for lv in compared.layers] == [0, 1]
+    assert any("attention of layers 2 does not split" in w for w in report.warnings), report.warnings

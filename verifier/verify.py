@@ -114,11 +114,7 @@ def _side(model: Model, rows: np.ndarray, compute: Compute,
     layout = model.layout
     ffn_layers = [i for i in range(layout.num_layers)
                   if {UP, DOWN} <= set(layout.layers[i].roles)]
-    attn_layers = [i for i in range(layout.num_layers)
-                   if {Q, K, V, O} <= set(layout.layers[i].roles)]
-    # one attention form per model: if the first layer's circuits cannot be formed, none can
-    if _attention_misfit(model) is not None:
-        attn_layers = []
+    attn_layers = _attention_layers(model)[0]
 
     def ffn(i: int) -> neurons.FFNWeights:
         loaded = neurons.load_ffn(model, i)
@@ -143,6 +139,18 @@ def _side(model: Model, rows: np.ndarray, compute: Compute,
                 circuits=LazyLayers(attn_layers, circuits, keep=1,
                                     will_need=lambda i: model.will_need(i, (Q, K, V, O,
                                                                             ATTN_NORM))))
+
+
+def _attention_layers(model: Model) -> tuple[list[int], list[int]]:
+    """Layers whose q, k, v and o split into the model's heads, and those left out: all when
+    the first layer's do not (one attention form per model); else the later layers of another
+    form (Gemma 4's global layers, whose heads are wider than the config's ``head_dim``)."""
+    layout = model.layout
+    have = [i for i in range(layout.num_layers) if {Q, K, V, O} <= set(layout.layers[i].roles)]
+    if not have or heads.circuit_misfit(model, have[0]) is not None:
+        return [], have
+    fit = [i for i in have if heads.circuit_misfit(model, i) is None]
+    return fit, [i for i in have if i not in fit]
 
 
 def _attention_misfit(model: Model) -> str | None:
@@ -178,6 +186,13 @@ class _Run:
         #: what opening the models found (roles some layers lack), then what the run finds
         self.warnings: list[str] = [f"{whose}: {w}" for whose, model in
                                     (("base", base), ("candidate", cand)) for w in model.warnings]
+        for whose, model in (("base", base), ("candidate", cand)):
+            fit, left = _attention_layers(model)
+            if fit and left:
+                self.warnings.append(
+                    f"{whose}: the attention of layers {', '.join(map(str, left))} does not split "
+                    f"into the config's heads ({heads.circuit_misfit(model, left[0])}): head "
+                    "matching leaves those layers out")
         self.timings: dict[str, float] = {}
         self.probes: list[ProbeResult] = []
         self.layer_map: list[int | None] = []

@@ -11,6 +11,7 @@ from verifier.architectures.detect import detect_table, resolve_layout, role_sha
 from verifier.architectures.families import FAMILIES, GGUF_TABLES, family_for_model_type
 from verifier.architectures.role_map import load_role_map, parse_role_map
 from verifier.architectures.schema import (
+    ATTN_GATE,
     ATTN_SINKS,
     EXTRA_LAYER_ROLES,
     POST_ATTN_NORM,
@@ -23,6 +24,7 @@ from verifier.architectures.schema import (
 )
 
 __all__ = [
+    "ATTN_GATE",
     "ATTN_SINKS",
     "EXTRA_LAYER_ROLES",
     "FAMILIES",

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from verifier.architectures.layout import ModelLayout, RoleRef
+from verifier.architectures.layout import BIAS, K_NORM, Q_NORM, K, ModelLayout, O, Q, RoleRef, V
+from verifier.architectures.schema import ATTN_GATE
+
+#: what a block that mixes tokens by attention holds and one that does not lacks
+ATTENTION_ROLES = (Q, K, V, O, Q_NORM, K_NORM, ATTN_GATE)
 
 
 def missing_roles(layout: ModelLayout) -> list[str]:
@@ -20,12 +24,20 @@ def missing_roles(layout: ModelLayout) -> list[str]:
     said: list[str] = []
     for moe in (False, True):
         kind = [layer for layer in layout.layers if layer.is_moe == moe]
-        said += _uneven(((f"layer {layer.index}", layer.roles) for layer in kind),
+        said += _uneven(((f"layer {layer.index}", _checked(layout, layer.roles)) for layer in kind),
                         "MoE layers" if moe else "layers")
     for layer in layout.layers:
         said += _uneven(((f"expert {e}", roles) for e, roles in enumerate(layer.experts)),
                         f"experts of layer {layer.index}")
     return said
+
+
+def _checked(layout: ModelLayout, roles: Mapping[str, RoleRef]) -> Mapping[str, RoleRef]:
+    """The roles every layer of its kind should hold: attention's left out where blocks may
+    mix tokens otherwise (``ModelLayout.attention_optional``)."""
+    if not layout.attention_optional:
+        return roles
+    return {r: ref for r, ref in roles.items() if r.removesuffix(BIAS) not in ATTENTION_ROLES}
 
 
 def _uneven(groups: Iterable[tuple[str, Mapping[str, RoleRef]]], what: str) -> list[str]:

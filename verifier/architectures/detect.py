@@ -638,6 +638,8 @@ class _Builder:
             )
         if spec.split == "groups":
             bounds = self._group_bounds(where, label or "", total, dims)
+        elif spec.split == "per_head":
+            bounds = self._per_head_bounds(where, label or "", len(spec.roles), total, dims)
         else:
             bounds = [(*b, None) for b in
                       self._fused_bounds(where, label or "", spec, total, roles, dims)]
@@ -674,6 +676,23 @@ class _Builder:
             )
         period, q = total // kv, heads // kv * hd
         return [(0, q, 1, period), (q, q + hd, 1, period), (q + hd, q + 2 * hd, 1, period)]
+
+    @staticmethod
+    def _per_head_bounds(
+        where: str, name: str, parts: int, total: int, dims: _Dims
+    ) -> list[tuple[int, int, int, int]]:
+        """Each head's rows cut into ``parts`` equal consecutive pieces, one per role."""
+        heads, hd = dims.heads, dims.head_dim
+        if not heads or not hd:
+            raise ArchitectureError(
+                f"{where}: cannot split fused {name!r} into heads: the config gives no head count"
+            )
+        if total != heads * hd * parts:
+            raise ArchitectureError(
+                f"{where}: {name!r} has {total} rows, not {parts} parts of each of {heads} "
+                f"heads of {hd}"
+            )
+        return [(i * hd, (i + 1) * hd, 1, parts * hd) for i in range(parts)]
 
     def _fused_bounds(
         self, where: str, name: str, spec: Fused, total: int, roles: dict[str, RoleRef],
@@ -907,6 +926,7 @@ class _Builder:
             head_dim=head_dim,
             unassigned=unassigned,
             post_norm=self.table.post_norm or self.cfg.top.get("do_layer_norm_before") is False,
+            attention_optional=self.table.attention_optional,
         )
 
     def _intermediate(self, layers: list[LayerLayout]) -> int | None:

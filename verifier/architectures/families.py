@@ -38,6 +38,7 @@ from verifier.architectures.layout import (
     V,
 )
 from verifier.architectures.schema import (
+    ATTN_GATE,
     ATTN_SINKS,
     POST_ATTN_NORM,
     POST_MLP_NORM,
@@ -124,6 +125,60 @@ LLAMA = _decoder("llama", "mistral", layer=_NORMS | _ATTN | _MLP)
 #: q/k/v carry biases; ``X.bias`` -> ``q.bias`` etc. comes with every path
 QWEN2 = _decoder("qwen2", layer=_NORMS | _ATTN | _MLP)
 QWEN3 = _decoder("qwen3", layer=_NORMS | _ATTN | _QK_NORM | _MLP)
+#: Gemma 4: Gemma 3's four norms and q/k norms, but its norms multiply by the stored weight
+#: (no offset). Optional MoE blocks run experts (``experts.*`` stacks, gate first; router
+#: ``router.proj``) beside the dense MLP; the per-layer-input path, ``layer_scalar`` and the
+#: experts' own norms and scales are not compared.
+GEMMA4 = _decoder(
+    "gemma4", "gemma4_text", "gemma4_unified", "gemma4_unified_text",
+    layer=_SANDWICH_NORMS | _ATTN | _QK_NORM | _MLP | {ROUTER: "router.proj"},
+    stacked={
+        "experts.gate_up_proj": Stacked(roles=(GATE, UP), split="halves", layout="out_in"),
+        "experts.down_proj": Stacked(roles=(DOWN,), layout="out_in"),
+    },
+    known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + (
+        "layer_scalar", "per_layer_input_gate", "per_layer_projection",
+        "post_per_layer_input_norm", "router.scale", "router.per_expert_scale",
+        "post_feedforward_layernorm_1", "post_feedforward_layernorm_2",
+        "pre_feedforward_layernorm_2", "embed_tokens_per_layer", "per_layer_model_projection",
+        "per_layer_projection_norm"),
+)
+#: GLM-4 (glm): fused ``gate_up_proj`` (``.chunk(2)``: gate first); GLM-4-0414 (glm4) adds a
+#: norm on each sublayer's output (``post_self_attn_layernorm``, ``post_mlp_layernorm``)
+_GLM_MLP = {DOWN: "mlp.down_proj"}
+_GLM_FUSED = {"mlp.gate_up_proj": Fused(roles=(GATE, UP), split="halves")}
+GLM = _decoder("glm", layer=_NORMS | _ATTN | _GLM_MLP, fused=_GLM_FUSED)
+GLM4 = _decoder(
+    "glm4",
+    layer=_NORMS | _ATTN | _GLM_MLP | {
+        POST_ATTN_NORM: "post_self_attn_layernorm",
+        POST_MLP_NORM: "post_mlp_layernorm",
+    },
+    fused=_GLM_FUSED,
+)
+#: Qwen3-Next / Qwen3.5: norms compute ``x * (1 + w)``; three of four blocks mix tokens with
+#: linear attention (``linear_attn.*``, not compared), the rest with gated attention whose
+#: ``q_proj`` holds per head the query then its output gate (``.view(..., heads, 2 * hd)
+#: .chunk(2)``); dense MLPs or MoE with a shared expert and its gate
+_QWEN_NEXT_ATTN = {K: "self_attn.k_proj", V: "self_attn.v_proj", O: "self_attn.o_proj"}
+_QWEN_NEXT = {
+    "fused": {"self_attn.q_proj": Fused(roles=(Q, ATTN_GATE), split="per_head")},
+    "norm_offset": 1.0,
+    "attention_optional": True,
+    "known_unassigned": ROTARY_BUFFERS + QUANT_COMPANIONS + ("linear_attn",),
+}
+QWEN3_5 = _decoder("qwen3_5", "qwen3_5_text",
+                   layer=_NORMS | _QWEN_NEXT_ATTN | _QK_NORM | _MLP, **_QWEN_NEXT)
+QWEN3_NEXT = _decoder(
+    "qwen3_next", "qwen3_5_moe", "qwen3_5_moe_text",
+    layer=_NORMS | _QWEN_NEXT_ATTN | _QK_NORM | _MLP | {
+        ROUTER: "mlp.gate", SHARED_GATE: "mlp.shared_expert_gate"},
+    experts="mlp.experts.{expert}.",
+    expert=_EXPERT_MLP,
+    shared_experts="mlp.shared_expert.",
+    stacked=_V5_EXPERT_STACKS,
+    **_QWEN_NEXT,
+)
 #: OLMo-2/3: no norm in front of a sublayer, one on each sublayer's output before the residual
 #: add (``post_attention_layernorm``, ``post_feedforward_layernorm``); q/k norms over all heads
 OLMO2 = _decoder(
@@ -495,7 +550,8 @@ GPT_OSS = _decoder(
 FAMILIES: dict[str, LayoutTable] = {
     t.family: t
     for t in (
-        LLAMA, QWEN2, QWEN3, OLMO2, GEMMA, GEMMA2, GEMMA3, COHERE, NEMOTRON, STARCODER2,
+        LLAMA, QWEN2, QWEN3, OLMO2, GEMMA, GEMMA2, GEMMA3, GEMMA4, GLM, GLM4, QWEN3_5,
+        QWEN3_NEXT, COHERE, NEMOTRON, STARCODER2,
         PHI, PHI3, GPT2, GPT_BIGCODE, GPT_NEO, GPTJ, GPT_NEOX, FALCON, BLOOM, MPT, OPT, BERT,
         MIXTRAL, QWEN2_MOE, QWEN3_MOE, DEEPSEEK_V2, DEEPSEEK_V3, GLM4_MOE, ERNIE4_5_MOE,
         GRANITEMOE, LLAMA4, GPT_OSS,

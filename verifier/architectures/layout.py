@@ -125,6 +125,8 @@ class ModelLayout:
     unassigned: list[str] = field(default_factory=list)
     #: norms follow the residual add (``LayoutTable.post_norm``): no gain to fold
     post_norm: bool = False
+    #: blocks may lack attention by design (``LayoutTable.attention_optional``)
+    attention_optional: bool = False
 
     @property
     def num_layers(self) -> int:

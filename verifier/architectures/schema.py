@@ -48,7 +48,10 @@ POST_MLP_NORM = "post_mlp_norm"
 ROUTER_CORRECTION = "router_correction"
 #: gpt-oss ``self_attn.sinks``: one learned attention-sink logit per head.
 ATTN_SINKS = "attn_sinks"
-EXTRA_LAYER_ROLES = (POST_ATTN_NORM, POST_MLP_NORM, ROUTER_CORRECTION, ATTN_SINKS)
+#: Qwen3-Next / Qwen3.5 gated attention: the sigmoid gate on each head's output, computed by
+#: the same ``q_proj`` as the query
+ATTN_GATE = "attn_gate"
+EXTRA_LAYER_ROLES = (POST_ATTN_NORM, POST_MLP_NORM, ROUTER_CORRECTION, ATTN_SINKS, ATTN_GATE)
 
 #: roles that are a norm's gain (a table's ``norm_offset`` applies to their weights, not biases)
 NORM_ROLES = (ATTN_NORM, MLP_NORM, POST_ATTN_NORM, POST_MLP_NORM, Q_NORM, K_NORM, Q_A_NORM,
@@ -93,15 +96,16 @@ class Fused(BaseModel):
     ``split`` says how rows divide: ``heads`` is q, k, v sized by attention heads (q gets
     ``num_heads * head_dim`` rows, k and v share the rest equally); ``groups`` is q, k, v
     stored key/value group by group, each group's query heads then its key head then its value
-    head (GPT-NeoX and Bloom: a group per head; Falcon: grouped or multi-query); ``halves`` cuts
-    equal consecutive parts in ``roles`` order; ``interleave`` gives row ``i`` to
-    ``roles[i % n]``.
+    head (GPT-NeoX and Bloom: a group per head; Falcon: grouped or multi-query); ``per_head``
+    cuts each head's rows into equal consecutive parts (Qwen3-Next's query, then its gate);
+    ``halves`` cuts equal consecutive parts in ``roles`` order; ``interleave`` gives row ``i``
+    to ``roles[i % n]``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     roles: tuple[str, ...] = Field(min_length=2)
-    split: Literal["heads", "groups", "halves", "interleave"]
+    split: Literal["heads", "groups", "per_head", "halves", "interleave"]
 
     @model_validator(mode="after")
     def _heads_are_qkv(self) -> Fused:
@@ -180,6 +184,9 @@ class LayoutTable(BaseModel):
     #: norms sit after each sublayer's residual add (BERT): no gain reads into the next
     #: projections, so none is folded (OPT says so per checkpoint: ``do_layer_norm_before``)
     post_norm: bool = False
+    #: some blocks mix tokens without attention (Qwen3-Next's linear attention): a block
+    #: without attention roles is by design, not an incomplete checkpoint
+    attention_optional: bool = False
     #: dotted name fragments of tensors that are expected but deliberately get no role
     #: (buffers such as ``rotary_emb.inv_freq``, task heads such as ``pooler.dense``)
     known_unassigned: tuple[str, ...] = ()
