@@ -1107,6 +1107,25 @@ def test_fused_qkv_cuts_give_the_heads_the_module_computes(name: str) -> None:
             assert torch.allclose(got, value, atol=1e-5), (name, role)
 
 
+def test_what_the_layout_leaves_unread_is_said() -> None:
+    """A model_type without a table read by a table whose names it matches, and tensors that
+    no role claims and the table does not expect, are warnings (GLM-4's fused gate_up was
+    silently left out when it was read as Llama)."""
+    from verifier.architectures.completeness import unread_tensors
+
+    shapes = llama_shapes()
+    layout = resolve_layout(infos(shapes), config("granite"))
+    assert (layout.family, layout.detected) == ("llama", True)
+    assert "model_type 'granite' has no table of its own" in unread_tensors(layout)[0]
+    shapes["model.layers.0.mlp.gate_up_proj.weight"] = (2 * FF, H)
+    layout = resolve_layout(infos(shapes), config("llama"))
+    assert not layout.detected
+    assert unread_tensors(layout) == [
+        "1 tensor has no role in the 'llama' layout and is compared by no probe, e.g. "
+        "'model.layers.0.mlp.gate_up_proj.weight'"]
+    assert unread_tensors(resolve_layout(infos(llama_shapes()), config("llama"))) == []
+
+
 def test_older_names_of_pythia_and_falcon_checkpoints() -> None:
     """Pythia on the Hub keeps ``embed_out`` (transformers v5 calls it ``lm_head``); Falcon's
     remote-code configs (``RefinedWeb``) say ``n_head``/``n_head_kv``/``n_layer``."""

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from verifier.architectures import RoleMap, resolve_layout
-from verifier.architectures.completeness import missing_roles
+from verifier.architectures.completeness import missing_roles, unread_tensors
 from verifier.architectures.layout import ModelLayout, RoleRef, load_role
 from verifier.architectures.shape_check import check_shapes
 from verifier.errors import InputError
@@ -154,4 +154,4 @@ def open_model(spec: str | Path, *, role_map: RoleMap | None = None) -> Model:
         reader.close()
         raise
     return Model(spec=str(spec), path=path, reader=reader, config=config, layout=layout,
-                 warnings=missing_roles(layout))
+                 warnings=unread_tensors(layout) + missing_roles(layout))

@@ -32,6 +32,23 @@ def missing_roles(layout: ModelLayout) -> list[str]:
     return said
 
 
+def unread_tensors(layout: ModelLayout, shown: int = 3) -> list[str]:
+    """What the layout leaves unread and may matter: tensors that no role claims and the
+    table does not expect, and a layout chosen by names for a ``model_type`` with no table."""
+    said = []
+    if layout.detected:
+        said.append(f"model_type {layout.model_type!r} has no table of its own: read with the "
+                    f"{layout.family!r} layout, whose tensor names it matches (a family whose "
+                    "norms or fused tensors differ would need a --role-map)")
+    if layout.unexpected:
+        n = len(layout.unexpected)
+        said.append(f"{n} {'tensor has' if n == 1 else 'tensors have'} no role in the "
+                    f"{layout.family!r} layout and {'is' if n == 1 else 'are'} compared by no "
+                    f"probe, e.g. "
+                    f"{', '.join(repr(n) for n in layout.unexpected[:shown])}")
+    return said
+
+
 def _checked(layout: ModelLayout, roles: Mapping[str, RoleRef]) -> Mapping[str, RoleRef]:
     """The roles every layer of its kind should hold: attention's left out where blocks may
     mix tokens otherwise (``ModelLayout.attention_optional``)."""
@@ -62,4 +79,4 @@ def _names(names: list[str], shown: int = 4) -> str:
                                        if len(names) > shown else "")
 
 
-__all__ = ["missing_roles"]
+__all__ = ["missing_roles", "unread_tensors"]

@@ -927,6 +927,10 @@ class _Builder:
             unassigned=unassigned,
             post_norm=self.table.post_norm or self.cfg.top.get("do_layer_norm_before") is False,
             attention_optional=self.table.attention_optional,
+            unexpected=[n for n in unassigned if not self.compiled.is_known(n)],
+            detected=self.cfg.model_type is not None and self.table.model_types != ()
+            and self.cfg.model_type not in self.table.model_types
+            and self.cfg.text_model_type not in self.table.model_types,
         )
 
     def _intermediate(self, layers: list[LayerLayout]) -> int | None:

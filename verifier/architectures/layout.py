@@ -127,6 +127,11 @@ class ModelLayout:
     post_norm: bool = False
     #: blocks may lack attention by design (``LayoutTable.attention_optional``)
     attention_optional: bool = False
+    #: unassigned tensors the table does not expect either (a vision tower, a module the
+    #: family's table has no role for): read by no probe, and said so
+    unexpected: list[str] = field(default_factory=list)
+    #: the config's ``model_type`` has no table: the layout was chosen by tensor names
+    detected: bool = False
 
     @property
     def num_layers(self) -> int:
