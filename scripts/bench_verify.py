@@ -9,7 +9,9 @@ looks like) and an *independent* candidate (a fresh draw); with ``--pairs upcycl
 ``moe-independent``, Mixtral-style candidates with ``--experts`` experts per layer (fine-grained
 upcycled from the base: four shuffled replicas of its FFN cut into slices, plus noise; or fresh
 experts); with ``--pairs rotated``, the derived candidate with its hidden space turned by a
-rotation instead of a signed permutation (what ``probes.rotated_layers`` guards against). Then it
+rotation instead of a signed permutation (what ``probes.rotated_layers`` guards against); with
+``--pairs fp8``, the derived candidate stored as DeepSeek-V3 stores its weights (every
+projection float8 with a ``weight_scale_inv`` per 128x128 block, dequantised on load). Then it
 measures, each verify in a fresh process:
 
 * a plain sequential read of both checkpoints with the page cache warm (the floor), or with
@@ -46,6 +48,10 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 MEASURE = r"""
 import json, sys, threading, time
@@ -142,8 +148,22 @@ print(json.dumps(out | {"seconds": seconds, "base_rss": base_rss, "peak_rss": pe
 """
 
 
+def fp8_blockwise(w: torch.Tensor, block: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """``w`` as float8_e4m3fn values and the float32 scale of each ``block`` x ``block`` block
+    (the last ones cut short) that multiplies them back: DeepSeek-V3's storage."""
+    import torch
+
+    rows, cols = w.shape
+    pad = torch.zeros(-(-rows // block) * block, -(-cols // block) * block)
+    pad[:rows, :cols] = w.float()
+    tiles = pad.unflatten(0, (-1, block)).unflatten(2, (-1, block))
+    scale = tiles.abs().amax(dim=(1, 3)).clamp_min(1e-12) / 448.0
+    values = (tiles / scale[:, None, :, None]).flatten(2, 3).flatten(0, 1)[:rows, :cols]
+    return values.to(torch.float8_e4m3fn).contiguous(), scale.contiguous()
+
+
 def build(folder: Path, shape: dict[str, int], seed: int, derive_from: Path | None,
-          drift: float, experts: int = 0, turn: bool = False) -> None:
+          drift: float, experts: int = 0, turn: bool = False, fp8: bool = False) -> None:
     """Write one checkpoint (one shard for the globals, then one per layer).
 
     With ``experts``, a Mixtral-style MoE: each layer's FFN becomes ``experts`` experts of width
@@ -194,6 +214,9 @@ def build(folder: Path, shape: dict[str, int], seed: int, derive_from: Path | No
     if experts:
         config |= {"model_type": "mixtral", "architectures": ["MixtralForCausalLM"],
                    "num_local_experts": experts, "num_experts_per_tok": 2}
+    if fp8:
+        config["quantization_config"] = {"quant_method": "fp8", "fmt": "e4m3",
+                                         "weight_block_size": [128, 128]}
     (folder / "config.json").write_text(json.dumps(config))
     weight_map: dict[str, str] = {}
     n = layers + 1
@@ -248,6 +271,8 @@ def build(folder: Path, shape: dict[str, int], seed: int, derive_from: Path | No
                 w = r(*dims)
             if name.endswith("norm.weight"):  # gains of one: unchanged by a signed permutation
                 part[name] = torch.ones(dims, dtype=torch.bfloat16)
+            elif fp8 and k > 0 and name.endswith("_proj.weight"):
+                part[name], part[name + "_scale_inv"] = fp8_blockwise(out_tensor(w, cols, rows))
             else:
                 part[name] = out_tensor(w, cols, rows)
         save_file(part, str(folder / fname), metadata={"format": "pt"})
@@ -307,7 +332,7 @@ def main() -> None:
         wanted = args.pairs.split(",")
         cands = {name: root / name for name in wanted}
         seeds = {"derived": 1, "independent": 2, "upcycled": 3, "moe-independent": 4,
-                 "rotated": 5}
+                 "rotated": 5, "fp8": 1}
         unknown = set(wanted) - set(seeds)
         if unknown:
             parser.error(f"unknown --pairs {sorted(unknown)}; choose from {sorted(seeds)}")
@@ -316,9 +341,9 @@ def main() -> None:
         for name, folder in cands.items():
             if not (folder / "config.json").exists():
                 build(folder, shape, seeds[name],
-                      base if name in ("derived", "upcycled", "rotated") else None,
+                      base if name in ("derived", "upcycled", "rotated", "fp8") else None,
                       args.drift, args.experts if "upcycled" in name or "moe" in name else 0,
-                      turn=name == "rotated")
+                      turn=name == "rotated", fp8=name == "fp8")
         # the largest layer of either checkpoint (a MoE candidate's layers are the larger)
         largest = {name: max(_largest(base), _largest(folder)) for name, folder in cands.items()}
         runs = {}

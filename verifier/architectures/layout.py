@@ -10,7 +10,7 @@ hidden dimension, o/down are ``[hidden, inner]``, embeddings are ``[vocab, hidde
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -200,25 +200,34 @@ def unpack_mxfp4(blocks: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     return (doubled[index] * torch.from_numpy(halves).unsqueeze(-1)).flatten(-2)
 
 
-def _spread(s: torch.Tensor, shape: torch.Size, block: tuple[int, int] | None) -> torch.Tensor:
-    """Per-block values ``s`` repeated over the blocks of a matrix of ``shape``."""
-    s = s.to(torch.float32)
-    if s.dim() == 1 and s.numel() == shape[-2] and s.numel() > 1:
-        s = s[:, None]  # one scale per output row, stored flat
-    while s.dim() < len(shape):
-        s = s.unsqueeze(0)
-    for axis, size in ((-2, shape[-2]), (-1, shape[-1])):
-        count = s.shape[axis]
-        if count not in (1, size):
-            step = block[axis] if block is not None else size // count
-            s = s.repeat_interleave(step, dim=axis).narrow(axis, 0, size)
-    return s
+def _per_block(w: torch.Tensor, values: torch.Tensor, block: tuple[int, int] | None,
+               op: Callable[[torch.Tensor, torch.Tensor], object]) -> None:
+    """``op(w, v)`` in place for each entry ``v`` of ``values`` over its block of ``w``'s
+    trailing two dims, a band of rows at a time (never a full-size copy of the scales)."""
+    v = values.to(torch.float32)
+    rows, cols = w.shape[-2:]
+    if v.dim() == 1 and v.numel() == rows and rows > 1:
+        v = v[:, None]  # one value per output row, stored flat
+    while v.dim() < w.dim():
+        v = v.unsqueeze(0)
+    across, down = v.shape[-1], v.shape[-2]
+    if across not in (1, cols):
+        step = block[1] if block is not None else cols // across
+        v = v.repeat_interleave(step, dim=-1)[..., :cols]
+    if down in (1, rows):
+        op(w, v)
+        return
+    step = block[0] if block is not None else rows // down
+    for i in range(down):
+        op(w[..., i * step:(i + 1) * step, :], v[..., i:i + 1, :])
 
 
 def dequantise(stored: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None,
                block: tuple[int, int] | None) -> torch.Tensor:
-    """The values of a matrix stored as ``(stored - zero_point) * scale``, float32."""
-    w = stored.to(torch.float32)
+    """The values of a matrix stored as ``(stored - zero_point) * scale``, float32 (one copy
+    of the matrix: the stored values are the file's)."""
+    w = stored.to(torch.float32, copy=True)
     if zero_point is not None:
-        w = w - _spread(zero_point, w.shape, block)
-    return w * _spread(scale, w.shape, block)
+        _per_block(w, zero_point, block, torch.Tensor.sub_)
+    _per_block(w, scale, block, torch.Tensor.mul_)
+    return w
