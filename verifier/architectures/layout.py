@@ -190,14 +190,15 @@ def load_role(reader: CheckpointReader, ref: RoleRef) -> torch.Tensor:
 def unpack_mxfp4(blocks: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     """OCP MXFP4 as gpt-oss stores it: ``blocks[..., G, 16]``, each byte two e2m1 values (the
     low nibble first), and ``scales[..., G]``, one e8m0 exponent per 32 values; float32
-    ``[..., G * 32]``. The value and exponent tables are the gguf package's (ggml's MXFP4)."""
+    ``[..., G * 32]`` in ``DEQUANTISED`` (each value a 4-bit code times a power of two: exact).
+    The value and exponent tables are the gguf package's (ggml's MXFP4)."""
     from gguf.quants import MXFP4
 
     doubled = torch.tensor(MXFP4.kvalues, dtype=torch.float32)  # e2m1 values, times two
     packed = blocks.to(torch.uint8)
     index = torch.stack((packed & 0x0F, packed >> 4), dim=-1).flatten(-2).long()
     halves = MXFP4.e8m0_to_fp32_half(scales.to(torch.uint8).numpy())  # 2 ** (e - 127) / 2
-    return (doubled[index] * torch.from_numpy(halves).unsqueeze(-1)).flatten(-2)
+    return (doubled[index] * torch.from_numpy(halves).unsqueeze(-1)).flatten(-2).to(DEQUANTISED)
 
 
 def _per_block(w: torch.Tensor, values: torch.Tensor, block: tuple[int, int] | None,
@@ -222,11 +223,17 @@ def _per_block(w: torch.Tensor, values: torch.Tensor, block: tuple[int, int] | N
         op(w[..., i * step:(i + 1) * step, :], v[..., i:i + 1, :])
 
 
+#: what dequantised matrices are held in: FP8 and INT8 codes are exact in bfloat16, and each
+#: product with its float32 scale is rounded once, as a bfloat16 checkpoint's weights are; half
+#: the private memory of float32 (unlike a checkpoint's own matrices, these are not file pages)
+DEQUANTISED = torch.bfloat16
+
+
 def dequantise(stored: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None,
                block: tuple[int, int] | None) -> torch.Tensor:
-    """The values of a matrix stored as ``(stored - zero_point) * scale``, float32 (one copy
-    of the matrix: the stored values are the file's)."""
-    w = stored.to(torch.float32, copy=True)
+    """The values of a matrix stored as ``(stored - zero_point) * scale``, in ``DEQUANTISED``
+    (one copy of the matrix: the stored values are the file's)."""
+    w = stored.to(DEQUANTISED, copy=True)
     if zero_point is not None:
         _per_block(w, zero_point, block, torch.Tensor.sub_)
     _per_block(w, scale, block, torch.Tensor.mul_)
