@@ -133,12 +133,19 @@ def _side(model: Model, rows: np.ndarray, compute: Compute,
     embed = (model.load(layout.globals[EMBED])[torch.as_tensor(rows)] if EMBED in layout.globals
              else torch.zeros(0, layout.hidden_size))  # no embedding rows: the second look only
     return Side(embed=compute.put(embed),
-                ffn=LazyLayers(ffn_layers, ffn,
+                # dequantised FFNs are private copies, not file pages: one layer held at a time
+                ffn=LazyLayers(ffn_layers, ffn, keep=1 if _copied(model, ffn_layers) else 2,
                                will_need=lambda i: model.will_need(i, (GATE, UP, DOWN))),
                 # readers that copy (e.g. dequantised GGUF) hold one layer's circuits at a time
                 circuits=LazyLayers(attn_layers, circuits, keep=1,
                                     will_need=lambda i: model.will_need(i, (Q, K, V, O,
                                                                             ATTN_NORM))))
+
+
+def _copied(model: Model, layers: list[int]) -> bool:
+    """Whether ``model``'s FFN matrices load as dequantised copies (FP8/INT8 with scales)."""
+    roles = model.layout.layers[layers[0]].roles if layers else {}
+    return any(roles[r].scale is not None for r in (GATE, UP, DOWN) if r in roles)
 
 
 def _attention_layers(model: Model) -> tuple[list[int], list[int]]:
