@@ -987,13 +987,21 @@ def _recent_models() -> dict[str, object]:
         "qwen3_next": (t.Qwen3NextForCausalLM, t.Qwen3NextConfig(
             **hybrid, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16,
             shared_expert_intermediate_size=16)),
+        # DeepSeek-V3's blocks and a lightning indexer per attention
+        "deepseek_v32": (t.DeepseekV32ForCausalLM, t.DeepseekV32Config(
+            hidden_size=32, intermediate_size=64, moe_intermediate_size=16, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=4, vocab_size=100, n_routed_experts=4,
+            num_experts_per_tok=2, first_k_dense_replace=1, kv_lora_rank=8, qk_rope_head_dim=4,
+            qk_nope_head_dim=4, v_head_dim=8, n_group=1, topk_group=1, n_shared_experts=1,
+            q_lora_rank=16, index_n_heads=2, index_head_dim=8, index_topk=4)),
     }
 
 
 #: variants of one family, and families whose names another family's table claims first when
 #: no config says which (identical names: the first table listed wins)
 FAMILY_OF = {"mistral": "llama", "falcon_7b": "falcon", "falcon_rw": "falcon",
-             "exaone4": "olmo2", "olmoe": "qwen3_moe", "phimoe": "mixtral", "gemma4_moe": "gemma4"}
+             "exaone4": "olmo2", "olmoe": "qwen3_moe", "phimoe": "mixtral", "gemma4_moe": "gemma4",
+             "deepseek_v32": "deepseek_v3"}
 WITHOUT_CONFIG = {"qwen2": "llama", "mistral": "llama", "cohere": "qwen3", "nemotron": "llama"}
 #: fused q/k/v cut by head counts, which only the config gives
 NEEDS_CONFIG = {"gpt_neox", "falcon", "falcon_7b", "falcon_rw", "bloom", "qwen3_5", "qwen3_next"}
@@ -1002,7 +1010,7 @@ NEEDS_CONFIG = {"gpt_neox", "falcon", "falcon_7b", "falcon_rw", "bloom", "qwen3_
 MOE_LAYERS = {"mixtral": [0, 1], "qwen2_moe": [1], "qwen3_moe": [1], "deepseek_v2": [1],
               "deepseek_v3": [1], "gpt_oss": [0, 1], "llama4": [1], "olmoe": [0, 1],
               "phimoe": [0, 1], "granitemoe": [0, 1], "glm4_moe": [1], "ernie4_5_moe": [1], "gemma4_moe": [0, 1],
-              "qwen3_next": [0, 1, 2, 3]}
+              "qwen3_next": [0, 1, 2, 3], "deepseek_v32": [1]}
 
 
 def test_every_tensor_of_real_tiny_models_is_assigned_or_known() -> None:

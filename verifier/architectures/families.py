@@ -454,9 +454,11 @@ DEEPSEEK_V2 = _decoder(
     stacked=_V5_EXPERT_STACKS,
 )
 #: as V2, plus the router's score-correction buffer; blocks past ``num_hidden_layers`` (the
-#: multi-token-prediction module) are left unassigned by the resolver
+#: multi-token-prediction module) are left unassigned by the resolver. DeepSeek-V3.2 and
+#: ``glm_moe_dsa`` add a lightning indexer (``self_attn.indexer.*``), which selects the
+#: tokens attended to and is not compared.
 DEEPSEEK_V3 = _decoder(
-    "deepseek_v3",
+    "deepseek_v3", "deepseek_v32", "glm_moe_dsa",
     layer=_NORMS | _MLA | _MLP | {
         ROUTER: "mlp.gate",
         ROUTER_CORRECTION: "mlp.gate.e_score_correction_bias",
@@ -465,6 +467,7 @@ DEEPSEEK_V3 = _decoder(
     expert=_EXPERT_MLP,
     shared_experts="mlp.shared_experts.",
     stacked=_V5_EXPERT_STACKS,
+    known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + ("self_attn.indexer",),
 )
 #: GLM-4.5/4.6: DeepSeek-V3's MoE blocks (first ``first_k_dense_replace`` dense, shared experts,
 #: score-correction bias) under standard attention with biases and optional q/k norms
