@@ -214,7 +214,7 @@ PHI = _decoder(
 #: gemma norms (q/k norms too) compute ``x * (1 + weight)``: loaded as that gain, the value
 #: llama.cpp's converter stores (so a GGUF copy's norms load equal to the original's)
 GEMMA = _decoder("gemma", layer=_NORMS | _ATTN | _MLP, norm_offset=1.0)
-GEMMA2 = _decoder("gemma2", layer=_SANDWICH_NORMS | _ATTN | _MLP, norm_offset=1.0)
+GEMMA2 = _decoder("gemma2", "vaultgemma", layer=_SANDWICH_NORMS | _ATTN | _MLP, norm_offset=1.0)
 GEMMA3 = _decoder("gemma3", "gemma3_text", layer=_SANDWICH_NORMS | _ATTN | _QK_NORM | _MLP,
                   norm_offset=1.0)
 #: modeling_phi3: ``qkv_proj`` rows are q (heads*head_dim), k, v (kv_heads*head_dim each);
