@@ -94,6 +94,9 @@ _V5_EXPERT_STACKS = {
     "mlp.experts.gate_up_proj": Stacked(roles=(GATE, UP), split="halves", layout="out_in"),
     "mlp.experts.down_proj": Stacked(roles=(DOWN,), layout="out_in"),
 }
+#: routed experts as transformers writes them (``mlp.experts.N.*_proj``) or holds them (v5 stacks)
+_MLP_EXPERTS: dict[str, object] = {
+    "experts": "mlp.experts.{expert}.", "expert": _EXPERT_MLP, "stacked": _V5_EXPERT_STACKS}
 _MLA: dict[str, Paths] = {
     Q: "self_attn.q_proj",
     Q_A: "self_attn.q_a_proj",
@@ -106,19 +109,23 @@ _MLA: dict[str, Paths] = {
 }
 
 
+def _table(family: str, *model_types: str, **fields: object) -> LayoutTable:
+    """A family's table answering for its own ``model_type`` and ``model_types``, under the
+    Hugging Face prefixes unless ``fields`` say otherwise."""
+    return LayoutTable.model_validate(
+        {"family": family, "model_types": (family, *model_types), "prefixes": HF_PREFIXES}
+        | fields)
+
+
 def _decoder(family: str, *model_types: str, layer: dict[str, Paths], **rest: object) -> LayoutTable:
     """A Llama-style decoder table (``layers.N.``, ``embed_tokens``, ``norm``, ``lm_head``)."""
     fields: dict[str, object] = {
-        "family": family,
-        "model_types": (family, *model_types),
-        "prefixes": HF_PREFIXES,
         "layer_prefix": "layers.{layer}.",
         "globals": _DECODER_GLOBALS,
         "layer": layer,
         "known_unassigned": ROTARY_BUFFERS + QUANT_COMPANIONS,
     }
-    fields.update(rest)
-    return LayoutTable.model_validate(fields)
+    return _table(family, *model_types, **(fields | rest))
 
 
 LLAMA = _decoder("llama", "mistral", layer=_NORMS | _ATTN | _MLP)
@@ -173,10 +180,8 @@ QWEN3_NEXT = _decoder(
     "qwen3_next", "qwen3_5_moe", "qwen3_5_moe_text",
     layer=_NORMS | _QWEN_NEXT_ATTN | _QK_NORM | _MLP | {
         ROUTER: "mlp.gate", SHARED_GATE: "mlp.shared_expert_gate"},
-    experts="mlp.experts.{expert}.",
-    expert=_EXPERT_MLP,
     shared_experts="mlp.shared_expert.",
-    stacked=_V5_EXPERT_STACKS,
+    **_MLP_EXPERTS,
     **_QWEN_NEXT,
 )
 #: OLMo-2/3: no norm in front of a sublayer, one on each sublayer's output before the residual
@@ -252,10 +257,8 @@ GPT_BIGCODE = GPT2.model_copy(update={
     "family": "gpt_bigcode", "model_types": ("gpt_bigcode",), "transpose": (),
 })
 #: GPT-Neo: GPT-2's block names with ``nn.Linear`` q/k/v/out under ``attn.attention``
-GPT_NEO = LayoutTable(
-    family="gpt_neo",
-    model_types=("gpt_neo",),
-    prefixes=HF_PREFIXES,
+GPT_NEO = _table(
+    "gpt_neo",
     layer_prefix="h.{layer}.",
     globals={EMBED: "wte", POS_EMBED: "wpe", FINAL_NORM: "ln_f", LM_HEAD: "lm_head"},
     layer={
@@ -268,10 +271,8 @@ GPT_NEO = LayoutTable(
     known_unassigned=("attn.attention.bias", "attn.attention.masked_bias"),
 )
 #: MPT: ``transformer.blocks.N``; ``Wqkv`` is q, then k, then v; embeddings tied (no lm_head)
-MPT = LayoutTable(
-    family="mpt",
-    model_types=("mpt",),
-    prefixes=HF_PREFIXES,
+MPT = _table(
+    "mpt",
     layer_prefix="blocks.{layer}.",
     globals={EMBED: "wte", FINAL_NORM: "norm_f", LM_HEAD: "lm_head"},
     layer={
@@ -284,10 +285,8 @@ MPT = LayoutTable(
     fused={"attn.Wqkv": Fused(roles=(Q, K, V), split="heads")},
 )
 #: parallel block with one norm (``ln_1``); separate q/k/v without biases
-GPTJ = LayoutTable(
-    family="gptj",
-    model_types=("gptj",),
-    prefixes=HF_PREFIXES,
+GPTJ = _table(
+    "gptj",
     layer_prefix="h.{layer}.",
     globals={EMBED: "wte", FINAL_NORM: "ln_f", LM_HEAD: "lm_head"},
     layer={
@@ -302,9 +301,8 @@ GPTJ = LayoutTable(
 #: Pythia and GPT-NeoX-20B: ``query_key_value`` rows are per head q, k, v
 #: (``.view(..., heads, 3 * head_dim).chunk(3)``); the unembedding was ``embed_out`` before
 #: transformers v5 called it ``lm_head``. Two norms, read in parallel or in sequence.
-GPT_NEOX = LayoutTable(
-    family="gpt_neox",
-    model_types=("gpt_neox",),
+GPT_NEOX = _table(
+    "gpt_neox",
     prefixes=("", "gpt_neox."),
     layer_prefix="layers.{layer}.",
     globals={EMBED: "embed_in", FINAL_NORM: "final_layer_norm", LM_HEAD: ["embed_out", "lm_head"]},
@@ -322,10 +320,8 @@ GPT_NEOX = LayoutTable(
 #: key/value group (new decoder architecture), q then one k and v (``multi_query``) or per
 #: head; norms ``input_layernorm`` (+ ``post_attention_layernorm`` when not parallel) or
 #: ``ln_attn``/``ln_mlp``; a parallel block with one norm feeds it to the MLP too
-FALCON = LayoutTable(
-    family="falcon",
-    model_types=("falcon", "RefinedWeb", "RefinedWebModel"),
-    prefixes=HF_PREFIXES,
+FALCON = _table(
+    "falcon", "RefinedWeb", "RefinedWebModel",
     layer_prefix="h.{layer}.",
     globals={EMBED: "word_embeddings", FINAL_NORM: "ln_f", LM_HEAD: "lm_head"},
     layer={
@@ -339,10 +335,8 @@ FALCON = LayoutTable(
     mlp_shares_attn_norm=True,
 )
 #: Falcon's names with a norm on the word embeddings; q, k, v per head
-BLOOM = LayoutTable(
-    family="bloom",
-    model_types=("bloom",),
-    prefixes=HF_PREFIXES,
+BLOOM = _table(
+    "bloom",
     layer_prefix="h.{layer}.",
     globals={EMBED: "word_embeddings", EMBED_NORM: "word_embeddings_layernorm",
              FINAL_NORM: "ln_f", LM_HEAD: "lm_head"},
@@ -358,9 +352,8 @@ BLOOM = LayoutTable(
 #: OPT: ``model.decoder.``; ``final_layer_norm`` inside a block is its MLP norm. Checkpoints
 #: with ``do_layer_norm_before: false`` are post-norm. ``project_in``/``project_out`` exist only
 #: where the embeddings are narrower than the blocks (OPT-350m), which the resolver refuses.
-OPT = LayoutTable(
-    family="opt",
-    model_types=("opt",),
+OPT = _table(
+    "opt",
     prefixes=("", "model.decoder.", "decoder."),
     layer_prefix="layers.{layer}.",
     globals={EMBED: "embed_tokens", POS_EMBED: "embed_positions",
@@ -427,10 +420,8 @@ QWEN2_MOE = _decoder(
     "qwen2_moe",
     "qwen2moe",
     layer=_NORMS | _ATTN | _MLP | {ROUTER: "mlp.gate", SHARED_GATE: "mlp.shared_expert_gate"},
-    experts="mlp.experts.{expert}.",
-    expert=_EXPERT_MLP,
     shared_experts="mlp.shared_expert.",
-    stacked=_V5_EXPERT_STACKS,
+    **_MLP_EXPERTS,
 )
 #: OLMoE uses these names too (its q/k norms span all heads)
 QWEN3_MOE = _decoder(
@@ -438,9 +429,7 @@ QWEN3_MOE = _decoder(
     "qwen3moe",
     "olmoe",
     layer=_NORMS | _ATTN | _QK_NORM | _MLP | {ROUTER: "mlp.gate"},
-    experts="mlp.experts.{expert}.",
-    expert=_EXPERT_MLP,
-    stacked=_V5_EXPERT_STACKS,
+    **_MLP_EXPERTS,
 )
 #: MLA attention (``q_proj`` when ``q_lora_rank`` is null, else ``q_a``/``q_b``); the first
 #: ``first_k_dense_replace`` blocks are dense; ``mlp.shared_experts`` is one module holding
@@ -448,10 +437,8 @@ QWEN3_MOE = _decoder(
 DEEPSEEK_V2 = _decoder(
     "deepseek_v2",
     layer=_NORMS | _MLA | _MLP | {ROUTER: "mlp.gate"},
-    experts="mlp.experts.{expert}.",
-    expert=_EXPERT_MLP,
     shared_experts="mlp.shared_experts.",
-    stacked=_V5_EXPERT_STACKS,
+    **_MLP_EXPERTS,
 )
 #: as V2, plus the router's score-correction buffer; blocks past ``num_hidden_layers`` (the
 #: multi-token-prediction module) are left unassigned by the resolver. DeepSeek-V3.2 and
@@ -463,10 +450,8 @@ DEEPSEEK_V3 = _decoder(
         ROUTER: "mlp.gate",
         ROUTER_CORRECTION: "mlp.gate.e_score_correction_bias",
     },
-    experts="mlp.experts.{expert}.",
-    expert=_EXPERT_MLP,
     shared_experts="mlp.shared_experts.",
-    stacked=_V5_EXPERT_STACKS,
+    **_MLP_EXPERTS,
     known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + ("self_attn.indexer",),
 )
 #: FlexOlmo: OLMo-2's norms on the sublayers' outputs, MoE blocks without a shared expert
@@ -477,9 +462,7 @@ FLEX_OLMO = _decoder(
         POST_MLP_NORM: "post_feedforward_layernorm",
         ROUTER: "mlp.gate",
     },
-    experts="mlp.experts.{expert}.",
-    expert=_EXPERT_MLP,
-    stacked=_V5_EXPERT_STACKS,
+    **_MLP_EXPERTS,
 )
 #: MiniMax-M2: Mixtral's expert files (``block_sparse_moe.experts.N.w1/w3/w2``; v5 stacks in
 #: memory), q/k norms over all heads, and the router's score correction beside the router
@@ -501,10 +484,8 @@ GLM4_MOE = _decoder(
         ROUTER: "mlp.gate",
         ROUTER_CORRECTION: "mlp.gate.e_score_correction_bias",
     },
-    experts="mlp.experts.{expert}.",
-    expert=_EXPERT_MLP,
     shared_experts="mlp.shared_experts.",
-    stacked=_V5_EXPERT_STACKS,
+    **_MLP_EXPERTS,
 )
 #: ERNIE-4.5 MoE: dense blocks before ``moe_layer_start_index``, shared experts, and the
 #: router's score correction kept in ``moe_statics``
@@ -516,10 +497,8 @@ ERNIE4_5_MOE = _decoder(
         ROUTER_CORRECTION: ["mlp.moe_statics.e_score_correction_bias",
                             "mlp.gate.moe_statics.e_score_correction_bias"],
     },
-    experts="mlp.experts.{expert}.",
-    expert=_EXPERT_MLP,
     shared_experts="mlp.shared_experts.",
-    stacked=_V5_EXPERT_STACKS,
+    **_MLP_EXPERTS,
 )
 #: Granite-MoE files: 3-D ``input_linear`` ``[E, 2*I, H]`` (``.chunk(2)`` of the output: gate
 #: first) and ``output_linear`` ``[E, H, I]``; transformers v5 renames them in memory to
