@@ -947,6 +947,9 @@ def _classic_models() -> dict[str, object]:
         "nemotron": (t.NemotronForCausalLM, t.NemotronConfig(**dense, num_key_value_heads=2,
                                                                 head_dim=8)),
         "exaone4": (t.Exaone4ForCausalLM, t.Exaone4Config(**dense, num_key_value_heads=2)),
+        "roberta": (t.RobertaForMaskedLM, t.RobertaConfig(**dense, max_position_embeddings=64)),
+        "xlm-roberta": (t.XLMRobertaForMaskedLM, t.XLMRobertaConfig(
+            **dense, max_position_embeddings=64)),
         "gpt_neo": (t.GPTNeoForCausalLM, t.GPTNeoConfig(
             hidden_size=32, num_layers=2, num_heads=4, vocab_size=100,
             attention_types=[[["global", "local"], 1]], max_position_embeddings=64)),
@@ -1005,7 +1008,7 @@ def _recent_models() -> dict[str, object]:
 #: no config says which (identical names: the first table listed wins)
 FAMILY_OF = {"mistral": "llama", "falcon_7b": "falcon", "falcon_rw": "falcon",
              "exaone4": "olmo2", "olmoe": "qwen3_moe", "phimoe": "mixtral", "gemma4_moe": "gemma4",
-             "deepseek_v32": "deepseek_v3"}
+             "deepseek_v32": "deepseek_v3", "roberta": "bert", "xlm-roberta": "bert"}
 WITHOUT_CONFIG = {"qwen2": "llama", "mistral": "llama", "cohere": "qwen3", "nemotron": "llama"}
 #: fused q/k/v cut by head counts, which only the config gives
 NEEDS_CONFIG = {"gpt_neox", "falcon", "falcon_7b", "falcon_rw", "bloom", "qwen3_5", "qwen3_next"}

@@ -370,18 +370,19 @@ OPT = _table(
 #: post-LayerNorm encoder: ``attention.output.LayerNorm`` is the attention block's norm and
 #: ``output.LayerNorm`` the MLP's. The MLM decoder (tied to the word embeddings) is the
 #: ``lm_head``; the pooler, the MLM transform and the NSP head are task heads, left unassigned.
-BERT = LayoutTable(
-    family="bert",
-    model_types=("bert",),
+#: RoBERTa, XLM-R and CamemBERT are the same encoder under ``roberta.`` with the MLM head as
+#: ``lm_head.dense``/``layer_norm``/``decoder``.
+BERT = _table(
+    "bert", "roberta", "xlm-roberta", "camembert",
     post_norm=True,
-    prefixes=HF_PREFIXES,
+    prefixes=(*HF_PREFIXES, "roberta."),
     layer_prefix="encoder.layer.{layer}.",
     globals={
         EMBED: "embeddings.word_embeddings",
         POS_EMBED: "embeddings.position_embeddings",
         TYPE_EMBED: "embeddings.token_type_embeddings",
         EMBED_NORM: "embeddings.LayerNorm",
-        LM_HEAD: "cls.predictions.decoder",
+        LM_HEAD: ["cls.predictions.decoder", "lm_head.decoder"],
     },
     layer={
         Q: "attention.self.query",
@@ -401,6 +402,9 @@ BERT = LayoutTable(
         "cls.predictions.transform.dense",
         "cls.predictions.transform.LayerNorm",
         "cls.seq_relationship",
+        "lm_head.dense",
+        "lm_head.layer_norm",
+        "lm_head.bias",
     ),
 )
 #: files: ``block_sparse_moe.gate`` and ``block_sparse_moe.experts.N.w1/w3/w2`` (gate/up/down);
