@@ -994,6 +994,12 @@ def _recent_models() -> dict[str, object]:
             **small, num_hidden_layers=2, num_experts=4, num_experts_per_tok=2, pad_token_id=0)),
         "minimax_m2": (t.MiniMaxM2ForCausalLM, t.MiniMaxM2Config(
             **small, num_hidden_layers=2, num_local_experts=4, num_experts_per_tok=2)),
+        # Granite 4: Mamba-2 blocks and attention blocks, each with experts and a shared MLP
+        "granitemoehybrid": (t.GraniteMoeHybridForCausalLM, t.GraniteMoeHybridConfig(
+            **(small | {"intermediate_size": 16}), shared_intermediate_size=32,
+            num_hidden_layers=2, num_local_experts=4, num_experts_per_tok=2,
+            layer_types=["mamba", "attention"], mamba_n_heads=4, mamba_d_head=16,
+            mamba_d_state=8, mamba_n_groups=1)),
         # DeepSeek-V3's blocks and a lightning indexer per attention
         "deepseek_v32": (t.DeepseekV32ForCausalLM, t.DeepseekV32Config(
             hidden_size=32, intermediate_size=64, moe_intermediate_size=16, num_hidden_layers=2,
@@ -1018,7 +1024,7 @@ MOE_LAYERS = {"mixtral": [0, 1], "qwen2_moe": [1], "qwen3_moe": [1], "deepseek_v
               "deepseek_v3": [1], "gpt_oss": [0, 1], "llama4": [1], "olmoe": [0, 1],
               "phimoe": [0, 1], "granitemoe": [0, 1], "glm4_moe": [1], "ernie4_5_moe": [1], "gemma4_moe": [0, 1],
               "qwen3_next": [0, 1, 2, 3], "deepseek_v32": [1], "flex_olmo": [0, 1],
-              "minimax_m2": [0, 1]}
+              "minimax_m2": [0, 1], "granitemoehybrid": [0, 1]}
 
 
 def test_every_tensor_of_real_tiny_models_is_assigned_or_known() -> None:
@@ -1231,7 +1237,7 @@ def test_post_norm_comes_from_the_table_or_the_config(family: str, conf: dict, p
 
 @pytest.mark.parametrize("name", ["mixtral", "qwen2_moe", "phimoe", "olmoe", "granitemoe",
                                   "glm4_moe", "ernie4_5_moe", "flex_olmo", "minimax_m2",
-                                  "qwen3_next", "gemma4_moe"])
+                                  "qwen3_next", "gemma4_moe", "granitemoehybrid"])
 def test_saved_per_expert_files_match_the_in_memory_stacks(tmp_path: Path, name: str) -> None:
     """transformers v5 saves experts one by one (Granite-MoE and Gemma 4: as 3-D stacks, the
     former under other names) and stacks them in memory: both cuts agree."""

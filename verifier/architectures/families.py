@@ -507,15 +507,26 @@ ERNIE4_5_MOE = _decoder(
 #: Granite-MoE files: 3-D ``input_linear`` ``[E, 2*I, H]`` (``.chunk(2)`` of the output: gate
 #: first) and ``output_linear`` ``[E, H, I]``; transformers v5 renames them in memory to
 #: ``experts.gate_up_proj``/``experts.down_proj`` and the router to ``router``
-GRANITEMOE = _decoder(
-    "granitemoe",
-    layer=_NORMS | _ATTN | {ROUTER: ["block_sparse_moe.router.layer", "block_sparse_moe.router"]},
-    stacked={
-        path: Stacked(roles=roles, layout="out_in")
-        for paths, roles in ((("input_linear", "experts.gate_up_proj"), (GATE, UP)),
-                             (("output_linear", "experts.down_proj"), (DOWN,)))
-        for path in (f"block_sparse_moe.{p}" for p in paths)
-    },
+_GRANITE_ROUTER: dict[str, Paths] = {
+    ROUTER: ["block_sparse_moe.router.layer", "block_sparse_moe.router"]}
+_GRANITE_EXPERTS = {
+    path: Stacked(roles=roles, layout="out_in")
+    for paths, roles in ((("input_linear", "experts.gate_up_proj"), (GATE, UP)),
+                         (("output_linear", "experts.down_proj"), (DOWN,)))
+    for path in (f"block_sparse_moe.{p}" for p in paths)
+}
+GRANITEMOE = _decoder("granitemoe", layer=_NORMS | _ATTN | _GRANITE_ROUTER,
+                      stacked=_GRANITE_EXPERTS)
+#: Granite 4 (granitemoehybrid) and Granite-MoE with a shared MLP: Granite-MoE's experts beside
+#: an always-on ``shared_mlp`` (fused ``input_linear``, gate first; read as the block's dense
+#: MLP); Granite 4 mixes tokens with Mamba-2 in most blocks (``mamba.*``, not compared)
+GRANITEMOE_HYBRID = _decoder(
+    "granitemoehybrid", "granitemoeshared",
+    layer=_NORMS | _ATTN | _GRANITE_ROUTER | {DOWN: "shared_mlp.output_linear"},
+    fused={"shared_mlp.input_linear": Fused(roles=(GATE, UP), split="halves")},
+    stacked=_GRANITE_EXPERTS,
+    attention_optional=True,
+    known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + ("mamba",),
 )
 #: Llama4TextExperts computes ``x @ W``: ``gate_up_proj`` ``[E, H, 2*I]`` (``.chunk(2, -1)``,
 #: gate first) and ``down_proj`` ``[E, I, H]``; dense blocks use ``feed_forward.*_proj``
@@ -564,7 +575,7 @@ FAMILIES: dict[str, LayoutTable] = {
         QWEN3_NEXT, COHERE, NEMOTRON, STARCODER2,
         PHI, PHI3, GPT2, GPT_BIGCODE, GPT_NEO, GPTJ, GPT_NEOX, FALCON, BLOOM, MPT, OPT, BERT,
         MIXTRAL, QWEN2_MOE, QWEN3_MOE, FLEX_OLMO, MINIMAX_M2, DEEPSEEK_V2, DEEPSEEK_V3,
-        GLM4_MOE, ERNIE4_5_MOE, GRANITEMOE, LLAMA4, GPT_OSS,
+        GLM4_MOE, ERNIE4_5_MOE, GRANITEMOE, GRANITEMOE_HYBRID, LLAMA4, GPT_OSS,
     )
 }
 
