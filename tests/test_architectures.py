@@ -1000,6 +1000,13 @@ def _recent_models() -> dict[str, object]:
             num_hidden_layers=2, num_local_experts=4, num_experts_per_tok=2,
             layer_types=["mamba", "attention"], mamba_n_heads=4, mamba_d_head=16,
             mamba_d_state=8, mamba_n_groups=1)),
+        # Nemotron-H: one mixer per block, of each kind
+        "nemotron_h": (t.NemotronHForCausalLM, t.NemotronHConfig(
+            **(small | {"num_hidden_layers": 4}),
+            layers_block_type=["mamba", "moe", "attention", "mlp"], n_routed_experts=4,
+            num_experts_per_tok=2, moe_intermediate_size=16,
+            moe_shared_expert_intermediate_size=16, mamba_num_heads=4, mamba_head_dim=16,
+            ssm_state_size=8, n_groups=1)),
         # DeepSeek-V3's blocks and a lightning indexer per attention
         "deepseek_v32": (t.DeepseekV32ForCausalLM, t.DeepseekV32Config(
             hidden_size=32, intermediate_size=64, moe_intermediate_size=16, num_hidden_layers=2,
@@ -1024,7 +1031,7 @@ MOE_LAYERS = {"mixtral": [0, 1], "qwen2_moe": [1], "qwen3_moe": [1], "deepseek_v
               "deepseek_v3": [1], "gpt_oss": [0, 1], "llama4": [1], "olmoe": [0, 1],
               "phimoe": [0, 1], "granitemoe": [0, 1], "glm4_moe": [1], "ernie4_5_moe": [1], "gemma4_moe": [0, 1],
               "qwen3_next": [0, 1, 2, 3], "deepseek_v32": [1], "flex_olmo": [0, 1],
-              "minimax_m2": [0, 1], "granitemoehybrid": [0, 1]}
+              "minimax_m2": [0, 1], "granitemoehybrid": [0, 1], "nemotron_h": [1]}
 
 
 def test_every_tensor_of_real_tiny_models_is_assigned_or_known() -> None:
@@ -1198,6 +1205,23 @@ def test_gated_attention_splits_query_from_gate_and_linear_attention_blocks_are_
     assert all(ref.offset == 0.0 for layer in layout.layers for ref in layer.roles.values())
 
 
+def test_blocks_that_hold_one_mixer_each_are_complete_by_design() -> None:
+    """Nemotron-H's blocks hold Mamba-2, attention, an MLP or experts, each behind the block's
+    one norm: no block is "incomplete", and each kind's roles are where they belong."""
+    from verifier.architectures.completeness import missing_roles
+
+    cls, cfg = _recent_models()["nemotron_h"]
+    state = cls(cfg).state_dict()  # type: ignore[operator]
+    layout = resolve_layout(infos({k: tuple(v.shape) for k, v in state.items()}),
+                            cfg.to_dict())  # type: ignore[attr-defined]
+    assert missing_roles(layout) == []
+    kinds = [({"q", "k", "v", "o"} <= set(layer.roles), "up" in layer.roles, layer.is_moe)
+             for layer in layout.layers]
+    assert kinds == [(False, False, False), (False, False, True), (True, False, False),
+                     (False, True, False)]
+    assert all(layer.roles["mlp_norm"] == layer.roles["attn_norm"] for layer in layout.layers)
+
+
 def test_parallel_blocks_with_one_norm_give_it_to_the_mlp_too() -> None:
     """GPT-J, Phi-2, Falcon-7B and Cohere feed one norm's output to attention and MLP alike,
     so its gain is the MLP's as well; blocks with two norms keep their own."""
@@ -1208,6 +1232,9 @@ def test_parallel_blocks_with_one_norm_give_it_to_the_mlp_too() -> None:
         roles = layout.layers[1].roles
         if name in ("olmo2", "exaone4", "flex_olmo"):  # norms on the sublayers' outputs only
             assert not {"attn_norm", "mlp_norm"} & set(roles)
+            continue
+        if name == "nemotron_h":  # one norm before each block's one mixer
+            assert roles["mlp_norm"] == roles["attn_norm"]
             continue
         shared = roles["mlp_norm"] == roles["attn_norm"]
         assert shared == (name in ("gptj", "phi", "falcon_7b", "cohere")), name
@@ -1237,7 +1264,8 @@ def test_post_norm_comes_from_the_table_or_the_config(family: str, conf: dict, p
 
 @pytest.mark.parametrize("name", ["mixtral", "qwen2_moe", "phimoe", "olmoe", "granitemoe",
                                   "glm4_moe", "ernie4_5_moe", "flex_olmo", "minimax_m2",
-                                  "qwen3_next", "gemma4_moe", "granitemoehybrid"])
+                                  "qwen3_next", "gemma4_moe", "granitemoehybrid",
+                                  "nemotron_h"])
 def test_saved_per_expert_files_match_the_in_memory_stacks(tmp_path: Path, name: str) -> None:
     """transformers v5 saves experts one by one (Granite-MoE and Gemma 4: as 3-D stacks, the
     former under other names) and stacks them in memory: both cuts agree."""
@@ -1251,8 +1279,9 @@ def test_saved_per_expert_files_match_the_in_memory_stacks(tmp_path: Path, name:
     conf = json.loads((tmp_path / "config.json").read_text())
     on_disk = resolve_layout(infos({k: tuple(v.shape) for k, v in saved.items()}), conf)
     stacked = resolve_layout(infos({k: tuple(v.shape) for k, v in memory.items()}), conf)
-    assert on_disk.layers[-1].experts
-    assert all(r.expert is not None for r in stacked.layers[-1].experts[0].values())
+    last = on_disk.moe_layers[-1]
+    assert last == stacked.moe_layers[-1]
+    assert all(r.expert is not None for r in stacked.layers[last].experts[0].values())
     for a, b in zip(on_disk.layers, stacked.layers, strict=True):
         assert len(a.experts) == len(b.experts)
         for ea, eb in zip(a.experts, b.experts, strict=True):

@@ -555,3 +555,27 @@ def test_layers_whose_heads_are_wider_than_the_config_says_are_left_out_with_a_w
     compared = next(p for p in report.probes if p.name == "head_matching")
     assert [lv.layer for lv in compared.layers] == [0, 1]
     assert any("attention of layers 2 does not split" in w for w in report.warnings), report.warnings
+
+
+def test_attention_in_blocks_without_an_ffn_is_still_matched(tmp_path):
+    """Nemotron-H's blocks hold one mixer each: neuron matching pairs the MLP blocks, whose
+    pairs name no attention layer, so head matching aligns the attention blocks by index (it
+    did not run)."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.NemotronHConfig(
+        hidden_size=128, intermediate_size=256, num_hidden_layers=6, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=32, vocab_size=600, mamba_num_heads=4,
+        mamba_head_dim=32, ssm_state_size=16, n_groups=1,
+        layers_block_type=["mamba", "attention", "mlp"] * 2)
+    for name, noise in (("base", 0.0), ("copy", 0.3)):
+        torch.manual_seed(0)
+        model = transformers.NemotronHForCausalLM(config)
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.dim() > 1:
+                    p.add_(noise * p.std() * torch.randn_like(p))
+        model.save_pretrained(tmp_path / name)
+    report = verify(tmp_path / "base", tmp_path / "copy", OPTS)
+    assert report.verdict == "derived", report.reason
+    compared = next(p for p in report.probes if p.name == "head_matching")
+    assert [lv.layer for lv in compared.layers] == [1, 4]

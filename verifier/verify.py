@@ -617,6 +617,11 @@ class _Run:
         # the pairs neuron matching chose (mapped, or the best unmapped), so unrelated models
         # are tested too; without dense FFNs, index-aligned layers
         chosen = self.tested_pairs or {j: j for j in pairing.cand.circuits}
+        # blocks with attention and blocks with an FFN may be different blocks (Nemotron-H: one
+        # mixer per block): where the FFN's pairs name no attention layer, align by index too
+        by_index = not self.tested_pairs or not any(j in pairing.cand.circuits for j in chosen)
+        if by_index:
+            chosen = {j: j for j in pairing.cand.circuits}
         # checking the shapes reads each chosen layer: in this order, so that each read starts
         # the next chosen ones rather than the layers after it in depth
         expect(pairing.base.circuits, [a for _, a in sorted(chosen.items())])
@@ -624,7 +629,7 @@ class _Run:
         pairs = [(a, j) for j, a in sorted(chosen.items())
                  if a in pairing.base.circuits and j in pairing.cand.circuits
                  and pairing.base.circuits[a].q.shape == pairing.cand.circuits[j].q.shape]
-        if not self.tested_pairs:
+        if by_index:
             pairs = [(a, j) for a, j in pairs if j in spread([j for _, j in pairs],
                                                              self.opts.null_layers)]
         # the choice of base layer: none in a diagonal search (layer i against layer i)

@@ -11,11 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from verifier.architectures.layout import BIAS, K_NORM, Q_NORM, K, ModelLayout, O, Q, RoleRef, V
-from verifier.architectures.schema import ATTN_GATE
-
-#: what a block that mixes tokens by attention holds and one that does not lacks
-ATTENTION_ROLES = (Q, K, V, O, Q_NORM, K_NORM, ATTN_GATE)
+from verifier.architectures.layout import BIAS, ModelLayout, RoleRef
 
 
 def missing_roles(layout: ModelLayout) -> list[str]:
@@ -50,11 +46,12 @@ def unread_tensors(layout: ModelLayout, shown: int = 3) -> list[str]:
 
 
 def _checked(layout: ModelLayout, roles: Mapping[str, RoleRef]) -> Mapping[str, RoleRef]:
-    """The roles every layer of its kind should hold: attention's left out where blocks may
-    mix tokens otherwise (``ModelLayout.attention_optional``)."""
-    if not layout.attention_optional:
+    """The roles every layer of its kind should hold: those a block may lack by design
+    (``ModelLayout.optional_roles``) left out."""
+    if not layout.optional_roles:
         return roles
-    return {r: ref for r, ref in roles.items() if r.removesuffix(BIAS) not in ATTENTION_ROLES}
+    return {r: ref for r, ref in roles.items()
+            if r.removesuffix(BIAS) not in layout.optional_roles}
 
 
 def _uneven(groups: Iterable[tuple[str, Mapping[str, RoleRef]]], what: str) -> list[str]:

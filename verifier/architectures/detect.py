@@ -926,7 +926,7 @@ class _Builder:
             head_dim=head_dim,
             unassigned=unassigned,
             post_norm=self.table.post_norm or self.cfg.top.get("do_layer_norm_before") is False,
-            attention_optional=self.table.attention_optional,
+            optional_roles=self.table.optional_roles,
             unexpected=[n for n in unassigned if not self.compiled.is_known(n)],
             detected=self.cfg.model_type is not None and self.table.model_types != ()
             and self.cfg.model_type not in self.table.model_types

@@ -77,6 +77,8 @@ def _qkvo(module: str, out: str = "o_proj") -> dict[str, Paths]:
 
 
 _ATTN = _qkvo("self_attn.")
+#: what a block that mixes tokens by attention holds (and a linear-attention one lacks)
+_ATTENTION_ROLES = (Q, K, V, O, Q_NORM, K_NORM, ATTN_GATE)
 _QK_NORM: dict[str, Paths] = {Q_NORM: "self_attn.q_norm", K_NORM: "self_attn.k_norm"}
 _NORMS: dict[str, Paths] = {ATTN_NORM: "input_layernorm", MLP_NORM: "post_attention_layernorm"}
 _MLP: dict[str, Paths] = {GATE: "mlp.gate_proj", UP: "mlp.up_proj", DOWN: "mlp.down_proj"}
@@ -171,7 +173,7 @@ _QWEN_NEXT_ATTN = {K: "self_attn.k_proj", V: "self_attn.v_proj", O: "self_attn.o
 _QWEN_NEXT = {
     "fused": {"self_attn.q_proj": Fused(roles=(Q, ATTN_GATE), split="per_head")},
     "norm_offset": 1.0,
-    "attention_optional": True,
+    "optional_roles": _ATTENTION_ROLES,
     "known_unassigned": ROTARY_BUFFERS + QUANT_COMPANIONS + ("linear_attn",),
 }
 QWEN3_5 = _decoder("qwen3_5", "qwen3_5_text",
@@ -525,8 +527,27 @@ GRANITEMOE_HYBRID = _decoder(
     layer=_NORMS | _ATTN | _GRANITE_ROUTER | {DOWN: "shared_mlp.output_linear"},
     fused={"shared_mlp.input_linear": Fused(roles=(GATE, UP), split="halves")},
     stacked=_GRANITE_EXPERTS,
-    attention_optional=True,
+    optional_roles=_ATTENTION_ROLES,
     known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + ("mamba",),
+)
+#: Nemotron-H (``backbone.`` in its files): one mixer per block — Mamba-2 (not compared),
+#: attention, a squared-ReLU MLP (``up``/``down``) or experts with a shared one — behind the
+#: block's one norm; embeddings ``embeddings``, final norm ``norm_f``
+NEMOTRON_H = _decoder(
+    "nemotron_h",
+    prefixes=(*HF_PREFIXES, "backbone."),
+    globals={EMBED: "embeddings", FINAL_NORM: "norm_f", LM_HEAD: "lm_head"},
+    layer={ATTN_NORM: "norm", **_qkvo("mixer."), UP: "mixer.up_proj", DOWN: "mixer.down_proj",
+           ROUTER: "mixer.gate", ROUTER_CORRECTION: "mixer.gate.e_score_correction_bias"},
+    experts="mixer.experts.{expert}.",
+    expert={UP: "up_proj", DOWN: "down_proj"},
+    shared_experts="mixer.shared_experts.",
+    stacked={"mixer.experts.up_proj": Stacked(roles=(UP,), layout="out_in"),
+             "mixer.experts.down_proj": Stacked(roles=(DOWN,), layout="out_in")},
+    mlp_shares_attn_norm=True,
+    optional_roles=_ATTENTION_ROLES + (UP, DOWN),
+    known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + tuple(
+        f"mixer.{n}" for n in ("A_log", "D", "conv1d", "dt_bias", "in_proj", "norm", "out_proj")),
 )
 #: Llama4TextExperts computes ``x @ W``: ``gate_up_proj`` ``[E, H, 2*I]`` (``.chunk(2, -1)``,
 #: gate first) and ``down_proj`` ``[E, I, H]``; dense blocks use ``feed_forward.*_proj``
@@ -575,7 +596,7 @@ FAMILIES: dict[str, LayoutTable] = {
         QWEN3_NEXT, COHERE, NEMOTRON, STARCODER2,
         PHI, PHI3, GPT2, GPT_BIGCODE, GPT_NEO, GPTJ, GPT_NEOX, FALCON, BLOOM, MPT, OPT, BERT,
         MIXTRAL, QWEN2_MOE, QWEN3_MOE, FLEX_OLMO, MINIMAX_M2, DEEPSEEK_V2, DEEPSEEK_V3,
-        GLM4_MOE, ERNIE4_5_MOE, GRANITEMOE, GRANITEMOE_HYBRID, LLAMA4, GPT_OSS,
+        GLM4_MOE, ERNIE4_5_MOE, GRANITEMOE, GRANITEMOE_HYBRID, NEMOTRON_H, LLAMA4, GPT_OSS,
     )
 }
 

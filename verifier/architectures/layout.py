@@ -125,8 +125,8 @@ class ModelLayout:
     unassigned: list[str] = field(default_factory=list)
     #: norms follow the residual add (``LayoutTable.post_norm``): no gain to fold
     post_norm: bool = False
-    #: blocks may lack attention by design (``LayoutTable.attention_optional``)
-    attention_optional: bool = False
+    #: roles blocks may lack by design (``LayoutTable.optional_roles``)
+    optional_roles: tuple[str, ...] = ()
     #: unassigned tensors the table does not expect either (a vision tower, a module the
     #: family's table has no role for): read by no probe, and said so
     unexpected: list[str] = field(default_factory=list)

@@ -184,9 +184,9 @@ class LayoutTable(BaseModel):
     #: norms sit after each sublayer's residual add (BERT): no gain reads into the next
     #: projections, so none is folded (OPT says so per checkpoint: ``do_layer_norm_before``)
     post_norm: bool = False
-    #: some blocks mix tokens without attention (Qwen3-Next's linear attention): a block
-    #: without attention roles is by design, not an incomplete checkpoint
-    attention_optional: bool = False
+    #: roles a block may lack by design (Qwen3-Next's linear-attention blocks hold no
+    #: attention; Nemotron-H's blocks hold one mixer each): no "incomplete checkpoint" warning
+    optional_roles: tuple[str, ...] = ()
     #: dotted name fragments of tensors that are expected but deliberately get no role
     #: (buffers such as ``rotary_emb.inv_freq``, task heads such as ``pooler.dense``)
     known_unassigned: tuple[str, ...] = ()
