@@ -532,6 +532,20 @@ def test_families_with_fused_attention_verify_end_to_end(tmp_path, family):
     assert other.verdict != "derived", other.reason
 
 
+def _base_and_noisy_copy(tmp_path, build, noise=0.3):
+    """``build()`` from seed 0, saved as ``base`` and, with Gaussian noise of relative size
+    ``noise`` on every matrix, as ``copy``; both folders."""
+    for name, scale in (("base", 0.0), ("copy", noise)):
+        torch.manual_seed(0)
+        model = build()
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.dim() > 1:
+                    p.add_(scale * p.std() * torch.randn_like(p))
+        model.save_pretrained(tmp_path / name)
+    return tmp_path / "base", tmp_path / "copy"
+
+
 def test_layers_whose_heads_are_wider_than_the_config_says_are_left_out_with_a_warning(tmp_path):
     """Gemma 4's full-attention layers have their own head size (``global_head_dim``): head
     matching compares the layers whose heads the config describes and says which it left out
@@ -542,15 +556,8 @@ def test_layers_whose_heads_are_wider_than_the_config_says_are_left_out_with_a_w
         head_dim=32, global_head_dim=64, vocab_size=600, num_hidden_layers=3,
         hidden_size_per_layer_input=0, num_kv_shared_layers=0,
         layer_types=["sliding_attention", "sliding_attention", "full_attention"])
-    for name, noise in (("base", 0.0), ("copy", 0.3)):
-        torch.manual_seed(0)
-        model = transformers.Gemma4ForCausalLM(config)
-        with torch.no_grad():
-            for p in model.parameters():
-                if p.dim() > 1:
-                    p.add_(noise * p.std() * torch.randn_like(p))
-        model.save_pretrained(tmp_path / name)
-    report = verify(tmp_path / "base", tmp_path / "copy", OPTS)
+    report = verify(*_base_and_noisy_copy(tmp_path, lambda: transformers.Gemma4ForCausalLM(config)),
+                    OPTS)
     assert report.verdict == "derived", report.reason
     compared = next(p for p in report.probes if p.name == "head_matching")
     assert [lv.layer for lv in compared.layers] == [0, 1]
@@ -567,15 +574,8 @@ def test_attention_in_blocks_without_an_ffn_is_still_matched(tmp_path):
         num_key_value_heads=2, head_dim=32, vocab_size=600, mamba_num_heads=4,
         mamba_head_dim=32, ssm_state_size=16, n_groups=1,
         layers_block_type=["mamba", "attention", "mlp"] * 2)
-    for name, noise in (("base", 0.0), ("copy", 0.3)):
-        torch.manual_seed(0)
-        model = transformers.NemotronHForCausalLM(config)
-        with torch.no_grad():
-            for p in model.parameters():
-                if p.dim() > 1:
-                    p.add_(noise * p.std() * torch.randn_like(p))
-        model.save_pretrained(tmp_path / name)
-    report = verify(tmp_path / "base", tmp_path / "copy", OPTS)
+    report = verify(*_base_and_noisy_copy(tmp_path, lambda: transformers.NemotronHForCausalLM(config)),
+                    OPTS)
     assert report.verdict == "derived", report.reason
     compared = next(p for p in report.probes if p.name == "head_matching")
     assert [lv.layer for lv in compared.layers] == [1, 4]
