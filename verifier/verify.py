@@ -154,9 +154,10 @@ def _attention_layers(model: Model) -> tuple[list[int], list[int]]:
     form (Gemma 4's global layers, whose heads are wider than the config's ``head_dim``)."""
     layout = model.layout
     have = [i for i in range(layout.num_layers) if {Q, K, V, O} <= set(layout.layers[i].roles)]
-    if not have or heads.circuit_misfit(model, have[0]) is not None:
+    shapes = {t.name: t.shape for t in model.reader.tensors()}
+    fit = [i for i in have if heads.circuit_misfit(model, i, shapes) is None]
+    if not fit or fit[0] != have[0]:
         return [], have
-    fit = [i for i in have if heads.circuit_misfit(model, i) is None]
     return fit, [i for i in have if i not in fit]
 
 

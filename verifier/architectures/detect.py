@@ -643,11 +643,12 @@ class _Builder:
         else:
             bounds = [(*b, None) for b in
                       self._fused_bounds(where, label or "", spec, total, roles, dims)]
+        quant = self._scaled(weight) if weight is not None else {}
         for role, (start, stop, step, period) in zip(spec.roles, bounds, strict=True):
             cut = {"rows": (start, stop), "step": step, "period": period}
             if weight is not None:
-                self._put(roles, role, RoleRef(weight, transpose=transpose, **cut,
-                                               **self._scaled(weight)), where)
+                self._put(roles, role, RoleRef(weight, transpose=transpose, **cut, **quant),
+                          where)
             if bias is not None:
                 self._put(roles, role + BIAS, RoleRef(bias, **cut), where)
 
@@ -811,12 +812,13 @@ class _Builder:
             raise ArchitectureError(
                 f"{where}: {bias!r} has shape {list(self.shapes[bias])}, expected {[count, out]}"
             )
+        quant = packed or self._scaled(weight)
         for e in range(count):
             target = experts.setdefault(e, {})
             for role, cut in zip(spec.roles, bounds, strict=True):
                 rows, step = (None, 1) if cut is None else ((cut[0], cut[1]), cut[2])
                 self._put(target, role, RoleRef(weight, expert=e, transpose=transpose, rows=rows,
-                                                 step=step, **(packed or self._scaled(weight))),
+                                                 step=step, **quant),
                           f"{where} expert {e}")
                 if bias is not None:
                     self._put(target, role + BIAS, RoleRef(bias, expert=e, rows=rows, step=step),

@@ -17,7 +17,7 @@ assignment of their query heads). The statistic is the mean matched head similar
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -242,11 +242,14 @@ def _misfit(model: Model, layer: int, rows: Callable[[str], int]) -> str | None:
     return None
 
 
-def circuit_misfit(model: Model, layer: int) -> str | None:
+def circuit_misfit(model: Model, layer: int,
+                   shapes: Mapping[str, tuple[int, ...]] | None = None) -> str | None:
     """Why ``layer``'s q, k and v do not split into the model's heads (a config whose head
     counts contradict the weights, or an attention form this probe does not compare), from
-    the headers alone; None when they do."""
-    shapes = {t.name: t.shape for t in model.reader.tensors()}
+    the headers alone (``shapes``: every tensor's, when the caller asks of many layers); None
+    when they do."""
+    if shapes is None:
+        shapes = {t.name: t.shape for t in model.reader.tensors()}
     roles = model.layout.layers[layer].roles
     return _misfit(model, layer, lambda r: role_shape(roles[r], shapes[roles[r].tensor])[0])
 
