@@ -178,7 +178,7 @@ def test_gemma_norms_load_as_the_gain_they_multiply_by(tmp_path: Path) -> None:
             assert torch.allclose(gain, gg.load(b).float(), atol=1e-6), (a.tensor, b.tensor)
 
 
-def test_multimodal_wrapper_keeps_the_language_tower_and_lists_the_rest() -> None:
+def test_multimodal_wrapper_keeps_the_language_tower_and_sets_the_rest_aside() -> None:
     shapes = llama_shapes("model.language_model.", qk_norm=True)
     shapes |= {"model.vision_tower.vision_model.encoder.layers.0.self_attn.q_proj.weight": (8, 8),
                "model.multi_modal_projector.mm_input_projection_weight": (8, H)}
@@ -186,9 +186,9 @@ def test_multimodal_wrapper_keeps_the_language_tower_and_lists_the_rest() -> Non
     layout = resolve_layout(infos(shapes), {"model_type": "gemma3", "text_config": text})
     assert (layout.family, layout.model_type) == ("gemma3", "gemma3")
     check_dims(layout)
-    assert layout.unassigned == sorted(
-        ["model.vision_tower.vision_model.encoder.layers.0.self_attn.q_proj.weight",
-         "model.multi_modal_projector.mm_input_projection_weight"])
+    assert layout.unassigned == []
+    assert layout.other_modalities == {"model.multi_modal_projector.": 1,
+                                       "model.vision_tower.": 1}
 
 
 # -- fused projections --------------------------------------------------------------------------

@@ -36,6 +36,10 @@ def unread_tensors(layout: ModelLayout, shown: int = 3) -> list[str]:
         said.append(f"model_type {layout.model_type!r} has no table of its own: read with the "
                     f"{layout.family!r} layout, whose tensor names it matches (a family whose "
                     "norms or fused tensors differ would need a --role-map)")
+    if layout.other_modalities:
+        parts = ", ".join(f"{p!r} ({n} tensors)" for p, n in layout.other_modalities.items())
+        said.append(f"a multimodal checkpoint: its other modalities' parts are compared by no "
+                    f"probe, {parts}; lineage is judged on its language model")
     if layout.unexpected:
         n = len(layout.unexpected)
         said.append(f"{n} {'tensor has' if n == 1 else 'tensors have'} no role in the "

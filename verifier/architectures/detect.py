@@ -17,7 +17,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from verifier.architectures.families import FAMILIES, GGUF, GGUF_BERT, family_for_model_type
+from verifier.architectures.families import (
+    FAMILIES,
+    GGUF,
+    GGUF_BERT,
+    MULTIMODAL_ADAPTERS,
+    MULTIMODAL_PARTS,
+    family_for_model_type,
+)
 from verifier.architectures.layout import (
     ATTN_NORM,
     BIAS,
@@ -380,6 +387,27 @@ def _choose_tables(
     return [(t, t.family) for t in detect_tables(tensors, FAMILIES.values(), cfg.model_type)]
 
 
+def _part(name: str) -> str:
+    """The top-level module a tensor belongs to, with ``model.`` kept: ``model.visual.``."""
+    parts = name.split(".")
+    keep = 2 if parts[0] == "model" and len(parts) > 1 else 1
+    return ".".join(parts[:keep]) + ("." if len(parts) > keep else "")
+
+
+def split_modalities(tensors: list[TensorInfo]) -> tuple[list[TensorInfo], dict[str, int]]:
+    """The language model's tensors, and the other modalities' parts (``MULTIMODAL_PARTS``,
+    with ``MULTIMODAL_ADAPTERS`` beside one of them) with how many tensors each holds."""
+    parts: dict[str, int] = {}
+    for t in tensors:
+        part = _part(t.name)
+        parts[part] = parts.get(part, 0) + 1
+    towers = {p for p in parts if p.removeprefix("model.").rstrip(".") in MULTIMODAL_PARTS}
+    if towers:
+        towers |= {p for p in parts if p.removeprefix("model.").rstrip(".") in MULTIMODAL_ADAPTERS}
+    kept = [t for t in tensors if _part(t.name) not in towers]
+    return kept, {p: parts[p] for p in sorted(towers)}
+
+
 def resolve_layout(
     tensors: list[TensorInfo],
     config: dict[str, Any] | None,
@@ -396,11 +424,14 @@ def resolve_layout(
     _refuse_packed(tensors, cfg)
     if role_map is not None:
         return _Builder(CompiledTable(role_map), tensors, cfg, role_map.family).build()
+    tensors, others = split_modalities(tensors)
     candidates = _choose_tables(tensors, cfg, fmt)
     first: ArchitectureError | None = None
     for table, family in candidates:
         try:
-            return _Builder(CompiledTable(table), tensors, cfg, family).build()
+            layout = _Builder(CompiledTable(table), tensors, cfg, family).build()
+            layout.other_modalities = others
+            return layout
         except ArchitectureError as e:
             # names shared by families (GPT-2's Conv1D and GPT-BigCode's Linear): the shapes
             # decide; if none fits, the first family's reason is the one to read

@@ -51,7 +51,8 @@ from verifier.architectures.schema import (
 
 #: where a checkpoint's tensors may start: none (base model saved alone), the *ForCausalLM
 #: wrapper's ``model.``, GPT-2's ``transformer.``, BERT's ``bert.``, and the language tower of
-#: multimodal wrappers (older ``language_model.model.``, v5 ``model.language_model.``)
+#: multimodal wrappers (older ``language_model.model.``, v5 ``model.language_model.``;
+#: Idefics and Kosmos call it ``text_model``)
 HF_PREFIXES = (
     "",
     "model.",
@@ -60,7 +61,25 @@ HF_PREFIXES = (
     "language_model.model.",
     "language_model.",
     "model.language_model.",
+    "model.text_model.",
+    "text_model.model.",
+    "text_model.",
 )
+
+#: the top-level modules (under ``model.`` or not) of multimodal checkpoints that are not the
+#: language model: vision, audio and video towers and what feeds them in. Lineage is judged on
+#: the language model; these are set aside before detection and named in the warnings.
+MULTIMODAL_PARTS = (
+    "visual", "vision_tower", "vision_model", "vision_encoder", "vision_embed_tokens",
+    "vision_projection", "vision_adapter", "multi_modal_projector", "mm_projector",
+    "audio_tower", "audio_model", "image_tower", "video_tower", "image_newline",
+    "image_to_text_projection", "visual_embeddings_table", "view_separator", "qformer",
+    "query_tokens", "language_projection", "vqmodel", "generation_embeddings",
+    "generation_aligner", "generation_head",
+)
+#: generic module names that are such a part only in a checkpoint that has one of the above
+#: (a text-only model's own ``projector`` stays the language model's)
+MULTIMODAL_ADAPTERS = ("projector", "merger", "connector", "aligner")
 
 #: buffers that older checkpoints saved alongside the weights
 ROTARY_BUFFERS = ("rotary_emb.inv_freq", "rotary_emb.original_inv_freq")
@@ -131,9 +150,20 @@ def _decoder(family: str, *model_types: str, layer: dict[str, Paths], **rest: ob
 
 
 LLAMA = _decoder("llama", "mistral", layer=_NORMS | _ATTN | _MLP)
+#: Llama 3.2 Vision's language model: Llama's blocks with cross-attention blocks inserted
+#: (``cross_attn.*`` reads the image and two tanh gates weigh it: not compared; their MLPs and
+#: norms are)
+MLLAMA = _decoder(
+    "mllama", "mllama_text_model", layer=_NORMS | _ATTN | _MLP, optional_roles=_ATTENTION_ROLES,
+    known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + (
+        "cross_attn", "cross_attn_attn_gate", "cross_attn_mlp_gate"),
+)
 #: q/k/v carry biases; ``X.bias`` -> ``q.bias`` etc. comes with every path
-QWEN2 = _decoder("qwen2", layer=_NORMS | _ATTN | _MLP)
-QWEN3 = _decoder("qwen3", layer=_NORMS | _ATTN | _QK_NORM | _MLP)
+#: the language models of Qwen2-VL, Qwen2.5-VL and Qwen2.5-Omni's thinker are Qwen2's blocks
+QWEN2 = _decoder("qwen2", "qwen2_vl", "qwen2_vl_text", "qwen2_5_vl", "qwen2_5_vl_text",
+                 "qwen2_5_omni_thinker", "qwen2_5_omni_text", layer=_NORMS | _ATTN | _MLP)
+QWEN3 = _decoder("qwen3", "qwen3_vl", "qwen3_vl_text",
+                 layer=_NORMS | _ATTN | _QK_NORM | _MLP)
 #: Gemma 4: Gemma 3's four norms and q/k norms, but its norms multiply by the stored weight
 #: (no offset). Optional MoE blocks run experts (``experts.*`` stacks, gate first; router
 #: ``router.proj``) beside the dense MLP; the per-layer-input path, ``layer_scalar`` and the
@@ -159,6 +189,8 @@ _GLM_FUSED = {"mlp.gate_up_proj": Fused(roles=(GATE, UP), split="halves")}
 GLM = _decoder("glm", layer=_NORMS | _ATTN | _GLM_MLP, fused=_GLM_FUSED)
 GLM4 = _decoder(
     "glm4",
+    "glm4v",  # GLM-4.1V / 4.5V / 4.6V's language model
+    "glm4v_text",
     layer=_NORMS | _ATTN | _GLM_MLP | {
         POST_ATTN_NORM: "post_self_attn_layernorm",
         POST_MLP_NORM: "post_mlp_layernorm",
@@ -434,6 +466,10 @@ QWEN3_MOE = _decoder(
     "qwen3_moe",
     "qwen3moe",
     "olmoe",
+    "qwen3_vl_moe",  # stored [E, H, 2I] in its files: the stacks' shapes decide
+    "qwen3_vl_moe_text",
+    "qwen3_omni_moe_thinker",
+    "qwen3_omni_moe_text",
     layer=_NORMS | _ATTN | _QK_NORM | _MLP | {ROUTER: "mlp.gate"},
     **_MLP_EXPERTS,
 )
@@ -486,6 +522,8 @@ MINIMAX_M2 = _decoder(
 #: score-correction bias) under standard attention with biases and optional q/k norms
 GLM4_MOE = _decoder(
     "glm4_moe",
+    "glm4v_moe",
+    "glm4v_moe_text",
     layer=_NORMS | _ATTN | _QK_NORM | _MLP | {
         ROUTER: "mlp.gate",
         ROUTER_CORRECTION: "mlp.gate.e_score_correction_bias",
@@ -592,7 +630,7 @@ GPT_OSS = _decoder(
 FAMILIES: dict[str, LayoutTable] = {
     t.family: t
     for t in (
-        LLAMA, QWEN2, QWEN3, OLMO2, GEMMA, GEMMA2, GEMMA3, GEMMA4, GLM, GLM4, QWEN3_5,
+        LLAMA, MLLAMA, QWEN2, QWEN3, OLMO2, GEMMA, GEMMA2, GEMMA3, GEMMA4, GLM, GLM4, QWEN3_5,
         QWEN3_NEXT, COHERE, NEMOTRON, STARCODER2,
         PHI, PHI3, GPT2, GPT_BIGCODE, GPT_NEO, GPTJ, GPT_NEOX, FALCON, BLOOM, MPT, OPT, BERT,
         MIXTRAL, QWEN2_MOE, QWEN3_MOE, FLEX_OLMO, MINIMAX_M2, DEEPSEEK_V2, DEEPSEEK_V3,

@@ -132,6 +132,9 @@ class ModelLayout:
     unexpected: list[str] = field(default_factory=list)
     #: the config's ``model_type`` has no table: the layout was chosen by tensor names
     detected: bool = False
+    #: a multimodal checkpoint's other parts (``model.visual.``: tensors it holds), set aside:
+    #: lineage is judged on the language model
+    other_modalities: dict[str, int] = field(default_factory=dict)
 
     @property
     def num_layers(self) -> int:

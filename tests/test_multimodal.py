@@ -1,0 +1,203 @@
+"""Multimodal checkpoints: lineage is judged on the language model.
+
+A vision-language release (Qwen2-VL, Llama 3.2 Vision, LLaVA, Gemma 3, Idefics 3) holds a
+language model and, beside it, a vision or audio tower and a projector. The towers are set
+aside before the layout is chosen (a Qwen2-VL checkpoint's 391 vision tensors hid its language
+model from detection), named in the warnings, and compared by no probe; the language model is
+compared with a text-only base as any other.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_architectures import infos
+
+from verifier.architectures import resolve_layout
+from verifier.architectures.completeness import unread_tensors
+from verifier.architectures.detect import split_modalities
+from verifier.verify import VerifyOptions, verify
+
+transformers = pytest.importorskip("transformers")
+
+OPTS = VerifyOptions(digest=False)
+TEXT = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "head_dim": 8, "vocab_size": 100, "num_hidden_layers": 2}
+MROPE = {"rope_scaling": {"type": "mrope", "mrope_section": [1, 1, 2]}}
+QWEN_VISION = {"depth": 1, "hidden_size": 16, "intermediate_size": 32, "num_heads": 2,
+               "out_hidden_size": 32}
+SIGLIP = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+          "num_attention_heads": 2, "image_size": 28, "patch_size": 14}
+
+
+def _tiny(name: str, text: dict) -> object:
+    """A small model of each multimodal family, its language model described by ``text``."""
+    t = transformers
+    if name == "qwen2_vl":
+        return t.Qwen2VLForConditionalGeneration(t.Qwen2VLConfig(
+            text_config=text | MROPE, vision_config={"depth": 1, "embed_dim": 16,
+                                                     "hidden_size": text["hidden_size"],
+                                                     "num_heads": 2}))
+    if name == "qwen2_5_vl":
+        return t.Qwen2_5_VLForConditionalGeneration(t.Qwen2_5_VLConfig(
+            text_config=text | MROPE, vision_config=QWEN_VISION | {
+                "out_hidden_size": text["hidden_size"], "fullatt_block_indexes": [0]}))
+    if name == "qwen3_vl":
+        return t.Qwen3VLForConditionalGeneration(t.Qwen3VLConfig(
+            text_config=text, vision_config=QWEN_VISION | {"deepstack_visual_indexes": []}))
+    if name == "qwen3_vl_moe":
+        return t.Qwen3VLMoeForConditionalGeneration(t.Qwen3VLMoeConfig(
+            text_config=text | {"num_experts": 4, "num_experts_per_tok": 2,
+                                "moe_intermediate_size": 8},  # 2I != H: not square
+            vision_config=QWEN_VISION | {"deepstack_visual_indexes": []}))
+    if name == "glm4v":
+        return t.Glm4vForConditionalGeneration(t.Glm4vConfig(
+            text_config=text, vision_config=QWEN_VISION))
+    if name == "mllama":
+        return t.MllamaForConditionalGeneration(t.MllamaConfig(
+            text_config=text | {"pad_token_id": 0},
+            vision_config=SIGLIP | {"num_global_layers": 1, "attention_heads": 2,
+                                    "intermediate_layers_indices": [0],
+                                    "vision_output_dim": 32}))
+    if name == "llava":
+        return t.LlavaForConditionalGeneration(t.LlavaConfig(
+            text_config={"model_type": "llama"} | text,
+            vision_config={"model_type": "clip_vision_model"} | SIGLIP))
+    if name == "gemma3":
+        return t.Gemma3ForConditionalGeneration(t.Gemma3Config(
+            text_config=text, vision_config=SIGLIP, mm_tokens_per_image=4))
+    assert name == "idefics3"
+    return t.Idefics3ForConditionalGeneration(t.Idefics3Config(
+        text_config={"model_type": "llama"} | text, vision_config=SIGLIP))
+
+
+#: family read, language-model layers, and the other modalities' parts set aside
+EXPECTED = {
+    "qwen2_vl": ("qwen2", 2, ["model.visual."]),
+    "qwen2_5_vl": ("qwen2", 2, ["model.visual."]),
+    "qwen3_vl": ("qwen3", 2, ["model.visual."]),
+    "qwen3_vl_moe": ("qwen3_moe", 2, ["model.visual."]),
+    "glm4v": ("glm4", 2, ["model.visual."]),
+    "mllama": ("mllama", 4, ["model.multi_modal_projector.", "model.vision_model."]),
+    "llava": ("llama", 2, ["model.multi_modal_projector.", "model.vision_tower."]),
+    "gemma3": ("gemma3", 2, ["model.multi_modal_projector.", "model.vision_tower."]),
+    "idefics3": ("llama", 2, ["model.connector.", "model.vision_model."]),
+}
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_the_language_model_is_read_and_the_towers_set_aside(name: str) -> None:
+    text = TEXT | ({"num_hidden_layers": 4, "cross_attention_layers": [1, 3]}
+                   if name == "mllama" else {})
+    torch.manual_seed(0)
+    model = _tiny(name, text)
+    state = model.state_dict()  # type: ignore[attr-defined]
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    family, layers, parts = EXPECTED[name]
+    for config in (model.config.to_dict(), None):  # type: ignore[attr-defined]
+        if config is None and name == "gemma3":
+            continue  # Gemma's norms compute 1 + w: only its config says so
+        layout = resolve_layout(infos(shapes), config)
+        read_as = family if config else {"qwen2": "llama"}.get(family, family)  # same names
+        assert (layout.family, layout.num_layers, layout.hidden_size) == (read_as, layers, 32)
+        assert sorted(layout.other_modalities) == parts
+        assert sum(layout.other_modalities.values()) == sum(
+            1 for k in shapes if any(k.startswith(p) for p in parts))
+        assert layout.unexpected == []
+        if config is not None:
+            assert not layout.detected, name
+    said = unread_tensors(layout)
+    assert len(said) == 1, said
+    assert "compared by no probe" in said[0]
+    assert parts[0] in said[0]
+
+
+def test_released_qwen_vl_files_name_the_tower_at_the_top_and_store_experts_in_out() -> None:
+    """Qwen2.5-VL's files say ``model.layers`` and ``visual.``; Qwen3-VL-MoE's store each
+    layer's experts as ``[E, H, 2I]`` (transformers transposes them on load): the cuts still
+    give each expert's gate and up as the module holds them."""
+    torch.manual_seed(0)
+    model = _tiny("qwen2_5_vl", TEXT)
+    released = {k.replace("model.language_model.", "model.").replace("model.visual.", "visual."):
+                tuple(v.shape) for k, v in model.state_dict().items()}
+    layout = resolve_layout(infos(released), model.config.to_dict())
+    assert (layout.family, layout.num_layers, list(layout.other_modalities)) == (
+        "qwen2", 2, ["visual."])
+    moe = _tiny("qwen3_vl_moe", TEXT)
+    state = {k: v.transpose(1, 2) if k.endswith(("experts.gate_up_proj", "experts.down_proj"))
+             else v for k, v in moe.state_dict().items()}
+    layout = resolve_layout(infos({k: tuple(v.shape) for k, v in state.items()}),
+                            moe.config.to_dict())
+    experts = moe.model.language_model.layers[1].mlp.experts
+    gate, up = experts.gate_up_proj[2].chunk(2, dim=0)
+    for role, want in (("gate", gate), ("up", up), ("down", experts.down_proj[2])):
+        ref = layout.layers[1].experts[2][role]
+        assert torch.equal(ref.apply(state[ref.tensor]), want), role
+
+
+def test_a_text_model_keeps_a_module_with_a_generic_adapter_name() -> None:
+    """``projector``, ``connector``, ``merger``, ``aligner`` are a tower's only beside one:
+    in a text-only checkpoint such a module is the language model's own, and said unread."""
+    names = [f"model.{n}" for n in ("embed_tokens.weight", "norm.weight",
+                                    "layers.0.self_attn.q_proj.weight", "projector.weight")]
+    kept, others = split_modalities(infos(dict.fromkeys(names, (4, 4))))
+    assert (len(kept), others) == (4, {})
+    kept, others = split_modalities(infos(dict.fromkeys([*names, "model.visual.x.weight"],
+                                                        (4, 4))))
+    assert (len(kept), others) == (3, {"model.projector.": 1, "model.visual.": 1})
+
+
+def _noisy(model: torch.nn.Module, scale: float) -> None:
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.add_(scale * p.std() * torch.randn_like(p))
+
+
+WIDE = {"hidden_size": 128, "intermediate_size": 256, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "head_dim": 32, "vocab_size": 600, "num_hidden_layers": 3}
+
+
+def test_a_vision_language_model_built_on_a_text_model_is_derived_from_it(tmp_path) -> None:
+    """Qwen2-VL's language model started from a Qwen2 text model (here: its weights plus 30%
+    noise) is derived from it; one that started elsewhere is not."""
+    torch.manual_seed(0)
+    base = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**WIDE))
+    base.save_pretrained(tmp_path / "base")
+    for name, seed in (("derived", None), ("independent", 1)):
+        torch.manual_seed(seed or 0)
+        vlm = _tiny("qwen2_vl", WIDE)
+        if seed is None:
+            vlm.model.language_model.load_state_dict(base.model.state_dict())
+            vlm.lm_head.load_state_dict(base.lm_head.state_dict())
+        _noisy(vlm, 0.3)
+        vlm.save_pretrained(tmp_path / name)
+    report = verify(tmp_path / "base", tmp_path / "derived", OPTS)
+    assert report.verdict == "derived", report.reason
+    assert any("'visual.' (19 tensors)" in w for w in report.warnings), report.warnings
+    other = verify(tmp_path / "base", tmp_path / "independent", OPTS)
+    assert other.verdict != "derived", other.reason
+
+
+def test_cross_attention_blocks_inserted_into_a_text_model_are_left_unmatched(tmp_path) -> None:
+    """Llama 3.2 Vision inserts cross-attention blocks between a Llama model's blocks: the
+    self-attention blocks map to the base's in order, the inserted ones to none."""
+    torch.manual_seed(0)
+    base = transformers.LlamaForCausalLM(transformers.LlamaConfig(**(WIDE | {
+        "num_hidden_layers": 4})))
+    base.save_pretrained(tmp_path / "base")
+    torch.manual_seed(1)
+    vlm = _tiny("mllama", WIDE | {"num_hidden_layers": 6, "cross_attention_layers": [1, 4]})
+    text = vlm.model.language_model
+    own = [i for i in range(6) if i not in (1, 4)]
+    with torch.no_grad():
+        for i, j in zip(own, range(4), strict=True):
+            text.layers[i].load_state_dict(base.model.layers[j].state_dict())
+        text.embed_tokens.weight[:600] = base.model.embed_tokens.weight
+        text.norm.load_state_dict(base.model.norm.state_dict())
+        vlm.lm_head.load_state_dict(base.lm_head.state_dict())
+    _noisy(vlm, 0.3)
+    vlm.save_pretrained(tmp_path / "vision")
+    report = verify(tmp_path / "base", tmp_path / "vision", OPTS)
+    assert report.verdict == "derived", report.reason
+    assert [e.base_layer for e in report.layer_map] == [0, None, 1, 2, None, 3]
