@@ -20,6 +20,7 @@ from gguf import GGMLQuantizationType as Q
 from gguf import GGUFReader, GGUFWriter
 from gguf.quants import quantize
 
+from verifier.architectures import family_for_model_type
 from verifier.errors import InputError
 from verifier.readers import open_checkpoint
 from verifier.readers.gguf_reader import GGUFCheckpoint
@@ -277,6 +278,20 @@ def test_qwen3moe_config_and_vocab_size_from_the_embedding(tmp_path):
     assert cfg["moe_intermediate_size"] == 48
     assert cfg["vocab_size"] == VOCAB  # no token list: rows of token_embd
     assert cfg["tie_word_embeddings"] is True
+
+
+@pytest.mark.parametrize(("arch", "model_type", "family"), [
+    ("qwen2vl", "qwen2_vl", "qwen2"), ("qwen3vlmoe", "qwen3_vl_moe", "qwen3_moe"),
+    ("gpt-oss", "gpt_oss", "gpt_oss")])
+def test_llama_cpp_architecture_names_give_the_hugging_face_family(tmp_path, arch, model_type,
+                                                                     family):
+    """A vision-language model's GGUF holds its language model (the tower is a separate
+    mmproj file) under llama.cpp's name for the architecture."""
+    path = write_gguf(tmp_path / "m.gguf", arch, {"token_embd.weight": torch.randn(VOCAB, HIDDEN)},
+                      {"token_embd.weight": Q.F32}, tokens=None)
+    with open_checkpoint(path) as reader:
+        assert reader.config()["model_type"] == model_type
+    assert family_for_model_type(model_type).family == family
 
 
 def _q4_k_block(d: float, dmin: float, sc: list[int], m: list[int], q: list[int]) -> bytes:

@@ -51,6 +51,12 @@ _MODEL_TYPES = {
     "gptneox": "gpt_neox", "falcon": "falcon", "bloom": "bloom", "gptj": "gptj", "phi2": "phi",
     "starcoder": "gpt_bigcode", "starcoder2": "starcoder2", "olmo2": "olmo2",
     "command-r": "cohere", "cohere2": "cohere2", "nemotron": "nemotron",
+    # vision-language models: llama.cpp keeps the language model in the main file (the tower
+    # goes to a separate mmproj file)
+    "qwen2vl": "qwen2_vl", "qwen3vl": "qwen3_vl", "qwen3vlmoe": "qwen3_vl_moe",
+    "glm4moe": "glm4_moe", "gpt-oss": "gpt_oss", "minimax-m2": "minimax_m2",
+    "ernie4_5-moe": "ernie4_5_moe", "qwen3next": "qwen3_next", "qwen35": "qwen3_5",
+    "qwen35moe": "qwen3_5_moe",
 }
 
 # HF config key -> GGUF metadata key under the architecture's prefix.
