@@ -1007,6 +1007,26 @@ def _recent_models() -> dict[str, object]:
             num_experts_per_tok=2, moe_intermediate_size=16,
             moe_shared_expert_intermediate_size=16, mamba_num_heads=4, mamba_head_dim=16,
             ssm_state_size=8, n_groups=1)),
+        # Mamba hybrids: Jamba (Mamba or attention; MLP or experts), Bamba (Mamba-2 or
+        # attention), Falcon-H1 (both side by side); LFM2 (short convolutions or attention)
+        "jamba": (t.JambaForCausalLM, t.JambaConfig(
+            **(small | {"num_hidden_layers": 4}), num_experts=4, num_experts_per_tok=2,
+            attn_layer_period=2, attn_layer_offset=1, expert_layer_period=2,
+            expert_layer_offset=1, mamba_d_state=8, mamba_expand=2, mamba_dt_rank=4,
+            use_mamba_kernels=False, pad_token_id=0)),
+        "bamba": (t.BambaForCausalLM, t.BambaConfig(
+            **small, num_hidden_layers=2, attn_layer_indices=[1], mamba_n_heads=4,
+            mamba_d_head=16, mamba_d_state=8, mamba_n_groups=1, pad_token_id=0)),
+        "falcon_h1": (t.FalconH1ForCausalLM, t.FalconH1Config(
+            **small, num_hidden_layers=2, mamba_n_heads=4, mamba_d_head=16, mamba_d_ssm=64,
+            mamba_d_state=8, mamba_n_groups=1, pad_token_id=0)),
+        "lfm2": (t.Lfm2ForCausalLM, t.Lfm2Config(
+            **small, num_hidden_layers=2, layer_types=["conv", "full_attention"],
+            pad_token_id=0)),
+        "lfm2_moe": (t.Lfm2MoeForCausalLM, t.Lfm2MoeConfig(
+            **small, num_hidden_layers=3, layer_types=["conv", "full_attention", "conv"],
+            num_dense_layers=1, num_experts=4, num_experts_per_tok=2,
+            moe_intermediate_size=16, pad_token_id=0)),
         # DeepSeek-V3's blocks and a lightning indexer per attention
         "deepseek_v32": (t.DeepseekV32ForCausalLM, t.DeepseekV32Config(
             hidden_size=32, intermediate_size=64, moe_intermediate_size=16, num_hidden_layers=2,
@@ -1021,8 +1041,10 @@ def _recent_models() -> dict[str, object]:
 #: no config says which (identical names: the first table listed wins)
 FAMILY_OF = {"mistral": "llama", "falcon_7b": "falcon", "falcon_rw": "falcon",
              "exaone4": "olmo2", "olmoe": "qwen3_moe", "phimoe": "mixtral", "gemma4_moe": "gemma4",
-             "deepseek_v32": "deepseek_v3", "roberta": "bert", "xlm-roberta": "bert"}
-WITHOUT_CONFIG = {"qwen2": "llama", "mistral": "llama", "cohere": "qwen3", "nemotron": "llama"}
+             "deepseek_v32": "deepseek_v3", "roberta": "bert", "xlm-roberta": "bert",
+             "lfm2_moe": "lfm2"}
+WITHOUT_CONFIG = {"qwen2": "llama", "mistral": "llama", "cohere": "qwen3", "nemotron": "llama",
+                  "falcon_h1": "bamba"}
 #: fused q/k/v cut by head counts, which only the config gives
 NEEDS_CONFIG = {"gpt_neox", "falcon", "falcon_7b", "falcon_rw", "bloom", "qwen3_5", "qwen3_next"}
 
@@ -1031,7 +1053,8 @@ MOE_LAYERS = {"mixtral": [0, 1], "qwen2_moe": [1], "qwen3_moe": [1], "deepseek_v
               "deepseek_v3": [1], "gpt_oss": [0, 1], "llama4": [1], "olmoe": [0, 1],
               "phimoe": [0, 1], "granitemoe": [0, 1], "glm4_moe": [1], "ernie4_5_moe": [1], "gemma4_moe": [0, 1],
               "qwen3_next": [0, 1, 2, 3], "deepseek_v32": [1], "flex_olmo": [0, 1],
-              "minimax_m2": [0, 1], "granitemoehybrid": [0, 1], "nemotron_h": [1]}
+              "minimax_m2": [0, 1], "granitemoehybrid": [0, 1], "nemotron_h": [1],
+              "jamba": [1, 3], "lfm2_moe": [1, 2]}
 
 
 def test_every_tensor_of_real_tiny_models_is_assigned_or_known() -> None:
@@ -1265,7 +1288,7 @@ def test_post_norm_comes_from_the_table_or_the_config(family: str, conf: dict, p
 @pytest.mark.parametrize("name", ["mixtral", "qwen2_moe", "phimoe", "olmoe", "granitemoe",
                                   "glm4_moe", "ernie4_5_moe", "flex_olmo", "minimax_m2",
                                   "qwen3_next", "gemma4_moe", "granitemoehybrid",
-                                  "nemotron_h"])
+                                  "nemotron_h", "jamba", "lfm2_moe"])
 def test_saved_per_expert_files_match_the_in_memory_stacks(tmp_path: Path, name: str) -> None:
     """transformers v5 saves experts one by one (Granite-MoE and Gemma 4: as 3-D stacks, the
     former under other names) and stacks them in memory: both cuts agree."""

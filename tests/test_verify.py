@@ -579,3 +579,22 @@ def test_attention_in_blocks_without_an_ffn_is_still_matched(tmp_path):
     assert report.verdict == "derived", report.reason
     compared = next(p for p in report.probes if p.name == "head_matching")
     assert [lv.layer for lv in compared.layers] == [1, 4]
+
+
+def test_blocks_that_mix_tokens_by_convolution_are_compared_by_their_mlps(tmp_path):
+    """LFM2 mixes tokens with short convolutions in most blocks (not compared) and attention in
+    the rest: a noisy copy is derived through its MLPs and attention, another start is not."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.Lfm2Config(
+        hidden_size=128, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=600, pad_token_id=0,
+        layer_types=["conv", "full_attention", "conv"])
+    base, copy = _base_and_noisy_copy(tmp_path, lambda: transformers.Lfm2ForCausalLM(config))
+    report = verify(base, copy, OPTS)
+    assert report.verdict == "derived", report.reason
+    compared = next(p for p in report.probes if p.name == "head_matching")
+    assert [lv.layer for lv in compared.layers] == [1]
+    torch.manual_seed(1)
+    transformers.Lfm2ForCausalLM(config).save_pretrained(tmp_path / "other")
+    other = verify(base, tmp_path / "other", OPTS)
+    assert other.verdict != "derived", other.reason

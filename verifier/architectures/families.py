@@ -587,6 +587,46 @@ NEMOTRON_H = _decoder(
     known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + tuple(
         f"mixer.{n}" for n in ("A_log", "D", "conv1d", "dt_bias", "in_proj", "norm", "out_proj")),
 )
+#: Jamba, Bamba and Falcon-H1: Mamba blocks (``mamba.*``, not compared) beside attention, each
+#: block's mixer behind ``input_layernorm`` and its MLP (``feed_forward.*``) behind
+#: ``pre_ff_layernorm``, final norm ``final_layernorm``; plain gains. Jamba's blocks hold
+#: attention or Mamba, and a dense MLP or experts; Bamba's attention or Mamba-2; Falcon-H1's
+#: both side by side, every block (its multipliers are scalars of the config, not weights).
+_HYBRID = {
+    "globals": {EMBED: "embed_tokens", FINAL_NORM: "final_layernorm", LM_HEAD: "lm_head"},
+    "known_unassigned": ROTARY_BUFFERS + QUANT_COMPANIONS + ("mamba",),
+}
+_HYBRID_BLOCK: dict[str, Paths] = {
+    ATTN_NORM: "input_layernorm", MLP_NORM: "pre_ff_layernorm", **_ATTN,
+    GATE: "feed_forward.gate_proj", UP: "feed_forward.up_proj", DOWN: "feed_forward.down_proj"}
+BAMBA = _decoder("bamba", layer=_HYBRID_BLOCK, optional_roles=_ATTENTION_ROLES, **_HYBRID)
+FALCON_H1 = _decoder("falcon_h1", layer=_HYBRID_BLOCK, **_HYBRID)
+JAMBA = _decoder(
+    "jamba", layer=_HYBRID_BLOCK | {ROUTER: "feed_forward.router"},
+    experts="feed_forward.experts.{expert}.", expert=_EXPERT_MLP,
+    stacked={"feed_forward.experts.gate_up_proj": Stacked(roles=(GATE, UP), layout="out_in"),
+             "feed_forward.experts.down_proj": Stacked(roles=(DOWN,), layout="out_in")},
+    optional_roles=_ATTENTION_ROLES, **_HYBRID,
+)
+#: LFM2: gated short convolutions (``conv.*``, not compared) in most blocks, attention with
+#: per-head norms in the rest (``out_proj``, ``q_layernorm``); SwiGLU ``w1`` (gate), ``w3``
+#: (up), ``w2`` (down); ``embedding_norm`` is applied after the last block (the final norm).
+#: LFM2-MoE: dense blocks first (``num_dense_layers``), then experts (``w1``/``w3``/``w2``)
+#: routed by ``feed_forward.gate`` with a selection bias ``expert_bias``.
+_LFM2_MLP: dict[str, Paths] = {GATE: "w1", UP: "w3", DOWN: "w2"}
+LFM2 = _decoder(
+    "lfm2", "lfm2_moe",
+    globals={EMBED: "embed_tokens", FINAL_NORM: "embedding_norm", LM_HEAD: "lm_head"},
+    layer={ATTN_NORM: "operator_norm", MLP_NORM: "ffn_norm", **_qkvo("self_attn.", "out_proj"),
+           Q_NORM: "self_attn.q_layernorm", K_NORM: "self_attn.k_layernorm",
+           **{role: f"feed_forward.{path}" for role, path in _LFM2_MLP.items()},
+           ROUTER: "feed_forward.gate", ROUTER_CORRECTION: "feed_forward.expert_bias"},
+    experts="feed_forward.experts.{expert}.", expert=_LFM2_MLP,
+    stacked={"feed_forward.experts.gate_up_proj": Stacked(roles=(GATE, UP), layout="out_in"),
+             "feed_forward.experts.down_proj": Stacked(roles=(DOWN,), layout="out_in")},
+    optional_roles=_ATTENTION_ROLES,
+    known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + ("conv",),
+)
 #: Llama4TextExperts computes ``x @ W``: ``gate_up_proj`` ``[E, H, 2*I]`` (``.chunk(2, -1)``,
 #: gate first) and ``down_proj`` ``[E, I, H]``; dense blocks use ``feed_forward.*_proj``
 LLAMA4 = _decoder(
@@ -634,7 +674,8 @@ FAMILIES: dict[str, LayoutTable] = {
         QWEN3_NEXT, COHERE, NEMOTRON, STARCODER2,
         PHI, PHI3, GPT2, GPT_BIGCODE, GPT_NEO, GPTJ, GPT_NEOX, FALCON, BLOOM, MPT, OPT, BERT,
         MIXTRAL, QWEN2_MOE, QWEN3_MOE, FLEX_OLMO, MINIMAX_M2, DEEPSEEK_V2, DEEPSEEK_V3,
-        GLM4_MOE, ERNIE4_5_MOE, GRANITEMOE, GRANITEMOE_HYBRID, NEMOTRON_H, LLAMA4, GPT_OSS,
+        GLM4_MOE, ERNIE4_5_MOE, GRANITEMOE, GRANITEMOE_HYBRID, NEMOTRON_H, BAMBA, FALCON_H1,
+        JAMBA, LFM2, LLAMA4, GPT_OSS,
     )
 }
 
