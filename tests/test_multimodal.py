@@ -1,6 +1,6 @@
 """Multimodal checkpoints: lineage is judged on the language model.
 
-A vision-language release (Qwen2-VL, Llama 3.2 Vision, LLaVA, Gemma 3, Idefics 3) holds a
+A vision-language release (Qwen2-VL, Llama 3.2 Vision, LLaVA, Gemma 3, Idefics 3, BLIP-2) holds a
 language model and, beside it, a vision or audio tower and a projector. The towers are set
 aside before the layout is chosen (a Qwen2-VL checkpoint's 391 vision tensors hid its language
 model from detection), named in the warnings, and compared by no probe; the language model is
@@ -66,6 +66,16 @@ def _tiny(name: str, text: dict) -> object:
     if name == "gemma3":
         return t.Gemma3ForConditionalGeneration(t.Gemma3Config(
             text_config=text, vision_config=SIGLIP, mm_tokens_per_image=4))
+    if name == "blip-2":  # an OPT model as ``language_model``
+        return t.Blip2ForConditionalGeneration(t.Blip2Config(
+            vision_config=SIGLIP, num_query_tokens=4,
+            qformer_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+                            "num_attention_heads": 2, "encoder_hidden_size": 16},
+            text_config={"model_type": "opt", "hidden_size": text["hidden_size"],
+                         "ffn_dim": text["intermediate_size"],
+                         "num_hidden_layers": text["num_hidden_layers"],
+                         "num_attention_heads": 4, "vocab_size": text["vocab_size"],
+                         "word_embed_proj_dim": text["hidden_size"]}))
     assert name == "idefics3"
     return t.Idefics3ForConditionalGeneration(t.Idefics3Config(
         text_config={"model_type": "llama"} | text, vision_config=SIGLIP))
@@ -82,6 +92,7 @@ EXPECTED = {
     "llava": ("llama", 2, ["model.multi_modal_projector.", "model.vision_tower."]),
     "gemma3": ("gemma3", 2, ["model.multi_modal_projector.", "model.vision_tower."]),
     "idefics3": ("llama", 2, ["model.connector.", "model.vision_model."]),
+    "blip-2": ("opt", 2, ["language_projection.", "qformer.", "query_tokens", "vision_model."]),
 }
 
 

@@ -388,7 +388,8 @@ BLOOM = _table(
 #: where the embeddings are narrower than the blocks (OPT-350m), which the resolver refuses.
 OPT = _table(
     "opt",
-    prefixes=("", "model.decoder.", "decoder."),
+    # BLIP-2 and InstructBLIP hold an OPT model as ``language_model``
+    prefixes=("", "model.decoder.", "decoder.", "language_model.", "language_model.model.decoder."),
     layer_prefix="layers.{layer}.",
     globals={EMBED: "embed_tokens", POS_EMBED: "embed_positions",
              FINAL_NORM: "final_layer_norm", LM_HEAD: "lm_head"},
