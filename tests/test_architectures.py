@@ -21,7 +21,8 @@ from verifier.architectures import (
     role_shape,
 )
 from verifier.architectures.detect import CompiledTable
-from verifier.architectures.layout import LAYER_ROLES, ModelLayout, RoleRef
+from verifier.architectures.layout import ModelLayout, RoleRef
+from verifier.architectures.schema import ALL_LAYER_ROLES
 from verifier.errors import ArchitectureError, ExitCode, UsageError
 from verifier.readers.base import TensorInfo
 
@@ -864,8 +865,7 @@ def test_registry_tables_are_consistent() -> None:
         for model_type in table.model_types if name in FAMILIES else ():
             assert model_type not in seen, (model_type, seen.get(model_type), name)
             seen[model_type] = name
-        assert set(table.layer) <= set(LAYER_ROLES) | {POST_ATTN_NORM, POST_MLP_NORM,
-                                                        ROUTER_CORRECTION, "attn_sinks"}
+        assert set(table.layer) <= set(ALL_LAYER_ROLES)
 
 
 # -- real transformers models -------------------------------------------------------------------
@@ -1166,9 +1166,9 @@ def test_what_the_layout_leaves_unread_is_said() -> None:
     from verifier.architectures.completeness import unread_tensors
 
     shapes = llama_shapes()
-    layout = resolve_layout(infos(shapes), config("granite"))
+    layout = resolve_layout(infos(shapes), config("some_llama_like"))
     assert (layout.family, layout.detected) == ("llama", True)
-    assert "model_type 'granite' has no table of its own" in unread_tensors(layout)[0]
+    assert "model_type 'some_llama_like' has no table of its own" in unread_tensors(layout)[0]
     shapes["model.layers.0.mlp.gate_up_proj.weight"] = (2 * FF, H)
     layout = resolve_layout(infos(shapes), config("llama"))
     assert not layout.detected

@@ -34,6 +34,7 @@ from verifier.architectures.layout import (
     LM_HEAD,
     MLP_NORM,
     Q_NORM,
+    TERNARY_PER_BYTE,
     UP,
     K,
     LayerLayout,
@@ -224,6 +225,15 @@ class _Config:
         value = self.text.get("model_type")
         return value if isinstance(value, str) and value else None
 
+    @property
+    def quant_method(self) -> str | None:
+        """``quantization_config.quant_method`` (top level, then ``text_config``), if any."""
+        for source in (self.top, self.text):
+            method = (source.get("quantization_config") or {}).get("quant_method")
+            if isinstance(method, str):
+                return method
+        return None
+
     def get_int(self, *keys: str) -> int | None:
         """The first positive integer under ``keys`` (top level first, then ``text_config``)."""
         for source in (self.top, self.text):
@@ -239,6 +249,8 @@ def role_shape(ref: RoleRef, shape: tuple[int, ...]) -> tuple[int, ...]:
     dims = list(shape)
     if ref.packing == "mxfp4":  # [..., G, 16] bytes hold G * 32 values
         dims = dims[:-2] + [dims[-2] * dims[-1] * 2]
+    if ref.packing == "ternary" and dims:  # four rows a byte
+        dims[0] *= TERNARY_PER_BYTE
     if ref.expert is not None:
         dims = dims[1:]
     if ref.transpose and len(dims) >= 2:
@@ -280,8 +292,8 @@ def _refuse_packed(tensors: list[TensorInfo], cfg: _Config) -> None:
     for t in tensors:
         for ending, form in PACKED_WEIGHTS:
             if t.name.endswith(ending):
-                method = (cfg.top.get("quantization_config") or {}).get("quant_method")
-                said = f"; config quant_method {method!r}" if isinstance(method, str) else ""
+                method = cfg.quant_method
+                said = f"; config quant_method {method!r}" if method else ""
                 raise ArchitectureError(
                     f"the weight matrices are stored packed by {form}, e.g. {t.name!r}{said}: "
                     f"lineage reads plain weights, FP8/INT8 ones beside their scales, GGUF "
@@ -489,6 +501,8 @@ class _Builder:
         scale = next((f"{stem}.{k}" for k in QUANT_SCALES if f"{stem}.{k}" in self.shapes), None)
         if scale is None:
             return {}
+        if dtype == "uint8" and self.cfg.quant_method == "bitnet":
+            return {"scale": scale, "packing": "ternary"}
         zero = f"{stem}.weight_zero_point"
         return {"scale": scale, "zero_point": zero if zero in self.shapes else None,
                 "block": self._block(name, scale)}

@@ -149,7 +149,12 @@ def _decoder(family: str, *model_types: str, layer: dict[str, Paths], **rest: ob
     return _table(family, *model_types, **(fields | rest))
 
 
-LLAMA = _decoder("llama", "mistral", layer=_NORMS | _ATTN | _MLP)
+#: Llama's blocks under other names: Mistral, Ministral 3, Granite 3 (its embedding, residual,
+#: attention and logit multipliers are scalars of the config, not weights), InternLM3,
+#: IQuest-Coder, ERNIE-4.5 dense, Helium, SmolLM3, Seed-OSS, CWM
+LLAMA = _decoder("llama", "mistral", "ministral3", "granite", "internlm3", "iquestcoder",
+                 "ernie4_5", "helium", "smollm3", "seed_oss", "cwm",
+                 layer=_NORMS | _ATTN | _MLP)
 #: Llama 3.2 Vision's language model: Llama's blocks with cross-attention blocks inserted
 #: (``cross_attn.*`` reads the image and two tanh gates weigh it: not compared; their MLPs and
 #: norms are)
@@ -234,6 +239,66 @@ COHERE = _decoder("cohere", "cohere2", layer={ATTN_NORM: "input_layernorm"} | _A
 #: a squared-ReLU MLP, ``up`` and ``down`` without a gate
 NEMOTRON = _decoder("nemotron", layer=_NORMS | _ATTN | {UP: "mlp.up_proj", DOWN: "mlp.down_proj"},
                     norm_offset=1.0)
+#: plain ``up``/``down`` MLPs without a gate (ReLU²): Arcee AFM; Jais-2 (LayerNorms with biases)
+ARCEE = _decoder("arcee", "jais2",
+                 layer=_NORMS | _ATTN | {UP: "mlp.up_proj", DOWN: "mlp.down_proj"})
+#: Apertus: its own norm names, q/k norms per head, an ``up``/``down`` MLP through xIELU, whose
+#: learned ``act_fn`` scalars are not compared
+APERTUS = _decoder(
+    "apertus", "apertus1p5_text",
+    layer={ATTN_NORM: "attention_layernorm", MLP_NORM: "feedforward_layernorm"} | _ATTN
+    | _QK_NORM | {UP: "mlp.up_proj", DOWN: "mlp.down_proj"},
+    known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + ("mlp.act_fn",),
+)
+#: HyperCLOVA X SEED (Peri-LN): Llama's blocks with a norm on each sublayer's output too,
+#: ``post_norm1`` after attention and ``post_norm2`` after the MLP (absent without
+#: ``use_post_norm``); Granite's multipliers are config scalars
+HYPERCLOVAX = _decoder(
+    "hyperclovax",
+    layer=_NORMS | {POST_ATTN_NORM: "post_norm1", POST_MLP_NORM: "post_norm2"} | _ATTN | _MLP,
+)
+#: EXAONE 3.0/3.5 files: Llama's blocks under GPT-2-like names (``transformer.h.N.``; ``c_fc_0``
+#: gate, ``c_fc_1`` up, ``c_proj`` down; ``attn.attention.out_proj``), renamed by transformers
+#: only when it loads them
+EXAONE = _table(
+    "exaone",
+    layer_prefix="h.{layer}.",
+    globals={EMBED: "wte", FINAL_NORM: "ln_f", LM_HEAD: "lm_head"},
+    layer={ATTN_NORM: "ln_1", MLP_NORM: "ln_2", **_qkvo("attn.attention.", "out_proj"),
+           GATE: "mlp.c_fc_0", UP: "mlp.c_fc_1", DOWN: "mlp.c_proj"},
+    known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS,
+)
+#: OLMo 1: LayerNorms without weights or biases, so its files hold no norm at all
+OLMO = _decoder("olmo", layer=_ATTN | _MLP)
+#: StableLM: LayerNorms with biases; with ``use_parallel_residual`` (StableLM 2 12B) attention
+#: and MLP both read ``input_layernorm`` and the q/k norms are one LayerNorm per head
+#: (``q_layernorm.norms.N``: not compared)
+STABLELM = _decoder(
+    "stablelm", layer=_NORMS | _ATTN | _MLP, mlp_shares_attn_norm=True,
+    known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + (
+        "self_attn.q_layernorm", "self_attn.k_layernorm"),
+)
+#: Persimmon: GPT-NeoX's ``query_key_value`` (q, k, v per head) and ``dense`` under Llama's
+#: block names, q/k LayerNorms over each head, a squared-ReLU ``up``/``down`` MLP
+PERSIMMON = _decoder(
+    "persimmon",
+    globals={EMBED: "embed_tokens", FINAL_NORM: "final_layernorm", LM_HEAD: "lm_head"},
+    layer=_NORMS | {O: "self_attn.dense", Q_NORM: "self_attn.q_layernorm",
+                    K_NORM: "self_attn.k_layernorm", UP: "mlp.dense_h_to_4h",
+                    DOWN: "mlp.dense_4h_to_h"},
+    fused={"self_attn.query_key_value": Fused(roles=(Q, K, V), split="groups")},
+)
+#: BitNet b1.58 in bfloat16: Llama's names, and a norm inside each sublayer (on the attention
+#: output before ``o_proj``, on the MLP's hidden units before ``down``): not compared. Its packed
+#: ternary release is refused with its ``quant_method``.
+BITNET = _decoder(
+    "bitnet", layer=_NORMS | _ATTN | _MLP,
+    known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + (
+        "self_attn.attn_sub_norm", "mlp.ffn_sub_norm"),
+)
+#: Granite-SWA: Granite's blocks with one attention-sink logit per head
+GRANITE_SWA = _decoder("granite_swa",
+                       layer=_NORMS | _ATTN | _MLP | {ATTN_SINKS: "self_attn.sinks"})
 STARCODER2 = _decoder("starcoder2", layer=_NORMS | _ATTN | {UP: "mlp.c_fc", DOWN: "mlp.c_proj"})
 #: Phi-1/1.5/2: parallel block with one norm; ``dense`` is the output projection; optional
 #: ``q_layernorm``/``k_layernorm`` (``qk_layernorm``)
@@ -289,6 +354,12 @@ GPT2 = LayoutTable(
 #: one key/value head (``[hidden + 2 * head_dim, hidden]``) or full heads
 GPT_BIGCODE = GPT2.model_copy(update={
     "family": "gpt_bigcode", "model_types": ("gpt_bigcode",), "transpose": (),
+})
+#: GPT-1: GPT-2's Conv1D blocks with their LayerNorms after each sublayer (post-norm), no
+#: final norm, ``tokens_embed``/``positions_embed``; the head is tied to the embedding
+OPENAI_GPT = GPT2.model_copy(update={
+    "family": "openai-gpt", "model_types": ("openai-gpt",), "post_norm": True,
+    "globals": {EMBED: "tokens_embed", POS_EMBED: "positions_embed", LM_HEAD: "lm_head"},
 })
 #: GPT-Neo: GPT-2's block names with ``nn.Linear`` q/k/v/out under ``attn.attention``
 GPT_NEO = _table(
@@ -408,7 +479,7 @@ OPT = _table(
 #: RoBERTa, XLM-R and CamemBERT are the same encoder under ``roberta.`` with the MLM head as
 #: ``lm_head.dense``/``layer_norm``/``decoder``.
 BERT = _table(
-    "bert", "roberta", "xlm-roberta", "camembert",
+    "bert", "roberta", "xlm-roberta", "camembert", "bert-generation", "big_bird",
     post_norm=True,
     prefixes=(*HF_PREFIXES, "roberta."),
     layer_prefix="encoder.layer.{layer}.",
@@ -433,6 +504,7 @@ BERT = _table(
         "embeddings.position_ids",
         "embeddings.token_type_ids",
         "pooler.dense",
+        "pooler",  # BigBird's pooler is one Linear
         "cls.predictions.bias",
         "cls.predictions.transform.dense",
         "cls.predictions.transform.LayerNorm",
@@ -471,6 +543,7 @@ QWEN3_MOE = _decoder(
     "qwen3_vl_moe_text",
     "qwen3_omni_moe_thinker",
     "qwen3_omni_moe_text",
+    "mellum",  # JetBrains Mellum: optional dense blocks (``mlp_layer_types``)
     layer=_NORMS | _ATTN | _QK_NORM | _MLP | {ROUTER: "mlp.gate"},
     **_MLP_EXPERTS,
 )
@@ -479,6 +552,8 @@ QWEN3_MOE = _decoder(
 #: ``n_shared_experts * moe_intermediate_size`` neurons, reported as one shared expert
 DEEPSEEK_V2 = _decoder(
     "deepseek_v2",
+    # dense MLA models: Youtu-LLM, MiniCPM3 (its embedding and depth scales are config scalars)
+    "youtu", "minicpm3",
     layer=_NORMS | _MLA | _MLP | {ROUTER: "mlp.gate"},
     shared_experts="mlp.shared_experts.",
     **_MLP_EXPERTS,
@@ -489,6 +564,8 @@ DEEPSEEK_V2 = _decoder(
 #: tokens attended to and is not compared.
 DEEPSEEK_V3 = _decoder(
     "deepseek_v3", "deepseek_v32", "glm_moe_dsa",
+    "glm4_moe_lite",  # GLM-4.7-Flash (its MTP block is the one past num_hidden_layers)
+    "sarvam_mla",
     layer=_NORMS | _MLA | _MLP | {
         ROUTER: "mlp.gate",
         ROUTER_CORRECTION: "mlp.gate.e_score_correction_bias",
@@ -525,9 +602,11 @@ GLM4_MOE = _decoder(
     "glm4_moe",
     "glm4v_moe",
     "glm4v_moe_text",
+    "exaone_moe",  # K-EXAONE: the score correction beside the router in its files
+    "solar_open",  # Solar Open: every block MoE
     layer=_NORMS | _ATTN | _QK_NORM | _MLP | {
         ROUTER: "mlp.gate",
-        ROUTER_CORRECTION: "mlp.gate.e_score_correction_bias",
+        ROUTER_CORRECTION: ["mlp.gate.e_score_correction_bias", "mlp.e_score_correction_bias"],
     },
     shared_experts="mlp.shared_experts.",
     **_MLP_EXPERTS,
@@ -563,7 +642,9 @@ GRANITEMOE = _decoder("granitemoe", layer=_NORMS | _ATTN | _GRANITE_ROUTER,
 #: MLP); Granite 4 mixes tokens with Mamba-2 in most blocks (``mamba.*``, not compared)
 GRANITEMOE_HYBRID = _decoder(
     "granitemoehybrid", "granitemoeshared",
-    layer=_NORMS | _ATTN | _GRANITE_ROUTER | {DOWN: "shared_mlp.output_linear"},
+    "granitemoe_swa",  # Granite-MoE-SWA: attention sinks, sliding windows
+    layer=_NORMS | _ATTN | _GRANITE_ROUTER | {DOWN: "shared_mlp.output_linear",
+                                              ATTN_SINKS: "self_attn.sinks"},
     fused={"shared_mlp.input_linear": Fused(roles=(GATE, UP), split="halves")},
     stacked=_GRANITE_EXPERTS,
     optional_roles=_ATTENTION_ROLES,
@@ -628,6 +709,19 @@ LFM2 = _decoder(
     optional_roles=_ATTENTION_ROLES,
     known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + ("conv",),
 )
+#: LFM3: LFM2's convolution blocks and SwiGLU, a norm on each sublayer's output too
+#: (``post_operator_norm``, ``post_ffn_norm``), attention with Llama's names, q/k norms and a
+#: sigmoid gate per head (``gate_proj`` ``[heads, H]``)
+LFM3 = _decoder(
+    "lfm3",
+    globals={EMBED: "embed_tokens", FINAL_NORM: "embedding_norm", LM_HEAD: "lm_head"},
+    layer={ATTN_NORM: "operator_norm", POST_ATTN_NORM: "post_operator_norm",
+           MLP_NORM: "ffn_norm", POST_MLP_NORM: "post_ffn_norm"} | _ATTN | _QK_NORM
+    | {ATTN_GATE: ["self_attn.gate_proj", "self_attn.g_proj"]}
+    | {role: f"feed_forward.{path}" for role, path in _LFM2_MLP.items()},
+    optional_roles=_ATTENTION_ROLES,
+    known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + ("conv",),
+)
 #: Llama4TextExperts computes ``x @ W``: ``gate_up_proj`` ``[E, H, 2*I]`` (``.chunk(2, -1)``,
 #: gate first) and ``down_proj`` ``[E, I, H]``; dense blocks use ``feed_forward.*_proj``
 LLAMA4 = _decoder(
@@ -646,6 +740,116 @@ LLAMA4 = _decoder(
         "feed_forward.experts.down_proj": Stacked(roles=(DOWN,), layout="in_out"),
     },
 )
+#: Arcee Trinity (AFMoE): four norms per block (``post_attention_layernorm`` is on the
+#: attention *output*; ``pre_mlp_layernorm`` feeds the MLP), q/k norms and a sigmoid gate on
+#: each attention output element (``gate_proj``); dense blocks first, then experts routed by
+#: ``router.gate`` with a selection bias ``expert_bias``, beside shared experts
+AFMOE = _decoder(
+    "afmoe",
+    layer={ATTN_NORM: "input_layernorm", POST_ATTN_NORM: "post_attention_layernorm",
+           MLP_NORM: "pre_mlp_layernorm", POST_MLP_NORM: "post_mlp_layernorm"}
+    | _ATTN | _QK_NORM | {ATTN_GATE: "self_attn.gate_proj"} | _MLP
+    | {ROUTER: "mlp.router.gate", ROUTER_CORRECTION: "mlp.expert_bias"},
+    shared_experts="mlp.shared_experts.",
+    **_MLP_EXPERTS,
+)
+#: Aria's language model: every block MoE; experts are stacks computed as ``x @ W``
+#: (``fc1`` ``[E, H, 2*I]``, gate the first half of the columns; ``fc2`` ``[E, I, H]``; v5 names
+#: them ``gate_up_proj``/``down_proj`` in memory), router ``mlp.router``, shared experts
+_ARIA_FC1 = Stacked(roles=(GATE, UP), split="halves", layout="in_out")
+_ARIA_FC2 = Stacked(roles=(DOWN,), layout="in_out")
+ARIA = _decoder(
+    "aria_text", "aria",
+    layer=_NORMS | _ATTN | {ROUTER: "mlp.router"},
+    shared_experts="mlp.shared_experts.",
+    shared_expert=_EXPERT_MLP,
+    stacked={"mlp.experts.fc1": _ARIA_FC1, "mlp.experts.gate_up_proj": _ARIA_FC1,
+             "mlp.experts.fc2": _ARIA_FC2, "mlp.experts.down_proj": _ARIA_FC2},
+)
+#: Command A MoE: Cohere's parallel block (one mean-centred norm feeds attention and MLP) with
+#: dense blocks first (``mlp_layer_types``), then experts and shared experts
+COHERE2_MOE = _decoder(
+    "cohere2_moe",
+    layer={ATTN_NORM: "input_layernorm"} | _ATTN | _QK_NORM | _MLP | {ROUTER: "mlp.gate"},
+    shared_experts="mlp.shared_experts.",
+    **_MLP_EXPERTS,
+    mlp_shares_attn_norm=True,
+)
+#: Bailing-MoE names (Param2-MoE, Sarvam-MoE files): ``word_embeddings``, q, k and v one after
+#: another in ``attention.query_key_value``, ``attention.dense``, ``query_layernorm``/
+#: ``key_layernorm``, the router's selection bias ``gate.expert_bias``; dense blocks first.
+#: The names transformers gives them in memory (GLM-4-MoE's) are read too.
+BAILING_MOE = _decoder(
+    "param2moe", "sarvam_moe",
+    globals={EMBED: ["word_embeddings", "embed_tokens"], FINAL_NORM: "norm", LM_HEAD: "lm_head"},
+    layer=_NORMS | _ATTN | {O: ["attention.dense", "self_attn.o_proj"],
+                            Q_NORM: ["attention.query_layernorm", "self_attn.q_norm"],
+                            K_NORM: ["attention.key_layernorm", "self_attn.k_norm"]} | _MLP | {
+        ROUTER: "mlp.gate",
+        ROUTER_CORRECTION: ["mlp.gate.expert_bias", "mlp.gate.e_score_correction_bias"]},
+    fused={"attention.query_key_value": Fused(roles=(Q, K, V), split="heads")},
+    shared_experts="mlp.shared_experts.",
+    **_MLP_EXPERTS,
+)
+#: MiniCPM5-MoE: ``q_proj`` holds per head the query then its sigmoid output gate (``q_gate_proj``
+#: in memory); DeepSeek-V3's routing (score correction), shared experts, dense blocks first
+_Q_AND_GATE = Fused(roles=(Q, ATTN_GATE), split="per_head")
+MINICPM5_MOE = _decoder(
+    "minicpm5_moe",
+    layer=_NORMS | {K: "self_attn.k_proj", V: "self_attn.v_proj", O: "self_attn.o_proj"} | _MLP
+    | {ROUTER: "mlp.gate", ROUTER_CORRECTION: "mlp.gate.e_score_correction_bias"},
+    fused={"self_attn.q_proj": _Q_AND_GATE, "self_attn.q_gate_proj": _Q_AND_GATE},
+    shared_experts="mlp.shared_experts.",
+    **_MLP_EXPERTS,
+)
+#: Hy3 (Tencent): q/k norms, dense blocks first, then experts routed by ``router.gate`` with a
+#: selection bias ``expert_bias`` beside an always-on ``shared_mlp`` (transformers' in-memory
+#: names listed too); the block past ``num_hidden_layers`` is multi-token prediction
+HY_V3 = _decoder(
+    "hy_v3",
+    layer=_NORMS | _ATTN | _QK_NORM | _MLP | {
+        ROUTER: ["mlp.router.gate", "mlp.gate"],
+        ROUTER_CORRECTION: ["mlp.expert_bias", "mlp.e_score_correction_bias"]},
+    shared_experts=["mlp.shared_mlp.", "mlp.shared_experts."],
+    **_MLP_EXPERTS,
+)
+#: A.X K1 (SK Telecom): DeepSeek-V3's blocks, and on MoE blocks a norm on the summed routed and
+#: shared experts' output (``post_mlp_layernorm``; ``mlp.post_mlp_layernorm`` in memory)
+AXK1 = DEEPSEEK_V3.model_copy(update={
+    "family": "axk1", "model_types": ("axk1",),
+    "layer": DEEPSEEK_V3.layer | {POST_MLP_NORM: ["post_mlp_layernorm", "mlp.post_mlp_layernorm"]},
+    "optional_roles": (POST_MLP_NORM,),
+})
+#: Flint: q/k norms and attention sinks (``softmax_offset``; ``sinks`` in memory); dense blocks
+#: (``mlp_only_layers``), then experts beside one shared expert added without a gate
+FLINT = _decoder(
+    "flint",
+    layer=_NORMS | _ATTN | _QK_NORM | _MLP | {
+        ROUTER: "mlp.gate", ATTN_SINKS: ["self_attn.softmax_offset", "self_attn.sinks"]},
+    shared_experts="mlp.shared_expert.",
+    **_MLP_EXPERTS,
+)
+#: Lara-4-Mini: Gated DeltaNet blocks (``linear_attn.*``, not compared) between attention
+#: blocks with q/k norms; every block MoE, with one ungated shared expert
+LARA_MINI = _decoder(
+    "lara_mini",
+    layer=_NORMS | _ATTN | _QK_NORM | {ROUTER: "mlp.gate"},
+    shared_experts="mlp.shared_expert.",
+    **_MLP_EXPERTS,
+    optional_roles=_ATTENTION_ROLES,
+    known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + ("linear_attn",),
+)
+#: MiniMax-Text-01: lightning (linear) attention in most blocks (``qkv_proj``, ``out_proj``,
+#: ``output_gate``, ``norm`` and decay buffers under ``self_attn``: not compared), softmax
+#: attention in the rest; Mixtral's experts in every block. Its residual branches are weighted
+#: by config scalars.
+MINIMAX = MIXTRAL.model_copy(update={
+    "family": "minimax", "model_types": ("minimax",),
+    "optional_roles": _ATTENTION_ROLES,
+    "known_unassigned": ROTARY_BUFFERS + QUANT_COMPANIONS + tuple(
+        f"self_attn.{n}" for n in ("qkv_proj", "out_proj", "output_gate", "norm", "slope_rate",
+                                   "query_decay", "key_decay", "diagonal_decay")),
+})
 #: GptOssExperts computes ``x @ W + b``: ``gate_up_proj`` ``[E, H, 2*I]`` with gate and up
 #: *interleaved* (gate = even columns, up = odd), ``down_proj`` ``[E, I, H]``; biases are
 #: ``[E, 2*I]``/``[E, H]``. The released files hold the stacks as MXFP4 ``*_blocks`` ``[E, out,
@@ -676,7 +880,11 @@ FAMILIES: dict[str, LayoutTable] = {
         PHI, PHI3, GPT2, GPT_BIGCODE, GPT_NEO, GPTJ, GPT_NEOX, FALCON, BLOOM, MPT, OPT, BERT,
         MIXTRAL, QWEN2_MOE, QWEN3_MOE, FLEX_OLMO, MINIMAX_M2, DEEPSEEK_V2, DEEPSEEK_V3,
         GLM4_MOE, ERNIE4_5_MOE, GRANITEMOE, GRANITEMOE_HYBRID, NEMOTRON_H, BAMBA, FALCON_H1,
-        JAMBA, LFM2, LLAMA4, GPT_OSS,
+        JAMBA, LFM2, LFM3, LLAMA4, GPT_OSS,
+        # families whose names another's table also claims: the config says which
+        ARCEE, APERTUS, HYPERCLOVAX, EXAONE, OLMO, STABLELM, PERSIMMON, BITNET, GRANITE_SWA,
+        OPENAI_GPT, AFMOE, ARIA, COHERE2_MOE, BAILING_MOE, MINICPM5_MOE, HY_V3, AXK1, FLINT,
+        LARA_MINI, MINIMAX,
     )
 }
 

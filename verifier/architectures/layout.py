@@ -74,7 +74,9 @@ class RoleRef:
     zero_point: str | None = None
     block: tuple[int, int] | None = None
     #: ``"mxfp4"``: the tensor is gpt-oss's packed ``*_blocks`` (two 4-bit values a byte) and
-    #: ``scale`` its ``*_scales`` (an exponent per 32 values); loads as ``[..., out, in]``
+    #: ``scale`` its ``*_scales`` (an exponent per 32 values); loads as ``[..., out, in]``.
+    #: ``"ternary"``: BitNet b1.58's ``uint8`` rows, four ternary weights a byte, and ``scale``
+    #: the matrix's one ``weight_scale`` (the weights are the ternary values divided by it)
     packing: str | None = None
 
     def apply(self, t: torch.Tensor) -> torch.Tensor:
@@ -180,13 +182,15 @@ def load_role(reader: CheckpointReader, ref: RoleRef) -> torch.Tensor:
         return ref.apply(stored)
     parts = [reader.load(name) if name else None for name in (ref.scale, ref.zero_point)]
     if ref.expert is not None:  # one expert of a stack: its own scales, not the whole stack's
-        per_expert = stored.dim() - (1 if ref.packing else 0)  # MXFP4 scales: no byte axis
+        per_expert = stored.dim() - (ref.packing == "mxfp4")  # MXFP4 scales: no byte axis
         parts = [p[ref.expert] if p is not None and p.dim() == per_expert else p for p in parts]
         stored = stored[ref.expert]
         ref = replace(ref, expert=None)
     assert parts[0] is not None
     if ref.packing == "mxfp4":
         return ref.apply(unpack_mxfp4(stored, parts[0]))
+    if ref.packing == "ternary":
+        return ref.apply(unpack_ternary(stored, parts[0]))
     return ref.apply(dequantise(stored, parts[0], parts[1], ref.block))
 
 
@@ -202,6 +206,19 @@ def unpack_mxfp4(blocks: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     index = torch.stack((packed & 0x0F, packed >> 4), dim=-1).flatten(-2).long()
     halves = MXFP4.e8m0_to_fp32_half(scales.to(torch.uint8).numpy())  # 2 ** (e - 127) / 2
     return (doubled[index] * torch.from_numpy(halves).unsqueeze(-1)).flatten(-2).to(DEQUANTISED)
+
+
+#: weights a BitNet byte holds, two bits each
+TERNARY_PER_BYTE = 4
+
+
+def unpack_ternary(packed: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """BitNet b1.58's packed matrix as transformers' ``BitLinear`` computes with it: bits
+    ``2i..2i+1`` of packed row ``r`` hold the weight of row ``i * rows + r``, stored plus one;
+    the layer divides its output by ``scale``. ``DEQUANTISED`` ``[4 * rows, in]``."""
+    codes = torch.cat([(packed >> (2 * i)) & 3 for i in range(TERNARY_PER_BYTE)], dim=0)
+    w = codes.to(DEQUANTISED) - 1
+    return w.div_(scale.to(torch.float32).reshape(()).item())
 
 
 def _per_block(w: torch.Tensor, values: torch.Tensor, block: tuple[int, int] | None,

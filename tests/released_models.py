@@ -1,0 +1,82 @@
+"""Tiny models of the families read from the files transformers saves (their released names).
+
+Each entry builds a small random model of one family with the module code its checkpoints
+run on; ``save_pretrained`` then writes the tensor names a released checkpoint holds (which
+for several families differ from the names the modules use in memory).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+SMALL: dict[str, Any] = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4,
+                         "num_key_value_heads": 2, "head_dim": 8, "vocab_size": 100,
+                         "num_hidden_layers": 2, "pad_token_id": 0}
+MOE: dict[str, Any] = {"moe_intermediate_size": 16, "num_experts_per_tok": 2}
+
+
+def released_models() -> dict[str, tuple[Any, Any]]:
+    """model_type -> (model class, config) for each family, small."""
+    t = pytest.importorskip("transformers")
+    deepseek = {"kv_lora_rank": 8, "q_lora_rank": 16, "qk_rope_head_dim": 4,
+                "qk_nope_head_dim": 4, "v_head_dim": 8, "n_group": 1, "topk_group": 1}
+    no_head_dim = {k: v for k, v in SMALL.items() if k != "head_dim"}
+    return {
+        # dense
+        "apertus": (t.ApertusForCausalLM, t.ApertusConfig(**SMALL)),
+        "arcee": (t.ArceeForCausalLM, t.ArceeConfig(**SMALL)),
+        "jais2": (t.Jais2ForCausalLM, t.Jais2Config(**SMALL)),
+        "hyperclovax": (t.HyperCLOVAXForCausalLM, t.HyperCLOVAXConfig(**SMALL,
+                                                                     use_post_norm=True)),
+        "exaone": (t.AutoModelForCausalLM, t.ExaoneConfig(**SMALL)),
+        "olmo": (t.OlmoForCausalLM, t.OlmoConfig(**no_head_dim)),
+        "stablelm": (t.StableLmForCausalLM, t.StableLmConfig(**no_head_dim)),
+        "stablelm_parallel": (t.StableLmForCausalLM, t.StableLmConfig(
+            **no_head_dim, use_parallel_residual=True, qk_layernorm=True)),
+        "persimmon": (t.PersimmonForCausalLM, t.PersimmonConfig(
+            **{k: v for k, v in no_head_dim.items() if k != "num_key_value_heads"},
+            qk_layernorm=True)),
+        "openai-gpt": (t.OpenAIGPTLMHeadModel, t.OpenAIGPTConfig(
+            n_embd=32, n_layer=2, n_head=4, vocab_size=100, n_positions=64)),
+        "bitnet": (t.BitNetForCausalLM, t.BitNetConfig(**no_head_dim)),
+        "granite_swa": (t.GraniteSWAForCausalLM, t.GraniteSWAConfig(**no_head_dim)),
+        # MoE
+        "afmoe": (t.AfmoeForCausalLM, t.AfmoeConfig(
+            **SMALL, **MOE, num_experts=4, num_dense_layers=1, num_shared_experts=1)),
+        "aria_text": (t.AriaTextForCausalLM, t.AriaTextConfig(
+            **(SMALL | {"intermediate_size": 16}), moe_num_experts=4, moe_topk=2,
+            moe_num_shared_experts=1)),
+        "cohere2_moe": (t.Cohere2MoeForCausalLM, t.Cohere2MoeConfig(
+            **SMALL, num_experts=4, num_experts_per_tok=2, num_shared_experts=1,
+            mlp_layer_types=["dense", "sparse"], prefix_dense_intermediate_size=64)),
+        "param2moe": (t.AutoModelForCausalLM, t.Param2MoeConfig(
+            **SMALL, **MOE, n_routed_experts=4, n_shared_experts=1, first_k_dense_replace=1,
+            use_qk_norm=True, n_group=1, topk_group=1)),
+        "minicpm5_moe": (t.MiniCPM5MoeForCausalLM, t.MiniCPM5MoeConfig(
+            **SMALL, **MOE, n_routed_experts=4, n_shared_experts=1, n_group=1, topk_group=1,
+            mlp_layer_types=["dense", "sparse"])),
+        "hy_v3": (t.HYV3ForCausalLM, t.HYV3Config(
+            **SMALL, **MOE, num_experts=4, num_shared_experts=1,
+            mlp_layer_types=["dense", "sparse"])),
+        "axk1": (t.AXK1ForCausalLM, t.AXK1Config(
+            **(no_head_dim | {"num_key_value_heads": 4}), **MOE, **deepseek, n_routed_experts=4,
+            n_shared_experts=1, mlp_layer_types=["dense", "sparse"])),
+        "flint": (t.FlintForCausalLM, t.FlintConfig(
+            **SMALL, **MOE, num_experts=4, shared_expert_intermediate_size=16,
+            mlp_only_layers=[0], decoder_sparse_step=1)),
+        "lara_mini": (t.LaraMiniForCausalLM, t.LaraMiniConfig(
+            **{k: v for k, v in SMALL.items() if k != "intermediate_size"}, **MOE,
+            num_experts=4, shared_expert_intermediate_size=16,
+            layer_types=["linear_attention", "full_attention"], linear_num_key_heads=2,
+            linear_num_value_heads=4, linear_key_head_dim=8, linear_value_head_dim=8)),
+        "minimax": (t.MiniMaxForCausalLM, t.MiniMaxConfig(
+            **SMALL, num_local_experts=4, num_experts_per_tok=2,
+            layer_types=["linear_attention", "full_attention"])),
+        "granitemoe_swa": (t.GraniteMoeSWAForCausalLM, t.GraniteMoeSWAConfig(
+            **(no_head_dim | {"intermediate_size": 16}), num_local_experts=4,
+            num_experts_per_tok=2, shared_intermediate_size=32)),
+        "lfm3": (t.Lfm3ForCausalLM, t.Lfm3Config(
+            **SMALL, layer_types=["conv", "full_attention"])),
+    }

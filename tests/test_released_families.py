@@ -1,0 +1,217 @@
+"""Families read from the files their releases hold.
+
+transformers renames several families' tensors when it loads them (EXAONE's
+``transformer.h.N.ln_1``, Param2/Sarvam's fused ``query_key_value``, MiniCPM5's query and gate
+in one ``q_proj``, Hy3's ``router.gate``), so a table written from the in-memory modules would
+read nothing of a released checkpoint. Each tiny model here is saved with ``save_pretrained``,
+which writes the released names, and opened as a user's folder is.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from released_models import released_models
+from safetensors.torch import load_file
+
+from verifier.architectures.completeness import missing_roles, unread_tensors
+from verifier.architectures.layout import DOWN, GATE, UP, K, O, Q, V
+from verifier.architectures.schema import ATTN_GATE
+from verifier.model import open_model
+from verifier.verify import VerifyOptions, verify
+
+transformers = pytest.importorskip("transformers")
+
+OPTS = VerifyOptions(digest=False)
+
+#: model_type -> (family read, MoE layers); variants of one family under their own names
+EXPECTED: dict[str, tuple[str, list[int]]] = {
+    "apertus": ("apertus", []), "arcee": ("arcee", []), "jais2": ("arcee", []),
+    "hyperclovax": ("hyperclovax", []), "exaone": ("exaone", []), "olmo": ("olmo", []),
+    "stablelm": ("stablelm", []), "stablelm_parallel": ("stablelm", []),
+    "persimmon": ("persimmon", []), "openai-gpt": ("openai-gpt", []),
+    "bitnet": ("bitnet", []), "granite_swa": ("granite_swa", []),
+    "afmoe": ("afmoe", [1]), "aria_text": ("aria_text", [0, 1]),
+    "cohere2_moe": ("cohere2_moe", [1]), "param2moe": ("param2moe", [1]),
+    "minicpm5_moe": ("minicpm5_moe", [1]), "hy_v3": ("hy_v3", [1]), "axk1": ("axk1", [1]),
+    "flint": ("flint", [1]), "lara_mini": ("lara_mini", [0, 1]),
+    "minimax": ("minimax", [0, 1]), "lfm3": ("lfm3", []),
+    "granitemoe_swa": ("granitemoehybrid", [0, 1]),
+}
+
+
+def _saved(name: str, folder: Path, seed: int = 0) -> torch.nn.Module:
+    cls, config = released_models()[name]
+    torch.manual_seed(seed)
+    model = cls.from_config(config) if cls is transformers.AutoModelForCausalLM else cls(config)
+    model.save_pretrained(folder)
+    return model
+
+
+def test_every_family_has_a_tiny_model() -> None:
+    assert set(EXPECTED) == set(released_models())
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_released_names_are_read_whole_by_the_family_table(tmp_path: Path, name: str) -> None:
+    """Every tensor of the saved files has a role or is one the table knows it leaves out; no
+    warning that a tensor is unread, a table missing or a block incomplete."""
+    _saved(name, tmp_path)
+    family, moe = EXPECTED[name]
+    with open_model(tmp_path) as model:
+        layout = model.layout
+        assert (layout.family, layout.num_layers, layout.hidden_size) == (family, 2, 32)
+        assert layout.moe_layers == moe
+        assert unread_tensors(layout) == []
+        assert missing_roles(layout) == []
+        for layer in layout.layers:  # MLA blocks have no K or V; linear-attention ones no O
+            assert O in layer.roles or name in ("lara_mini", "minimax", "lfm3"), layer.index
+            assert DOWN in layer.roles or layer.experts
+
+
+def _cut(model, ref) -> torch.Tensor:  # noqa: ANN001
+    return model.load(ref).float()
+
+
+def test_query_and_gate_stored_per_head_in_one_projection_are_cut_apart(tmp_path: Path) -> None:
+    """MiniCPM5-MoE's ``q_proj`` holds, head by head, the query then its output gate
+    (``view(..., heads, 2 * head_dim).chunk(2, -1)``)."""
+    module = _saved("minicpm5_moe", tmp_path)
+    fused = module.model.layers[0].self_attn.q_gate_proj.weight.detach()
+    per_head = fused.view(4, 2, 8, 32)  # heads, (query, gate), head_dim, hidden
+    with open_model(tmp_path) as model:
+        roles = model.layout.layers[0].roles
+        assert torch.equal(_cut(model, roles[Q]), per_head[:, 0].reshape(32, 32))
+        assert torch.equal(_cut(model, roles[ATTN_GATE]), per_head[:, 1].reshape(32, 32))
+
+
+@pytest.mark.parametrize("name", ["param2moe", "persimmon"])
+def test_fused_qkv_cut_gives_the_projections_the_model_computes(tmp_path: Path,
+                                                                name: str) -> None:
+    """Param2's ``query_key_value`` is q, k, v one after another (transformers splits it into
+    the modules' q/k/v on load); Persimmon's is q, k, v head by head (its forward's
+    ``view(heads, 3, head_dim)``)."""
+    module = _saved(name, tmp_path)
+    attn = module.model.layers[0].self_attn
+    x = torch.randn(5, 32)
+    with torch.no_grad():
+        if name == "param2moe":
+            want = [attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)]
+        else:
+            qkv = attn.query_key_value(x).view(5, 4, 3, 8)
+            want = [qkv[:, :, i].reshape(5, 32) for i in range(3)]
+    with open_model(tmp_path) as model:
+        roles = model.layout.layers[0].roles
+        for role, expected in zip((Q, K, V), want, strict=True):
+            got = x @ _cut(model, roles[role]).T
+            if role + ".bias" in roles:
+                got = got + _cut(model, roles[role + ".bias"])
+            torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("name", ["aria_text", "afmoe", "hy_v3", "flint", "cohere2_moe"])
+def test_experts_cut_from_the_files_compute_what_the_model_does(tmp_path: Path,
+                                                                name: str) -> None:
+    """An expert read from the saved files (Aria's ``fc1``/``fc2`` stacks as ``x @ W``, the
+    others one file tensor per expert) computes the in-memory expert's gate, up and down."""
+    module = _saved(name, tmp_path)
+    experts = module.model.layers[1].mlp.experts
+    gate_up, down = experts.gate_up_proj.detach(), experts.down_proj.detach()
+    if name == "aria_text":  # stored as x @ W: [E, H, 2I] and [E, I, H]
+        gate_up, down = gate_up.transpose(1, 2), down.transpose(1, 2)
+    inter = down.shape[2]
+    with open_model(tmp_path) as model:
+        layer = model.layout.layers[1]
+        assert len(layer.experts) == 4
+        assert len(layer.shared_experts) == 1
+        for e, expert in enumerate(layer.experts):
+            assert torch.equal(_cut(model, expert[GATE]), gate_up[e, :inter].float())
+            assert torch.equal(_cut(model, expert[UP]), gate_up[e, inter:].float())
+            assert torch.equal(_cut(model, expert[DOWN]), down[e].float())
+
+
+def _pack_ternary(folder: Path, out: Path) -> dict[str, torch.Tensor]:
+    """``folder``'s BitNet checkpoint as its packed release stores it (transformers'
+    ``pack_weights``, ``weight_scale`` beside each matrix, ``quant_method`` "bitnet"); the
+    matrices its layers then compute with, by name."""
+    from safetensors.torch import save_file
+    from transformers.integrations.bitnet import pack_weights
+
+    packed, computes = {}, {}
+    for name, w in load_file(str(folder / "model.safetensors")).items():
+        if w.dim() == 2 and "embed" not in name and "lm_head" not in name:
+            scale = 1 / w.float().abs().mean()
+            ternary = (w.float() * scale).round().clamp(-1, 1)
+            packed[name] = pack_weights(ternary.clone())
+            packed[name.removesuffix("weight") + "weight_scale"] = scale.reshape(1)
+            computes[name] = ternary / scale
+        else:
+            packed[name] = w
+    out.mkdir()
+    save_file(packed, str(out / "model.safetensors"))
+    config = json.loads((folder / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "bitnet", "linear_class": "bitlinear"}
+    (out / "config.json").write_text(json.dumps(config))
+    return computes
+
+
+def test_packed_ternary_bitnet_loads_as_the_weights_its_layers_compute(tmp_path: Path) -> None:
+    """BitNet b1.58's release packs four ternary weights a byte (``uint8`` rows a quarter of
+    the matrix's) beside one ``weight_scale``: read as codes, its shapes were refused as wrong
+    (or its values compared as nonsense); unpacked, each matrix is ``ternary / scale``."""
+    _saved("bitnet", tmp_path / "bf16")
+    computes = _pack_ternary(tmp_path / "bf16", tmp_path / "packed")
+    with open_model(tmp_path / "packed") as model:
+        assert unread_tensors(model.layout) == []
+        refs = {ref.tensor: ref for _, ref in model.layout.iter_roles()}
+        assert set(computes) <= set(refs)
+        for name, want in computes.items():
+            torch.testing.assert_close(_cut(model, refs[name]), want, rtol=1e-2, atol=0)
+
+
+def _wider(name: str, seed: int) -> torch.nn.Module:
+    """``name``'s tiny model at a width the statistics can speak at (hidden 128, 2 blocks)."""
+    cls, small = released_models()[name]
+    config = type(small)(**(small.to_dict() | {
+        "hidden_size": 128, "intermediate_size": 256, "head_dim": 32, "vocab_size": 600,
+        "moe_intermediate_size": 64}))
+    torch.manual_seed(seed)
+    return cls.from_config(config) if cls is transformers.AutoModelForCausalLM else cls(config)
+
+
+def test_a_packed_ternary_release_is_derived_from_the_model_it_was_quantised_from(
+        tmp_path: Path) -> None:
+    """Ternary quantisation keeps each matrix's signs and drops its magnitudes: the packed
+    model is still the bf16 one's, and not another initialisation's."""
+    _wider("bitnet", 0).save_pretrained(tmp_path / "bf16")
+    _wider("bitnet", 1).save_pretrained(tmp_path / "other")
+    _pack_ternary(tmp_path / "bf16", tmp_path / "packed")
+    report = verify(tmp_path / "bf16", tmp_path / "packed", OPTS)
+    assert report.verdict == "derived", report.reason
+    other = verify(tmp_path / "other", tmp_path / "packed", OPTS)
+    assert other.verdict != "derived", other.reason
+
+
+def _noisy(model: torch.nn.Module, scale: float) -> torch.nn.Module:
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.add_(scale * p.std() * torch.randn_like(p))
+    return model
+
+
+@pytest.mark.parametrize("name", ["exaone", "afmoe", "minicpm5_moe"])
+def test_a_noisy_copy_of_a_released_layout_is_derived_and_another_start_is_not(
+        tmp_path: Path, name: str) -> None:
+    """End to end on the released names: EXAONE's GPT-2-like names, AFMoE's four norms, gated
+    attention and experts, MiniCPM5's query and gate in one tensor."""
+    for folder, seed, noise in (("base", 0, 0.0), ("copy", 0, 0.3), ("other", 1, 0.0)):
+        _noisy(_wider(name, seed), noise).save_pretrained(tmp_path / folder)
+    copy = verify(tmp_path / "base", tmp_path / "copy", OPTS)
+    assert copy.verdict == "derived", copy.reason
+    assert copy.models.base.architecture == EXPECTED[name][0]
+    other = verify(tmp_path / "base", tmp_path / "other", OPTS)
+    assert other.verdict != "derived", other.reason
