@@ -77,6 +77,16 @@ def released_models() -> dict[str, tuple[Any, Any]]:
         "granitemoe_swa": (t.GraniteMoeSWAForCausalLM, t.GraniteMoeSWAConfig(
             **(no_head_dim | {"intermediate_size": 16}), num_local_experts=4,
             num_experts_per_tok=2, shared_intermediate_size=32)),
+        # heads that vary by layer: MiMo-V2's sliding layers (twice the KV heads, values
+        # narrower than queries), Laguna's query heads per layer
+        "mimo_v2_flash": (t.MiMoV2FlashForCausalLM, t.MiMoV2FlashConfig(
+            **SMALL, **MOE, v_head_dim=4, n_routed_experts=4, n_group=1, topk_group=1,
+            layer_types=["full_attention", "sliding_attention"],
+            mlp_layer_types=["dense", "sparse"])),
+        "laguna": (t.LagunaForCausalLM, t.LagunaConfig(
+            **SMALL, **MOE, num_experts=4, shared_expert_intermediate_size=16,
+            num_attention_heads_per_layer=[4, 8], layer_types=["full_attention"] * 2,
+            mlp_layer_types=["dense", "sparse"])),
         "lfm3": (t.Lfm3ForCausalLM, t.Lfm3Config(
             **SMALL, layer_types=["conv", "full_attention"])),
     }

@@ -40,6 +40,7 @@ EXPECTED: dict[str, tuple[str, list[int]]] = {
     "flint": ("flint", [1]), "lara_mini": ("lara_mini", [0, 1]),
     "minimax": ("minimax", [0, 1]), "lfm3": ("lfm3", []),
     "granitemoe_swa": ("granitemoehybrid", [0, 1]),
+    "mimo_v2_flash": ("mimo_v2_flash", [1]), "laguna": ("laguna", [1]),
 }
 
 
@@ -203,15 +204,18 @@ def _noisy(model: torch.nn.Module, scale: float) -> torch.nn.Module:
     return model
 
 
-@pytest.mark.parametrize("name", ["exaone", "afmoe", "minicpm5_moe"])
+@pytest.mark.parametrize("name", ["exaone", "afmoe", "minicpm5_moe", "mimo_v2_flash",
+                                  "laguna"])
 def test_a_noisy_copy_of_a_released_layout_is_derived_and_another_start_is_not(
         tmp_path: Path, name: str) -> None:
     """End to end on the released names: EXAONE's GPT-2-like names, AFMoE's four norms, gated
-    attention and experts, MiniCPM5's query and gate in one tensor."""
+    attention and experts, MiniCPM5's query and gate in one tensor; MiMo-V2's and Laguna's
+    heads, which differ from layer to layer, are matched (head matching did not run)."""
     for folder, seed, noise in (("base", 0, 0.0), ("copy", 0, 0.3), ("other", 1, 0.0)):
         _noisy(_wider(name, seed), noise).save_pretrained(tmp_path / folder)
     copy = verify(tmp_path / "base", tmp_path / "copy", OPTS)
     assert copy.verdict == "derived", copy.reason
     assert copy.models.base.architecture == EXPECTED[name][0]
+    assert "head_matching" in {p.name for p in copy.probes if p.decisive}
     other = verify(tmp_path / "base", tmp_path / "other", OPTS)
     assert other.verdict != "derived", other.reason

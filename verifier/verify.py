@@ -149,9 +149,9 @@ def _copied(model: Model, layers: list[int]) -> bool:
 
 
 def _attention_layers(model: Model) -> tuple[list[int], list[int]]:
-    """Layers whose q, k, v and o split into the model's heads, and those left out: all when
-    the first layer's do not (one attention form per model); else the later layers of another
-    form (Gemma 4's global layers, whose heads are wider than the config's ``head_dim``)."""
+    """Layers whose q, k, v and o split into heads (``heads.circuit_misfit``: each layer's
+    head sizes and KV heads read from its weights), and those left out: all when the first
+    layer's do not (one attention form per model); else the later layers of another form."""
     layout = model.layout
     have = [i for i in range(layout.num_layers) if {Q, K, V, O} <= set(layout.layers[i].roles)]
     shapes = {t.name: t.shape for t in model.reader.tensors()}
@@ -199,7 +199,7 @@ class _Run:
             if fit and left:
                 self.warnings.append(
                     f"{whose}: the attention of layers {', '.join(map(str, left))} does not split "
-                    f"into the config's heads ({heads.circuit_misfit(model, left[0])}): head "
+                    f"into heads ({heads.circuit_misfit(model, left[0])}): head "
                     "matching leaves those layers out")
         self.timings: dict[str, float] = {}
         self.probes: list[ProbeResult] = []

@@ -449,6 +449,13 @@ def resolve_layout(
             # decide; if none fits, the first family's reason is the one to read
             first = first or e
     assert first is not None
+    guessed = fmt != "gguf" and cfg.model_type and not (
+        family_for_model_type(cfg.model_type) or family_for_model_type(cfg.text_model_type))
+    if guessed:  # a guess by names that failed: say so, or the reason reads as the family's
+        raise ArchitectureError(
+            f"config model_type {cfg.model_type!r} has no table of its own, and reading it with "
+            f"the {candidates[0][1]!r} layout, whose tensor names it shares, failed: "
+            f"{first.message}", hint=ROLE_MAP_HINT) from first
     raise first
 
 

@@ -839,6 +839,27 @@ LARA_MINI = _decoder(
     optional_roles=_ATTENTION_ROLES,
     known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + ("linear_attn",),
 )
+#: MiMo-V2-Flash: GLM-4-MoE's blocks; its sliding-window layers have twice the KV heads and
+#: attention sinks (``attention_sink_bias``), values narrower than queries (``v_head_dim``)
+MIMO_V2 = _decoder(
+    "mimo_v2_flash",
+    layer=GLM4_MOE.layer | {ATTN_SINKS: ["self_attn.attention_sink_bias", "self_attn.sinks"]},
+    shared_experts="mlp.shared_experts.",
+    **_MLP_EXPERTS,
+    optional_roles=(ATTN_SINKS,),
+)
+#: Laguna (poolside): query heads set per layer (``num_attention_heads_per_layer``), q/k norms,
+#: a softplus gate on each head's output (``g_proj``: per head, or per element), experts with
+#: a selection bias stored beside them and one shared expert
+LAGUNA = _decoder(
+    "laguna",
+    layer=_NORMS | _ATTN | _QK_NORM | {ATTN_GATE: "self_attn.g_proj"} | _MLP | {
+        ROUTER: "mlp.gate",
+        ROUTER_CORRECTION: ["mlp.experts.e_score_correction_bias",
+                            "mlp.gate.e_score_correction_bias"]},
+    shared_experts=["mlp.shared_expert.", "mlp.shared_experts."],
+    **_MLP_EXPERTS,
+)
 #: MiniMax-Text-01: lightning (linear) attention in most blocks (``qkv_proj``, ``out_proj``,
 #: ``output_gate``, ``norm`` and decay buffers under ``self_attn``: not compared), softmax
 #: attention in the rest; Mixtral's experts in every block. Its residual branches are weighted
@@ -884,7 +905,7 @@ FAMILIES: dict[str, LayoutTable] = {
         # families whose names another's table also claims: the config says which
         ARCEE, APERTUS, HYPERCLOVAX, EXAONE, OLMO, STABLELM, PERSIMMON, BITNET, GRANITE_SWA,
         OPENAI_GPT, AFMOE, ARIA, COHERE2_MOE, BAILING_MOE, MINICPM5_MOE, HY_V3, AXK1, FLINT,
-        LARA_MINI, MINIMAX,
+        LARA_MINI, MINIMAX, MIMO_V2, LAGUNA,
     )
 }
 

@@ -158,9 +158,10 @@ class HiddenMajorCircuits(NamedTuple):
 
 
 def _gram(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``[n1, hd, n2, hd]`` blocks ``x[i] y[j]^T`` of two factor stacks."""
+    """``[n1, hd1, n2, hd2]`` blocks ``x[i] y[j]^T`` of two factor stacks (two layers' head
+    sizes may differ)."""
     n1, hd, d = x.shape
-    return (x.reshape(-1, d) @ y.reshape(-1, y.shape[-1]).T).reshape(n1, hd, y.shape[0], hd)
+    return (x.reshape(-1, d) @ y.reshape(-1, y.shape[-1]).T).reshape(n1, hd, *y.shape[:2])
 
 
 def _circuit_inner(a1: torch.Tensor, b1: torch.Tensor, g1: torch.Tensor, a2: torch.Tensor,
@@ -224,34 +225,67 @@ def _gram_similarity(b: HeadCircuits, c: HeadCircuits) -> torch.Tensor:
     return out / 2.0
 
 
-def _heads(model: Model) -> tuple[int, int, int]:
-    lay = model.layout
-    heads = lay.num_heads or 1
-    kv = lay.num_kv_heads or heads
-    head_dim = lay.head_dim or lay.hidden_size // heads
-    return heads, kv, head_dim
+class Geometry(NamedTuple):
+    """A layer's attention heads: query heads, KV heads, and the head sizes of q/k and of
+    v/o (MiMo-V2's values are narrower than its queries)."""
+
+    heads: int
+    kv: int
+    qk_dim: int
+    v_dim: int
 
 
-def _misfit(model: Model, layer: int, rows: Callable[[str], int]) -> str | None:
+def _query_heads(model: Model, layer: int) -> int:
+    """``layer``'s query heads: the config's per-layer list where it has one (Laguna), else
+    the model's head count."""
+    config = model.config or {}
+    for source in (config, config.get("text_config") or {}):
+        per_layer = source.get("num_attention_heads_per_layer")
+        if isinstance(per_layer, list) and layer < len(per_layer) and int(per_layer[layer]) > 0:
+            return int(per_layer[layer])
+    return model.layout.num_heads or 1
+
+
+def _geometry(model: Model, layer: int,
+              shape: Callable[[str], tuple[int, ...]]) -> Geometry | str:
+    """``layer``'s heads from its query head count and the weights' shapes (``shape``: a
+    role's ``[out, in]``), or why they do not split into heads. The head sizes and KV heads are
+    read from the weights, not the config: models vary them by layer (Gemma 4's global layers
+    have wider heads and other KV heads, MiMo-V2's sliding layers twice the KV heads) and
+    q/k and v/o may differ (MiMo-V2)."""
     roles = model.layout.layers[layer].roles
-    heads, kv, hd = _heads(model)
-    for role, n, what in ((Q, heads, "heads"), (K, kv, "KV heads"), (V, kv, "KV heads")):
-        if rows(role) != n * hd:
-            return (f"{roles[role].tensor!r} has {rows(role)} rows, but the config gives {n} "
-                    f"{what} of {hd} ({n * hd})")
-    return None
+    heads = _query_heads(model, layer)
+    q, k, v, o_in = shape(Q)[0], shape(K)[0], shape(V)[0], shape(O)[1]
+
+    def said(role: str, n: int, what: str) -> str:
+        return f"{roles[role].tensor!r} has {n} {what}"
+
+    if q % heads:
+        return said(Q, q, f"rows, not a whole number for each of {heads} query heads")
+    qk_dim = q // heads
+    if k % qk_dim or heads % (k // qk_dim):
+        return said(K, k, f"rows, not whole key heads of {qk_dim} that the {heads} query "
+                          "heads share evenly")
+    kv = k // qk_dim
+    if v % kv:
+        return said(V, v, f"rows, not one value head for each of {kv} key heads")
+    v_dim = v // kv
+    if o_in != heads * v_dim:
+        return said(O, o_in, f"inputs, not {heads} heads of {v_dim} ({heads * v_dim})")
+    return Geometry(heads, kv, qk_dim, v_dim)
 
 
 def circuit_misfit(model: Model, layer: int,
                    shapes: Mapping[str, tuple[int, ...]] | None = None) -> str | None:
-    """Why ``layer``'s q, k and v do not split into the model's heads (a config whose head
-    counts contradict the weights, or an attention form this probe does not compare), from
-    the headers alone (``shapes``: every tensor's, when the caller asks of many layers); None
-    when they do."""
+    """Why ``layer``'s q, k, v and o do not split into heads (weights whose shapes contradict
+    the config's head count, or an attention form this probe does not compare), from the
+    headers alone (``shapes``: every tensor's, when the caller asks of many layers); None when
+    they do."""
     if shapes is None:
         shapes = {t.name: t.shape for t in model.reader.tensors()}
     roles = model.layout.layers[layer].roles
-    return _misfit(model, layer, lambda r: role_shape(roles[r], shapes[roles[r].tensor])[0])
+    found = _geometry(model, layer, lambda r: role_shape(roles[r], shapes[roles[r].tensor]))
+    return found if isinstance(found, str) else None
 
 
 def load_circuits(model: Model, layer: int) -> HeadCircuits | None:
@@ -260,18 +294,19 @@ def load_circuits(model: Model, layer: int) -> HeadCircuits | None:
     roles = model.layout.layers[layer].roles
     if not all(r in roles for r in (Q, K, V, O)):
         return None
-    heads, kv, hd = _heads(model)
     q, k, v, o = (model.load(roles[r]) for r in (Q, K, V, O))
-    if _misfit(model, layer, lambda r: {Q: q, K: k, V: v}[r].shape[0]) is not None:
+    found = _geometry(model, layer, lambda r: tuple({Q: q, K: k, V: v, O: o}[r].shape))
+    if isinstance(found, str):
         return None  # said in the report (``circuit_misfit``): not compared by this probe
     gamma = (model.load(roles[ATTN_NORM])
              if ATTN_NORM in roles and not model.layout.post_norm else None)
     if gamma is not None:  # folded into q, k, v in float32: a gain near 1e20 overflowed there
         gamma = unit_magnitude(gamma.to(torch.float32))  # a vector; any stored dtype (FP8)
     d = q.shape[1]
-    return HeadCircuits(q=q.reshape(heads, hd, d), k=k.reshape(kv, hd, d),
-                        o=o.T.reshape(heads, hd, o.shape[0]), v=v.reshape(kv, hd, d),
-                        gamma=gamma)
+    return HeadCircuits(q=q.reshape(found.heads, found.qk_dim, d),
+                        k=k.reshape(found.kv, found.qk_dim, d),
+                        o=o.T.reshape(found.heads, found.v_dim, o.shape[0]),
+                        v=v.reshape(found.kv, found.v_dim, d), gamma=gamma)
 
 
 def match_heads(b: HeadCircuits, c: HeadCircuits) -> float:
