@@ -41,6 +41,9 @@ def released_models() -> dict[str, tuple[Any, Any]]:
         "openai-gpt": (t.OpenAIGPTLMHeadModel, t.OpenAIGPTConfig(
             n_embd=32, n_layer=2, n_head=4, vocab_size=100, n_positions=64)),
         "bitnet": (t.BitNetForCausalLM, t.BitNetConfig(**no_head_dim)),
+        "nanochat": (t.NanoChatForCausalLM, t.NanoChatConfig(**no_head_dim)),
+        "xglm": (t.XGLMForCausalLM, t.XGLMConfig(d_model=32, ffn_dim=64, num_layers=2,
+                                                 attention_heads=4, vocab_size=100)),
         "granite_swa": (t.GraniteSWAForCausalLM, t.GraniteSWAConfig(**no_head_dim)),
         # MoE
         "afmoe": (t.AfmoeForCausalLM, t.AfmoeConfig(
@@ -87,6 +90,12 @@ def released_models() -> dict[str, tuple[Any, Any]]:
             **SMALL, **MOE, num_experts=4, shared_expert_intermediate_size=16,
             num_attention_heads_per_layer=[4, 8], layer_types=["full_attention"] * 2,
             mlp_layer_types=["dense", "sparse"])),
+        "kimi_linear": (t.KimiLinearForCausalLM, t.KimiLinearConfig(
+            **(SMALL | {"num_key_value_heads": 4}), moe_intermediate_size=16,
+            num_experts_per_token=2, num_experts=4, kv_lora_rank=8, qk_rope_head_dim=4,
+            v_head_dim=8, qk_nope_head_dim=4, linear_head_dim=8, linear_num_heads=4,
+            mlp_layer_types=["dense", "sparse"],
+            layer_types=["linear_attention", "full_attention"])),
         "lfm3": (t.Lfm3ForCausalLM, t.Lfm3Config(
             **SMALL, layer_types=["conv", "full_attention"])),
     }

@@ -34,6 +34,7 @@ EXPECTED: dict[str, tuple[str, list[int]]] = {
     "stablelm": ("stablelm", []), "stablelm_parallel": ("stablelm", []),
     "persimmon": ("persimmon", []), "openai-gpt": ("openai-gpt", []),
     "bitnet": ("bitnet", []), "granite_swa": ("granite_swa", []),
+    "nanochat": ("nanochat", []), "xglm": ("xglm", []),
     "afmoe": ("afmoe", [1]), "aria_text": ("aria_text", [0, 1]),
     "cohere2_moe": ("cohere2_moe", [1]), "param2moe": ("param2moe", [1]),
     "minicpm5_moe": ("minicpm5_moe", [1]), "hy_v3": ("hy_v3", [1]), "axk1": ("axk1", [1]),
@@ -41,6 +42,7 @@ EXPECTED: dict[str, tuple[str, list[int]]] = {
     "minimax": ("minimax", [0, 1]), "lfm3": ("lfm3", []),
     "granitemoe_swa": ("granitemoehybrid", [0, 1]),
     "mimo_v2_flash": ("mimo_v2_flash", [1]), "laguna": ("laguna", [1]),
+    "kimi_linear": ("kimi_linear", [1]),
 }
 
 
@@ -205,12 +207,13 @@ def _noisy(model: torch.nn.Module, scale: float) -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("name", ["exaone", "afmoe", "minicpm5_moe", "mimo_v2_flash",
-                                  "laguna"])
+                                  "laguna", "kimi_linear"])
 def test_a_noisy_copy_of_a_released_layout_is_derived_and_another_start_is_not(
         tmp_path: Path, name: str) -> None:
     """End to end on the released names: EXAONE's GPT-2-like names, AFMoE's four norms, gated
     attention and experts, MiniCPM5's query and gate in one tensor; MiMo-V2's and Laguna's
-    heads, which differ from layer to layer, are matched (head matching did not run)."""
+    heads, which differ from layer to layer, are matched (head matching did not run); Kimi
+    Linear's delta-attention blocks beside MLA ones."""
     for folder, seed, noise in (("base", 0, 0.0), ("copy", 0, 0.3), ("other", 1, 0.0)):
         _noisy(_wider(name, seed), noise).save_pretrained(tmp_path / folder)
     copy = verify(tmp_path / "base", tmp_path / "copy", OPTS)

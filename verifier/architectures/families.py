@@ -296,6 +296,17 @@ BITNET = _decoder(
     known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + (
         "self_attn.attn_sub_norm", "mlp.ffn_sub_norm"),
 )
+#: nanochat: norms without parameters (blocks, q/k and final), a squared-ReLU ``fc1``/``fc2``
+NANOCHAT = _decoder("nanochat", layer=_ATTN | {UP: "mlp.fc1", DOWN: "mlp.fc2"})
+#: XGLM: pre-LayerNorm blocks under OPT-like names (``self_attn_layer_norm`` before attention,
+#: ``final_layer_norm`` before ``fc1``/``fc2``), the model's ``layer_norm`` last; sinusoidal
+#: positions (no weights)
+XGLM = _decoder(
+    "xglm",
+    globals={EMBED: "embed_tokens", FINAL_NORM: "layer_norm", LM_HEAD: "lm_head"},
+    layer={ATTN_NORM: "self_attn_layer_norm", **_qkvo("self_attn.", "out_proj"),
+           MLP_NORM: "final_layer_norm", UP: "fc1", DOWN: "fc2"},
+)
 #: Granite-SWA: Granite's blocks with one attention-sink logit per head
 GRANITE_SWA = _decoder("granite_swa",
                        layer=_NORMS | _ATTN | _MLP | {ATTN_SINKS: "self_attn.sinks"})
@@ -860,6 +871,30 @@ LAGUNA = _decoder(
     shared_experts=["mlp.shared_expert.", "mlp.shared_experts."],
     **_MLP_EXPERTS,
 )
+#: Kimi Linear: Kimi Delta Attention in most blocks, MLA (``q_proj``, ``kv_a_proj_with_mqa``,
+#: ``kv_b_proj``) in the rest. A KDA block's ``q/k/v/o_proj`` split into heads as softmax
+#: attention's do, and their QK and OV products are bilinear forms alike: they are compared as
+#: attention; its gates, decay, short convolutions and output norm are not. MLP files under
+#: ``block_sparse_moe`` (``mlp`` in memory): a dense first block, then Mixtral-named experts
+#: with a score correction and shared experts.
+_KDA_PARTS = ("A_log", "b_proj", "dt_bias", "f_a_proj", "f_b_proj", "g_a_proj", "g_b_proj",
+              "q_conv1d", "k_conv1d", "v_conv1d", "conv1d", "o_norm", "forget_gate")
+KIMI_LINEAR = _decoder(
+    "kimi_linear",
+    layer=_NORMS | _ATTN | {KV_A: "self_attn.kv_a_proj_with_mqa",
+                            KV_A_NORM: "self_attn.kv_a_layernorm", KV_B: "self_attn.kv_b_proj"}
+    | {role: [f"block_sparse_moe.{path}", f"mlp.{path}"] for role, path in
+       ((GATE, "gate_proj"), (UP, "up_proj"), (DOWN, "down_proj"), (ROUTER, "gate"),
+        (ROUTER_CORRECTION, "gate.e_score_correction_bias"))},
+    experts="block_sparse_moe.experts.{expert}.",
+    expert={GATE: "w1", UP: "w3", DOWN: "w2"},
+    stacked=_V5_EXPERT_STACKS,
+    shared_experts=["block_sparse_moe.shared_experts.", "mlp.shared_experts."],
+    shared_expert=_EXPERT_MLP,
+    optional_roles=(K, V, KV_A, KV_A_NORM, KV_B),
+    known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + tuple(f"self_attn.{n}"
+                                                               for n in _KDA_PARTS),
+)
 #: MiniMax-Text-01: lightning (linear) attention in most blocks (``qkv_proj``, ``out_proj``,
 #: ``output_gate``, ``norm`` and decay buffers under ``self_attn``: not compared), softmax
 #: attention in the rest; Mixtral's experts in every block. Its residual branches are weighted
@@ -905,7 +940,7 @@ FAMILIES: dict[str, LayoutTable] = {
         # families whose names another's table also claims: the config says which
         ARCEE, APERTUS, HYPERCLOVAX, EXAONE, OLMO, STABLELM, PERSIMMON, BITNET, GRANITE_SWA,
         OPENAI_GPT, AFMOE, ARIA, COHERE2_MOE, BAILING_MOE, MINICPM5_MOE, HY_V3, AXK1, FLINT,
-        LARA_MINI, MINIMAX, MIMO_V2, LAGUNA,
+        LARA_MINI, MINIMAX, MIMO_V2, LAGUNA, NANOCHAT, XGLM, KIMI_LINEAR,
     )
 }
 
