@@ -282,7 +282,9 @@ def test_qwen3moe_config_and_vocab_size_from_the_embedding(tmp_path):
 
 @pytest.mark.parametrize(("arch", "model_type", "family"), [
     ("qwen2vl", "qwen2_vl", "qwen2"), ("qwen3vlmoe", "qwen3_vl_moe", "qwen3_moe"),
-    ("gpt-oss", "gpt_oss", "gpt_oss")])
+    ("gpt-oss", "gpt_oss", "gpt_oss"), ("kimi-linear", "kimi_linear", "kimi_linear"),
+    ("granitehybrid", "granitemoehybrid", "granitemoehybrid"), ("apertus", "apertus", "apertus"),
+    ("exaone-moe", "exaone_moe", "glm4_moe"), ("mimo2", "mimo_v2_flash", "mimo_v2_flash")])
 def test_llama_cpp_architecture_names_give_the_hugging_face_family(tmp_path, arch, model_type,
                                                                      family):
     """A vision-language model's GGUF holds its language model (the tower is a separate

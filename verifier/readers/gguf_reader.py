@@ -57,6 +57,12 @@ _MODEL_TYPES = {
     "glm4moe": "glm4_moe", "gpt-oss": "gpt_oss", "minimax-m2": "minimax_m2",
     "ernie4_5-moe": "ernie4_5_moe", "qwen3next": "qwen3_next", "qwen35": "qwen3_5",
     "qwen35moe": "qwen3_5_moe",
+    # names that differ from transformers' model_type (the others, such as apertus, arcee,
+    # afmoe, exaone, bitnet, olmo, stablelm, smollm3, seed_oss, granite, lfm2 or jamba, are
+    # the same)
+    "exaone-moe": "exaone_moe", "falcon-h1": "falcon_h1", "granitehybrid": "granitemoehybrid",
+    "lfm2moe": "lfm2_moe", "kimi-linear": "kimi_linear", "mimo2": "mimo_v2_flash",
+    "nemotron_h_moe": "nemotron_h", "glm-dsa": "glm_moe_dsa",
 }
 
 # HF config key -> GGUF metadata key under the architecture's prefix.
