@@ -534,12 +534,18 @@ def test_stack_orientation_follows_shapes_and_refuses_to_guess() -> None:
               "model.layers.0.feed_forward.experts.down_proj": (E, H, EI)}
     layout = resolve_layout(infos(shapes), config("llama4", layers=1))
     assert not layout.layers[0].experts[0]["gate"].transpose
-    # a role map without a declared layout: a square stack is ambiguous
+    # a role map without a declared layout: square stacks are ambiguous
     rmap = parse_role_map({"layer_prefix": "b.{layer}.", "globals": {"embed": "emb"},
                            "stacked": {"w13": {"roles": ["gate", "up"]}, "w2": {"roles": ["down"]}}})
-    square = {"emb.weight": (V, H), "b.0.w13": (E, H, H), "b.0.w2": (E, H, H // 2)}
+    square = {"emb.weight": (V, H), "b.0.w13": (E, H, H), "b.0.w2": (E, H, H)}
     with pytest.raises(ArchitectureError, match="both orientations"):
         resolve_layout(infos(square), None, role_map=rmap)
+    # a square gate/up stack (2I == H) lies as the block's down stack does, whose shape decides
+    # (Qwen3-VL-MoE's files hold [E, H, 2I] and [E, I, H]; the table declares [E, 2I, H])
+    for down, transposed in (((E, H // 2, H), True), ((E, H, H // 2), False)):
+        half = {"emb.weight": (V, H), "b.0.w13": (E, H, H), "b.0.w2": down}
+        expert = resolve_layout(infos(half), None, role_map=rmap).layers[0].experts[0]
+        assert expert["gate"].transpose is expert["down"].transpose is transposed
     # neither orientation fits the hidden size
     bad = {"emb.weight": (V, H), "b.0.w13": (E, 2 * EI, H + 1), "b.0.w2": (E, H, EI)}
     with pytest.raises(ArchitectureError, match="fits neither"):

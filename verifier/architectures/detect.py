@@ -469,6 +469,10 @@ class _Dims:
     kv_heads: int | None
 
 
+#: how one expert's matrix lies in a 3-D stack: ``[E, out, in]`` or ``[E, in, out]``
+Layout = Literal["out_in", "in_out"]
+
+
 class _Builder:
     """Turns one table's claims on one tensor list into a checked ``ModelLayout``."""
 
@@ -661,8 +665,9 @@ class _Builder:
             for suffix in ("", BIAS):
                 if ATTN_NORM + suffix in layer.roles:
                     layer.roles[MLP_NORM + suffix] = layer.roles[ATTN_NORM + suffix]
+        layouts = self._stack_layouts(where, stacked, dims)
         for path, names in stacked.items():
-            self._cut_stacked(where, experts, self.table.stacked[path], names, dims)
+            self._cut_stacked(where, experts, self.table.stacked[path], names, layouts[path])
         layer.experts = self._expert_list(where, experts, "expert")
         layer.shared_experts = self._expert_list(where, shared, "shared expert")
         if layer.experts:
@@ -802,19 +807,54 @@ class _Builder:
             roles[GATE + suffix] = replace(ref, rows=(0, inner))
             roles[UP + suffix] = replace(ref, rows=(inner, 2 * inner))
 
-    def _stack_layout(
+    def _stack_layouts(
+        self, where: str, stacked: dict[str, dict[bool, str]], dims: _Dims
+    ) -> dict[str, Layout]:
+        """Orientation of each 3-D stack of a block (by path), decided by its shapes; where
+        both orientations fit one stack's shapes (a gate/up stack whose ``2 I`` equals the
+        hidden size), by those of the block's other stacks, which a family stores alike
+        (Qwen3-VL-MoE's files ``[E, in, out]``, transformers' memory ``[E, out, in]``)."""
+        fits: dict[str, list[Layout]] = {}
+        for path, names in stacked.items():
+            weight = names.get(False)
+            if weight is None:
+                raise ArchitectureError(
+                    f"{where}: expert bias {names.get(True)!r} without its weight stack")
+            if self._packed_stack(where, weight):  # MXFP4: [E, out, in] whatever the spec
+                fits[path] = ["out_in"]
+            else:
+                fits[path] = self._stack_fits(where, weight, self.table.stacked[path],
+                                              self.shapes[weight], dims)
+        decided = {f[0] for f in fits.values() if len(f) == 1}
+        out: dict[str, Layout] = {}
+        for path, found in fits.items():
+            if len(found) == 1:
+                out[path] = found[0]
+            elif len(decided) == 1:
+                out[path] = next(iter(decided))
+            elif self.table.stacked[path].layout is not None:
+                out[path] = self.table.stacked[path].layout  # type: ignore[assignment]
+            else:
+                raise ArchitectureError(
+                    f"{where}: {stacked[path][False]!r} has shape "
+                    f"{list(self.shapes[stacked[path][False]])}: both orientations fit hidden "
+                    f"size {dims.hidden}; set 'layout' (out_in or in_out) for this stack")
+        return out
+
+    def _stack_fits(
         self, where: str, name: str, spec: Stacked, shape: tuple[int, ...], dims: _Dims
-    ) -> Literal["out_in", "in_out"]:
-        """Orientation of one expert's matrix inside a 3-D stack, decided by shapes first."""
+    ) -> list[Layout]:
+        """The orientations of one expert's matrix inside a 3-D stack that its shape allows
+        (the table's own where the hidden size is unknown)."""
         if len(shape) != 3:
             raise ArchitectureError(f"{where}: {name!r} has shape {list(shape)}, not [experts, a, b]")
         hidden = dims.hidden
         if hidden is None:
             if spec.layout is None:
                 raise ArchitectureError(f"{where}: hidden size unknown, cannot orient {name!r}")
-            return spec.layout
+            return [spec.layout]
         n = len(spec.roles)
-        fits: list[Literal["out_in", "in_out"]] = []
+        fits: list[Layout] = []
         for layout in ("out_in", "in_out"):
             out, inner = (shape[1], shape[2]) if layout == "out_in" else (shape[2], shape[1])
             if spec.roles == (DOWN,):
@@ -823,33 +863,21 @@ class _Builder:
                 ok = inner == hidden and out % n == 0
             if ok:
                 fits.append(layout)
-        if len(fits) == 1:
-            return fits[0]
         if not fits:
             raise ArchitectureError(
                 f"{where}: {name!r} has shape {list(shape)}, which fits neither [E, out, in] nor "
                 f"[E, in, out] for hidden size {hidden}"
             )
-        if spec.layout is None:
-            raise ArchitectureError(
-                f"{where}: {name!r} has shape {list(shape)}: both orientations fit hidden size "
-                f"{hidden}; set 'layout' (out_in or in_out) for this stack"
-            )
-        return spec.layout
+        return fits
 
     def _cut_stacked(
         self, where: str, experts: dict[int, dict[str, RoleRef]], spec: Stacked,
-        names: dict[bool, str], dims: _Dims,
+        names: dict[bool, str], layout: Layout,
     ) -> None:
-        weight, bias = names.get(False), names.get(True)
-        if weight is None:
-            raise ArchitectureError(f"{where}: expert bias {bias!r} without its weight stack")
+        weight, bias = names[False], names.get(True)
         shape, packed = self.shapes[weight], self._packed_stack(where, weight)
-        if packed:  # MXFP4 groups 32 inputs of each output row: [E, out, in] whatever the spec
+        if packed:  # MXFP4 groups 32 inputs of each output row: [E, out, in]
             shape = role_shape(RoleRef(weight, packing="mxfp4"), shape)
-            layout: Literal["out_in", "in_out"] = "out_in"
-        else:
-            layout = self._stack_layout(where, weight, spec, shape, dims)
         transpose = layout == "in_out"
         count, out = shape[0], (shape[1] if layout == "out_in" else shape[2])
         n = len(spec.roles)
