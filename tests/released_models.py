@@ -96,6 +96,14 @@ def released_models() -> dict[str, tuple[Any, Any]]:
             v_head_dim=8, qk_nope_head_dim=4, linear_head_dim=8, linear_num_heads=4,
             mlp_layer_types=["dense", "sparse"],
             layer_types=["linear_attention", "full_attention"])),
+        # DeepSeek-V4: hash-routed first block, compressed attention, hyper-connections
+        "deepseek_v4": (t.DeepseekV4ForCausalLM, t.DeepseekV4Config(
+            **(SMALL | {"num_key_value_heads": 1, "head_dim": 16}), **MOE, q_lora_rank=16,
+            n_routed_experts=4, n_shared_experts=1, hc_mult=2, o_groups=2, o_lora_rank=8,
+            index_n_heads=2, index_head_dim=8, index_topk=4, sliding_window=8,
+            qk_rope_head_dim=4,
+            layer_types=["sliding_attention", "compressed_sparse_attention"],
+            mlp_layer_types=["hash_moe", "moe"])),
         "lfm3": (t.Lfm3ForCausalLM, t.Lfm3Config(
             **SMALL, layer_types=["conv", "full_attention"])),
     }

@@ -42,7 +42,7 @@ EXPECTED: dict[str, tuple[str, list[int]]] = {
     "minimax": ("minimax", [0, 1]), "lfm3": ("lfm3", []),
     "granitemoe_swa": ("granitemoehybrid", [0, 1]),
     "mimo_v2_flash": ("mimo_v2_flash", [1]), "laguna": ("laguna", [1]),
-    "kimi_linear": ("kimi_linear", [1]),
+    "kimi_linear": ("kimi_linear", [1]), "deepseek_v4": ("deepseek_v4", [0, 1]),
 }
 
 
@@ -71,8 +71,39 @@ def test_released_names_are_read_whole_by_the_family_table(tmp_path: Path, name:
         assert unread_tensors(layout) == []
         assert missing_roles(layout) == []
         for layer in layout.layers:  # MLA blocks have no K or V; linear-attention ones no O
-            assert O in layer.roles or name in ("lara_mini", "minimax", "lfm3"), layer.index
+            assert O in layer.roles or name in ("lara_mini", "minimax", "lfm3", "deepseek_v4"), \
+                layer.index
             assert DOWN in layer.roles or layer.experts
+
+
+def test_deepseek_v4_in_deepseeks_own_names(tmp_path: Path) -> None:
+    """DeepSeek's release names its tensors without ``model.`` (``embed``, ``head``,
+    ``layers.N.attn.wq_a``, ``hc_head_fn``); transformers adds the prefix when it saves. Both
+    read alike, the router's ``bias`` as its selection bias."""
+    from safetensors.torch import save_file
+
+    _saved("deepseek_v4", tmp_path / "saved")
+    state = load_file(str(tmp_path / "saved" / "model.safetensors"))
+    released = {}
+    for name, w in state.items():
+        name = name.removeprefix("model.").replace("embed_tokens", "embed")
+        released[name.replace("hc_head.hc_", "hc_head_")] = w
+    (tmp_path / "released").mkdir()
+    save_file(released, str(tmp_path / "released" / "model.safetensors"))
+    (tmp_path / "released" / "config.json").write_text(
+        (tmp_path / "saved" / "config.json").read_text())
+    layouts = []
+    for folder in ("saved", "released"):
+        with open_model(tmp_path / folder) as model:
+            assert unread_tensors(model.layout) == []
+            layouts.append(model.layout)
+    saved, ours = layouts
+    assert ours.globals["embed"].tensor == "embed.weight"
+    assert ours.layers[1].roles["router_correction"].tensor == "layers.1.ffn.gate.bias"
+    assert "router.bias" not in ours.layers[1].roles
+    for a, b in zip(saved.layers, ours.layers, strict=True):
+        assert sorted(a.roles) == sorted(b.roles)
+        assert len(a.experts) == len(b.experts) == 4
 
 
 def _cut(model, ref) -> torch.Tensor:  # noqa: ANN001

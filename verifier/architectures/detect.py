@@ -154,6 +154,12 @@ class CompiledTable:
 
     def _add(self, lookup: dict[str, Claim], name: str, claim: Claim) -> None:
         old = lookup.get(name)
+        if old is not None and old.bias != claim.bias:
+            # ``X.bias`` is the bias of ``X``'s role unless a path names it for a role of its
+            # own (DeepSeek-V4's router ``ffn.gate`` and its selection bias ``ffn.gate.bias``)
+            if old.bias:
+                lookup[name] = claim
+            return
         if old is not None and old != claim:
             raise UsageError(
                 f"layout table {self.table.family!r}: {name!r} is given both as "

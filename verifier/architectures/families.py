@@ -585,6 +585,36 @@ DEEPSEEK_V3 = _decoder(
     **_MLP_EXPERTS,
     known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + ("self_attn.indexer",),
 )
+#: DeepSeek-V4 in DeepSeek's own names (``embed``, ``head``, ``layers.N.attn.wq_a``,
+#: ``ffn.experts.N.w1``; transformers' in-memory names read too): MLA-style low-rank queries
+#: (``wq_a``, ``q_norm``, ``wq_b``); its single key/value head (``wkv``), grouped low-rank
+#: output (``wo_a``, ``wo_b``), compressors, indexer and hyper-connection mixers (``hc_*``) are
+#: not compared. Every block MoE: router ``ffn.gate`` whose ``bias`` is the selection bias
+#: (the first blocks route by a fixed token hash, ``tid2eid``), shared experts.
+_V4_MLP = {GATE: ["w1", "gate_proj"], UP: ["w3", "up_proj"], DOWN: ["w2", "down_proj"]}
+DEEPSEEK_V4 = _decoder(
+    "deepseek_v4",
+    globals={EMBED: ["embed", "embed_tokens"], FINAL_NORM: "norm", LM_HEAD: ["head", "lm_head"]},
+    layer={ATTN_NORM: ["attn_norm", "input_layernorm"],
+           MLP_NORM: ["ffn_norm", "post_attention_layernorm"],
+           Q_A: ["attn.wq_a", "self_attn.q_a_proj"], Q_A_NORM: ["attn.q_norm", "self_attn.q_a_norm"],
+           Q_B: ["attn.wq_b", "self_attn.q_b_proj"], ATTN_SINKS: ["attn.attn_sink", "self_attn.sinks"],
+           ROUTER: ["ffn.gate", "mlp.gate"],
+           ROUTER_CORRECTION: ["ffn.gate.bias", "mlp.gate.e_score_correction_bias"]},
+    experts="ffn.experts.{expert}.",
+    expert=_V4_MLP,
+    stacked=_V5_EXPERT_STACKS,
+    shared_experts=["ffn.shared_experts.", "mlp.shared_experts."],
+    shared_expert=_V4_MLP,
+    optional_roles=(ROUTER_CORRECTION,),  # hash-routed blocks have none
+    known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + tuple(
+        f"{module}.{part}" for module in ("attn", "self_attn")
+        for part in ("wkv", "kv_proj", "norm", "kv_norm", "wo_a", "o_a_proj", "wo_b", "o_b_proj",
+                     "compressor", "indexer")) + (
+        "ffn.gate.tid2eid", "mlp.gate.tid2eid", "hc_attn_fn", "hc_attn_base", "hc_attn_scale",
+        "hc_ffn_fn", "hc_ffn_base", "hc_ffn_scale", "attn_hc", "ffn_hc", "hc_head_fn",
+        "hc_head_base", "hc_head_scale", "hc_head", "mtp"),
+)
 #: FlexOlmo: OLMo-2's norms on the sublayers' outputs, MoE blocks without a shared expert
 FLEX_OLMO = _decoder(
     "flex_olmo",
@@ -940,7 +970,7 @@ FAMILIES: dict[str, LayoutTable] = {
         # families whose names another's table also claims: the config says which
         ARCEE, APERTUS, HYPERCLOVAX, EXAONE, OLMO, STABLELM, PERSIMMON, BITNET, GRANITE_SWA,
         OPENAI_GPT, AFMOE, ARIA, COHERE2_MOE, BAILING_MOE, MINICPM5_MOE, HY_V3, AXK1, FLINT,
-        LARA_MINI, MINIMAX, MIMO_V2, LAGUNA, NANOCHAT, XGLM, KIMI_LINEAR,
+        LARA_MINI, MINIMAX, MIMO_V2, LAGUNA, NANOCHAT, XGLM, KIMI_LINEAR, DEEPSEEK_V4,
     )
 }
 
