@@ -106,6 +106,87 @@ def test_deepseek_v4_in_deepseeks_own_names(tmp_path: Path) -> None:
         assert len(a.experts) == len(b.experts) == 4
 
 
+#: e2m1 values of the 16 FP4 codes (DeepSeek-V4's ``convert.py`` table, low nibble first)
+FP4_VALUES = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
+                           -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0])
+
+
+def _fp4(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``w`` as DeepSeek-V4-Flash stores an expert: int8 ``[out, in / 2]`` (two FP4 codes a
+    byte, the low nibble first), E8M0 exponents ``[out, in / 32]``; and the values they mean."""
+    groups = w.float().unflatten(-1, (-1, 32))
+    exponent = torch.ceil(torch.log2(groups.abs().amax(-1).clamp_min(1e-30) / 6.0))
+    scale = torch.exp2(exponent)[..., None]
+    codes = (groups / scale)[..., None].sub(FP4_VALUES).abs().argmin(-1)  # nearest e2m1
+    values = (FP4_VALUES[codes] * scale).flatten(-2)
+    pairs = codes.flatten(-2).unflatten(-1, (-1, 2))
+    packed = (pairs[..., 0] | pairs[..., 1] << 4).to(torch.uint8).view(torch.int8)
+    e8m0 = (exponent + 127).to(torch.uint8).view(torch.float8_e8m0fnu)
+    return packed, e8m0, values
+
+
+def _fp8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``w`` as DeepSeek-V4 stores a dense matrix: float8_e4m3fn beside one E8M0 scale per
+    128 x 128 block (one here: the tiny matrices are smaller), and the values they mean."""
+    exponent = torch.ceil(torch.log2(w.float().abs().max() / 448.0))
+    q = (w.float() / torch.exp2(exponent)).to(torch.float8_e4m3fn)
+    e8m0 = (exponent + 127).reshape(1, 1).to(torch.uint8).view(torch.float8_e8m0fnu)
+    return q, e8m0, q.float() * torch.exp2(exponent)
+
+
+def _v4_release(folder: Path, out: Path) -> dict[str, torch.Tensor]:
+    """``folder``'s DeepSeek-V4 saved as the release stores it (bare names, FP8 matrices, FP4
+    experts, ``X.scale`` beside ``X.weight``); what each quantised matrix means, by name."""
+    from safetensors.torch import save_file
+
+    released, means = {}, {}
+    for name, w in load_file(str(folder / "model.safetensors")).items():
+        name = name.removeprefix("model.").replace("embed_tokens", "embed")
+        name = name.replace("hc_head.hc_", "hc_head_")
+        if w.dim() == 2 and name.endswith(".weight") and name.startswith("layers."):
+            q, scale, value = (_fp4 if ".experts." in name else _fp8)(w)
+            released[name], released[name.removesuffix("weight") + "scale"] = q, scale
+            means[name] = value
+        else:
+            released[name] = w
+    out.mkdir()
+    save_file(released, str(out / "model.safetensors"))
+    config = json.loads((folder / "config.json").read_text())
+    config |= {"expert_dtype": "fp4", "quantization_config": {
+        "quant_method": "fp8", "fmt": "e4m3", "scale_fmt": "ue8m0",
+        "weight_block_size": [128, 128]}}
+    (out / "config.json").write_text(json.dumps(config))
+    return means
+
+
+def test_deepseek_v4_release_storage_loads_as_the_values_it_stands_for(tmp_path: Path) -> None:
+    """FP8 matrices beside E8M0 block scales and V4-Flash's FP4 experts (bytes of two e2m1
+    codes, an exponent per 32) load as code times scale (the experts were read as int8 bytes of
+    half the width, the scales not found)."""
+    _saved("deepseek_v4", tmp_path / "saved")
+    means = _v4_release(tmp_path / "saved", tmp_path / "release")
+    with open_model(tmp_path / "release") as model:
+        assert unread_tensors(model.layout) == []
+        refs = {ref.tensor: ref for _, ref in model.layout.iter_roles()}
+        read = [name for name in means if name in refs]
+        assert any(".experts." in n for n in read)
+        assert any(".attn." in n for n in read)
+        for name in read:
+            torch.testing.assert_close(_cut(model, refs[name]), means[name], rtol=0, atol=0)
+
+
+def test_a_deepseek_v4_release_is_derived_from_its_unquantised_weights(tmp_path: Path) -> None:
+    """FP8 and FP4 storage keeps the model: derived from the weights it was quantised from,
+    not from another initialisation."""
+    _wider("deepseek_v4", 0).save_pretrained(tmp_path / "bf16")
+    _wider("deepseek_v4", 1).save_pretrained(tmp_path / "other")
+    _v4_release(tmp_path / "bf16", tmp_path / "release")
+    report = verify(tmp_path / "bf16", tmp_path / "release", OPTS)
+    assert report.verdict == "derived", report.reason
+    other = verify(tmp_path / "other", tmp_path / "release", OPTS)
+    assert other.verdict != "derived", other.reason
+
+
 def _cut(model, ref) -> torch.Tensor:  # noqa: ANN001
     return model.load(ref).float()
 

@@ -257,6 +257,8 @@ def role_shape(ref: RoleRef, shape: tuple[int, ...]) -> tuple[int, ...]:
         dims = dims[:-2] + [dims[-2] * dims[-1] * 2]
     if ref.packing == "ternary" and dims:  # four rows a byte
         dims[0] *= TERNARY_PER_BYTE
+    if ref.packing == "fp4" and dims:  # two inputs a byte
+        dims[-1] *= FP4_PER_BYTE
     if ref.expert is not None:
         dims = dims[1:]
     if ref.transpose and len(dims) >= 2:
@@ -279,8 +281,11 @@ def name_patterns(names: Iterable[str]) -> list[str]:
 PACKED_BLOCKS, PACKED_SCALES = "_blocks", "_scales"
 
 #: companions of an FP8/INT8 weight ``X.weight`` that hold its scales (``X.<name>``):
-#: DeepSeek-V3 / transformers' fine-grained FP8, then compressed-tensors
-QUANT_SCALES = ("weight_scale_inv", "weight_scale")
+#: DeepSeek-V3 / transformers' fine-grained FP8, compressed-tensors, DeepSeek-V4's own files
+QUANT_SCALES = ("weight_scale_inv", "weight_scale", "scale")
+
+#: values a byte of DeepSeek-V4's FP4 experts holds, and values one E8M0 scale covers
+FP4_PER_BYTE, FP4_GROUP = 2, 32
 
 #: name endings of weight matrices that a quantisation library stored packed, and the format:
 #: no reader here unpacks them, and reading their integers as weights would compare noise
@@ -520,9 +525,19 @@ class _Builder:
             return {}
         if dtype == "uint8" and self.cfg.quant_method == "bitnet":
             return {"scale": scale, "packing": "ternary"}
+        if dtype == "int8" and self._fp4_rows(name, scale):
+            return {"scale": scale, "packing": "fp4"}
         zero = f"{stem}.weight_zero_point"
         return {"scale": scale, "zero_point": zero if zero in self.shapes else None,
                 "block": self._block(name, scale)}
+
+    def _fp4_rows(self, name: str, scale: str) -> bool:
+        """Whether ``name`` holds DeepSeek-V4's FP4 values (two a byte, ``[out, in / 2]``)
+        beside one E8M0 exponent per 32 of them (``[out, in / 32]``)."""
+        shape, scales = self.shapes[name], self.shapes[scale]
+        return (self.dtypes.get(scale) == "float8_e8m0fnu" and len(shape) == len(scales) == 2
+                and scales[0] == shape[0]
+                and scales[1] * FP4_GROUP == shape[1] * FP4_PER_BYTE)
 
     def _block(self, name: str, scale: str) -> tuple[int, int] | None:
         """Rows and columns of ``name`` that one entry of ``scale`` covers: the config's

@@ -590,7 +590,9 @@ DEEPSEEK_V3 = _decoder(
 #: (``wq_a``, ``q_norm``, ``wq_b``); its single key/value head (``wkv``), grouped low-rank
 #: output (``wo_a``, ``wo_b``), compressors, indexer and hyper-connection mixers (``hc_*``) are
 #: not compared. Every block MoE: router ``ffn.gate`` whose ``bias`` is the selection bias
-#: (the first blocks route by a fixed token hash, ``tid2eid``), shared experts.
+#: (the first blocks route by a fixed token hash, ``tid2eid``), shared experts. The release
+#: stores matrices in FP8 beside E8M0 block scales (``X.scale``) and, in V4-Flash, experts in
+#: FP4 (two values a byte, an E8M0 exponent per 32): dequantised on load.
 _V4_MLP = {GATE: ["w1", "gate_proj"], UP: ["w3", "up_proj"], DOWN: ["w2", "down_proj"]}
 DEEPSEEK_V4 = _decoder(
     "deepseek_v4",
@@ -613,7 +615,8 @@ DEEPSEEK_V4 = _decoder(
                      "compressor", "indexer")) + (
         "ffn.gate.tid2eid", "mlp.gate.tid2eid", "hc_attn_fn", "hc_attn_base", "hc_attn_scale",
         "hc_ffn_fn", "hc_ffn_base", "hc_ffn_scale", "attn_hc", "ffn_hc", "hc_head_fn",
-        "hc_head_base", "hc_head_scale", "hc_head", "mtp"),
+        "hc_head_base", "hc_head_scale", "hc_head", "mtp",
+        "scale"),  # the release's FP8/FP4 scales (``X.scale`` beside ``X.weight``)
 )
 #: FlexOlmo: OLMo-2's norms on the sublayers' outputs, MoE blocks without a shared expert
 FLEX_OLMO = _decoder(

@@ -76,7 +76,9 @@ class RoleRef:
     #: ``"mxfp4"``: the tensor is gpt-oss's packed ``*_blocks`` (two 4-bit values a byte) and
     #: ``scale`` its ``*_scales`` (an exponent per 32 values); loads as ``[..., out, in]``.
     #: ``"ternary"``: BitNet b1.58's ``uint8`` rows, four ternary weights a byte, and ``scale``
-    #: the matrix's one ``weight_scale`` (the weights are the ternary values divided by it)
+    #: the matrix's one ``weight_scale`` (the weights are the ternary values divided by it).
+    #: ``"fp4"``: DeepSeek-V4's experts, ``[out, in / 2]`` bytes of two e2m1 values (the low
+    #: nibble first) and ``scale`` ``[out, in / 32]`` E8M0 exponents: MXFP4 in rows
     packing: str | None = None
 
     def apply(self, t: torch.Tensor) -> torch.Tensor:
@@ -191,6 +193,9 @@ def load_role(reader: CheckpointReader, ref: RoleRef) -> torch.Tensor:
         return ref.apply(unpack_mxfp4(stored, parts[0]))
     if ref.packing == "ternary":
         return ref.apply(unpack_ternary(stored, parts[0]))
+    if ref.packing == "fp4":  # the bytes of each row are its MXFP4 blocks of 32 values
+        return ref.apply(unpack_mxfp4(stored.view(torch.uint8).unflatten(-1, (-1, 16)),
+                                      parts[0]))
     return ref.apply(dequantise(stored, parts[0], parts[1], ref.block))
 
 
@@ -204,7 +209,11 @@ def unpack_mxfp4(blocks: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     doubled = torch.tensor(MXFP4.kvalues, dtype=torch.float32)  # e2m1 values, times two
     packed = blocks.to(torch.uint8)
     index = torch.stack((packed & 0x0F, packed >> 4), dim=-1).flatten(-2).long()
-    halves = MXFP4.e8m0_to_fp32_half(scales.to(torch.uint8).numpy())  # 2 ** (e - 127) / 2
+    # gpt-oss stores the exponents as uint8, DeepSeek-V4 as float8_e8m0fnu (whose value, not
+    # its byte, a conversion would give)
+    exponents = (scales.view(torch.uint8) if scales.dtype == torch.float8_e8m0fnu
+                 else scales.to(torch.uint8))
+    halves = MXFP4.e8m0_to_fp32_half(exponents.numpy())  # 2 ** (e - 127) / 2
     return (doubled[index] * torch.from_numpy(halves).unsqueeze(-1)).flatten(-2).to(DEQUANTISED)
 
 
