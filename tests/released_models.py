@@ -104,6 +104,11 @@ def released_models() -> dict[str, tuple[Any, Any]]:
             qk_rope_head_dim=4,
             layer_types=["sliding_attention", "compressed_sparse_attention"],
             mlp_layer_types=["hash_moe", "moe"])),
+        # Mamba: one mixer per block, its inner channels matched as neurons
+        "mamba": (t.MambaForCausalLM, t.MambaConfig(
+            hidden_size=32, state_size=8, num_hidden_layers=2, vocab_size=100, expand=2)),
+        "falcon_mamba": (t.FalconMambaForCausalLM, t.FalconMambaConfig(
+            hidden_size=32, state_size=8, num_hidden_layers=2, vocab_size=100, expand=2)),
         "lfm3": (t.Lfm3ForCausalLM, t.Lfm3Config(
             **SMALL, layer_types=["conv", "full_attention"])),
     }

@@ -43,6 +43,7 @@ EXPECTED: dict[str, tuple[str, list[int]]] = {
     "granitemoe_swa": ("granitemoehybrid", [0, 1]),
     "mimo_v2_flash": ("mimo_v2_flash", [1]), "laguna": ("laguna", [1]),
     "kimi_linear": ("kimi_linear", [1]), "deepseek_v4": ("deepseek_v4", [0, 1]),
+    "mamba": ("mamba", []), "falcon_mamba": ("mamba", []),
 }
 
 
@@ -71,8 +72,8 @@ def test_released_names_are_read_whole_by_the_family_table(tmp_path: Path, name:
         assert unread_tensors(layout) == []
         assert missing_roles(layout) == []
         for layer in layout.layers:  # MLA blocks have no K or V; linear-attention ones no O
-            assert O in layer.roles or name in ("lara_mini", "minimax", "lfm3", "deepseek_v4"), \
-                layer.index
+            assert O in layer.roles or name in ("lara_mini", "minimax", "lfm3", "deepseek_v4",
+                                                "mamba", "falcon_mamba"), layer.index
             assert DOWN in layer.roles or layer.experts
 
 
@@ -184,6 +185,50 @@ def test_a_deepseek_v4_release_is_derived_from_its_unquantised_weights(tmp_path:
     report = verify(tmp_path / "bf16", tmp_path / "release", OPTS)
     assert report.verdict == "derived", report.reason
     other = verify(tmp_path / "other", tmp_path / "release", OPTS)
+    assert other.verdict != "derived", other.reason
+
+
+def _permute_mamba_channels(model: torch.nn.Module, seed: int) -> None:
+    """Permute every mixer's inner channels, with everything that reads or writes them (the
+    model computes the same function)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in model.backbone.layers:
+            mixer = layer.mixer
+            inner = mixer.out_proj.weight.shape[1]
+            perm = torch.randperm(inner, generator=gen)
+            mixer.in_proj.weight.copy_(mixer.in_proj.weight.unflatten(0, (2, inner))[:, perm]
+                                       .flatten(0, 1))
+            for p in (mixer.conv1d.weight, mixer.conv1d.bias, mixer.dt_proj.weight,
+                      mixer.dt_proj.bias, mixer.A_log, mixer.D):
+                p.copy_(p[perm])
+            mixer.x_proj.weight.copy_(mixer.x_proj.weight[:, perm])
+            mixer.out_proj.weight.copy_(mixer.out_proj.weight[:, perm])
+
+
+def test_mamba_channels_are_matched_as_neurons(tmp_path: Path) -> None:
+    """A Mamba block's inner channels (in_proj's x and z rows, out_proj's columns) can be
+    permuted as an MLP's neurons can: a copy with its channels permuted (the same function) and
+    noise added is derived through neuron matching; another initialisation is not."""
+    config = transformers.MambaConfig(hidden_size=128, state_size=16, num_hidden_layers=3,
+                                      vocab_size=600, expand=2)
+    torch.manual_seed(0)
+    base = transformers.MambaForCausalLM(config)
+    base.save_pretrained(tmp_path / "base")
+    copy = transformers.MambaForCausalLM(config)
+    copy.load_state_dict(base.state_dict())
+    _permute_mamba_channels(copy, seed=1)
+    tokens = torch.randint(0, 600, (1, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(copy(tokens).logits, base(tokens).logits, rtol=1e-4,
+                                   atol=1e-4)
+    _noisy(copy, 0.2).save_pretrained(tmp_path / "copy")
+    torch.manual_seed(1)
+    transformers.MambaForCausalLM(config).save_pretrained(tmp_path / "other")
+    report = verify(tmp_path / "base", tmp_path / "copy", OPTS)
+    assert report.verdict == "derived", report.reason
+    assert "neuron_matching" in {p.name for p in report.probes if p.decisive}
+    other = verify(tmp_path / "base", tmp_path / "other", OPTS)
     assert other.verdict != "derived", other.reason
 
 

@@ -713,6 +713,22 @@ NEMOTRON_H = _decoder(
     known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + tuple(
         f"mixer.{n}" for n in ("A_log", "D", "conv1d", "dt_bias", "in_proj", "norm", "out_proj")),
 )
+#: Mamba and Falcon-Mamba (``backbone.`` in their files): each block one Mamba mixer behind
+#: ``norm``. Its ``in_proj`` writes, per inner channel, the input ``x`` (first half) and the
+#: gate ``z`` (second half); ``out_proj`` reads ``SSM(x) * silu(z)`` back per channel. Inner
+#: channels can be permuted as a gated MLP's neurons can (with the convolution, ``x_proj``
+#: columns, ``dt_proj``, ``A_log`` and ``D`` rows), so x, z and ``out_proj`` are read as the
+#: up, gate and down of the block's "MLP" and its channels are matched as neurons; the state
+#: space parameters are not compared.
+MAMBA = _table(
+    "mamba", "falcon_mamba",
+    prefixes=(*HF_PREFIXES, "backbone."),
+    layer_prefix="layers.{layer}.",
+    globals={EMBED: "embeddings", FINAL_NORM: "norm_f", LM_HEAD: "lm_head"},
+    layer={MLP_NORM: "norm", DOWN: "mixer.out_proj"},
+    fused={"mixer.in_proj": Fused(roles=(UP, GATE), split="halves")},
+    known_unassigned=tuple(f"mixer.{n}" for n in ("A_log", "D", "conv1d", "dt_proj", "x_proj")),
+)
 #: Jamba, Bamba and Falcon-H1: Mamba blocks (``mamba.*``, not compared) beside attention, each
 #: block's mixer behind ``input_layernorm`` and its MLP (``feed_forward.*``) behind
 #: ``pre_ff_layernorm``, final norm ``final_layernorm``; plain gains. Jamba's blocks hold
@@ -973,7 +989,7 @@ FAMILIES: dict[str, LayoutTable] = {
         # families whose names another's table also claims: the config says which
         ARCEE, APERTUS, HYPERCLOVAX, EXAONE, OLMO, STABLELM, PERSIMMON, BITNET, GRANITE_SWA,
         OPENAI_GPT, AFMOE, ARIA, COHERE2_MOE, BAILING_MOE, MINICPM5_MOE, HY_V3, AXK1, FLINT,
-        LARA_MINI, MINIMAX, MIMO_V2, LAGUNA, NANOCHAT, XGLM, KIMI_LINEAR, DEEPSEEK_V4,
+        LARA_MINI, MINIMAX, MIMO_V2, LAGUNA, NANOCHAT, XGLM, KIMI_LINEAR, DEEPSEEK_V4, MAMBA,
     )
 }
 
