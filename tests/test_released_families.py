@@ -10,6 +10,7 @@ which writes the released names, and opened as a user's folder is.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -176,12 +177,17 @@ def test_deepseek_v4_release_storage_loads_as_the_values_it_stands_for(tmp_path:
             torch.testing.assert_close(_cut(model, refs[name]), means[name], rtol=0, atol=0)
 
 
-def test_a_deepseek_v4_release_is_derived_from_its_unquantised_weights(tmp_path: Path) -> None:
-    """FP8 and FP4 storage keeps the model: derived from the weights it was quantised from,
-    not from another initialisation."""
-    _wider("deepseek_v4", 0).save_pretrained(tmp_path / "bf16")
-    _wider("deepseek_v4", 1).save_pretrained(tmp_path / "other")
-    _v4_release(tmp_path / "bf16", tmp_path / "release")
+@pytest.mark.parametrize("name", ["bitnet", "deepseek_v4"])
+def test_a_quantised_release_is_derived_from_the_weights_it_was_quantised_from(
+        tmp_path: Path, name: str) -> None:
+    """BitNet's ternary packing keeps each matrix's signs and drops its magnitudes;
+    DeepSeek-V4's FP8 and FP4 storage rounds them: the release is still the model it was
+    quantised from, and not another initialisation."""
+    _wider(name, 0).save_pretrained(tmp_path / "bf16")
+    _wider(name, 1).save_pretrained(tmp_path / "other")
+    quantise: Callable[[Path, Path], object] = {"bitnet": _pack_ternary,
+                                                "deepseek_v4": _v4_release}[name]
+    quantise(tmp_path / "bf16", tmp_path / "release")
     report = verify(tmp_path / "bf16", tmp_path / "release", OPTS)
     assert report.verdict == "derived", report.reason
     other = verify(tmp_path / "other", tmp_path / "release", OPTS)
@@ -340,19 +346,6 @@ def _wider(name: str, seed: int) -> torch.nn.Module:
         "moe_intermediate_size": 64}))
     torch.manual_seed(seed)
     return cls.from_config(config) if cls is transformers.AutoModelForCausalLM else cls(config)
-
-
-def test_a_packed_ternary_release_is_derived_from_the_model_it_was_quantised_from(
-        tmp_path: Path) -> None:
-    """Ternary quantisation keeps each matrix's signs and drops its magnitudes: the packed
-    model is still the bf16 one's, and not another initialisation's."""
-    _wider("bitnet", 0).save_pretrained(tmp_path / "bf16")
-    _wider("bitnet", 1).save_pretrained(tmp_path / "other")
-    _pack_ternary(tmp_path / "bf16", tmp_path / "packed")
-    report = verify(tmp_path / "bf16", tmp_path / "packed", OPTS)
-    assert report.verdict == "derived", report.reason
-    other = verify(tmp_path / "other", tmp_path / "packed", OPTS)
-    assert other.verdict != "derived", other.reason
 
 
 def _noisy(model: torch.nn.Module, scale: float) -> torch.nn.Module:
