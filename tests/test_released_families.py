@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from released_models import released_models
+from released_models import SMALL, released_models
 from safetensors.torch import load_file
 
 from verifier.architectures.completeness import missing_roles, unread_tensors
@@ -236,6 +236,74 @@ def test_mamba_channels_are_matched_as_neurons(tmp_path: Path) -> None:
     assert "neuron_matching" in {p.name for p in report.probes if p.decisive}
     other = verify(tmp_path / "base", tmp_path / "other", OPTS)
     assert other.verdict != "derived", other.reason
+
+
+def _minimax_m3_release(folder: Path) -> dict[str, torch.Tensor]:
+    """A tiny MiniMax-M3 language model saved as its VLM release names it (transformers
+    renames it on load; saving the text model alone keeps the in-memory names): under
+    ``language_model.``, Mixtral-named experts and separate gate/up under ``block_sparse_moe``,
+    beside a vision tower and projectors. The in-memory state, by name."""
+    from safetensors.torch import save_file
+
+    config = transformers.MiniMaxM3VLTextConfig(
+        **(SMALL | {"intermediate_size": 16}), num_experts_per_tok=2, num_local_experts=4,
+        dense_intermediate_size=64, shared_intermediate_size=16, rotary_dim=4, index_n_heads=2,
+        index_head_dim=8, mlp_layer_types=["dense", "sparse"])
+    torch.manual_seed(0)
+    state = transformers.MiniMaxM3VLForCausalLM(config).state_dict()
+    files: dict[str, torch.Tensor] = {}
+    for name, w in state.items():
+        out = "language_model." + name
+        moe = out.replace(".mlp.", ".block_sparse_moe.")
+        if name.endswith("mlp.experts.gate_up_proj"):
+            for e in range(w.shape[0]):
+                gate, up = w[e].chunk(2)
+                files |= {moe.replace("gate_up_proj", f"{e}.w1.weight"): gate.clone(),
+                          moe.replace("gate_up_proj", f"{e}.w3.weight"): up.clone()}
+        elif name.endswith("mlp.experts.down_proj"):
+            files |= {moe.replace("down_proj", f"{e}.w2.weight"): w[e].clone()
+                      for e in range(w.shape[0])}
+        elif name.endswith("gate_up_proj.weight"):  # dense MLP and shared experts: gate first
+            gate, up = w.chunk(2)
+            where = moe if "shared_experts" in name else out
+            files |= {where.replace("gate_up_proj", "gate_proj"): gate.clone(),
+                      where.replace("gate_up_proj", "up_proj"): up.clone()}
+        elif ".mlp.gate." in name or ".mlp.shared_experts." in name:
+            files[moe.replace("gate.e_score", "e_score")] = w
+        else:
+            files[out] = w
+    files |= {"vision_tower.vision_model.encoder.layers.0.fc1.weight": torch.randn(8, 8),
+              "multi_modal_projector.linear_1.weight": torch.randn(8, 8),
+              "patch_merge_mlp.linear_1.weight": torch.randn(8, 8)}
+    folder.mkdir()
+    save_file(files, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps(
+        {"model_type": "minimax_m3_vl", "text_config": config.to_dict()}))
+    return state
+
+
+def test_minimax_m3_release_names_and_norms(tmp_path: Path) -> None:
+    """MiniMax-M3's release: the language model under ``language_model.``, its experts and
+    shared experts under ``block_sparse_moe``, the vision parts set aside; its norms compute
+    ``x * (1 + w)`` and load as that gain (it was read as GLM-4-MoE by names, norms as ``w``,
+    shared experts unread)."""
+    state = _minimax_m3_release(tmp_path / "release")
+    with open_model(tmp_path / "release") as model:
+        layout = model.layout
+        assert (layout.family, layout.num_layers, layout.moe_layers) == (
+            "minimax_m3_vl_text", 2, [1])
+        assert layout.unexpected == []
+        assert sorted(layout.other_modalities) == [
+            "multi_modal_projector.", "patch_merge_mlp.", "vision_tower."]
+        layer = layout.layers[1]
+        stack = state["model.layers.1.mlp.experts.gate_up_proj"]
+        assert torch.equal(_cut(model, layer.experts[3][GATE]), stack[3, :16].float())
+        shared = state["model.layers.1.mlp.shared_experts.gate_up_proj.weight"]
+        assert torch.equal(_cut(model, layer.shared_experts[0][UP]), shared[16:].float())
+        dense = state["model.layers.0.mlp.gate_up_proj.weight"]
+        assert torch.equal(_cut(model, layout.layers[0].roles[UP]), dense[64:].float())
+        norm = state["model.layers.0.input_layernorm.weight"]
+        assert torch.equal(_cut(model, layout.layers[0].roles["attn_norm"]), 1.0 + norm.float())
 
 
 def _cut(model, ref) -> torch.Tensor:  # noqa: ANN001

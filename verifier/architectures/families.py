@@ -75,7 +75,7 @@ MULTIMODAL_PARTS = (
     "audio_tower", "audio_model", "image_tower", "video_tower", "image_newline",
     "image_to_text_projection", "visual_embeddings_table", "view_separator", "qformer",
     "query_tokens", "language_projection", "vqmodel", "generation_embeddings",
-    "generation_aligner", "generation_head",
+    "generation_aligner", "generation_head", "patch_merge_mlp",
 )
 #: generic module names that are such a part only in a checkpoint that has one of the above
 #: (a text-only model's own ``projector`` stays the language model's)
@@ -640,6 +640,28 @@ MINIMAX_M2 = _decoder(
     expert={GATE: "w1", UP: "w3", DOWN: "w2"},
     stacked=_V5_EXPERT_STACKS,
 )
+#: MiniMax-M3's language model (in its VLM release under ``language_model.model.``): norms
+#: (q/k norms too) compute ``x * (1 + w)``; dense blocks first (``mlp.gate_proj``... in the
+#: files, one ``gate_up_proj`` in memory), then Mixtral-named experts (``block_sparse_moe``;
+#: v5 stacks in memory) with a score correction and shared experts; its lightning indexer
+#: (``index_q_proj``...) chooses the blocks attended to and is not compared
+MINIMAX_M3 = _decoder(
+    "minimax_m3_vl_text", "minimax_m3_vl",
+    layer=_NORMS | _ATTN | _QK_NORM | _MLP | {
+        ROUTER: ["block_sparse_moe.gate", "mlp.gate"],
+        ROUTER_CORRECTION: ["block_sparse_moe.e_score_correction_bias",
+                            "mlp.gate.e_score_correction_bias"]},
+    fused={"mlp.gate_up_proj": Fused(roles=(GATE, UP), split="halves")},
+    experts="block_sparse_moe.experts.{expert}.",
+    expert={GATE: "w1", UP: "w3", DOWN: "w2"},
+    stacked=_V5_EXPERT_STACKS,
+    shared_experts=["block_sparse_moe.shared_experts.", "mlp.shared_experts."],
+    shared_expert=_EXPERT_MLP,
+    norm_offset=1.0,
+    known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + tuple(
+        f"self_attn.{n}" for n in ("index_q_proj", "index_k_proj", "index_q_norm",
+                                   "index_k_norm", "indexer")),
+)
 #: GLM-4.5/4.6: DeepSeek-V3's MoE blocks (first ``first_k_dense_replace`` dense, shared experts,
 #: score-correction bias) under standard attention with biases and optional q/k norms
 GLM4_MOE = _decoder(
@@ -989,7 +1011,7 @@ FAMILIES: dict[str, LayoutTable] = {
         # families whose names another's table also claims: the config says which
         ARCEE, APERTUS, HYPERCLOVAX, EXAONE, OLMO, STABLELM, PERSIMMON, BITNET, GRANITE_SWA,
         OPENAI_GPT, AFMOE, ARIA, COHERE2_MOE, BAILING_MOE, MINICPM5_MOE, HY_V3, AXK1, FLINT,
-        LARA_MINI, MINIMAX, MIMO_V2, LAGUNA, NANOCHAT, XGLM, KIMI_LINEAR, DEEPSEEK_V4, MAMBA,
+        LARA_MINI, MINIMAX, MIMO_V2, LAGUNA, NANOCHAT, XGLM, KIMI_LINEAR, DEEPSEEK_V4, MAMBA, MINIMAX_M3,
     )
 }
 
