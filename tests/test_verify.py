@@ -455,20 +455,24 @@ def test_a_probe_that_cannot_run_says_so_in_a_warning(tmp_path):
 
 
 def test_head_counts_that_contradict_the_weights_are_named_in_the_warning(tmp_path):
-    # a config whose heads times head_dim is not q's rows: head matching cannot split the
-    # heads, and the warning says which tensor and which numbers disagree
+    # head sizes are read from the weights (a config's head_dim that disagrees does not stop
+    # head matching); a query head count that does not divide q's rows does, and the warning
+    # says which tensor and which numbers disagree
     base = write_llama_folder(tmp_path / "base")
     cand = write_llama_folder(tmp_path / "cand")
     config = json.loads((cand / "config.json").read_text())
     config.update(head_dim=2 * config["hidden_size"] // config["num_attention_heads"])
     (cand / "config.json").write_text(json.dumps(config))
     report = verify(base, cand, VerifyOptions(digest=False))
+    assert "head_matching" in [p.name for p in report.probes]
+    rows = config["hidden_size"]
+    config.update(num_attention_heads=rows - 1)
+    (cand / "config.json").write_text(json.dumps(config))
+    report = verify(base, cand, VerifyOptions(digest=False))
     assert "head_matching" not in [p.name for p in report.probes]
     [warning] = [w for w in report.warnings if "head matching did not run" in w]
-    rows = config["hidden_size"]
-    want = (f"candidate: 'model.layers.0.self_attn.q_proj.weight' has {rows} rows, but the "
-            f"config gives {config['num_attention_heads']} heads of {config['head_dim']} "
-            f"({2 * rows})")
+    want = (f"candidate: 'model.layers.0.self_attn.q_proj.weight' has {rows} rows, not a "
+            f"whole number for each of {rows - 1} query heads")
     assert want in warning
 
 
