@@ -109,6 +109,9 @@ def released_models() -> dict[str, tuple[Any, Any]]:
             hidden_size=32, state_size=8, num_hidden_layers=2, vocab_size=100, expand=2)),
         "falcon_mamba": (t.FalconMambaForCausalLM, t.FalconMambaConfig(
             hidden_size=32, state_size=8, num_hidden_layers=2, vocab_size=100, expand=2)),
+        "mamba2": (t.Mamba2ForCausalLM, t.Mamba2Config(
+            hidden_size=32, state_size=8, num_hidden_layers=2, vocab_size=100, expand=2,
+            num_heads=8, head_dim=8, n_groups=1)),
         "lfm3": (t.Lfm3ForCausalLM, t.Lfm3Config(
             **SMALL, layer_types=["conv", "full_attention"])),
     }

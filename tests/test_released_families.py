@@ -44,7 +44,7 @@ EXPECTED: dict[str, tuple[str, list[int]]] = {
     "granitemoe_swa": ("granitemoehybrid", [0, 1]),
     "mimo_v2_flash": ("mimo_v2_flash", [1]), "laguna": ("laguna", [1]),
     "kimi_linear": ("kimi_linear", [1]), "deepseek_v4": ("deepseek_v4", [0, 1]),
-    "mamba": ("mamba", []), "falcon_mamba": ("mamba", []),
+    "mamba": ("mamba", []), "falcon_mamba": ("mamba", []), "mamba2": ("mamba2", []),
 }
 
 
@@ -74,7 +74,7 @@ def test_released_names_are_read_whole_by_the_family_table(tmp_path: Path, name:
         assert missing_roles(layout) == []
         for layer in layout.layers:  # MLA blocks have no K or V; linear-attention ones no O
             assert O in layer.roles or name in ("lara_mini", "minimax", "lfm3", "deepseek_v4",
-                                                "mamba", "falcon_mamba"), layer.index
+                                                "mamba", "falcon_mamba", "mamba2"), layer.index
             assert DOWN in layer.roles or layer.experts
 
 
@@ -304,6 +304,36 @@ def test_minimax_m3_release_names_and_norms(tmp_path: Path) -> None:
         assert torch.equal(_cut(model, layout.layers[0].roles[UP]), dense[64:].float())
         norm = state["model.layers.0.input_layernorm.weight"]
         assert torch.equal(_cut(model, layout.layers[0].roles["attn_norm"]), 1.0 + norm.float())
+
+
+def test_mamba2_in_proj_gives_the_gate_and_input_its_mixer_splits(tmp_path: Path) -> None:
+    """A Mamba-2 ``in_proj`` computes the gate ``z``, then ``x``, ``B`` and ``C``, then ``dt``
+    (``Mamba2Mixer``'s split): the gate and up roles are its ``z`` and ``x`` rows."""
+    module = _saved("mamba2", tmp_path)
+    mixer = module.backbone.layers[0].mixer
+    x = torch.randn(5, 32)
+    with torch.no_grad():
+        proj = mixer.in_proj(x)
+        _, z, xbc, _ = proj.split([proj.shape[-1] - mixer.intermediate_size - mixer.conv_dim
+                                   - mixer.num_heads, mixer.intermediate_size, mixer.conv_dim,
+                                   mixer.num_heads], dim=-1)
+    with open_model(tmp_path) as model:
+        roles = model.layout.layers[0].roles
+        torch.testing.assert_close(x @ _cut(model, roles[GATE]).T, z)
+        torch.testing.assert_close(x @ _cut(model, roles[UP]).T,
+                                   xbc[:, :mixer.intermediate_size])
+
+
+def test_a_noisy_mamba2_copy_is_derived_and_another_start_is_not(tmp_path: Path) -> None:
+    """Mamba-2's mixer channels are matched as neurons, as Mamba's are (see the
+    channel-permuted Mamba copy above)."""
+    for folder, seed, noise in (("base", 0, 0.0), ("copy", 0, 0.3), ("other", 1, 0.0)):
+        _noisy(_wider("mamba2", seed), noise).save_pretrained(tmp_path / folder)
+    copy = verify(tmp_path / "base", tmp_path / "copy", OPTS)
+    assert copy.verdict == "derived", copy.reason
+    assert "neuron_matching" in {p.name for p in copy.probes if p.decisive}
+    other = verify(tmp_path / "base", tmp_path / "other", OPTS)
+    assert other.verdict != "derived", other.reason
 
 
 def _cut(model, ref) -> torch.Tensor:  # noqa: ANN001

@@ -718,6 +718,8 @@ class _Builder:
             bounds = self._group_bounds(where, label or "", total, dims)
         elif spec.split == "per_head":
             bounds = self._per_head_bounds(where, label or "", len(spec.roles), total, dims)
+        elif spec.split == "mamba2":
+            bounds = self._mamba2_bounds(where, label or "", total)
         else:
             bounds = [(*b, None) for b in
                       self._fused_bounds(where, label or "", spec, total, roles, dims)]
@@ -772,6 +774,26 @@ class _Builder:
                 f"heads of {hd}"
             )
         return [(i * hd, (i + 1) * hd, 1, parts * hd) for i in range(parts)]
+
+    def _mamba2_bounds(self, where: str, name: str, total: int) -> list[tuple[int, int, int,
+                                                                             None]]:
+        """The gate ``z`` and input ``x`` rows of a Mamba-2 ``in_proj``, whose rows are an
+        optional MLP's two halves, then ``z`` and ``x`` (``inner`` each), ``B`` and ``C``, and one
+        ``dt`` per head: ``inner`` is what ``out_proj`` reads, ``conv1d`` convolves ``x``, ``B``
+        and ``C``, ``A_log`` holds one entry per head."""
+        stem = name.removesuffix(".weight").removesuffix("in_proj")
+        sizes = [self.shapes.get(stem + part) for part in ("out_proj.weight", "conv1d.weight",
+                                                           "A_log")]
+        if any(s is None for s in sizes):
+            raise ArchitectureError(f"{where}: cannot split {name!r}: its mixer lacks out_proj, "
+                                    "conv1d or A_log, which size its parts")
+        inner, conv, heads = sizes[0][1], sizes[1][0], sizes[2][0]  # type: ignore[index]
+        mlp = total - inner - conv - heads
+        if mlp < 0 or mlp % 2 or conv <= inner:
+            raise ArchitectureError(
+                f"{where}: {name!r} has {total} rows, not z ({inner}), x, B and C ({conv}) and "
+                f"one dt per head ({heads}) after two equal MLP halves")
+        return [(mlp, mlp + inner, 1, None), (mlp + inner, mlp + 2 * inner, 1, None)]
 
     def _fused_bounds(
         self, where: str, name: str, spec: Fused, total: int, roles: dict[str, RoleRef],

@@ -751,6 +751,16 @@ MAMBA = _table(
     fused={"mixer.in_proj": Fused(roles=(UP, GATE), split="halves")},
     known_unassigned=tuple(f"mixer.{n}" for n in ("A_log", "D", "conv1d", "dt_proj", "x_proj")),
 )
+#: Mamba-2 (Codestral Mamba): as Mamba, but ``in_proj`` holds the gate ``z``, then ``x`` with
+#: the state-space inputs ``B`` and ``C``, then one ``dt`` per head (``Fused`` split ``mamba2``,
+#: sized by ``out_proj``, ``conv1d`` and ``A_log``); a gated norm (``mixer.norm``) sits between
+#: the state-space output and ``out_proj``. Channels permute within a head and heads with their
+#: ``A_log``, ``D`` and ``dt_bias``: matched as neurons, as Mamba's.
+MAMBA2 = MAMBA.model_copy(update={
+    "family": "mamba2", "model_types": ("mamba2",),
+    "fused": {"mixer.in_proj": Fused(roles=(GATE, UP), split="mamba2")},
+    "known_unassigned": tuple(f"mixer.{n}" for n in ("A_log", "D", "conv1d", "dt_bias", "norm")),
+})
 #: Jamba, Bamba and Falcon-H1: Mamba blocks (``mamba.*``, not compared) beside attention, each
 #: block's mixer behind ``input_layernorm`` and its MLP (``feed_forward.*``) behind
 #: ``pre_ff_layernorm``, final norm ``final_layernorm``; plain gains. Jamba's blocks hold
@@ -1011,7 +1021,7 @@ FAMILIES: dict[str, LayoutTable] = {
         # families whose names another's table also claims: the config says which
         ARCEE, APERTUS, HYPERCLOVAX, EXAONE, OLMO, STABLELM, PERSIMMON, BITNET, GRANITE_SWA,
         OPENAI_GPT, AFMOE, ARIA, COHERE2_MOE, BAILING_MOE, MINICPM5_MOE, HY_V3, AXK1, FLINT,
-        LARA_MINI, MINIMAX, MIMO_V2, LAGUNA, NANOCHAT, XGLM, KIMI_LINEAR, DEEPSEEK_V4, MAMBA, MINIMAX_M3,
+        LARA_MINI, MINIMAX, MIMO_V2, LAGUNA, NANOCHAT, XGLM, KIMI_LINEAR, DEEPSEEK_V4, MAMBA, MAMBA2, MINIMAX_M3,
     )
 }
 

@@ -99,18 +99,21 @@ class Fused(BaseModel):
     head (GPT-NeoX and Bloom: a group per head; Falcon: grouped or multi-query); ``per_head``
     cuts each head's rows into equal consecutive parts (Qwen3-Next's query, then its gate);
     ``halves`` cuts equal consecutive parts in ``roles`` order; ``interleave`` gives row ``i``
-    to ``roles[i % n]``.
+    to ``roles[i % n]``; ``mamba2`` takes a Mamba-2 ``in_proj``'s gate ``z`` and input ``x``
+    (rows ``[MLP halves] z x B C dt``), sized by the mixer's ``out_proj``, ``conv1d`` and ``A_log``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     roles: tuple[str, ...] = Field(min_length=2)
-    split: Literal["heads", "groups", "per_head", "halves", "interleave"]
+    split: Literal["heads", "groups", "per_head", "halves", "interleave", "mamba2"]
 
     @model_validator(mode="after")
     def _heads_are_qkv(self) -> Fused:
         if self.split in ("heads", "groups") and len(self.roles) != 3:
             raise ValueError(f"split {self.split!r} needs exactly three roles (q, k, v)")
+        if self.split == "mamba2" and len(self.roles) != 2:
+            raise ValueError("split 'mamba2' needs exactly two roles (the gate z, the input x)")
         _check_roles(list(self.roles), ALL_LAYER_ROLES, "fused")
         return self
 
