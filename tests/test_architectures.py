@@ -967,6 +967,14 @@ def _classic_models() -> dict[str, object]:
         "roberta": (t.RobertaForMaskedLM, t.RobertaConfig(**dense, max_position_embeddings=64)),
         "xlm-roberta": (t.XLMRobertaForMaskedLM, t.XLMRobertaConfig(
             **dense, max_position_embeddings=64)),
+        # BERT's encoder under other prefixes: ERNIE (task-type embeddings), Data2Vec-Text,
+        # RoFormer (sinusoidal positions)
+        "ernie": (t.ErnieForMaskedLM, t.ErnieConfig(**dense, max_position_embeddings=64,
+                                                    use_task_id=True)),
+        "data2vec-text": (t.Data2VecTextForMaskedLM, t.Data2VecTextConfig(
+            **dense, max_position_embeddings=64)),
+        "roformer": (t.RoFormerForMaskedLM, t.RoFormerConfig(
+            **dense, max_position_embeddings=64, embedding_size=32)),
         "gpt_neo": (t.GPTNeoForCausalLM, t.GPTNeoConfig(
             hidden_size=32, num_layers=2, num_heads=4, vocab_size=100,
             attention_types=[[["global", "local"], 1]], max_position_embeddings=64)),
@@ -1059,6 +1067,7 @@ def _recent_models() -> dict[str, object]:
 FAMILY_OF = {"mistral": "llama", "falcon_7b": "falcon", "falcon_rw": "falcon",
              "exaone4": "olmo2", "olmoe": "qwen3_moe", "phimoe": "mixtral", "gemma4_moe": "gemma4",
              "deepseek_v32": "deepseek_v3", "roberta": "bert", "xlm-roberta": "bert",
+             "ernie": "bert", "data2vec-text": "bert", "roformer": "bert",
              "lfm2_moe": "lfm2"}
 WITHOUT_CONFIG = {"qwen2": "llama", "mistral": "llama", "cohere": "qwen3", "nemotron": "llama",
                   "falcon_h1": "bamba"}

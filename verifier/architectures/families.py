@@ -488,11 +488,13 @@ OPT = _table(
 #: ``output.LayerNorm`` the MLP's. The MLM decoder (tied to the word embeddings) is the
 #: ``lm_head``; the pooler, the MLM transform and the NSP head are task heads, left unassigned.
 #: RoBERTa, XLM-R and CamemBERT are the same encoder under ``roberta.`` with the MLM head as
-#: ``lm_head.dense``/``layer_norm``/``decoder``.
+#: ``lm_head.dense``/``layer_norm``/``decoder``; ERNIE (its task-type embeddings not
+#: compared), Data2Vec-Text and RoFormer (sinusoidal positions) under their own prefixes.
 BERT = _table(
-    "bert", "roberta", "xlm-roberta", "camembert", "bert-generation", "big_bird",
+    "bert", "roberta", "xlm-roberta", "camembert", "bert-generation", "big_bird", "ernie",
+    "data2vec-text", "roformer",
     post_norm=True,
-    prefixes=(*HF_PREFIXES, "roberta."),
+    prefixes=(*HF_PREFIXES, "roberta.", "ernie.", "data2vec_text.", "roformer."),
     layer_prefix="encoder.layer.{layer}.",
     globals={
         EMBED: "embeddings.word_embeddings",
@@ -516,6 +518,8 @@ BERT = _table(
         "embeddings.token_type_ids",
         "pooler.dense",
         "pooler",  # BigBird's pooler is one Linear
+        "embeddings.task_type_embeddings",
+        "encoder.embed_positions",
         "cls.predictions.bias",
         "cls.predictions.transform.dense",
         "cls.predictions.transform.LayerNorm",
