@@ -112,6 +112,11 @@ def released_models() -> dict[str, tuple[Any, Any]]:
         "mamba2": (t.Mamba2ForCausalLM, t.Mamba2Config(
             hidden_size=32, state_size=8, num_hidden_layers=2, vocab_size=100, expand=2,
             num_heads=8, head_dim=8, n_groups=1)),
+        "hunyuan_v1_dense": (t.HunYuanDenseV1ForCausalLM, t.HunYuanDenseV1Config(**SMALL)),
+        "hunyuan_v1_moe": (t.HunYuanMoEV1ForCausalLM, t.HunYuanMoEV1Config(
+            **(SMALL | {"intermediate_size": 16}), num_experts=4, moe_topk=2)),
+        "dots1": (t.Dots1ForCausalLM, t.Dots1Config(
+            **SMALL, **MOE, n_routed_experts=4, first_k_dense_replace=1, n_shared_experts=1)),
         "lfm3": (t.Lfm3ForCausalLM, t.Lfm3Config(
             **SMALL, layer_types=["conv", "full_attention"])),
     }

@@ -45,6 +45,8 @@ EXPECTED: dict[str, tuple[str, list[int]]] = {
     "mimo_v2_flash": ("mimo_v2_flash", [1]), "laguna": ("laguna", [1]),
     "kimi_linear": ("kimi_linear", [1]), "deepseek_v4": ("deepseek_v4", [0, 1]),
     "mamba": ("mamba", []), "falcon_mamba": ("mamba", []), "mamba2": ("mamba2", []),
+    "hunyuan_v1_dense": ("hunyuan_v1_dense", []), "hunyuan_v1_moe": ("hunyuan_v1_dense", [0, 1]),
+    "dots1": ("glm4_moe", [1]),
 }
 
 
@@ -455,7 +457,7 @@ def _noisy(model: torch.nn.Module, scale: float) -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("name", ["exaone", "afmoe", "minicpm5_moe", "mimo_v2_flash",
-                                  "laguna", "kimi_linear"])
+                                  "laguna", "kimi_linear", "hunyuan_v1_moe"])
 def test_a_noisy_copy_of_a_released_layout_is_derived_and_another_start_is_not(
         tmp_path: Path, name: str) -> None:
     """End to end on the released names: EXAONE's GPT-2-like names, AFMoE's four norms, gated

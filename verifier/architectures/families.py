@@ -674,6 +674,7 @@ GLM4_MOE = _decoder(
     "glm4v_moe_text",
     "exaone_moe",  # K-EXAONE: the score correction beside the router in its files
     "solar_open",  # Solar Open: every block MoE
+    "dots1",  # dots.llm1: per-head q/k norms, dense blocks first
     layer=_NORMS | _ATTN | _QK_NORM | _MLP | {
         ROUTER: "mlp.gate",
         ROUTER_CORRECTION: ["mlp.gate.e_score_correction_bias", "mlp.e_score_correction_bias"],
@@ -909,6 +910,16 @@ HY_V3 = _decoder(
     shared_experts=["mlp.shared_mlp.", "mlp.shared_experts."],
     **_MLP_EXPERTS,
 )
+#: Hunyuan (Tencent; dense and Hunyuan-A13B MoE): q/k norms per head named
+#: ``query_layernorm``/``key_layernorm``; MoE blocks route by ``mlp.gate.wg`` beside an
+#: always-on ``shared_mlp``
+HUNYUAN = _decoder(
+    "hunyuan_v1_dense", "hunyuan_v1_moe",
+    layer=_NORMS | _ATTN | {Q_NORM: "self_attn.query_layernorm",
+                            K_NORM: "self_attn.key_layernorm"} | _MLP | {ROUTER: "mlp.gate.wg"},
+    shared_experts="mlp.shared_mlp.",
+    **_MLP_EXPERTS,
+)
 #: A.X K1 (SK Telecom): DeepSeek-V3's blocks, and on MoE blocks a norm on the summed routed and
 #: shared experts' output (``post_mlp_layernorm``; ``mlp.post_mlp_layernorm`` in memory)
 AXK1 = DEEPSEEK_V3.model_copy(update={
@@ -1025,7 +1036,7 @@ FAMILIES: dict[str, LayoutTable] = {
         # families whose names another's table also claims: the config says which
         ARCEE, APERTUS, HYPERCLOVAX, EXAONE, OLMO, STABLELM, PERSIMMON, BITNET, GRANITE_SWA,
         OPENAI_GPT, AFMOE, ARIA, COHERE2_MOE, BAILING_MOE, MINICPM5_MOE, HY_V3, AXK1, FLINT,
-        LARA_MINI, MINIMAX, MIMO_V2, LAGUNA, NANOCHAT, XGLM, KIMI_LINEAR, DEEPSEEK_V4, MAMBA, MAMBA2, MINIMAX_M3,
+        LARA_MINI, MINIMAX, MIMO_V2, LAGUNA, NANOCHAT, XGLM, KIMI_LINEAR, DEEPSEEK_V4, MAMBA, MAMBA2, MINIMAX_M3, HUNYUAN,
     )
 }
 
