@@ -51,8 +51,10 @@ from verifier.probes.norm_drift import STAT_ROLES, RoleStats
 
 #: bumped when the meaning of an entry changes, so old cache folders are not misread (2: layer
 #: statistics as ordered [role, stats] pairs; 3: files keyed by inode and change time too,
-#: models by their head geometry and every role, experts' and globals' included)
-CACHE_FORMAT = 3
+#: models by their head geometry and every role, experts' and globals' included; 4: head
+#: matching reads each layer's heads from its weights, so a power check or null draws kept
+#: before may have left out layers it now compares)
+CACHE_FORMAT = 4
 LayerStats = list[dict[str, RoleStats]]
 
 
