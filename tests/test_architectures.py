@@ -1256,7 +1256,8 @@ def test_gated_attention_splits_query_from_gate_and_linear_attention_blocks_are_
 
 def test_blocks_that_hold_one_mixer_each_are_complete_by_design() -> None:
     """Nemotron-H's blocks hold Mamba-2, attention, an MLP or experts, each behind the block's
-    one norm: no block is "incomplete", and each kind's roles are where they belong."""
+    one norm: no block is "incomplete", and each kind's roles are where they belong (the Mamba
+    block's z, x and ``out_proj`` as gate, up and down; the MLP is not gated)."""
     from verifier.architectures.completeness import missing_roles
 
     cls, cfg = _recent_models()["nemotron_h"]
@@ -1264,10 +1265,10 @@ def test_blocks_that_hold_one_mixer_each_are_complete_by_design() -> None:
     layout = resolve_layout(infos({k: tuple(v.shape) for k, v in state.items()}),
                             cfg.to_dict())  # type: ignore[attr-defined]
     assert missing_roles(layout) == []
-    kinds = [({"q", "k", "v", "o"} <= set(layer.roles), "up" in layer.roles, layer.is_moe)
-             for layer in layout.layers]
-    assert kinds == [(False, False, False), (False, False, True), (True, False, False),
-                     (False, True, False)]
+    kinds = [({"q", "k", "v", "o"} <= set(layer.roles), "gate" in layer.roles,
+              "up" in layer.roles, layer.is_moe) for layer in layout.layers]
+    assert kinds == [(False, True, True, False), (False, False, False, True),
+                     (True, False, False, False), (False, False, True, False)]
     assert all(layer.roles["mlp_norm"] == layer.roles["attn_norm"] for layer in layout.layers)
 
 

@@ -53,8 +53,9 @@ from verifier.probes.norm_drift import STAT_ROLES, RoleStats
 #: statistics as ordered [role, stats] pairs; 3: files keyed by inode and change time too,
 #: models by their head geometry and every role, experts' and globals' included; 4: head
 #: matching reads each layer's heads from its weights, so a power check or null draws kept
-#: before may have left out layers it now compares)
-CACHE_FORMAT = 4
+#: before may have left out layers it now compares; 5: a hybrid's power check disguises its
+#: middle FFN and its middle attention even where no one block holds both)
+CACHE_FORMAT = 5
 LayerStats = list[dict[str, RoleStats]]
 
 

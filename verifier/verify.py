@@ -681,19 +681,22 @@ class _Run:
                                       lambda: self._power(base, observed))
 
     def _power(self, base: Side, observed: Pairing) -> dict[str, float]:
-        layers = sorted(set(base.ffn) | set(base.circuits))
-        if not layers:
+        a_ffn, a_attn = power_layers(list(base.ffn), list(base.circuits))
+        if a_ffn is None and a_attn is None:
             return {}
-        a = layers[len(layers) // 2]
-        fake = fake_derivative(base, [a], self.opts.power_drift, self.rng, self.gen,
-                               self.compute, hidden_major=self.framed)
+        fake = fake_derivative(base, [a_ffn] if a_ffn is not None else [],
+                               self.opts.power_drift, self.rng, self.gen, self.compute,
+                               hidden_major=self.framed,
+                               attention=[a_attn] if a_attn is not None else [])
         pairing = observed.sibling(fake, self.rng)
         out = {hidden.NAME: gaussian_tail_p(pairing.embed_stat, pairing.embed_null)[1]}
-        if a in base.ffn:
-            out[neurons.NAME] = gaussian_tail_p(pairing.ffn_stat(a, a), pairing.ffn_null(a, a))[1]
+        if a_ffn is not None:
+            out[neurons.NAME] = gaussian_tail_p(pairing.ffn_stat(a_ffn, a_ffn),
+                                                pairing.ffn_null(a_ffn, a_ffn))[1]
             fake.ffn.clear()  # the noisy layer is not needed by the heads: never hold both
-        if a in base.circuits:
-            out[heads.NAME] = gaussian_tail_p(pairing.head_stat(a, a), pairing.head_null(a, a))[1]
+        if a_attn is not None:
+            out[heads.NAME] = gaussian_tail_p(pairing.head_stat(a_attn, a_attn),
+                                              pairing.head_null(a_attn, a_attn))[1]
         return out
 
     def norm_drift(self) -> drift.NormDrift:
@@ -748,6 +751,24 @@ class _Run:
         if fb.gate is not None and fc.gate is not None:
             out["gate"] = drift.relative_drift(fb.gate, fc.gate)
         return out
+
+
+def power_layers(ffn: list[int], circuits: list[int]) -> tuple[int | None, int | None]:
+    """The layer whose FFN and the layer whose attention the power check disguises: the
+    middle one of the layers holding either, where it holds both (every layer of a standard
+    model); otherwise, for what it lacks, the middle layer of those that have it. A hybrid's
+    middle block may be a Mamba or convolution block without attention, or (Nemotron-H) an
+    attention block without an MLP: checking only what that one block holds would leave the
+    other probe without a power check, and no independent verdict could ever be reached."""
+    layers = sorted(set(ffn) | set(circuits))
+    if not layers:
+        return None, None
+    a = layers[len(layers) // 2]
+
+    def middle(have: list[int]) -> int | None:
+        return a if a in have else (sorted(have)[len(have) // 2] if have else None)
+
+    return middle(ffn), middle(circuits)
 
 
 def model_layer_stats(model: Model, full: bool = False, cache: ModelCache | None = None,

@@ -721,24 +721,28 @@ GRANITEMOE_HYBRID = _decoder(
     optional_roles=_ATTENTION_ROLES,
     known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + ("mamba",),
 )
-#: Nemotron-H (``backbone.`` in its files): one mixer per block — Mamba-2 (not compared),
-#: attention, a squared-ReLU MLP (``up``/``down``) or experts with a shared one — behind the
-#: block's one norm; embeddings ``embeddings``, final norm ``norm_f``
+#: Nemotron-H (``backbone.`` in its files): one mixer per block — Mamba-2, attention, a
+#: squared-ReLU MLP (``up``/``down``) or experts with a shared one — behind the block's one
+#: norm; embeddings ``embeddings``, final norm ``norm_f``. A Mamba-2 block's inner channels are
+#: matched as neurons, as Mamba-2's own (``in_proj``'s z and x as gate and up, ``out_proj`` as
+#: down); its state-space parameters are not compared.
 NEMOTRON_H = _decoder(
     "nemotron_h",
     prefixes=(*HF_PREFIXES, "backbone."),
     globals={EMBED: "embeddings", FINAL_NORM: "norm_f", LM_HEAD: "lm_head"},
-    layer={ATTN_NORM: "norm", **_qkvo("mixer."), UP: "mixer.up_proj", DOWN: "mixer.down_proj",
+    layer={ATTN_NORM: "norm", **_qkvo("mixer."), UP: "mixer.up_proj",
+           DOWN: ["mixer.down_proj", "mixer.out_proj"],
            ROUTER: "mixer.gate", ROUTER_CORRECTION: "mixer.gate.e_score_correction_bias"},
+    fused={"mixer.in_proj": Fused(roles=(GATE, UP), split="mamba2")},
     experts="mixer.experts.{expert}.",
     expert={UP: "up_proj", DOWN: "down_proj"},
     shared_experts="mixer.shared_experts.",
     stacked={"mixer.experts.up_proj": Stacked(roles=(UP,), layout="out_in"),
              "mixer.experts.down_proj": Stacked(roles=(DOWN,), layout="out_in")},
     mlp_shares_attn_norm=True,
-    optional_roles=_ATTENTION_ROLES + (UP, DOWN),
+    optional_roles=_ATTENTION_ROLES + (GATE, UP, DOWN),
     known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + tuple(
-        f"mixer.{n}" for n in ("A_log", "D", "conv1d", "dt_bias", "in_proj", "norm", "out_proj")),
+        f"mixer.{n}" for n in ("A_log", "D", "conv1d", "dt_bias", "norm")),
 )
 #: Mamba and Falcon-Mamba (``backbone.`` in their files): each block one Mamba mixer behind
 #: ``norm``. Its ``in_proj`` writes, per inner channel, the input ``x`` (first half) and the

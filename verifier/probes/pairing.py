@@ -401,10 +401,13 @@ class Disguise:
 def fake_derivative(
     base: Side, layers: list[int], drift: float, rng: np.random.Generator, gen: torch.Generator,
     compute: Compute | None = None, hidden_major: bool = False,
+    attention: list[int] | None = None,
 ) -> Side:
     """The base's ``layers`` as a vendor might hide them: Gaussian noise of relative size
     ``drift`` on every matrix, a random signed permutation of the hidden space, and random
     permutations of the FFN neurons (used to check that the probes have power).
+    ``attention``: the layers whose circuits are disguised, if not ``layers``' (a hybrid's
+    FFN and attention may lie in different blocks).
     ``hidden_major``: the FFNs are built as ``[d, F]`` matrices (returned as their transposed
     views), the layout a frame pairing takes hidden coordinates from; the same construction,
     with the noise drawn in that layout."""
@@ -432,7 +435,7 @@ def fake_derivative(
     # made when first asked for, and kept: the power check tests the FFN first and drops it, so
     # the noisy circuits never coexist with the noisy FFN. Their noise comes after the FFNs'
     # (for one layer, the order of a direct construction); nothing else draws from ``gen``.
-    attn = [a for a in layers if a in base.circuits]
+    attn = [a for a in (layers if attention is None else attention) if a in base.circuits]
     out.circuits = LazyLayers(attn, circuits, keep=max(1, len(attn)))
     return out
 
