@@ -46,7 +46,7 @@ EXPECTED: dict[str, tuple[str, list[int]]] = {
     "kimi_linear": ("kimi_linear", [1]), "deepseek_v4": ("deepseek_v4", [0, 1]),
     "mamba": ("mamba", []), "falcon_mamba": ("mamba", []), "mamba2": ("mamba2", []),
     "hunyuan_v1_dense": ("hunyuan_v1_dense", []), "hunyuan_v1_moe": ("hunyuan_v1_dense", [0, 1]),
-    "dots1": ("glm4_moe", [1]),
+    "dots1": ("glm4_moe", [1]), "axk2": ("axk2", [1]), "hy_v4": ("hy_v4", [1]),
 }
 
 
@@ -378,11 +378,13 @@ def test_fused_qkv_cut_gives_the_projections_the_model_computes(tmp_path: Path,
             torch.testing.assert_close(got, expected)
 
 
-@pytest.mark.parametrize("name", ["aria_text", "afmoe", "hy_v3", "flint", "cohere2_moe"])
+@pytest.mark.parametrize("name", ["aria_text", "afmoe", "hy_v3", "flint", "cohere2_moe", "axk2",
+                                  "hy_v4"])
 def test_experts_cut_from_the_files_compute_what_the_model_does(tmp_path: Path,
                                                                 name: str) -> None:
-    """An expert read from the saved files (Aria's ``fc1``/``fc2`` stacks as ``x @ W``, the
-    others one file tensor per expert) computes the in-memory expert's gate, up and down."""
+    """An expert read from the saved files (Aria's ``fc1``/``fc2`` stacks as ``x @ W``, HY-V4's
+    ``[E, 2I, H]`` stacks as saved, the others one file tensor per expert) computes the
+    in-memory expert's gate, up and down."""
     module = _saved(name, tmp_path)
     experts = module.model.layers[1].mlp.experts
     gate_up, down = experts.gate_up_proj.detach(), experts.down_proj.detach()
@@ -397,6 +399,75 @@ def test_experts_cut_from_the_files_compute_what_the_model_does(tmp_path: Path,
             assert torch.equal(_cut(model, expert[GATE]), gate_up[e, :inter].float())
             assert torch.equal(_cut(model, expert[UP]), gate_up[e, inter:].float())
             assert torch.equal(_cut(model, expert[DOWN]), down[e].float())
+
+
+def test_axk2_gated_norms_read_as_their_gain_and_its_fused_query_is_left_out(
+        tmp_path: Path) -> None:
+    """A.X K2's gated norms (RMSNorm, then a sigmoid gate on each channel from a low-rank MLP)
+    are read as their RMSNorm's gain, on dense blocks the plain ``post_attention_layernorm``;
+    the gate MLP and ``q_b_proj`` (query and output gate from the normed and raw latent) hold no
+    role: no table role would mean what they compute."""
+    module = _saved("axk2", tmp_path)
+    x = torch.randn(5, 32)
+    saved = load_file(str(tmp_path / "model.safetensors"))
+    with open_model(tmp_path) as model:
+        layout = model.layout
+        for i, layer in enumerate(layout.layers):
+            block = module.model.layers[i]
+            rms = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+            with torch.no_grad():
+                normed = block.input_layernorm.norm(x)
+                gated = block.input_layernorm(x)
+            torch.testing.assert_close(rms * _cut(model, layer.roles["attn_norm"]), normed)
+            assert not torch.allclose(normed, gated)  # the gate is applied after the gain
+            mlp_norm = block.post_attention_layernorm
+            want = mlp_norm.weight if i == 0 else mlp_norm.norm.weight
+            assert torch.equal(_cut(model, layer.roles["mlp_norm"]), want.detach())
+            assert not {Q, "q_b", ATTN_GATE} & set(layer.roles)
+        read = {ref.tensor for _, ref in layout.iter_roles()}
+        left = set(saved) - read
+        assert left
+        assert all(".W_down." in n or ".W_up." in n or ".q_b_proj." in n or ".indexer." in n
+                   for n in left)
+        assert layout.unexpected == []
+
+
+def test_hy_v4_head_gates_sinks_and_mlp_gates_under_either_name(tmp_path: Path) -> None:
+    """HY-V4's attention gate (``linear_gate``: a sigmoid on each head's output, from the hidden
+    state) and sinks are read as such; the MLPs' gates are ``gate_proj`` in the modules and are
+    saved as ``linear_gate`` (the attention gate's rename run backwards): both spellings read
+    the same layout, and never the attention's gate as the MLP's."""
+    from safetensors.torch import save_file
+
+    module = _saved("hy_v4", tmp_path / "saved")
+    state = load_file(str(tmp_path / "saved" / "model.safetensors"))
+    renamed = {n.replace("mlp.linear_gate", "mlp.gate_proj")
+               .replace("shared_experts.linear_gate", "shared_experts.gate_proj"): w
+               for n, w in state.items()}
+    assert set(renamed) != set(state)
+    (tmp_path / "renamed").mkdir()
+    save_file(renamed, str(tmp_path / "renamed" / "model.safetensors"))
+    (tmp_path / "renamed" / "config.json").write_text(
+        (tmp_path / "saved" / "config.json").read_text())
+    x = torch.randn(5, 32)
+    for folder in ("saved", "renamed"):
+        with open_model(tmp_path / folder) as model:
+            layout = model.layout
+            assert unread_tensors(layout) == []
+            assert missing_roles(layout) == []
+            for i, layer in enumerate(layout.layers):
+                block = module.model.layers[i]
+                with torch.no_grad():
+                    torch.testing.assert_close(x @ _cut(model, layer.roles[ATTN_GATE]).T,
+                                               block.self_attn.gate_proj(x))
+                assert torch.equal(_cut(model, layer.roles["attn_sinks"]),
+                                   block.self_attn.sinks.detach().float())
+            dense = module.model.layers[0].mlp
+            assert torch.equal(_cut(model, layout.layers[0].roles[GATE]),
+                               dense.gate_proj.weight.detach())
+            shared = module.model.layers[1].mlp.shared_experts
+            assert torch.equal(_cut(model, layout.layers[1].shared_experts[0][GATE]),
+                               shared.gate_proj.weight.detach())
 
 
 def _pack_ternary(folder: Path, out: Path) -> dict[str, torch.Tensor]:

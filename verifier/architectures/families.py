@@ -931,6 +931,54 @@ AXK1 = DEEPSEEK_V3.model_copy(update={
     "layer": DEEPSEEK_V3.layer | {POST_MLP_NORM: ["post_mlp_layernorm", "mlp.post_mlp_layernorm"]},
     "optional_roles": (POST_MLP_NORM,),
 })
+#: A.X K2 (SK Telecom): DeepSeek-V3.2's MLA blocks, routing and lightning indexer (not compared),
+#: with gated norms and a gated query. ``input_layernorm`` (and ``post_attention_layernorm`` on
+#: MoE blocks) is an RMSNorm whose gain ``norm.weight`` is read as the norm, followed by a
+#: sigmoid gate on each channel from a rank-``gated_norm_rank`` MLP of the normed state
+#: (``W_down``/``W_up``; ``mlp.fc1``/``fc2`` in memory): not compared. ``q_b_proj``
+#: (``q_gate_proj`` in memory) reads the normed and the raw query latent side by side
+#: (``2 * q_lora_rank`` inputs) and writes per head the query, then a sigmoid gate on the head's
+#: output, of unequal widths (``qk_head_dim``, ``v_head_dim``): not DeepSeek's ``q_b``, and no
+#: split the schema has, so it is not compared.
+AXK2 = _decoder(
+    "axk2",
+    layer={ATTN_NORM: "input_layernorm.norm",
+           MLP_NORM: ["post_attention_layernorm", "post_attention_layernorm.norm"]}
+    | {role: path for role, path in _MLA.items() if role not in (Q, Q_B)} | _MLP | {
+        ROUTER: "mlp.gate", ROUTER_CORRECTION: "mlp.gate.e_score_correction_bias"},
+    shared_experts="mlp.shared_experts.",
+    **_MLP_EXPERTS,
+    known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + (
+        "self_attn.indexer", "self_attn.q_b_proj", "self_attn.q_gate_proj",
+        "input_layernorm.W_down", "input_layernorm.W_up", "input_layernorm.mlp",
+        "post_attention_layernorm.W_down", "post_attention_layernorm.W_up",
+        "post_attention_layernorm.mlp"),
+)
+#: HY-V4 (Tencent Hy4): GLM-MoE-DSA's MLA blocks (DeepSeek-V3.2's; the lightning indexer of
+#: ``full`` layers not compared) with a sigmoid gate on each head's output computed from the
+#: hidden state (``self_attn.linear_gate``; ``gate_proj`` in memory) and an attention-sink logit
+#: per head (``learnable_sink_param``; ``sinks``). DeepSeek-V4-style hyper-connections mix
+#: ``hc_mult`` residual streams around each sublayer and before the final norm (``hc_pre.*``;
+#: ``attn_hc``, ``ffn_hc``, ``hc_head`` in memory): not compared. Dense blocks first
+#: (``mlp_layer_types``), then 3-D expert stacks (gate first) routed with a selection bias, beside
+#: shared experts; ``mtp_layers`` (multi-token prediction) not compared. Saving runs the
+#: attention gate's rename backwards over every ``gate_proj``, so the MLPs' gates may be stored
+#: as ``linear_gate`` too: both spellings are read.
+_HY_V4_GATE: dict[str, Paths] = {GATE: ["gate_proj", "linear_gate"], UP: "up_proj",
+                                 DOWN: "down_proj"}
+HY_V4 = _decoder(
+    "hy_v4",
+    layer=_NORMS | {role: path for role, path in _MLA.items() if role != Q} | {
+        ATTN_GATE: ["self_attn.linear_gate", "self_attn.gate_proj"],
+        ATTN_SINKS: ["self_attn.learnable_sink_param", "self_attn.sinks"],
+        GATE: ["mlp.gate_proj", "mlp.linear_gate"], UP: "mlp.up_proj", DOWN: "mlp.down_proj",
+        ROUTER: "mlp.gate", ROUTER_CORRECTION: "mlp.gate.e_score_correction_bias"},
+    shared_experts="mlp.shared_experts.",
+    shared_expert=_HY_V4_GATE,
+    **_MLP_EXPERTS,
+    known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + (
+        "self_attn.indexer", "hc_pre", "attn_hc", "ffn_hc", "hc_head", "mtp_layers"),
+)
 #: Flint: q/k norms and attention sinks (``softmax_offset``; ``sinks`` in memory); dense blocks
 #: (``mlp_only_layers``), then experts beside one shared expert added without a gate
 FLINT = _decoder(
@@ -1041,6 +1089,7 @@ FAMILIES: dict[str, LayoutTable] = {
         ARCEE, APERTUS, HYPERCLOVAX, EXAONE, OLMO, STABLELM, PERSIMMON, BITNET, GRANITE_SWA,
         OPENAI_GPT, AFMOE, ARIA, COHERE2_MOE, BAILING_MOE, MINICPM5_MOE, HY_V3, AXK1, FLINT,
         LARA_MINI, MINIMAX, MIMO_V2, LAGUNA, NANOCHAT, XGLM, KIMI_LINEAR, DEEPSEEK_V4, MAMBA, MAMBA2, MINIMAX_M3, HUNYUAN,
+        AXK2, HY_V4,
     )
 }
 
