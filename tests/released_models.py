@@ -23,6 +23,7 @@ def released_models() -> dict[str, tuple[Any, Any]]:
     deepseek = {"kv_lora_rank": 8, "q_lora_rank": 16, "qk_rope_head_dim": 4,
                 "qk_nope_head_dim": 4, "v_head_dim": 8, "n_group": 1, "topk_group": 1}
     no_head_dim = {k: v for k, v in SMALL.items() if k != "head_dim"}
+    no_intermediate = {k: v for k, v in SMALL.items() if k != "intermediate_size"}
     return {
         # dense
         "apertus": (t.ApertusForCausalLM, t.ApertusConfig(**SMALL)),
@@ -129,4 +130,22 @@ def released_models() -> dict[str, tuple[Any, Any]]:
             index_head_dim=8, index_topk=4, hc_mult=2, bos_token_id=None, eos_token_id=None)),
         "lfm3": (t.Lfm3ForCausalLM, t.Lfm3Config(
             **SMALL, layer_types=["conv", "full_attention"])),
+        # gated attention output (a per-head bias on the gate), four norms, dense block first
+        "beam": (t.BeamForCausalLM, t.BeamConfig(
+            **SMALL, **MOE, num_experts=4, n_group=1, topk_group=1,
+            layer_types=["sliding_attention", "full_attention"],
+            mlp_layer_types=["dense", "sparse"])),
+        "kolibri1": (t.Kolibri1ForCausalLM, t.Kolibri1Config(
+            **no_intermediate, **MOE, num_experts=4, shared_expert_intermediate_size=16)),
+        # the second block reads the first one's keys and values: no k/v projections of its own
+        "kolibri1_1": (t.Kolibri1_1ForCausalLM, t.Kolibri1_1Config(
+            **(no_intermediate | {"head_dim": 16}), **MOE, num_experts=4,
+            shared_expert_intermediate_size=16, mlp_only_layers=[0],
+            mlp_only_intermediate_size=64, layer_types=["indexed_attention"] * 2,
+            index_layers=[0], kv_source_layers=[0, 0], index_num_heads=2)),
+        # fused wqkv, ungated squared-ReLU MLPs and expert stacks, released under its own names
+        "ergo": (t.ErgoForCausalLM, t.ErgoConfig(
+            **{k: v for k, v in no_intermediate.items() if k != "head_dim"}, **MOE,
+            num_experts=4, first_dense_intermediate_size=64, shared_intermediate_size=16,
+            num_dense_blocks=1)),
     }

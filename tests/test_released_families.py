@@ -47,6 +47,8 @@ EXPECTED: dict[str, tuple[str, list[int]]] = {
     "mamba": ("mamba", []), "falcon_mamba": ("mamba", []), "mamba2": ("mamba2", []),
     "hunyuan_v1_dense": ("hunyuan_v1_dense", []), "hunyuan_v1_moe": ("hunyuan_v1_dense", [0, 1]),
     "dots1": ("glm4_moe", [1]), "axk2": ("axk2", [1]), "hy_v4": ("hy_v4", [1]),
+    "beam": ("beam", [1]), "kolibri1": ("kolibri1", [0, 1]),
+    "kolibri1_1": ("kolibri1_1", [1]), "ergo": ("ergo", [1]),
 }
 
 
@@ -354,18 +356,21 @@ def test_query_and_gate_stored_per_head_in_one_projection_are_cut_apart(tmp_path
         assert torch.equal(_cut(model, roles[ATTN_GATE]), per_head[:, 1].reshape(32, 32))
 
 
-@pytest.mark.parametrize("name", ["param2moe", "persimmon"])
+@pytest.mark.parametrize("name", ["param2moe", "persimmon", "ergo"])
 def test_fused_qkv_cut_gives_the_projections_the_model_computes(tmp_path: Path,
                                                                 name: str) -> None:
     """Param2's ``query_key_value`` is q, k, v one after another (transformers splits it into
     the modules' q/k/v on load); Persimmon's is q, k, v head by head (its forward's
-    ``view(heads, 3, head_dim)``)."""
+    ``view(heads, 3, head_dim)``); Ergo's ``wqkv`` is q, k, v one after another (its forward's
+    ``view(..., head_dim).split((heads, kv_heads, kv_heads))``)."""
     module = _saved(name, tmp_path)
     attn = module.model.layers[0].self_attn
     x = torch.randn(5, 32)
     with torch.no_grad():
         if name == "param2moe":
             want = [attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)]
+        elif name == "ergo":
+            want = [h.flatten(-2) for h in attn.qkv_proj(x).view(5, 8, 8).split((4, 2, 2), 1)]
         else:
             qkv = attn.query_key_value(x).view(5, 4, 3, 8)
             want = [qkv[:, :, i].reshape(5, 32) for i in range(3)]
@@ -470,6 +475,109 @@ def test_hy_v4_head_gates_sinks_and_mlp_gates_under_either_name(tmp_path: Path) 
                                shared.gate_proj.weight.detach())
 
 
+def test_ergo_experts_and_router_cut_from_its_release_compute_what_the_model_does(
+        tmp_path: Path) -> None:
+    """Ergo's release stores its expert stacks as ``x @ W`` (``up_proj`` ``[E, H, I]``,
+    ``down_proj`` ``[E, I, H]``) and its router as ``gate_kernel`` ``[hidden, experts]``; read
+    in ``nn.Linear`` orientation they compute the in-memory experts and router. Its shared
+    expert (stored ``[in, out]`` beside dense blocks that are not) is left unread."""
+    module = _saved("ergo", tmp_path)
+    moe = module.model.layers[1].mlp
+    x = torch.randn(5, 32)
+    with open_model(tmp_path) as model:
+        layer = model.layout.layers[1]
+        assert len(layer.experts) == 4
+        assert layer.shared_experts == []
+        assert model.layout.layers[0].experts == []
+        with torch.no_grad():
+            torch.testing.assert_close(x @ _cut(model, layer.roles["router"]).T,
+                                       moe.gate.linear(x))
+            for e, expert in enumerate(layer.experts):
+                assert set(expert) == {UP, DOWN}
+                torch.testing.assert_close(x @ _cut(model, expert[UP]).T,
+                                           x @ moe.experts.up_proj[e])
+                h = torch.randn(5, 16)
+                torch.testing.assert_close(h @ _cut(model, expert[DOWN]).T,
+                                           h @ moe.experts.down_proj[e])
+        assert torch.equal(_cut(model, layer.roles["router_correction"]),
+                           moe.gate.e_score_correction_bias.float())
+
+
+def test_ergo_in_memory_names_read_as_its_release_does(tmp_path: Path) -> None:
+    """Ergo's modules as transformers holds them (``model.layers.N.self_attn.qkv_proj``,
+    ``mlp.experts.up_proj``, ``mlp.gate.linear``) load the same roles as its released names,
+    save the router (``[experts, hidden]`` in memory, ``[hidden, experts]`` in the files), which
+    is left unread there rather than read across."""
+    from safetensors.torch import save_file
+
+    module = _saved("ergo", tmp_path / "release")
+    (tmp_path / "memory").mkdir()
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()},
+              str(tmp_path / "memory" / "model.safetensors"))
+    (tmp_path / "memory" / "config.json").write_text(
+        (tmp_path / "release" / "config.json").read_text())
+    with open_model(tmp_path / "release") as release, open_model(tmp_path / "memory") as memory:
+        assert unread_tensors(memory.layout) == []
+        assert memory.layout.unexpected == []
+        for a, b in zip(release.layout.layers, memory.layout.layers, strict=True):
+            assert set(a.roles) - set(b.roles) == ({"router"} if a.experts else set())
+            for role, ref in b.roles.items():
+                assert torch.equal(_cut(release, a.roles[role]), _cut(memory, ref)), role
+            assert len(a.experts) == len(b.experts)
+            for ea, eb in zip(a.experts, b.experts, strict=True):
+                for role in (UP, DOWN):
+                    assert torch.equal(_cut(release, ea[role]), _cut(memory, eb[role]))
+        for role, ref in release.layout.globals.items():
+            assert torch.equal(_cut(release, ref), _cut(memory, memory.layout.globals[role]))
+
+
+#: in-memory module path -> the role its saved tensor must be read as (norms on a sublayer's
+#: output are post_attn_norm/post_mlp_norm; the norm feeding the MLP is mlp_norm)
+_NORM_ROLES = {
+    "beam": {"input_layernorm": "attn_norm", "post_attention_layernorm": "post_attn_norm",
+             "pre_feedforward_layernorm": "mlp_norm",
+             "post_feedforward_layernorm": "post_mlp_norm", "self_attn.q_norm": "q_norm",
+             "self_attn.k_norm": "k_norm",
+             "mlp.gate.e_score_correction_bias": "router_correction"},
+    "kolibri1": {"input_layernorm": "attn_norm", "post_self_attn_layernorm": "post_attn_norm",
+                 "post_attention_layernorm": "mlp_norm", "post_mlp_layernorm": "post_mlp_norm",
+                 "self_attn.q_norm": "q_norm", "self_attn.k_norm": "k_norm",
+                 "mlp.gate.e_score_correction_bias": "router_correction"},
+    "ergo": {"input_layernorm": "attn_norm", "post_attention_layernorm": "post_attn_norm",
+             "pre_feedforward_layernorm": "mlp_norm",
+             "post_feedforward_layernorm": "post_mlp_norm", "self_attn.q_norm": "q_norm",
+             "self_attn.k_norm": "k_norm",
+             "mlp.gate.e_score_correction_bias": "router_correction"},
+}
+
+
+@pytest.mark.parametrize("name", list(_NORM_ROLES))
+def test_each_norm_is_read_as_the_place_the_model_applies_it(tmp_path: Path, name: str) -> None:
+    """Beam's and Ergo's ``post_attention_layernorm`` (``post_attention_norm`` in Ergo's files)
+    is on the attention output, Kolibri's (GLM-4's names) feeds the MLP; Kolibri's files name
+    its output norms ``post_attn_norm``/``post_ffn_norm`` and its selection bias
+    ``moe.router.expert_bias``. With every norm and bias set apart, each loads as its role."""
+    cls, config = released_models()[name]
+    torch.manual_seed(0)
+    module = cls(config)
+    with torch.no_grad():
+        for _, p in module.named_parameters():
+            if p.dim() == 1:
+                p.copy_(torch.rand_like(p) + 0.5)
+        for _, b in module.named_buffers():
+            if b.dim() == 1 and b.dtype == torch.float32:
+                b.copy_(torch.rand_like(b))
+    module.save_pretrained(tmp_path)
+    block = module.model.layers[1]
+    with open_model(tmp_path) as model:
+        roles = model.layout.layers[1].roles
+        for path, role in _NORM_ROLES[name].items():
+            want = block.get_submodule(path.rsplit(".", 1)[0]) if path.endswith("_bias") else None
+            want = (getattr(want, path.rsplit(".", 1)[1]) if want is not None
+                    else block.get_submodule(path).weight)
+            assert torch.equal(_cut(model, roles[role]), want.detach().float()), (path, role)
+
+
 def _pack_ternary(folder: Path, out: Path) -> dict[str, torch.Tensor]:
     """``folder``'s BitNet checkpoint as its packed release stores it (transformers'
     ``pack_weights``, ``weight_scale`` beside each matrix, ``quant_method`` "bitnet"); the
@@ -528,13 +636,16 @@ def _noisy(model: torch.nn.Module, scale: float) -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("name", ["exaone", "afmoe", "minicpm5_moe", "mimo_v2_flash",
-                                  "laguna", "kimi_linear", "hunyuan_v1_moe"])
+                                  "laguna", "kimi_linear", "hunyuan_v1_moe", "beam",
+                                  "kolibri1_1", "ergo"])
 def test_a_noisy_copy_of_a_released_layout_is_derived_and_another_start_is_not(
         tmp_path: Path, name: str) -> None:
     """End to end on the released names: EXAONE's GPT-2-like names, AFMoE's four norms, gated
     attention and experts, MiniCPM5's query and gate in one tensor; MiMo-V2's and Laguna's
     heads, which differ from layer to layer, are matched (head matching did not run); Kimi
-    Linear's delta-attention blocks beside MLA ones."""
+    Linear's delta-attention blocks beside MLA ones; Beam's gated attention; Kolibri 1.1's
+    blocks without keys and values of their own beside those with; Ergo's fused ``wqkv``,
+    ungated expert stacks and transposed router."""
     for folder, seed, noise in (("base", 0, 0.0), ("copy", 0, 0.3), ("other", 1, 0.0)):
         _noisy(_wider(name, seed), noise).save_pretrained(tmp_path / folder)
     copy = verify(tmp_path / "base", tmp_path / "copy", OPTS)

@@ -1043,6 +1043,78 @@ KIMI_LINEAR = _decoder(
     known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + tuple(f"self_attn.{n}"
                                                                for n in _KDA_PARTS),
 )
+#: Beam (Reflection): Gemma 3's four norms (plain gains ``w``), per-head q/k norms, a sigmoid
+#: gate on every element of the attention output (``self_attn.gate_proj``; its per-head bias
+#: ``self_attn.gate_bias`` is not compared); dense blocks first (``mlp_layer_types``), then
+#: experts routed by ``mlp.gate`` with DeepSeek-V3's selection bias, no shared expert. Its
+#: depth-scaled residual adds, softcapped logits and NoPE query scaling are config scalars.
+BEAM = _decoder(
+    "beam",
+    layer=_SANDWICH_NORMS | _ATTN | _QK_NORM | {ATTN_GATE: "self_attn.gate_proj"} | _MLP | {
+        ROUTER: "mlp.gate", ROUTER_CORRECTION: "mlp.gate.e_score_correction_bias"},
+    **_MLP_EXPERTS,
+    known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + ("self_attn.gate_bias",),
+)
+#: Kolibri 1 (Aleph Alpha): GLM-4-0414's norms (``post_attn_norm`` on the attention output,
+#: ``post_attention_layernorm`` in front of the MLP, ``post_ffn_norm`` on its output; in memory
+#: ``post_self_attn_layernorm``/``post_mlp_layernorm``), per-head q/k norms, every block MoE:
+#: router ``mlp.gate`` with its selection bias stored as ``moe.router.expert_bias``
+#: (``mlp.gate.e_score_correction_bias`` in memory), one shared expert
+KOLIBRI1 = _decoder(
+    "kolibri1",
+    layer=_NORMS | _ATTN | _QK_NORM | _MLP | {
+        POST_ATTN_NORM: ["post_attn_norm", "post_self_attn_layernorm"],
+        POST_MLP_NORM: ["post_ffn_norm", "post_mlp_layernorm"],
+        ROUTER: "mlp.gate",
+        ROUTER_CORRECTION: ["moe.router.expert_bias", "mlp.gate.e_score_correction_bias"]},
+    shared_experts="mlp.shared_experts.",
+    **_MLP_EXPERTS,
+)
+#: Kolibri 1.1: Kolibri 1's names, dense blocks first (``mlp_only_layers``); its indexed-attention
+#: blocks that read an earlier block's keys and values (``kv_source_layers``) hold no ``k_proj``,
+#: ``v_proj`` or ``k_norm`` of their own (their queries and output are read, their heads not
+#: matched); the key selection (indexer) has no weights
+KOLIBRI1_1 = KOLIBRI1.model_copy(update={
+    "family": "kolibri1_1", "model_types": ("kolibri1_1",), "optional_roles": (K, V, K_NORM)})
+#: Ergo (Amazon), in its release's names (``tok_embeddings``, ``output``, ``layers.N.attention.
+#: wqkv``, ``feed_forward.*``) and in transformers' in-memory ones (``self_attn.qkv_proj``,
+#: ``mlp.*``): q, k and v one after another in ``wqkv``, per-head q/k norms; four norms
+#: (``post_attention_norm`` and ``post_ffn_norm`` on each sublayer's output); squared-ReLU
+#: ``up``/``down`` without a gate in the dense first blocks and the experts (stacks ``up_proj``
+#: ``[E, H, I]``, ``down_proj`` ``[E, I, H]``, computed as ``x @ W``); router ``gate_kernel``
+#: stored ``[hidden, experts]``, selection bias ``router_bias``. Not compared: the learned
+#: residual mixers (``post_*_residual.scale``), the experts' output norms, the in-memory router
+#: ``mlp.gate.linear`` (``[experts, hidden]``: a table transposes a role in every spelling or
+#: none), and the shared expert, whose released ``shared_up_proj``/``shared_down_proj`` are
+#: stored ``[in, out]`` while the dense blocks' ``up``/``down`` are not (left out in memory too,
+#: so that both spellings of one model are read alike)
+ERGO = _decoder(
+    "ergo",
+    globals={EMBED: ["tok_embeddings", "embed_tokens"], FINAL_NORM: "norm",
+             LM_HEAD: ["output", "lm_head"]},
+    layer={ATTN_NORM: ["attention_norm", "input_layernorm"],
+           POST_ATTN_NORM: ["post_attention_norm", "post_attention_layernorm"],
+           MLP_NORM: ["ffn_norm", "pre_feedforward_layernorm"],
+           POST_MLP_NORM: ["post_ffn_norm", "post_feedforward_layernorm"],
+           O: ["attention.wo", "self_attn.o_proj"],
+           Q_NORM: ["attention.q_norm", "self_attn.q_norm"],
+           K_NORM: ["attention.k_norm", "self_attn.k_norm"],
+           UP: ["feed_forward.up", "mlp.up_proj"], DOWN: ["feed_forward.down", "mlp.down_proj"],
+           ROUTER: "feed_forward.gate_kernel",
+           ROUTER_CORRECTION: ["feed_forward.router_bias", "mlp.gate.e_score_correction_bias"]},
+    fused={path: Fused(roles=(Q, K, V), split="heads")
+           for path in ("attention.wqkv", "self_attn.qkv_proj")},
+    stacked={f"{where}.{proj}": Stacked(roles=(role,), layout="in_out")
+             for where in ("feed_forward", "mlp.experts")
+             for proj, role in (("up_proj", UP), ("down_proj", DOWN))},
+    transpose=(ROUTER,),
+    known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + (
+        "post_attention_residual", "post_ffn_residual", "attention_residual_gate",
+        "feedforward_residual_gate", "feed_forward.expert_output_norm",
+        "mlp.experts.post_expert_norm", "feed_forward.shared_up_proj",
+        "feed_forward.shared_down_proj", "feed_forward.shared_expert_output_norm",
+        "mlp.shared_experts", "mlp.gate.linear"),
+)
 #: MiniMax-Text-01: lightning (linear) attention in most blocks (``qkv_proj``, ``out_proj``,
 #: ``output_gate``, ``norm`` and decay buffers under ``self_attn``: not compared), softmax
 #: attention in the rest; Mixtral's experts in every block. Its residual branches are weighted
@@ -1090,6 +1162,7 @@ FAMILIES: dict[str, LayoutTable] = {
         OPENAI_GPT, AFMOE, ARIA, COHERE2_MOE, BAILING_MOE, MINICPM5_MOE, HY_V3, AXK1, FLINT,
         LARA_MINI, MINIMAX, MIMO_V2, LAGUNA, NANOCHAT, XGLM, KIMI_LINEAR, DEEPSEEK_V4, MAMBA, MAMBA2, MINIMAX_M3, HUNYUAN,
         AXK2, HY_V4,
+        BEAM, KOLIBRI1, KOLIBRI1_1, ERGO,
     )
 }
 
