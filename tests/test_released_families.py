@@ -46,7 +46,8 @@ EXPECTED: dict[str, tuple[str, list[int]]] = {
     "kimi_linear": ("kimi_linear", [1]), "deepseek_v4": ("deepseek_v4", [0, 1]),
     "mamba": ("mamba", []), "falcon_mamba": ("mamba", []), "mamba2": ("mamba2", []),
     "hunyuan_v1_dense": ("hunyuan_v1_dense", []), "hunyuan_v1_moe": ("hunyuan_v1_dense", [0, 1]),
-    "dots1": ("glm4_moe", [1]),
+    "dots1": ("glm4_moe", [1]), "longcat_flash": ("longcat_flash", [0, 1]),
+    "jetmoe": ("jetmoe", [0, 1]), "zaya": ("zaya", [0, 1]),
 }
 
 
@@ -76,7 +77,8 @@ def test_released_names_are_read_whole_by_the_family_table(tmp_path: Path, name:
         assert missing_roles(layout) == []
         for layer in layout.layers:  # MLA blocks have no K or V; linear-attention ones no O
             assert O in layer.roles or name in ("lara_mini", "minimax", "lfm3", "deepseek_v4",
-                                                "mamba", "falcon_mamba", "mamba2"), layer.index
+                                                "mamba", "falcon_mamba", "mamba2", "jetmoe",
+                                                "zaya"), layer.index
             assert DOWN in layer.roles or layer.experts
 
 
@@ -397,6 +399,42 @@ def test_experts_cut_from_the_files_compute_what_the_model_does(tmp_path: Path,
             assert torch.equal(_cut(model, expert[GATE]), gate_up[e, :inter].float())
             assert torch.equal(_cut(model, expert[UP]), gate_up[e, inter:].float())
             assert torch.equal(_cut(model, expert[DOWN]), down[e].float())
+
+
+@pytest.mark.parametrize("name", ["longcat_flash", "jetmoe", "zaya"])
+def test_each_expert_read_from_the_files_computes_what_its_module_does(tmp_path: Path,
+                                                                      name: str) -> None:
+    """Every expert cut from the saved files (LongCat-Flash's per-expert files, JetMoE's
+    ``input_linear``/``output_linear`` stacks, ZAYA's v5 stacks) computes, as
+    ``down(act(gate x) * up x)``, what the model's expert module computes for tokens routed to
+    it alone; LongCat-Flash's dense MLP is its first sublayer's (``mlps.0``)."""
+    module = _saved(name, tmp_path)
+    block = module.model.layers[1]
+    x = torch.randn(5, 32)
+    with open_model(tmp_path) as model:
+        layer = model.layout.layers[1]
+        assert len(layer.experts) == 4
+        act = torch.nn.functional.silu
+        for e, expert in enumerate(layer.experts):
+            with torch.no_grad():
+                if name == "jetmoe":
+                    sizes = [5 if i == e else 0 for i in range(4)]
+                    gate, up = block.mlp.input_linear(x, sizes).chunk(2, dim=-1)
+                    want = block.mlp.output_linear(act(gate) * up, sizes)
+                else:
+                    routed = torch.full((5, 1), e)
+                    want = block.mlp.experts(x, routed, torch.ones(5, 1))
+            got = (act(x @ _cut(model, expert[GATE]).T) * (x @ _cut(model, expert[UP]).T)
+                   ) @ _cut(model, expert[DOWN]).T
+            torch.testing.assert_close(got, want)
+        if name == "longcat_flash":
+            roles = layer.roles
+            assert {roles[r].tensor.split(".")[4] for r in (GATE, UP, DOWN)} == {"0"}
+            with torch.no_grad():
+                want = block.mlps[0](x)
+            got = (act(x @ _cut(model, roles[GATE]).T) * (x @ _cut(model, roles[UP]).T)
+                   ) @ _cut(model, roles[DOWN]).T
+            torch.testing.assert_close(got, want)
 
 
 def _pack_ternary(folder: Path, out: Path) -> dict[str, torch.Tensor]:
