@@ -148,4 +148,16 @@ def released_models() -> dict[str, tuple[Any, Any]]:
             **{k: v for k, v in no_intermediate.items() if k != "head_dim"}, **MOE,
             num_experts=4, first_dense_intermediate_size=64, shared_intermediate_size=16,
             num_dense_blocks=1)),
+        # LongCat-Flash: two sublayers a block (the first read), zero-computation experts
+        "longcat_flash": (t.LongcatFlashForCausalLM, t.LongcatFlashConfig(
+            **{k: v for k, v in SMALL.items() if k != "num_hidden_layers"}, num_layers=2,
+            **MOE, n_routed_experts=4, zero_expert_num=2, **deepseek)),
+        # attention that is not compared: JetMoE's mixture of attention heads, ZAYA's CCA
+        "jetmoe": (t.JetMoeForCausalLM, t.JetMoeConfig(
+            **{k: v for k, v in SMALL.items() if k not in ("num_attention_heads", "head_dim")},
+            kv_channels=8, num_local_experts=4, num_experts_per_tok=2)),
+        "zaya": (t.ZayaForCausalLM, t.ZayaConfig(
+            **{k: v for k, v in SMALL.items() if k != "intermediate_size"}, **MOE | {
+                "num_experts_per_tok": 1}, num_experts=4, router_hidden_size=16,
+            eos_token_id=2)),
     }

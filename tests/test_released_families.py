@@ -49,6 +49,8 @@ EXPECTED: dict[str, tuple[str, list[int]]] = {
     "dots1": ("glm4_moe", [1]), "axk2": ("axk2", [1]), "hy_v4": ("hy_v4", [1]),
     "beam": ("beam", [1]), "kolibri1": ("kolibri1", [0, 1]),
     "kolibri1_1": ("kolibri1_1", [1]), "ergo": ("ergo", [1]),
+    "longcat_flash": ("longcat_flash", [0, 1]), "jetmoe": ("jetmoe", [0, 1]),
+    "zaya": ("zaya", [0, 1]),
 }
 
 
@@ -78,7 +80,8 @@ def test_released_names_are_read_whole_by_the_family_table(tmp_path: Path, name:
         assert missing_roles(layout) == []
         for layer in layout.layers:  # MLA blocks have no K or V; linear-attention ones no O
             assert O in layer.roles or name in ("lara_mini", "minimax", "lfm3", "deepseek_v4",
-                                                "mamba", "falcon_mamba", "mamba2"), layer.index
+                                                "mamba", "falcon_mamba", "mamba2", "jetmoe",
+                                                "zaya"), layer.index
             assert DOWN in layer.roles or layer.experts
 
 
@@ -576,6 +579,42 @@ def test_each_norm_is_read_as_the_place_the_model_applies_it(tmp_path: Path, nam
             want = (getattr(want, path.rsplit(".", 1)[1]) if want is not None
                     else block.get_submodule(path).weight)
             assert torch.equal(_cut(model, roles[role]), want.detach().float()), (path, role)
+
+
+@pytest.mark.parametrize("name", ["longcat_flash", "jetmoe", "zaya"])
+def test_each_expert_read_from_the_files_computes_what_its_module_does(tmp_path: Path,
+                                                                      name: str) -> None:
+    """Every expert cut from the saved files (LongCat-Flash's per-expert files, JetMoE's
+    ``input_linear``/``output_linear`` stacks, ZAYA's v5 stacks) computes, as
+    ``down(act(gate x) * up x)``, what the model's expert module computes for tokens routed to
+    it alone; LongCat-Flash's dense MLP is its first sublayer's (``mlps.0``)."""
+    module = _saved(name, tmp_path)
+    block = module.model.layers[1]
+    x = torch.randn(5, 32)
+    with open_model(tmp_path) as model:
+        layer = model.layout.layers[1]
+        assert len(layer.experts) == 4
+        act = torch.nn.functional.silu
+        for e, expert in enumerate(layer.experts):
+            with torch.no_grad():
+                if name == "jetmoe":
+                    sizes = [5 if i == e else 0 for i in range(4)]
+                    gate, up = block.mlp.input_linear(x, sizes).chunk(2, dim=-1)
+                    want = block.mlp.output_linear(act(gate) * up, sizes)
+                else:
+                    routed = torch.full((5, 1), e)
+                    want = block.mlp.experts(x, routed, torch.ones(5, 1))
+            got = (act(x @ _cut(model, expert[GATE]).T) * (x @ _cut(model, expert[UP]).T)
+                   ) @ _cut(model, expert[DOWN]).T
+            torch.testing.assert_close(got, want)
+        if name == "longcat_flash":
+            roles = layer.roles
+            assert {roles[r].tensor.split(".")[4] for r in (GATE, UP, DOWN)} == {"0"}
+            with torch.no_grad():
+                want = block.mlps[0](x)
+            got = (act(x @ _cut(model, roles[GATE]).T) * (x @ _cut(model, roles[UP]).T)
+                   ) @ _cut(model, roles[DOWN]).T
+            torch.testing.assert_close(got, want)
 
 
 def _pack_ternary(folder: Path, out: Path) -> dict[str, torch.Tensor]:

@@ -1126,6 +1126,61 @@ MINIMAX = MIXTRAL.model_copy(update={
         f"self_attn.{n}" for n in ("qkv_proj", "out_proj", "output_gate", "norm", "slope_rate",
                                    "query_decay", "key_decay", "diagonal_decay")),
 })
+#: LongCat-Flash (Meituan): each block holds two attention-and-MLP sublayers in one residual
+#: stream (``self_attn.0``/``.1``, ``mlps.0``/``.1``, ``input_layernorm.0``/``.1``,
+#: ``post_attention_layernorm.0``/``.1``) and a shortcut MoE (``mlp.*``) that reads the first
+#: sublayer's MLP input and is added after the second. A block is read as its first sublayer:
+#: MLA attention ``self_attn.0`` (always with low-rank queries), the dense ``mlps.0`` and the
+#: experts beside it, both behind ``post_attention_layernorm.0``. The second sublayer is not
+#: compared (a table holds one sublayer per block). The router ``mlp.router.classifier`` and
+#: its selection bias score the routed experts and the zero-computation (identity) experts
+#: after them, which hold no weights. The multi-token-prediction module (``mtp.*``) is not
+#: compared.
+LONGCAT_FLASH = _decoder(
+    "longcat_flash",
+    layer={ATTN_NORM: "input_layernorm.0", MLP_NORM: "post_attention_layernorm.0"}
+    | {role: path.replace("self_attn.", "self_attn.0.") for role, path in _MLA.items()}
+    | {GATE: "mlps.0.gate_proj", UP: "mlps.0.up_proj", DOWN: "mlps.0.down_proj",
+       ROUTER: "mlp.router.classifier",
+       ROUTER_CORRECTION: "mlp.router.e_score_correction_bias"},
+    **_MLP_EXPERTS,
+    known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + (
+        "self_attn.1", "mlps.1", "input_layernorm.1", "post_attention_layernorm.1", "mtp"),
+)
+#: JetMoE: attention is itself a mixture of experts (``self_attention.experts``: each routed
+#: attention expert has its own query and output projections over key/value heads shared
+#: through ``kv_proj``), so it has no fixed query heads and is not compared. The MLP is
+#: Granite-MoE's stacks under ``mlp.`` (``input_linear`` ``[E, 2*I, H]``, ``.chunk(2)``: gate
+#: first; ``output_linear`` ``[E, H, I]``), router ``mlp.router.layer``; the bias added to the
+#: experts' weighted sum (``mlp.bias``) is not compared.
+JETMOE = _decoder(
+    "jetmoe",
+    layer=_NORMS | {ROUTER: "mlp.router.layer"},
+    stacked={
+        "mlp.input_linear": Stacked(roles=(GATE, UP), split="halves", layout="out_in"),
+        "mlp.output_linear": Stacked(roles=(DOWN,), layout="out_in"),
+    },
+    known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + ("self_attention", "mlp.bias"),
+)
+#: ZAYA (Zyphra): Compressed Convolutional Attention — queries and keys pass through causal
+#: convolutions over time and are mixed with each other, half the value heads read the
+#: previous token (``v_proj_delayed``), keys are L2-normalised with a learned temperature — so
+#: ``self_attn.*`` is not softmax attention over q/k/v/o heads and is not compared. Every block
+#: MoE behind ``post_attention_layernorm``: v5 expert stacks (gate first); the router is an MLP
+#: over a low-rank state carried from block to block (``mlp.gate.*``, with a "skip" class and
+#: balancing biases), not a linear map of the hidden state: not compared. The learned scales
+#: and biases on the residual stream (``post_*_residual_scale``, the model's
+#: ``input_hidden_states_*``) are not compared.
+ZAYA = _decoder(
+    "zaya",
+    layer=_NORMS,
+    stacked=_V5_EXPERT_STACKS,
+    known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + (
+        "self_attn.qkv_proj", "self_attn.qk_norm", "self_attn.o_proj", "mlp.gate.down_proj",
+        "mlp.gate.router_mlp", "mlp.gate.router_states_scale", "mlp.gate.balancing_biases",
+        "post_attention_residual_scale", "post_mlp_residual_scale", "input_hidden_states_scale",
+        "input_hidden_states_bias"),
+)
 #: GptOssExperts computes ``x @ W + b``: ``gate_up_proj`` ``[E, H, 2*I]`` with gate and up
 #: *interleaved* (gate = even columns, up = odd), ``down_proj`` ``[E, I, H]``; biases are
 #: ``[E, 2*I]``/``[E, H]``. The released files hold the stacks as MXFP4 ``*_blocks`` ``[E, out,
@@ -1163,6 +1218,7 @@ FAMILIES: dict[str, LayoutTable] = {
         LARA_MINI, MINIMAX, MIMO_V2, LAGUNA, NANOCHAT, XGLM, KIMI_LINEAR, DEEPSEEK_V4, MAMBA, MAMBA2, MINIMAX_M3, HUNYUAN,
         AXK2, HY_V4,
         BEAM, KOLIBRI1, KOLIBRI1_1, ERGO,
+        LONGCAT_FLASH, JETMOE, ZAYA,
     )
 }
 
