@@ -15,6 +15,22 @@ SMALL: dict[str, Any] = {"hidden_size": 32, "intermediate_size": 64, "num_attent
                          "num_key_value_heads": 2, "head_dim": 8, "vocab_size": 100,
                          "num_hidden_layers": 2, "pad_token_id": 0}
 MOE: dict[str, Any] = {"moe_intermediate_size": 16, "num_experts_per_tok": 2}
+#: dots.3 Note: MLA ranks, a dense first block, an indexed and a sliding-window layer (the
+#: sliding one with half the heads, its own ranks and head sizes)
+DOTS3_MLA: dict[str, Any] = {
+    "n_routed_experts": 4, "n_shared_experts": 1, "shared_experts_intermediate_size": 16,
+    "kv_lora_rank": 8, "q_lora_rank": 16, "qk_rope_head_dim": 4, "qk_nope_head_dim": 4,
+    "v_head_dim": 8, "index_n_heads": 2, "index_head_dim": 8, "index_topk": 4,
+    "sliding_window": 8, "layer_types": ["indexed_attention", "sliding_attention"],
+    "swa_num_attention_heads": 2, "swa_num_key_value_heads": 2, "swa_q_lora_rank": 8,
+    "swa_kv_lora_rank": 16, "swa_head_dim": 12, "swa_qk_nope_head_dim": 8, "swa_v_head_dim": 4}
+#: Inkling: a full-attention layer with a dense MLP, then a sliding-window one with twice the
+#: query heads (half as wide) and MoE with two shared experts
+INKLING: dict[str, Any] = {
+    "n_routed_experts": 4, "n_shared_experts": 2, "swa_num_attention_heads": 8,
+    "swa_num_key_value_heads": 4, "swa_head_dim": 4, "d_rel": 4, "rel_extent": 16,
+    "sliding_window_size": 8, "layer_types": ["hybrid", "hybrid_sliding"],
+    "mlp_layer_types": ["dense", "sparse"]}
 
 
 def released_models() -> dict[str, tuple[Any, Any]]:
@@ -160,4 +176,9 @@ def released_models() -> dict[str, tuple[Any, Any]]:
             **{k: v for k, v in SMALL.items() if k != "intermediate_size"}, **MOE | {
                 "num_experts_per_tok": 1}, num_experts=4, router_hidden_size=16,
             eos_token_id=2)),
+        # dots.3 Note: MLA with a gate per head; its sliding layer has its own heads and ranks
+        "dots3_note_text": (t.Dots3NoteForCausalLM, t.Dots3NoteTextConfig(
+            **(SMALL | {"num_key_value_heads": 4}), **MOE, **DOTS3_MLA)),
+        # Inkling: a normed embedding, short convolutions, sliding layers with their own heads
+        "inkling_text": (t.InklingForCausalLM, t.InklingTextConfig(**SMALL, **MOE, **INKLING)),
     }

@@ -212,3 +212,87 @@ def test_cross_attention_blocks_inserted_into_a_text_model_are_left_unmatched(tm
     report = verify(tmp_path / "base", tmp_path / "vision", OPTS)
     assert report.verdict == "derived", report.reason
     assert [e.base_layer for e in report.layer_map] == [0, None, 1, 2, None, 3]
+
+
+def _omni(name: str) -> torch.nn.Module:
+    """dots.3 Note and Inkling with their vision and audio towers, the language model the tiny
+    one of ``released_models``."""
+    from released_models import released_models
+
+    t = transformers
+    torch.manual_seed(0)
+    if name == "dots3_note":
+        text = released_models()["dots3_note_text"][1].to_dict()
+        return t.Dots3NoteForConditionalGeneration(t.Dots3NoteConfig(
+            text_config=text,
+            vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+                           "num_attention_heads": 2, "adapter_in_dim": 16, "adapter_out_dim": 32,
+                           "mlp_layer_types": ["dense"]},
+            audio_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+                          "num_attention_heads": 2, "adapter_input_size": 16,
+                          "adapter_out_dim": 32, "downsample_hidden_size": 8,
+                          "feature_size": 16}))
+    assert name == "inkling_mm_model"
+    text = released_models()["inkling_text"][1].to_dict()
+    return t.InklingForConditionalGeneration(t.InklingConfig(
+        text_config=text,
+        vision_config={"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+                       "patch_size": 4},
+        audio_config={"n_mel_bins": 4, "mel_vocab_size": 8}))
+
+
+#: family read, and the towers set aside, in the files ``save_pretrained`` writes (the release's
+#: names: dots.3 Note's towers at the top, Inkling's language model under ``model.llm.``)
+OMNI = {"dots3_note": ("dots3_note_text", ["audio_encoder.", "vision_encoder."]),
+        "inkling_mm_model": ("inkling_text", ["model.audio.", "model.visual."])}
+
+
+@pytest.mark.parametrize("name", list(OMNI))
+def test_released_omni_checkpoints_are_read_on_their_language_model(tmp_path, name) -> None:
+    from verifier.model import open_model
+
+    _omni(name).save_pretrained(tmp_path)
+    family, parts = OMNI[name]
+    with open_model(tmp_path) as model:
+        layout = model.layout
+        assert (layout.family, layout.num_layers, layout.hidden_size) == (family, 2, 32)
+        assert layout.moe_layers == [1]
+        assert sorted(layout.other_modalities) == parts
+        assert layout.unexpected == []
+        assert not layout.detected
+
+
+def test_inkling_release_cuts_its_interleaved_gate_and_up_as_the_model_computes(tmp_path) -> None:
+    """Inkling's release stores gate and up row by row in turn (``mlp.w13_dn``, and the experts'
+    ``w13_weight`` ``[E, 2I, H]``), ``mlp.w2_md`` and ``w2_weight`` for down, the selection bias
+    as ``mlp.gate.bias``, the embedding's norm as ``model.llm.embed_norm``: each role read from
+    the files is the module's own."""
+    from verifier.model import open_model
+
+    module = _omni("inkling_mm_model")
+    module.save_pretrained(tmp_path)
+    text = module.model.language_model
+    dense, moe = text.layers[0].mlp, text.layers[1].mlp
+    with open_model(tmp_path) as model:
+        layout = model.layout
+
+        def cut(ref) -> torch.Tensor:  # noqa: ANN001
+            return model.load(ref).float()
+
+        roles = layout.layers[0].roles
+        assert roles["gate"].tensor == "model.llm.layers.0.mlp.w13_dn.weight"
+        for role, linear in (("gate", dense.gate_proj), ("up", dense.up_proj),
+                             ("down", dense.down_proj)):
+            assert torch.equal(cut(roles[role]), linear.weight.detach()), role
+        gate_up, down = moe.experts.gate_up_proj.detach(), moe.experts.down_proj.detach()
+        experts = layout.layers[1].experts
+        assert experts[0]["gate"].tensor == "model.llm.layers.1.mlp.experts.w13_weight"
+        for e, expert in enumerate(experts):
+            assert torch.equal(cut(expert["gate"]), gate_up[e, :16])
+            assert torch.equal(cut(expert["up"]), gate_up[e, 16:])
+            assert torch.equal(cut(expert["down"]), down[e])
+        correction = layout.layers[1].roles["router_correction"]
+        assert correction.tensor == "model.llm.layers.1.mlp.gate.bias"
+        assert torch.equal(cut(correction), moe.gate.e_score_correction_bias)
+        assert layout.globals["embed_norm"].tensor == "model.llm.embed_norm.weight"
+        assert layout.globals["lm_head"].tensor == "model.llm.unembed.weight"

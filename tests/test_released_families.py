@@ -51,6 +51,7 @@ EXPECTED: dict[str, tuple[str, list[int]]] = {
     "kolibri1_1": ("kolibri1_1", [1]), "ergo": ("ergo", [1]),
     "longcat_flash": ("longcat_flash", [0, 1]), "jetmoe": ("jetmoe", [0, 1]),
     "zaya": ("zaya", [0, 1]),
+    "dots3_note_text": ("dots3_note_text", [1]), "inkling_text": ("inkling_text", [1]),
 }
 
 
@@ -676,7 +677,7 @@ def _noisy(model: torch.nn.Module, scale: float) -> torch.nn.Module:
 
 @pytest.mark.parametrize("name", ["exaone", "afmoe", "minicpm5_moe", "mimo_v2_flash",
                                   "laguna", "kimi_linear", "hunyuan_v1_moe", "beam",
-                                  "kolibri1_1", "ergo"])
+                                  "kolibri1_1", "ergo", "inkling_text"])
 def test_a_noisy_copy_of_a_released_layout_is_derived_and_another_start_is_not(
         tmp_path: Path, name: str) -> None:
     """End to end on the released names: EXAONE's GPT-2-like names, AFMoE's four norms, gated
@@ -684,7 +685,8 @@ def test_a_noisy_copy_of_a_released_layout_is_derived_and_another_start_is_not(
     heads, which differ from layer to layer, are matched (head matching did not run); Kimi
     Linear's delta-attention blocks beside MLA ones; Beam's gated attention; Kolibri 1.1's
     blocks without keys and values of their own beside those with; Ergo's fused ``wqkv``,
-    ungated expert stacks and transposed router."""
+    ungated expert stacks and transposed router; Inkling's sliding-window layers, whose heads
+    are their own."""
     for folder, seed, noise in (("base", 0, 0.0), ("copy", 0, 0.3), ("other", 1, 0.0)):
         _noisy(_wider(name, seed), noise).save_pretrained(tmp_path / folder)
     copy = verify(tmp_path / "base", tmp_path / "copy", OPTS)
@@ -693,3 +695,22 @@ def test_a_noisy_copy_of_a_released_layout_is_derived_and_another_start_is_not(
     assert "head_matching" in {p.name for p in copy.probes if p.decisive}
     other = verify(tmp_path / "base", tmp_path / "other", OPTS)
     assert other.verdict != "derived", other.reason
+
+
+def test_inkling_sliding_layers_split_into_their_own_heads(tmp_path: Path) -> None:
+    """Inkling's sliding-window layers have their own query heads (``swa_num_attention_heads``):
+    the tiny model's has 8 heads of 4 where its full layer has 4 of 8, the same rows in q, k, v
+    and o, so reading it with the model's head count fit the shapes and cut every head wrong."""
+    from verifier.probes.head_matching import load_circuits
+
+    module = _saved("inkling_text", tmp_path)
+    with open_model(tmp_path) as model:
+        for layer, (heads, groups, size) in enumerate(((4, 2, 8), (8, 4, 4))):
+            attn = module.model.layers[layer].self_attn
+            assert (attn.num_heads, attn.num_key_value_heads, attn.head_dim) == (
+                heads, groups, size)
+            circuits = load_circuits(model, layer)
+            assert circuits is not None
+            assert (circuits.heads, circuits.groups, circuits.q.shape[1]) == (heads, groups, size)
+            assert torch.equal(circuits.q.float(), attn.q_proj.weight.detach().view(
+                heads, size, 32))

@@ -76,6 +76,8 @@ MULTIMODAL_PARTS = (
     "image_to_text_projection", "visual_embeddings_table", "view_separator", "qformer",
     "query_tokens", "language_projection", "vqmodel", "generation_embeddings",
     "generation_aligner", "generation_head", "patch_merge_mlp",
+    "audio_encoder", "audio_adapter",  # dots.3 Note's release (beside ``vision_encoder``)
+    "audio",  # Inkling's release (``model.audio.``, beside ``model.visual.``)
 )
 #: generic module names that are such a part only in a checkpoint that has one of the above
 #: (a text-only model's own ``projector`` stays the language model's)
@@ -622,6 +624,19 @@ DEEPSEEK_V4 = _decoder(
         "hc_head_base", "hc_head_scale", "hc_head", "mtp",
         "scale"),  # the release's FP8/FP4 scales (``X.scale`` beside ``X.weight``)
 )
+#: dots.3 Note's language model (``dots3_note_text``; its multimodal release ``dots3_note``
+#: keeps it under ``model.`` beside ``vision_encoder``/``audio_encoder``): DeepSeek-V3's MLA
+#: blocks, routing and shared experts, with a sigmoid gate per head on the attention output
+#: (``g_proj``, ``[heads, hidden]``: ``attn_gate``). Sliding-window layers have their own
+#: head counts and ranks (``per_layer_config``), read from the weights' shapes. The RMSNorm on
+#: the shared rotary key (``k_rope_only_layernorm``) and the indexer of the
+#: ``indexed_attention`` layers are not compared; the latents' rescaling by
+#: ``sqrt(hidden / rank)`` is a constant of the config, not a weight.
+DOTS3_NOTE = DEEPSEEK_V3.model_copy(update={
+    "family": "dots3_note_text", "model_types": ("dots3_note_text", "dots3_note"),
+    "layer": DEEPSEEK_V3.layer | {ATTN_GATE: "self_attn.g_proj"},
+    "known_unassigned": DEEPSEEK_V3.known_unassigned + ("self_attn.k_rope_only_layernorm", "mtp"),
+})
 #: FlexOlmo: OLMo-2's norms on the sublayers' outputs, MoE blocks without a shared expert
 FLEX_OLMO = _decoder(
     "flex_olmo",
@@ -1007,6 +1022,41 @@ MIMO_V2 = _decoder(
     **_MLP_EXPERTS,
     optional_roles=(ATTN_SINKS,),
 )
+#: Inkling (Thinking Machines; ``inkling_text``, and the language model of its multimodal
+#: ``inkling_mm_model``, whose release names it ``model.llm.``: ``embed``, ``embed_norm``,
+#: ``unembed``, ``attn.wq_du``/``wk_dv``/``wv_dv``/``wo_ud``, ``attn_norm``/``mlp_norm``, gate
+#: and up *interleaved* in ``mlp.w13_dn`` and ``mlp.experts.w13_weight`` ``[E, 2I, H]``, the
+#: selection bias as ``mlp.gate.bias``; transformers' names read too). An RMSNorm on the
+#: embeddings (``embed_tokens.embed_norm``: ``embed_norm``); attention with q/k norms per head,
+#: its sliding-window layers with their own head counts (``swa_num_attention_heads``, KV heads,
+#: head size). Not compared: the short causal convolutions that add to the keys and values
+#: (``k_sconv``, ``v_sconv``) and to the attention and MLP outputs (``attn_sconv``,
+#: ``mlp_sconv``), the relative-position bias (``r_proj``, ``rel_logits_proj``), the learned
+#: scalars (``global_scale``), and the shared experts, stored as 3-D stacks (``[S, I, H]``;
+#: ``shared_w13_weight`` in the release) that no table field cuts into shared experts. The
+#: router ``mlp.gate`` has a row for each routed expert, then one for each shared expert.
+_INKLING_ATTN = {role: [f"self_attn.{a}", f"attn.{b}"] for role, a, b in (
+    (Q, "q_proj", "wq_du"), (K, "k_proj", "wk_dv"), (V, "v_proj", "wv_dv"), (O, "o_proj", "wo_ud"),
+    (Q_NORM, "q_norm", "q_norm"), (K_NORM, "k_norm", "k_norm"))}
+INKLING = _decoder(
+    "inkling_text", "inkling_mm_model",
+    prefixes=(*HF_PREFIXES, "model.llm."),
+    globals={EMBED: ["embed_tokens", "embed"],
+             EMBED_NORM: ["embed_tokens.embed_norm", "embed_norm"],
+             FINAL_NORM: "norm", LM_HEAD: ["lm_head", "unembed"]},
+    layer={ATTN_NORM: ["input_layernorm", "attn_norm"],
+           MLP_NORM: ["post_attention_layernorm", "mlp_norm"]} | _INKLING_ATTN
+    | {GATE: "mlp.gate_proj", UP: "mlp.up_proj", DOWN: ["mlp.down_proj", "mlp.w2_md"],
+       ROUTER: "mlp.gate",
+       ROUTER_CORRECTION: ["mlp.gate.e_score_correction_bias", "mlp.gate.bias"]},
+    fused={"mlp.w13_dn": Fused(roles=(GATE, UP), split="interleave")},
+    stacked=_V5_EXPERT_STACKS | {
+        "mlp.experts.w13_weight": Stacked(roles=(GATE, UP), split="interleave", layout="out_in"),
+        "mlp.experts.w2_weight": Stacked(roles=(DOWN,), layout="out_in")},
+    known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + (
+        "k_sconv", "v_sconv", "attn_sconv", "mlp_sconv", "self_attn.r_proj", "attn.wr_du",
+        "rel_logits_proj", "global_scale", "mlp.shared_experts", "mtp"),
+)
 #: Laguna (poolside): query heads set per layer (``num_attention_heads_per_layer``), q/k norms,
 #: a softplus gate on each head's output (``g_proj``: per head, or per element), experts with
 #: a selection bias stored beside them and one shared expert
@@ -1219,6 +1269,7 @@ FAMILIES: dict[str, LayoutTable] = {
         AXK2, HY_V4,
         BEAM, KOLIBRI1, KOLIBRI1_1, ERGO,
         LONGCAT_FLASH, JETMOE, ZAYA,
+        DOTS3_NOTE, INKLING,
     )
 }
 

@@ -235,14 +235,24 @@ class Geometry(NamedTuple):
     v_dim: int
 
 
+#: ``layer_types`` entries of the sliding-window layers whose query heads the config gives
+#: apart as ``swa_num_attention_heads`` (Inkling)
+SLIDING_LAYER_TYPES = ("hybrid_sliding",)
+
+
 def _query_heads(model: Model, layer: int) -> int:
-    """``layer``'s query heads: the config's per-layer list where it has one (Laguna), else
-    the model's head count."""
+    """``layer``'s query heads: the config's per-layer list where it has one (Laguna), the
+    sliding-window layers' own count where the config gives one (Inkling's
+    ``swa_num_attention_heads``), else the model's head count."""
     config = model.config or {}
     for source in (config, config.get("text_config") or {}):
         per_layer = source.get("num_attention_heads_per_layer")
         if isinstance(per_layer, list) and layer < len(per_layer) and int(per_layer[layer]) > 0:
             return int(per_layer[layer])
+        types, swa = source.get("layer_types"), source.get("swa_num_attention_heads")
+        if (isinstance(types, list) and layer < len(types) and types[layer] in SLIDING_LAYER_TYPES
+                and isinstance(swa, int) and swa > 0):
+            return swa
     return model.layout.num_heads or 1
 
 
