@@ -694,7 +694,7 @@ def test_a_noisy_copy_of_a_released_layout_is_derived_and_another_start_is_not(
     assert copy.models.base.architecture == EXPECTED[name][0]
     assert "head_matching" in {p.name for p in copy.probes if p.decisive}
     other = verify(tmp_path / "base", tmp_path / "other", OPTS)
-    assert other.verdict != "derived", other.reason
+    assert other.verdict == "independent", other.reason
 
 
 def test_inkling_sliding_layers_split_into_their_own_heads(tmp_path: Path) -> None:
