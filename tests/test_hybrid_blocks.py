@@ -4,7 +4,8 @@ A hybrid's blocks do not all hold what each probe compares: Nemotron-H's blocks 
 each (Mamba-2, attention, an MLP or experts), Jamba's attention sits in one block of several,
 DeepSeek-style MoE models keep dense MLPs in their first blocks only. The power checks, which
 decide whether "no evidence" may read as *independent*, must disguise a block that holds what
-each probe compares; and Nemotron-H's Mamba-2 mixers are compared as Mamba-2's own are.
+each probe compares; Nemotron-H's Mamba-2 mixers are compared as Mamba-2's own are; and a
+block that runs experts beside a dense MLP (Gemma 4) offers both to the MoE probe.
 """
 
 from __future__ import annotations
@@ -76,3 +77,36 @@ def test_nemotron_h_mamba_blocks_are_matched_as_neurons_and_an_independent_start
     assert {(lv.layer, lv.base_layer) for lv in neurons.layers} >= {(0, 0), (3, 3)}
     other = verify(tmp_path / "base", tmp_path / "other", opts)
     assert other.verdict == "independent", other.reason
+
+
+def _gemma4_moe(seed: int, noise: float = 0.0) -> torch.nn.Module:
+    config = transformers.Gemma4TextConfig(
+        hidden_size=128, intermediate_size=256, num_attention_heads=4, num_key_value_heads=2,
+        head_dim=32, vocab_size=600, num_hidden_layers=2, hidden_size_per_layer_input=0,
+        num_kv_shared_layers=0, enable_moe_block=True, num_experts=4, top_k_experts=2,
+        moe_intermediate_size=64)
+    torch.manual_seed(seed)
+    model = transformers.Gemma4ForCausalLM(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.add_(noise * p.std() * torch.randn_like(p))
+    return model
+
+
+def test_experts_beside_a_dense_mlp_are_matched_to_the_bases_experts(tmp_path: Path) -> None:
+    """Gemma 4's MoE blocks run experts beside a dense MLP: a copy's experts come from the
+    base's experts, so the base offers both (its pool held the dense MLP alone, and a noisy
+    copy's MoE layers read as not derived, p = 1); another start's experts match neither."""
+    for folder, seed, noise in (("base", 0, 0.0), ("copy", 0, 0.3), ("other", 1, 0.0)):
+        _gemma4_moe(seed, noise).save_pretrained(tmp_path / folder)
+    opts = VerifyOptions(digest=False)
+    moe = {}
+    for folder in ("copy", "other"):
+        report = verify(tmp_path / "base", tmp_path / folder, opts)
+        moe[folder] = next(p for p in report.probes if p.name == "moe_upcycling")
+    p_copy, p_other = moe["copy"].p_value, moe["other"].p_value
+    assert p_copy is not None
+    assert p_copy < 1e-6
+    assert p_other is not None
+    assert p_other > 0.01

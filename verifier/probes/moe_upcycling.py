@@ -209,17 +209,22 @@ def load_moe(model: Model, layers: Collection[int] | None = None) -> Mapping[int
 def base_pools(
     dense: Mapping[int, neurons.FFNWeights], moe: Mapping[int, MoELayer]
 ) -> Mapping[int, neurons.FFNWeights]:
-    """The neurons each base layer offers: its dense FFN, or its experts (shared last) pooled,
-    made when a layer is asked for, the last one kept (a MoE base's pooled layers are copies:
+    """The neurons each base layer offers: its dense FFN, its experts (shared last) pooled,
+    or where a block runs both (Gemma 4, LongCat-Flash, Granite 4's shared MLP) the dense FFN
+    first and then its experts: a copy's experts come from the base's experts, which a pool of
+    the dense FFN alone would not hold (its MoE layers then read as not derived, p = 1).
+    Made when a layer is asked for, the last one kept (a MoE base's pooled layers are copies:
     all of them at once would hold every expert of the model in memory). Reading ahead is
     passed on to the layers the pools come from."""
     def pool(i: int) -> neurons.FFNWeights:
+        if i in dense and i in moe:
+            return neurons.concat([dense[i], *moe[i].units])
         return dense[i] if i in dense else moe[i].pooled()
 
     def will_need(i: int) -> None:
-        source = dense if i in dense else moe
-        if isinstance(source, LazyLayers):
-            source.will_need(i)
+        for source in (dense, moe):
+            if i in source and isinstance(source, LazyLayers):
+                source.will_need(i)
 
     return LazyLayers(sorted(set(dense) | set(moe)), pool, keep=1, will_need=will_need)
 
