@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import torch
 
 SMALL: dict[str, Any] = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4,
                          "num_key_value_heads": 2, "head_dim": 8, "vocab_size": 100,
@@ -182,3 +183,13 @@ def released_models() -> dict[str, tuple[Any, Any]]:
         # Inkling: a normed embedding, short convolutions, sliding layers with their own heads
         "inkling_text": (t.InklingForCausalLM, t.InklingTextConfig(**SMALL, **MOE, **INKLING)),
     }
+
+
+def noisy(model: torch.nn.Module, scale: float) -> torch.nn.Module:
+    """``model`` with Gaussian noise of relative size ``scale`` on every matrix (a derivation
+    whose training moved each weight by that much)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.add_(scale * p.std() * torch.randn_like(p))
+    return model

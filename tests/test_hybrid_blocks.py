@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from released_models import noisy, released_models
 
 from verifier.model import open_model
 from verifier.probes.neuron_matching import NAME as NEURONS
@@ -46,12 +47,7 @@ def _nemotron_h(seed: int, noise: float = 0.0) -> torch.nn.Module:
         num_experts_per_tok=2, moe_intermediate_size=64, moe_shared_expert_intermediate_size=64,
         mamba_num_heads=8, mamba_head_dim=32, ssm_state_size=16, n_groups=1, pad_token_id=0)
     torch.manual_seed(seed)
-    model = transformers.NemotronHForCausalLM(config)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.add_(noise * p.std() * torch.randn_like(p))
-    return model
+    return noisy(transformers.NemotronHForCausalLM(config), noise)
 
 
 def test_nemotron_h_mamba_blocks_are_matched_as_neurons_and_an_independent_start_is_independent(
@@ -86,12 +82,7 @@ def _gemma4_moe(seed: int, noise: float = 0.0) -> torch.nn.Module:
         num_kv_shared_layers=0, enable_moe_block=True, num_experts=4, top_k_experts=2,
         moe_intermediate_size=64)
     torch.manual_seed(seed)
-    model = transformers.Gemma4ForCausalLM(config)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.add_(noise * p.std() * torch.randn_like(p))
-    return model
+    return noisy(transformers.Gemma4ForCausalLM(config), noise)
 
 
 def test_experts_beside_a_dense_mlp_are_matched_to_the_bases_experts(tmp_path: Path) -> None:
@@ -110,3 +101,22 @@ def test_experts_beside_a_dense_mlp_are_matched_to_the_bases_experts(tmp_path: P
     assert p_copy < 1e-6
     assert p_other is not None
     assert p_other > 0.01
+
+
+@pytest.mark.parametrize("name", ["jetmoe", "zaya"])
+def test_experts_beside_attention_not_compared_still_reach_independent(tmp_path: Path,
+                                                                      name: str) -> None:
+    """JetMoE's attention experts and ZAYA's convolutional attention are not compared and every
+    block is MoE: no block holds what neuron or head matching compares, yet the hidden
+    alignment's power check (embeddings alone) still runs, so another start is *independent*
+    (it was inconclusive: "hidden_alignment lacked the power")."""
+    cls, small = released_models()[name]
+    config = type(small)(**(small.to_dict() | {"hidden_size": 128, "intermediate_size": 256,
+                                               "vocab_size": 600}))
+    for folder, seed in (("base", 0), ("other", 1)):
+        torch.manual_seed(seed)
+        cls(config).save_pretrained(tmp_path / folder)
+    other = verify(tmp_path / "base", tmp_path / "other", VerifyOptions(digest=False))
+    assert other.verdict == "independent", other.reason
+    assert {p.name for p in other.probes if p.power_p_value is not None} >= {
+        "hidden_alignment", "moe_upcycling"}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from released_models import SMALL, released_models
+from released_models import SMALL, noisy, released_models
 from safetensors.torch import load_file
 
 from verifier.architectures.completeness import missing_roles, unread_tensors
@@ -236,7 +236,7 @@ def test_mamba_channels_are_matched_as_neurons(tmp_path: Path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(copy(tokens).logits, base(tokens).logits, rtol=1e-4,
                                    atol=1e-4)
-    _noisy(copy, 0.2).save_pretrained(tmp_path / "copy")
+    noisy(copy, 0.2).save_pretrained(tmp_path / "copy")
     torch.manual_seed(1)
     transformers.MambaForCausalLM(config).save_pretrained(tmp_path / "other")
     report = verify(tmp_path / "base", tmp_path / "copy", OPTS)
@@ -336,7 +336,7 @@ def test_a_noisy_mamba2_copy_is_derived_and_another_start_is_not(tmp_path: Path)
     """Mamba-2's mixer channels are matched as neurons, as Mamba's are (see the
     channel-permuted Mamba copy above)."""
     for folder, seed, noise in (("base", 0, 0.0), ("copy", 0, 0.3), ("other", 1, 0.0)):
-        _noisy(_wider("mamba2", seed), noise).save_pretrained(tmp_path / folder)
+        noisy(_wider("mamba2", seed), noise).save_pretrained(tmp_path / folder)
     copy = verify(tmp_path / "base", tmp_path / "copy", OPTS)
     assert copy.verdict == "derived", copy.reason
     assert "neuron_matching" in {p.name for p in copy.probes if p.decisive}
@@ -667,14 +667,6 @@ def _wider(name: str, seed: int) -> torch.nn.Module:
     return cls.from_config(config) if cls is transformers.AutoModelForCausalLM else cls(config)
 
 
-def _noisy(model: torch.nn.Module, scale: float) -> torch.nn.Module:
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.add_(scale * p.std() * torch.randn_like(p))
-    return model
-
-
 @pytest.mark.parametrize("name", ["exaone", "afmoe", "minicpm5_moe", "mimo_v2_flash",
                                   "laguna", "kimi_linear", "hunyuan_v1_moe", "beam",
                                   "kolibri1_1", "ergo", "inkling_text"])
@@ -688,7 +680,7 @@ def test_a_noisy_copy_of_a_released_layout_is_derived_and_another_start_is_not(
     ungated expert stacks and transposed router; Inkling's sliding-window layers, whose heads
     are their own."""
     for folder, seed, noise in (("base", 0, 0.0), ("copy", 0, 0.3), ("other", 1, 0.0)):
-        _noisy(_wider(name, seed), noise).save_pretrained(tmp_path / folder)
+        noisy(_wider(name, seed), noise).save_pretrained(tmp_path / folder)
     copy = verify(tmp_path / "base", tmp_path / "copy", OPTS)
     assert copy.verdict == "derived", copy.reason
     assert copy.models.base.architecture == EXPECTED[name][0]
