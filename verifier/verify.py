@@ -27,7 +27,7 @@ from backends.compute import DTYPE_POLICY, Compute
 from backends.distributed import Shards
 from verifier import __version__
 from verifier.architectures import RoleMap
-from verifier.architectures.layout import ATTN_NORM, DOWN, EMBED, GATE, MLP_NORM, UP, K, O, Q, V
+from verifier.architectures.layout import DOWN, EMBED, GATE, MLP_NORM, UP
 from verifier.files import Hashing, records, sha256_file
 from verifier.model import Model, open_model
 from verifier.model_cache import ModelCache
@@ -138,8 +138,8 @@ def _side(model: Model, rows: np.ndarray, compute: Compute,
                                will_need=lambda i: model.will_need(i, (GATE, UP, DOWN))),
                 # readers that copy (e.g. dequantised GGUF) hold one layer's circuits at a time
                 circuits=LazyLayers(attn_layers, circuits, keep=1,
-                                    will_need=lambda i: model.will_need(i, (Q, K, V, O,
-                                                                            ATTN_NORM))))
+                                    will_need=lambda i: model.will_need(
+                                        i, heads.CIRCUIT_ROLES)))
 
 
 def _copied(model: Model, layers: list[int]) -> bool:
@@ -153,7 +153,8 @@ def _attention_layers(model: Model) -> tuple[list[int], list[int]]:
     head sizes and KV heads read from its weights), and those left out: all when the first
     layer's do not (one attention form per model); else the later layers of another form."""
     layout = model.layout
-    have = [i for i in range(layout.num_layers) if {Q, K, V, O} <= set(layout.layers[i].roles)]
+    have = [i for i in range(layout.num_layers)
+            if heads.attention_form(layout.layers[i].roles) is not None]
     shapes = {t.name: t.shape for t in model.reader.tensors()}
     fit = [i for i in have if heads.circuit_misfit(model, i, shapes) is None]
     if not fit or fit[0] != have[0]:
@@ -166,7 +167,7 @@ def _attention_misfit(model: Model) -> str | None:
     (``heads.circuit_misfit``), or None."""
     layout = model.layout
     for i in range(layout.num_layers):
-        if {Q, K, V, O} <= set(layout.layers[i].roles):
+        if heads.attention_form(layout.layers[i].roles) is not None:
             return heads.circuit_misfit(model, i)
     return None
 

@@ -13,11 +13,22 @@ coordinates, head similarity is the mean of the cosines of the flattened circuit
 matched by a linear assignment that respects KV groups (groups are matched first, by the best
 assignment of their query heads). The statistic is the mean matched head similarity; its null is
 ``rotation_null`` (base basis rotated at random, alignment recovered again), as for neurons.
+
+Multi-head latent attention (DeepSeek-V2/V3, Kimi K2, GLM-5, MiniCPM3, LongCat-Flash, ...) reads
+the hidden state through low-rank latents: queries ``W_qb diag(g_q) W_qa`` (or a plain ``W_q``),
+keys per head ``W_kb^h diag(g_kv) W_kva`` beside one rotary key ``W_kr`` that every head shares,
+values ``W_vb^h diag(g_kv) W_kva`` (``W_kva``, ``W_kr``: the latent and rotary rows of
+``kv_a_proj_with_mqa``; ``W_kb``, ``W_vb``: each head's key and value rows of ``kv_b_proj``).
+Those products are each head's factors over the hidden space, as ``W_q^h``, ``W_k^h`` and
+``W_v^h`` are for standard attention, so the same circuits are compared (``_mla_circuits``),
+one KV head per query head. The latent norms divide each token's latent by its RMS: a positive
+factor per token on a head's whole query (or key and value), which the circuits' cosines do not
+see.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -27,7 +38,19 @@ from scipy.optimize import linear_sum_assignment
 
 from backends.compute import Compute
 from verifier.architectures.detect import role_shape
-from verifier.architectures.layout import ATTN_NORM, K, O, Q, V
+from verifier.architectures.layout import (
+    ATTN_NORM,
+    KV_A,
+    KV_A_NORM,
+    KV_B,
+    Q_A,
+    Q_A_NORM,
+    Q_B,
+    K,
+    O,
+    Q,
+    V,
+)
 from verifier.model import Model
 from verifier.probes.assignment import require_finite
 from verifier.probes.hidden_alignment import HiddenAlignment
@@ -235,6 +258,36 @@ class Geometry(NamedTuple):
     v_dim: int
 
 
+class LatentGeometry(NamedTuple):
+    """A multi-head latent attention layer: query heads, the per-head key sizes without and
+    with rotary embedding (``nope``, ``rope``; the rotary key is one for all heads), the value
+    head size and the key/value latent's width."""
+
+    heads: int
+    nope: int
+    rope: int
+    v_dim: int
+    latent: int
+
+
+#: roles a layer of standard multi-head attention holds, and one of multi-head latent attention
+#: (``Q_B`` with ``Q_A`` or ``Q`` alone for the queries; ``Q_A_NORM`` where the model has it)
+STANDARD_ROLES = (Q, K, V, O)
+LATENT_ROLES = (KV_A, KV_A_NORM, KV_B, O)
+CIRCUIT_ROLES = (Q, K, V, O, Q_A, Q_A_NORM, Q_B, KV_A, KV_A_NORM, KV_B, ATTN_NORM)
+
+
+def attention_form(roles: Collection[str]) -> str | None:
+    """``"standard"`` for q, k, v and o; ``"latent"`` for multi-head latent attention's roles;
+    None for a layer with neither (a Mamba block, an MLP block, a partial set)."""
+    have = set(roles)
+    if set(STANDARD_ROLES) <= have:
+        return "standard"
+    if set(LATENT_ROLES) <= have and (Q in have or {Q_A, Q_B} <= have):
+        return "latent"
+    return None
+
+
 #: ``layer_types`` entries of the sliding-window layers whose query heads the config gives
 #: apart as ``swa_num_attention_heads`` (Inkling)
 SLIDING_LAYER_TYPES = ("hybrid_sliding",)
@@ -285,6 +338,51 @@ def _geometry(model: Model, layer: int,
     return Geometry(heads, kv, qk_dim, v_dim)
 
 
+def _latent_geometry(model: Model, layer: int,
+                     shape: Callable[[str], tuple[int, ...]]) -> LatentGeometry | str:
+    """A latent attention layer's heads from the weights' shapes: the latent is as wide as its
+    norm, the rotary key the rest of ``kv_a``'s rows; with ``H`` heads the output projection
+    reads ``H`` value heads, ``kv_b`` writes ``H`` key and value heads and the queries ``H``
+    key-sized heads, so the rotary width gives ``H`` itself (dots.3 Note's sliding layers have
+    their own); the config's head count where the key has no rotary part."""
+    roles = model.layout.layers[layer].roles
+    queries = Q_B if Q_B in roles else Q
+
+    def said(role: str, n: int, what: str) -> str:
+        return f"{roles[role].tensor!r} has {n} {what}"
+
+    latent, kv_a = shape(KV_A_NORM)[0], shape(KV_A)[0]
+    if kv_a < latent:
+        return said(KV_A, kv_a, f"rows, fewer than its latent norm's {latent}")
+    o_in, kv_b, kv_b_in = shape(O)[1], shape(KV_B)[0], shape(KV_B)[1]
+    rope_rows = shape(queries)[0] - kv_b + o_in  # H x the rotary width
+    heads = (rope_rows // (kv_a - latent) if kv_a > latent and rope_rows > 0
+             and rope_rows % (kv_a - latent) == 0 else _query_heads(model, layer))
+    if o_in % heads:
+        return said(O, o_in, f"inputs, not a whole value head for each of {heads} heads")
+    v_dim = o_in // heads
+    if kv_b_in != latent or kv_b % heads or kv_b // heads < v_dim:
+        return said(KV_B, kv_b, f"rows of {kv_b_in} inputs, not a key and a value head of "
+                                f"{v_dim} for each of {heads} heads from the {latent}-wide latent")
+    nope, rope = kv_b // heads - v_dim, kv_a - latent
+    q = shape(queries)[0]
+    if q != heads * (nope + rope):
+        return said(queries, q, f"rows, not {heads} query heads of {nope} + {rope}")
+    if queries == Q_B and shape(Q_B)[1] != shape(Q_A)[0]:
+        return said(Q_B, shape(Q_B)[1], f"inputs, but the query latent has {shape(Q_A)[0]}")
+    return LatentGeometry(heads, nope, rope, v_dim, latent)
+
+
+def _any_geometry(model: Model, layer: int, shape: Callable[[str], tuple[int, ...]]
+                  ) -> Geometry | LatentGeometry | str:
+    form = attention_form(model.layout.layers[layer].roles)
+    if form == "latent":
+        return _latent_geometry(model, layer, shape)
+    if form == "standard":
+        return _geometry(model, layer, shape)
+    return "no q, k, v and o (nor a latent attention's projections)"
+
+
 def circuit_misfit(model: Model, layer: int,
                    shapes: Mapping[str, tuple[int, ...]] | None = None) -> str | None:
     """Why ``layer``'s q, k, v and o do not split into heads (weights whose shapes contradict
@@ -294,7 +392,8 @@ def circuit_misfit(model: Model, layer: int,
     if shapes is None:
         shapes = {t.name: t.shape for t in model.reader.tensors()}
     roles = model.layout.layers[layer].roles
-    found = _geometry(model, layer, lambda r: role_shape(roles[r], shapes[roles[r].tensor]))
+    found = _any_geometry(model, layer,
+                          lambda r: role_shape(roles[r], shapes[roles[r].tensor]))
     return found if isinstance(found, str) else None
 
 
@@ -302,21 +401,67 @@ def load_circuits(model: Model, layer: int) -> HeadCircuits | None:
     """Circuits of ``layer`` as stored (``HeadCircuits``: the gain not folded, nothing
     copied), or None when it has no standard multi-head attention."""
     roles = model.layout.layers[layer].roles
-    if not all(r in roles for r in (Q, K, V, O)):
+    form = attention_form(roles)
+    if form == "latent":
+        return _mla_circuits(model, layer)
+    if form is None:
         return None
     q, k, v, o = (model.load(roles[r]) for r in (Q, K, V, O))
     found = _geometry(model, layer, lambda r: tuple({Q: q, K: k, V: v, O: o}[r].shape))
     if isinstance(found, str):
         return None  # said in the report (``circuit_misfit``): not compared by this probe
-    gamma = (model.load(roles[ATTN_NORM])
-             if ATTN_NORM in roles and not model.layout.post_norm else None)
-    if gamma is not None:  # folded into q, k, v in float32: a gain near 1e20 overflowed there
-        gamma = unit_magnitude(gamma.to(torch.float32))  # a vector; any stored dtype (FP8)
+    gamma = _attention_gain(model, layer)
     d = q.shape[1]
     return HeadCircuits(q=q.reshape(found.heads, found.qk_dim, d),
                         k=k.reshape(found.kv, found.qk_dim, d),
                         o=o.T.reshape(found.heads, found.v_dim, o.shape[0]),
                         v=v.reshape(found.kv, found.v_dim, d), gamma=gamma)
+
+
+def _attention_gain(model: Model, layer: int) -> torch.Tensor | None:
+    """The attention norm's gain that q, k and v read through (None after the sublayer, in a
+    post-norm block), float32 at unit magnitude: folded into them in float32, a gain near 1e20
+    overflowed there."""
+    roles = model.layout.layers[layer].roles
+    if ATTN_NORM not in roles or model.layout.post_norm:
+        return None
+    return unit_magnitude(model.load(roles[ATTN_NORM]).to(torch.float32))  # any dtype (FP8)
+
+
+def _mla_circuits(model: Model, layer: int) -> HeadCircuits | None:
+    """A latent attention layer's per-head factors over the hidden space, composed in float32
+    (one KV head per query head; each head's key rows are its own, then the shared rotary
+    key's). The latents' norm gains sit between the factors and are multiplied in exactly:
+    rescaling the key latent's gain would weigh each head's own key rows against the shared
+    rotary ones. Composing costs ``heads x head size x latent x d`` multiply-adds per factor
+    (≈ 0.4 TFLOP a layer at DeepSeek-V3's width, seconds on a CPU) for the layers the probe
+    reads."""
+    roles = model.layout.layers[layer].roles
+    found = _latent_geometry(model, layer, lambda r: tuple(model.load(roles[r]).shape))
+    if isinstance(found, str):
+        return None  # said in the report (``circuit_misfit``)
+
+    def f32(role: str) -> torch.Tensor:
+        return model.load(roles[role]).to(torch.float32)
+
+    if Q_B in roles:
+        q_latent = f32(Q_A)
+        if Q_A_NORM in roles:  # a gain on the whole query: its magnitude does not matter
+            q_latent = q_latent * unit_magnitude(f32(Q_A_NORM))[:, None]
+        q = f32(Q_B) @ q_latent
+    else:
+        q = f32(Q)
+    heads, nope, rope, v_dim, latent = found
+    kv_a = f32(KV_A)
+    d = kv_a.shape[1]
+    kv_latent = kv_a[:latent] * f32(KV_A_NORM)[:, None]
+    kv_b = f32(KV_B).reshape(heads, nope + v_dim, latent)
+    k = torch.cat([kv_b[:, :nope] @ kv_latent, kv_a[latent:].expand(heads, rope, d)], dim=1)
+    v = kv_b[:, nope:] @ kv_latent
+    o = model.load(roles[O])
+    return HeadCircuits(q=q.reshape(heads, nope + rope, d), k=k, v=v,
+                        o=o.T.reshape(heads, v_dim, o.shape[0]),
+                        gamma=_attention_gain(model, layer))
 
 
 def match_heads(b: HeadCircuits, c: HeadCircuits) -> float:

@@ -1,0 +1,138 @@
+"""Multi-head latent attention (DeepSeek-V2/V3 and the families built on it) compared as heads.
+
+Its queries, keys and values reach the hidden state through low-rank latents and their norms;
+the products of those factors are each head's factors over the hidden space, so head matching
+compares the same QK and OV circuits it compares for standard attention.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from released_models import noisy
+
+from backends.compute import Compute
+from verifier.model import open_model
+from verifier.probes import head_matching as heads
+from verifier.verify import VerifyOptions, verify
+
+transformers = pytest.importorskip("transformers")
+
+
+def _deepseek(seed: int = 0, q_lora_rank: int | None = 16, hidden: int = 32,
+              vocab: int = 100) -> torch.nn.Module:
+    config = transformers.DeepseekV3Config(
+        hidden_size=hidden, intermediate_size=2 * hidden, moe_intermediate_size=hidden // 2,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, vocab_size=vocab,
+        n_routed_experts=4, num_experts_per_tok=2, first_k_dense_replace=1, kv_lora_rank=8,
+        q_lora_rank=q_lora_rank, qk_rope_head_dim=4, qk_nope_head_dim=6, v_head_dim=8,
+        n_group=1, topk_group=1, n_shared_experts=1, pad_token_id=0)
+    torch.manual_seed(seed)
+    model = transformers.DeepseekV3ForCausalLM(config)
+    with torch.no_grad():  # norm gains away from 1, so that folding them in is checked
+        for name, p in model.named_parameters():
+            if p.dim() == 1 and "norm" in name:
+                p.uniform_(0.5, 1.5)
+    return model
+
+
+def _rms(y: torch.Tensor, norm: torch.nn.Module) -> torch.Tensor:
+    return torch.sqrt(y.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+
+
+@pytest.mark.parametrize("q_lora_rank", [16, None])
+def test_latent_circuits_compute_each_heads_query_key_and_value(tmp_path: Path,
+                                                                q_lora_rank: int | None) -> None:
+    """Applied to a normalised hidden state, the composed factors (the block's norm gain folded
+    in) give the module's query, key and value of each head, up to the latents' per-token RMS:
+    the query times its latent's, the head's own key rows and its value times the key/value
+    latent's, the shared rotary key rows as they are."""
+    module = _deepseek(q_lora_rank=q_lora_rank)
+    module.save_pretrained(tmp_path)
+    block = module.model.layers[1]
+    attn = block.self_attn
+    n = torch.randn(5, 32)
+    n = n / _rms(n, block.input_layernorm)  # what the block's norm gives before its gain
+    with open_model(tmp_path) as model:
+        found = heads.load_circuits(model, 1)
+        assert found is not None
+        circuits = found.placed(Compute())
+    assert (circuits.heads, circuits.groups) == (4, 4)
+    with torch.no_grad():
+        x = n * block.input_layernorm.weight
+        if q_lora_rank is None:
+            q, r_q = attn.q_proj(x), torch.ones(5, 1)
+        else:
+            latent = attn.q_a_proj(x)
+            q, r_q = attn.q_b_proj(attn.q_a_layernorm(latent)), _rms(latent, attn.q_a_layernorm)
+        kv_latent, k_rot = attn.kv_a_proj_with_mqa(x).split([8, 4], dim=-1)
+        r_kv = _rms(kv_latent, attn.kv_a_layernorm)
+        k_nope, v = attn.kv_b_proj(attn.kv_a_layernorm(kv_latent)).view(5, 4, 14).split([6, 8], -1)
+    q = q.view(5, 4, 10)
+    for h in range(4):
+        torch.testing.assert_close(n @ circuits.q[h].T, q[:, h] * r_q, rtol=1e-4, atol=1e-5)
+        want_k = torch.cat([k_nope[:, h] * r_kv, k_rot], dim=-1)
+        torch.testing.assert_close(n @ circuits.k[h].T, want_k, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(n @ circuits.v[h].T, v[:, h] * r_kv, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(circuits.o[h].T, attn.o_proj.weight[:, 8 * h:8 * (h + 1)])
+
+
+def test_latent_shapes_that_contradict_the_head_count_are_named(tmp_path: Path) -> None:
+    """A ``kv_b_proj`` whose rows are not a key and a value head for each query head says so
+    (the layer's attention is then not compared by this probe), as standard attention does."""
+    from safetensors.torch import load_file, save_file
+
+    _deepseek().save_pretrained(tmp_path)
+    state = load_file(str(tmp_path / "model.safetensors"))
+    name = "model.layers.1.self_attn.kv_b_proj.weight"
+    state[name] = torch.cat([state[name], state[name][:3]])
+    save_file(state, str(tmp_path / "model.safetensors"))
+    with open_model(tmp_path) as model:
+        assert heads.circuit_misfit(model, 0) is None
+        why = heads.circuit_misfit(model, 1)
+        assert heads.load_circuits(model, 1) is None
+    assert why is not None
+    assert name in why
+
+
+def test_a_noisy_deepseek_copy_matches_heads_and_another_start_does_not(tmp_path: Path) -> None:
+    """End to end: head matching runs on DeepSeek-V3's latent attention (it did not: no q, k
+    and v roles), finds a noisy copy and not another start, and its power check passes."""
+    for folder, seed, scale in (("base", 0, 0.0), ("copy", 0, 0.3), ("other", 1, 0.0)):
+        noisy(_deepseek(seed, hidden=128, vocab=600), scale).save_pretrained(tmp_path / folder)
+    opts = VerifyOptions(digest=False)
+    found = {}
+    for folder in ("copy", "other"):
+        report = verify(tmp_path / "base", tmp_path / folder, opts)
+        found[folder] = (report, next(p for p in report.probes if p.name == heads.NAME))
+    copy, copy_heads = found["copy"]
+    assert copy.verdict == "derived", copy.reason
+    assert copy_heads.p_value is not None
+    assert copy_heads.p_value < 1e-6
+    other, other_heads = found["other"]
+    assert other.verdict == "independent", other.reason
+    assert other_heads.p_value is not None
+    assert other_heads.p_value > 0.01
+    assert other_heads.power_p_value is not None
+    assert other_heads.power_p_value < 1e-6
+
+
+def test_a_latent_layers_head_count_is_read_from_its_weights(tmp_path: Path) -> None:
+    """dots.3 Note's sliding-window layers have heads and ranks of their own, which the
+    config's ``num_attention_heads`` does not give: the rotary key's width does (queries minus
+    key and value heads, plus value heads, is the heads times the rotary width)."""
+    from released_models import released_models
+
+    cls, config = released_models()["dots3_note_text"]
+    torch.manual_seed(0)
+    cls(config).save_pretrained(tmp_path)
+    with open_model(tmp_path) as model:
+        assert model.layout.num_heads == 4
+        shapes = []
+        for layer in (0, 1):
+            circuits = heads.load_circuits(model, layer)
+            assert circuits is not None
+            shapes.append((circuits.heads, circuits.q.shape[1], circuits.v.shape[1]))
+    assert shapes == [(4, 8, 8), (2, 12, 4)]
