@@ -54,7 +54,8 @@ from verifier.probes.norm_drift import STAT_ROLES, RoleStats
 #: models by their head geometry and every role, experts' and globals' included; 4: head
 #: matching reads each layer's heads from its weights, so a power check or null draws kept
 #: before may have left out layers it now compares; 5: a hybrid's power check disguises its
-#: middle FFN and its middle attention even where no one block holds both)
+#: middle FFN and its middle attention even where no one block holds both, and latent
+#: attention's heads are matched)
 CACHE_FORMAT = 5
 LayerStats = list[dict[str, RoleStats]]
 
