@@ -63,6 +63,19 @@ def released_models() -> dict[str, tuple[Any, Any]]:
         "xglm": (t.XGLMForCausalLM, t.XGLMConfig(d_model=32, ffn_dim=64, num_layers=2,
                                                  attention_heads=4, vocab_size=100)),
         "granite_swa": (t.GraniteSWAForCausalLM, t.GraniteSWAConfig(**no_head_dim)),
+        # GPT-J's block with CodeGen's model-parallel qkv_proj (two heads a shard); GPT-NeoX
+        # under its own prefix;
+        # XGLM's blocks with learned positions
+        "codegen": (t.CodeGenForCausalLM, t.CodeGenConfig(
+            n_embd=32, n_layer=2, n_head=8, rotary_dim=4, vocab_size=100, n_positions=64,
+            bos_token_id=None, eos_token_id=None)),
+        "gpt_neox_japanese": (t.GPTNeoXJapaneseForCausalLM, t.GPTNeoXJapaneseConfig(
+            **{k: v for k, v in no_head_dim.items() if k not in (
+                "intermediate_size", "num_key_value_heads")}, intermediate_multiple_size=2,
+            bos_token_id=None, eos_token_id=None)),
+        "biogpt": (t.BioGptForCausalLM, t.BioGptConfig(
+            **{k: v for k, v in no_head_dim.items() if k != "num_key_value_heads"},
+            max_position_embeddings=64)),
         # MoE
         "afmoe": (t.AfmoeForCausalLM, t.AfmoeConfig(
             **SMALL, **MOE, num_experts=4, num_dense_layers=1, num_shared_experts=1)),

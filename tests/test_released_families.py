@@ -36,6 +36,8 @@ EXPECTED: dict[str, tuple[str, list[int]]] = {
     "persimmon": ("persimmon", []), "openai-gpt": ("openai-gpt", []),
     "bitnet": ("bitnet", []), "granite_swa": ("granite_swa", []),
     "nanochat": ("nanochat", []), "xglm": ("xglm", []),
+    "codegen": ("codegen", []), "gpt_neox_japanese": ("gpt_neox_japanese", []),
+    "biogpt": ("biogpt", []),
     "afmoe": ("afmoe", [1]), "aria_text": ("aria_text", [0, 1]),
     "cohere2_moe": ("cohere2_moe", [1]), "param2moe": ("param2moe", [1]),
     "minicpm5_moe": ("minicpm5_moe", [1]), "hy_v3": ("hy_v3", [1]), "axk1": ("axk1", [1]),
@@ -348,6 +350,36 @@ def _cut(model, ref) -> torch.Tensor:  # noqa: ANN001
     return model.load(ref).float()
 
 
+def test_codegen_fused_qkv_is_left_unread_and_its_output_projection_read(tmp_path: Path) -> None:
+    """CodeGen's ``qkv_proj`` is cut by its 4 model-parallel shards into query, value and key
+    (``view(..., 4, 3 * hidden / 4).split(hidden / 4)``; two heads a shard here): neither a cut
+    into q, k, v in turn nor one head by head gives those rows, so q, k and v are not read at
+    all. The output projection is, and the block's one norm feeds attention and MLP alike."""
+    module = _saved("codegen", tmp_path)
+    attn = module.transformer.h[0].attn
+    x = torch.randn(5, 32)
+    with torch.no_grad():
+        out = attn.qkv_proj(x)
+        query, value, key = (t.reshape(5, 32) for t in out.view(5, 4, 24).split(8, dim=-1))
+    in_turn = out.split(32, dim=-1)
+    per_head = [out.view(5, 8, 3, 4)[:, :, i].reshape(5, 32) for i in range(3)]
+    for cut in (in_turn, per_head):
+        for got, want in zip(cut, (query, key, value), strict=True):
+            assert not torch.allclose(got, want)
+    with open_model(tmp_path) as model:
+        layout = model.layout
+        assert layout.unexpected == []
+        for i, layer in enumerate(layout.layers):
+            block = module.transformer.h[i]
+            assert not {Q, K, V} & set(layer.roles)
+            assert layer.roles[O].tensor == f"transformer.h.{i}.attn.out_proj.weight"
+            assert torch.equal(_cut(model, layer.roles[O]), block.attn.out_proj.weight.detach())
+            assert layer.roles["mlp_norm"] == layer.roles["attn_norm"]
+            assert torch.equal(_cut(model, layer.roles[UP]), block.mlp.fc_in.weight.detach())
+        read = {ref.tensor for _, ref in layout.iter_roles()}
+        assert not any("qkv_proj" in name for name in read)
+
+
 def test_query_and_gate_stored_per_head_in_one_projection_are_cut_apart(tmp_path: Path) -> None:
     """MiniCPM5-MoE's ``q_proj`` holds, head by head, the query then its output gate
     (``view(..., heads, 2 * head_dim).chunk(2, -1)``)."""
@@ -360,15 +392,17 @@ def test_query_and_gate_stored_per_head_in_one_projection_are_cut_apart(tmp_path
         assert torch.equal(_cut(model, roles[ATTN_GATE]), per_head[:, 1].reshape(32, 32))
 
 
-@pytest.mark.parametrize("name", ["param2moe", "persimmon", "ergo"])
+@pytest.mark.parametrize("name", ["param2moe", "persimmon", "ergo", "gpt_neox_japanese"])
 def test_fused_qkv_cut_gives_the_projections_the_model_computes(tmp_path: Path,
                                                                 name: str) -> None:
     """Param2's ``query_key_value`` is q, k, v one after another (transformers splits it into
-    the modules' q/k/v on load); Persimmon's is q, k, v head by head (its forward's
-    ``view(heads, 3, head_dim)``); Ergo's ``wqkv`` is q, k, v one after another (its forward's
-    ``view(..., head_dim).split((heads, kv_heads, kv_heads))``)."""
+    the modules' q/k/v on load); Persimmon's and GPT-NeoX-Japanese's are q, k, v head by head
+    (their forwards' ``view(heads, 3, head_dim)``, ``view(heads, 3 * head_dim)``); Ergo's
+    ``wqkv`` is q, k, v one after another (its forward's ``view(..., head_dim).split((heads,
+    kv_heads, kv_heads))``)."""
     module = _saved(name, tmp_path)
-    attn = module.model.layers[0].self_attn
+    attn = (module.gpt_neox_japanese.layers[0].attention if name == "gpt_neox_japanese"
+            else module.model.layers[0].self_attn)
     x = torch.randn(5, 32)
     with torch.no_grad():
         if name == "param2moe":
@@ -669,7 +703,8 @@ def _wider(name: str, seed: int) -> torch.nn.Module:
 
 @pytest.mark.parametrize("name", ["exaone", "afmoe", "minicpm5_moe", "mimo_v2_flash",
                                   "laguna", "kimi_linear", "hunyuan_v1_moe", "beam",
-                                  "kolibri1_1", "ergo", "inkling_text"])
+                                  "kolibri1_1", "ergo", "inkling_text",
+                                  "gpt_neox_japanese", "biogpt"])
 def test_a_noisy_copy_of_a_released_layout_is_derived_and_another_start_is_not(
         tmp_path: Path, name: str) -> None:
     """End to end on the released names: EXAONE's GPT-2-like names, AFMoE's four norms, gated
@@ -678,7 +713,8 @@ def test_a_noisy_copy_of_a_released_layout_is_derived_and_another_start_is_not(
     Linear's delta-attention blocks beside MLA ones; Beam's gated attention; Kolibri 1.1's
     blocks without keys and values of their own beside those with; Ergo's fused ``wqkv``,
     ungated expert stacks and transposed router; Inkling's sliding-window layers, whose heads
-    are their own."""
+    are their own; GPT-NeoX-Japanese's per-head ``query_key_value`` under its own prefix;
+    BioGPT's biased projections and learned positions under ``biogpt.``."""
     for folder, seed, noise in (("base", 0, 0.0), ("copy", 0, 0.3), ("other", 1, 0.0)):
         noisy(_wider(name, seed), noise).save_pretrained(tmp_path / folder)
     copy = verify(tmp_path / "base", tmp_path / "copy", OPTS)

@@ -309,6 +309,18 @@ XGLM = _decoder(
     layer={ATTN_NORM: "self_attn_layer_norm", **_qkvo("self_attn.", "out_proj"),
            MLP_NORM: "final_layer_norm", UP: "fc1", DOWN: "fc2"},
 )
+#: BioGPT: XGLM's pre-LayerNorm blocks under ``biogpt.`` (``self_attn_layer_norm`` before
+#: attention, ``final_layer_norm`` before ``fc1``/``fc2``, the model's ``layer_norm`` last),
+#: q/k/v/out biases, learned positions ``embed_positions`` (two rows of offset, as OPT's), the
+#: head ``output_projection`` tied to the embeddings; the embedding scale is a config flag
+BIOGPT = _table(
+    "biogpt",
+    prefixes=("", "biogpt."),
+    layer_prefix="layers.{layer}.",
+    globals={EMBED: "embed_tokens", POS_EMBED: "embed_positions", FINAL_NORM: "layer_norm",
+             LM_HEAD: "output_projection"},
+    layer=XGLM.layer,
+)
 #: Granite-SWA: Granite's blocks with one attention-sink logit per head
 GRANITE_SWA = _decoder("granite_swa",
                        layer=_NORMS | _ATTN | _MLP | {ATTN_SINKS: "self_attn.sinks"})
@@ -416,6 +428,23 @@ GPTJ = _table(
     mlp_shares_attn_norm=True,
     known_unassigned=("attn.bias", "attn.masked_bias"),
 )
+#: CodeGen (Salesforce): GPT-J's parallel block (one norm, ``ln_1``, read by attention and the
+#: ``mlp.fc_in``/``fc_out`` MLP; ``lm_head`` with a bias) whose fused ``attn.qkv_proj`` is cut
+#: in the order of the 4 model-parallel shards it was trained on (``mp_num``): its output is
+#: ``view(..., 4, 3 * hidden / 4).split(hidden / 4)`` into query, *value*, key, so each shard's
+#: rows hold a quarter of the query heads, then the same quarter of the value heads, then of
+#: the key heads. No fused split cuts that (``groups`` holds one key and one value head per
+#: group), so ``qkv_proj`` is not compared and no heads are matched; ``attn.out_proj`` reads
+#: the heads in their usual order and is compared. Older files hold the ``attn.causal_mask``
+#: and ``attn.masked_bias`` buffers.
+CODEGEN = _table(
+    "codegen",
+    layer_prefix="h.{layer}.",
+    globals={EMBED: "wte", FINAL_NORM: "ln_f", LM_HEAD: "lm_head"},
+    layer={ATTN_NORM: "ln_1", O: "attn.out_proj", UP: "mlp.fc_in", DOWN: "mlp.fc_out"},
+    mlp_shares_attn_norm=True,
+    known_unassigned=("attn.qkv_proj", "attn.causal_mask", "attn.masked_bias"),
+)
 #: Pythia and GPT-NeoX-20B: ``query_key_value`` rows are per head q, k, v
 #: (``.view(..., heads, 3 * head_dim).chunk(3)``); the unembedding was ``embed_out`` before
 #: transformers v5 called it ``lm_head``. Two norms, read in parallel or in sequence.
@@ -434,6 +463,16 @@ GPT_NEOX = _table(
     fused={"attention.query_key_value": Fused(roles=(Q, K, V), split="groups")},
     known_unassigned=("attention.bias", "attention.masked_bias") + ROTARY_BUFFERS,
 )
+#: GPT-NeoX-Japanese (ABEJA): GPT-NeoX's names under ``gpt_neox_japanese.`` in sequential
+#: blocks (``input_layernorm`` before attention, ``post_attention_layernorm`` before the MLP);
+#: ``query_key_value`` is q, k, v head by head (``view(..., heads, 3 * head_dim)``), no biases
+#: on the projections; the last block adds a bias to its attention output
+#: (``attention.dense_bias``), not compared; the head ``embed_out`` is tied to ``embed_in``
+GPT_NEOX_JAPANESE = GPT_NEOX.model_copy(update={
+    "family": "gpt_neox_japanese", "model_types": ("gpt_neox_japanese",),
+    "prefixes": ("", "gpt_neox_japanese."),
+    "known_unassigned": GPT_NEOX.known_unassigned + ("attention.dense_bias",),
+})
 #: Falcon (and its ``RefinedWeb`` remote-code names): ``query_key_value`` is q, k, v per
 #: key/value group (new decoder architecture), q then one k and v (``multi_query``) or per
 #: head; norms ``input_layernorm`` (+ ``post_attention_layernorm`` when not parallel) or
@@ -1270,6 +1309,7 @@ FAMILIES: dict[str, LayoutTable] = {
         BEAM, KOLIBRI1, KOLIBRI1_1, ERGO,
         LONGCAT_FLASH, JETMOE, ZAYA,
         DOTS3_NOTE, INKLING,
+        CODEGEN, GPT_NEOX_JAPANESE, BIOGPT,
     )
 }
 
