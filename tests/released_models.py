@@ -190,6 +190,11 @@ def released_models() -> dict[str, tuple[Any, Any]]:
             **{k: v for k, v in SMALL.items() if k != "intermediate_size"}, **MOE | {
                 "num_experts_per_tok": 1}, num_experts=4, router_hidden_size=16,
             eos_token_id=2)),
+        # differential attention (not compared): its MLP and norms are read
+        "diffllama": (t.DiffLlamaForCausalLM, t.DiffLlamaConfig(**SMALL)),
+        # Griffin: an RG-LRU block (not compared), then a local-attention one; norms 1 + w
+        "recurrent_gemma": (t.RecurrentGemmaForCausalLM, t.RecurrentGemmaConfig(
+            **no_head_dim, block_types=["recurrent", "attention"])),
         # dots.3 Note: MLA with a gate per head; its sliding layer has its own heads and ranks
         "dots3_note_text": (t.Dots3NoteForCausalLM, t.Dots3NoteTextConfig(
             **(SMALL | {"num_key_value_heads": 4}), **MOE, **DOTS3_MLA)),

@@ -54,6 +54,7 @@ EXPECTED: dict[str, tuple[str, list[int]]] = {
     "longcat_flash": ("longcat_flash", [0, 1]), "jetmoe": ("jetmoe", [0, 1]),
     "zaya": ("zaya", [0, 1]),
     "dots3_note_text": ("dots3_note_text", [1]), "inkling_text": ("inkling_text", [1]),
+    "diffllama": ("diffllama", []), "recurrent_gemma": ("recurrent_gemma", []),
 }
 
 
@@ -84,7 +85,7 @@ def test_released_names_are_read_whole_by_the_family_table(tmp_path: Path, name:
         for layer in layout.layers:  # MLA blocks have no K or V; linear-attention ones no O
             assert O in layer.roles or name in ("lara_mini", "minimax", "lfm3", "deepseek_v4",
                                                 "mamba", "falcon_mamba", "mamba2", "jetmoe",
-                                                "zaya"), layer.index
+                                                "zaya", "diffllama", "recurrent_gemma"), layer.index
             assert DOWN in layer.roles or layer.experts
 
 
@@ -704,7 +705,7 @@ def _wider(name: str, seed: int) -> torch.nn.Module:
 @pytest.mark.parametrize("name", ["exaone", "afmoe", "minicpm5_moe", "mimo_v2_flash",
                                   "laguna", "kimi_linear", "hunyuan_v1_moe", "beam",
                                   "kolibri1_1", "ergo", "inkling_text",
-                                  "gpt_neox_japanese", "biogpt"])
+                                  "gpt_neox_japanese", "biogpt", "recurrent_gemma"])
 def test_a_noisy_copy_of_a_released_layout_is_derived_and_another_start_is_not(
         tmp_path: Path, name: str) -> None:
     """End to end on the released names: EXAONE's GPT-2-like names, AFMoE's four norms, gated
@@ -714,7 +715,8 @@ def test_a_noisy_copy_of_a_released_layout_is_derived_and_another_start_is_not(
     blocks without keys and values of their own beside those with; Ergo's fused ``wqkv``,
     ungated expert stacks and transposed router; Inkling's sliding-window layers, whose heads
     are their own; GPT-NeoX-Japanese's per-head ``query_key_value`` under its own prefix;
-    BioGPT's biased projections and learned positions under ``biogpt.``."""
+    BioGPT's biased projections and learned positions under ``biogpt.``; RecurrentGemma's
+    local-attention block beside a recurrent one."""
     for folder, seed, noise in (("base", 0, 0.0), ("copy", 0, 0.3), ("other", 1, 0.0)):
         noisy(_wider(name, seed), noise).save_pretrained(tmp_path / folder)
     copy = verify(tmp_path / "base", tmp_path / "copy", OPTS)
@@ -742,3 +744,79 @@ def test_inkling_sliding_layers_split_into_their_own_heads(tmp_path: Path) -> No
             assert (circuits.heads, circuits.groups, circuits.q.shape[1]) == (heads, groups, size)
             assert torch.equal(circuits.q.float(), attn.q_proj.weight.detach().view(
                 heads, size, 32))
+
+
+def test_recurrent_gemma_blocks_read_as_they_compute(tmp_path: Path) -> None:
+    """RecurrentGemma's norms multiply by ``1 + w`` and load as that gain (the one before the
+    token mixer, the one before the MLP, the final one); its MLP with biases, cut from the
+    files, computes what ``mlp_block`` does; its attention block's q/k/v/o are the local
+    attention's, while the recurrent block holds no attention role (its RG-LRU is not read)."""
+    cls, config = released_models()["recurrent_gemma"]
+    torch.manual_seed(0)
+    module = cls(config)
+    with torch.no_grad():
+        for _, p in module.named_parameters():
+            if p.dim() == 1:
+                p.copy_(torch.rand_like(p) - 0.5)
+    module.save_pretrained(tmp_path)
+    assert module.config.layers_block_type == ["linear_attention", "sliding_attention"]
+    x = torch.randn(5, 32)
+    with open_model(tmp_path) as model:
+        layout = model.layout
+        torch.testing.assert_close(_cut(model, layout.globals["final_norm"]),
+                                   1 + module.model.final_norm.weight.detach())
+        for index, layer in enumerate(layout.layers):
+            block = module.model.layers[index]
+            roles = layer.roles
+            for role, norm in (("attn_norm", block.temporal_pre_norm),
+                               ("mlp_norm", block.channel_pre_norm)):
+                torch.testing.assert_close(_cut(model, roles[role]), 1 + norm.weight.detach())
+            act = torch.nn.functional.gelu
+
+            w = {role: _cut(model, roles[role]) for role in (GATE, UP, DOWN)}
+            b = {role: _cut(model, roles[role + ".bias"]) for role in (GATE, UP, DOWN)}
+            hidden = act(x @ w[GATE].T + b[GATE], approximate="tanh") * (x @ w[UP].T + b[UP])
+            got = hidden @ w[DOWN].T + b[DOWN]
+            with torch.no_grad():
+                torch.testing.assert_close(got, block.mlp_block(x))
+            attn = block.temporal_block
+            if index == 0:
+                assert not {Q, K, V, O} & set(roles)
+                continue
+            for role, proj in ((Q, attn.q_proj), (K, attn.k_proj), (V, attn.v_proj),
+                               (O, attn.o_proj)):
+                assert torch.equal(_cut(model, roles[role]), proj.weight.detach())
+            assert torch.equal(_cut(model, roles["o.bias"]), attn.o_proj.bias.detach())
+
+
+def test_differential_attention_is_not_read_as_heads(tmp_path: Path) -> None:
+    """DiffLlama's attention pairs query heads ``h`` and ``h + H/2`` and writes each pair's
+    two value heads through ``2 * head_dim`` columns of ``o_proj``: its q/k/v/o carry no head
+    roles and head matching does not run, while its norms and MLP are Llama's. Without a
+    config its files (whose ``lambda_*`` Llama's table does not know) are read as DiffLlama's,
+    and a Llama checkpoint without a config stays Llama's."""
+    from verifier.probes.head_matching import load_circuits
+
+    module = _saved("diffllama", tmp_path / "diff")
+    attn = module.model.layers[0].self_attn
+    # the model this table describes: a head pair's output is 2 * head_dim wide
+    assert attn.o_proj.in_features == attn.config.num_attention_heads * attn.head_dim
+    assert attn.groupnorm.normalized_shape == (2 * attn.head_dim,)
+    with open_model(tmp_path / "diff") as model:
+        for layer in model.layout.layers:
+            assert not {Q, K, V, O} & set(layer.roles)
+            assert load_circuits(model, layer.index) is None
+            block = module.model.layers[layer.index]
+            assert torch.equal(_cut(model, layer.roles["mlp_norm"]),
+                               block.post_attention_layernorm.weight.detach())
+            assert torch.equal(_cut(model, layer.roles[GATE]), block.mlp.gate_proj.weight.detach())
+    (tmp_path / "diff" / "config.json").unlink()
+    with open_model(tmp_path / "diff") as model:
+        assert model.layout.family == "diffllama"
+    torch.manual_seed(0)
+    llama = transformers.LlamaForCausalLM(transformers.LlamaConfig(**SMALL))
+    llama.save_pretrained(tmp_path / "llama")
+    (tmp_path / "llama" / "config.json").unlink()
+    with open_model(tmp_path / "llama") as model:
+        assert model.layout.family == "llama"
+        assert O in model.layout.layers[0].roles

@@ -321,6 +321,22 @@ BIOGPT = _table(
              LM_HEAD: "output_projection"},
     layer=XGLM.layer,
 )
+#: DiffLlama (Differential Transformer): Llama's norms, MLP and names, but not softmax
+#: attention over q/k/v/o heads. Query heads ``h`` and ``h + H/2`` (keys ``g(h)`` and
+#: ``g(h) + KV/2``) give two softmax maps whose difference, weighted by a learned lambda
+#: (``lambda_q1``, ``lambda_k1``, ``lambda_q2``, ``lambda_k2``), reads the value heads ``g(h)``
+#: and ``g(h) + KV/2`` side by side; a parameterless RMSNorm over those ``2 * head_dim`` values
+#: precedes ``o_proj``, whose columns come in blocks of ``2 * head_dim`` per head pair. Output
+#: column block ``j`` thus carries value head ``g(j // 2) + (j % 2) * KV/2``, not ``g(j)``, and
+#: heads permute only in those pairs: ``self_attn.*`` is not compared (its QK circuits are
+#: standard, its OV ones are not, and head matching needs both). ``input_layernorm`` is
+#: still the norm in front of it.
+DIFFLLAMA = _decoder(
+    "diffllama", layer=_NORMS | _MLP,
+    known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + tuple(
+        f"self_attn.{n}" for n in ("q_proj", "k_proj", "v_proj", "o_proj", "lambda_q1",
+                                   "lambda_k1", "lambda_q2", "lambda_k2")),
+)
 #: Granite-SWA: Granite's blocks with one attention-sink logit per head
 GRANITE_SWA = _decoder("granite_swa",
                        layer=_NORMS | _ATTN | _MLP | {ATTN_SINKS: "self_attn.sinks"})
@@ -877,6 +893,26 @@ LFM3 = _decoder(
     optional_roles=_ATTENTION_ROLES,
     known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + ("conv",),
 )
+#: RecurrentGemma (Griffin): blocks mix tokens by an RG-LRU recurrence or by local
+#: (sliding-window) attention, in turn (``block_types``), each behind ``temporal_pre_norm``;
+#: then a gated MLP with biases (``mlp_block.*``) behind ``channel_pre_norm``. Norms compute
+#: ``x * (1 + w)``, as Gemma's. The attention blocks' ``temporal_block.q/k/v/o_proj`` (few
+#: key/value heads, ``o_proj`` with a bias) are compared as heads; the recurrent blocks'
+#: ``linear_x``/``linear_y``/``linear_out``, short convolution ``conv_1d`` and RG-LRU gates and
+#: decay (``rg_lru.*``) are not. The head is tied to the embedding; embedding scale and logit
+#: softcap are config scalars.
+RECURRENT_GEMMA = _decoder(
+    "recurrent_gemma",
+    globals={EMBED: "embed_tokens", FINAL_NORM: "final_norm", LM_HEAD: "lm_head"},
+    layer={ATTN_NORM: "temporal_pre_norm", MLP_NORM: "channel_pre_norm",
+           **_qkvo("temporal_block."),
+           **{role: f"mlp_block.{path}" for role, path in _EXPERT_MLP.items()}},
+    norm_offset=1.0,
+    optional_roles=_ATTENTION_ROLES,
+    known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + tuple(
+        f"temporal_block.{n}" for n in ("linear_x", "linear_y", "linear_out", "conv_1d",
+                                        "rg_lru")),
+)
 #: Llama4TextExperts computes ``x @ W``: ``gate_up_proj`` ``[E, H, 2*I]`` (``.chunk(2, -1)``,
 #: gate first) and ``down_proj`` ``[E, I, H]``; dense blocks use ``feed_forward.*_proj``
 LLAMA4 = _decoder(
@@ -1310,6 +1346,7 @@ FAMILIES: dict[str, LayoutTable] = {
         LONGCAT_FLASH, JETMOE, ZAYA,
         DOTS3_NOTE, INKLING,
         CODEGEN, GPT_NEOX_JAPANESE, BIOGPT,
+        DIFFLLAMA, RECURRENT_GEMMA,
     )
 }
 
