@@ -200,6 +200,11 @@ def released_models() -> dict[str, tuple[Any, Any]]:
             **(SMALL | {"num_key_value_heads": 4}), **MOE, **DOTS3_MLA)),
         # Inkling: a normed embedding, short convolutions, sliding layers with their own heads
         "inkling_text": (t.InklingForCausalLM, t.InklingTextConfig(**SMALL, **MOE, **INKLING)),
+        # Gemma 3n: AltUp streams, LAuReL, per-layer inputs; the second block reuses the first
+        # one's keys and values; top-k sparsity on the first block's gate
+        "gemma3n_text": (t.Gemma3nForCausalLM, t.Gemma3nTextConfig(
+            **SMALL, vocab_size_per_layer_input=100, hidden_size_per_layer_input=8,
+            laurel_rank=4, num_kv_shared_layers=1, activation_sparsity_pattern=[0.95, 0.0])),
     }
 
 

@@ -55,6 +55,7 @@ EXPECTED: dict[str, tuple[str, list[int]]] = {
     "zaya": ("zaya", [0, 1]),
     "dots3_note_text": ("dots3_note_text", [1]), "inkling_text": ("inkling_text", [1]),
     "diffllama": ("diffllama", []), "recurrent_gemma": ("recurrent_gemma", []),
+    "gemma3n_text": ("gemma3n", []),
 }
 
 
@@ -587,6 +588,13 @@ _NORM_ROLES = {
              "post_feedforward_layernorm": "post_mlp_norm", "self_attn.q_norm": "q_norm",
              "self_attn.k_norm": "k_norm",
              "mlp.gate.e_score_correction_bias": "router_correction"},
+    # Gemma 3n's norms multiply by ``w`` (not Gemma 3's ``1 + w``); block 1 reuses block 0's
+    # keys, so it has no k_norm
+    "gemma3n_text": {"input_layernorm": "attn_norm",
+                     "post_attention_layernorm": "post_attn_norm",
+                     "pre_feedforward_layernorm": "mlp_norm",
+                     "post_feedforward_layernorm": "post_mlp_norm",
+                     "self_attn.q_norm": "q_norm"},
 }
 
 
@@ -705,7 +713,8 @@ def _wider(name: str, seed: int) -> torch.nn.Module:
 @pytest.mark.parametrize("name", ["exaone", "afmoe", "minicpm5_moe", "mimo_v2_flash",
                                   "laguna", "kimi_linear", "hunyuan_v1_moe", "beam",
                                   "kolibri1_1", "ergo", "inkling_text",
-                                  "gpt_neox_japanese", "biogpt", "recurrent_gemma"])
+                                  "gpt_neox_japanese", "biogpt", "recurrent_gemma",
+                                  "gemma3n_text"])
 def test_a_noisy_copy_of_a_released_layout_is_derived_and_another_start_is_not(
         tmp_path: Path, name: str) -> None:
     """End to end on the released names: EXAONE's GPT-2-like names, AFMoE's four norms, gated
@@ -716,7 +725,8 @@ def test_a_noisy_copy_of_a_released_layout_is_derived_and_another_start_is_not(
     ungated expert stacks and transposed router; Inkling's sliding-window layers, whose heads
     are their own; GPT-NeoX-Japanese's per-head ``query_key_value`` under its own prefix;
     BioGPT's biased projections and learned positions under ``biogpt.``; RecurrentGemma's
-    local-attention block beside a recurrent one."""
+    local-attention block beside a recurrent one; Gemma 3n's blocks on AltUp's active stream,
+    one of them without keys and values of its own."""
     for folder, seed, noise in (("base", 0, 0.0), ("copy", 0, 0.3), ("other", 1, 0.0)):
         noisy(_wider(name, seed), noise).save_pretrained(tmp_path / folder)
     copy = verify(tmp_path / "base", tmp_path / "copy", OPTS)
@@ -725,6 +735,46 @@ def test_a_noisy_copy_of_a_released_layout_is_derived_and_another_start_is_not(
     assert "head_matching" in {p.name for p in copy.probes if p.decisive}
     other = verify(tmp_path / "base", tmp_path / "other", OPTS)
     assert other.verdict == "independent", other.reason
+
+
+def test_gemma3n_multimodal_release_is_read_on_its_language_model(tmp_path: Path) -> None:
+    """Gemma 3n's release is its multimodal model: the language model under
+    ``model.language_model.``, beside the vision and audio towers and their embedders
+    (``embed_vision``, ``embed_audio``), which are set aside; the config's ``model_type`` is
+    ``gemma3n`` with the text model's under ``text_config``. Its roles are the text model's,
+    the norms loaded as the gains the blocks multiply by; the block reusing another's keys and
+    values has no k, v or k_norm."""
+    from safetensors.torch import save_file
+
+    module = _saved("gemma3n_text", tmp_path / "text")
+    state = load_file(str(tmp_path / "text" / "model.safetensors"))
+    released = {"model.language_model." + k.removeprefix("model."): w for k, w in state.items()}
+    for part in ("vision_tower.timm_model.conv_stem.conv", "audio_tower.conformer.0.ffw_layer_start",
+                 "embed_vision.embedding", "embed_vision.embedding_projection",
+                 "embed_audio.embedding", "embed_audio.embedding_projection"):
+        released[f"model.{part}.weight"] = torch.randn(32, 16)
+    (tmp_path / "mm").mkdir()
+    save_file(released, str(tmp_path / "mm" / "model.safetensors"))
+    text_config = json.loads((tmp_path / "text" / "config.json").read_text())
+    (tmp_path / "mm" / "config.json").write_text(json.dumps(
+        {"model_type": "gemma3n", "architectures": ["Gemma3nForConditionalGeneration"],
+         "text_config": text_config}))
+    with open_model(tmp_path / "mm") as model:
+        layout = model.layout
+        assert layout.family == "gemma3n"
+        assert layout.unexpected == []
+        assert missing_roles(layout) == []
+        assert set(layout.other_modalities) == {
+            "model.vision_tower.", "model.audio_tower.", "model.embed_vision.",
+            "model.embed_audio."}
+        assert {K, V, "k_norm"} <= set(layout.layers[0].roles)
+        assert not {K, V, "k_norm"} & set(layout.layers[1].roles)
+        for index, block in enumerate(module.model.layers):
+            roles = layout.layers[index].roles
+            assert torch.equal(_cut(model, roles["attn_norm"]),
+                               block.input_layernorm.weight.detach().float())
+            assert torch.equal(_cut(model, roles[Q]), block.self_attn.q_proj.weight.detach())
+            assert torch.equal(_cut(model, roles[DOWN]), block.mlp.down_proj.weight.detach())
 
 
 def test_inkling_sliding_layers_split_into_their_own_heads(tmp_path: Path) -> None:

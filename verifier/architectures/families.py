@@ -78,6 +78,7 @@ MULTIMODAL_PARTS = (
     "generation_aligner", "generation_head", "patch_merge_mlp",
     "audio_encoder", "audio_adapter",  # dots.3 Note's release (beside ``vision_encoder``)
     "audio",  # Inkling's release (``model.audio.``, beside ``model.visual.``)
+    "embed_vision", "embed_audio",  # Gemma 3n's embedders of soft tokens into the text space
 )
 #: generic module names that are such a part only in a checkpoint that has one of the above
 #: (a text-only model's own ``projector`` stays the language model's)
@@ -188,6 +189,27 @@ GEMMA4 = _decoder(
         "post_feedforward_layernorm_1", "post_feedforward_layernorm_2",
         "pre_feedforward_layernorm_2", "embed_tokens_per_layer", "per_layer_model_projection",
         "per_layer_projection_norm"),
+)
+#: Gemma 3n (E2B/E4B): Gemma 3's four norms and q/k norms, with plain gains ``w`` as Gemma 4's.
+#: A block's attention and MLP read and write AltUp's active stream (``altup_active_idx``, the
+#: embeddings' stream), so q/k/v/gate/up read and o/down write the embeddings' hidden space; the
+#: gate's top-k sparsity (``activation_sparsity_pattern``) treats every neuron alike. The last
+#: ``num_kv_shared_layers`` blocks reuse an earlier block's keys and values and hold no
+#: ``k_proj``/``v_proj``/``k_norm`` in the files transformers saves (their heads are not
+#: matched); Google's own release files still carry those blocks' unused ``k_proj``/``v_proj``/
+#: ``k_norm``, which a table cannot tell from a block's own, so there they are read as the
+#: block's keys and values. Not compared: AltUp (the
+#: other streams' ``altup_projections``/``altup_unembed_projections``, each block's ``altup.*``
+#: coefficients, router and scale), LAuReL's low-rank residual (``laurel.*``) and the per-layer
+#: input path (``embed_tokens_per_layer``, ``per_layer_*``)
+GEMMA3N = _decoder(
+    "gemma3n", "gemma3n_text",
+    layer=_SANDWICH_NORMS | _ATTN | _QK_NORM | _MLP,
+    optional_roles=(K, V, K_NORM),
+    known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + (
+        "altup", "altup_projections", "altup_unembed_projections", "laurel",
+        "per_layer_input_gate", "per_layer_projection", "post_per_layer_input_norm",
+        "embed_tokens_per_layer", "per_layer_model_projection", "per_layer_projection_norm"),
 )
 #: GLM-4 (glm): fused ``gate_up_proj`` (``.chunk(2)``: gate first); GLM-4-0414 (glm4) adds a
 #: norm on each sublayer's output (``post_self_attn_layernorm``, ``post_mlp_layernorm``)
@@ -1347,6 +1369,7 @@ FAMILIES: dict[str, LayoutTable] = {
         DOTS3_NOTE, INKLING,
         CODEGEN, GPT_NEOX_JAPANESE, BIOGPT,
         DIFFLLAMA, RECURRENT_GEMMA,
+        GEMMA3N,
     )
 }
 
