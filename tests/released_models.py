@@ -34,6 +34,16 @@ INKLING: dict[str, Any] = {
     "mlp_layer_types": ["dense", "sparse"]}
 
 
+#: Phi-4-multimodal's towers, small: a one-layer SigLIP image encoder and conformer audio encoder
+PHI4_TOWERS: dict[str, Any] = {
+    "vision_config": {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+                      "num_attention_heads": 2, "image_size": 28, "patch_size": 14,
+                      "crop_size": 28},
+    "audio_config": {"hidden_size": 16, "intermediate_size": 32, "num_blocks": 1,
+                     "num_attention_heads": 2, "ext_pw_out_channel": 16,
+                     "depthwise_separable_out_channel": 16, "nemo_conv_channels": 16}}
+
+
 def released_models() -> dict[str, tuple[Any, Any]]:
     """model_type -> (model class, config) for each family, small."""
     t = pytest.importorskip("transformers")
@@ -205,6 +215,14 @@ def released_models() -> dict[str, tuple[Any, Any]]:
         "gemma3n_text": (t.Gemma3nForCausalLM, t.Gemma3nTextConfig(
             **SMALL, vocab_size_per_layer_input=100, hidden_size_per_layer_input=8,
             laurel_rank=4, num_kv_shared_layers=1, activation_sparsity_pattern=[0.95, 0.0])),
+        # Phi-4-multimodal: Phi-3's fused blocks beside image and audio towers
+        "phi4_multimodal": (t.Phi4MultimodalForCausalLM, t.Phi4MultimodalConfig(
+            **SMALL, **PHI4_TOWERS, bos_token_id=1, eos_token_id=2)),
+        # OLMo-Hybrid: a Gated DeltaNet block (pre-norm) before an attention block (post-norm)
+        "olmo_hybrid": (t.OlmoHybridForCausalLM, t.OlmoHybridConfig(
+            **SMALL, layer_types=["linear_attention", "full_attention"], linear_num_key_heads=2,
+            linear_num_value_heads=4, linear_key_head_dim=8, linear_value_head_dim=8,
+            eos_token_id=2)),
     }
 
 

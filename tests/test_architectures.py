@@ -817,13 +817,14 @@ def test_unknown_model_type_falls_back_to_names() -> None:
 
 
 def test_a_failed_reading_by_names_says_it_was_a_guess() -> None:
-    """OLMo-Hybrid's names are Qwen3.5's, but its ``q_proj`` holds no output gate: the shape
+    """A hybrid whose names are Qwen3.5's but whose ``q_proj`` holds no output gate: the shape
     error names the model_type that has no table, so it does not read as a broken Qwen3.5."""
     shapes = llama_shapes(qk_norm=True)
     shapes |= {"model.layers.0.linear_attn.in_proj_qkvz.weight": (64, H)}
-    cfg = config("olmo_hybrid") | {"num_attention_heads": 4, "head_dim": H // 4}
-    with pytest.raises(ArchitectureError, match=r"model_type 'olmo_hybrid' has no table of its "
-                                                r"own, and reading it with the 'qwen3_5' layout"):
+    cfg = config("brand_new_hybrid") | {"num_attention_heads": 4, "head_dim": H // 4}
+    with pytest.raises(ArchitectureError, match=r"model_type 'brand_new_hybrid' has no table of "
+                                                r"its own, and reading it with the 'qwen3_5' "
+                                                r"layout"):
         resolve_layout(infos(shapes), cfg)
 
 

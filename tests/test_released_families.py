@@ -56,6 +56,7 @@ EXPECTED: dict[str, tuple[str, list[int]]] = {
     "dots3_note_text": ("dots3_note_text", [1]), "inkling_text": ("inkling_text", [1]),
     "diffllama": ("diffllama", []), "recurrent_gemma": ("recurrent_gemma", []),
     "gemma3n_text": ("gemma3n", []),
+    "phi4_multimodal": ("phi4_multimodal", []), "olmo_hybrid": ("olmo_hybrid", []),
 }
 
 
@@ -81,12 +82,17 @@ def test_released_names_are_read_whole_by_the_family_table(tmp_path: Path, name:
         layout = model.layout
         assert (layout.family, layout.num_layers, layout.hidden_size) == (family, 2, 32)
         assert layout.moe_layers == moe
+        # Phi-4-multimodal's image and audio towers are set aside, as other modalities are
+        towers = ["model.embed_tokens_extend."] if name == "phi4_multimodal" else []
+        assert list(layout.other_modalities) == towers
+        layout.other_modalities = {}
         assert unread_tensors(layout) == []
         assert missing_roles(layout) == []
         for layer in layout.layers:  # MLA blocks have no K or V; linear-attention ones no O
             assert O in layer.roles or name in ("lara_mini", "minimax", "lfm3", "deepseek_v4",
                                                 "mamba", "falcon_mamba", "mamba2", "jetmoe",
-                                                "zaya", "diffllama", "recurrent_gemma"), layer.index
+                                                "zaya", "diffllama", "recurrent_gemma",
+                                                "olmo_hybrid"), layer.index
             assert DOWN in layer.roles or layer.experts
 
 
@@ -714,7 +720,7 @@ def _wider(name: str, seed: int) -> torch.nn.Module:
                                   "laguna", "kimi_linear", "hunyuan_v1_moe", "beam",
                                   "kolibri1_1", "ergo", "inkling_text",
                                   "gpt_neox_japanese", "biogpt", "recurrent_gemma",
-                                  "gemma3n_text"])
+                                  "gemma3n_text", "phi4_multimodal", "olmo_hybrid"])
 def test_a_noisy_copy_of_a_released_layout_is_derived_and_another_start_is_not(
         tmp_path: Path, name: str) -> None:
     """End to end on the released names: EXAONE's GPT-2-like names, AFMoE's four norms, gated
@@ -726,7 +732,8 @@ def test_a_noisy_copy_of_a_released_layout_is_derived_and_another_start_is_not(
     are their own; GPT-NeoX-Japanese's per-head ``query_key_value`` under its own prefix;
     BioGPT's biased projections and learned positions under ``biogpt.``; RecurrentGemma's
     local-attention block beside a recurrent one; Gemma 3n's blocks on AltUp's active stream,
-    one of them without keys and values of its own."""
+    one of them without keys and values of its own; Phi-4-multimodal's fused blocks beside its
+    towers; OLMo-Hybrid's attention blocks beside DeltaNet ones."""
     for folder, seed, noise in (("base", 0, 0.0), ("copy", 0, 0.3), ("other", 1, 0.0)):
         noisy(_wider(name, seed), noise).save_pretrained(tmp_path / folder)
     copy = verify(tmp_path / "base", tmp_path / "copy", OPTS)
@@ -870,3 +877,99 @@ def test_differential_attention_is_not_read_as_heads(tmp_path: Path) -> None:
     with open_model(tmp_path / "llama") as model:
         assert model.layout.family == "llama"
         assert O in model.layout.layers[0].roles
+
+
+def _phi4_release(folder: Path, out: Path) -> None:
+    """``folder``'s Phi-4-multimodal as its release stores it (``phi4mm``): the projections the
+    vision and speech LoRA adapters wrap under ``X.base_layer``, beside ``X.lora_A.<adapter>``
+    and ``X.lora_B.<adapter>``."""
+    from safetensors.torch import save_file
+
+    wrapped = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
+    files = {}
+    for name, w in load_file(str(folder / "model.safetensors")).items():
+        stem = name.removesuffix(".weight")
+        if "embed_tokens_extend" in name or stem.rsplit(".", 1)[-1] not in wrapped:
+            files[name] = w
+            continue
+        files[f"{stem}.base_layer.weight"] = w
+        for adapter in ("vision", "speech"):
+            files[f"{stem}.lora_A.{adapter}.weight"] = torch.randn(4, w.shape[1])
+            files[f"{stem}.lora_B.{adapter}.weight"] = torch.randn(w.shape[0], 4)
+    out.mkdir()
+    save_file(files, str(out / "model.safetensors"))
+    config = json.loads((folder / "config.json").read_text()) | {"model_type": "phi4mm"}
+    (out / "config.json").write_text(json.dumps(config))
+
+
+def test_phi4_multimodal_release_reads_the_base_weights_and_leaves_the_adapters(
+        tmp_path: Path) -> None:
+    """Phi-4-multimodal's release wraps ``qkv_proj``, ``o_proj``, ``gate_up_proj`` and
+    ``down_proj`` in vision and speech LoRA layers (``X.base_layer``, ``X.lora_A.vision``...):
+    the base weights, which text runs on, are the roles, cut as the model cuts them (q, k, v
+    by head counts; gate, then up); the adapters and the towers are compared by no probe."""
+    module = _saved("phi4_multimodal", tmp_path / "saved")
+    _phi4_release(tmp_path / "saved", tmp_path / "release")
+    x = torch.randn(5, 32)
+    with open_model(tmp_path / "release") as model:
+        layout = model.layout
+        assert (layout.family, layout.num_layers) == ("phi4_multimodal", 2)
+        assert layout.unexpected == []
+        assert list(layout.other_modalities) == ["model.embed_tokens_extend."]
+        assert missing_roles(layout) == []
+        read = {ref.tensor for _, ref in layout.iter_roles()}
+        assert not any(".lora_" in n for n in read)
+        for i, layer in enumerate(layout.layers):
+            block = module.model.layers[i]
+            with torch.no_grad():
+                q, k, v = block.self_attn.qkv_proj(x).split((32, 16, 16), dim=-1)
+                gate, up = block.mlp.gate_up_proj(x).chunk(2, dim=-1)
+            for role, want in ((Q, q), (K, k), (V, v), (GATE, gate), (UP, up)):
+                assert layer.roles[role].tensor.endswith(".base_layer.weight")
+                torch.testing.assert_close(x @ _cut(model, layer.roles[role]).T, want)
+            assert torch.equal(_cut(model, layer.roles[O]), block.self_attn.o_proj.weight.detach())
+            assert torch.equal(_cut(model, layer.roles[DOWN]), block.mlp.down_proj.weight.detach())
+
+
+def test_olmo_hybrid_norms_are_read_only_where_a_name_means_one_place(tmp_path: Path) -> None:
+    """OLMo-Hybrid's DeltaNet blocks are pre-norm and its attention blocks post-norm:
+    ``attention_layer_norm`` (``input_layernorm`` in memory) feeds the DeltaNet mixer and
+    ``post_feedforward_layernorm`` is on the attention block's MLP output, but
+    ``feedforward_layer_norm`` (``post_attention_layernorm`` in memory) is the DeltaNet block's
+    MLP input norm and the attention block's attention output norm: it takes no role, in the
+    saved names or the in-memory ones. The DeltaNet mixer is not read as attention."""
+    from safetensors.torch import save_file
+
+    cls, config = released_models()["olmo_hybrid"]
+    torch.manual_seed(0)
+    module = cls(config)
+    with torch.no_grad():
+        for _, p in module.named_parameters():
+            if p.dim() == 1:
+                p.copy_(torch.rand_like(p) + 0.5)
+    module.save_pretrained(tmp_path / "saved")
+    (tmp_path / "memory").mkdir()
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()},
+              str(tmp_path / "memory" / "model.safetensors"))
+    (tmp_path / "memory" / "config.json").write_text(
+        (tmp_path / "saved" / "config.json").read_text())
+    linear, attention = module.model.layers
+    want = [{"attn_norm": linear.input_layernorm.weight},
+            {"post_mlp_norm": attention.post_feedforward_layernorm.weight,
+             "q_norm": attention.self_attn.q_norm.weight,
+             "k_norm": attention.self_attn.k_norm.weight}]
+    for folder in ("saved", "memory"):
+        with open_model(tmp_path / folder) as model:
+            layout = model.layout
+            assert layout.unexpected == []
+            assert not {Q, K, V, O} & set(layout.layers[0].roles)
+            assert {Q, K, V, O} <= set(layout.layers[1].roles)
+            for layer, norms in zip(layout.layers, want, strict=True):
+                held = {r for r in layer.roles if r.endswith("norm")}
+                assert held == set(norms), (folder, layer.index)
+                for role, w in norms.items():
+                    assert torch.equal(_cut(model, layer.roles[role]), w.detach().float())
+                for role, path in ((GATE, "gate_proj"), (UP, "up_proj"), (DOWN, "down_proj")):
+                    block = module.model.layers[layer.index]
+                    assert torch.equal(_cut(model, layer.roles[role]),
+                                       getattr(block.mlp, path).weight.detach())

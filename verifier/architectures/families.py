@@ -79,6 +79,7 @@ MULTIMODAL_PARTS = (
     "audio_encoder", "audio_adapter",  # dots.3 Note's release (beside ``vision_encoder``)
     "audio",  # Inkling's release (``model.audio.``, beside ``model.visual.``)
     "embed_vision", "embed_audio",  # Gemma 3n's embedders of soft tokens into the text space
+    "embed_tokens_extend",  # Phi-4-multimodal: its image and audio encoders and projections
 )
 #: generic module names that are such a part only in a checkpoint that has one of the above
 #: (a text-only model's own ``projector`` stays the language model's)
@@ -394,6 +395,21 @@ PHI3 = _decoder(
         "mlp.gate_up_proj": Fused(roles=(GATE, UP), split="halves"),
     },
 )
+#: Phi-4-multimodal's language model (Phi-4-mini): Phi-3's blocks (fused ``qkv_proj`` q, k, v
+#: by head counts; ``gate_up_proj`` gate first; plain gains). Its release (``phi4mm``) wraps
+#: ``qkv_proj``, ``o_proj``, ``gate_up_proj`` and ``down_proj`` in LoRA layers: the base weights
+#: (``X.base_layer``) are what text runs on and are read as the roles; the vision and speech
+#: adapters (``X.lora_A.vision``, ``X.lora_B.speech``...), switched on only for those inputs,
+#: are not compared. The towers (``embed_tokens_extend``: image and audio encoders and their
+#: projections) are set aside as other modalities.
+_PHI4_BASE = {path: [path, f"{path}.base_layer"] for path in ("self_attn.o_proj", "mlp.down_proj")}
+PHI4_MULTIMODAL = PHI3.model_copy(update={
+    "family": "phi4_multimodal", "model_types": ("phi4_multimodal", "phi4mm"),
+    "layer": _NORMS | {O: _PHI4_BASE["self_attn.o_proj"], DOWN: _PHI4_BASE["mlp.down_proj"]},
+    "fused": {f"{path}{base}": fused for path, fused in PHI3.fused.items()
+              for base in ("", ".base_layer")},
+    "known_unassigned": ROTARY_BUFFERS + QUANT_COMPANIONS + ("lora_A", "lora_B"),
+})
 #: Conv1D stores ``[in, out]``; ``c_attn`` output splits into q, k, v thirds
 #: (``.split(embed_dim, dim=2)``); ``attn.bias``/``masked_bias`` are old causal-mask buffers
 GPT2 = LayoutTable(
@@ -1262,6 +1278,30 @@ ERGO = _decoder(
         "feed_forward.shared_down_proj", "feed_forward.shared_expert_output_norm",
         "mlp.shared_experts", "mlp.gate.linear"),
 )
+#: OLMo-Hybrid: Gated DeltaNet blocks (``linear_attn.*``: separate q/k/v/g/a/b projections,
+#: short convolutions, decay, gated output norm; not compared) between OLMo-3 attention blocks
+#: (q/k norms over all heads). The two kinds place their norms differently: a DeltaNet block is
+#: pre-norm, Llama's way (``attention_layer_norm`` in its files, ``input_layernorm`` in memory,
+#: in front of the mixer; ``feedforward_layer_norm`` / ``post_attention_layernorm`` in front of
+#: the MLP), an attention block OLMo-2's way (``post_attention_layernorm`` on the attention
+#: output, which transformers saves as ``feedforward_layer_norm`` too, and
+#: ``post_feedforward_layernorm`` on the MLP output). ``feedforward_layer_norm`` and
+#: ``post_attention_layernorm`` are thus the MLP's input norm in one kind of block and the
+#: attention's output norm in the other; a table gives a name one role in every block, so
+#: these two are not compared. The names that mean one thing are read. The DeltaNet parts are
+#: listed one by one, so that Qwen3.5's (``linear_attn.in_proj_qkvz``...) are not taken for them.
+_OLMO_HYBRID_DELTANET = ("q_proj", "k_proj", "v_proj", "g_proj", "a_proj", "b_proj", "o_proj",
+                         "conv1d", "q_conv1d", "k_conv1d", "v_conv1d", "A_log", "dt_bias",
+                         "o_norm")
+OLMO_HYBRID = _decoder(
+    "olmo_hybrid",
+    layer=_ATTN | _QK_NORM | _MLP | {ATTN_NORM: ["attention_layer_norm", "input_layernorm"],
+                                     POST_MLP_NORM: "post_feedforward_layernorm"},
+    optional_roles=_ATTENTION_ROLES + (ATTN_NORM, POST_MLP_NORM),
+    known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + tuple(
+        f"linear_attn.{n}" for n in _OLMO_HYBRID_DELTANET) + (
+        "feedforward_layer_norm", "post_attention_layernorm"),
+)
 #: MiniMax-Text-01: lightning (linear) attention in most blocks (``qkv_proj``, ``out_proj``,
 #: ``output_gate``, ``norm`` and decay buffers under ``self_attn``: not compared), softmax
 #: attention in the rest; Mixtral's experts in every block. Its residual branches are weighted
@@ -1370,6 +1410,7 @@ FAMILIES: dict[str, LayoutTable] = {
         CODEGEN, GPT_NEOX_JAPANESE, BIOGPT,
         DIFFLLAMA, RECURRENT_GEMMA,
         GEMMA3N,
+        PHI4_MULTIMODAL, OLMO_HYBRID,
     )
 }
 
