@@ -973,3 +973,41 @@ def test_olmo_hybrid_norms_are_read_only_where_a_name_means_one_place(tmp_path: 
                     block = module.model.layers[layer.index]
                     assert torch.equal(_cut(model, layer.roles[role]),
                                        getattr(block.mlp, path).weight.detach())
+
+
+@pytest.mark.parametrize("family", ["gemma4", "gemma3n"])
+def test_blocks_that_reuse_earlier_keys_and_values_set_aside_what_they_store(
+        tmp_path: Path, family: str) -> None:
+    """The last ``num_kv_shared_layers`` blocks of Gemma 3n and Gemma 4's E models read an
+    earlier block's keys and values. transformers saves no k/v for them (no block is then
+    "incomplete"); Google's release files still hold their unused ``k_proj``, ``v_proj`` and
+    ``k_norm``, which compute nothing: they take no role and are no surprise."""
+    from safetensors.torch import save_file
+
+    small = SMALL | {"num_hidden_layers": 4}
+    if family == "gemma4":
+        cls, config = transformers.Gemma4ForCausalLM, transformers.Gemma4TextConfig(
+            **small, hidden_size_per_layer_input=0, num_kv_shared_layers=2,
+            layer_types=["sliding_attention", "full_attention"] * 2)
+    else:
+        cls, config = transformers.Gemma3nForCausalLM, transformers.Gemma3nTextConfig(
+            **small, vocab_size_per_layer_input=100, hidden_size_per_layer_input=8,
+            laurel_rank=4, num_kv_shared_layers=2, activation_sparsity_pattern=[0.0] * 4)
+    torch.manual_seed(0)
+    cls(config).save_pretrained(tmp_path / "saved")
+    state = load_file(str(tmp_path / "saved" / "model.safetensors"))
+    unused = {f"model.layers.{i}.self_attn.{name}.weight": torch.randn(
+        state[f"model.layers.{i - 2}.self_attn.{name}.weight"].shape)
+        for i in (2, 3) for name in ("k_proj", "v_proj", "k_norm")}
+    (tmp_path / "release").mkdir()
+    save_file(state | unused, str(tmp_path / "release" / "model.safetensors"))
+    (tmp_path / "release" / "config.json").write_text(
+        (tmp_path / "saved" / "config.json").read_text())
+    for folder in ("saved", "release"):
+        with open_model(tmp_path / folder) as model:
+            layout = model.layout
+            assert missing_roles(layout) == []
+            assert unread_tensors(layout) == []
+            held = [{K, V, "k_norm"} & set(layer.roles) for layer in layout.layers]
+            assert held == [{K, V, "k_norm"}] * 2 + [set()] * 2
+            assert set(unused) <= set(layout.unassigned) or folder == "saved"

@@ -31,6 +31,7 @@ from verifier.architectures.layout import (
     DOWN,
     EMBED,
     GATE,
+    K_NORM,
     LM_HEAD,
     MLP_NORM,
     Q_NORM,
@@ -42,6 +43,7 @@ from verifier.architectures.layout import (
     O,
     Q,
     RoleRef,
+    V,
 )
 from verifier.architectures.schema import (
     EXPERT_PLACEHOLDER,
@@ -76,6 +78,11 @@ _EXPERTS_KEYS = ("num_local_experts", "n_routed_experts", "num_experts", "moe_nu
 #: trailing blocks beyond ``num_hidden_layers`` that a family stores on purpose (DeepSeek-V3's
 #: multi-token-prediction module is saved as layer ``num_hidden_layers``)
 _EXTRA_LAYERS_KEYS = ("num_nextn_predict_layers",)
+#: the last blocks that reuse an earlier block's keys and values (Gemma 3n, Gemma 4's E
+#: models); Google's release files still hold those blocks' unused ``k_proj``/``v_proj``/
+#: ``k_norm``, which compute nothing and are set aside
+_KV_SHARED_KEYS = ("num_kv_shared_layers",)
+_KV_ROLES = (K, V, K + BIAS, V + BIAS, K_NORM)
 
 
 @dataclass(frozen=True)
@@ -498,6 +505,8 @@ class _Builder:
         self.model_type = cfg.model_type or family
         self.shapes = {t.name: t.shape for t in tensors}
         self.dtypes = {t.name: t.dtype for t in tensors}
+        #: tensors stored but computing nothing (``_KV_SHARED_KEYS``): unread, and expected
+        self.unused: set[str] = set()
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -604,12 +613,19 @@ class _Builder:
     def _claim_all(self) -> tuple[dict[str, Claim], list[str]]:
         n_layers = self.cfg.get_int(*_LAYERS_KEYS)
         extra = self.cfg.get_int(*_EXTRA_LAYERS_KEYS) or 0
+        shared = self.cfg.get_int(*_KV_SHARED_KEYS) or 0
         claims: dict[str, Claim] = {}
         unassigned: list[str] = []
         for t in self.tensors:
             claim = self.compiled.claim(t.name)
             if claim is None:
                 unassigned.append(t.name)
+                continue
+            if (shared > 0 and n_layers is not None and claim.kind == "layer"
+                    and claim.layer is not None and claim.layer >= n_layers - shared
+                    and claim.role in _KV_ROLES):
+                unassigned.append(t.name)  # a block that reads an earlier one's keys, values
+                self.unused.add(t.name)
                 continue
             if claim.layer is not None and n_layers is not None and claim.layer >= n_layers:
                 if claim.layer < n_layers + extra:
@@ -1051,8 +1067,11 @@ class _Builder:
             head_dim=head_dim,
             unassigned=unassigned,
             post_norm=self.table.post_norm or self.cfg.top.get("do_layer_norm_before") is False,
-            optional_roles=self.table.optional_roles,
-            unexpected=[n for n in unassigned if not self.compiled.is_known(n)],
+            # blocks that reuse an earlier one's keys and values hold none of their own
+            optional_roles=self.table.optional_roles + (
+                _KV_ROLES if self.cfg.get_int(*_KV_SHARED_KEYS) else ()),
+            unexpected=[n for n in unassigned
+                        if not self.compiled.is_known(n) and n not in self.unused],
             detected=self.cfg.model_type is not None and self.table.model_types != ()
             and self.cfg.model_type not in self.table.model_types
             and self.cfg.text_model_type not in self.table.model_types,

@@ -198,8 +198,7 @@ GEMMA4 = _decoder(
 #: ``num_kv_shared_layers`` blocks reuse an earlier block's keys and values and hold no
 #: ``k_proj``/``v_proj``/``k_norm`` in the files transformers saves (their heads are not
 #: matched); Google's own release files still carry those blocks' unused ``k_proj``/``v_proj``/
-#: ``k_norm``, which a table cannot tell from a block's own, so there they are read as the
-#: block's keys and values. Not compared: AltUp (the
+#: ``k_norm``, set aside by the config's count (as Gemma 4's E models'). Not compared: AltUp (the
 #: other streams' ``altup_projections``/``altup_unembed_projections``, each block's ``altup.*``
 #: coefficients, router and scale), LAuReL's low-rank residual (``laurel.*``) and the per-layer
 #: input path (``embed_tokens_per_layer``, ``per_layer_*``)
