@@ -604,12 +604,10 @@ _NORM_ROLES = {
 }
 
 
-@pytest.mark.parametrize("name", list(_NORM_ROLES))
-def test_each_norm_is_read_as_the_place_the_model_applies_it(tmp_path: Path, name: str) -> None:
-    """Beam's and Ergo's ``post_attention_layernorm`` (``post_attention_norm`` in Ergo's files)
-    is on the attention output, Kolibri's (GLM-4's names) feeds the MLP; Kolibri's files name
-    its output norms ``post_attn_norm``/``post_ffn_norm`` and its selection bias
-    ``moe.router.expert_bias``. With every norm and bias set apart, each loads as its role."""
+def _norms_apart(name: str, buffers: bool = False) -> torch.nn.Module:
+    """``name``'s tiny model with every vector (norm gains, biases; with ``buffers`` the
+    float32 vector buffers too, such as selection biases) drawn apart, so that each role can
+    only be matched by the tensor the model applies there."""
     cls, config = released_models()[name]
     torch.manual_seed(0)
     module = cls(config)
@@ -617,9 +615,19 @@ def test_each_norm_is_read_as_the_place_the_model_applies_it(tmp_path: Path, nam
         for _, p in module.named_parameters():
             if p.dim() == 1:
                 p.copy_(torch.rand_like(p) + 0.5)
-        for _, b in module.named_buffers():
+        for _, b in module.named_buffers() if buffers else ():
             if b.dim() == 1 and b.dtype == torch.float32:
                 b.copy_(torch.rand_like(b))
+    return module
+
+
+@pytest.mark.parametrize("name", list(_NORM_ROLES))
+def test_each_norm_is_read_as_the_place_the_model_applies_it(tmp_path: Path, name: str) -> None:
+    """Beam's and Ergo's ``post_attention_layernorm`` (``post_attention_norm`` in Ergo's files)
+    is on the attention output, Kolibri's (GLM-4's names) feeds the MLP; Kolibri's files name
+    its output norms ``post_attn_norm``/``post_ffn_norm`` and its selection bias
+    ``moe.router.expert_bias``. With every norm and bias set apart, each loads as its role."""
+    module = _norms_apart(name, buffers=True)
     module.save_pretrained(tmp_path)
     block = module.model.layers[1]
     with open_model(tmp_path) as model:
@@ -940,13 +948,7 @@ def test_olmo_hybrid_norms_are_read_only_where_a_name_means_one_place(tmp_path: 
     saved names or the in-memory ones. The DeltaNet mixer is not read as attention."""
     from safetensors.torch import save_file
 
-    cls, config = released_models()["olmo_hybrid"]
-    torch.manual_seed(0)
-    module = cls(config)
-    with torch.no_grad():
-        for _, p in module.named_parameters():
-            if p.dim() == 1:
-                p.copy_(torch.rand_like(p) + 0.5)
+    module = _norms_apart("olmo_hybrid")
     module.save_pretrained(tmp_path / "saved")
     (tmp_path / "memory").mkdir()
     save_file({k: v.contiguous() for k, v in module.state_dict().items()},
