@@ -346,7 +346,7 @@ def _latent_geometry(model: Model, layer: int,
     key-sized heads, so the rotary width gives ``H`` itself (dots.3 Note's sliding layers have
     their own); the config's head count where the key has no rotary part."""
     roles = model.layout.layers[layer].roles
-    queries = Q_B if Q_B in roles else Q
+    queries = _latent_queries(roles)
 
     def said(role: str, n: int, what: str) -> str:
         return f"{roles[role].tensor!r} has {n} {what}"
@@ -371,6 +371,12 @@ def _latent_geometry(model: Model, layer: int,
     if queries == Q_B and shape(Q_B)[1] != shape(Q_A)[0]:
         return said(Q_B, shape(Q_B)[1], f"inputs, but the query latent has {shape(Q_A)[0]}")
     return LatentGeometry(heads, nope, rope, v_dim, latent)
+
+
+def _latent_queries(roles: Collection[str]) -> str:
+    """The role a latent attention's queries come from: ``Q_B`` over ``Q_A``'s latent, else a
+    plain ``Q`` (``attention_form`` asks for one of the two)."""
+    return Q_B if Q_A in roles and Q_B in roles else Q
 
 
 def _any_geometry(model: Model, layer: int, shape: Callable[[str], tuple[int, ...]]
@@ -437,14 +443,20 @@ def _mla_circuits(model: Model, layer: int) -> HeadCircuits | None:
     (≈ 0.4 TFLOP a layer at DeepSeek-V3's width, seconds on a CPU) for the layers the probe
     reads."""
     roles = model.layout.layers[layer].roles
-    found = _latent_geometry(model, layer, lambda r: tuple(model.load(roles[r]).shape))
+    # each tensor read once (a quantised one is dequantised on load): shapes from the loaded
+    loaded = {r: model.load(roles[r]) for r in (Q_A, Q_A_NORM, Q_B, KV_A, KV_A_NORM, KV_B, O)
+              if r in roles}
+    queries = _latent_queries(roles)
+    if queries == Q:
+        loaded[Q] = model.load(roles[Q])
+    found = _latent_geometry(model, layer, lambda r: tuple(loaded[r].shape))
     if isinstance(found, str):
         return None  # said in the report (``circuit_misfit``)
 
     def f32(role: str) -> torch.Tensor:
-        return model.load(roles[role]).to(torch.float32)
+        return loaded[role].to(torch.float32)
 
-    if Q_B in roles:
+    if queries == Q_B:
         q_latent = f32(Q_A)
         if Q_A_NORM in roles:  # a gain on the whole query: its magnitude does not matter
             q_latent = q_latent * unit_magnitude(f32(Q_A_NORM))[:, None]
@@ -458,7 +470,7 @@ def _mla_circuits(model: Model, layer: int) -> HeadCircuits | None:
     kv_b = f32(KV_B).reshape(heads, nope + v_dim, latent)
     k = torch.cat([kv_b[:, :nope] @ kv_latent, kv_a[latent:].expand(heads, rope, d)], dim=1)
     v = kv_b[:, nope:] @ kv_latent
-    o = model.load(roles[O])
+    o = loaded[O]
     return HeadCircuits(q=q.reshape(heads, nope + rope, d), k=k, v=v,
                         o=o.T.reshape(heads, v_dim, o.shape[0]),
                         gamma=_attention_gain(model, layer))
