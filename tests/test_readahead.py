@@ -135,9 +135,9 @@ def test_reading_ahead_a_real_model_fills_the_page_cache(tmp_path):
 
 
 def test_the_head_probe_reads_ahead_only_the_layers_it_tests(zoo, monkeypatch):
-    # it checks each tested pair's shapes before matching them: had it not told the read-ahead
-    # its order first, each check would start reading the three layers after it in depth
-    # (untested ones: 1.7 GB of attention nobody used on a 7B-shaped pair)
+    # it pairs layers by head shape from the headers and reads only the layers it tests; a
+    # shape check that read each layer started reading the three after it in depth (untested
+    # ones: 1.7 GB of attention nobody used on a 7B-shaped pair)
     from verifier import verify as verify_module
     from verifier.architectures.layout import Q
     from verifier.model import Model

@@ -624,13 +624,13 @@ class _Run:
         by_index = not self.tested_pairs or not any(j in pairing.cand.circuits for j in chosen)
         if by_index:
             chosen = {j: j for j in pairing.cand.circuits}
-        # checking the shapes reads each chosen layer: in this order, so that each read starts
-        # the next chosen ones rather than the layers after it in depth
-        expect(pairing.base.circuits, [a for _, a in sorted(chosen.items())])
-        expect(pairing.cand.circuits, sorted(chosen))
+        # pairs of one head shape, from the headers: nothing is read before the layers this
+        # rank compares (reading a latent attention layer composes its factors, seconds a layer)
+        bs, cs = ({t.name: t.shape for t in m.reader.tensors()} for m in (self.base, self.cand))
         pairs = [(a, j) for j, a in sorted(chosen.items())
                  if a in pairing.base.circuits and j in pairing.cand.circuits
-                 and pairing.base.circuits[a].q.shape == pairing.cand.circuits[j].q.shape]
+                 and heads.circuit_shape(self.base, a, bs) == heads.circuit_shape(self.cand, j,
+                                                                                  cs)]
         if by_index:
             pairs = [(a, j) for a, j in pairs if j in spread([j for _, j in pairs],
                                                              self.opts.null_layers)]

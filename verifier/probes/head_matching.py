@@ -403,6 +403,25 @@ def circuit_misfit(model: Model, layer: int,
     return found if isinstance(found, str) else None
 
 
+def circuit_shape(model: Model, layer: int,
+                  shapes: Mapping[str, tuple[int, ...]]) -> tuple[int, int, int] | None:
+    """The shape ``load_circuits`` gives ``layer``'s query factor, ``(heads, q/k head size,
+    hidden)``, from the headers alone (``shapes``: every tensor's), or None where it gives
+    none: deciding which layers to pair reads nothing, where loading a latent attention layer
+    composes its factors."""
+    roles = model.layout.layers[layer].roles
+
+    def shape(role: str) -> tuple[int, ...]:
+        return role_shape(roles[role], shapes[roles[role].tensor])
+
+    found = _any_geometry(model, layer, shape)
+    if isinstance(found, LatentGeometry):
+        return found.heads, found.nope + found.rope, shape(KV_A)[1]
+    if isinstance(found, Geometry):
+        return found.heads, found.qk_dim, shape(Q)[1]
+    return None
+
+
 def load_circuits(model: Model, layer: int) -> HeadCircuits | None:
     """Circuits of ``layer`` as stored (``HeadCircuits``: the gain not folded, nothing
     copied), or None when it has no standard multi-head attention."""
