@@ -49,6 +49,7 @@ from verifier.architectures.layout import (
     K,
     O,
     Q,
+    RoleRef,
     V,
 )
 from verifier.model import Model
@@ -309,6 +310,11 @@ def _query_heads(model: Model, layer: int) -> int:
     return model.layout.num_heads or 1
 
 
+def _said(roles: Mapping[str, RoleRef], role: str, n: int, what: str) -> str:
+    """Why a layer's heads do not split: ``role``'s tensor has ``n`` ``what``."""
+    return f"{roles[role].tensor!r} has {n} {what}"
+
+
 def _geometry(model: Model, layer: int,
               shape: Callable[[str], tuple[int, ...]]) -> Geometry | str:
     """``layer``'s heads from its query head count and the weights' shapes (``shape``: a
@@ -320,21 +326,18 @@ def _geometry(model: Model, layer: int,
     heads = _query_heads(model, layer)
     q, k, v, o_in = shape(Q)[0], shape(K)[0], shape(V)[0], shape(O)[1]
 
-    def said(role: str, n: int, what: str) -> str:
-        return f"{roles[role].tensor!r} has {n} {what}"
-
     if q % heads:
-        return said(Q, q, f"rows, not a whole number for each of {heads} query heads")
+        return _said(roles, Q, q, f"rows, not a whole number for each of {heads} query heads")
     qk_dim = q // heads
     if k % qk_dim or heads % (k // qk_dim):
-        return said(K, k, f"rows, not whole key heads of {qk_dim} that the {heads} query "
-                          "heads share evenly")
+        return _said(roles, K, k, f"rows, not whole key heads of {qk_dim} that the {heads} "
+                                  "query heads share evenly")
     kv = k // qk_dim
     if v % kv:
-        return said(V, v, f"rows, not one value head for each of {kv} key heads")
+        return _said(roles, V, v, f"rows, not one value head for each of {kv} key heads")
     v_dim = v // kv
     if o_in != heads * v_dim:
-        return said(O, o_in, f"inputs, not {heads} heads of {v_dim} ({heads * v_dim})")
+        return _said(roles, O, o_in, f"inputs, not {heads} heads of {v_dim} ({heads * v_dim})")
     return Geometry(heads, kv, qk_dim, v_dim)
 
 
@@ -347,29 +350,27 @@ def _latent_geometry(model: Model, layer: int,
     their own); the config's head count where the key has no rotary part."""
     roles = model.layout.layers[layer].roles
     queries = _latent_queries(roles)
-
-    def said(role: str, n: int, what: str) -> str:
-        return f"{roles[role].tensor!r} has {n} {what}"
-
     latent, kv_a = shape(KV_A_NORM)[0], shape(KV_A)[0]
     if kv_a < latent:
-        return said(KV_A, kv_a, f"rows, fewer than its latent norm's {latent}")
+        return _said(roles, KV_A, kv_a, f"rows, fewer than its latent norm's {latent}")
     o_in, kv_b, kv_b_in = shape(O)[1], shape(KV_B)[0], shape(KV_B)[1]
     rope_rows = shape(queries)[0] - kv_b + o_in  # H x the rotary width
     heads = (rope_rows // (kv_a - latent) if kv_a > latent and rope_rows > 0
              and rope_rows % (kv_a - latent) == 0 else _query_heads(model, layer))
     if o_in % heads:
-        return said(O, o_in, f"inputs, not a whole value head for each of {heads} heads")
+        return _said(roles, O, o_in, f"inputs, not a whole value head for each of {heads} heads")
     v_dim = o_in // heads
     if kv_b_in != latent or kv_b % heads or kv_b // heads < v_dim:
-        return said(KV_B, kv_b, f"rows of {kv_b_in} inputs, not a key and a value head of "
-                                f"{v_dim} for each of {heads} heads from the {latent}-wide latent")
+        return _said(roles, KV_B, kv_b,
+                     f"rows of {kv_b_in} inputs, not a key and a value head of {v_dim} for each "
+                     f"of {heads} heads from the {latent}-wide latent")
     nope, rope = kv_b // heads - v_dim, kv_a - latent
     q = shape(queries)[0]
     if q != heads * (nope + rope):
-        return said(queries, q, f"rows, not {heads} query heads of {nope} + {rope}")
+        return _said(roles, queries, q, f"rows, not {heads} query heads of {nope} + {rope}")
     if queries == Q_B and shape(Q_B)[1] != shape(Q_A)[0]:
-        return said(Q_B, shape(Q_B)[1], f"inputs, but the query latent has {shape(Q_A)[0]}")
+        return _said(roles, Q_B, shape(Q_B)[1],
+                     f"inputs, but the query latent has {shape(Q_A)[0]}")
     return LatentGeometry(heads, nope, rope, v_dim, latent)
 
 
@@ -389,6 +390,13 @@ def _any_geometry(model: Model, layer: int, shape: Callable[[str], tuple[int, ..
     return "no q, k, v and o (nor a latent attention's projections)"
 
 
+def _header_shape(model: Model, layer: int, shapes: Mapping[str, tuple[int, ...]]
+                  ) -> Callable[[str], tuple[int, ...]]:
+    """A role of ``layer`` -> its ``[out, in]`` shape from the headers (``shapes``)."""
+    roles = model.layout.layers[layer].roles
+    return lambda r: role_shape(roles[r], shapes[roles[r].tensor])
+
+
 def circuit_misfit(model: Model, layer: int,
                    shapes: Mapping[str, tuple[int, ...]] | None = None) -> str | None:
     """Why ``layer``'s q, k, v and o do not split into heads (weights whose shapes contradict
@@ -397,9 +405,7 @@ def circuit_misfit(model: Model, layer: int,
     they do."""
     if shapes is None:
         shapes = {t.name: t.shape for t in model.reader.tensors()}
-    roles = model.layout.layers[layer].roles
-    found = _any_geometry(model, layer,
-                          lambda r: role_shape(roles[r], shapes[roles[r].tensor]))
+    found = _any_geometry(model, layer, _header_shape(model, layer, shapes))
     return found if isinstance(found, str) else None
 
 
@@ -409,11 +415,7 @@ def circuit_shape(model: Model, layer: int,
     hidden)``, from the headers alone (``shapes``: every tensor's), or None where it gives
     none: deciding which layers to pair reads nothing, where loading a latent attention layer
     composes its factors."""
-    roles = model.layout.layers[layer].roles
-
-    def shape(role: str) -> tuple[int, ...]:
-        return role_shape(roles[role], shapes[roles[role].tensor])
-
+    shape = _header_shape(model, layer, shapes)
     found = _any_geometry(model, layer, shape)
     if isinstance(found, LatentGeometry):
         return found.heads, found.nope + found.rope, shape(KV_A)[1]
