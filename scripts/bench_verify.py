@@ -11,8 +11,11 @@ upcycled from the base: four shuffled replicas of its FFN cut into slices, plus 
 experts); with ``--pairs rotated``, the derived candidate with its hidden space turned by a
 rotation instead of a signed permutation (what ``probes.rotated_layers`` guards against); with
 ``--pairs fp8``, the derived candidate stored as DeepSeek-V3 stores its weights (every
-projection float8 with a ``weight_scale_inv`` per 128x128 block, dequantised on load). Then it
-measures, each verify in a fresh process:
+projection float8 with a ``weight_scale_inv`` per 128x128 block, dequantised on load). With
+``--attention latent`` every model's attention is DeepSeek-V3's multi-head latent attention
+(``--heads`` heads; query and key/value latents of ``--q-lora`` and ``--kv-lora``, per-head
+key sizes 128 + 64 rotary, values 128) in place of Llama's, its latents' own coordinates
+noised but not permuted. Then it measures, each verify in a fresh process:
 
 * a plain sequential read of both checkpoints with the page cache warm (the floor), or with
   ``--cold`` from the disk (every measurement then starts with both dropped from the cache);
@@ -162,6 +165,33 @@ def fp8_blockwise(w: torch.Tensor, block: int = 128) -> tuple[torch.Tensor, torc
     return values.to(torch.float8_e4m3fn).contiguous(), scale.contiguous()
 
 
+#: DeepSeek-V3's per-head key sizes (without and with rotary embedding) and value size
+LATENT_HEAD = {"qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128}
+
+
+def _attention_spec(p: str, shape: dict[str, int]) -> dict[str, tuple[tuple[int, ...], bool, bool]]:
+    """Layer ``p``'s attention tensors: name -> (dims, reads hidden coordinates, writes
+    them). Llama's q, k, v and o; with ``shape["q_lora"]``, DeepSeek-V3's latent attention."""
+    h, heads = shape["hidden"], shape["heads"]
+    if not shape.get("q_lora"):
+        hd, kv = h // heads, shape["kv_heads"]
+        return {p + "self_attn.q_proj.weight": ((h, h), True, False),
+                p + "self_attn.k_proj.weight": ((kv * hd, h), True, False),
+                p + "self_attn.v_proj.weight": ((kv * hd, h), True, False),
+                p + "self_attn.o_proj.weight": ((h, h), False, True)}
+    nope, rope, v = (LATENT_HEAD[k] for k in ("qk_nope_head_dim", "qk_rope_head_dim",
+                                               "v_head_dim"))
+    q_lora, kv_lora = shape["q_lora"], shape["kv_lora"]
+    a = p + "self_attn."
+    return {a + "q_a_proj.weight": ((q_lora, h), True, False),
+            a + "q_a_layernorm.weight": ((q_lora,), False, False),
+            a + "q_b_proj.weight": ((heads * (nope + rope), q_lora), False, False),
+            a + "kv_a_proj_with_mqa.weight": ((kv_lora + rope, h), True, False),
+            a + "kv_a_layernorm.weight": ((kv_lora,), False, False),
+            a + "kv_b_proj.weight": ((heads * (nope + v), kv_lora), False, False),
+            a + "o_proj.weight": ((h, heads * v), False, True)}
+
+
 def build(folder: Path, shape: dict[str, int], seed: int, derive_from: Path | None,
           drift: float, experts: int = 0, turn: bool = False, fp8: bool = False) -> None:
     """Write one checkpoint (one shard for the globals, then one per layer).
@@ -214,6 +244,12 @@ def build(folder: Path, shape: dict[str, int], seed: int, derive_from: Path | No
     if experts:
         config |= {"model_type": "mixtral", "architectures": ["MixtralForCausalLM"],
                    "num_local_experts": experts, "num_experts_per_tok": 2}
+    if shape.get("q_lora"):  # dense MLPs in every layer
+        config |= {"model_type": "deepseek_v3", "architectures": ["DeepseekV3ForCausalLM"],
+                   "num_key_value_heads": heads, "q_lora_rank": shape["q_lora"],
+                   "kv_lora_rank": shape["kv_lora"], "first_k_dense_replace": layers,
+                   "n_routed_experts": 256, "rms_norm_eps": 1e-6} | LATENT_HEAD
+        del config["head_dim"]
     if fp8:
         config["quantization_config"] = {"quant_method": "fp8", "fmt": "e4m3",
                                          "weight_block_size": [128, 128]}
@@ -229,12 +265,9 @@ def build(folder: Path, shape: dict[str, int], seed: int, derive_from: Path | No
                     "model.norm.weight": ((h,), False, True)}
         else:
             p = f"model.layers.{k - 1}."
-            spec = {p + "self_attn.q_proj.weight": ((h, h), True, False),
-                    p + "self_attn.k_proj.weight": ((kv * hd, h), True, False),
-                    p + "self_attn.v_proj.weight": ((kv * hd, h), True, False),
-                    p + "self_attn.o_proj.weight": ((h, h), False, True),
-                    p + "input_layernorm.weight": ((h,), False, True),
-                    p + "post_attention_layernorm.weight": ((h,), False, True)}
+            spec = _attention_spec(p, shape) | {
+                p + "input_layernorm.weight": ((h,), False, True),
+                p + "post_attention_layernorm.weight": ((h,), False, True)}
             if experts:
                 q = p + "block_sparse_moe."
                 spec[q + "gate.weight"] = ((experts, h), True, False)
@@ -269,9 +302,11 @@ def build(folder: Path, shape: dict[str, int], seed: int, derive_from: Path | No
                 w = torch.ones(dims)
             else:
                 w = r(*dims)
-            if name.endswith("norm.weight"):  # gains of one: unchanged by a signed permutation
+            if name.endswith("norm.weight") and not rows:  # a latent's gain: its own axis
+                part[name] = (w if src is not None else torch.ones(dims)).to(torch.bfloat16)
+            elif name.endswith("norm.weight"):  # gains of one: unchanged by a signed permutation
                 part[name] = torch.ones(dims, dtype=torch.bfloat16)
-            elif fp8 and k > 0 and name.endswith("_proj.weight"):
+            elif fp8 and k > 0 and name.endswith(("_proj.weight", "_mqa.weight")):
                 part[name], part[name + "_scale_inv"] = fp8_blockwise(out_tensor(w, cols, rows))
             else:
                 part[name] = out_tensor(w, cols, rows)
@@ -297,6 +332,12 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=32)
     parser.add_argument("--kv-heads", type=int, default=8)
     parser.add_argument("--vocab", type=int, default=32000)
+    parser.add_argument("--attention", choices=("standard", "latent"), default="standard",
+                        help="latent: DeepSeek-V3's multi-head latent attention")
+    parser.add_argument("--q-lora", type=int, default=1536,
+                        help="latent attention's query latent width")
+    parser.add_argument("--kv-lora", type=int, default=512,
+                        help="latent attention's key/value latent width")
     parser.add_argument("--drift", type=float, default=0.3,
                         help="relative noise of the derived candidate")
     parser.add_argument("--keep", type=Path, help="build here and keep it (default: temp dir)")
@@ -326,6 +367,8 @@ def main() -> None:
     args = parser.parse_args()
     shape = {"hidden": args.hidden, "ffn": args.ffn, "heads": args.heads,
              "kv_heads": args.kv_heads, "vocab": args.vocab, "layers": args.layers}
+    if args.attention == "latent":
+        shape |= {"q_lora": args.q_lora, "kv_lora": args.kv_lora}
     with tempfile.TemporaryDirectory() as tmp:
         root = args.keep or Path(tmp)
         base = root / "base"
