@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from released_models import noisy
@@ -58,7 +59,7 @@ def test_latent_circuits_compute_each_heads_query_key_and_value(tmp_path: Path,
     with open_model(tmp_path) as model:
         found = heads.load_circuits(model, 1)
         assert found is not None
-        circuits = found.placed(Compute())
+        circuits = found.placed(Compute()).formed()
     assert (circuits.heads, circuits.groups) == (4, 4)
     with torch.no_grad():
         x = n * block.input_layernorm.weight
@@ -136,3 +137,63 @@ def test_a_latent_layers_head_count_is_read_from_its_weights(tmp_path: Path) -> 
             assert circuits is not None
             shapes.append((circuits.heads, circuits.q.shape[1], circuits.v.shape[1]))
     assert shapes == [(4, 8, 8), (2, 12, 4)]
+
+
+def _loaded(tmp_path: Path, seed: int, scale: float = 0.0) -> heads.HeadCircuits:
+    folder = tmp_path / f"m{seed}-{scale}"
+    noisy(_deepseek(seed, hidden=64), scale).save_pretrained(folder)
+    with open_model(folder) as model:
+        found = heads.load_circuits(model, 1)
+    assert found is not None
+    return found.placed(Compute())
+
+
+def test_latent_factors_are_kept_as_products_and_compare_as_formed(tmp_path: Path) -> None:
+    """Queries, keys and values stay products of their latent projections: no tensor of heads x
+    head size x hidden is made (at DeepSeek-V3's width one layer's took 1.9 GB). Every
+    similarity the probe computes from the products equals the one from the formed factors, on
+    the full hidden space (Gram blocks) and on a frame of it (formed circuits), aligned,
+    rotated and with a sample of the base's heads."""
+    from verifier.probes.hidden_alignment import HiddenAlignment
+
+    base, cand = _loaded(tmp_path, 0), _loaded(tmp_path, 1)
+    for f in (base.q, base.k, base.v):
+        assert isinstance(f, heads.LowRank)
+        assert f.right.shape[0] < f.right.shape[1]  # through a latent narrower than hidden
+    d = 64
+    gen = torch.Generator().manual_seed(3)
+    perm = torch.randperm(d, generator=gen).numpy()
+    sign = torch.where(torch.rand(d, generator=gen) < 0.5, -1.0, 1.0).numpy()
+    align = HiddenAlignment(perm, sign, np.ones(d), np.ones(d))
+    rot = torch.linalg.qr(torch.randn(d, d, generator=gen))[0]
+    frame = rot[:, :12]  # few coordinates: the similarity forms the circuits
+    sampled = base.select_groups(torch.tensor([0, 2]))
+    for b, c in ((base, cand.aligned(align)), (base.rotated(rot), cand),
+                 (sampled.rotated(frame), cand.rotated(frame)), (sampled, cand)):
+        got = heads.head_similarity(b, c)
+        want = heads.head_similarity(b.formed(), c.formed())
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert heads._dense_cheaper(sampled.rotated(frame), cand.rotated(frame))
+    assert not heads._dense_cheaper(base, cand)
+
+
+def test_a_frame_takes_a_products_coordinates_as_from_the_formed_factors(
+        tmp_path: Path) -> None:
+    """The frame path reads a candidate's factors hidden-major and takes the coordinates an
+    alignment maps to (signed, gain folded): for products that is their ``right``'s rows, and
+    the taken factors are those of the formed circuits."""
+    from verifier.probes.hidden_alignment import HiddenAlignment
+
+    folder = tmp_path / "m"
+    _deepseek(0, hidden=64).save_pretrained(folder)
+    with open_model(folder) as model:
+        stored = heads.load_circuits(model, 1)
+    assert stored is not None
+    perm = torch.randperm(64, generator=torch.Generator().manual_seed(1))[:16].numpy()
+    sign = torch.ones(16).numpy()
+    sign[::3] = -1.0
+    align = HiddenAlignment(perm, sign, np.ones(16), np.ones(16))
+    got = stored.hidden_major().take(align, Compute()).formed()
+    want = stored.placed(Compute()).formed().aligned(align)
+    for a, b in zip((got.q, got.k, got.o, got.v), (want.q, want.k, want.o, want.v), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -55,8 +55,9 @@ from verifier.probes.norm_drift import STAT_ROLES, RoleStats
 #: matching reads each layer's heads from its weights, so a power check or null draws kept
 #: before may have left out layers it now compares; 5: a hybrid's power check disguises its
 #: middle FFN and its middle attention even where no one block holds both, and latent
-#: attention's heads are matched)
-CACHE_FORMAT = 5
+#: attention's heads are matched; 6: latent attention's power check disguises the parts of
+#: its factors, not the formed factors)
+CACHE_FORMAT = 6
 LayerStats = list[dict[str, RoleStats]]
 
 

@@ -226,13 +226,15 @@ class FramePairing(Pairing):
 
     def _frame_heads(self, a: int, k: int) -> heads.HeadCircuits:
         """Base layer ``a``'s sampled heads on draw ``k``'s frame (the observed frame's
-        coordinates for ``k < 0``); kept draws are not computed, nor the layer read."""
+        coordinates for ``k < 0``), formed (a few heads on a few coordinates: what is kept
+        is the same tensors whether computed or read back); kept draws are not computed, nor
+        the layer read."""
         if k < 0:
-            return self._base_heads(a).aligned(self._select)
+            return self._base_heads(a).aligned(self._select).formed()
         if self.kept is None:
-            return self._base_heads(a).rotated(self.rotations[k])
-        t = self.kept.get("heads", a, k,
-                          lambda: _tensors(self._base_heads(a).rotated(self.rotations[k])))
+            return self._base_heads(a).rotated(self.rotations[k]).formed()
+        t = self.kept.get("heads", a, k, lambda: _tensors(
+            self._base_heads(a).rotated(self.rotations[k]).formed()))
         put = self.compute.put
         return heads.HeadCircuits(q=put(t["q"]), k=put(t["k"]), o=put(t["o"]), v=put(t["v"]))
 

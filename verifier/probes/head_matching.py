@@ -23,7 +23,7 @@ Those products are each head's factors over the hidden space, as ``W_q^h``, ``W_
 ``W_v^h`` are for standard attention, so the same circuits are compared (``_mla_circuits``),
 one KV head per query head. The latent norms divide each token's latent by its RMS: a positive
 factor per token on a head's whole query (or key and value), which the circuits' cosines do not
-see.
+see. Those factors are kept as the products they are (``LowRank``), never formed at full width.
 """
 
 from __future__ import annotations
@@ -63,6 +63,68 @@ MAX_BASE_HEADS = 8
 
 
 @dataclass(frozen=True)
+class LowRank:
+    """A stack of head factors kept as a product: head ``h``'s ``[hd, d]`` factor is
+    ``left[h] @ right`` (``left``: ``[n, hd, r]``, ``right``: ``[r, d]``, hidden coordinates
+    last). Latent attention's queries, keys and values are such products through latents of
+    ``r`` <= 1536 coordinates. Formed at DeepSeek-V3's width, one layer's took 1.9 GB in
+    float32 and 0.8 TFLOP to compose; every operation of the probe acts on ``right`` alone (a
+    change of hidden coordinates) or on ``left`` alone (a choice of heads), and every inner
+    product follows from ``r``-sized products (``_gram``, ``_head_gram``)."""
+
+    left: torch.Tensor
+    right: torch.Tensor
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return int(self.left.shape[0]), int(self.left.shape[1]), int(self.right.shape[1])
+
+    @property
+    def device(self) -> torch.device:
+        return self.right.device
+
+    def formed(self) -> torch.Tensor:
+        """The ``[n, hd, d]`` factors themselves."""
+        n, hd, r = self.left.shape
+        return (self.left.reshape(-1, r) @ self.right).reshape(n, hd, -1)
+
+
+#: one stack of head factors, hidden coordinates last: formed ``[n, hd, d]``, or a product
+Factor = torch.Tensor | LowRank
+
+
+def _on_hidden(f: Factor, op: Callable[[torch.Tensor], torch.Tensor]) -> Factor:
+    """``op`` (``[N, d]`` -> ``[N, d']``, a change of hidden coordinates) on every head's
+    factor: on ``right`` alone for a product."""
+    if isinstance(f, LowRank):
+        return LowRank(f.left, op(f.right))
+    return op(f.reshape(-1, f.shape[-1])).reshape(f.shape[0], f.shape[1], -1)
+
+
+def _on_parts(f: Factor, op: Callable[[torch.Tensor], torch.Tensor]) -> Factor:
+    """``op`` on each stored tensor of ``f`` (a copy, a move)."""
+    return LowRank(op(f.left), op(f.right)) if isinstance(f, LowRank) else op(f)
+
+
+def _pick(f: Factor, idx: torch.Tensor) -> Factor:
+    """Heads ``idx`` of ``f``."""
+    return LowRank(f.left[idx.to(f.left.device)], f.right) if isinstance(f, LowRank) else f[idx]
+
+
+def _formed(f: Factor) -> torch.Tensor:
+    return f.formed() if isinstance(f, LowRank) else f
+
+
+def _unit_each(f: Factor) -> Factor:
+    """Each head's factor at magnitude near one by powers of two (``magnitude``). A product's
+    two parts are both brought to one whatever their size: a formed factor multiplies two of
+    them, so parts each just inside ``SAFE_SHIFT`` could leave float32's range."""
+    if isinstance(f, LowRank):
+        return LowRank(unit_magnitude_each(f.left, safe=0), unit_magnitude(f.right, safe=0))
+    return unit_magnitude_each(f)
+
+
+@dataclass(frozen=True)
 class HeadCircuits:
     """Per query head, the factors of its QK and OV circuits, hidden coordinates last:
 
@@ -78,13 +140,13 @@ class HeadCircuits:
     use. A 7B layer's factors in float32 take 160 MiB per model, so only what a probe uses is
     placed: a sample of the base's heads, a frame's coordinates of the candidate's."""
 
-    q: torch.Tensor
-    k: torch.Tensor
-    o: torch.Tensor
-    v: torch.Tensor
+    q: Factor
+    k: Factor
+    o: Factor
+    v: Factor
     gamma: torch.Tensor | None = None
 
-    def _map(self, f: Callable[[torch.Tensor], torch.Tensor]) -> HeadCircuits:
+    def _map(self, f: Callable[[Factor], Factor]) -> HeadCircuits:
         if self.gamma is not None:
             raise ValueError("circuits as stored: place them (HeadCircuits.placed) first")
         return HeadCircuits(q=f(self.q), k=f(self.k), o=f(self.o), v=f(self.v))
@@ -92,12 +154,17 @@ class HeadCircuits:
     def placed(self, compute: Compute) -> HeadCircuits:
         """Float32 on the compute device, the gain folded into ``q``, ``k`` and ``v`` (a no-op
         for circuits already placed); one factor at a time, each unscaled copy freed before
-        the next is made."""
+        the next is made. A product's gain goes into its ``right``."""
         gamma = compute.put(self.gamma) if self.gamma is not None else None
 
-        def put(w: torch.Tensor, fold: bool) -> torch.Tensor:
-            out = compute.put(w)
-            return out * gamma if fold and gamma is not None else out
+        def put(w: Factor, fold: bool) -> Factor:
+            def scaled(x: torch.Tensor) -> torch.Tensor:
+                out = compute.put(x)
+                return out * gamma if fold and gamma is not None else out
+
+            if isinstance(w, LowRank):
+                return LowRank(compute.put(w.left), scaled(w.right))
+            return scaled(w)
 
         return HeadCircuits(q=put(self.q, True), k=put(self.k, True), o=put(self.o, False),
                             v=put(self.v, True))
@@ -106,7 +173,12 @@ class HeadCircuits:
         """Each factor contiguous (a no-op for those that are). The output projection is
         stored ``[d, H hd]`` and seen transposed; a null draw reads every factor as an
         ``[n hd, d]`` matrix, which copied it in each draw (the same numbers)."""
-        return self._map(lambda m: m.contiguous())
+        return self._map(lambda m: _on_parts(m, torch.Tensor.contiguous))
+
+    def formed(self) -> HeadCircuits:
+        """Every factor formed (``LowRank.formed``): where few heads on few coordinates are
+        kept (a frame's sampled base heads) or compared by forming circuits."""
+        return self._map(_formed)
 
     @property
     def heads(self) -> int:
@@ -123,14 +195,12 @@ class HeadCircuits:
     def aligned(self, align: HiddenAlignment) -> HeadCircuits:
         """Candidate circuits in base hidden coordinates (both axes of each circuit relabelled
         and signed: the hidden axis of each factor)."""
-        return self._map(lambda m: align.cols(m.reshape(-1, m.shape[-1])).reshape(
-            m.shape[0], m.shape[1], -1))
+        return self._map(lambda m: _on_hidden(m, align.cols))
 
     def rotated(self, rot: torch.Tensor) -> HeadCircuits:
         """The circuits ``R^T M R`` of a rotated basis: each factor times ``R`` (``d x d``, or
         ``d x m`` for the ``m``-direction frame of a null draw, ``probes.frame_pairing``)."""
-        return self._map(lambda m: (m.reshape(-1, m.shape[-1]) @ rot).reshape(
-            *m.shape[:-1], rot.shape[1]))
+        return self._map(lambda m: _on_hidden(m, lambda x: x @ rot))
 
     def select_groups(self, groups: torch.Tensor) -> HeadCircuits:
         """The KV groups ``groups`` with their query heads (a sample of the base's heads)."""
@@ -138,31 +208,37 @@ class HeadCircuits:
         groups = groups.to(self.q.device)
         heads = (groups[:, None] * per + torch.arange(per, device=groups.device)[None, :])
         heads = heads.reshape(-1)
-        return HeadCircuits(q=self.q[heads], k=self.k[groups], o=self.o[heads], v=self.v[groups],
-                            gamma=self.gamma)
+        return HeadCircuits(q=_pick(self.q, heads), k=_pick(self.k, groups),
+                            o=_pick(self.o, heads), v=_pick(self.v, groups), gamma=self.gamma)
 
     def hidden_major(self) -> HiddenMajorCircuits:
         """The factors as ``[d, n]`` copies, hidden coordinates as rows, in their own dtype
-        (the output projection as stored needs no copy)."""
+        (the output projection as stored needs no copy); a product's ``right`` alone, its
+        ``left`` kept beside."""
         factors = (self.q, self.k, self.o, self.v)
         return HiddenMajorCircuits(
-            rows=tuple(f.reshape(-1, f.shape[-1]).T.contiguous() for f in factors),
-            shapes=tuple(tuple(f.shape[:-1]) for f in factors), gamma=self.gamma)
+            rows=tuple((f.right if isinstance(f, LowRank) else f.reshape(-1, f.shape[-1]))
+                       .T.contiguous() for f in factors),
+            shapes=tuple(tuple(f.shape[:-1]) for f in factors), gamma=self.gamma,
+            lefts=tuple(f.left if isinstance(f, LowRank) else None for f in factors))
 
     def dense(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``[H, d, d]`` circuits themselves (small models and tests only)."""
         g = self.group_of()
-        return self.q.transpose(1, 2) @ self.k[g], self.o.transpose(1, 2) @ self.v[g]
+        q, k, o, v = (_formed(f) for f in (self.q, self.k, self.o, self.v))
+        return q.transpose(1, 2) @ k[g], o.transpose(1, 2) @ v[g]
 
 
 class HiddenMajorCircuits(NamedTuple):
     """A layer's circuit factors hidden-major (``HeadCircuits.hidden_major``): a frame of
     ``m`` hidden directions reads ``m`` whole rows of each instead of a strided column of every
-    head row. ``rows``: q, k, o, v as ``[d, n]``; ``shapes``: their leading dimensions."""
+    head row. ``rows``: q, k, o, v as ``[d, n]``; ``shapes``: their leading dimensions;
+    ``lefts``: for a product (``LowRank``), its ``left`` (``rows`` then hold its ``right``)."""
 
     rows: tuple[torch.Tensor, ...]
     shapes: tuple[tuple[int, ...], ...]
     gamma: torch.Tensor | None
+    lefts: tuple[torch.Tensor | None, ...] = (None, None, None, None)
 
     def take(self, align: HiddenAlignment, compute: Compute) -> HeadCircuits:
         """The candidate coordinates ``align`` maps to, signed, placed (gain folded):
@@ -171,25 +247,44 @@ class HiddenMajorCircuits(NamedTuple):
         idx, sign = align.gather()
         sign = compute.put(sign)
         folded = sign if self.gamma is None else sign * compute.put(self.gamma[idx])
-        out = []
+        out: list[Factor] = []
         # q, k, v read the normed input (the gain folds into them); o writes the output
-        for f, shape, factor in zip(self.rows, self.shapes, (folded, folded, sign, folded),
-                                    strict=True):
-            x = compute.put(f.index_select(0, idx.to(f.device)))
-            out.append((x * factor[:, None]).T.reshape(*shape, -1))
+        for f, shape, left, factor in zip(self.rows, self.shapes, self.lefts,
+                                          (folded, folded, sign, folded), strict=True):
+            x = (compute.put(f.index_select(0, idx.to(f.device))) * factor[:, None]).T
+            out.append(x.reshape(*shape, -1) if left is None
+                       else LowRank(compute.put(left), x.contiguous()))
         q, k, o, v = out
         return HeadCircuits(q=q, k=k, o=o, v=v)
 
 
-def _gram(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _gram(x: Factor, y: Factor) -> torch.Tensor:
     """``[n1, hd1, n2, hd2]`` blocks ``x[i] y[j]^T`` of two factor stacks (two layers' head
-    sizes may differ)."""
-    n1, hd, d = x.shape
-    return (x.reshape(-1, d) @ y.reshape(-1, y.shape[-1]).T).reshape(n1, hd, *y.shape[:2])
+    sizes may differ). Products meet through their ``right``s: ``L1 (R1 R2^T) L2^T`` never
+    forms either factor."""
+    n1, hd1, d = x.shape
+    n2, hd2 = y.shape[:2]
+    if isinstance(x, LowRank) and isinstance(y, LowRank):
+        flat = (x.left.reshape(-1, x.left.shape[-1]) @ (x.right @ y.right.T)
+                @ y.left.reshape(-1, y.left.shape[-1]).T)
+    elif isinstance(y, LowRank):
+        flat = (x.reshape(-1, d) @ y.right.T) @ y.left.reshape(-1, y.left.shape[-1]).T
+    elif isinstance(x, LowRank):
+        flat = x.left.reshape(-1, x.left.shape[-1]) @ (x.right @ y.reshape(-1, d).T)
+    else:
+        flat = x.reshape(-1, d) @ y.reshape(-1, d).T
+    return flat.reshape(n1, hd1, n2, hd2)
 
 
-def _circuit_inner(a1: torch.Tensor, b1: torch.Tensor, g1: torch.Tensor, a2: torch.Tensor,
-                   b2: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
+def _head_gram(f: Factor) -> torch.Tensor:
+    """``[n, hd, hd]``: each head's ``f[i] f[i]^T``."""
+    if isinstance(f, LowRank):
+        return (f.left @ (f.right @ f.right.T)) @ f.left.transpose(1, 2)
+    return f @ f.transpose(1, 2)
+
+
+def _circuit_inner(a1: Factor, b1: Factor, g1: torch.Tensor, a2: Factor, b2: Factor,
+                   g2: torch.Tensor) -> torch.Tensor:
     """``[H1, H2]`` Frobenius inner products ``<a1[i]^T b1[g1[i]], a2[j]^T b2[g2[j]]>``.
 
     ``<A^T B, C^T D> = tr(B^T A C^T D) = sum((A C^T) * (B D^T))``: Gram matrices of the factors
@@ -200,10 +295,10 @@ def _circuit_inner(a1: torch.Tensor, b1: torch.Tensor, g1: torch.Tensor, a2: tor
     return (ga * gb).sum(dim=(1, 3))
 
 
-def _self_norms(a: torch.Tensor, b: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+def _self_norms(a: Factor, b: Factor, g: torch.Tensor) -> torch.Tensor:
     """``||a[i]^T b[g[i]]||_F`` per head."""
-    ga = a @ a.transpose(1, 2)
-    gb = (b @ b.transpose(1, 2))[g]
+    ga = _head_gram(a)
+    gb = _head_gram(b)[g]
     return (ga * gb).sum(dim=(1, 2)).clamp_min(0.0).sqrt()
 
 
@@ -211,7 +306,7 @@ def _dense_cheaper(b: HeadCircuits, c: HeadCircuits) -> bool:
     """Whether forming the ``d x d`` circuits costs less than the Gram blocks: forming is
     ``~2 hd d^2`` per head, the blocks ``~2 hd^2 d`` per pair of heads; on a frame of the hidden
     space (``d = m`` about ``hd``) forming wins by the number of heads, at full width never."""
-    hd, d = int(b.q.shape[1]), int(b.q.shape[2])
+    hd, d = b.q.shape[1], b.q.shape[2]
     return d * (b.heads + c.heads) < b.heads * c.heads * hd
 
 
@@ -232,7 +327,7 @@ def head_similarity(b: HeadCircuits, c: HeadCircuits) -> torch.Tensor:
     factor is first brought to magnitude one by a power of two (``magnitude``): the circuits
     multiply four weights, so rescaled models overflowed (or underflowed) float32 without it,
     and a model rescales each head's circuits apart from the others' at no cost."""
-    b, c = b._map(unit_magnitude_each), c._map(unit_magnitude_each)
+    b, c = b._map(_unit_each), c._map(_unit_each)
     return _dense_similarity(b, c) if _dense_cheaper(b, c) else _gram_similarity(b, c)
 
 
@@ -456,13 +551,15 @@ def _attention_gain(model: Model, layer: int) -> torch.Tensor | None:
 
 
 def _mla_circuits(model: Model, layer: int) -> HeadCircuits | None:
-    """A latent attention layer's per-head factors over the hidden space, composed in float32
-    (one KV head per query head; each head's key rows are its own, then the shared rotary
-    key's). The latents' norm gains sit between the factors and are multiplied in exactly:
-    rescaling the key latent's gain would weigh each head's own key rows against the shared
-    rotary ones. Composing costs ``heads x head size x latent x d`` multiply-adds per factor
-    (≈ 0.4 TFLOP a layer at DeepSeek-V3's width, seconds on a CPU) for the layers the probe
-    reads."""
+    """A latent attention layer's per-head factors over the hidden space, as products
+    (``LowRank``, float32; one KV head per query head). Queries: ``q_b``'s head rows over the
+    query latent (``q_a``, its norm's gain), or a plain ``q`` as stored. Keys: each head's own
+    rows of ``kv_b`` over the key/value latent, then the rotary key that every head shares, as
+    one product over the latent and rotary rows of ``kv_a`` (an identity block for the rotary
+    rows). Values: ``kv_b``'s value rows over the latent. The key/value latent's gain sits
+    between the factors and is multiplied in exactly: rescaling it would weigh each head's own
+    key rows against the shared rotary ones. Nothing ``heads x head size x d`` is made: at
+    DeepSeek-V3's width that was 1.9 GB and 0.8 TFLOP a layer."""
     roles = model.layout.layers[layer].roles
     # each tensor read once (a quantised one is dequantised on load): shapes from the loaded
     loaded = {r: model.load(roles[r]) for r in (Q_A, Q_A_NORM, Q_B, KV_A, KV_A_NORM, KV_B, O)
@@ -477,23 +574,25 @@ def _mla_circuits(model: Model, layer: int) -> HeadCircuits | None:
     def f32(role: str) -> torch.Tensor:
         return loaded[role].to(torch.float32)
 
+    heads, nope, rope, v_dim, latent = found
+    q: Factor
     if queries == Q_B:
         q_latent = f32(Q_A)
         if Q_A_NORM in roles:  # a gain on the whole query: its magnitude does not matter
             q_latent = q_latent * unit_magnitude(f32(Q_A_NORM))[:, None]
-        q = f32(Q_B) @ q_latent
+        q = LowRank(f32(Q_B).reshape(heads, nope + rope, -1), q_latent)
     else:
-        q = f32(Q)
-    heads, nope, rope, v_dim, latent = found
+        q = loaded[Q].reshape(heads, nope + rope, -1)
     kv_a = f32(KV_A)
-    d = kv_a.shape[1]
     kv_latent = kv_a[:latent] * f32(KV_A_NORM)[:, None]
     kv_b = f32(KV_B).reshape(heads, nope + v_dim, latent)
-    k = torch.cat([kv_b[:, :nope] @ kv_latent, kv_a[latent:].expand(heads, rope, d)], dim=1)
-    v = kv_b[:, nope:] @ kv_latent
+    k_left = torch.zeros(heads, nope + rope, latent + rope)
+    k_left[:, :nope, :latent] = kv_b[:, :nope]
+    k_left[:, nope:, latent:] = torch.eye(rope)
+    k = LowRank(k_left, torch.cat([kv_latent, kv_a[latent:]]))
+    v = LowRank(kv_b[:, nope:].contiguous(), kv_latent)
     o = loaded[O]
-    return HeadCircuits(q=q.reshape(heads, nope + rope, d), k=k, v=v,
-                        o=o.T.reshape(heads, v_dim, o.shape[0]),
+    return HeadCircuits(q=q, k=k, v=v, o=o.T.reshape(heads, v_dim, o.shape[0]),
                         gamma=_attention_gain(model, layer))
 
 

@@ -24,9 +24,9 @@ import torch
 SAFE_SHIFT = 16
 
 
-def magnitude_shift(x: torch.Tensor) -> int:
+def magnitude_shift(x: torch.Tensor, safe: int = SAFE_SHIFT) -> int:
     """The power of two ``e`` with ``x``'s largest ``|value|`` in ``[2^(e-1), 2^e)`` where that
-    lies outside ``2^+-SAFE_SHIFT``; 0 inside it, and where ``x`` is empty, all zero, or holds
+    lies outside ``2^+-safe``; 0 inside it, and where ``x`` is empty, all zero, or holds
     NaN or Inf (left for the probe's finiteness check). One reading pass (``aminmax``, no
     ``|x|`` copy)."""
     if x.numel() == 0:
@@ -36,7 +36,7 @@ def magnitude_shift(x: torch.Tensor) -> int:
     if not math.isfinite(top) or top == 0.0:
         return 0
     shift = math.frexp(top)[1]
-    return shift if abs(shift) > SAFE_SHIFT else 0
+    return shift if abs(shift) > safe else 0
 
 
 def times_power_of_two(x: torch.Tensor, e: int | torch.Tensor) -> torch.Tensor:
@@ -54,26 +54,27 @@ def times_power_of_two(x: torch.Tensor, e: int | torch.Tensor) -> torch.Tensor:
     return torch.ldexp(torch.ldexp(x, half.to(x.dtype)), (e - half).to(x.dtype))
 
 
-def unit_magnitude(x: torch.Tensor) -> torch.Tensor:
+def unit_magnitude(x: torch.Tensor, safe: int = SAFE_SHIFT) -> torch.Tensor:
     """``x`` times the power of two that brings its largest ``|value|`` into [0.5, 1) where it
-    lies outside ``2^+-SAFE_SHIFT``; ``x`` itself otherwise."""
-    shift = magnitude_shift(x)
+    lies outside ``2^+-safe``; ``x`` itself otherwise (``safe=0``: always, but where it is
+    already there)."""
+    shift = magnitude_shift(x, safe)
     return times_power_of_two(x, -shift) if shift else x
 
 
-def unit_magnitude_each(x: torch.Tensor) -> torch.Tensor:
+def unit_magnitude_each(x: torch.Tensor, safe: int = SAFE_SHIFT) -> torch.Tensor:
     """``unit_magnitude`` for each slice ``x[i]`` on its own power of two: the factors of one
     attention head or KV group, which a model can rescale apart from the others (query head
     ``h`` by ``c``, its key group by ``1/c``) by more than one scale for the whole matrix
     leaves float32 room for. ``x`` itself where every slice lies within
-    ``2^+-SAFE_SHIFT``; one reading pass (``aminmax`` per slice)."""
+    ``2^+-safe``; one reading pass (``aminmax`` per slice)."""
     if x.numel() == 0 or x.dim() < 2:
-        return unit_magnitude(x)
+        return unit_magnitude(x, safe)
     lo, hi = torch.aminmax(x.detach().reshape(x.shape[0], -1), dim=1)
     top = torch.maximum(-lo, hi).to(torch.float32)
     shift = torch.frexp(top).exponent
     # all-zero slices (exponent 0) and NaN or Inf (left for the probe's finiteness check)
-    shift = torch.where(torch.isfinite(top) & (shift.abs() > SAFE_SHIFT), shift, 0)
+    shift = torch.where(torch.isfinite(top) & (shift.abs() > safe), shift, 0)
     if not bool(shift.any()):
         return x
     return times_power_of_two(x, -shift.reshape(-1, *([1] * (x.dim() - 1))))

@@ -383,6 +383,16 @@ class Disguise:
         and permuted: candidate column ``c`` holds base column ``pi[c]``."""
         return self._noise(w, drift).add_(w).mul_(self.sign)[..., self.pi]
 
+    def factor(self, f: heads.Factor, drift: float) -> heads.Factor:
+        """A stack of head factors disguised as ``__call__`` does, with relative noise
+        ``drift``. A product (``heads.LowRank``: latent attention) stays one, its two parts
+        each noised by ``t`` with ``(1 + t^2)^2 - 1 = drift^2`` as a vendor training both
+        projections would, the signed permutation on its hidden side alone."""
+        if not isinstance(f, heads.LowRank):
+            return self(f, drift)
+        t = ((1.0 + drift**2) ** 0.5 - 1.0) ** 0.5
+        return heads.LowRank(left=self._noise(f.left, t).add_(f.left), right=self(f.right, t))
+
     def rows_(self, w: torch.Tensor, drift: float, cols: torch.Tensor) -> torch.Tensor:
         """The same for a hidden-major ``w`` (hidden coordinates as rows, ``[d, n]``) that the
         caller owns: the noise added into ``w`` in place, the signed permutation moving whole
@@ -430,7 +440,8 @@ def fake_derivative(
 
     def circuits(a: int) -> heads.HeadCircuits:
         c = base.circuits[a].placed(compute or Compute())
-        return heads.HeadCircuits(q=hide(c.q, s), k=hide(c.k, s), o=hide(c.o, s), v=hide(c.v, s))
+        return heads.HeadCircuits(q=hide.factor(c.q, s), k=hide.factor(c.k, s),
+                                  o=hide.factor(c.o, s), v=hide.factor(c.v, s))
 
     # made when first asked for, and kept: the power check tests the FFN first and drops it, so
     # the noisy circuits never coexist with the noisy FFN. Their noise comes after the FFNs'
