@@ -205,6 +205,16 @@ def released_models() -> dict[str, tuple[Any, Any]]:
         # Griffin: an RG-LRU block (not compared), then a local-attention one; norms 1 + w
         "recurrent_gemma": (t.RecurrentGemmaForCausalLM, t.RecurrentGemmaConfig(
             **no_head_dim, block_types=["recurrent", "attention"])),
+        # Zyphra's hybrids: two hybrid blocks, each the shared transformer block (stored at its
+        # first use, not compared) before a Mamba block of its own; Zamba's multi-head Mamba,
+        # Zamba2's Mamba-2 with per-use adapters on the shared block (transformers cannot tie
+        # a shared block used once)
+        "zamba": (t.ZambaForCausalLM, t.ZambaConfig(
+            **no_head_dim, n_mamba_heads=2, mamba_d_state=8,
+            layers_block_type=["hybrid", "hybrid"])),
+        "zamba2": (t.Zamba2ForCausalLM, t.Zamba2Config(
+            **no_head_dim, n_mamba_heads=8, mamba_d_state=8, adapter_rank=4,
+            use_shared_attention_adapter=True, layers_block_type=["hybrid", "hybrid"])),
         # dots.3 Note: MLA with a gate per head; its sliding layer has its own heads and ranks
         "dots3_note_text": (t.Dots3NoteForCausalLM, t.Dots3NoteTextConfig(
             **(SMALL | {"num_key_value_heads": 4}), **MOE, **DOTS3_MLA)),

@@ -55,6 +55,7 @@ EXPECTED: dict[str, tuple[str, list[int]]] = {
     "zaya": ("zaya", [0, 1]),
     "dots3_note_text": ("dots3_note_text", [1]), "inkling_text": ("inkling_text", [1]),
     "diffllama": ("diffllama", []), "recurrent_gemma": ("recurrent_gemma", []),
+    "zamba": ("zamba", []), "zamba2": ("zamba2", []),
     "gemma3n_text": ("gemma3n", []),
     "phi4_multimodal": ("phi4_multimodal", []), "olmo_hybrid": ("olmo_hybrid", []),
 }
@@ -92,7 +93,7 @@ def test_released_names_are_read_whole_by_the_family_table(tmp_path: Path, name:
             assert O in layer.roles or name in ("lara_mini", "minimax", "lfm3", "deepseek_v4",
                                                 "mamba", "falcon_mamba", "mamba2", "jetmoe",
                                                 "zaya", "diffllama", "recurrent_gemma",
-                                                "olmo_hybrid"), layer.index
+                                                "olmo_hybrid", "zamba", "zamba2"), layer.index
             assert DOWN in layer.roles or layer.experts
 
 
@@ -1013,3 +1014,151 @@ def test_blocks_that_reuse_earlier_keys_and_values_set_aside_what_they_store(
             held = [{K, V, "k_norm"} & set(layer.roles) for layer in layout.layers]
             assert held == [{K, V, "k_norm"}] * 2 + [set()] * 2
             assert set(unused) <= set(layout.unassigned) or folder == "saved"
+
+
+def _zamba(name: str, seed: int, hidden: int = 32, vocab: int = 100) -> torch.nn.Module:
+    """A Zamba (two shared-block uses, Mamba blocks between) or Zamba2 (two shared blocks
+    used in turn, four uses) model of ``hidden`` width."""
+    common = {"hidden_size": hidden, "intermediate_size": 2 * hidden, "num_attention_heads": 4,
+              "num_key_value_heads": 4, "vocab_size": vocab, "pad_token_id": 0,
+              "mamba_d_state": 8}
+    if name == "zamba":
+        config = transformers.ZambaConfig(
+            **common, num_hidden_layers=4, n_mamba_heads=2,
+            layers_block_type=["mamba", "hybrid", "mamba", "hybrid"])
+        cls = transformers.ZambaForCausalLM
+    else:
+        config = transformers.Zamba2Config(
+            **common, num_hidden_layers=6, n_mamba_heads=hidden // 16, adapter_rank=4,
+            use_shared_attention_adapter=True, num_mem_blocks=2,
+            layers_block_type=["mamba", "hybrid", "hybrid", "mamba", "hybrid", "hybrid"])
+        cls = transformers.Zamba2ForCausalLM
+    torch.manual_seed(seed)
+    return cls(config)
+
+
+def _zamba_mixer(block: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """A Zamba block's Mamba mixer and the norm in front of it (a hybrid block's are inside
+    its ``mamba_decoder``)."""
+    inner = getattr(block, "mamba_decoder", block)
+    return inner.mamba, inner.input_layernorm
+
+
+@pytest.mark.parametrize("name", ["zamba", "zamba2"])
+def test_zamba_blocks_read_their_mamba_mixers_and_no_shared_block(tmp_path: Path,
+                                                                  name: str) -> None:
+    """Each block's Mamba mixer is read as Mamba's: in a run of the model, the ``mlp_norm``
+    gain times the RMS-normed input of the norm is what the mixer reads, and its
+    ``in_proj`` cut into up and gate gives the input ``x`` and gate ``z`` the mixer splits
+    (Zamba: interleaved channel by channel; Zamba2: Mamba-2's ``z``, then ``x``). The shared
+    transformer blocks (stored at their first uses only) and each use's ``linear`` take no
+    role and are expected: the attention reads the residual stream beside the embeddings,
+    twice the hidden width."""
+    module = _zamba(name, seed=0)
+    module.save_pretrained(tmp_path)
+    seen: dict[tuple[int, str], torch.Tensor] = {}
+
+    def keep(index: int, what: str) -> Callable[..., None]:
+        def hook(_m: object, args: tuple, kwargs: dict, _out: object) -> None:
+            seen[index, what] = args[0] if args else kwargs["hidden_states"]
+        return hook
+
+    hooks = []
+    for i, block in enumerate(module.model.layers):
+        mixer, norm = _zamba_mixer(block)
+        hooks += [norm.register_forward_hook(keep(i, "norm"), with_kwargs=True),
+                  mixer.register_forward_hook(keep(i, "mixer"), with_kwargs=True)]
+    with torch.no_grad():
+        module(torch.randint(0, 100, (1, 6)))
+    for hook in hooks:
+        hook.remove()
+    hidden = module.config.hidden_size
+    shared = "shared_transf." if name == "zamba" else "shared_transformer."
+    with open_model(tmp_path) as model:
+        layout = model.layout
+        assert (layout.family, layout.unexpected, missing_roles(layout)) == (name, [], [])
+        for index, layer in enumerate(layout.layers):
+            block = module.model.layers[index]
+            mixer, _ = _zamba_mixer(block)
+            roles = layer.roles
+            assert set(roles) == {"mlp_norm", GATE, UP, DOWN}
+            before, read = seen[index, "norm"], seen[index, "mixer"]
+            normed = before * torch.rsqrt(before.pow(2).mean(-1, keepdim=True) + 1e-5)
+            torch.testing.assert_close(normed * _cut(model, roles["mlp_norm"]), read)
+            x = torch.randn(5, hidden)
+            with torch.no_grad():
+                proj = mixer.in_proj(x)
+                torch.testing.assert_close(_cut(model, roles[DOWN]), mixer.out_proj.weight)
+            if name == "zamba":
+                want_x, want_z = proj.view(5, -1, 2).unbind(-1)
+            else:
+                want_z, want_x = proj[:, :mixer.intermediate_size], proj[
+                    :, mixer.intermediate_size:2 * mixer.intermediate_size]
+            torch.testing.assert_close(x @ _cut(model, roles[UP]).T, want_x)
+            torch.testing.assert_close(x @ _cut(model, roles[GATE]).T, want_z)
+        read = {ref.tensor for _, ref in layout.iter_roles()}
+        assert not any(shared in t or ".linear." in t for t in read)
+        stored = sorted({int(t.split(".")[2]) for t in layout.unassigned if shared in t})
+        hybrid = [i for i, kind in enumerate(module.config.layers_block_type) if kind == "hybrid"]
+        assert stored == hybrid[:getattr(module.config, "num_mem_blocks", 1)]
+        assert all(f"model.layers.{i}.linear.weight" in layout.unassigned for i in hybrid)
+    attn = module.model.layers[hybrid[0]].__getattr__(shared[:-1]).self_attn
+    assert attn.q_proj.in_features == 2 * hidden
+
+
+def _permute_zamba_channels(model: torch.nn.Module, seed: int) -> None:
+    """Permute every Zamba mixer's inner channels within their heads, and the heads, with
+    everything that reads or writes them (the model computes the same function)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for block in model.model.layers:
+            mixer, _ = _zamba_mixer(block)
+            heads, size = mixer.n_mamba_heads, mixer.mamba_head_dim
+            order = torch.randperm(heads, generator=gen)
+            within = torch.stack([torch.randperm(size, generator=gen) for _ in range(heads)])
+            perm = (order[:, None] * size + within).flatten()
+            mixer.in_proj.weight.copy_(mixer.in_proj.weight.unflatten(0, (-1, 2))[perm]
+                                       .flatten(0, 1))
+            for p in (mixer.conv1d.weight, mixer.conv1d.bias):
+                p.copy_(p[perm])
+            mixer.out_proj.weight.copy_(mixer.out_proj.weight[:, perm])
+            mixer.x_proj_weight.copy_(torch.stack(
+                [mixer.x_proj_weight[h][:, w] for h, w in zip(order, within, strict=True)]))
+            for p in (mixer.dt_proj_weight, mixer.dt_proj_bias, mixer.A_log, mixer.D):
+                p.copy_(torch.stack([p[h][w] for h, w in zip(order, within, strict=True)]))
+
+
+def test_zamba_channels_are_matched_as_neurons(tmp_path: Path) -> None:
+    """Zamba's mixer channels (interleaved in ``in_proj``) permute within their heads, and
+    heads permute, as an MLP's neurons do: a copy so permuted (the same function) with noise
+    added is derived through neuron matching; another initialisation is independent."""
+    base = _zamba("zamba", seed=0, hidden=128, vocab=600)
+    base.save_pretrained(tmp_path / "base")
+    copy = _zamba("zamba", seed=0, hidden=128, vocab=600)
+    _permute_zamba_channels(copy, seed=1)
+    tokens = torch.randint(0, 600, (1, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(copy(tokens).logits, base(tokens).logits, rtol=1e-4,
+                                   atol=1e-4)
+    noisy(copy, 0.2).save_pretrained(tmp_path / "copy")
+    _zamba("zamba", seed=1, hidden=128, vocab=600).save_pretrained(tmp_path / "other")
+    report = verify(tmp_path / "base", tmp_path / "copy", OPTS)
+    assert report.verdict == "derived", report.reason
+    assert report.models.base.architecture == "zamba"
+    assert "neuron_matching" in {p.name for p in report.probes if p.decisive}
+    other = verify(tmp_path / "base", tmp_path / "other", OPTS)
+    assert other.verdict == "independent", other.reason
+
+
+def test_a_noisy_zamba2_copy_is_derived_and_another_start_is_not(tmp_path: Path) -> None:
+    """Zamba2's Mamba-2 channels are matched as neurons, as Mamba-2's are, beside shared
+    blocks that are not compared."""
+    for folder, seed, noise in (("base", 0, 0.0), ("copy", 0, 0.3), ("other", 1, 0.0)):
+        noisy(_zamba("zamba2", seed, hidden=128, vocab=600), noise).save_pretrained(
+            tmp_path / folder)
+    copy = verify(tmp_path / "base", tmp_path / "copy", OPTS)
+    assert copy.verdict == "derived", copy.reason
+    assert copy.models.base.architecture == "zamba2"
+    assert "neuron_matching" in {p.name for p in copy.probes if p.decisive}
+    other = verify(tmp_path / "base", tmp_path / "other", OPTS)
+    assert other.verdict == "independent", other.reason

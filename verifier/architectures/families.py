@@ -877,6 +877,45 @@ MAMBA2 = MAMBA.model_copy(update={
     "fused": {"mixer.in_proj": Fused(roles=(GATE, UP), split="mamba2")},
     "known_unassigned": tuple(f"mixer.{n}" for n in ("A_log", "D", "conv1d", "dt_bias", "norm")),
 })
+#: Zamba and Zamba2: every block a Mamba block (``mamba.*`` behind ``input_layernorm``; in a
+#: hybrid block ``mamba_decoder.mamba.*`` behind ``mamba_decoder.input_layernorm``), its inner
+#: channels matched as neurons as Mamba's are. A hybrid block first runs a transformer block
+#: whose weights all hybrid blocks share (Zamba2: ``num_mem_blocks`` of them, in turn), then
+#: adds its output, through the block's own ``linear`` ``[H, H]``, to the Mamba block's input
+#: (not to the residual stream). The files hold a shared block once, at its first use
+#: (``shared_transf.*``, ``shared_transformer.*``). It is not compared, at that layer or any:
+#: its attention reads the concatenation of the residual stream and the embeddings (``2 H``
+#: wide, and so its input norm's gain), and its ``o_proj`` rows, ``pre_ff_layernorm`` and MLP
+#: read and write spaces of the shared block's own (``o_proj`` feeds only the MLP, ``down``
+#: only each use's ``linear``): they can be permuted while the residual stream stays, so the
+#: alignment the probes take from the embeddings does not place them; nor is ``linear``
+#: compared, which reads such a space. Zamba2's per-use adapters (LoRA on q/k/v and gate/up,
+#: ``*_adapter_list.N``) make each use compute the shared matrix plus its own low-rank term.
+_ZAMBA_MIXERS = ("mamba.", "mamba_decoder.mamba.")
+_ZAMBA_GLOBALS: dict[str, Paths] = {
+    EMBED: "embed_tokens", FINAL_NORM: "final_layernorm", LM_HEAD: "lm_head"}
+_ZAMBA_BLOCK: dict[str, Paths] = {
+    MLP_NORM: ["input_layernorm", "mamba_decoder.input_layernorm"],
+    DOWN: [f"{m}out_proj" for m in _ZAMBA_MIXERS]}
+#: Zamba's mixer (multi-head Mamba): ``in_proj`` writes each inner channel's input ``x`` and
+#: gate ``z`` side by side (``view(..., -1, 2, L).chunk(2)``: row ``2 i`` is ``x_i``, row
+#: ``2 i + 1`` is ``z_i``); the channels of each of ``n_mamba_heads`` heads share that head's
+#: ``x_proj_weight``, ``dt_proj_*``, and permute within it (and heads with theirs).
+ZAMBA = _decoder(
+    "zamba", globals=_ZAMBA_GLOBALS, layer=_ZAMBA_BLOCK,
+    fused={f"{m}in_proj": Fused(roles=(UP, GATE), split="interleave") for m in _ZAMBA_MIXERS},
+    known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + ("shared_transf", "linear") + tuple(
+        f"mamba.{n}" for n in ("A_log", "D", "conv1d", "dt_proj_weight", "dt_proj_bias",
+                               "x_proj_weight")),
+)
+#: Zamba2's mixer is Mamba-2's (``in_proj``: ``z``, then ``x`` with ``B`` and ``C``, then one
+#: ``dt`` per head; a gated ``norm`` before ``out_proj``), read as Mamba-2's.
+ZAMBA2 = _decoder(
+    "zamba2", globals=_ZAMBA_GLOBALS, layer=_ZAMBA_BLOCK,
+    fused={f"{m}in_proj": Fused(roles=(GATE, UP), split="mamba2") for m in _ZAMBA_MIXERS},
+    known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + ("shared_transformer", "linear") + tuple(
+        f"mamba.{n}" for n in ("A_log", "D", "conv1d", "dt_bias", "norm")),
+)
 #: Jamba, Bamba and Falcon-H1: Mamba blocks (``mamba.*``, not compared) beside attention, each
 #: block's mixer behind ``input_layernorm`` and its MLP (``feed_forward.*``) behind
 #: ``pre_ff_layernorm``, final norm ``final_layernorm``; plain gains. Jamba's blocks hold
@@ -1407,7 +1446,7 @@ FAMILIES: dict[str, LayoutTable] = {
         LONGCAT_FLASH, JETMOE, ZAYA,
         DOTS3_NOTE, INKLING,
         CODEGEN, GPT_NEOX_JAPANESE, BIOGPT,
-        DIFFLLAMA, RECURRENT_GEMMA,
+        DIFFLLAMA, RECURRENT_GEMMA, ZAMBA, ZAMBA2,
         GEMMA3N,
         PHI4_MULTIMODAL, OLMO_HYBRID,
     )
