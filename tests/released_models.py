@@ -233,6 +233,14 @@ def released_models() -> dict[str, tuple[Any, Any]]:
             **SMALL, layer_types=["linear_attention", "full_attention"], linear_num_key_heads=2,
             linear_num_value_heads=4, linear_key_head_dim=8, linear_value_head_dim=8,
             eos_token_id=2)),
+        # RWKV-4: a time mix (not compared), then a squared-ReLU channel mix, each block
+        "rwkv": (t.RwkvForCausalLM, t.RwkvConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, vocab_size=100,
+            context_length=64)),
+        # xLSTM: mLSTM heads whose queries and keys are half as wide as their values, SwiGLU
+        "xlstm": (t.xLSTMForCausalLM, t.xLSTMConfig(
+            hidden_size=32, num_hidden_layers=2, num_heads=4, vocab_size=100,
+            ffn_round_up_to_multiple_of=16)),
     }
 
 

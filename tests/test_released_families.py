@@ -58,6 +58,7 @@ EXPECTED: dict[str, tuple[str, list[int]]] = {
     "zamba": ("zamba", []), "zamba2": ("zamba2", []),
     "gemma3n_text": ("gemma3n", []),
     "phi4_multimodal": ("phi4_multimodal", []), "olmo_hybrid": ("olmo_hybrid", []),
+    "rwkv": ("rwkv", []), "xlstm": ("xlstm", []),
 }
 
 
@@ -93,7 +94,8 @@ def test_released_names_are_read_whole_by_the_family_table(tmp_path: Path, name:
             assert O in layer.roles or name in ("lara_mini", "minimax", "lfm3", "deepseek_v4",
                                                 "mamba", "falcon_mamba", "mamba2", "jetmoe",
                                                 "zaya", "diffllama", "recurrent_gemma",
-                                                "olmo_hybrid", "zamba", "zamba2"), layer.index
+                                                "olmo_hybrid", "zamba", "zamba2",
+                                                "rwkv"), layer.index
             assert DOWN in layer.roles or layer.experts
 
 
@@ -718,9 +720,13 @@ def test_packed_ternary_bitnet_loads_as_the_weights_its_layers_compute(tmp_path:
 def _wider(name: str, seed: int) -> torch.nn.Module:
     """``name``'s tiny model at a width the statistics can speak at (hidden 128, 2 blocks)."""
     cls, small = released_models()[name]
-    config = type(small)(**(small.to_dict() | {
+    settings = small.to_dict()
+    # widths a config derives from hidden_size once and then saves (xLSTM's embeddings, RWKV's
+    # time mix) follow it
+    derived = {key: 128 for key in ("embedding_dim", "attention_hidden_size") if key in settings}
+    config = type(small)(**(settings | {
         "hidden_size": 128, "intermediate_size": 256, "head_dim": 32, "vocab_size": 600,
-        "moe_intermediate_size": 64}))
+        "moe_intermediate_size": 64} | derived))
     torch.manual_seed(seed)
     return cls.from_config(config) if cls is transformers.AutoModelForCausalLM else cls(config)
 
@@ -729,7 +735,7 @@ def _wider(name: str, seed: int) -> torch.nn.Module:
                                   "laguna", "kimi_linear", "hunyuan_v1_moe", "beam",
                                   "kolibri1_1", "ergo", "inkling_text",
                                   "gpt_neox_japanese", "biogpt", "recurrent_gemma",
-                                  "gemma3n_text", "phi4_multimodal", "olmo_hybrid"])
+                                  "gemma3n_text", "phi4_multimodal", "olmo_hybrid", "xlstm"])
 def test_a_noisy_copy_of_a_released_layout_is_derived_and_another_start_is_not(
         tmp_path: Path, name: str) -> None:
     """End to end on the released names: EXAONE's GPT-2-like names, AFMoE's four norms, gated
@@ -742,7 +748,8 @@ def test_a_noisy_copy_of_a_released_layout_is_derived_and_another_start_is_not(
     BioGPT's biased projections and learned positions under ``biogpt.``; RecurrentGemma's
     local-attention block beside a recurrent one; Gemma 3n's blocks on AltUp's active stream,
     one of them without keys and values of its own; Phi-4-multimodal's fused blocks beside its
-    towers; OLMo-Hybrid's attention blocks beside DeltaNet ones."""
+    towers; OLMo-Hybrid's attention blocks beside DeltaNet ones; xLSTM's mLSTM heads, whose
+    values are twice as wide as their queries and keys."""
     for folder, seed, noise in (("base", 0, 0.0), ("copy", 0, 0.3), ("other", 1, 0.0)):
         noisy(_wider(name, seed), noise).save_pretrained(tmp_path / folder)
     copy = verify(tmp_path / "base", tmp_path / "copy", OPTS)
@@ -1162,3 +1169,138 @@ def test_a_noisy_zamba2_copy_is_derived_and_another_start_is_not(tmp_path: Path)
     assert "neuron_matching" in {p.name for p in copy.probes if p.decisive}
     other = verify(tmp_path / "base", tmp_path / "other", OPTS)
     assert other.verdict == "independent", other.reason
+def _token_blend(mix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """RWKV's token shift: each token's state blended, coordinate by coordinate, with the
+    previous token's (zeros before the first token)."""
+    return x * mix + torch.nn.functional.pad(x, (0, 0, 1, -1)) * (1 - mix)
+
+
+def test_rwkv_channel_mix_is_read_as_the_mlp_it_computes(tmp_path: Path) -> None:
+    """RWKV-4's channel mix, cut from the files, computes what ``feed_forward`` does:
+    ``sigmoid(receptance @ r) * (value @ relu(key @ k) ** 2)``, where ``k`` and ``r`` blend
+    each token's normed state with the previous token's; ``key`` and ``value`` are its up and
+    down, the receptance gate (outside the neurons) is not read. ``ln2``'s gain and bias are
+    what those inputs are normed by, ``ln1`` is the norm in front of the time mix,
+    ``blocks.0.pre_ln`` the embeddings' norm and ``ln_out`` the final one; nothing of the time
+    mix (``attention.*``) is read."""
+    cls, config = released_models()["rwkv"]
+    torch.manual_seed(0)
+    module = cls(config)
+    with torch.no_grad():  # norms away from their initial ones and zeros
+        for _, p in module.named_parameters():
+            if p.dim() == 1:
+                p.copy_(torch.rand_like(p) + 0.5)
+    module.save_pretrained(tmp_path)
+    body = module.rwkv
+    h = torch.randn(1, 5, 32)
+    with open_model(tmp_path) as model:
+        layout = model.layout
+        for role, norm in (("embed_norm", body.blocks[0].pre_ln), ("final_norm", body.ln_out)):
+            assert torch.equal(_cut(model, layout.globals[role]), norm.weight.detach())
+            assert torch.equal(_cut(model, layout.globals[role + ".bias"]), norm.bias.detach())
+        for index, layer in enumerate(layout.layers):
+            block, roles = body.blocks[index], layer.roles
+            assert not {Q, K, V, O, GATE} & set(roles)
+            for role, norm in (("attn_norm", block.ln1), ("mlp_norm", block.ln2)):
+                assert torch.equal(_cut(model, roles[role]), norm.weight.detach())
+                assert torch.equal(_cut(model, roles[role + ".bias"]), norm.bias.detach())
+            ffn = block.feed_forward
+            up, down = _cut(model, roles[UP]), _cut(model, roles[DOWN])
+            gain, shift = _cut(model, roles["mlp_norm"]), _cut(model, roles["mlp_norm.bias"])
+            with torch.no_grad():
+                want, _ = ffn(block.ln2(h))
+                normed = torch.nn.functional.layer_norm(h, (32,), eps=block.ln2.eps)
+                # the gain folded into the up rows, the bias blended and read through them
+                mix = ffn.time_mix_key
+                pre = (_token_blend(mix, normed) @ (up * gain).T
+                       + _token_blend(mix, shift.expand_as(h)) @ up.T)
+                hidden = torch.relu(pre) ** 2
+                gate = torch.sigmoid(ffn.receptance(_token_blend(ffn.time_mix_receptance,
+                                                                 block.ln2(h))))
+            torch.testing.assert_close(gate * (hidden @ down.T), want)
+        read = {ref.tensor for _, ref in layout.iter_roles()}
+        assert not any(".attention." in n or "receptance" in n or "time_" in n for n in read)
+        assert all(".attention." in n or ".feed_forward." in n for n in layout.unassigned)
+
+
+def test_rwkv_channel_mix_neurons_are_matched_and_another_start_is_not(tmp_path: Path) -> None:
+    """A copy of an RWKV-4 model whose channel-mix neurons are permuted (``key`` rows with
+    ``value`` columns: the same function) and noised is derived through neuron matching, with
+    no head matching (the time mix has no heads); another initialisation is not derived."""
+    base = _wider("rwkv", 0)
+    base.save_pretrained(tmp_path / "base")
+    copy = _wider("rwkv", 0)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for block in copy.rwkv.blocks:
+            ffn = block.feed_forward
+            perm = torch.randperm(ffn.key.weight.shape[0], generator=gen)
+            ffn.key.weight.copy_(ffn.key.weight[perm])
+            ffn.value.weight.copy_(ffn.value.weight[:, perm])
+    tokens = torch.randint(0, 600, (1, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(copy(tokens).logits, base(tokens).logits)
+    noisy(copy, 0.2).save_pretrained(tmp_path / "copy")
+    _wider("rwkv", 1).save_pretrained(tmp_path / "other")
+    report = verify(tmp_path / "base", tmp_path / "copy", OPTS)
+    assert report.verdict == "derived", report.reason
+    decisive = {p.name for p in report.probes if p.decisive}
+    assert "neuron_matching" in decisive
+    assert "head_matching" not in decisive
+    other = verify(tmp_path / "base", tmp_path / "other", OPTS)
+    assert other.verdict != "derived", other.reason
+
+
+def test_xlstm_heads_split_as_the_mlstm_computes_them(tmp_path: Path) -> None:
+    """xLSTM's mLSTM heads: queries and keys of ``qk_dim / heads``, values and output columns of
+    ``v_dim / heads`` (twice as wide here), read from ``q``/``k``/``v``/``out_proj`` as the
+    layer reshapes them; permuting whole heads (with their gates, norm and output gate: the
+    same function) permutes the heads the probe reads and nothing else. The output gate
+    ``ogate_preact`` is the heads' output gate; its SwiGLU FFN, cut from the files, computes
+    what ``ffn`` does, behind ``norm_ffn``; ``norm_mlstm`` is the norm q, k and v read."""
+    from verifier.probes.head_matching import load_circuits
+
+    module = _saved("xlstm", tmp_path / "base")
+    heads, qk, hv = 4, 4, 8
+    x = torch.randn(1, 6, 32)
+    with open_model(tmp_path / "base") as model:
+        base = [load_circuits(model, i) for i in range(2)]
+        for index, layer in enumerate(model.layout.layers):
+            block, roles = module.backbone.blocks[index], layer.roles
+            mlstm = block.mlstm_layer
+            assert base[index] is not None
+            assert (base[index].heads, base[index].groups) == (heads, heads)
+            assert torch.equal(base[index].q.float(), mlstm.q.weight.detach().view(heads, qk, 32))
+            assert torch.equal(base[index].v.float(), mlstm.v.weight.detach().view(heads, hv, 32))
+            assert torch.equal(base[index].o.float(),
+                               mlstm.out_proj.weight.detach().T.reshape(heads, hv, 32))
+            assert torch.equal(_cut(model, roles[ATTN_GATE]), mlstm.ogate_preact.weight.detach())
+            assert torch.equal(_cut(model, roles["attn_norm"]), block.norm_mlstm.weight.detach())
+            assert torch.equal(_cut(model, roles["mlp_norm"]), block.norm_ffn.weight.detach())
+            w = {role: _cut(model, roles[role]) for role in (GATE, UP, DOWN)}
+            with torch.no_grad():
+                got = (torch.nn.functional.silu(x @ w[GATE].T) * (x @ w[UP].T)) @ w[DOWN].T
+                torch.testing.assert_close(got, block.ffn(x))
+    perm = torch.tensor([2, 0, 3, 1])
+    with torch.no_grad():
+        for block in module.backbone.blocks:
+            mlstm = block.mlstm_layer
+            want, _ = mlstm(x)
+            for proj, size in ((mlstm.q, qk), (mlstm.k, qk), (mlstm.v, hv),
+                               (mlstm.ogate_preact, hv)):
+                proj.weight.copy_(proj.weight.view(heads, size, 32)[perm].flatten(0, 1))
+            for gate in (mlstm.igate_preact, mlstm.fgate_preact):
+                gate.weight.copy_(gate.weight[perm])
+                gate.bias.copy_(gate.bias[perm])
+            norm = mlstm.multihead_norm.weight
+            norm.copy_(norm.view(heads, hv)[perm].flatten())
+            out = mlstm.out_proj.weight
+            out.copy_(out.view(32, heads, hv)[:, perm].flatten(1))
+            torch.testing.assert_close(mlstm(x)[0], want)
+    module.save_pretrained(tmp_path / "permuted")
+    with open_model(tmp_path / "permuted") as model:
+        for index in range(2):
+            moved = load_circuits(model, index)
+            assert moved is not None
+            for part in ("q", "k", "v", "o"):
+                assert torch.equal(getattr(moved, part), getattr(base[index], part)[perm])

@@ -916,6 +916,58 @@ ZAMBA2 = _decoder(
     known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + ("shared_transformer", "linear") + tuple(
         f"mamba.{n}" for n in ("A_log", "D", "conv1d", "dt_bias", "norm")),
 )
+#: RWKV-4 (``rwkv.`` in its files): each block a time mix behind the LayerNorm ``ln1``, then a
+#: channel mix behind ``ln2``; block 0 first normalises the embeddings (``blocks.0.pre_ln``,
+#: the embedding norm); ``ln_out`` last, the head ``head``. Both mixes read each token's
+#: normed state blended, per hidden coordinate, with the previous token's (``time_mix_*``):
+#: the norms' gains still scale every input the projections read. The channel mix is a
+#: squared-ReLU MLP, ``value @ relu(key @ x) ** 2`` (``feed_forward.key`` up, ``value`` down,
+#: no gate inside it), whose output a sigmoid of ``feed_forward.receptance @ x`` multiplies per
+#: hidden coordinate: a ``[hidden, hidden]`` gate outside the neurons, not an MLP gate, so it
+#: and the blend coefficients are not compared. The time mix is no attention: each of its
+#: channels keeps a running average of ``value`` weighted by ``exp(key)`` and a learned decay
+#: (``time_decay``, ``time_first``), gated by ``sigmoid(receptance)`` before ``output``; there
+#: are no heads and no query, so ``attention.*`` has no q/k/v/o. Its channels permute as
+#: neurons do, but a block's one MLP is the channel mix, so the time mix is not compared;
+#: ``ln1`` is read as the norm in front of the block's token mixer. (At inference transformers
+#: halves ``value`` and ``output`` every ``rescale_every`` blocks in memory: a scale per block,
+#: which moves no neuron's direction.)
+RWKV = _table(
+    "rwkv",
+    prefixes=(*HF_PREFIXES, "rwkv."),
+    layer_prefix="blocks.{layer}.",
+    globals={EMBED: "embeddings", EMBED_NORM: "blocks.0.pre_ln", FINAL_NORM: "ln_out",
+             LM_HEAD: "head"},
+    layer={ATTN_NORM: "ln1", MLP_NORM: "ln2", UP: "feed_forward.key", DOWN: "feed_forward.value"},
+    known_unassigned=("attention", "feed_forward.receptance", "feed_forward.time_mix_key",
+                      "feed_forward.time_mix_receptance"),
+)
+#: xLSTM-7B (NX-AI; ``backbone.`` in its files): each block an mLSTM behind the RMSNorm
+#: ``norm_mlstm``, then a SwiGLU FFN behind ``norm_ffn`` (``proj_up_gate`` gate, ``proj_up``
+#: up, ``proj_down`` down); ``out_norm`` last, an untied ``lm_head`` (its logit softcap a
+#: config scalar). The mLSTM is gated linear attention over heads: head ``h`` reads
+#: ``sum_s D[t, s] (q_t . k_s) v_s`` from ``mlstm_layer.q``/``k`` (``qk_dim / heads`` each)
+#: and ``v`` (``v_dim / heads``), ``D`` made of the per-head input and forget gates; a
+#: LayerNorm per head (``multihead_norm``), then a sigmoid gate on each value channel
+#: (``ogate_preact``, the head output's gate), then ``out_proj``. The QK and OV products are
+#: bilinear forms over heads as softmax attention's are (Kimi Linear's delta attention is
+#: compared the same way), so q/k/v/out_proj are compared as heads; the gates' ``igate_preact``
+#: and ``fgate_preact`` (one row per head, with biases) and the per-head norm are not. The
+#: table reads the separate projections (``weight_mode: single``, the 7B release's); the fused
+#: mode's ``qkv_opreact``/``ifgate_preact``/``proj_up_gate_z`` have no entry here and would be
+#: reported unread.
+XLSTM = _table(
+    "xlstm",
+    prefixes=(*HF_PREFIXES, "backbone."),
+    layer_prefix="blocks.{layer}.",
+    globals={EMBED: "embeddings", FINAL_NORM: "out_norm", LM_HEAD: "lm_head"},
+    layer={ATTN_NORM: "norm_mlstm", Q: "mlstm_layer.q", K: "mlstm_layer.k", V: "mlstm_layer.v",
+           O: "mlstm_layer.out_proj", ATTN_GATE: "mlstm_layer.ogate_preact",
+           MLP_NORM: "norm_ffn", GATE: "ffn.proj_up_gate", UP: "ffn.proj_up",
+           DOWN: "ffn.proj_down"},
+    known_unassigned=tuple(f"mlstm_layer.{n}" for n in ("igate_preact", "fgate_preact",
+                                                        "multihead_norm")),
+)
 #: Jamba, Bamba and Falcon-H1: Mamba blocks (``mamba.*``, not compared) beside attention, each
 #: block's mixer behind ``input_layernorm`` and its MLP (``feed_forward.*``) behind
 #: ``pre_ff_layernorm``, final norm ``final_layernorm``; plain gains. Jamba's blocks hold
@@ -1449,6 +1501,7 @@ FAMILIES: dict[str, LayoutTable] = {
         DIFFLLAMA, RECURRENT_GEMMA, ZAMBA, ZAMBA2,
         GEMMA3N,
         PHI4_MULTIMODAL, OLMO_HYBRID,
+        RWKV, XLSTM,
     )
 }
 
