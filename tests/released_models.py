@@ -241,6 +241,19 @@ def released_models() -> dict[str, tuple[Any, Any]]:
         "xlstm": (t.xLSTMForCausalLM, t.xLSTMConfig(
             hidden_size=32, num_hidden_layers=2, num_heads=4, vocab_size=100,
             ffn_round_up_to_multiple_of=16)),
+        # Doge: a dynamic mask from the values (not compared), learned residual scales; its
+        # cross-domain MoE: a shared MLP beside single-neuron product-key experts (not compared)
+        "doge": (t.DogeForCausalLM, t.DogeConfig(**SMALL)),
+        "doge_moe": (t.DogeForCausalLM, t.DogeConfig(
+            **SMALL, is_moe=True, num_experts=16, num_experts_per_tok=2)),
+        # CTRL: pre-LayerNorm blocks with biases, sinusoidal positions, tied head with a bias
+        "ctrl": (t.CTRLLMHeadModel, t.CTRLConfig(
+            n_embd=32, dff=64, n_layer=2, n_head=4, vocab_size=100, n_positions=64)),
+        # ModernBERT-Decoder: no attention norm in the first block, a GLU Wi, a prediction head
+        "modernbert-decoder": (t.ModernBertDecoderForCausalLM, t.ModernBertDecoderConfig(
+            **{k: v for k, v in no_head_dim.items() if k != "num_key_value_heads"},
+            max_position_embeddings=64, bos_token_id=1, eos_token_id=2, cls_token_id=1,
+            sep_token_id=2)),
     }
 
 

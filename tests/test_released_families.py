@@ -59,6 +59,8 @@ EXPECTED: dict[str, tuple[str, list[int]]] = {
     "gemma3n_text": ("gemma3n", []),
     "phi4_multimodal": ("phi4_multimodal", []), "olmo_hybrid": ("olmo_hybrid", []),
     "rwkv": ("rwkv", []), "xlstm": ("xlstm", []),
+    "doge": ("doge", []), "doge_moe": ("doge", []), "ctrl": ("ctrl", []),
+    "modernbert-decoder": ("modernbert-decoder", []),
 }
 
 
@@ -735,7 +737,8 @@ def _wider(name: str, seed: int) -> torch.nn.Module:
                                   "laguna", "kimi_linear", "hunyuan_v1_moe", "beam",
                                   "kolibri1_1", "ergo", "inkling_text",
                                   "gpt_neox_japanese", "biogpt", "recurrent_gemma",
-                                  "gemma3n_text", "phi4_multimodal", "olmo_hybrid", "xlstm"])
+                                  "gemma3n_text", "phi4_multimodal", "olmo_hybrid", "xlstm",
+                                  "doge_moe", "ctrl", "modernbert-decoder"])
 def test_a_noisy_copy_of_a_released_layout_is_derived_and_another_start_is_not(
         tmp_path: Path, name: str) -> None:
     """End to end on the released names: EXAONE's GPT-2-like names, AFMoE's four norms, gated
@@ -749,7 +752,9 @@ def test_a_noisy_copy_of_a_released_layout_is_derived_and_another_start_is_not(
     local-attention block beside a recurrent one; Gemma 3n's blocks on AltUp's active stream,
     one of them without keys and values of its own; Phi-4-multimodal's fused blocks beside its
     towers; OLMo-Hybrid's attention blocks beside DeltaNet ones; xLSTM's mLSTM heads, whose
-    values are twice as wide as their queries and keys."""
+    values are twice as wide as their queries and keys; Doge's heads under a dynamic mask
+    beside its unread retrieval experts; CTRL's biased pre-LayerNorm blocks with a tied head;
+    ModernBERT-Decoder's GLU ``Wi`` and its first block without an attention norm."""
     for folder, seed, noise in (("base", 0, 0.0), ("copy", 0, 0.3), ("other", 1, 0.0)):
         noisy(_wider(name, seed), noise).save_pretrained(tmp_path / folder)
     copy = verify(tmp_path / "base", tmp_path / "copy", OPTS)
@@ -1304,3 +1309,159 @@ def test_xlstm_heads_split_as_the_mlstm_computes_them(tmp_path: Path) -> None:
             assert moved is not None
             for part in ("q", "k", "v", "o"):
                 assert torch.equal(getattr(moved, part), getattr(base[index], part)[perm])
+def _vectors_apart(name: str) -> torch.nn.Module:
+    """``name``'s tiny model in eval mode with every vector (gains, biases, scales) drawn apart,
+    so that each role can only be matched by the tensor the model applies there."""
+    return _norms_apart(name).eval()
+
+
+def _attend(x: torch.Tensor, w: dict[str, torch.Tensor], heads: int, kv_heads: int,
+            rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+            qk_norm_eps: float | None = None) -> torch.Tensor:
+    """Causal softmax attention over ``x`` ``[T, hidden]`` computed from the roles read (``q``,
+    ``k``, ``v``, ``o``, their biases, per-head RMS ``q_norm``/``k_norm``), key/value head
+    ``h // (heads // kv_heads)`` serving query head ``h``, RoPE from ``rope`` (cos, sin)."""
+    tokens = x.shape[0]
+
+    def project(role: str, n: int) -> torch.Tensor:
+        out = x @ w[role].T + w.get(f"{role}.bias", 0)
+        out = out.view(tokens, n, -1).transpose(0, 1)  # [n, T, head_dim]
+        if qk_norm_eps is not None and f"{role}_norm" in w:
+            out = out * torch.rsqrt(out.pow(2).mean(-1, keepdim=True) + qk_norm_eps)
+            out = out * w[f"{role}_norm"]
+        if rope is not None and role != V:
+            cos, sin = rope
+            half = out.shape[-1] // 2
+            rotated = torch.cat((-out[..., half:], out[..., :half]), dim=-1)
+            out = out * cos + rotated * sin
+        return out
+
+    q, k, v = project(Q, heads), project(K, kv_heads), project(V, kv_heads)
+    k, v = (t.repeat_interleave(heads // kv_heads, dim=0) for t in (k, v))
+    scores = q @ k.transpose(1, 2) / q.shape[-1] ** 0.5 + _causal_mask(tokens)[0, 0]
+    out = (scores.softmax(-1) @ v).transpose(0, 1).reshape(tokens, -1)
+    return out @ w[O].T + w.get("o.bias", 0)
+
+
+def _causal_mask(tokens: int) -> torch.Tensor:
+    """The additive causal mask ``[1, 1, T, T]`` the models' attention takes."""
+    return torch.full((tokens, tokens), float("-inf")).triu(1)[None, None]
+
+
+def _cut_all(model, roles: dict) -> dict[str, torch.Tensor]:  # noqa: ANN001
+    return {role: _cut(model, ref) for role, ref in roles.items()}
+
+
+def test_doge_heads_norms_and_shared_mlp_read_as_they_compute(tmp_path: Path) -> None:
+    """Doge's q/k/v/o, with per-head q/k norms and RoPE, compute its attention whenever its
+    dynamic mask is flat (``A`` = 0 adds the same bias to every score); with ``A`` set, the
+    mask computed from the values by ``dt_proj`` moves the scores, which is why ``dt_proj``
+    and ``A`` are not read. With the cross-domain MoE, the MLP read is the always-on shared
+    expert: it computes the block's MLP once the single-neuron retrieval experts are silenced
+    (their ``up_embed`` zeroed); ``router_gate``, ``down_embed`` and ``up_embed`` take no role.
+    The norms in front of attention and MLP and the q/k norms load as the modules' gains."""
+    module = _vectors_apart("doge_moe")
+    module.save_pretrained(tmp_path)
+    config = module.config
+    x = torch.randn(6, 32)
+    positions = torch.arange(6)[None]
+    with open_model(tmp_path) as model:
+        read = {ref.tensor for _, ref in model.layout.iter_roles()}
+        for name in ("dt_proj", "self_attn.A", "router_gate", "down_embed", "up_embed",
+                     "residual"):
+            assert not any(name in tensor for tensor in read), name
+        for layer in model.layout.layers:
+            block = module.model.layers[layer.index]
+            w = _cut_all(model, layer.roles)
+            for role, norm in (("attn_norm", block.input_layernorm),
+                               ("mlp_norm", block.post_attention_layernorm),
+                               ("q_norm", block.self_attn.q_norm),
+                               ("k_norm", block.self_attn.k_norm)):
+                assert torch.equal(w[role], norm.weight.detach()), role
+            attn = block.self_attn
+            with torch.no_grad():
+                cos, sin = module.model.rotary_emb(x[None], positions)
+                got = _attend(x, w, 4, 2, rope=(cos[0], sin[0]),
+                              qk_norm_eps=config.rms_norm_eps)
+                attn.dt_proj.weight.normal_()  # a mask that differs from key to key
+                moved = attn(x[None], (cos, sin), _causal_mask(6))[0][0]
+                assert not torch.allclose(got, moved, atol=1e-4)
+                attn.A.zero_()
+                torch.testing.assert_close(got, attn(x[None], (cos, sin), _causal_mask(6))[0][0])
+                act = torch.nn.functional.silu
+                mlp = (act(x @ w[GATE].T) * (x @ w[UP].T)) @ w[DOWN].T
+                assert not torch.allclose(mlp, block.mlp(x[None])[0][0], atol=1e-4)
+                block.mlp.up_embed.weight.zero_()
+                torch.testing.assert_close(mlp, block.mlp(x[None])[0][0])
+
+
+def test_ctrl_blocks_computed_from_their_roles_are_the_models(tmp_path: Path) -> None:
+    """CTRL's pre-LayerNorm block, computed from the roles read: ``x + attn(ln1(x))``, then
+    ``h + ffn(ln2(h))`` with q/k/v/o and the ReLU MLP with their biases, equals the model's
+    block; the final norm is ``transformer.layernorm`` and the head is tied to ``w`` with a
+    bias of its own."""
+    module = _vectors_apart("ctrl")
+    module.save_pretrained(tmp_path)
+    x = torch.randn(6, 32)
+    with open_model(tmp_path) as model:
+        layout = model.layout
+        g = _cut_all(model, layout.globals)
+        assert torch.equal(g["embed"], module.transformer.w.weight.detach())
+        assert torch.equal(g["final_norm"], module.transformer.layernorm.weight.detach())
+        assert torch.equal(g["lm_head.bias"], module.lm_head.bias.detach())
+        for layer in layout.layers:
+            w = _cut_all(model, layer.roles)
+
+            def norm(h: torch.Tensor, role: str, w: dict = w) -> torch.Tensor:
+                return torch.nn.functional.layer_norm(h, (32,), w[role], w[f"{role}.bias"],
+                                                      eps=1e-6)
+
+            h = x + _attend(norm(x, "attn_norm"), w, 4, 4)
+            up = torch.relu(norm(h, "mlp_norm") @ w[UP].T + w["up.bias"])
+            got = h + up @ w[DOWN].T + w["down.bias"]
+            with torch.no_grad():
+                want = module.transformer.h[layer.index](x[None], attention_mask=_causal_mask(6))
+            torch.testing.assert_close(got, want[0])
+
+
+def test_modernbert_decoder_glu_and_norms_read_where_the_model_applies_them(
+        tmp_path: Path) -> None:
+    """ModernBERT-Decoder's ``mlp.Wi`` computes ``act(first half) * second half``: the first
+    half is the gate (the code's ``input``), the second the up projection (the code's
+    ``gate``); cut so, the roles compute the model's blocks (the halves swapped do not). The
+    first block has no attention norm (it reads the normed embeddings: ``embed_norm``), the
+    others' ``attn_norm`` is in front of attention; the prediction head in front of the tied
+    ``decoder`` takes no role."""
+    module = _vectors_apart("modernbert-decoder")
+    module.save_pretrained(tmp_path)
+    config = module.config
+    x = torch.randn(6, 32)
+    positions = torch.arange(6)[None]
+    with open_model(tmp_path) as model:
+        layout = model.layout
+        g = _cut_all(model, layout.globals)
+        assert torch.equal(g["embed_norm"], module.model.embeddings.norm.weight.detach())
+        assert torch.equal(g["final_norm"], module.model.final_norm.weight.detach())
+        assert torch.equal(g["lm_head.bias"], module.decoder.bias.detach())
+        assert set(layout.unassigned) == {"lm_head.dense.weight", "lm_head.norm.weight"}
+        assert "attn_norm" not in layout.layers[0].roles
+        for layer in layout.layers:
+            block = module.model.layers[layer.index]
+            w = _cut_all(model, layer.roles)
+
+            def norm(h: torch.Tensor, role: str, w: dict = w) -> torch.Tensor:
+                if role not in w:
+                    return h
+                return torch.nn.functional.layer_norm(h, (32,), w[role], eps=config.norm_eps)
+
+            act = torch.nn.functional.gelu
+            with torch.no_grad():
+                cos, sin = module.model.rotary_emb(x[None], positions,
+                                                   config.layer_types[layer.index])
+                want = block(x[None], position_embeddings=(cos, sin),
+                             attention_mask=_causal_mask(6))[0]
+            h = x + _attend(norm(x, "attn_norm"), w, 4, 4, rope=(cos[0], sin[0]))
+            for gate, up, match in ((w[GATE], w[UP], True), (w[UP], w[GATE], False)):
+                got = h + (act(norm(h, "mlp_norm") @ gate.T) * (norm(h, "mlp_norm") @ up.T)
+                           ) @ w[DOWN].T
+                assert torch.allclose(got, want, atol=1e-5) == match, layer.index

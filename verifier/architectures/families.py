@@ -1041,6 +1041,60 @@ RECURRENT_GEMMA = _decoder(
         f"temporal_block.{n}" for n in ("linear_x", "linear_y", "linear_out", "conv_1d",
                                         "rg_lru")),
 )
+#: Doge (SmallDoge): Llama's names with per-head q/k norms (``self_attn.q_norm``/``k_norm``,
+#: before RoPE) and learned per-channel scales on the residual stream (``input_residual``,
+#: ``post_attention_residual``: the block adds its sublayer's output to ``scale * residual``;
+#: not compared). Its attention is softmax attention over ``q_proj``/``k_proj``/``v_proj``/
+#: ``o_proj`` heads (grouped key/value heads), read as heads; its dynamic mask adds to the
+#: scores of each key/value head's keys a bias ``exp(A * softplus(dt_proj(values)))`` computed
+#: from the values (and past ``keep_window_size`` keys keeps only those with the largest
+#: bias), which the QK and OV circuits do not hold: ``self_attn.dt_proj`` and ``self_attn.A``
+#: are not compared. With ``is_moe`` (cross-domain MoE) the block's MLP is the always-on shared expert
+#: (``mlp.gate_proj``/``up_proj``/``down_proj``, the dense MLP's names), read as the block's
+#: MLP, plus product-key retrieval experts: ``mlp.router_gate`` scores two sets of keys whose
+#: sums pick the experts (not one logit per expert), and each expert is a single neuron, its
+#: input a row of ``mlp.down_embed`` and its output a row of ``mlp.up_embed`` (2-D tables that
+#: no expert field cuts): not compared
+DOGE = _decoder(
+    "doge",
+    layer=_NORMS | _ATTN | _QK_NORM | _MLP,
+    known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + (
+        "self_attn.dt_proj", "self_attn.A", "input_residual", "post_attention_residual",
+        "mlp.router_gate", "mlp.down_embed", "mlp.up_embed"),
+)
+#: CTRL (Salesforce): pre-LayerNorm blocks under ``transformer.h.N.`` (``layernorm1`` before
+#: attention, ``layernorm2`` before the ReLU MLP ``ffn.0``/``ffn.2``, the model's ``layernorm``
+#: last), ``multi_head_attention.Wq``/``Wk``/``Wv``/``dense`` with biases; embeddings ``w``,
+#: scaled by ``sqrt(n_embd)`` (a config constant) and added to sinusoidal positions (no
+#: weights); the head ``lm_head`` (with a bias) tied to ``w``
+CTRL = _table(
+    "ctrl",
+    layer_prefix="h.{layer}.",
+    globals={EMBED: "w", FINAL_NORM: "layernorm", LM_HEAD: "lm_head"},
+    layer={ATTN_NORM: "layernorm1", Q: "multi_head_attention.Wq", K: "multi_head_attention.Wk",
+           V: "multi_head_attention.Wv", O: "multi_head_attention.dense",
+           MLP_NORM: "layernorm2", UP: "ffn.0", DOWN: "ffn.2"},
+)
+#: ModernBERT-Decoder (Ettin): ModernBERT's blocks, causal. ``attn.q_proj``/``k_proj``/
+#: ``v_proj`` (separate, unlike the encoder's fused ``Wqkv``) and ``attn.Wo`` behind the
+#: LayerNorm ``attn_norm``, which the first block does not have (it reads the normed
+#: embeddings directly); ``mlp.Wi`` computes ``act(first half) * second half``, so its first
+#: half is the gate and its second the up projection (the modeling code calls them ``input``
+#: and ``gate``), then ``mlp.Wo``, behind ``mlp_norm``. A LayerNorm on the embeddings
+#: (``embeddings.norm``) and ``final_norm`` after the last block; the prediction head
+#: ``lm_head.dense`` and ``lm_head.norm`` (dense, activation, LayerNorm) transforms the hidden
+#: state before the unembedding ``decoder`` (tied to the embeddings): not compared
+MODERNBERT_DECODER = _table(
+    "modernbert-decoder",
+    layer_prefix="layers.{layer}.",
+    globals={EMBED: "embeddings.tok_embeddings", EMBED_NORM: "embeddings.norm",
+             FINAL_NORM: "final_norm", LM_HEAD: "decoder"},
+    layer={ATTN_NORM: "attn_norm", **_qkvo("attn.", "Wo"), MLP_NORM: "mlp_norm",
+           DOWN: "mlp.Wo"},
+    fused={"mlp.Wi": Fused(roles=(GATE, UP), split="halves")},
+    optional_roles=(ATTN_NORM,),
+    known_unassigned=("lm_head.dense", "lm_head.norm"),
+)
 #: Llama4TextExperts computes ``x @ W``: ``gate_up_proj`` ``[E, H, 2*I]`` (``.chunk(2, -1)``,
 #: gate first) and ``down_proj`` ``[E, I, H]``; dense blocks use ``feed_forward.*_proj``
 LLAMA4 = _decoder(
@@ -1502,6 +1556,7 @@ FAMILIES: dict[str, LayoutTable] = {
         GEMMA3N,
         PHI4_MULTIMODAL, OLMO_HYBRID,
         RWKV, XLSTM,
+        DOGE, CTRL, MODERNBERT_DECODER,
     )
 }
 
