@@ -7,6 +7,7 @@ compares the same QK and OV circuits it compares for standard attention.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -43,13 +44,22 @@ def _rms(y: torch.Tensor, norm: torch.nn.Module) -> torch.Tensor:
     return torch.sqrt(y.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
 
 
+def _close_but_a_power_of_two(got: torch.Tensor, want: torch.Tensor) -> None:
+    """``got`` is ``want`` times one power of two (a head's factor is kept at magnitude one:
+    a positive factor on the whole head, the rotary key rows with the head's own)."""
+    ratio = float((got * want).sum() / (want * want).sum())
+    assert ratio > 0
+    assert abs(math.log2(ratio) - round(math.log2(ratio))) < 1e-4
+    torch.testing.assert_close(got, want * 2.0 ** round(math.log2(ratio)), rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("q_lora_rank", [16, None])
 def test_latent_circuits_compute_each_heads_query_key_and_value(tmp_path: Path,
                                                                 q_lora_rank: int | None) -> None:
     """Applied to a normalised hidden state, the composed factors (the block's norm gain folded
-    in) give the module's query, key and value of each head, up to the latents' per-token RMS:
-    the query times its latent's, the head's own key rows and its value times the key/value
-    latent's, the shared rotary key rows as they are."""
+    in) give the module's query, key and value of each head, up to the latents' per-token RMS
+    and one power of two per head: the query times its latent's, the head's own key rows and
+    its value times the key/value latent's, the shared rotary key rows as they are."""
     module = _deepseek(q_lora_rank=q_lora_rank)
     module.save_pretrained(tmp_path)
     block = module.model.layers[1]
@@ -73,10 +83,10 @@ def test_latent_circuits_compute_each_heads_query_key_and_value(tmp_path: Path,
         k_nope, v = attn.kv_b_proj(attn.kv_a_layernorm(kv_latent)).view(5, 4, 14).split([6, 8], -1)
     q = q.view(5, 4, 10)
     for h in range(4):
-        torch.testing.assert_close(n @ circuits.q[h].T, q[:, h] * r_q, rtol=1e-4, atol=1e-5)
+        _close_but_a_power_of_two(n @ circuits.q[h].T, q[:, h] * r_q)
         want_k = torch.cat([k_nope[:, h] * r_kv, k_rot], dim=-1)
-        torch.testing.assert_close(n @ circuits.k[h].T, want_k, rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(n @ circuits.v[h].T, v[:, h] * r_kv, rtol=1e-4, atol=1e-5)
+        _close_but_a_power_of_two(n @ circuits.k[h].T, want_k)
+        _close_but_a_power_of_two(n @ circuits.v[h].T, v[:, h] * r_kv)
         torch.testing.assert_close(circuits.o[h].T, attn.o_proj.weight[:, 8 * h:8 * (h + 1)])
 
 
@@ -160,6 +170,8 @@ def test_latent_factors_are_kept_as_products_and_compare_as_formed(tmp_path: Pat
     for f in (base.q, base.k, base.v):
         assert isinstance(f, heads.LowRank)
         assert f.right.shape[0] < f.right.shape[1]  # through a latent narrower than hidden
+        top = f.left.abs().amax(dim=(1, 2))  # each head's left at magnitude one, kept there
+        assert bool(((top >= 0.5) & (top < 1.0)).all())
     d = 64
     gen = torch.Generator().manual_seed(3)
     perm = torch.randperm(d, generator=gen).numpy()

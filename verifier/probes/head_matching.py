@@ -70,7 +70,12 @@ class LowRank:
     ``r`` <= 1536 coordinates. Formed at DeepSeek-V3's width, one layer's took 1.9 GB in
     float32 and 0.8 TFLOP to compose; every operation of the probe acts on ``right`` alone (a
     change of hidden coordinates) or on ``left`` alone (a choice of heads), and every inner
-    product follows from ``r``-sized products (``_gram``, ``_head_gram``)."""
+    product follows from ``r``-sized products (``_gram``, ``_head_gram``).
+
+    ``left`` is built at magnitude one per head (``_mla_circuits`` scales each head's rows by
+    a power of two, which no cosine sees) and every operation keeps it there, so a similarity
+    scales ``right`` alone (``_unit_each``): scaling the large ``left`` in every null draw
+    cost more than the draw's products."""
 
     left: torch.Tensor
     right: torch.Tensor
@@ -117,11 +122,18 @@ def _formed(f: Factor) -> torch.Tensor:
 
 def _unit_each(f: Factor) -> Factor:
     """Each head's factor at magnitude near one by powers of two (``magnitude``). A product's
-    two parts are both brought to one whatever their size: a formed factor multiplies two of
-    them, so parts each just inside ``SAFE_SHIFT`` could leave float32's range."""
+    ``right`` is brought to one whatever its size, beside its ``left`` kept at one: a formed
+    factor multiplies the two, so parts each just inside ``SAFE_SHIFT`` could leave float32's
+    range."""
     if isinstance(f, LowRank):
-        return LowRank(unit_magnitude_each(f.left, safe=0), unit_magnitude(f.right, safe=0))
+        return LowRank(f.left, unit_magnitude(f.right, safe=0))
     return unit_magnitude_each(f)
+
+
+def _product(left: torch.Tensor, right: torch.Tensor) -> LowRank:
+    """``LowRank(left, right)`` with each head's ``left`` at magnitude one (by a power of two
+    per head: a positive factor on the head's whole factor, which no cosine sees)."""
+    return LowRank(unit_magnitude_each(left, safe=0), right)
 
 
 @dataclass(frozen=True)
@@ -580,7 +592,7 @@ def _mla_circuits(model: Model, layer: int) -> HeadCircuits | None:
         q_latent = f32(Q_A)
         if Q_A_NORM in roles:  # a gain on the whole query: its magnitude does not matter
             q_latent = q_latent * unit_magnitude(f32(Q_A_NORM))[:, None]
-        q = LowRank(f32(Q_B).reshape(heads, nope + rope, -1), q_latent)
+        q = _product(f32(Q_B).reshape(heads, nope + rope, -1), q_latent)
     else:
         q = loaded[Q].reshape(heads, nope + rope, -1)
     kv_a = f32(KV_A)
@@ -589,8 +601,8 @@ def _mla_circuits(model: Model, layer: int) -> HeadCircuits | None:
     k_left = torch.zeros(heads, nope + rope, latent + rope)
     k_left[:, :nope, :latent] = kv_b[:, :nope]
     k_left[:, nope:, latent:] = torch.eye(rope)
-    k = LowRank(k_left, torch.cat([kv_latent, kv_a[latent:]]))
-    v = LowRank(kv_b[:, nope:].contiguous(), kv_latent)
+    k = _product(k_left, torch.cat([kv_latent, kv_a[latent:]]))
+    v = _product(kv_b[:, nope:].contiguous(), kv_latent)
     o = loaded[O]
     return HeadCircuits(q=q, k=k, v=v, o=o.T.reshape(heads, v_dim, o.shape[0]),
                         gamma=_attention_gain(model, layer))
