@@ -8,6 +8,7 @@ compares the same QK and OV circuits it compares for standard attention.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +25,11 @@ transformers = pytest.importorskip("transformers")
 
 
 def _deepseek(seed: int = 0, q_lora_rank: int | None = 16, hidden: int = 32,
-              vocab: int = 100) -> torch.nn.Module:
+              vocab: int = 100, dense: int = 1) -> torch.nn.Module:
     config = transformers.DeepseekV3Config(
         hidden_size=hidden, intermediate_size=2 * hidden, moe_intermediate_size=hidden // 2,
         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, vocab_size=vocab,
-        n_routed_experts=4, num_experts_per_tok=2, first_k_dense_replace=1, kv_lora_rank=8,
+        n_routed_experts=4, num_experts_per_tok=2, first_k_dense_replace=dense, kv_lora_rank=8,
         q_lora_rank=q_lora_rank, qk_rope_head_dim=4, qk_nope_head_dim=6, v_head_dim=8,
         n_group=1, topk_group=1, n_shared_experts=1, pad_token_id=0)
     torch.manual_seed(seed)
@@ -209,3 +210,99 @@ def test_a_frame_takes_a_products_coordinates_as_from_the_formed_factors(
     want = stored.placed(Compute()).formed().aligned(align)
     for a, b in zip((got.q, got.k, got.o, got.v), (want.q, want.k, want.o, want.v), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+#: Hugging Face DeepSeek names -> llama.cpp's (its ``deepseek2`` converter)
+_GGUF_NAMES = {
+    "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+    "self_attn.q_a_proj": "attn_q_a", "self_attn.q_a_layernorm": "attn_q_a_norm",
+    "self_attn.q_b_proj": "attn_q_b", "self_attn.q_proj": "attn_q",
+    "self_attn.kv_a_proj_with_mqa": "attn_kv_a_mqa", "self_attn.kv_a_layernorm": "attn_kv_a_norm",
+    "self_attn.o_proj": "attn_output",
+    "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
+}
+
+
+def _deepseek_gguf(module: torch.nn.Module, out: Path,
+                   edit: Callable[[dict[str, torch.Tensor]], None] | None = None) -> Path:
+    """``module`` (dense MLPs) as llama.cpp's converter writes it: ``kv_b_proj`` split per head
+    into ``attn_k_b`` (the key rows, transposed: ``[heads, latent, nope]``) and ``attn_v_b``
+    (``[heads, v, latent]``), with no ``attn_kv_b``; ``edit`` changes the tensors first."""
+    from gguf import GGUFWriter
+
+    cfg = module.config
+    w = GGUFWriter(str(out), "deepseek2")
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_context_length(128)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    w.add_kv_lora_rank(cfg.kv_lora_rank)
+    if cfg.q_lora_rank:
+        w.add_q_lora_rank(cfg.q_lora_rank)
+    w.add_key_length(cfg.qk_nope_head_dim + cfg.qk_rope_head_dim)
+    w.add_value_length(cfg.v_head_dim)
+    w.add_rope_dimension_count(cfg.qk_rope_head_dim)
+    w.add_token_list([f"<0x{i:02X}>" for i in range(cfg.vocab_size)])
+    heads, nope, v = cfg.num_attention_heads, cfg.qk_nope_head_dim, cfg.v_head_dim
+    tensors = {"token_embd.weight": module.model.embed_tokens.weight,
+               "output_norm.weight": module.model.norm.weight, "output.weight": module.lm_head.weight}
+    for name, t in module.model.layers.named_parameters():
+        index, rest = name.split(".", 1)
+        part = rest.removesuffix(".weight")
+        if part == "self_attn.kv_b_proj":
+            k_b, v_b = t.view(heads, nope + v, -1).split([nope, v], dim=1)
+            tensors[f"blk.{index}.attn_k_b.weight"] = k_b.transpose(1, 2)
+            tensors[f"blk.{index}.attn_v_b.weight"] = v_b
+        else:
+            tensors[f"blk.{index}.{_GGUF_NAMES[part]}.weight"] = t
+    if edit is not None:
+        edit(tensors)
+    for name, t in tensors.items():
+        w.add_tensor(name, t.detach().float().contiguous().numpy())
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return out
+
+
+@pytest.mark.parametrize("q_lora_rank", [16, None])
+def test_llama_cpps_split_key_and_value_latents_give_the_same_heads(tmp_path: Path,
+                                                                    q_lora_rank: int | None
+                                                                    ) -> None:
+    """llama.cpp's converters store DeepSeek's ``kv_b_proj`` split per head (``attn_k_b``,
+    transposed, and ``attn_v_b``) and drop it: the heads read from such a GGUF are the ones
+    read from the Hugging Face file it was converted from (head matching did not run on it)."""
+    module = _deepseek(q_lora_rank=q_lora_rank, dense=2)
+    module.save_pretrained(tmp_path / "hf")
+    gguf_path = _deepseek_gguf(module, tmp_path / "m.gguf")
+    loaded = {}
+    for key, path in (("hf", tmp_path / "hf"), ("gguf", gguf_path)):
+        with open_model(path) as model:
+            assert heads.circuit_misfit(model, 1) is None
+            found = heads.load_circuits(model, 1)
+            assert found is not None
+            loaded[key] = found.placed(Compute()).formed()
+    hf, gg = loaded["hf"], loaded["gguf"]
+    assert (gg.heads, gg.groups) == (hf.heads, hf.groups) == (4, 4)
+    for a, b in zip((hf.q, hf.k, hf.o, hf.v), (gg.q, gg.k, gg.o, gg.v), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_split_latents_that_disagree_are_named(tmp_path: Path) -> None:
+    """An ``attn_k_b`` and ``attn_v_b`` of different head counts are not one ``kv_b``: the
+    layer's heads are not compared, and the reason names both tensors."""
+    def drop_a_value_head(tensors: dict[str, torch.Tensor]) -> None:
+        tensors["blk.1.attn_v_b.weight"] = tensors["blk.1.attn_v_b.weight"][:3]
+
+    path = _deepseek_gguf(_deepseek(dense=2), tmp_path / "m.gguf", edit=drop_a_value_head)
+    with open_model(path) as model:
+        assert heads.circuit_misfit(model, 0) is None
+        why = heads.circuit_misfit(model, 1)
+        assert heads.load_circuits(model, 1) is None
+    assert why is not None
+    assert "blk.1.attn_k_b.weight" in why
+    assert "blk.1.attn_v_b.weight" in why

@@ -33,11 +33,14 @@ ATTN_NORM, MLP_NORM = "attn_norm", "mlp_norm"
 Q, K, V, O = "q", "k", "v", "o"  # noqa: E741 - the projections are named q, k, v, o
 Q_NORM, K_NORM = "q_norm", "k_norm"
 Q_A, Q_B, KV_A, KV_B, Q_A_NORM, KV_A_NORM = "q_a", "q_b", "kv_a", "kv_b", "q_a_norm", "kv_a_norm"
+# ``kv_b`` as llama.cpp's converters split it: per head, the key rows transposed
+# (``[heads, latent, nope]``) and the value rows (``[heads, v, latent]``)
+K_B, V_B = "k_b", "v_b"
 GATE, UP, DOWN = "gate", "up", "down"
 ROUTER, SHARED_GATE = "router", "shared_gate"
 LAYER_ROLES = (
     ATTN_NORM, MLP_NORM, Q, K, V, O, Q_NORM, K_NORM, Q_A, Q_B, KV_A, KV_B, Q_A_NORM, KV_A_NORM,
-    GATE, UP, DOWN, ROUTER, SHARED_GATE,
+    K_B, V_B, GATE, UP, DOWN, ROUTER, SHARED_GATE,
 )
 EXPERT_ROLES = (GATE, UP, DOWN)
 # A bias is addressed as "<role>.bias" (e.g. "q.bias", "attn_norm.bias").

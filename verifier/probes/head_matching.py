@@ -40,12 +40,14 @@ from backends.compute import Compute
 from verifier.architectures.detect import role_shape
 from verifier.architectures.layout import (
     ATTN_NORM,
+    K_B,
     KV_A,
     KV_A_NORM,
     KV_B,
     Q_A,
     Q_A_NORM,
     Q_B,
+    V_B,
     K,
     O,
     Q,
@@ -379,10 +381,11 @@ class LatentGeometry(NamedTuple):
 
 
 #: roles a layer of standard multi-head attention holds, and one of multi-head latent attention
-#: (``Q_B`` with ``Q_A`` or ``Q`` alone for the queries; ``Q_A_NORM`` where the model has it)
+#: (``Q_B`` with ``Q_A`` or ``Q`` alone for the queries; ``KV_B``, or ``K_B`` and ``V_B`` as
+#: llama.cpp splits it; ``Q_A_NORM`` where the model has it)
 STANDARD_ROLES = (Q, K, V, O)
-LATENT_ROLES = (KV_A, KV_A_NORM, KV_B, O)
-CIRCUIT_ROLES = (Q, K, V, O, Q_A, Q_A_NORM, Q_B, KV_A, KV_A_NORM, KV_B, ATTN_NORM)
+LATENT_ROLES = (KV_A, KV_A_NORM, O)
+CIRCUIT_ROLES = (Q, K, V, O, Q_A, Q_A_NORM, Q_B, KV_A, KV_A_NORM, KV_B, K_B, V_B, ATTN_NORM)
 
 
 def attention_form(roles: Collection[str]) -> str | None:
@@ -391,7 +394,8 @@ def attention_form(roles: Collection[str]) -> str | None:
     have = set(roles)
     if set(STANDARD_ROLES) <= have:
         return "standard"
-    if set(LATENT_ROLES) <= have and (Q in have or {Q_A, Q_B} <= have):
+    if (set(LATENT_ROLES) <= have and (Q in have or {Q_A, Q_B} <= have)
+            and (KV_B in have or {K_B, V_B} <= have)):
         return "latent"
     return None
 
@@ -460,7 +464,11 @@ def _latent_geometry(model: Model, layer: int,
     latent, kv_a = shape(KV_A_NORM)[0], shape(KV_A)[0]
     if kv_a < latent:
         return _said(roles, KV_A, kv_a, f"rows, fewer than its latent norm's {latent}")
-    o_in, kv_b, kv_b_in = shape(O)[1], shape(KV_B)[0], shape(KV_B)[1]
+    o_in = shape(O)[1]
+    found = _kv_b_shape(roles, shape)
+    if isinstance(found, str):
+        return found
+    kv_b, kv_b_in = found
     rope_rows = shape(queries)[0] - kv_b + o_in  # H x the rotary width
     heads = (rope_rows // (kv_a - latent) if kv_a > latent and rope_rows > 0
              and rope_rows % (kv_a - latent) == 0 else _query_heads(model, layer))
@@ -468,7 +476,7 @@ def _latent_geometry(model: Model, layer: int,
         return _said(roles, O, o_in, f"inputs, not a whole value head for each of {heads} heads")
     v_dim = o_in // heads
     if kv_b_in != latent or kv_b % heads or kv_b // heads < v_dim:
-        return _said(roles, KV_B, kv_b,
+        return _said(roles, KV_B if KV_B in roles else K_B, kv_b,
                      f"rows of {kv_b_in} inputs, not a key and a value head of {v_dim} for each "
                      f"of {heads} heads from the {latent}-wide latent")
     nope, rope = kv_b // heads - v_dim, kv_a - latent
@@ -479,6 +487,20 @@ def _latent_geometry(model: Model, layer: int,
         return _said(roles, Q_B, shape(Q_B)[1],
                      f"inputs, but the query latent has {shape(Q_A)[0]}")
     return LatentGeometry(heads, nope, rope, v_dim, latent)
+
+
+def _kv_b_shape(roles: Mapping[str, RoleRef], shape: Callable[[str], tuple[int, ...]]
+                ) -> tuple[int, int] | str:
+    """``kv_b``'s ``[rows, latent]``: as stored, or from llama.cpp's split of it per head
+    (``K_B`` ``[heads, latent, nope]``, ``V_B`` ``[heads, v, latent]``), whose parts must agree
+    on the heads and the latent."""
+    if KV_B in roles:
+        return shape(KV_B)[0], shape(KV_B)[1]
+    k_b, v_b = shape(K_B), shape(V_B)
+    if len(k_b) != 3 or len(v_b) != 3 or k_b[0] != v_b[0] or k_b[1] != v_b[2]:
+        return (f"{roles[K_B].tensor!r} {list(k_b)} and {roles[V_B].tensor!r} {list(v_b)} are "
+                "not [heads, latent, key size] and [heads, value size, latent] of one latent")
+    return k_b[0] * (k_b[2] + v_b[1]), k_b[1]
 
 
 def _latent_queries(roles: Collection[str]) -> str:
@@ -574,8 +596,10 @@ def _mla_circuits(model: Model, layer: int) -> HeadCircuits | None:
     DeepSeek-V3's width that was 1.9 GB and 0.8 TFLOP a layer."""
     roles = model.layout.layers[layer].roles
     # each tensor read once (a quantised one is dequantised on load): shapes from the loaded
-    loaded = {r: model.load(roles[r]) for r in (Q_A, Q_A_NORM, Q_B, KV_A, KV_A_NORM, KV_B, O)
+    loaded = {r: model.load(roles[r]) for r in (Q_A, Q_A_NORM, Q_B, KV_A, KV_A_NORM, O)
               if r in roles}
+    for r in (KV_B,) if KV_B in roles else (K_B, V_B):
+        loaded[r] = model.load(roles[r])
     queries = _latent_queries(roles)
     if queries == Q:
         loaded[Q] = model.load(roles[Q])
@@ -597,7 +621,8 @@ def _mla_circuits(model: Model, layer: int) -> HeadCircuits | None:
         q = loaded[Q].reshape(heads, nope + rope, -1)
     kv_a = f32(KV_A)
     kv_latent = kv_a[:latent] * f32(KV_A_NORM)[:, None]
-    kv_b = f32(KV_B).reshape(heads, nope + v_dim, latent)
+    kv_b = (f32(KV_B).reshape(heads, nope + v_dim, latent) if KV_B in loaded
+            else torch.cat([f32(K_B).transpose(1, 2), f32(V_B)], dim=1))
     k_left = torch.zeros(heads, nope + rope, latent + rope)
     k_left[:, :nope, :latent] = kv_b[:, :nope]
     k_left[:, nope:, latent:] = torch.eye(rope)
