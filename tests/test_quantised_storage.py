@@ -181,3 +181,44 @@ def test_gpt_oss_mxfp4_experts_load_as_transformers_dequantises_them(tmp_path: P
 
     report = verify(tmp_path / "bf16", folder, VerifyOptions(digest=False))
     assert report.verdict == "derived", report.reason
+
+
+def test_a_layers_statistics_reuse_the_roles_its_probe_dequantised(tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    """While a probe reads a layer, norm drift's statistics of it are taken from the same
+    tensors: each FP8 role is dequantised once (twice before, a second full copy and pass per
+    tensor), and nothing is kept once the layer is read."""
+    from collections import Counter
+
+    import numpy as np
+
+    import verifier.model as model_module
+    from backends.compute import Compute
+    from verifier.probes import norm_drift
+    from verifier.verify import _side
+
+    block = (8, 12)
+    folder = _with_quantisation_config(
+        write_llama_folder(tmp_path / "fp8", fp8_blockwise(llama_tensors(), block)),
+        {"quant_method": "fp8", "weight_block_size": list(block)})
+    loads: Counter[str] = Counter()
+    real = model_module.load_role
+
+    def counted(reader, ref):  # noqa: ANN001, ANN202 - the patched function's own signature
+        if ref.scale is not None:
+            loads[ref.tensor] += 1
+        return real(reader, ref)
+
+    monkeypatch.setattr(model_module, "load_role", counted)
+    with open_model(folder) as model:
+        stats = norm_drift.StatsWhileRead(model, None)
+        side = _side(model, np.arange(4), Compute(), stats)
+        for i in range(len(model.layout.layers)):
+            assert side.ffn[i] is not None
+            assert side.circuits[i] is not None
+        assert set(stats.known[0]) >= {"q", "k", "v", "o", "gate", "up", "down"}
+        assert loads
+        assert set(loads.values()) == {1}, loads
+        assert getattr(model._held, "roles", None) is None
+        model.load(model.layout.layers[0].roles["up"])
+    assert loads["model.layers.0.mlp.up_proj.weight"] == 2  # outside a layer's read: loaded anew

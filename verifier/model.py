@@ -7,7 +7,9 @@ and ``verify`` start from ``open_model``.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+import threading
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -43,14 +45,37 @@ class Model:
     warnings: list[str] = field(default_factory=list)
     #: starts reading layers the analysis will visit next (``will_need``)
     readahead: Readahead = field(default_factory=Readahead, repr=False)
+    #: per thread, the roles loaded inside ``holding`` (None outside it)
+    _held: threading.local = field(default_factory=threading.local, init=False, repr=False)
 
     @property
     def format(self) -> str:
         return self.reader.format
 
     def load(self, ref: RoleRef) -> torch.Tensor:
-        """One role in canonical ``[out, in]`` orientation."""
-        return load_role(self.reader, ref)
+        """One role in canonical ``[out, in]`` orientation (inside ``holding``, the tensor an
+        earlier load of ``ref`` gave)."""
+        held: dict[RoleRef, torch.Tensor] | None = getattr(self._held, "roles", None)
+        if held is None:
+            return load_role(self.reader, ref)
+        if ref not in held:
+            held[ref] = load_role(self.reader, ref)
+        return held[ref]
+
+    @contextmanager
+    def holding(self) -> Iterator[None]:
+        """Within it, each role this thread loads is loaded once and given again to later
+        loads; after it, nothing is kept. A layer's probe and its statistics read the same
+        roles: from a mapped file that costs nothing twice, but an FP8 or INT8 role was
+        dequantised twice (on a 7B-shaped FP8 pair, 8.7 s of an 84 s verify)."""
+        outer = getattr(self._held, "roles", None)
+        if outer is None:
+            self._held.roles = {}
+        try:
+            yield
+        finally:
+            if outer is None:
+                self._held.roles = None
 
     def will_need(self, layer: int, roles: Collection[str] | None = None) -> None:
         """Start reading ``layer``'s tensors (those holding ``roles``; all of the layer's when

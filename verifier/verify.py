@@ -116,18 +116,21 @@ def _side(model: Model, rows: np.ndarray, compute: Compute,
                   if {UP, DOWN} <= set(layout.layers[i].roles)]
     attn_layers = _attention_layers(model)[0]
 
+    # the statistics read the tensors the probe just loaded (``Model.holding``)
     def ffn(i: int) -> neurons.FFNWeights:
-        loaded = neurons.load_ffn(model, i)
-        assert loaded is not None  # the roles were checked above
-        if stats is not None:
-            stats.collect(i, drift.FFN_STAT_ROLES)
+        with model.holding():
+            loaded = neurons.load_ffn(model, i)
+            assert loaded is not None  # the roles were checked above
+            if stats is not None:
+                stats.collect(i, drift.FFN_STAT_ROLES)
         return loaded
 
     def circuits(i: int) -> heads.HeadCircuits:
-        loaded = heads.load_circuits(model, i)
-        assert loaded is not None
-        if stats is not None:
-            stats.collect(i, drift.ATTN_STAT_ROLES)
+        with model.holding():
+            loaded = heads.load_circuits(model, i)
+            assert loaded is not None
+            if stats is not None:
+                stats.collect(i, drift.ATTN_STAT_ROLES)
         return loaded
 
     embed = (model.load(layout.globals[EMBED])[torch.as_tensor(rows)] if EMBED in layout.globals
