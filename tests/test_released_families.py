@@ -22,6 +22,7 @@ from verifier.architectures.completeness import missing_roles, unread_tensors
 from verifier.architectures.layout import DOWN, GATE, UP, K, O, Q, V
 from verifier.architectures.schema import ATTN_GATE
 from verifier.model import open_model
+from verifier.report import Report
 from verifier.verify import VerifyOptions, verify
 
 transformers = pytest.importorskip("transformers")
@@ -243,22 +244,31 @@ def test_mamba_channels_are_matched_as_neurons(tmp_path: Path) -> None:
                                       vocab_size=600, expand=2)
     torch.manual_seed(0)
     base = transformers.MambaForCausalLM(config)
-    base.save_pretrained(tmp_path / "base")
     copy = transformers.MambaForCausalLM(config)
     copy.load_state_dict(base.state_dict())
     _permute_mamba_channels(copy, seed=1)
+    torch.manual_seed(1)
+    _, other = _permuted_channels_are_derived(tmp_path, base, copy,
+                                              transformers.MambaForCausalLM(config))
+    assert other.verdict != "derived", other.reason
+
+
+def _permuted_channels_are_derived(tmp_path: Path, base: torch.nn.Module, copy: torch.nn.Module,
+                                   other: torch.nn.Module) -> tuple[Report, Report]:
+    """``copy`` (``base`` with its mixer channels permuted) computes what ``base`` does, and
+    with noise added verifies as derived through neuron matching; the reports of the copy and
+    of ``other`` (another start) against ``base``."""
+    base.save_pretrained(tmp_path / "base")
     tokens = torch.randint(0, 600, (1, 12))
     with torch.no_grad():
         torch.testing.assert_close(copy(tokens).logits, base(tokens).logits, rtol=1e-4,
                                    atol=1e-4)
     noisy(copy, 0.2).save_pretrained(tmp_path / "copy")
-    torch.manual_seed(1)
-    transformers.MambaForCausalLM(config).save_pretrained(tmp_path / "other")
+    other.save_pretrained(tmp_path / "other")
     report = verify(tmp_path / "base", tmp_path / "copy", OPTS)
     assert report.verdict == "derived", report.reason
     assert "neuron_matching" in {p.name for p in report.probes if p.decisive}
-    other = verify(tmp_path / "base", tmp_path / "other", OPTS)
-    assert other.verdict != "derived", other.reason
+    return report, verify(tmp_path / "base", tmp_path / "other", OPTS)
 
 
 def _minimax_m3_release(folder: Path) -> dict[str, torch.Tensor]:
@@ -1145,20 +1155,11 @@ def test_zamba_channels_are_matched_as_neurons(tmp_path: Path) -> None:
     heads permute, as an MLP's neurons do: a copy so permuted (the same function) with noise
     added is derived through neuron matching; another initialisation is independent."""
     base = _zamba("zamba", seed=0, hidden=128, vocab=600)
-    base.save_pretrained(tmp_path / "base")
     copy = _zamba("zamba", seed=0, hidden=128, vocab=600)
     _permute_zamba_channels(copy, seed=1)
-    tokens = torch.randint(0, 600, (1, 12))
-    with torch.no_grad():
-        torch.testing.assert_close(copy(tokens).logits, base(tokens).logits, rtol=1e-4,
-                                   atol=1e-4)
-    noisy(copy, 0.2).save_pretrained(tmp_path / "copy")
-    _zamba("zamba", seed=1, hidden=128, vocab=600).save_pretrained(tmp_path / "other")
-    report = verify(tmp_path / "base", tmp_path / "copy", OPTS)
-    assert report.verdict == "derived", report.reason
+    report, other = _permuted_channels_are_derived(
+        tmp_path, base, copy, _zamba("zamba", seed=1, hidden=128, vocab=600))
     assert report.models.base.architecture == "zamba"
-    assert "neuron_matching" in {p.name for p in report.probes if p.decisive}
-    other = verify(tmp_path / "base", tmp_path / "other", OPTS)
     assert other.verdict == "independent", other.reason
 
 
