@@ -158,9 +158,11 @@ def released_models() -> dict[str, tuple[Any, Any]]:
             **(SMALL | {"intermediate_size": 16}), num_experts=4, moe_topk=2)),
         "dots1": (t.Dots1ForCausalLM, t.Dots1Config(
             **SMALL, **MOE, n_routed_experts=4, first_k_dense_replace=1, n_shared_experts=1)),
-        # MLA: A.X K2's gated norms and query; HY-V4's gated heads, sinks and hyper-connections
+        # MLA: A.X K2's gated norms and query (a query head of 8, a gate of 4); HY-V4's gated
+        # heads, sinks and hyper-connections
         "axk2": (t.AXK2ForCausalLM, t.AXK2Config(
-            **(no_head_dim | {"num_key_value_heads": 4}), **MOE, **deepseek, n_routed_experts=4,
+            **(no_head_dim | {"num_key_value_heads": 4}), **MOE, **(deepseek | {"v_head_dim": 4}),
+            n_routed_experts=4,
             n_shared_experts=1, mlp_layer_types=["dense", "sparse"], index_n_heads=2,
             index_head_dim=8, index_topk=4, gated_norm_rank=4, bos_token_id=None,
             eos_token_id=None)),

@@ -754,6 +754,10 @@ def test_role_map_file_describes_an_invented_layout(tmp_path: Path, suffix: str)
         ({"experts": "ffn.experts."}, "must contain {expert}"),
         ({"stacked": {"w": {"roles": ["gate"], "layot": "in_out"}}}, "did you mean 'layout'"),
         ({"transpose": "o"}, "transpose"),
+        ({"fused": {"w": {"roles": ["q", "v", "k"], "split": "shards"}}}, "needs shards"),
+        ({"fused": {"w": {"roles": ["q", "attn_gate"], "split": "halves",
+                          "head_parts": [["head_dim"], ["head_dim"]]}}},
+         "head_parts belongs to split 'per_head'"),
     ],
 )
 def test_role_map_mistakes_are_one_line_usage_errors(

@@ -373,34 +373,49 @@ def _cut(model, ref) -> torch.Tensor:  # noqa: ANN001
     return model.load(ref).float()
 
 
-def test_codegen_fused_qkv_is_left_unread_and_its_output_projection_read(tmp_path: Path) -> None:
+def test_codegen_fused_qkv_cut_by_its_shards_gives_what_its_attention_computes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """CodeGen's ``qkv_proj`` is cut by its 4 model-parallel shards into query, value and key
     (``view(..., 4, 3 * hidden / 4).split(hidden / 4)``; two heads a shard here): neither a cut
-    into q, k, v in turn nor one head by head gives those rows, so q, k and v are not read at
-    all. The output projection is, and the block's one norm feeds attention and MLP alike."""
+    into q, k, v in turn nor one head by head gives those rows; the ``shards`` cut does. Its q,
+    k and v times an input are what the module's attention receives, caught at position 0 (no
+    rotation there); the output projection and the block's one norm are read as before."""
+    from transformers.models.codegen import modeling_codegen
+
     module = _saved("codegen", tmp_path)
     attn = module.transformer.h[0].attn
+    seen: dict[str, torch.Tensor] = {}
+    eager = modeling_codegen.eager_attention_forward
+
+    def catch(mod, query, key, value, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        seen.update(q=query, k=key, v=value)
+        return eager(mod, query, key, value, *args, **kwargs)
+
+    monkeypatch.setattr(modeling_codegen, "eager_attention_forward", catch)
+    module.set_attn_implementation("eager")
     x = torch.randn(5, 32)
     with torch.no_grad():
+        at_zero = module.transformer.rotary_emb(x, torch.zeros(5, 1, dtype=torch.long))
+        attn(x[:, None], position_embeddings=at_zero)  # five sequences of one token
+        want = {r: seen[r].transpose(1, 2).reshape(5, 32) for r in (Q, K, V)}
         out = attn.qkv_proj(x)
-        query, value, key = (t.reshape(5, 32) for t in out.view(5, 4, 24).split(8, dim=-1))
     in_turn = out.split(32, dim=-1)
     per_head = [out.view(5, 8, 3, 4)[:, :, i].reshape(5, 32) for i in range(3)]
     for cut in (in_turn, per_head):
-        for got, want in zip(cut, (query, key, value), strict=True):
-            assert not torch.allclose(got, want)
+        for got, role in zip(cut, (Q, K, V), strict=True):
+            assert not torch.allclose(got, want[role])
     with open_model(tmp_path) as model:
         layout = model.layout
         assert layout.unexpected == []
+        roles = layout.layers[0].roles
+        for role in (Q, K, V):
+            assert roles[role].tensor == "transformer.h.0.attn.qkv_proj.weight"
+            torch.testing.assert_close(x @ _cut(model, roles[role]).T, want[role])
         for i, layer in enumerate(layout.layers):
             block = module.transformer.h[i]
-            assert not {Q, K, V} & set(layer.roles)
-            assert layer.roles[O].tensor == f"transformer.h.{i}.attn.out_proj.weight"
             assert torch.equal(_cut(model, layer.roles[O]), block.attn.out_proj.weight.detach())
             assert layer.roles["mlp_norm"] == layer.roles["attn_norm"]
             assert torch.equal(_cut(model, layer.roles[UP]), block.mlp.fc_in.weight.detach())
-        read = {ref.tensor for _, ref in layout.iter_roles()}
-        assert not any("qkv_proj" in name for name in read)
 
 
 def test_query_and_gate_stored_per_head_in_one_projection_are_cut_apart(tmp_path: Path) -> None:
@@ -467,12 +482,11 @@ def test_experts_cut_from_the_files_compute_what_the_model_does(tmp_path: Path,
             assert torch.equal(_cut(model, expert[DOWN]), down[e].float())
 
 
-def test_axk2_gated_norms_read_as_their_gain_and_its_fused_query_is_left_out(
+def test_axk2_gated_norms_read_as_their_gain_and_their_gate_mlp_left_out(
         tmp_path: Path) -> None:
     """A.X K2's gated norms (RMSNorm, then a sigmoid gate on each channel from a low-rank MLP)
     are read as their RMSNorm's gain, on dense blocks the plain ``post_attention_layernorm``;
-    the gate MLP and ``q_b_proj`` (query and output gate from the normed and raw latent) hold no
-    role: no table role would mean what they compute."""
+    the gate MLP holds no role: no table role would mean what it computes."""
     module = _saved("axk2", tmp_path)
     x = torch.randn(5, 32)
     saved = load_file(str(tmp_path / "model.safetensors"))
@@ -489,13 +503,39 @@ def test_axk2_gated_norms_read_as_their_gain_and_its_fused_query_is_left_out(
             mlp_norm = block.post_attention_layernorm
             want = mlp_norm.weight if i == 0 else mlp_norm.norm.weight
             assert torch.equal(_cut(model, layer.roles["mlp_norm"]), want.detach())
-            assert not {Q, "q_b", ATTN_GATE} & set(layer.roles)
         read = {ref.tensor for _, ref in layout.iter_roles()}
         left = set(saved) - read
         assert left
-        assert all(".W_down." in n or ".W_up." in n or ".q_b_proj." in n or ".indexer." in n
-                   for n in left)
+        assert all(".W_down." in n or ".W_up." in n or ".indexer." in n for n in left)
         assert layout.unexpected == []
+
+
+def test_axk2_query_and_head_gate_cut_per_head_at_their_unequal_widths(tmp_path: Path) -> None:
+    """A.X K2's ``q_b_proj`` writes per head the query (``qk_nope + qk_rope`` = 8 rows here)
+    then a gate on the head's output (``v_head_dim`` = 4): cut so, ``q_b`` and ``attn_gate``
+    times the normed and raw query latent side by side are the module's query and gate (an
+    equal cut of each head would give both 6 rows a head). Their ``2 * q_lora_rank`` inputs are
+    not ``q_a``'s rows, and head matching says so rather than compose them as DeepSeek's
+    query."""
+    from verifier.probes.head_matching import circuit_misfit
+
+    module = _saved("axk2", tmp_path)
+    attn = module.model.layers[0].self_attn
+    x = torch.randn(5, 32)
+    with torch.no_grad():  # the module's forward, up to the split of query and gate
+        latent = attn.q_a_proj(x)
+        both = torch.cat([attn.q_a_layernorm(latent), latent], dim=-1)
+        fused = attn.q_gate_proj(both)
+        query, gate = fused.view(5, 4, 12).split([8, 4], dim=-1)
+    with open_model(tmp_path) as model:
+        roles = model.layout.layers[0].roles
+        assert roles["q_b"].tensor == roles[ATTN_GATE].tensor == (
+            "model.layers.0.self_attn.q_b_proj.weight")
+        torch.testing.assert_close(both @ _cut(model, roles["q_b"]).T, query.reshape(5, 32))
+        torch.testing.assert_close(both @ _cut(model, roles[ATTN_GATE]).T, gate.reshape(5, 16))
+        assert circuit_misfit(model, 0) == (
+            "'model.layers.0.self_attn.q_b_proj.weight' has 32 inputs, but the query latent "
+            "has 16")
 
 
 def test_hy_v4_head_gates_sinks_and_mlp_gates_under_either_name(tmp_path: Path) -> None:
@@ -748,7 +788,7 @@ def _wider(name: str, seed: int) -> torch.nn.Module:
                                   "kolibri1_1", "ergo", "inkling_text",
                                   "gpt_neox_japanese", "biogpt", "recurrent_gemma",
                                   "gemma3n_text", "phi4_multimodal", "olmo_hybrid", "xlstm",
-                                  "doge_moe", "ctrl", "modernbert-decoder"])
+                                  "doge_moe", "ctrl", "modernbert-decoder", "codegen"])
 def test_a_noisy_copy_of_a_released_layout_is_derived_and_another_start_is_not(
         tmp_path: Path, name: str) -> None:
     """End to end on the released names: EXAONE's GPT-2-like names, AFMoE's four norms, gated
@@ -764,7 +804,8 @@ def test_a_noisy_copy_of_a_released_layout_is_derived_and_another_start_is_not(
     towers; OLMo-Hybrid's attention blocks beside DeltaNet ones; xLSTM's mLSTM heads, whose
     values are twice as wide as their queries and keys; Doge's heads under a dynamic mask
     beside its unread retrieval experts; CTRL's biased pre-LayerNorm blocks with a tied head;
-    ModernBERT-Decoder's GLU ``Wi`` and its first block without an attention norm."""
+    ModernBERT-Decoder's GLU ``Wi`` and its first block without an attention norm; CodeGen's
+    ``qkv_proj`` cut by its model-parallel shards (head matching did not run)."""
     for folder, seed, noise in (("base", 0, 0.0), ("copy", 0, 0.3), ("other", 1, 0.0)):
         noisy(_wider(name, seed), noise).save_pretrained(tmp_path / folder)
     copy = verify(tmp_path / "base", tmp_path / "copy", OPTS)

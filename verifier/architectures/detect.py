@@ -733,7 +733,9 @@ class _Builder:
         if spec.split == "groups":
             bounds = self._group_bounds(where, label or "", total, dims)
         elif spec.split == "per_head":
-            bounds = self._per_head_bounds(where, label or "", len(spec.roles), total, dims)
+            bounds = self._per_head_bounds(where, label or "", spec, total, dims)
+        elif spec.split == "shards":
+            bounds = self._shard_bounds(where, label or "", spec, total)
         elif spec.split == "mamba2":
             bounds = self._mamba2_bounds(where, label or "", total)
         else:
@@ -774,22 +776,51 @@ class _Builder:
         period, q = total // kv, heads // kv * hd
         return [(0, q, 1, period), (q, q + hd, 1, period), (q + hd, q + 2 * hd, 1, period)]
 
-    @staticmethod
     def _per_head_bounds(
-        where: str, name: str, parts: int, total: int, dims: _Dims
+        self, where: str, name: str, spec: Fused, total: int, dims: _Dims
     ) -> list[tuple[int, int, int, int]]:
-        """Each head's rows cut into ``parts`` equal consecutive pieces, one per role."""
-        heads, hd = dims.heads, dims.head_dim
-        if not heads or not hd:
+        """Each head's rows cut into consecutive pieces, one per role: ``head_dim`` rows each,
+        or what the config keys of ``spec.head_parts`` add up to."""
+        heads, parts = dims.heads, len(spec.roles)
+        if spec.head_parts is None:
+            sizes = [dims.head_dim or 0] * parts
+        else:
+            missing = [k for keys in spec.head_parts for k in keys if self.cfg.get_int(k) is None]
+            if missing:
+                raise ArchitectureError(
+                    f"{where}: cannot split fused {name!r} into heads: the config gives no "
+                    f"{', '.join(missing)}"
+                )
+            sizes = [sum(self.cfg.get_int(k) or 0 for k in keys) for keys in spec.head_parts]
+        if not heads or not all(sizes):
             raise ArchitectureError(
                 f"{where}: cannot split fused {name!r} into heads: the config gives no head count"
             )
-        if total != heads * hd * parts:
+        width = sum(sizes)
+        if total != heads * width:
+            parts_of = (f"{parts} parts of each of {heads} heads of {sizes[0]}"
+                        if spec.head_parts is None else
+                        f"{heads} heads of {' + '.join(map(str, sizes))}")
+            raise ArchitectureError(f"{where}: {name!r} has {total} rows, not {parts_of}")
+        starts = [sum(sizes[:i]) for i in range(parts + 1)]
+        return [(starts[i], starts[i + 1], 1, width) for i in range(parts)]
+
+    @staticmethod
+    def _shard_bounds(
+        where: str, name: str, spec: Fused, total: int
+    ) -> list[tuple[int, int, int, int]]:
+        """Rows stored in ``spec.shards`` equal blocks, each holding the roles' rows in equal
+        consecutive parts: role ``i`` is part ``i`` of every block, the blocks in order."""
+        assert spec.shards is not None
+        parts = len(spec.roles)
+        if total % (spec.shards * parts):
             raise ArchitectureError(
-                f"{where}: {name!r} has {total} rows, not {parts} parts of each of {heads} "
-                f"heads of {hd}"
+                f"{where}: {name!r} has {total} rows, not {spec.shards} shards of {parts} "
+                "equal parts"
             )
-        return [(i * hd, (i + 1) * hd, 1, parts * hd) for i in range(parts)]
+        period = total // spec.shards
+        part = period // parts
+        return [(i * part, (i + 1) * part, 1, period) for i in range(parts)]
 
     def _mamba2_bounds(self, where: str, name: str, total: int) -> list[tuple[int, int, int,
                                                                              None]]:

@@ -488,17 +488,18 @@ GPTJ = _table(
 #: in the order of the 4 model-parallel shards it was trained on (``mp_num``): its output is
 #: ``view(..., 4, 3 * hidden / 4).split(hidden / 4)`` into query, *value*, key, so each shard's
 #: rows hold a quarter of the query heads, then the same quarter of the value heads, then of
-#: the key heads. No fused split cuts that (``groups`` holds one key and one value head per
-#: group), so ``qkv_proj`` is not compared and no heads are matched; ``attn.out_proj`` reads
-#: the heads in their usual order and is compared. Older files hold the ``attn.causal_mask``
-#: and ``attn.masked_bias`` buffers.
+#: the key heads: the ``shards`` split with 4 shards (the module hard-codes ``mp_num = 4``; the
+#: config does not say it) gives q, v and k, the shards' quarters joined in head order as the
+#: module's ``reshape`` joins them. ``attn.out_proj`` reads the heads in that order. Older
+#: files hold the ``attn.causal_mask`` and ``attn.masked_bias`` buffers.
 CODEGEN = _table(
     "codegen",
     layer_prefix="h.{layer}.",
     globals={EMBED: "wte", FINAL_NORM: "ln_f", LM_HEAD: "lm_head"},
     layer={ATTN_NORM: "ln_1", O: "attn.out_proj", UP: "mlp.fc_in", DOWN: "mlp.fc_out"},
+    fused={"attn.qkv_proj": Fused(roles=(Q, V, K), split="shards", shards=4)},
     mlp_shares_attn_norm=True,
-    known_unassigned=("attn.qkv_proj", "attn.causal_mask", "attn.masked_bias"),
+    known_unassigned=("attn.causal_mask", "attn.masked_bias"),
 )
 #: Pythia and GPT-NeoX-20B: ``query_key_value`` rows are per head q, k, v
 #: (``.view(..., heads, 3 * head_dim).chunk(3)``); the unembedding was ``embed_out`` before
@@ -1210,20 +1211,25 @@ AXK1 = DEEPSEEK_V3.model_copy(update={
 #: MoE blocks) is an RMSNorm whose gain ``norm.weight`` is read as the norm, followed by a
 #: sigmoid gate on each channel from a rank-``gated_norm_rank`` MLP of the normed state
 #: (``W_down``/``W_up``; ``mlp.fc1``/``fc2`` in memory): not compared. ``q_b_proj``
-#: (``q_gate_proj`` in memory) reads the normed and the raw query latent side by side
-#: (``2 * q_lora_rank`` inputs) and writes per head the query, then a sigmoid gate on the head's
-#: output, of unequal widths (``qk_head_dim``, ``v_head_dim``): not DeepSeek's ``q_b``, and no
-#: split the schema has, so it is not compared.
+#: (``q_gate_proj`` in memory) writes per head the query (``qk_nope_head_dim +
+#: qk_rope_head_dim`` rows), then a sigmoid gate on the head's output (``v_head_dim`` rows), cut
+#: apart per head into ``q_b`` and ``attn_gate``. Both read the normed and the raw query latent
+#: side by side (``2 * q_lora_rank`` inputs), so the query is not ``q_b`` times ``q_a`` as in
+#: DeepSeek's attention, and head matching, which composes them so, leaves these layers out
+#: (``q_b``'s inputs are not ``q_a``'s rows).
+_AXK2_QUERY = Fused(roles=(Q_B, ATTN_GATE), split="per_head",
+                    head_parts=(("qk_nope_head_dim", "qk_rope_head_dim"), ("v_head_dim",)))
 AXK2 = _decoder(
     "axk2",
     layer={ATTN_NORM: "input_layernorm.norm",
            MLP_NORM: ["post_attention_layernorm", "post_attention_layernorm.norm"]}
     | {role: path for role, path in _MLA.items() if role not in (Q, Q_B)} | _MLP | {
         ROUTER: "mlp.gate", ROUTER_CORRECTION: "mlp.gate.e_score_correction_bias"},
+    fused={"self_attn.q_b_proj": _AXK2_QUERY, "self_attn.q_gate_proj": _AXK2_QUERY},
     shared_experts="mlp.shared_experts.",
     **_MLP_EXPERTS,
     known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + (
-        "self_attn.indexer", "self_attn.q_b_proj", "self_attn.q_gate_proj",
+        "self_attn.indexer",
         "input_layernorm.W_down", "input_layernorm.W_up", "input_layernorm.mlp",
         "post_attention_layernorm.W_down", "post_attention_layernorm.W_up",
         "post_attention_layernorm.mlp"),

@@ -97,16 +97,25 @@ class Fused(BaseModel):
     ``num_heads * head_dim`` rows, k and v share the rest equally); ``groups`` is q, k, v
     stored key/value group by group, each group's query heads then its key head then its value
     head (GPT-NeoX and Bloom: a group per head; Falcon: grouped or multi-query); ``per_head``
-    cuts each head's rows into equal consecutive parts (Qwen3-Next's query, then its gate);
-    ``halves`` cuts equal consecutive parts in ``roles`` order; ``interleave`` gives row ``i``
-    to ``roles[i % n]``; ``mamba2`` takes a Mamba-2 ``in_proj``'s gate ``z`` and input ``x``
-    (rows ``[MLP halves] z x B C dt``), sized by the mixer's ``out_proj``, ``conv1d`` and ``A_log``.
+    cuts each head's rows into equal consecutive parts (Qwen3-Next's query, then its gate),
+    or into parts as wide as the config keys of ``head_parts`` add up to (A.X K2's query, then
+    a gate of another width); ``halves`` cuts equal consecutive parts in ``roles`` order; ``interleave``
+    gives row ``i`` to ``roles[i % n]``; ``shards`` cuts the rows into ``shards`` equal blocks
+    (the model-parallel shards a model was trained on) and each block into equal consecutive
+    parts in ``roles`` order (CodeGen: query, value, key); ``mamba2`` takes a Mamba-2
+    ``in_proj``'s gate ``z`` and input ``x`` (rows ``[MLP halves] z x B C dt``), sized by the
+    mixer's ``out_proj``, ``conv1d`` and ``A_log``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     roles: tuple[str, ...] = Field(min_length=2)
-    split: Literal["heads", "groups", "per_head", "halves", "interleave", "mamba2"]
+    split: Literal["heads", "groups", "per_head", "halves", "interleave", "mamba2", "shards"]
+    #: ``per_head``: each role's rows in one head, as the sum of these config keys (one tuple
+    #: per role); without it every part is ``head_dim`` rows
+    head_parts: tuple[tuple[str, ...], ...] | None = None
+    #: ``shards``: how many model-parallel shards the rows are stored in
+    shards: int | None = Field(default=None, ge=2)
 
     @model_validator(mode="after")
     def _heads_are_qkv(self) -> Fused:
@@ -114,6 +123,14 @@ class Fused(BaseModel):
             raise ValueError(f"split {self.split!r} needs exactly three roles (q, k, v)")
         if self.split == "mamba2" and len(self.roles) != 2:
             raise ValueError("split 'mamba2' needs exactly two roles (the gate z, the input x)")
+        if self.head_parts is not None and (
+                self.split != "per_head" or len(self.head_parts) != len(self.roles)
+                or not all(self.head_parts)):
+            raise ValueError("head_parts belongs to split 'per_head': one non-empty tuple of "
+                             "config keys for each role")
+        if (self.shards is None) != (self.split != "shards"):
+            raise ValueError("split 'shards' needs shards (their count), and no other split "
+                             "takes it")
         _check_roles(list(self.roles), ALL_LAYER_ROLES, "fused")
         return self
 
