@@ -256,6 +256,17 @@ def released_models() -> dict[str, tuple[Any, Any]]:
             **{k: v for k, v in no_head_dim.items() if k != "num_key_value_heads"},
             max_position_embeddings=64, bos_token_id=1, eos_token_id=2, cls_token_id=1,
             sep_token_id=2)),
+        # Moshi's text transformer: a gated fc1 (gate, then up), an embedding row past the vocabulary
+        "moshi": (t.MoshiForCausalLM, t.MoshiConfig(
+            **{k: v for k, v in SMALL.items() if k != "intermediate_size"}, ffn_dim=128)),
+        # HRM-Text: an L and an H stack of one block each, gate/q/k/v fused in gqkv_proj
+        "hrm_text": (t.HrmTextForCausalLM, t.HrmTextConfig(
+            **{k: v for k, v in SMALL.items() if k not in ("num_key_value_heads",
+                                                           "num_hidden_layers")},
+            num_hidden_layers=1)),
+        # XLM: BERT's post-LayerNorm blocks, one list per kind of sublayer
+        "xlm": (t.XLMWithLMHeadModel, t.XLMConfig(
+            emb_dim=32, n_layers=2, n_heads=4, vocab_size=100, max_position_embeddings=64)),
     }
 
 

@@ -62,6 +62,7 @@ EXPECTED: dict[str, tuple[str, list[int]]] = {
     "rwkv": ("rwkv", []), "xlstm": ("xlstm", []),
     "doge": ("doge", []), "doge_moe": ("doge", []), "ctrl": ("ctrl", []),
     "modernbert-decoder": ("modernbert-decoder", []),
+    "moshi": ("moshi", []), "hrm_text": ("hrm_text", []), "xlm": ("xlm", []),
 }
 
 
@@ -788,7 +789,8 @@ def _wider(name: str, seed: int) -> torch.nn.Module:
                                   "kolibri1_1", "ergo", "inkling_text",
                                   "gpt_neox_japanese", "biogpt", "recurrent_gemma",
                                   "gemma3n_text", "phi4_multimodal", "olmo_hybrid", "xlstm",
-                                  "doge_moe", "ctrl", "modernbert-decoder", "codegen"])
+                                  "doge_moe", "ctrl", "modernbert-decoder", "codegen",
+                                  "moshi", "hrm_text", "xlm"])
 def test_a_noisy_copy_of_a_released_layout_is_derived_and_another_start_is_not(
         tmp_path: Path, name: str) -> None:
     """End to end on the released names: EXAONE's GPT-2-like names, AFMoE's four norms, gated
@@ -1507,3 +1509,124 @@ def test_modernbert_decoder_glu_and_norms_read_where_the_model_applies_them(
                 got = h + (act(norm(h, "mlp_norm") @ gate.T) * (norm(h, "mlp_norm") @ up.T)
                            ) @ w[DOWN].T
                 assert torch.allclose(got, want, atol=1e-5) == match, layer.index
+
+
+def test_moshi_blocks_computed_from_their_roles_are_the_models(tmp_path: Path) -> None:
+    """Moshi's text transformer: ``fc1`` computes ``act(first half) * second half``, so its
+    first half is the gate and its second the up projection; cut so, with q/k/v/o under
+    ``.linear`` and the RMSNorm gains read where the block applies them, the roles compute
+    the model's block (the halves swapped do not)."""
+    module = _vectors_apart("moshi")
+    module.save_pretrained(tmp_path)
+    config = module.config
+    x = torch.randn(6, 32)
+    positions = torch.arange(6)[None]
+    with open_model(tmp_path) as model:
+        layout = model.layout
+        g = _cut_all(model, layout.globals)
+        assert torch.equal(g["embed"], module.model.embed_tokens.weight.detach())
+        assert torch.equal(g["final_norm"], module.model.norm.weight.detach())
+        for layer in layout.layers:
+            block = module.model.layers[layer.index]
+            w = _cut_all(model, layer.roles)
+
+            def norm(h: torch.Tensor, role: str, w: dict = w) -> torch.Tensor:
+                return h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + config.rms_norm_eps
+                                       ) * w[role]
+
+            with torch.no_grad():
+                cos, sin = block.self_attn.rotary_emb(x[None], positions)
+                want = block(x[None], attention_mask=_causal_mask(6), position_ids=positions)[0]
+            h = x + _attend(norm(x, "attn_norm"), w, 4, 2, rope=(cos[0], sin[0]))
+            act = transformers.activations.ACT2FN[config.hidden_act]
+            for gate, up, match in ((w[GATE], w[UP], True), (w[UP], w[GATE], False)):
+                got = h + (act(norm(h, "mlp_norm") @ gate.T) * (norm(h, "mlp_norm") @ up.T)
+                           ) @ w[DOWN].T
+                assert torch.allclose(got, want, atol=1e-5) == match, layer.index
+
+
+def test_moshi_release_is_read_on_its_text_transformer(tmp_path: Path) -> None:
+    """A Moshi release holds the text transformer under ``decoder.`` beside the audio
+    codebooks' embeddings, the depth decoder and the Mimi codec: the roles are the text
+    transformer's, the codebook embeddings and the depth decoder are known and unread, the
+    codec is set aside as another modality."""
+    from safetensors.torch import save_file
+
+    _saved("moshi", tmp_path / "text")
+    state = load_file(str(tmp_path / "text" / "model.safetensors"))
+    released = {"decoder." + k: w for k, w in state.items()}
+    for part in ("embed_tokens.0", "embed_tokens.1", "depth_decoder.text_embed_tokens",
+                 "depth_decoder.layers.0.self_attn.q_proj.linear", "depth_decoder.lm_heads",
+                 "audio_encoder.encoder.layers.0.conv"):
+        released[f"{part}.weight"] = torch.randn(4, 16, 8)
+    (tmp_path / "release").mkdir()
+    save_file(released, str(tmp_path / "release" / "model.safetensors"))
+    (tmp_path / "release" / "config.json").write_text(
+        (tmp_path / "text" / "config.json").read_text())
+    with open_model(tmp_path / "release") as model:
+        layout = model.layout
+        assert layout.family == "moshi"
+        assert set(layout.other_modalities) == {"audio_encoder."}
+        layout.other_modalities = {}
+        assert unread_tensors(layout) == []
+        assert missing_roles(layout) == []
+        assert layout.globals["embed"].tensor == "decoder.model.embed_tokens.weight"
+        assert layout.globals["lm_head"].tensor == "decoder.lm_head.weight"
+        read = {ref.tensor for _, ref in layout.iter_roles()}
+        assert not any(n.startswith(("embed_tokens.", "depth_decoder.")) for n in read)
+        assert len(layout.layers) == 2
+
+
+def test_hrm_text_fused_projections_cut_as_transformers_loads_them(tmp_path: Path) -> None:
+    """HRM-Text's release fuses the attention's output gate, q, k and v in ``gqkv_proj`` and
+    the MLP's gate and up in ``gate_up_proj``; cut into equal parts in that order they are the
+    modules transformers loads them into (``gate_proj``, ``q_proj``...; a cut in another order
+    is not). The L stack's blocks come first, then the H stack's."""
+    module = _vectors_apart("hrm_text")
+    module.save_pretrained(tmp_path)
+    stacks = [*module.model.L_module.layers, *module.model.H_module.layers]
+    with open_model(tmp_path) as model:
+        layout = model.layout
+        assert [layer.roles[O].tensor for layer in layout.layers] == [
+            f"model.{s}_module.layers.0.attn.o_proj.weight" for s in "LH"]
+        for layer, block in zip(layout.layers, stacks, strict=True):
+            w = _cut_all(model, layer.roles)
+            attn, mlp = block.self_attn, block.mlp
+            for role, linear in ((ATTN_GATE, attn.gate_proj), (Q, attn.q_proj), (K, attn.k_proj),
+                                 (V, attn.v_proj), (O, attn.o_proj), (GATE, mlp.gate_proj),
+                                 (UP, mlp.up_proj), (DOWN, mlp.down_proj)):
+                assert torch.equal(w[role], linear.weight.detach()), role
+            assert not torch.equal(w[Q], attn.gate_proj.weight.detach())
+
+
+def test_xlm_post_norm_blocks_computed_from_their_roles_are_the_models(tmp_path: Path) -> None:
+    """XLM's block, computed from the roles read across its per-sublayer lists: ``h =
+    LN1(x + attn(x))``, then ``LN2(h + ffn(h))`` with q/k/v/o, ``lin1``/``lin2`` and both
+    LayerNorms with their biases, equals the model's; the embeddings' LayerNorm is
+    ``layer_norm_emb`` and the head's bias ``pred_layer.proj.bias``."""
+    module = _vectors_apart("xlm")
+    module.save_pretrained(tmp_path)
+    body = module.transformer
+    x = torch.randn(6, 32)
+    with open_model(tmp_path) as model:
+        layout = model.layout
+        g = _cut_all(model, layout.globals)
+        assert torch.equal(g["embed_norm"], body.layer_norm_emb.weight.detach())
+        assert torch.equal(g["lm_head.bias"], module.pred_layer.proj.bias.detach())
+        for layer in layout.layers:
+            i = layer.index
+            w = _cut_all(model, layer.roles)
+
+            def norm(h: torch.Tensor, role: str, w: dict = w) -> torch.Tensor:
+                return torch.nn.functional.layer_norm(h, (32,), w[role], w[f"{role}.bias"],
+                                                      eps=module.config.layer_norm_eps)
+
+            h = norm(x + _attend(x, w, 4, 4), "attn_norm")
+            act = torch.nn.functional.gelu
+            got = norm(h + act(h @ w[UP].T + w["up.bias"]) @ w[DOWN].T + w["down.bias"],
+                       "mlp_norm")
+            with torch.no_grad():
+                attn = body.attentions[i](x[None], torch.ones(6, 6).tril()[None])[0]
+                hh = body.layer_norm1[i](x[None] + attn)
+                want = body.layer_norm2[i](hh + body.ffns[i](hh))[0]
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)

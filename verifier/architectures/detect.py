@@ -95,6 +95,8 @@ class Claim:
     bias: bool = False
     layer: int | None = None
     expert: int | None = None
+    #: which of a table's ``layer_prefix`` stacks the block is in (``LayoutTable.stacks``)
+    stack: int = 0
 
     @property
     def role(self) -> str:
@@ -136,7 +138,21 @@ class CompiledTable:
         self.in_expert: dict[str, Claim] = {}
         self.in_shared: dict[str, Claim] = {}
         self._add_roles(self.globals, table.globals, "global")
-        self._add_roles(self.in_layer, table.layer, "layer")
+        self._add_roles(self.in_layer, {role: [p for p in as_paths(paths)
+                                               if LAYER_PLACEHOLDER not in p]
+                                        for role, paths in table.layer.items()}, "layer")
+        #: block paths naming their block's index (``layer_norm1.{layer}``), from the model prefix
+        self.indexed: list[tuple[re.Pattern[str], Claim]] = []
+        for role, paths in table.layer.items():
+            for path in as_paths(paths):
+                if LAYER_PLACEHOLDER not in path:
+                    continue
+                for name, bias in _expansions(path):
+                    if not (bias and role.endswith(BIAS)):
+                        pattern = re.escape(name).replace(re.escape(LAYER_PLACEHOLDER),
+                                                          r"(?P<layer>\d+)")
+                        self.indexed.append((re.compile(pattern + r"\Z"),
+                                             Claim("layer", role, bias)))
         for path in table.fused:
             for name, bias in _expansions(path):
                 self._add(self.in_layer, name, Claim("fused", path, bias))
@@ -195,23 +211,29 @@ class CompiledTable:
         hit = self.globals.get(rel)
         if hit is not None:
             return hit
-        for layer_re in self.layer_res:
+        for pattern, claim in self.indexed:
+            m = pattern.match(rel)
+            if m is not None:
+                return replace(claim, layer=int(m["layer"]))
+        for stack, layer_re in enumerate(self.layer_res):
             m = layer_re.match(rel)
             if m is None:
                 continue
             layer, rest = int(m["layer"]), m["rest"]
+            if not self.table.stacks:
+                stack = 0
             hit = self.in_layer.get(rest)
             if hit is not None:
-                return replace(hit, layer=layer)
+                return replace(hit, layer=layer, stack=stack)
             for expert_re in self.expert_res:
                 e = expert_re.match(rest)
                 if e is not None and (hit := self.in_expert.get(e["rest"])) is not None:
-                    return replace(hit, layer=layer, expert=int(e["expert"]))
+                    return replace(hit, layer=layer, expert=int(e["expert"]), stack=stack)
             for shared_re in self.shared_res:
                 s = shared_re.match(rest)
                 if s is not None and (hit := self.in_shared.get(s["rest"])) is not None:
                     index = int(s["expert"]) if "expert" in shared_re.groupindex else 0
-                    return replace(hit, layer=layer, expert=index)
+                    return replace(hit, layer=layer, expert=index, stack=stack)
         return None
 
     def is_known(self, name: str) -> bool:
@@ -507,6 +529,8 @@ class _Builder:
         self.dtypes = {t.name: t.dtype for t in tensors}
         #: tensors stored but computing nothing (``_KV_SHARED_KEYS``): unread, and expected
         self.unused: set[str] = set()
+        #: the block count the config gives (all stacks together), set when claiming
+        self._n_layers: int | None = None
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -603,7 +627,7 @@ class _Builder:
                 self.tensors, self.cfg.model_type,
                 f"the {self.table.family!r} layout matched no transformer block",
             )
-        self._check_layer_indices(sorted(layer_claims))
+        self._check_layer_indices(sorted(layer_claims), self._n_layers)
         dims = self._early_dims(globals_)
         layers = [
             self._build_layer(i, layer_claims[i], dims) for i in range(len(layer_claims))
@@ -611,7 +635,9 @@ class _Builder:
         return self._finish(globals_, layers, dims, unassigned)
 
     def _claim_all(self) -> tuple[dict[str, Claim], list[str]]:
-        n_layers = self.cfg.get_int(*_LAYERS_KEYS)
+        key = self.table.stack_layers_key
+        n_layers = self.cfg.get_int(key) if key else self.cfg.get_int(*_LAYERS_KEYS)
+        self._n_layers = n_layers
         extra = self.cfg.get_int(*_EXTRA_LAYERS_KEYS) or 0
         shared = self.cfg.get_int(*_KV_SHARED_KEYS) or 0
         claims: dict[str, Claim] = {}
@@ -636,9 +662,28 @@ class _Builder:
                     f"the model has {n_layers} layers (is the config for another model?)"
                 )
             claims[t.name] = claim
+        if self.table.stacks:
+            claims = self._number_stacks(claims, n_layers)
         return claims, sorted(unassigned)
 
-    def _check_layer_indices(self, indices: list[int]) -> None:
+    def _number_stacks(self, claims: dict[str, Claim], n_layers: int | None) -> dict[str, Claim]:
+        """Blocks of stacks run one after the other as one sequence: a stack's blocks follow
+        those of the stacks listed before it (each stack has ``n_layers`` blocks, or as many
+        as its highest index says where the config does not count them)."""
+        sizes: dict[int, int] = {}
+        for claim in claims.values():
+            if claim.layer is not None:
+                sizes[claim.stack] = max(sizes.get(claim.stack, 0), claim.layer + 1)
+        offsets, start = {}, 0
+        for stack in sorted(sizes):
+            offsets[stack] = start
+            start += n_layers if n_layers is not None else sizes[stack]
+        if n_layers is not None:
+            self._n_layers = n_layers * len(sizes)
+        return {name: replace(claim, layer=claim.layer + offsets[claim.stack], stack=0)
+                if claim.layer is not None else claim for name, claim in claims.items()}
+
+    def _check_layer_indices(self, indices: list[int], n_layers: int | None) -> None:
         last = indices[-1]
         missing = sorted(set(range(last + 1)) - set(indices))
         if missing:
@@ -646,7 +691,6 @@ class _Builder:
                 f"layer {missing[0]} has no tensors although layers up to {last} do "
                 f"(a missing shard?)"
             )
-        n_layers = self.cfg.get_int(*_LAYERS_KEYS)
         if n_layers is not None and last + 1 < n_layers:
             raise ArchitectureError(
                 f"the config says {n_layers} layers but tensors stop at layer {last} "

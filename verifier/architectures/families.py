@@ -1098,6 +1098,70 @@ MODERNBERT_DECODER = _table(
     optional_roles=(ATTN_NORM,),
     known_unassigned=("lm_head.dense", "lm_head.norm"),
 )
+#: Moshi (Kyutai): the text ("temporal") transformer, which ``MoshiForCausalLM`` holds under
+#: ``model.`` and a Moshi release (``MoshiForConditionalGeneration``) under ``decoder.``.
+#: Llama's pre-norm blocks (RMSNorm, gains ``w``) with q/k/v/o under ``.linear`` (no biases,
+#: grouped key/value heads, RoPE) and a gated MLP whose ``mlp.fc1`` computes ``act(first half)
+#: * second half`` (``view(..., 2, -1)``): gate first, then up; ``fc2`` is down. The embedding
+#: has one row past the vocabulary (the initial token); the head does not. Not compared, in a
+#: release: the audio codebooks' embeddings (``embed_tokens.N``, one per codebook of Moshi's
+#: and the user's streams, summed with the text embedding into this transformer's input), the
+#: depth decoder (``depth_decoder.*``: a second, narrower transformer that predicts a time
+#: step's codebooks one after another from this transformer's output, every projection a stack
+#: of one matrix per codebook, with its own embeddings and one head per codebook) and the Mimi
+#: codec (``audio_encoder.*``, set aside as another modality)
+MOSHI = _table(
+    "moshi",
+    prefixes=("", "model.", "decoder.", "decoder.model."),
+    layer_prefix="layers.{layer}.",
+    globals=_DECODER_GLOBALS,
+    layer=_NORMS | {role: f"{path}.linear" for role, path in _ATTN.items()}
+    | {DOWN: "mlp.fc2"},
+    fused={"mlp.fc1": Fused(roles=(GATE, UP), split="halves")},
+    known_unassigned=ROTARY_BUFFERS + ("depth_decoder", "embed_tokens"),
+)
+#: HRM-Text (Sapient): two stacks of Llama-style pre-norm blocks, ``L_module`` and
+#: ``H_module``, run in a recurrence (each of ``H_cycles`` rounds runs the L stack
+#: ``L_cycles`` times on the sum of both states, then the H stack once); read as one sequence,
+#: the L stack's blocks first. Its norms (blocks' and each stack's ``final_norm``) have no
+#: weights. The release fuses ``attn.gqkv_proj``: the sigmoid gate on each attention output
+#: element, then q, k and v, in four equal parts (transformers' ``Chunk``; multi-head, no
+#: grouping), and ``mlp.gate_up_proj``, gate first. ``num_hidden_layers`` counts a cache slot
+#: per block run; ``num_layers_per_stack`` counts a stack's blocks. The L stack's start state
+#: ``z_L_init`` (zeros, never trained) and the embedding scale (a config constant) are not
+#: compared.
+HRM_TEXT = _table(
+    "hrm_text",
+    layer_prefix=["L_module.layers.{layer}.", "H_module.layers.{layer}."],
+    stacks=True,
+    stack_layers_key="num_layers_per_stack",
+    globals={EMBED: "embed_tokens", LM_HEAD: "lm_head"},
+    layer={O: "attn.o_proj", DOWN: "mlp.down_proj"},
+    fused={"attn.gqkv_proj": Fused(roles=(ATTN_GATE, Q, K, V), split="halves"),
+           "mlp.gate_up_proj": Fused(roles=(GATE, UP), split="halves")},
+    known_unassigned=ROTARY_BUFFERS + ("z_L_init",),
+)
+#: XLM (Facebook's cross-lingual LM, ``XLMWithLMHeadModel``): BERT's post-LayerNorm blocks,
+#: each kind of sublayer kept in a list of its own under ``transformer.``: ``attentions.N``
+#: (``q_lin``/``k_lin``/``v_lin``/``out_lin`` with biases), ``layer_norm1.N`` after the
+#: attention's residual add, ``ffns.N`` (``lin1``/``lin2`` with biases, GELU or ReLU),
+#: ``layer_norm2.N`` after the MLP's. Learned positions (``position_embeddings``), a LayerNorm
+#: on the embeddings' sum (``layer_norm_emb``); the head ``pred_layer.proj`` is tied to the
+#: embeddings with a bias of its own (with ``asm`` it is an adaptive softmax: not compared).
+#: The language embeddings (``lang_embeddings``, added per token's language) are not compared.
+XLM = _table(
+    "xlm",
+    post_norm=True,
+    prefixes=("", "transformer."),
+    layer_prefix=["attentions.{layer}.", "ffns.{layer}."],
+    globals={EMBED: "embeddings", POS_EMBED: "position_embeddings",
+             EMBED_NORM: "layer_norm_emb", LM_HEAD: "pred_layer.proj"},
+    layer={Q: "q_lin", K: "k_lin", V: "v_lin", O: "out_lin",
+           ATTN_NORM: "layer_norm1.{layer}", UP: "lin1", DOWN: "lin2",
+           MLP_NORM: "layer_norm2.{layer}"},
+    known_unassigned=("lang_embeddings", "position_ids", "pred_layer.proj.head",
+                      "pred_layer.proj.tail"),
+)
 #: Llama4TextExperts computes ``x @ W``: ``gate_up_proj`` ``[E, H, 2*I]`` (``.chunk(2, -1)``,
 #: gate first) and ``down_proj`` ``[E, I, H]``; dense blocks use ``feed_forward.*_proj``
 LLAMA4 = _decoder(
@@ -1565,6 +1629,7 @@ FAMILIES: dict[str, LayoutTable] = {
         PHI4_MULTIMODAL, OLMO_HYBRID,
         RWKV, XLSTM,
         DOGE, CTRL, MODERNBERT_DECODER,
+        MOSHI, HRM_TEXT, XLM,
     )
 }
 

@@ -11,7 +11,8 @@ Path conventions (relative to the optional model prefix, or to the block prefix 
 a path ``X`` claims ``X.weight`` (or a bare ``X`` parameter) as the role, and ``X.bias`` as
 ``<role>.bias``; legacy LayerNorm names ``X.gamma``/``X.beta`` count as weight/bias. A path that
 ends in ``.weight`` is read as its module path. A role may list several alternative paths, for
-names that changed between library versions; a block holding two of them is an error.
+names that changed between library versions; a block holding two of them is an error. A block
+path holding ``{layer}`` names the block's index itself and is read from the model prefix.
 """
 
 from __future__ import annotations
@@ -207,6 +208,13 @@ class LayoutTable(BaseModel):
     #: roles a block may lack by design (Qwen3-Next's linear-attention blocks hold no
     #: attention; Nemotron-H's blocks hold one mixer each): no "incomplete checkpoint" warning
     optional_roles: tuple[str, ...] = ()
+    #: the ``layer_prefix`` paths are stacks of blocks that the model runs one after the other,
+    #: each numbered from 0 in the files (HRM's ``L_module`` and ``H_module``): read as one
+    #: sequence, a stack's blocks after those of the stacks listed before it
+    stacks: bool = False
+    #: the config key that counts one stack's blocks, where the usual keys count something
+    #: else (HRM's ``num_hidden_layers`` counts a cache slot per block run)
+    stack_layers_key: str | None = None
     #: dotted name fragments of tensors that are expected but deliberately get no role
     #: (buffers such as ``rotary_emb.inv_freq``, task heads such as ``pooler.dense``)
     known_unassigned: tuple[str, ...] = ()
@@ -217,6 +225,15 @@ class LayoutTable(BaseModel):
         if not as_paths(value):
             raise ValueError("layer_prefix needs at least one path")
         _check_placeholder(value, LAYER_PLACEHOLDER, "layer_prefix", required=True)
+        return value
+
+    @field_validator("layer")
+    @classmethod
+    def _indexed_layer_paths(cls, value: dict[str, Paths]) -> dict[str, Paths]:
+        # a block path may hold ``{layer}`` once: it is then read from the model prefix (XLM
+        # keeps each kind of sublayer in a list of its own: ``attentions.N``, ``layer_norm1.N``)
+        for paths in value.values():
+            _check_placeholder(paths, LAYER_PLACEHOLDER, "layer path", required=False)
         return value
 
     @field_validator("experts")
