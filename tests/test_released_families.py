@@ -1577,18 +1577,29 @@ def test_moshi_release_is_read_on_its_text_transformer(tmp_path: Path) -> None:
         assert len(layout.layers) == 2
 
 
-def test_hrm_text_fused_projections_cut_as_transformers_loads_them(tmp_path: Path) -> None:
+@pytest.mark.parametrize("names", ["released", "in_memory"])
+def test_hrm_text_fused_projections_cut_as_transformers_loads_them(tmp_path: Path,
+                                                                   names: str) -> None:
     """HRM-Text's release fuses the attention's output gate, q, k and v in ``gqkv_proj`` and
     the MLP's gate and up in ``gate_up_proj``; cut into equal parts in that order they are the
     modules transformers loads them into (``gate_proj``, ``q_proj``...; a cut in another order
-    is not). The L stack's blocks come first, then the H stack's."""
+    is not). The L stack's blocks come first, then the H stack's. A state dict saved under the
+    modules' own names reads the same."""
+    from safetensors.torch import save_file
+
     module = _vectors_apart("hrm_text")
     module.save_pretrained(tmp_path)
+    o_name = "attn.o_proj"
+    if names == "in_memory":
+        save_file({k: v.detach().clone().contiguous() for k, v in module.state_dict().items()},
+                  str(tmp_path / "model.safetensors"))
+        o_name = "self_attn.o_proj"
     stacks = [*module.model.L_module.layers, *module.model.H_module.layers]
     with open_model(tmp_path) as model:
         layout = model.layout
+        assert unread_tensors(layout) == []
         assert [layer.roles[O].tensor for layer in layout.layers] == [
-            f"model.{s}_module.layers.0.attn.o_proj.weight" for s in "LH"]
+            f"model.{s}_module.layers.0.{o_name}.weight" for s in "LH"]
         for layer, block in zip(layout.layers, stacks, strict=True):
             w = _cut_all(model, layer.roles)
             attn, mlp = block.self_attn, block.mlp

@@ -1129,14 +1129,17 @@ MOSHI = _table(
 #: grouping), and ``mlp.gate_up_proj``, gate first. ``num_hidden_layers`` counts a cache slot
 #: per block run; ``num_layers_per_stack`` counts a stack's blocks. The L stack's start state
 #: ``z_L_init`` (zeros, never trained) and the embedding scale (a config constant) are not
-#: compared.
+#: compared. The names transformers gives the parts in memory (``self_attn.gate_proj``/
+#: ``q_proj``/..., ``mlp.gate_proj``/``up_proj``) are read too.
 HRM_TEXT = _table(
     "hrm_text",
     layer_prefix=["L_module.layers.{layer}.", "H_module.layers.{layer}."],
     stacks=True,
     stack_layers_key="num_layers_per_stack",
     globals={EMBED: "embed_tokens", LM_HEAD: "lm_head"},
-    layer={O: "attn.o_proj", DOWN: "mlp.down_proj"},
+    layer={O: ["attn.o_proj", "self_attn.o_proj"], DOWN: "mlp.down_proj",
+           ATTN_GATE: "self_attn.gate_proj", Q: "self_attn.q_proj", K: "self_attn.k_proj",
+           V: "self_attn.v_proj", GATE: "mlp.gate_proj", UP: "mlp.up_proj"},
     fused={"attn.gqkv_proj": Fused(roles=(ATTN_GATE, Q, K, V), split="halves"),
            "mlp.gate_up_proj": Fused(roles=(GATE, UP), split="halves")},
     known_unassigned=ROTARY_BUFFERS + ("z_L_init",),
