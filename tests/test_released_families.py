@@ -1468,6 +1468,17 @@ def test_ctrl_blocks_computed_from_their_roles_are_the_models(tmp_path: Path) ->
             torch.testing.assert_close(got, want[0])
 
 
+def _gate_first_gives(want: torch.Tensor, h: torch.Tensor, w: dict[str, torch.Tensor],
+                      act: Callable[[torch.Tensor], torch.Tensor],
+                      norm: Callable[[torch.Tensor, str], torch.Tensor], index: int) -> None:
+    """A GLU block's output from ``h`` (the attention's residual sum) with ``w``'s gate and up
+    is ``want``; with the two swapped it is not (the cut of a fused ``[gate; up]`` is read the
+    right way round)."""
+    for gate, up, match in ((w[GATE], w[UP], True), (w[UP], w[GATE], False)):
+        got = h + (act(norm(h, "mlp_norm") @ gate.T) * (norm(h, "mlp_norm") @ up.T)) @ w[DOWN].T
+        assert torch.allclose(got, want, atol=1e-5) == match, index
+
+
 def test_modernbert_decoder_glu_and_norms_read_where_the_model_applies_them(
         tmp_path: Path) -> None:
     """ModernBERT-Decoder's ``mlp.Wi`` computes ``act(first half) * second half``: the first
@@ -1505,10 +1516,7 @@ def test_modernbert_decoder_glu_and_norms_read_where_the_model_applies_them(
                 want = block(x[None], position_embeddings=(cos, sin),
                              attention_mask=_causal_mask(6))[0]
             h = x + _attend(norm(x, "attn_norm"), w, 4, 4, rope=(cos[0], sin[0]))
-            for gate, up, match in ((w[GATE], w[UP], True), (w[UP], w[GATE], False)):
-                got = h + (act(norm(h, "mlp_norm") @ gate.T) * (norm(h, "mlp_norm") @ up.T)
-                           ) @ w[DOWN].T
-                assert torch.allclose(got, want, atol=1e-5) == match, layer.index
+            _gate_first_gives(want, h, w, act, norm, layer.index)
 
 
 def test_moshi_blocks_computed_from_their_roles_are_the_models(tmp_path: Path) -> None:
@@ -1539,10 +1547,7 @@ def test_moshi_blocks_computed_from_their_roles_are_the_models(tmp_path: Path) -
                 want = block(x[None], attention_mask=_causal_mask(6), position_ids=positions)[0]
             h = x + _attend(norm(x, "attn_norm"), w, 4, 2, rope=(cos[0], sin[0]))
             act = transformers.activations.ACT2FN[config.hidden_act]
-            for gate, up, match in ((w[GATE], w[UP], True), (w[UP], w[GATE], False)):
-                got = h + (act(norm(h, "mlp_norm") @ gate.T) * (norm(h, "mlp_norm") @ up.T)
-                           ) @ w[DOWN].T
-                assert torch.allclose(got, want, atol=1e-5) == match, layer.index
+            _gate_first_gives(want, h, w, act, norm, layer.index)
 
 
 def test_moshi_release_is_read_on_its_text_transformer(tmp_path: Path) -> None:
