@@ -244,7 +244,7 @@ class FramePairing(Pairing):
         once per layer), only those rows upcast."""
         if self._heads_major is None or self._heads_major[0] != j:
             self._heads_major = None
-            self._heads_major = (j, self.cand.circuits[j].hidden_major())
+            self._heads_major = (j, self.cand.circuits[j].hidden_major(self.compute))
         return self._heads_major[1].take(self._align(k), self.compute)
 
 

@@ -225,16 +225,18 @@ class HeadCircuits:
         return HeadCircuits(q=_pick(self.q, heads), k=_pick(self.k, groups),
                             o=_pick(self.o, heads), v=_pick(self.v, groups), gamma=self.gamma)
 
-    def hidden_major(self) -> HiddenMajorCircuits:
+    def hidden_major(self, compute: Compute | None = None) -> HiddenMajorCircuits:
         """The factors as ``[d, n]`` copies, hidden coordinates as rows, in their own dtype
         (the output projection as stored needs no copy); a product's ``right`` alone, its
-        ``left`` kept beside."""
+        ``left`` kept beside, placed on ``compute``'s device once (every draw's ``take``
+        uses it whole: on a GPU it was copied there in each draw)."""
         factors = (self.q, self.k, self.o, self.v)
         return HiddenMajorCircuits(
             rows=tuple((f.right if isinstance(f, LowRank) else f.reshape(-1, f.shape[-1]))
                        .T.contiguous() for f in factors),
             shapes=tuple(tuple(f.shape[:-1]) for f in factors), gamma=self.gamma,
-            lefts=tuple(f.left if isinstance(f, LowRank) else None for f in factors))
+            lefts=tuple((f.left if compute is None else compute.put(f.left))
+                        if isinstance(f, LowRank) else None for f in factors))
 
     def dense(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``[H, d, d]`` circuits themselves (small models and tests only)."""
