@@ -33,6 +33,17 @@ INKLING: dict[str, Any] = {
     "sliding_window_size": 8, "layer_types": ["hybrid", "hybrid_sliding"],
     "mlp_layer_types": ["dense", "sparse"]}
 
+#: Inkling 2: a sliding-window layer with twice the query heads (half as wide), then a
+#: full-attention one; each layer its own block of attention residuals. The loop variant runs
+#: its second block twice.
+INKLING2: dict[str, Any] = {
+    "n_routed_experts": 4, "swa_num_attention_heads": 8, "swa_num_key_value_heads": 4,
+    "swa_head_dim": 4, "d_rel": 4, "rel_extent": 16, "sliding_window_size": 8,
+    "layer_types": ["hybrid_sliding", "hybrid"], "n_layers_per_attn_res_block": 1,
+    "unpadded_vocab_size": 100, "eos_token_id": 2}
+INKLING2_LOOP: dict[str, Any] = {
+    "loop_layer_index_start": 1, "loop_layer_index_end": 2, "loop_num_passes": 2,
+    "loop_gate_rank": 4}
 
 #: Phi-4-multimodal's towers, small: a one-layer SigLIP image encoder and conformer audio encoder
 PHI4_TOWERS: dict[str, Any] = {
@@ -222,6 +233,12 @@ def released_models() -> dict[str, tuple[Any, Any]]:
             **(SMALL | {"num_key_value_heads": 4}), **MOE, **DOTS3_MLA)),
         # Inkling: a normed embedding, short convolutions, sliding layers with their own heads
         "inkling_text": (t.InklingForCausalLM, t.InklingTextConfig(**SMALL, **MOE, **INKLING)),
+        # Inkling 2: attention residuals over earlier blocks, gated attention output, per-token
+        # sinks, every block MoE; its loop variant reruns a block with message gates
+        "inkling2_text": (t.Inkling2ForCausalLM, t.Inkling2TextConfig(
+            **no_intermediate, **MOE, **INKLING2)),
+        "inkling2_loop_text": (t.Inkling2LoopForCausalLM, t.Inkling2LoopTextConfig(
+            **no_intermediate, **MOE, **INKLING2, **INKLING2_LOOP)),
         # Gemma 3n: AltUp streams, LAuReL, per-layer inputs; the second block reuses the first
         # one's keys and values; top-k sparsity on the first block's gate
         "gemma3n_text": (t.Gemma3nForCausalLM, t.Gemma3nTextConfig(

@@ -55,6 +55,8 @@ EXPECTED: dict[str, tuple[str, list[int]]] = {
     "longcat_flash": ("longcat_flash", [0, 1]), "jetmoe": ("jetmoe", [0, 1]),
     "zaya": ("zaya", [0, 1]),
     "dots3_note_text": ("dots3_note_text", [1]), "inkling_text": ("inkling_text", [1]),
+    "inkling2_text": ("inkling2_text", [0, 1]),
+    "inkling2_loop_text": ("inkling2_text", [0, 1]),
     "diffllama": ("diffllama", []), "recurrent_gemma": ("recurrent_gemma", []),
     "zamba": ("zamba", []), "zamba2": ("zamba2", []),
     "gemma3n_text": ("gemma3n", []),

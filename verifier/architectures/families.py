@@ -1389,6 +1389,60 @@ INKLING = _decoder(
         "k_sconv", "v_sconv", "attn_sconv", "mlp_sconv", "self_attn.r_proj", "attn.wr_du",
         "rel_logits_proj", "global_scale", "mlp.shared_experts", "mtp"),
 )
+#: Inkling 2 (``inkling2_text``, and the language model of the multimodal ``inkling2``, whose
+#: release names it ``model.llm.`` as Inkling's does) and its loop variant (``inkling2_loop_text``,
+#: ``inkling2_loop``). Not Inkling's blocks: every block is MoE with no shared expert, and no
+#: block reads the residual stream itself; each sublayer's input is an attention over the
+#: earlier blocks' sums (``attention_input``/``mlp_input``/``final_input``, the release's
+#: ``attn_res.*`` queries: not compared). Read: the embedding and its norm, the final norm and
+#: ``lm_head``/``unembed`` (its rows padded past ``unpadded_vocab_size`` in the release); q, k, v
+#: and o (``self_attn.q_proj.linear``..., ``attn.wq_du``...); the sigmoid gate on the attention
+#: output, one per element, from the sublayer's input (``o_proj.gate_proj``, ``gate_attn``);
+#: ``post_attention_layernorm``/``mlp_norm``, the gain in front of the experts; the router and
+#: its selection bias; the experts, gate first in transformers' ``gate_up_proj``, interleaved in
+#: the release's ``w13_weight`` (the activation softcaps gate and up: the weights are still
+#: theirs). The sliding-window layers' one input norm (``input_layernorm``/``attn_norm``) feeds
+#: q, k and v alike and is read; a full-attention layer gives q, k and v three inputs and three
+#: norms (``q_input_layernorm``/``q_input_norm``, k, v), which the one attention norm role cannot
+#: hold, so its attention has no norm read. Not compared: the learned per-head, per-dimension
+#: scale on the queries before an L2 clip (``q_proj.norm.scale``, ``q_l2_clip.scale``,
+#: ``[heads, head_dim]``: a scale, not a norm over the head), the short convolutions on keys,
+#: values (dynamic in full layers: ``static_weight``, ``weight_proj``) and both sublayers'
+#: outputs (``post_attention_convolution``, ``attn_sconv``...), the relative-position bias
+#: (``relative_position_bias.*``; ``wr_du``, ``rel_l2_clip``, ``rel_logits_proj``), and the
+#: per-token sink logits, a projection of the input (``sink_proj``, ``attn_sink_proj``), not one
+#: learned logit per head. The loop variant runs the blocks ``loop_layer_index_start`` to
+#: ``loop_layer_index_end - 1`` ``loop_num_passes`` times over the same weights, each pass after
+#: the first mixing in messages from the one before; each block is stored once and is read as one
+#: layer, in stored order (the repeats are runs, not layers). Its message gates
+#: (``q/k/v/mlp_message_gate``, the release's ``controllers.*``) and message queries
+#: (``message_input``, ``middle_cycle_cross_pass_*queries``) are not compared.
+INKLING2 = _decoder(
+    "inkling2_text", "inkling2", "inkling2_loop_text", "inkling2_loop",
+    prefixes=(*HF_PREFIXES, "model.llm."),
+    globals=INKLING.globals,
+    layer={ATTN_NORM: ["input_layernorm", "attn_norm"],
+           MLP_NORM: ["post_attention_layernorm", "mlp_norm"]}
+    | {role: [f"self_attn.{a}", f"attn.{b}"] for role, a, b in (
+        (Q, "q_proj.linear", "wq_du"), (K, "k_proj.linear", "wk_dv"),
+        (V, "v_proj.linear", "wv_dv"), (O, "o_proj.linear", "wo_ud"),
+        (ATTN_GATE, "o_proj.gate_proj", "gate_attn"))}
+    | {ROUTER: "mlp.gate",
+       ROUTER_CORRECTION: ["mlp.gate.e_score_correction_bias", "mlp.gate.bias"]},
+    stacked=_V5_EXPERT_STACKS | {
+        "mlp.experts.w13_weight": Stacked(roles=(GATE, UP), split="interleave", layout="out_in"),
+        "mlp.experts.w2_weight": Stacked(roles=(DOWN,), layout="out_in")},
+    optional_roles=(ATTN_NORM,),
+    known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + (
+        "attention_input", "mlp_input", "final_input", "attn_res", "q_input_layernorm",
+        "k_input_layernorm", "v_input_layernorm", "q_input_norm", "k_input_norm", "v_input_norm",
+        "q_proj.norm", "q_l2_clip", "k_proj.sconv", "v_proj.sconv", "k_sconv", "v_sconv",
+        "post_attention_convolution", "post_mlp_convolution", "attn_sconv", "mlp_sconv",
+        "relative_position_bias", "wr_du", "rel_l2_clip", "rel_logits_proj", "sink_proj",
+        "attn_sink_proj", "q_message_gate", "k_message_gate", "v_message_gate",
+        "mlp_message_gate", "controllers", "message_input", "middle_cycle_cross_pass_queries",
+        "middle_cycle_cross_pass_kv_queries"),
+)
 #: Laguna (poolside): query heads set per layer (``num_attention_heads_per_layer``), q/k norms,
 #: a softplus gate on each head's output (``g_proj``: per head, or per element), experts with
 #: a selection bias stored beside them and one shared expert
@@ -1625,7 +1679,7 @@ FAMILIES: dict[str, LayoutTable] = {
         AXK2, HY_V4,
         BEAM, KOLIBRI1, KOLIBRI1_1, ERGO,
         LONGCAT_FLASH, JETMOE, ZAYA,
-        DOTS3_NOTE, INKLING,
+        DOTS3_NOTE, INKLING, INKLING2,
         CODEGEN, GPT_NEOX_JAPANESE, BIOGPT,
         DIFFLLAMA, RECURRENT_GEMMA, ZAMBA, ZAMBA2,
         GEMMA3N,
