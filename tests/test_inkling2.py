@@ -211,9 +211,10 @@ def test_the_multimodal_release_is_read_on_its_language_model(tmp_path: Path) ->
         assert missing_roles(layout) == []
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", NAMES[:1])
 def test_a_noisy_copy_is_derived_and_another_start_is_not(tmp_path: Path, name: str) -> None:
-    """End to end at a width the statistics can speak at, on the released names."""
+    """End to end at a width the statistics can speak at, on the released names (the loop
+    variant's blocks are read as these are: ``test_the_loop_blocks_are_read_once_each``)."""
     wider = {"hidden_size": 128, "head_dim": 32, "vocab_size": 600, "unpadded_vocab_size": 600,
              "moe_intermediate_size": 64}
     for folder, seed, noise in (("base", 0, 0.0), ("copy", 0, 0.3), ("other", 1, 0.0)):

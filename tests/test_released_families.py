@@ -790,9 +790,7 @@ def _wider(name: str, seed: int) -> torch.nn.Module:
                                   "laguna", "kimi_linear", "hunyuan_v1_moe", "beam",
                                   "kolibri1_1", "ergo", "inkling_text",
                                   "gpt_neox_japanese", "biogpt", "recurrent_gemma",
-                                  "gemma3n_text", "phi4_multimodal", "olmo_hybrid", "xlstm",
-                                  "doge_moe", "ctrl", "modernbert-decoder", "codegen",
-                                  "moshi", "hrm_text", "xlm"])
+                                  "gemma3n_text", "phi4_multimodal", "olmo_hybrid", "codegen"])
 def test_a_noisy_copy_of_a_released_layout_is_derived_and_another_start_is_not(
         tmp_path: Path, name: str) -> None:
     """End to end on the released names: EXAONE's GPT-2-like names, AFMoE's four norms, gated
@@ -805,11 +803,10 @@ def test_a_noisy_copy_of_a_released_layout_is_derived_and_another_start_is_not(
     BioGPT's biased projections and learned positions under ``biogpt.``; RecurrentGemma's
     local-attention block beside a recurrent one; Gemma 3n's blocks on AltUp's active stream,
     one of them without keys and values of its own; Phi-4-multimodal's fused blocks beside its
-    towers; OLMo-Hybrid's attention blocks beside DeltaNet ones; xLSTM's mLSTM heads, whose
-    values are twice as wide as their queries and keys; Doge's heads under a dynamic mask
-    beside its unread retrieval experts; CTRL's biased pre-LayerNorm blocks with a tied head;
-    ModernBERT-Decoder's GLU ``Wi`` and its first block without an attention norm; CodeGen's
-    ``qkv_proj`` cut by its model-parallel shards (head matching did not run)."""
+    towers; OLMo-Hybrid's attention blocks beside DeltaNet ones; CodeGen's ``qkv_proj`` cut by
+    its model-parallel shards (head matching did not run). Families whose blocks are read as
+    these are (xLSTM, Doge, CTRL, ModernBERT-Decoder, Moshi, HRM-Text, XLM) are checked by
+    their cuts alone: each run here costs two verifications."""
     for folder, seed, noise in (("base", 0, 0.0), ("copy", 0, 0.3), ("other", 1, 0.0)):
         noisy(_wider(name, seed), noise).save_pretrained(tmp_path / folder)
     copy = verify(tmp_path / "base", tmp_path / "copy", OPTS)
@@ -1208,18 +1205,6 @@ def test_zamba_channels_are_matched_as_neurons(tmp_path: Path) -> None:
     assert other.verdict == "independent", other.reason
 
 
-def test_a_noisy_zamba2_copy_is_derived_and_another_start_is_not(tmp_path: Path) -> None:
-    """Zamba2's Mamba-2 channels are matched as neurons, as Mamba-2's are, beside shared
-    blocks that are not compared."""
-    for folder, seed, noise in (("base", 0, 0.0), ("copy", 0, 0.3), ("other", 1, 0.0)):
-        noisy(_zamba("zamba2", seed, hidden=128, vocab=600), noise).save_pretrained(
-            tmp_path / folder)
-    copy = verify(tmp_path / "base", tmp_path / "copy", OPTS)
-    assert copy.verdict == "derived", copy.reason
-    assert copy.models.base.architecture == "zamba2"
-    assert "neuron_matching" in {p.name for p in copy.probes if p.decisive}
-    other = verify(tmp_path / "base", tmp_path / "other", OPTS)
-    assert other.verdict == "independent", other.reason
 def _token_blend(mix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """RWKV's token shift: each token's state blended, coordinate by coordinate, with the
     previous token's (zeros before the first token)."""
