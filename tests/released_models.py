@@ -295,3 +295,21 @@ def noisy(model: torch.nn.Module, scale: float) -> torch.nn.Module:
             if p.dim() > 1:
                 p.add_(scale * p.std() * torch.randn_like(p))
     return model
+
+
+def assert_heads_cut_as_computed(model: Any, layers: Any, shapes: list[tuple[int, int, int]],
+                                 query: Any) -> None:
+    """Each layer's heads as head matching reads them from ``model`` (an open checkpoint) are
+    the module's: ``shapes[i]`` is layer i's (query heads, KV heads, head size), which its
+    attention module states too, and each head's query rows are the module's ``query(attn)``
+    weight cut head by head."""
+    from verifier.probes.head_matching import load_circuits
+
+    for index, (heads, groups, size) in enumerate(shapes):
+        attn = layers[index].self_attn
+        assert (attn.num_heads, attn.num_key_value_heads, attn.head_dim) == (heads, groups, size)
+        circuits = load_circuits(model, index)
+        assert circuits is not None
+        assert (circuits.heads, circuits.groups, circuits.q.shape[1]) == (heads, groups, size)
+        weight = query(attn).detach()
+        assert torch.equal(circuits.q.float(), weight.view(heads, size, weight.shape[1]))

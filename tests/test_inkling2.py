@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from released_models import noisy, released_models
+from released_models import assert_heads_cut_as_computed, noisy, released_models
 from safetensors import safe_open
 
 from verifier.architectures.completeness import missing_roles, unread_tensors
@@ -152,20 +152,11 @@ def test_in_memory_names_read_as_the_release_does(tmp_path: Path, name: str) -> 
 def test_sliding_and_full_layers_split_into_their_own_heads(tmp_path: Path) -> None:
     """The sliding layer has 8 query heads of 4 (``swa_num_attention_heads``), the full one 4
     of 8: the same rows in q, k, v and o, each cut into the module's heads."""
-    from verifier.probes.head_matching import load_circuits
-
     module = _module("inkling2_text")
     module.save_pretrained(tmp_path)
     with open_model(tmp_path) as model:
-        for layer, (heads, groups, size) in enumerate(((8, 4, 4), (4, 2, 8))):
-            attn = module.model.layers[layer].self_attn
-            assert (attn.num_heads, attn.num_key_value_heads, attn.head_dim) == (
-                heads, groups, size)
-            circuits = load_circuits(model, layer)
-            assert circuits is not None
-            assert (circuits.heads, circuits.groups, circuits.q.shape[1]) == (heads, groups, size)
-            assert torch.equal(circuits.q.float(), attn.q_proj.linear.weight.detach().view(
-                heads, size, 32))
+        assert_heads_cut_as_computed(model, module.model.layers, [(8, 4, 4), (4, 2, 8)],
+                                     lambda attn: attn.q_proj.linear.weight)
 
 
 def test_the_loop_blocks_are_read_once_each_in_stored_order(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from released_models import SMALL, noisy, released_models
+from released_models import SMALL, assert_heads_cut_as_computed, noisy, released_models
 from safetensors.torch import load_file
 
 from verifier.architectures.completeness import missing_roles, unread_tensors
@@ -861,19 +861,10 @@ def test_inkling_sliding_layers_split_into_their_own_heads(tmp_path: Path) -> No
     """Inkling's sliding-window layers have their own query heads (``swa_num_attention_heads``):
     the tiny model's has 8 heads of 4 where its full layer has 4 of 8, the same rows in q, k, v
     and o, so reading it with the model's head count fit the shapes and cut every head wrong."""
-    from verifier.probes.head_matching import load_circuits
-
     module = _saved("inkling_text", tmp_path)
     with open_model(tmp_path) as model:
-        for layer, (heads, groups, size) in enumerate(((4, 2, 8), (8, 4, 4))):
-            attn = module.model.layers[layer].self_attn
-            assert (attn.num_heads, attn.num_key_value_heads, attn.head_dim) == (
-                heads, groups, size)
-            circuits = load_circuits(model, layer)
-            assert circuits is not None
-            assert (circuits.heads, circuits.groups, circuits.q.shape[1]) == (heads, groups, size)
-            assert torch.equal(circuits.q.float(), attn.q_proj.weight.detach().view(
-                heads, size, 32))
+        assert_heads_cut_as_computed(model, module.model.layers, [(4, 2, 8), (8, 4, 4)],
+                                     lambda attn: attn.q_proj.weight)
 
 
 def test_recurrent_gemma_blocks_read_as_they_compute(tmp_path: Path) -> None:

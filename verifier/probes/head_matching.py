@@ -596,21 +596,19 @@ def _mla_circuits(model: Model, layer: int) -> HeadCircuits | None:
     between the factors and is multiplied in exactly: rescaling it would weigh each head's own
     key rows against the shared rotary ones. Nothing ``heads x head size x d`` is made: at
     DeepSeek-V3's width that was 1.9 GB and 0.8 TFLOP a layer."""
+    with model.holding():  # each tensor read once (a quantised one is dequantised on load)
+        return _mla_circuits_held(model, layer)
+
+
+def _mla_circuits_held(model: Model, layer: int) -> HeadCircuits | None:
     roles = model.layout.layers[layer].roles
-    # each tensor read once (a quantised one is dequantised on load): shapes from the loaded
-    loaded = {r: model.load(roles[r]) for r in (Q_A, Q_A_NORM, Q_B, KV_A, KV_A_NORM, O)
-              if r in roles}
-    for r in (KV_B,) if KV_B in roles else (K_B, V_B):
-        loaded[r] = model.load(roles[r])
     queries = _latent_queries(roles)
-    if queries == Q:
-        loaded[Q] = model.load(roles[Q])
-    found = _latent_geometry(model, layer, lambda r: tuple(loaded[r].shape))
+    found = _latent_geometry(model, layer, lambda r: tuple(model.load(roles[r]).shape))
     if isinstance(found, str):
         return None  # said in the report (``circuit_misfit``)
 
     def f32(role: str) -> torch.Tensor:
-        return loaded[role].to(torch.float32)
+        return model.load(roles[role]).to(torch.float32)
 
     heads, nope, rope, v_dim, latent = found
     q: Factor
@@ -620,17 +618,17 @@ def _mla_circuits(model: Model, layer: int) -> HeadCircuits | None:
             q_latent = q_latent * unit_magnitude(f32(Q_A_NORM))[:, None]
         q = _product(f32(Q_B).reshape(heads, nope + rope, -1), q_latent)
     else:
-        q = loaded[Q].reshape(heads, nope + rope, -1)
+        q = model.load(roles[Q]).reshape(heads, nope + rope, -1)
     kv_a = f32(KV_A)
     kv_latent = kv_a[:latent] * f32(KV_A_NORM)[:, None]
-    kv_b = (f32(KV_B).reshape(heads, nope + v_dim, latent) if KV_B in loaded
+    kv_b = (f32(KV_B).reshape(heads, nope + v_dim, latent) if KV_B in roles
             else torch.cat([f32(K_B).transpose(1, 2), f32(V_B)], dim=1))
     k_left = torch.zeros(heads, nope + rope, latent + rope)
     k_left[:, :nope, :latent] = kv_b[:, :nope]
     k_left[:, nope:, latent:] = torch.eye(rope)
     k = _product(k_left, torch.cat([kv_latent, kv_a[latent:]]))
     v = _product(kv_b[:, nope:].contiguous(), kv_latent)
-    o = loaded[O]
+    o = model.load(roles[O])
     return HeadCircuits(q=q, k=k, v=v, o=o.T.reshape(heads, v_dim, o.shape[0]),
                         gamma=_attention_gain(model, layer))
 
