@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from verifier.report import Report
+from verifier.verify import VerifyOptions, verify
 from verifier.zoo import Zoo
 from verifier.zoo.pairs import ZOO_SPECS
 
@@ -31,3 +33,27 @@ def zoo(zoo_root: Path) -> Zoo:
     """The standard set and the lineage set (``verifier.zoo.pairs``): ``zoo.llama`` is the
     folder of that model."""
     return Zoo(zoo_root, ZOO_SPECS)
+
+
+class PairReports:
+    """Reports of zoo models, each verified (``options``: the defaults, digests off) the first
+    time a test asks for it and kept for the session: the verdict, map, backend and HTML tests
+    read the same reports, and each verification of a zoo pair costs about a second. Each call
+    gives its own copy, so no test sees another's changes."""
+
+    options = VerifyOptions(digest=False)
+
+    def __init__(self, zoo: Zoo) -> None:
+        self.zoo = zoo
+        self._done: dict[tuple[str, str], Report] = {}
+
+    def __call__(self, base: str, candidate: str) -> Report:
+        key = (base, candidate)
+        if key not in self._done:
+            self._done[key] = verify(self.zoo[base], self.zoo[candidate], self.options)
+        return self._done[key].model_copy(deep=True)
+
+
+@pytest.fixture(scope="session")
+def pair_reports(zoo: Zoo) -> PairReports:
+    return PairReports(zoo)

@@ -17,6 +17,16 @@ from __future__ import annotations
 import math
 
 from verifier.report import Report
+from verifier.zoo.pairs import MOE_PAIRS, PAIRS
+
+#: one zoo pair of each kind that takes its own path through the probes: a derivation of the
+#: same depth, depth cut and depth grown, int8-rounded weights, an independent model of
+#: another depth, an upcycled MoE with a shared expert and an MoE from scratch. Where a
+#: backend or a sharding computes on the CPU itself, these cover what every pair would; on a
+#: device every pair is checked
+ONE_OF_EACH_KIND = [p for p in [*PAIRS, *MOE_PAIRS] if p.name in {
+    "permuted_then_trained", "pruned_then_trained", "upscaled_then_trained", "int8_roundtrip",
+    "other_depth_other_seed", "fine_grained_upcycled_shared_slice", "mixtral_from_scratch"}]
 
 STAT_ATOL = 2e-3
 LOG10_P_TOL = 1.0

@@ -85,8 +85,8 @@ def test_a_body_under_new_embeddings_is_derived_by_the_second_look(pair, directi
     assert tuple(e.base_layer for e in report.layer_map) == pair.layer_map
 
 
-def test_the_second_look_is_skipped_for_derived_pairs(zoo):
-    derived = verify(zoo["llama"], zoo["llama_ft_code"], OPTS)
+def test_the_second_look_is_skipped_for_derived_pairs(pair_reports):
+    derived = pair_reports("llama", "llama_ft_code")
     assert "body_alignment" not in {p.name for p in derived.probes}
 
 
@@ -130,8 +130,8 @@ def test_a_body_under_new_embeddings_and_another_depth_is_derived(zoo, tmp_path,
     assert [e.base_layer for e in report.layer_map] == keep
 
 
-def test_an_unrelated_model_of_another_depth_is_not_derived_by_the_second_look(zoo):
-    report = verify(zoo["llama"], zoo["llama_6layer_seed8"], OPTS)
+def test_an_unrelated_model_of_another_depth_is_not_derived_by_the_second_look(pair_reports):
+    report = pair_reports("llama", "llama_6layer_seed8")
     assert report.verdict != "derived", report.reason
     second = {p.name: p for p in report.probes}["body_alignment"]
     assert second.p_value > report.alpha * body.SHARE
@@ -144,10 +144,10 @@ def test_layers_pair_by_relative_depth(depth, other, want):
     assert [body.relative_layer(i, depth, other) for i in range(depth)] == want
 
 
-def test_an_unrelated_pair_skips_neuron_matching_through_the_layers_alignment(zoo):
+def test_an_unrelated_pair_skips_neuron_matching_through_the_layers_alignment(pair_reports):
     # where the alignment's p alone keeps the second look from moving the verdict, its neuron
     # matching (as costly as the first look's) does not run, and p is the alignment's
-    report = verify(zoo["llama"], zoo["llama_seed2"], OPTS)
+    report = pair_reports("llama", "llama_seed2")
     second = {p.name: p for p in report.probes}["body_alignment"]
     assert report.verdict == "independent", report.reason
     assert second.details["neuron_p_value"] is None

@@ -32,13 +32,13 @@ FAST = VerifyOptions(null_draws=8, null_layers=3)
 DENSE_FIGURES = ("fig-layer-map", "fig-layer-evidence", "fig-norm-profiles", "fig-norm-drift")
 MOE_FIGURES = ("fig-layer-map", "fig-norm-profiles", "fig-expert-coverage", "fig-expert-map",
                "fig-expert-clustering")
+MOE_PROBES = ("hidden_alignment", "moe_upcycling", "norm_drift")
 #: (base, candidate, options, the verdict the zoo's truth gives, the figures the page must show)
 CASES = {
     "derived": ("llama", "llama_pruned", FAST, "derived", DENSE_FIGURES),
     "independent": ("llama", "llama_seed2", FAST, "independent", DENSE_FIGURES),
     "moe": ("llama", "llama_moe_fine",
-            FAST.model_copy(update={"probes": ("hidden_alignment", "moe_upcycling",
-                                               "norm_drift")}),
+            FAST.model_copy(update={"probes": MOE_PROBES}),
             "derived", MOE_FIGURES),
 }
 
@@ -95,17 +95,14 @@ def test_page_loads_in_chromium_with_verdict_plots_hashes_and_no_console_errors(
     assert ('id="moe"' in dom) is (case == "moe")
 
 
-MOE_PROBES = ("hidden_alignment", "moe_upcycling", "norm_drift")
-
-
 @needs_chromium
 @pytest.mark.parametrize("pair", [*PAIRS, *MOE_PAIRS], ids=lambda p: p.name)
-def test_every_test_pair_renders_its_verdict_and_plots_in_chromium(pair, zoo, tmp_path):
-    """Each pair of known lineage, verified (cheaply) and rendered: the page shows the true
-    verdict and every plot its report supports, and the browser logs nothing."""
+def test_every_test_pair_renders_its_verdict_and_plots_in_chromium(pair, pair_reports, tmp_path):
+    """Each pair of known lineage, verified (the session's shared reports) and rendered: the
+    page shows the true verdict and every plot its report supports, and the browser logs
+    nothing."""
     moe = pair in MOE_PAIRS
-    opts = FAST.model_copy(update={"probes": MOE_PROBES}) if moe else FAST
-    report = verify(zoo[pair.base], zoo[pair.candidate], opts)
+    report = pair_reports(pair.base, pair.candidate)
     assert report.verdict == pair.truth, report.reason
     page = tmp_path / "report.html"
     page.write_text(render_html(report), encoding="utf-8")

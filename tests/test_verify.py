@@ -30,14 +30,12 @@ OPTS = VerifyOptions(digest=False)
 
 
 @pytest.fixture(scope="module")
-def reports(zoo):
-    """Each pair verified in both directions, computed once for the module."""
-    out = {}
-    for pair in PAIRS:
-        base, cand = zoo[pair.base], zoo[pair.candidate]
-        out[(pair.name, "forward")] = verify(base, cand, OPTS)
-        out[(pair.name, "backward")] = verify(cand, base, OPTS)
-    return out
+def reports(pair_reports):
+    """Each pair verified in both directions (with ``OPTS``: the session's shared reports)."""
+    assert pair_reports.options == OPTS
+    return {key: report for pair in PAIRS for key, report in (
+        ((pair.name, "forward"), pair_reports(pair.base, pair.candidate)),
+        ((pair.name, "backward"), pair_reports(pair.candidate, pair.base)))}
 
 
 @pytest.mark.parametrize("pair", DERIVED, ids=[p.name for p in DERIVED])
@@ -247,8 +245,9 @@ def test_absent_backend_is_exit_4(zoo, capsys, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def moe_reports(zoo):
-    return {p.name: verify(zoo[p.base], zoo[p.candidate], OPTS) for p in MOE_PAIRS}
+def moe_reports(pair_reports):
+    assert pair_reports.options == OPTS
+    return {p.name: pair_reports(p.base, p.candidate) for p in MOE_PAIRS}
 
 
 @pytest.mark.parametrize("pair", MOE_PAIRS, ids=lambda p: p.name)
