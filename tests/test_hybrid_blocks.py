@@ -4,8 +4,9 @@ A hybrid's blocks do not all hold what each probe compares: Nemotron-H's blocks 
 each (Mamba-2, attention, an MLP or experts), Jamba's attention sits in one block of several,
 DeepSeek-style MoE models keep dense MLPs in their first blocks only. The power checks, which
 decide whether "no evidence" may read as *independent*, must disguise a block that holds what
-each probe compares; Nemotron-H's Mamba-2 mixers are compared as Mamba-2's own are; and a
-block that runs experts beside a dense MLP (Gemma 4) offers both to the MoE probe.
+each probe compares; Nemotron-H's Mamba-2 mixers are compared as Mamba-2's own are; a Mamba
+mixer beside a block's MLP (Jamba, Bamba, Falcon-H1, Granite 4) joins the block's neurons; and
+a block that runs experts beside a dense MLP (Gemma 4) offers both to the MoE probe.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import pytest
 import torch
 from released_models import noisy, released_models
 
+from verifier.architectures.schema import SECOND_ROLES
 from verifier.model import open_model
 from verifier.probes.neuron_matching import NAME as NEURONS
+from verifier.probes.neuron_matching import load_ffn
 from verifier.verify import VerifyOptions, power_layers, verify
 
 transformers = pytest.importorskip("transformers")
@@ -120,3 +123,102 @@ def test_experts_beside_attention_not_compared_still_reach_independent(tmp_path:
     assert other.verdict == "independent", other.reason
     assert {p.name for p in other.probes if p.power_p_value is not None} >= {
         "hidden_alignment", "moe_upcycling"}
+
+
+#: tiny Mamba hybrids, each with a Mamba block first: (model class, config, the MLP of a block)
+_MAMBA = {"mamba_n_heads": 4, "mamba_d_head": 16, "mamba_d_state": 8, "mamba_n_groups": 1}
+_SMALL = {"hidden_size": 32, "intermediate_size": 48, "num_attention_heads": 4,
+          "num_key_value_heads": 2, "vocab_size": 100, "pad_token_id": 0}
+
+
+def _mamba_hybrids() -> dict[str, tuple[type, object, str]]:
+    t = transformers
+    return {
+        "jamba": (t.JambaForCausalLM, t.JambaConfig(
+            **_SMALL, num_hidden_layers=2, num_experts=4, num_experts_per_tok=2,
+            attn_layer_period=2, attn_layer_offset=1, expert_layer_period=2,
+            expert_layer_offset=1, mamba_d_state=8, mamba_expand=2, mamba_dt_rank=4),
+            "feed_forward"),
+        "bamba": (t.BambaForCausalLM, t.BambaConfig(
+            **_SMALL, **_MAMBA, num_hidden_layers=2, attn_layer_indices=[1]), "feed_forward"),
+        "falcon_h1": (t.FalconH1ForCausalLM, t.FalconH1Config(
+            **_SMALL, **_MAMBA, num_hidden_layers=2, mamba_d_ssm=64), "feed_forward"),
+        "granitemoehybrid": (t.GraniteMoeHybridForCausalLM, t.GraniteMoeHybridConfig(
+            **(_SMALL | {"intermediate_size": 16}), **_MAMBA, shared_intermediate_size=48,
+            num_hidden_layers=2, num_local_experts=4, num_experts_per_tok=2,
+            layer_types=["mamba", "attention"]), "shared_mlp"),
+    }
+
+
+@pytest.mark.parametrize("name", ["jamba", "bamba", "falcon_h1", "granitemoehybrid"])
+def test_a_mamba_mixer_beside_the_mlp_joins_the_blocks_neurons(tmp_path: Path, name: str) -> None:
+    """The Mamba block's neurons are its MLP's, then the mixer's channels: each channel's gate
+    and input are what the mixer's ``in_proj`` gives as ``z`` and ``x`` (Jamba's Mamba: x,
+    then z; the others' Mamba-2: z, then x, then B, C and dt), its output column
+    ``out_proj``'s. The block with attention alone has no mixer roles."""
+    cls, config, mlp = _mamba_hybrids()[name]
+    torch.manual_seed(0)
+    module = cls(config)
+    module.save_pretrained(tmp_path)
+    block = module.model.layers[0]
+    mixer = block.mamba
+    inner = mixer.out_proj.weight.shape[1]
+    x = torch.randn(5, 32)
+    with torch.no_grad():
+        projected = mixer.in_proj(x)
+        if name == "jamba":
+            want_x, want_z = projected.chunk(2, dim=-1)
+        else:
+            want_z, want_x = projected[:, :inner], projected[:, inner:2 * inner]
+        mlp_rows = getattr(block, mlp).down_proj.weight.shape[1] if name != (
+            "granitemoehybrid") else block.shared_mlp.output_linear.weight.shape[1]
+    with open_model(tmp_path) as model:
+        ffn = load_ffn(model, 0)
+        assert ffn is not None
+        assert ffn.up.shape[0] == mlp_rows + inner
+        assert ffn.gate is not None
+        torch.testing.assert_close(x @ ffn.gate[mlp_rows:].float().T, want_z)
+        torch.testing.assert_close(x @ ffn.up[mlp_rows:].float().T, want_x)
+        assert torch.equal(ffn.down[mlp_rows:].float(), mixer.out_proj.weight.detach().T)
+        if name != "falcon_h1":  # Falcon-H1 runs a Mamba mixer in every block
+            assert not set(SECOND_ROLES) & set(model.layout.layers[1].roles)
+
+
+def _bamba(seed: int) -> torch.nn.Module:
+    config = transformers.BambaConfig(
+        hidden_size=128, intermediate_size=256, num_attention_heads=4, num_key_value_heads=2,
+        vocab_size=600, num_hidden_layers=4, attn_layer_indices=[3], mamba_n_heads=8,
+        mamba_d_head=32, mamba_d_state=16, mamba_n_groups=1, pad_token_id=0)
+    torch.manual_seed(seed)
+    return transformers.BambaForCausalLM(config)
+
+
+def test_a_copy_with_new_mlps_is_matched_by_its_mamba_channels(tmp_path: Path) -> None:
+    """A noisy copy of a Bamba model whose every MLP was drawn again keeps only its Mamba
+    mixers' channels among its blocks' neurons: its Mamba blocks still match the base's, each
+    to its own (their neurons held the MLP alone before, and a copy with new MLPs read as
+    unrelated there); another start's do not."""
+    _bamba(0).save_pretrained(tmp_path / "base")
+    copy, fresh = noisy(_bamba(0), 0.3), _bamba(2)
+    with torch.no_grad():
+        for block, new in zip(copy.model.layers, fresh.model.layers, strict=True):
+            for mine, theirs in zip(block.feed_forward.parameters(),
+                                    new.feed_forward.parameters(), strict=True):
+                mine.copy_(theirs)
+    copy.save_pretrained(tmp_path / "copy")
+    _bamba(1).save_pretrained(tmp_path / "other")
+    opts = VerifyOptions(digest=False)
+    matched = {}
+    for folder in ("copy", "other"):
+        report = verify(tmp_path / "base", tmp_path / folder, opts)
+        probe = next(p for p in report.probes if p.name == NEURONS)
+        matched[folder] = {lv.layer: (lv.base_layer, lv.p_value) for lv in probe.layers}
+    mamba_layers = [0, 1, 2]
+    tested = [i for i in mamba_layers if i in matched["copy"]]
+    assert tested
+    for i in tested:
+        base_layer, p = matched["copy"][i]
+        assert base_layer == i
+        assert p is not None
+        assert p < 1e-6
+    assert all(p is None or p > 1e-3 for _, p in matched["other"].values())

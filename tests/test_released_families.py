@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 from verifier.architectures.completeness import missing_roles, unread_tensors
 from verifier.architectures.layout import DOWN, GATE, UP, K, O, Q, V
-from verifier.architectures.schema import ATTN_GATE
+from verifier.architectures.schema import ATTN_GATE, SECOND_ROLES
 from verifier.model import open_model
 from verifier.report import Report
 from verifier.verify import VerifyOptions, verify
@@ -703,7 +703,8 @@ def test_each_expert_read_from_the_files_computes_what_its_module_does(tmp_path:
     """Every expert cut from the saved files (LongCat-Flash's per-expert files, JetMoE's
     ``input_linear``/``output_linear`` stacks, ZAYA's v5 stacks) computes, as
     ``down(act(gate x) * up x)``, what the model's expert module computes for tokens routed to
-    it alone; LongCat-Flash's dense MLP is its first sublayer's (``mlps.0``)."""
+    it alone; LongCat-Flash's dense MLP is its first sublayer's (``mlps.0``), its second set of
+    neurons the second sublayer's MLP (``mlps.1``)."""
     module = _saved(name, tmp_path)
     block = module.model.layers[1]
     x = torch.randn(5, 32)
@@ -725,12 +726,14 @@ def test_each_expert_read_from_the_files_computes_what_its_module_does(tmp_path:
             torch.testing.assert_close(got, want)
         if name == "longcat_flash":
             roles = layer.roles
-            assert {roles[r].tensor.split(".")[4] for r in (GATE, UP, DOWN)} == {"0"}
-            with torch.no_grad():
-                want = block.mlps[0](x)
-            got = (act(x @ _cut(model, roles[GATE]).T) * (x @ _cut(model, roles[UP]).T)
-                   ) @ _cut(model, roles[DOWN]).T
-            torch.testing.assert_close(got, want)
+            for sublayer, (gate, up, down) in enumerate(((GATE, UP, DOWN), SECOND_ROLES)):
+                assert {roles[r].tensor.split(".")[4] for r in (gate, up, down)} == {
+                    str(sublayer)}
+                with torch.no_grad():
+                    want = block.mlps[sublayer](x)
+                got = (act(x @ _cut(model, roles[gate]).T) * (x @ _cut(model, roles[up]).T)
+                       ) @ _cut(model, roles[down]).T
+                torch.testing.assert_close(got, want)
 
 
 def _pack_ternary(folder: Path, out: Path) -> dict[str, torch.Tensor]:

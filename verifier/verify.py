@@ -28,6 +28,7 @@ from backends.distributed import Shards
 from verifier import __version__
 from verifier.architectures import RoleMap
 from verifier.architectures.layout import DOWN, EMBED, GATE, MLP_NORM, UP
+from verifier.architectures.schema import SECOND_ROLES, SECOND_UP
 from verifier.files import Hashing, records, sha256_file
 from verifier.model import Model, open_model
 from verifier.model_cache import ModelCache
@@ -113,7 +114,7 @@ def _side(model: Model, rows: np.ndarray, compute: Compute,
     ``stats``, norm drift's statistics of each layer taken as it is read."""
     layout = model.layout
     ffn_layers = [i for i in range(layout.num_layers)
-                  if {UP, DOWN} <= set(layout.layers[i].roles)]
+                  if neurons.has_neurons(layout.layers[i].roles)]
     attn_layers = _attention_layers(model)[0]
 
     # the statistics read the tensors the probe just loaded (``Model.holding``)
@@ -138,7 +139,7 @@ def _side(model: Model, rows: np.ndarray, compute: Compute,
     return Side(embed=compute.put(embed),
                 # dequantised FFNs are private copies, not file pages: one layer held at a time
                 ffn=LazyLayers(ffn_layers, ffn, keep=1 if _copied(model, ffn_layers) else 2,
-                               will_need=lambda i: model.will_need(i, (GATE, UP, DOWN))),
+                               will_need=lambda i: model.will_need(i, (GATE, UP, DOWN, *SECOND_ROLES))),
                 # readers that copy (e.g. dequantised GGUF) hold one layer's circuits at a time
                 circuits=LazyLayers(attn_layers, circuits, keep=1,
                                     will_need=lambda i: model.will_need(
@@ -146,9 +147,12 @@ def _side(model: Model, rows: np.ndarray, compute: Compute,
 
 
 def _copied(model: Model, layers: list[int]) -> bool:
-    """Whether ``model``'s FFN matrices load as dequantised copies (FP8/INT8 with scales)."""
-    roles = model.layout.layers[layers[0]].roles if layers else {}
-    return any(roles[r].scale is not None for r in (GATE, UP, DOWN) if r in roles)
+    """Whether ``model``'s FFN matrices load as copies: dequantised (FP8/INT8 with scales), or
+    an MLP and a second set of neurons joined (``neurons.load_ffn``)."""
+    held = [model.layout.layers[i].roles for i in layers]
+    quantised = bool(held) and any(held[0][r].scale is not None for r in (GATE, UP, DOWN)
+                                   if r in held[0])
+    return quantised or any({UP, SECOND_UP} <= roles.keys() for roles in held)
 
 
 def _attention_layers(model: Model) -> tuple[list[int], list[int]]:

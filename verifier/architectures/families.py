@@ -45,6 +45,10 @@ from verifier.architectures.schema import (
     POST_ATTN_NORM,
     POST_MLP_NORM,
     ROUTER_CORRECTION,
+    SECOND_DOWN,
+    SECOND_GATE,
+    SECOND_ROLES,
+    SECOND_UP,
     Fused,
     LayoutTable,
     Paths,
@@ -818,18 +822,27 @@ _GRANITE_EXPERTS = {
 }
 GRANITEMOE = _decoder("granitemoe", layer=_NORMS | _ATTN | _GRANITE_ROUTER,
                       stacked=_GRANITE_EXPERTS)
+#: A hybrid's Mamba-2 mixer beside the block's MLP (``mamba.*``): ``in_proj``'s z and x and
+#: ``out_proj`` are its channels' gate, input and output, cut as Mamba-2's own
+#: (``Fused`` split ``mamba2``) and matched with the block's neurons (``schema.SECOND_ROLES``);
+#: its state-space parameters and gated norm are not compared
+_MAMBA2_MIXER: dict[str, Paths] = {SECOND_DOWN: "mamba.out_proj"}
+_MAMBA2_MIXER_FUSED = {"mamba.in_proj": Fused(roles=(SECOND_GATE, SECOND_UP), split="mamba2")}
+_MAMBA2_MIXER_UNREAD = tuple(f"mamba.{n}" for n in ("A_log", "D", "conv1d", "dt_bias", "norm"))
 #: Granite 4 (granitemoehybrid) and Granite-MoE with a shared MLP: Granite-MoE's experts beside
 #: an always-on ``shared_mlp`` (fused ``input_linear``, gate first; read as the block's dense
-#: MLP); Granite 4 mixes tokens with Mamba-2 in most blocks (``mamba.*``, not compared)
+#: MLP); Granite 4 mixes tokens with Mamba-2 in most blocks, its channels matched with the
+#: block's neurons
 GRANITEMOE_HYBRID = _decoder(
     "granitemoehybrid", "granitemoeshared",
     "granitemoe_swa",  # Granite-MoE-SWA: attention sinks, sliding windows
-    layer=_NORMS | _ATTN | _GRANITE_ROUTER | {DOWN: "shared_mlp.output_linear",
-                                              ATTN_SINKS: "self_attn.sinks"},
-    fused={"shared_mlp.input_linear": Fused(roles=(GATE, UP), split="halves")},
+    layer=_NORMS | _ATTN | _GRANITE_ROUTER | _MAMBA2_MIXER | {
+        DOWN: "shared_mlp.output_linear", ATTN_SINKS: "self_attn.sinks"},
+    fused={"shared_mlp.input_linear": Fused(roles=(GATE, UP), split="halves")}
+    | _MAMBA2_MIXER_FUSED,
     stacked=_GRANITE_EXPERTS,
-    optional_roles=_ATTENTION_ROLES,
-    known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + ("mamba",),
+    optional_roles=_ATTENTION_ROLES + SECOND_ROLES,
+    known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + _MAMBA2_MIXER_UNREAD,
 )
 #: Nemotron-H (``backbone.`` in its files): one mixer per block — Mamba-2, attention, a
 #: squared-ReLU MLP (``up``/``down``) or experts with a shared one — behind the block's one
@@ -971,26 +984,34 @@ XLSTM = _table(
     known_unassigned=tuple(f"mlstm_layer.{n}" for n in ("igate_preact", "fgate_preact",
                                                         "multihead_norm")),
 )
-#: Jamba, Bamba and Falcon-H1: Mamba blocks (``mamba.*``, not compared) beside attention, each
-#: block's mixer behind ``input_layernorm`` and its MLP (``feed_forward.*``) behind
-#: ``pre_ff_layernorm``, final norm ``final_layernorm``; plain gains. Jamba's blocks hold
-#: attention or Mamba, and a dense MLP or experts; Bamba's attention or Mamba-2; Falcon-H1's
-#: both side by side, every block (its multipliers are scalars of the config, not weights).
+#: Jamba, Bamba and Falcon-H1: Mamba mixers beside attention, each block's mixer behind
+#: ``input_layernorm`` and its MLP (``feed_forward.*``) behind ``pre_ff_layernorm``, final norm
+#: ``final_layernorm``; plain gains. Jamba's blocks hold attention or Mamba, and a dense MLP
+#: or experts; Bamba's attention or Mamba-2; Falcon-H1's both side by side, every block (its
+#: multipliers are scalars of the config, not weights). The Mamba mixer's channels are matched
+#: with the block's MLP neurons (``schema.SECOND_ROLES``): Bamba's and Falcon-H1's Mamba-2 cut
+#: as Mamba-2's own; Jamba's Mamba as Mamba's (``in_proj``: x, then z), its ``x_proj``,
+#: ``dt_proj`` and the norms on its state-space inputs not compared.
 _HYBRID = {
     "globals": {EMBED: "embed_tokens", FINAL_NORM: "final_layernorm", LM_HEAD: "lm_head"},
-    "known_unassigned": ROTARY_BUFFERS + QUANT_COMPANIONS + ("mamba",),
+    "known_unassigned": ROTARY_BUFFERS + QUANT_COMPANIONS + _MAMBA2_MIXER_UNREAD,
 }
 _HYBRID_BLOCK: dict[str, Paths] = {
-    ATTN_NORM: "input_layernorm", MLP_NORM: "pre_ff_layernorm", **_ATTN,
+    ATTN_NORM: "input_layernorm", MLP_NORM: "pre_ff_layernorm", **_ATTN, **_MAMBA2_MIXER,
     GATE: "feed_forward.gate_proj", UP: "feed_forward.up_proj", DOWN: "feed_forward.down_proj"}
-BAMBA = _decoder("bamba", layer=_HYBRID_BLOCK, optional_roles=_ATTENTION_ROLES, **_HYBRID)
-FALCON_H1 = _decoder("falcon_h1", layer=_HYBRID_BLOCK, **_HYBRID)
+BAMBA = _decoder("bamba", layer=_HYBRID_BLOCK, fused=_MAMBA2_MIXER_FUSED,
+                 optional_roles=_ATTENTION_ROLES + SECOND_ROLES, **_HYBRID)
+FALCON_H1 = _decoder("falcon_h1", layer=_HYBRID_BLOCK, fused=_MAMBA2_MIXER_FUSED, **_HYBRID)
 JAMBA = _decoder(
     "jamba", layer=_HYBRID_BLOCK | {ROUTER: "feed_forward.router"},
+    fused={"mamba.in_proj": Fused(roles=(SECOND_UP, SECOND_GATE), split="halves")},
     experts="feed_forward.experts.{expert}.", expert=_EXPERT_MLP,
     stacked={"feed_forward.experts.gate_up_proj": Stacked(roles=(GATE, UP), layout="out_in"),
              "feed_forward.experts.down_proj": Stacked(roles=(DOWN,), layout="out_in")},
-    optional_roles=_ATTENTION_ROLES, **_HYBRID,
+    optional_roles=_ATTENTION_ROLES + SECOND_ROLES,
+    **(_HYBRID | {"known_unassigned": ROTARY_BUFFERS + QUANT_COMPANIONS + tuple(
+        f"mamba.{n}" for n in ("A_log", "D", "conv1d", "x_proj", "dt_proj", "dt_layernorm",
+                               "b_layernorm", "c_layernorm"))}),
 )
 #: LFM2: gated short convolutions (``conv.*``, not compared) in most blocks, attention with
 #: per-head norms in the rest (``out_proj``, ``q_layernorm``); SwiGLU ``w1`` (gate), ``w3``
@@ -1591,8 +1612,9 @@ MINIMAX = MIXTRAL.model_copy(update={
 #: ``post_attention_layernorm.0``/``.1``) and a shortcut MoE (``mlp.*``) that reads the first
 #: sublayer's MLP input and is added after the second. A block is read as its first sublayer:
 #: MLA attention ``self_attn.0`` (always with low-rank queries), the dense ``mlps.0`` and the
-#: experts beside it, both behind ``post_attention_layernorm.0``. The second sublayer is not
-#: compared (a table holds one sublayer per block). The router ``mlp.router.classifier`` and
+#: experts beside it, both behind ``post_attention_layernorm.0``; the second sublayer's MLP
+#: ``mlps.1`` is the block's second set of neurons (``schema.SECOND_ROLES``), its attention
+#: and norms are not compared (a table holds one attention per block). The router ``mlp.router.classifier`` and
 #: its selection bias score the routed experts and the zero-computation (identity) experts
 #: after them, which hold no weights. The multi-token-prediction module (``mtp.*``) is not
 #: compared.
@@ -1601,11 +1623,12 @@ LONGCAT_FLASH = _decoder(
     layer={ATTN_NORM: "input_layernorm.0", MLP_NORM: "post_attention_layernorm.0"}
     | {role: path.replace("self_attn.", "self_attn.0.") for role, path in _MLA.items()}
     | {GATE: "mlps.0.gate_proj", UP: "mlps.0.up_proj", DOWN: "mlps.0.down_proj",
-       ROUTER: "mlp.router.classifier",
+       SECOND_GATE: "mlps.1.gate_proj", SECOND_UP: "mlps.1.up_proj",
+       SECOND_DOWN: "mlps.1.down_proj", ROUTER: "mlp.router.classifier",
        ROUTER_CORRECTION: "mlp.router.e_score_correction_bias"},
     **_MLP_EXPERTS,
     known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + (
-        "self_attn.1", "mlps.1", "input_layernorm.1", "post_attention_layernorm.1", "mtp"),
+        "self_attn.1", "input_layernorm.1", "post_attention_layernorm.1", "mtp"),
 )
 #: JetMoE: attention is itself a mixture of experts (``self_attention.experts``: each routed
 #: attention expert has its own query and output projections over key/value heads shared

@@ -52,7 +52,14 @@ ATTN_SINKS = "attn_sinks"
 #: Qwen3-Next / Qwen3.5 gated attention: the sigmoid gate on each head's output, computed by
 #: the same ``q_proj`` as the query
 ATTN_GATE = "attn_gate"
-EXTRA_LAYER_ROLES = (POST_ATTN_NORM, POST_MLP_NORM, ROUTER_CORRECTION, ATTN_SINKS, ATTN_GATE)
+#: a block's second set of neurons beside its MLP: a hybrid's Mamba mixer, whose inner
+#: channels permute as an MLP's neurons do (the gate ``z``, the input ``x``, ``out_proj``), or
+#: a second MLP (LongCat-Flash's second sublayer). Neuron matching reads them with the MLP's
+#: neurons as one set (``neuron_matching.load_ffn``)
+SECOND_GATE, SECOND_UP, SECOND_DOWN = "second_gate", "second_up", "second_down"
+SECOND_ROLES = (SECOND_GATE, SECOND_UP, SECOND_DOWN)
+EXTRA_LAYER_ROLES = (POST_ATTN_NORM, POST_MLP_NORM, ROUTER_CORRECTION, ATTN_SINKS, ATTN_GATE,
+                     *SECOND_ROLES)
 
 #: roles that are a norm's gain (a table's ``norm_offset`` applies to their weights, not biases)
 NORM_ROLES = (ATTN_NORM, MLP_NORM, POST_ATTN_NORM, POST_MLP_NORM, Q_NORM, K_NORM, Q_A_NORM,

@@ -32,6 +32,7 @@ import torch
 
 from backends.compute import Compute
 from verifier.architectures.layout import DOWN, GATE, UP, RoleRef
+from verifier.architectures.schema import SECOND_DOWN, SECOND_GATE, SECOND_UP
 from verifier.model import Model
 from verifier.probes.assignment import max_assignment
 from verifier.probes.hidden_alignment import HiddenAlignment
@@ -132,9 +133,28 @@ def concat(ffns: list[FFNWeights], hidden_major: bool = False) -> FFNWeights:
                       up=cat([f.up for f in ffns]), down=cat([f.down for f in ffns]))
 
 
+#: a block's second set of neurons (``schema.SECOND_ROLES``), read as an MLP's roles
+_SECOND_AS_MLP = {SECOND_GATE: GATE, SECOND_UP: UP, SECOND_DOWN: DOWN}
+
+
+def has_neurons(roles: Mapping[str, RoleRef]) -> bool:
+    """Whether a block holds dense neurons: an MLP's up and down, or a second set's."""
+    return {UP, DOWN} <= roles.keys() or {SECOND_UP, SECOND_DOWN} <= roles.keys()
+
+
 def load_ffn(model: Model, layer: int) -> FFNWeights | None:
-    """The dense FFN of ``layer`` as stored, or None for MoE or FFN-less layers."""
-    return ffn_from_roles(model, model.layout.layers[layer].roles)
+    """The dense neurons of ``layer``: its MLP's, then those of a second set beside it (a
+    hybrid's Mamba mixer, whose channels permute as neurons; a second MLP:
+    ``schema.SECOND_ROLES``), as one set; None for MoE or FFN-less layers. Any neuron of the
+    set may match any other, and the null draws rotate the hidden space that all of them read
+    and write. An MLP alone is as stored; with a second set, one copy of both (``concat``)."""
+    roles = model.layout.layers[layer].roles
+    second = {as_mlp: roles[r] for r, as_mlp in _SECOND_AS_MLP.items() if r in roles}
+    parts = [f for f in (ffn_from_roles(model, roles), ffn_from_roles(model, second))
+             if f is not None]
+    if len(parts) > 1:
+        return concat(parts)
+    return parts[0] if parts else None
 
 
 def ffn_from_roles(model: Model, roles: Mapping[str, RoleRef]) -> FFNWeights | None:
