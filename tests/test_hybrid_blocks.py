@@ -17,6 +17,7 @@ import pytest
 import torch
 from released_models import noisy, released_models
 
+from verifier.architectures.completeness import unread_tensors
 from verifier.architectures.schema import SECOND_ROLES
 from verifier.model import open_model
 from verifier.probes.neuron_matching import NAME as NEURONS
@@ -222,3 +223,90 @@ def test_a_copy_with_new_mlps_is_matched_by_its_mamba_channels(tmp_path: Path) -
         assert p is not None
         assert p < 1e-6
     assert all(p is None or p > 1e-3 for _, p in matched["other"].values())
+
+
+#: Hugging Face module names -> llama.cpp's, for the hybrids' blocks
+_GGUF_NAMES = {
+    "input_layernorm": "attn_norm", "pre_ff_layernorm": "ffn_norm",
+    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output", "feed_forward.gate_proj": "ffn_gate",
+    "feed_forward.up_proj": "ffn_up", "feed_forward.down_proj": "ffn_down",
+    "mamba.in_proj": "ssm_in", "mamba.out_proj": "ssm_out", "mamba.conv1d": "ssm_conv1d",
+    "mamba.A_log": "ssm_a", "mamba.D": "ssm_d", "mamba.dt_bias": "ssm_dt.bias",
+    "mamba.norm": "ssm_norm", "mamba.x_proj": "ssm_x", "mamba.dt_proj": "ssm_dt",
+    "mamba.dt_layernorm": "ssm_dt_norm", "mamba.b_layernorm": "ssm_b_norm",
+    "mamba.c_layernorm": "ssm_c_norm",
+}
+
+
+def _hybrid_gguf(module: torch.nn.Module, arch: str, out: Path) -> Path:
+    """A Mamba hybrid as llama.cpp's converters write it: ``ssm_*`` names, ``A_log`` stored as
+    ``-exp(A_log)``, the convolution squeezed to ``[channels, width]``, Mamba-2's per-head
+    vectors as ``[heads, 1]`` (float32, so every value is kept)."""
+    from gguf import GGUFWriter
+
+    cfg = module.config
+    w = GGUFWriter(str(out), arch)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_context_length(128)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_token_list([f"<0x{i:02X}>" for i in range(cfg.vocab_size)])
+    mamba2 = arch != "jamba"
+    tensors = {"token_embd.weight": module.model.embed_tokens.weight,
+               "output_norm.weight": module.model.final_layernorm.weight,
+               "output.weight": module.lm_head.weight}
+    for name, t in module.model.layers.named_parameters():
+        index, rest = name.split(".", 1)
+        part, _, kind = rest.rpartition(".")
+        if part == "mamba":  # a parameter of the mixer itself: A_log, D, dt_bias
+            part, kind = rest, ""
+        t = t.detach()
+        if part == "mamba.A_log":
+            t = -torch.exp(t)
+        if part == "mamba.conv1d" and kind == "weight":
+            t = t.squeeze(1)
+        if mamba2 and part in ("mamba.A_log", "mamba.D"):
+            t = t.reshape(-1, 1)
+        # a parameter of the mixer itself keeps llama.cpp's bare name (``ssm_a``, ``ssm_d``,
+        # ``ssm_dt.bias``)
+        tensors[f"blk.{index}.{_GGUF_NAMES[part]}" + (f".{kind}" if kind else "")] = t
+    for name, t in tensors.items():
+        w.add_tensor(name, t.detach().float().contiguous().numpy())
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return out
+
+
+@pytest.mark.parametrize(("name", "arch"), [("falcon_h1", "falcon-h1"), ("jamba", "jamba")])
+def test_a_llama_cpp_hybrid_gives_the_mamba_channels_of_its_hugging_face_file(
+        tmp_path: Path, name: str, arch: str) -> None:
+    """llama.cpp's names for a Mamba mixer (``ssm_in``, ``ssm_out``; Falcon-H1's Mamba-2 and
+    Jamba's Mamba) give the Mamba block the neurons the Hugging Face file it was converted from
+    gives: the MLP's, then the mixer's channels, every value the same; the state-space tensors
+    are known and not read."""
+    cls, config, _ = _mamba_hybrids()[name]
+    if name == "jamba":  # dense MLPs only: the experts' GGUF stacks are another test's matter
+        config = type(config)(**(config.to_dict() | {"num_experts": 1}))
+    torch.manual_seed(0)
+    module = cls(config)
+    module.save_pretrained(tmp_path / "hf")
+    path = _hybrid_gguf(module, arch, tmp_path / "m.gguf")
+    loaded = {}
+    for key, where in (("hf", tmp_path / "hf"), ("gguf", path)):
+        with open_model(where) as model:
+            assert unread_tensors(model.layout) == []
+            ffn = load_ffn(model, 0)
+            assert ffn is not None
+            loaded[key] = ffn
+    hf, gg = loaded["hf"], loaded["gguf"]
+    assert hf.gate is not None
+    assert gg.gate is not None
+    assert hf.up.shape[0] > config.intermediate_size  # the mixer's channels are there
+    for a, b in ((hf.gate, gg.gate), (hf.up, gg.up), (hf.down, gg.down)):
+        assert torch.equal(a.float(), b.float())

@@ -21,6 +21,7 @@ from verifier.architectures.families import (
     FAMILIES,
     GGUF,
     GGUF_BERT,
+    GGUF_MAMBA,
     MULTIMODAL_ADAPTERS,
     MULTIMODAL_PARTS,
     family_for_model_type,
@@ -242,6 +243,12 @@ class CompiledTable:
         return any(fragment in dotted for fragment in self.known)
 
 
+#: a Mamba-2 ``in_proj`` (Hugging Face's name, llama.cpp's) -> the tensors beside it that size
+#: its parts: what ``out_proj`` reads, the channels ``conv1d`` convolves, one ``A_log`` per head
+_MAMBA2_SIZED_BY = {"in_proj": ("out_proj.weight", "conv1d.weight", "A_log"),
+                    "ssm_in": ("ssm_out.weight", "ssm_conv1d.weight", "ssm_a")}
+
+
 class _Config:
     """Typed look-ups in an HF-style config, falling back to a multimodal ``text_config``."""
 
@@ -428,6 +435,8 @@ def _choose_tables(
     if fmt == "gguf":
         if cfg.model_type in GGUF_BERT.model_types:
             table = GGUF_BERT
+        elif cfg.model_type in GGUF_MAMBA.model_types:
+            table = GGUF_MAMBA
         elif cfg.model_type:
             table = GGUF
         else:
@@ -872,9 +881,10 @@ class _Builder:
         optional MLP's two halves, then ``z`` and ``x`` (``inner`` each), ``B`` and ``C``, and one
         ``dt`` per head: ``inner`` is what ``out_proj`` reads, ``conv1d`` convolves ``x``, ``B``
         and ``C``, ``A_log`` holds one entry per head."""
-        stem = name.removesuffix(".weight").removesuffix("in_proj")
-        sizes = [self.shapes.get(stem + part) for part in ("out_proj.weight", "conv1d.weight",
-                                                           "A_log")]
+        stem = name.removesuffix(".weight")
+        module = next((m for m in _MAMBA2_SIZED_BY if stem.endswith(m)), None)
+        sizes = ([self.shapes.get(stem.removesuffix(module) + part)
+                  for part in _MAMBA2_SIZED_BY[module]] if module else [None])
         if any(s is None for s in sizes):
             raise ArchitectureError(f"{where}: cannot split {name!r}: its mixer lacks out_proj, "
                                     "conv1d or A_log, which size its parts")

@@ -1731,7 +1731,11 @@ _GGUF_MLP: dict[str, Paths] = {GATE: "ffn_gate", UP: "ffn_up", DOWN: "ffn_down"}
 #: llama.cpp decoders (llama, qwen2/3, gemma*, phi2/3, gpt2, gptneox, falcon, bloom, gptj,
 #: starcoder, olmo2, command-r, the MoE and MLA families). Its converters store fused q/k/v as
 #: q, then k, then v (GPT-NeoX's, Bloom's and Falcon's per-head or per-group rows reordered), Gemma's
-#: and Nemotron's norms as the gain ``1 + w``.
+#: and Nemotron's norms as the gain ``1 + w``. A Mamba mixer (``ssm_*``: Mamba-2, Nemotron-H,
+#: Granite 4, Falcon-H1) is the block's second set of neurons, beside its MLP where it has one:
+#: ``ssm_in`` cut as Mamba-2's ``in_proj`` (z, x, B, C, dt; sized by ``ssm_out``,
+#: ``ssm_conv1d`` and ``ssm_a``), ``ssm_out`` its output; its state-space parameters (``ssm_a``
+#: holds ``-exp(A_log)``) are not compared.
 GGUF = LayoutTable(
     family="gguf",
     layer_prefix="blk.{layer}.",
@@ -1755,8 +1759,10 @@ GGUF = LayoutTable(
         SHARED_GATE: "ffn_gate_inp_shexp",
         ROUTER_CORRECTION: "exp_probs_b.bias",
         ATTN_SINKS: "attn_sinks",
+        SECOND_DOWN: "ssm_out",
     },
-    fused={"attn_qkv": Fused(roles=(Q, K, V), split="heads")},
+    fused={"attn_qkv": Fused(roles=(Q, K, V), split="heads"),
+           "ssm_in": Fused(roles=(SECOND_GATE, SECOND_UP), split="mamba2")},
     shared_experts="",
     shared_expert={GATE: "ffn_gate_shexp", UP: "ffn_up_shexp", DOWN: "ffn_down_shexp"},
     stacked={
@@ -1768,8 +1774,15 @@ GGUF = LayoutTable(
     fused_up_without_gate=True,
     # the converters keep one norm for Phi-2, GPT-J, Falcon-7B and Command-R's parallel blocks
     mlp_shares_attn_norm=True,
-    known_unassigned=("rope_freqs",),
+    optional_roles=SECOND_ROLES,
+    known_unassigned=("rope_freqs", "ssm_conv1d", "ssm_a", "ssm_d", "ssm_dt", "ssm_norm",
+                      "ssm_x", "ssm_dt_norm", "ssm_b_norm", "ssm_c_norm"),
 )
+#: llama.cpp's Mamba and Jamba: a Mamba (1) mixer, whose ``ssm_in`` holds x, then z (halves);
+#: ``ssm_x``, ``ssm_dt`` and Jamba's norms on dt, B and C not compared
+GGUF_MAMBA = GGUF.model_copy(update={
+    "family": "gguf-mamba", "model_types": ("mamba", "jamba"),
+    "fused": GGUF.fused | {"ssm_in": Fused(roles=(SECOND_UP, SECOND_GATE), split="halves")}})
 #: llama.cpp BERT: post-LN blocks (``attn_output_norm``, ``layer_output_norm``)
 GGUF_BERT = LayoutTable(
     family="gguf-bert",
@@ -1788,7 +1801,7 @@ GGUF_BERT = LayoutTable(
 )
 
 #: GGUF tables, tried for ``fmt == "gguf"``; the family reported comes from the config
-GGUF_TABLES: dict[str, LayoutTable] = {t.family: t for t in (GGUF, GGUF_BERT)}
+GGUF_TABLES: dict[str, LayoutTable] = {t.family: t for t in (GGUF, GGUF_BERT, GGUF_MAMBA)}
 
 
 def family_for_model_type(model_type: str | None) -> LayoutTable | None:
