@@ -282,6 +282,10 @@ def released_models() -> dict[str, tuple[Any, Any]]:
                                                            "num_hidden_layers")},
             num_hidden_layers=1)),
         # XLM: BERT's post-LayerNorm blocks, one list per kind of sublayer
+        # Dory: an input block, then a recurrent one run twice
+        "dory": (t.DoryForCausalLM, t.DoryConfig(
+            **SMALL, n_input_layers=1, n_output_layers=0, n_recurrent_loops=2,
+            sliding_window=8, layer_types=["sliding_attention", "full_attention"])),
         "xlm": (t.XLMWithLMHeadModel, t.XLMConfig(
             emb_dim=32, n_layers=2, n_heads=4, vocab_size=100, max_position_embeddings=64)),
     }

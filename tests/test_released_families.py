@@ -65,6 +65,7 @@ EXPECTED: dict[str, tuple[str, list[int]]] = {
     "doge": ("doge", []), "doge_moe": ("doge", []), "ctrl": ("ctrl", []),
     "modernbert-decoder": ("modernbert-decoder", []),
     "moshi": ("moshi", []), "hrm_text": ("hrm_text", []), "xlm": ("xlm", []),
+    "dory": ("dory", []),
 }
 
 
@@ -1627,3 +1628,61 @@ def test_xlm_post_norm_blocks_computed_from_their_roles_are_the_models(tmp_path:
                 hh = body.layer_norm1[i](x[None] + attn)
                 want = body.layer_norm2[i](hh + body.ffns[i](hh))[0]
             torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+def test_dory_release_reads_attention_and_mlp_blocks_apart(tmp_path: Path) -> None:
+    """Dory's release stores each block as an attention block ``layers.2i.mixer.*`` (gate
+    ``g_proj``, rate ``attn_alpha``) and an MLP block ``layers.2i+1.mixer.*`` (``mlp_alpha``),
+    as transformers' loader reads it (checked: the file below loads back to the module's
+    weights); read as stored, one mixer per layer, each role the module's weight. The names
+    transformers saves hold both in one block, while its config counts the release's blocks."""
+    from safetensors.torch import save_file
+
+    module = _saved("dory", tmp_path / "saved")
+    state = load_file(str(tmp_path / "saved" / "model.safetensors"))
+    released = {}
+    for name, w in state.items():
+        parts = name.split(".")
+        if parts[1] != "layers":
+            released[name] = w
+            continue
+        i, rest = int(parts[2]), parts[3:]
+        block = 2 * i + (rest[0] in ("mlp", "lambda_2"))
+        rest = {"lambda_1": ["attn_alpha"], "lambda_2": ["mlp_alpha"]}.get(
+            rest[0], ["mixer", *rest[1:]])
+        released[".".join(["backbone", "layers", str(block), *rest])] = w
+    (tmp_path / "release").mkdir()
+    save_file(released, str(tmp_path / "release" / "model.safetensors"))
+    config = json.loads((tmp_path / "saved" / "config.json").read_text())
+    assert config["num_hidden_layers"] == 4  # the release's blocks, written by transformers
+    (tmp_path / "release" / "config.json").write_text(json.dumps(config))
+    reloaded = transformers.DoryForCausalLM.from_pretrained(tmp_path / "release")
+    for (name, want), got in zip(module.state_dict().items(), reloaded.state_dict().values(),
+                                 strict=True):
+        assert torch.equal(want, got), name
+    with open_model(tmp_path / "saved") as model:
+        assert model.layout.num_layers == 2
+        for layer in model.layout.layers:
+            block = module.model.layers[layer.index]
+            assert torch.equal(_cut(model, layer.roles[ATTN_GATE]),
+                               block.self_attn.gate_proj.weight.detach())
+            assert torch.equal(_cut(model, layer.roles[UP]), block.mlp.up_proj.weight.detach())
+    with open_model(tmp_path / "release") as model:
+        layout = model.layout
+        assert layout.family == "dory"
+        assert layout.num_layers == 4
+        assert unread_tensors(layout) == []
+        assert missing_roles(layout) == []
+        for layer in layout.layers:
+            block = module.model.layers[layer.index // 2]
+            if layer.index % 2 == 0:
+                assert set(layer.roles) == {Q, K, V, O, ATTN_GATE}
+                for role, path in ((Q, "q_proj"), (K, "k_proj"), (V, "v_proj"), (O, "o_proj"),
+                                   (ATTN_GATE, "gate_proj")):
+                    want = getattr(block.self_attn, path).weight.detach()
+                    assert torch.equal(_cut(model, layer.roles[role]), want), role
+            else:
+                assert set(layer.roles) == {GATE, UP, DOWN}
+                for role, path in ((GATE, "gate_proj"), (UP, "up_proj"), (DOWN, "down_proj")):
+                    want = getattr(block.mlp, path).weight.detach()
+                    assert torch.equal(_cut(model, layer.roles[role]), want), role

@@ -645,7 +645,8 @@ class _Builder:
 
     def _claim_all(self) -> tuple[dict[str, Claim], list[str]]:
         key = self.table.stack_layers_key
-        n_layers = self.cfg.get_int(key) if key else self.cfg.get_int(*_LAYERS_KEYS)
+        n_layers = ((self.cfg.get_int(key) if key else self.cfg.get_int(*_LAYERS_KEYS))
+                    if self.table.config_counts_layers else None)
         self._n_layers = n_layers
         extra = self.cfg.get_int(*_EXTRA_LAYERS_KEYS) or 0
         shared = self.cfg.get_int(*_KV_SHARED_KEYS) or 0

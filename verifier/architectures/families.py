@@ -1186,6 +1186,34 @@ XLM = _table(
     known_unassigned=("lang_embeddings", "position_ids", "pred_layer.proj.head",
                       "pred_layer.proj.tail"),
 )
+#: Dory (NVIDIA's looped nGPT): every hidden state on the unit sphere, its norms parameterless L2
+#: projections (no gains), each block's update an interpolation at learned per-channel rates
+#: (``lambda_1``/``lambda_2``; the release's ``attn_alpha``/``mlp_alpha``), not compared.
+#: Attention: q/k/v/o and an element gate on its output (``self_attn.gate_proj``, the release's
+#: ``g_proj``: ``attn_gate``); its query and gate scales (``sqk``, ``s_gate``) are not compared.
+#: MLP: gate/up/down; its per-neuron scales (``suv_gate``, ``suv_up``), which neuron matching's
+#: balancing removes anyway, are not read; nor is the head's per-token ``logit_scale``. The
+#: recurrent section runs ``n_recurrent_loops`` times over weights the files hold once: each
+#: block is read once, in stored order. The release (``backbone.``, ``embeddings``) stores each
+#: block as an attention block ``layers.2i.mixer.*`` and an MLP block ``layers.2i+1.mixer.*``:
+#: read as stored, one mixer per layer (as Nemotron-H's). transformers saves both in one block
+#: (``self_attn.*`` with ``g_proj``, and ``mlp.*``) under ``backbone.``, while the config it
+#: writes still counts the release's blocks: read too, the blocks counted from the files.
+DORY = _table(
+    "dory",
+    prefixes=(*HF_PREFIXES, "backbone."),
+    layer_prefix="layers.{layer}.",
+    globals={EMBED: ["embed_tokens", "embeddings"], LM_HEAD: "lm_head"},
+    layer={Q: ["self_attn.q_proj", "mixer.q_proj"], K: ["self_attn.k_proj", "mixer.k_proj"],
+           V: ["self_attn.v_proj", "mixer.v_proj"], O: ["self_attn.o_proj", "mixer.o_proj"],
+           ATTN_GATE: ["self_attn.gate_proj", "self_attn.g_proj", "mixer.g_proj"],
+           GATE: ["mlp.gate_proj", "mixer.gate_proj"], UP: ["mlp.up_proj", "mixer.up_proj"],
+           DOWN: ["mlp.down_proj", "mixer.down_proj"]},
+    optional_roles=_ATTENTION_ROLES + (GATE, UP, DOWN),
+    config_counts_layers=False,
+    known_unassigned=ROTARY_BUFFERS + ("sqk", "s_gate", "suv_gate", "suv_up", "lambda_1",
+                                       "lambda_2", "attn_alpha", "mlp_alpha", "logit_scale"),
+)
 #: Llama4TextExperts computes ``x @ W``: ``gate_up_proj`` ``[E, H, 2*I]`` (``.chunk(2, -1)``,
 #: gate first) and ``down_proj`` ``[E, I, H]``; dense blocks use ``feed_forward.*_proj``
 LLAMA4 = _decoder(
@@ -1709,7 +1737,7 @@ FAMILIES: dict[str, LayoutTable] = {
         PHI4_MULTIMODAL, OLMO_HYBRID,
         RWKV, XLSTM,
         DOGE, CTRL, MODERNBERT_DECODER,
-        MOSHI, HRM_TEXT, XLM,
+        MOSHI, HRM_TEXT, XLM, DORY,
     )
 }
 

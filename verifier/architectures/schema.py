@@ -222,6 +222,11 @@ class LayoutTable(BaseModel):
     #: the config key that counts one stack's blocks, where the usual keys count something
     #: else (HRM's ``num_hidden_layers`` counts a cache slot per block run)
     stack_layers_key: str | None = None
+    #: whether the config's layer count (``num_hidden_layers``...) counts the files' blocks;
+    #: False where it does not for all of a family's files (Dory's counts attention and MLP
+    #: blocks apart, as its release stores them, while the names transformers saves hold both
+    #: in one block): the blocks are then counted from the files alone
+    config_counts_layers: bool = True
     #: dotted name fragments of tensors that are expected but deliberately get no role
     #: (buffers such as ``rotary_emb.inv_freq``, task heads such as ``pooler.dense``)
     known_unassigned: tuple[str, ...] = ()
