@@ -286,6 +286,9 @@ def released_models() -> dict[str, tuple[Any, Any]]:
         "dory": (t.DoryForCausalLM, t.DoryConfig(
             **SMALL, n_input_layers=1, n_output_layers=0, n_recurrent_loops=2,
             sliding_window=8, layer_types=["sliding_attention", "full_attention"])),
+        "cpmant": (t.CpmAntForCausalLM, t.CpmAntConfig(
+            hidden_size=32, dim_ff=64, num_attention_heads=4, dim_head=8, num_hidden_layers=2,
+            vocab_size=100, prompt_length=8)),
         "xlm": (t.XLMWithLMHeadModel, t.XLMConfig(
             emb_dim=32, n_layers=2, n_heads=4, vocab_size=100, max_position_embeddings=64)),
     }

@@ -65,7 +65,7 @@ EXPECTED: dict[str, tuple[str, list[int]]] = {
     "doge": ("doge", []), "doge_moe": ("doge", []), "ctrl": ("ctrl", []),
     "modernbert-decoder": ("modernbert-decoder", []),
     "moshi": ("moshi", []), "hrm_text": ("hrm_text", []), "xlm": ("xlm", []),
-    "dory": ("dory", []),
+    "dory": ("dory", []), "cpmant": ("cpmant", []),
 }
 
 
@@ -1686,3 +1686,36 @@ def test_dory_release_reads_attention_and_mlp_blocks_apart(tmp_path: Path) -> No
                 for role, path in ((GATE, "gate_proj"), (UP, "up_proj"), (DOWN, "down_proj")):
                     want = getattr(block.mlp, path).weight.detach()
                     assert torch.equal(_cut(model, layer.roles[role]), want), role
+
+
+def test_cpmant_blocks_computed_from_their_roles_are_the_models(tmp_path: Path) -> None:
+    """CPM-Ant's MLP computed from its roles (RMSNorm gain ``layernorm_before_ffn``, the gate
+    ``w_in.w_0`` through GELU times the up ``w_in.w_1``, then ``w_out``) is the module's MLP
+    sublayer, and the gate and up swapped are not; q, k, v and o are the attention's
+    projections; the embedding holds the vocabulary, then the prompt tokens' rows."""
+    module = _vectors_apart("cpmant")
+    module.save_pretrained(tmp_path)
+    x = torch.randn(1, 5, 32)
+    act = torch.nn.functional.gelu
+    with open_model(tmp_path) as model:
+        layout = model.layout
+        config = module.config
+        assert _cut(model, layout.globals["embed"]).shape == (
+            config.vocab_size + config.prompt_types * config.prompt_length, 32)
+        for layer in layout.layers:
+            block = module.cpmant.encoder.layers[layer.index]
+            w = _cut_all(model, layer.roles)
+            with torch.no_grad():
+                want = block.ffn(x)
+            h = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * w["mlp_norm"]
+
+            def mlp(gate: torch.Tensor, up: torch.Tensor, h: torch.Tensor = h,
+                    w: dict = w) -> torch.Tensor:
+                return x + (act(h @ gate.T) * (h @ up.T)) @ w[DOWN].T
+
+            torch.testing.assert_close(mlp(w[GATE], w[UP]), want)
+            assert not torch.allclose(mlp(w[UP], w[GATE]), want, atol=1e-3)
+            attention = block.self_att.self_attention
+            for role, linear in ((Q, attention.project_q), (K, attention.project_k),
+                                 (V, attention.project_v), (O, attention.attention_out)):
+                assert torch.equal(w[role], linear.weight.detach()), role

@@ -1214,6 +1214,27 @@ DORY = _table(
     known_unassigned=ROTARY_BUFFERS + ("sqk", "s_gate", "suv_gate", "suv_up", "lambda_1",
                                        "lambda_2", "attn_alpha", "mlp_alpha", "logit_scale"),
 )
+#: CPM-Ant (OpenBMB; ``cpmant.`` in its files): pre-norm blocks under ``encoder.layers.N.``,
+#: RMSNorm gains without biases in front of the attention
+#: (``self_att.layernorm_before_attention``) and the MLP (``ffn.layernorm_before_ffn``),
+#: ``project_q``/``k``/``v`` and ``attention_out``, a gated MLP whose ``w_in.w_0`` goes through
+#: the activation (the gate) and multiplies ``w_in.w_1`` (up) before ``w_out`` (down);
+#: ``encoder.output_layernorm`` last, an untied ``lm_head``. The input embedding holds the
+#: vocabulary's rows, then the prompt tokens'; the segment embeddings and the relative
+#: position bias are not compared.
+CPMANT = _table(
+    "cpmant",
+    prefixes=(*HF_PREFIXES, "cpmant."),
+    layer_prefix="encoder.layers.{layer}.",
+    globals={EMBED: "input_embedding", FINAL_NORM: "encoder.output_layernorm",
+             LM_HEAD: "lm_head"},
+    layer={ATTN_NORM: "self_att.layernorm_before_attention",
+           Q: "self_att.self_attention.project_q", K: "self_att.self_attention.project_k",
+           V: "self_att.self_attention.project_v", O: "self_att.self_attention.attention_out",
+           MLP_NORM: "ffn.layernorm_before_ffn", GATE: "ffn.ffn.w_in.w_0",
+           UP: "ffn.ffn.w_in.w_1", DOWN: "ffn.ffn.w_out"},
+    known_unassigned=("segment_embedding", "position_bias"),
+)
 #: Llama4TextExperts computes ``x @ W``: ``gate_up_proj`` ``[E, H, 2*I]`` (``.chunk(2, -1)``,
 #: gate first) and ``down_proj`` ``[E, I, H]``; dense blocks use ``feed_forward.*_proj``
 LLAMA4 = _decoder(
@@ -1737,7 +1758,7 @@ FAMILIES: dict[str, LayoutTable] = {
         PHI4_MULTIMODAL, OLMO_HYBRID,
         RWKV, XLSTM,
         DOGE, CTRL, MODERNBERT_DECODER,
-        MOSHI, HRM_TEXT, XLM, DORY,
+        MOSHI, HRM_TEXT, XLM, DORY, CPMANT,
     )
 }
 
