@@ -289,6 +289,10 @@ def released_models() -> dict[str, tuple[Any, Any]]:
         "cpmant": (t.CpmAntForCausalLM, t.CpmAntConfig(
             hidden_size=32, dim_ff=64, num_attention_heads=4, dim_head=8, num_hidden_layers=2,
             vocab_size=100, prompt_length=8)),
+        "git": (t.GitForCausalLM, t.GitConfig(
+            **{k: v for k, v in no_head_dim.items() if k != "num_key_value_heads"},
+            vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+                           "num_attention_heads": 2, "image_size": 28, "patch_size": 14})),
         "xlm": (t.XLMWithLMHeadModel, t.XLMConfig(
             emb_dim=32, n_layers=2, n_heads=4, vocab_size=100, max_position_embeddings=64)),
     }

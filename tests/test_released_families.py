@@ -66,6 +66,7 @@ EXPECTED: dict[str, tuple[str, list[int]]] = {
     "modernbert-decoder": ("modernbert-decoder", []),
     "moshi": ("moshi", []), "hrm_text": ("hrm_text", []), "xlm": ("xlm", []),
     "dory": ("dory", []), "cpmant": ("cpmant", []),
+    "git": ("git", []),
 }
 
 
@@ -92,7 +93,8 @@ def test_released_names_are_read_whole_by_the_family_table(tmp_path: Path, name:
         assert (layout.family, layout.num_layers, layout.hidden_size) == (family, 2, 32)
         assert layout.moe_layers == moe
         # Phi-4-multimodal's image and audio towers are set aside, as other modalities are
-        towers = ["model.embed_tokens_extend."] if name == "phi4_multimodal" else []
+        towers = {"phi4_multimodal": ["model.embed_tokens_extend."],
+                  "git": ["git.image_encoder.", "git.visual_projection."]}.get(name, [])
         assert list(layout.other_modalities) == towers
         layout.other_modalities = {}
         assert unread_tensors(layout) == []
@@ -1719,3 +1721,23 @@ def test_cpmant_blocks_computed_from_their_roles_are_the_models(tmp_path: Path) 
             for role, linear in ((Q, attention.project_q), (K, attention.project_k),
                                  (V, attention.project_v), (O, attention.attention_out)):
                 assert torch.equal(w[role], linear.weight.detach()), role
+
+
+def test_git_reads_bert_blocks_under_git_and_sets_its_image_encoder_aside(
+        tmp_path: Path) -> None:
+    """GIT's text decoder is BERT's blocks under ``git.``: the roles are its modules' weights,
+    the head ``output`` with its bias; the image encoder and its projection are another
+    modality."""
+    module = _saved("git", tmp_path)
+    with open_model(tmp_path) as model:
+        layout = model.layout
+        assert set(layout.other_modalities) == {"git.image_encoder.", "git.visual_projection."}
+        g = _cut_all(model, layout.globals)
+        assert torch.equal(g["lm_head"], module.output.weight.detach())
+        assert torch.equal(g["lm_head.bias"], module.output.bias.detach())
+        for layer in layout.layers:
+            block = module.git.encoder.layer[layer.index]
+            w = _cut_all(model, layer.roles)
+            assert torch.equal(w[Q], block.attention.self.query.weight.detach())
+            assert torch.equal(w[DOWN], block.output.dense.weight.detach())
+            assert torch.equal(w["mlp_norm"], block.output.LayerNorm.weight.detach())

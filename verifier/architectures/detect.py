@@ -448,11 +448,21 @@ def _choose_tables(
     return [(t, t.family) for t in detect_tables(tensors, FAMILIES.values(), cfg.model_type)]
 
 
+#: wrappers a multimodal model keeps its parts under (GIT's image encoder is ``git.image_encoder``)
+_WRAPPERS = ("model", "git")
+
+
 def _part(name: str) -> str:
-    """The top-level module a tensor belongs to, with ``model.`` kept: ``model.visual.``."""
+    """The top-level module a tensor belongs to, with a wrapper kept: ``model.visual.``."""
     parts = name.split(".")
-    keep = 2 if parts[0] == "model" and len(parts) > 1 else 1
+    keep = 2 if parts[0] in _WRAPPERS and len(parts) > 1 else 1
     return ".".join(parts[:keep]) + ("." if len(parts) > keep else "")
+
+
+def _unwrapped(part: str) -> str:
+    """A part's module without its wrapper: ``model.visual.`` -> ``visual``."""
+    wrapper = next((w for w in _WRAPPERS if part.startswith(w + ".")), None)
+    return (part.removeprefix(wrapper + ".") if wrapper else part).rstrip(".")
 
 
 def split_modalities(tensors: list[TensorInfo]) -> tuple[list[TensorInfo], dict[str, int]]:
@@ -462,9 +472,9 @@ def split_modalities(tensors: list[TensorInfo]) -> tuple[list[TensorInfo], dict[
     for t in tensors:
         part = _part(t.name)
         parts[part] = parts.get(part, 0) + 1
-    towers = {p for p in parts if p.removeprefix("model.").rstrip(".") in MULTIMODAL_PARTS}
+    towers = {p for p in parts if _unwrapped(p) in MULTIMODAL_PARTS}
     if towers:
-        towers |= {p for p in parts if p.removeprefix("model.").rstrip(".") in MULTIMODAL_ADAPTERS}
+        towers |= {p for p in parts if _unwrapped(p) in MULTIMODAL_ADAPTERS}
     kept = [t for t in tensors if _part(t.name) not in towers]
     return kept, {p: parts[p] for p in sorted(towers)}
 

@@ -86,6 +86,7 @@ MULTIMODAL_PARTS = (
     "audio",  # Inkling's release (``model.audio.``, beside ``model.visual.``)
     "embed_vision", "embed_audio",  # Gemma 3n's embedders of soft tokens into the text space
     "embed_tokens_extend",  # Phi-4-multimodal: its image and audio encoders and projections
+    "image_encoder", "visual_projection",  # GIT's (under ``git.``)
 )
 #: generic module names that are such a part only in a checkpoint that has one of the above
 #: (a text-only model's own ``projector`` stays the language model's)
@@ -630,6 +631,13 @@ BERT = _table(
         "lm_head.bias",
     ),
 )
+#: GIT (Microsoft's image-to-text model): BERT's post-LayerNorm blocks under ``git.``, run as a
+#: causal decoder over the image's tokens and the text's; the head ``output`` with a bias. Its
+#: image encoder (``git.image_encoder``) and projection (``git.visual_projection``) are set
+#: aside as another modality.
+GIT = BERT.model_copy(update={
+    "family": "git", "model_types": ("git",), "prefixes": ("", "git."),
+    "globals": BERT.globals | {LM_HEAD: "output"}})
 #: files: ``block_sparse_moe.gate`` and ``block_sparse_moe.experts.N.w1/w3/w2`` (gate/up/down);
 #: transformers v5 in memory: ``mlp.gate`` (PhiMoE: ``mlp.router``) and 3-D
 #: ``mlp.experts.gate_up_proj``/``down_proj``
@@ -1758,7 +1766,7 @@ FAMILIES: dict[str, LayoutTable] = {
         PHI4_MULTIMODAL, OLMO_HYBRID,
         RWKV, XLSTM,
         DOGE, CTRL, MODERNBERT_DECODER,
-        MOSHI, HRM_TEXT, XLM, DORY, CPMANT,
+        MOSHI, HRM_TEXT, XLM, DORY, CPMANT, GIT,
     )
 }
 
