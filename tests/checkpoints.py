@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -129,6 +131,33 @@ def write_llama_gguf(folder: Path, out: Path, *, quantise: bool = True,
             w.add_tensor(gname, quantize(arr, q), raw_dtype=q)
         else:
             w.add_tensor(gname, arr.astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return out
+
+
+def write_float_gguf(out: Path, arch: str, config: Any, tensors: Mapping[str, torch.Tensor],
+                     more: Callable[[Any], None] | None = None) -> Path:
+    """``tensors`` (llama.cpp's names) in float32, so every value is kept, in a GGUF file of
+    ``arch`` whose metadata states ``config``'s (a transformers config) depth, widths, heads
+    and vocabulary; ``more`` adds the architecture's own keys to the writer."""
+    from gguf import GGUFWriter
+
+    w = GGUFWriter(str(out), arch)
+    w.add_block_count(config.num_hidden_layers)
+    w.add_context_length(128)
+    w.add_embedding_length(config.hidden_size)
+    w.add_feed_forward_length(config.intermediate_size)
+    w.add_head_count(config.num_attention_heads)
+    w.add_head_count_kv(config.num_key_value_heads)
+    w.add_layer_norm_rms_eps(getattr(config, "rms_norm_eps", 1e-6))
+    w.add_token_list([f"<0x{i:02X}>" for i in range(config.vocab_size)])
+    if more is not None:
+        more(w)
+    for name, t in tensors.items():
+        w.add_tensor(name, t.detach().float().contiguous().numpy())
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from checkpoints import write_float_gguf
 from released_models import noisy, released_models
 
 from verifier.architectures.completeness import unread_tensors
@@ -242,19 +243,7 @@ _GGUF_NAMES = {
 def _hybrid_gguf(module: torch.nn.Module, arch: str, out: Path) -> Path:
     """A Mamba hybrid as llama.cpp's converters write it: ``ssm_*`` names, ``A_log`` stored as
     ``-exp(A_log)``, the convolution squeezed to ``[channels, width]``, Mamba-2's per-head
-    vectors as ``[heads, 1]`` (float32, so every value is kept)."""
-    from gguf import GGUFWriter
-
-    cfg = module.config
-    w = GGUFWriter(str(out), arch)
-    w.add_block_count(cfg.num_hidden_layers)
-    w.add_context_length(128)
-    w.add_embedding_length(cfg.hidden_size)
-    w.add_feed_forward_length(cfg.intermediate_size)
-    w.add_head_count(cfg.num_attention_heads)
-    w.add_head_count_kv(cfg.num_key_value_heads)
-    w.add_layer_norm_rms_eps(1e-6)
-    w.add_token_list([f"<0x{i:02X}>" for i in range(cfg.vocab_size)])
+    vectors as ``[heads, 1]``."""
     mamba2 = arch != "jamba"
     tensors = {"token_embd.weight": module.model.embed_tokens.weight,
                "output_norm.weight": module.model.final_layernorm.weight,
@@ -274,13 +263,7 @@ def _hybrid_gguf(module: torch.nn.Module, arch: str, out: Path) -> Path:
         # a parameter of the mixer itself keeps llama.cpp's bare name (``ssm_a``, ``ssm_d``,
         # ``ssm_dt.bias``)
         tensors[f"blk.{index}.{_GGUF_NAMES[part]}" + (f".{kind}" if kind else "")] = t
-    for name, t in tensors.items():
-        w.add_tensor(name, t.detach().float().contiguous().numpy())
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return out
+    return write_float_gguf(out, arch, module.config, tensors)
 
 
 @pytest.mark.parametrize(("name", "arch"), [("falcon_h1", "falcon-h1"), ("jamba", "jamba")])

@@ -10,10 +10,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from checkpoints import write_float_gguf
 from released_models import noisy
 
 from backends.compute import Compute
@@ -228,24 +230,16 @@ def _deepseek_gguf(module: torch.nn.Module, out: Path,
     """``module`` (dense MLPs) as llama.cpp's converter writes it: ``kv_b_proj`` split per head
     into ``attn_k_b`` (the key rows, transposed: ``[heads, latent, nope]``) and ``attn_v_b``
     (``[heads, v, latent]``), with no ``attn_kv_b``; ``edit`` changes the tensors first."""
-    from gguf import GGUFWriter
-
     cfg = module.config
-    w = GGUFWriter(str(out), "deepseek2")
-    w.add_block_count(cfg.num_hidden_layers)
-    w.add_context_length(128)
-    w.add_embedding_length(cfg.hidden_size)
-    w.add_feed_forward_length(cfg.intermediate_size)
-    w.add_head_count(cfg.num_attention_heads)
-    w.add_head_count_kv(cfg.num_key_value_heads)
-    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
-    w.add_kv_lora_rank(cfg.kv_lora_rank)
-    if cfg.q_lora_rank:
-        w.add_q_lora_rank(cfg.q_lora_rank)
-    w.add_key_length(cfg.qk_nope_head_dim + cfg.qk_rope_head_dim)
-    w.add_value_length(cfg.v_head_dim)
-    w.add_rope_dimension_count(cfg.qk_rope_head_dim)
-    w.add_token_list([f"<0x{i:02X}>" for i in range(cfg.vocab_size)])
+
+    def latent_keys(w: Any) -> None:  # noqa: ANN401 - gguf's writer
+        w.add_kv_lora_rank(cfg.kv_lora_rank)
+        if cfg.q_lora_rank:
+            w.add_q_lora_rank(cfg.q_lora_rank)
+        w.add_key_length(cfg.qk_nope_head_dim + cfg.qk_rope_head_dim)
+        w.add_value_length(cfg.v_head_dim)
+        w.add_rope_dimension_count(cfg.qk_rope_head_dim)
+
     heads, nope, v = cfg.num_attention_heads, cfg.qk_nope_head_dim, cfg.v_head_dim
     tensors = {"token_embd.weight": module.model.embed_tokens.weight,
                "output_norm.weight": module.model.norm.weight, "output.weight": module.lm_head.weight}
@@ -260,13 +254,7 @@ def _deepseek_gguf(module: torch.nn.Module, out: Path,
             tensors[f"blk.{index}.{_GGUF_NAMES[part]}.weight"] = t
     if edit is not None:
         edit(tensors)
-    for name, t in tensors.items():
-        w.add_tensor(name, t.detach().float().contiguous().numpy())
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return out
+    return write_float_gguf(out, "deepseek2", cfg, tensors, more=latent_keys)
 
 
 @pytest.mark.parametrize("q_lora_rank", [16, None])
