@@ -345,6 +345,25 @@ def test_minimax_m3_release_names_and_norms(tmp_path: Path) -> None:
         assert torch.equal(_cut(model, layout.layers[0].roles["attn_norm"]), 1.0 + norm.float())
 
 
+def test_minimax_m3_in_memory_names_read_the_fused_shared_experts(tmp_path: Path) -> None:
+    """The text model saved by transformers keeps its in-memory names: each shared expert's
+    gate and up in one ``gate_up_proj`` (gate first), cut into the two (they were unread)."""
+    state = _minimax_m3_release(tmp_path / "release")
+    config = transformers.AutoConfig.from_pretrained(tmp_path / "release").text_config
+    module = transformers.MiniMaxM3VLForCausalLM(config)
+    module.load_state_dict(state)
+    module.save_pretrained(tmp_path / "saved")
+    with open_model(tmp_path / "saved") as model:
+        layout = model.layout
+        assert unread_tensors(layout) == []
+        [shared] = layout.layers[1].shared_experts
+        fused = state["model.layers.1.mlp.shared_experts.gate_up_proj.weight"]
+        assert torch.equal(_cut(model, shared[GATE]), fused[:16].float())
+        assert torch.equal(_cut(model, shared[UP]), fused[16:].float())
+        assert torch.equal(_cut(model, shared[DOWN]),
+                           state["model.layers.1.mlp.shared_experts.down_proj.weight"].float())
+
+
 def test_mamba2_in_proj_gives_the_gate_and_input_its_mixer_splits(tmp_path: Path) -> None:
     """A Mamba-2 ``in_proj`` computes the gate ``z``, then ``x``, ``B`` and ``C``, then ``dt``
     (``Mamba2Mixer``'s split): the gate and up roles are its ``z`` and ``x`` rows."""

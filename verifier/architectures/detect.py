@@ -769,6 +769,9 @@ class _Builder:
         layouts = self._stack_layouts(where, stacked, dims)
         for path, names in stacked.items():
             self._cut_stacked(where, experts, self.table.stacked[path], names, layouts[path])
+        if self.table.fused_up_without_gate:
+            for roles in shared.values():
+                self._split_double_up(roles)
         layer.experts = self._expert_list(where, experts, "expert")
         layer.shared_experts = self._expert_list(where, shared, "shared expert")
         if layer.experts:

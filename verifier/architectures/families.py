@@ -162,9 +162,10 @@ def _decoder(family: str, *model_types: str, layer: dict[str, Paths], **rest: ob
 
 #: Llama's blocks under other names: Mistral, Ministral 3, Granite 3 (its embedding, residual,
 #: attention and logit multipliers are scalars of the config, not weights), InternLM3,
-#: IQuest-Coder, ERNIE-4.5 dense, Helium, SmolLM3, Seed-OSS, CWM
+#: IQuest-Coder, ERNIE-4.5 dense, Helium, SmolLM3, Seed-OSS, CWM, and Emu3's language model
+#: (Llama's blocks; its image tokenizer ``vqmodel`` is another modality)
 LLAMA = _decoder("llama", "mistral", "ministral3", "granite", "internlm3", "iquestcoder",
-                 "ernie4_5", "helium", "smollm3", "seed_oss", "cwm",
+                 "ernie4_5", "helium", "smollm3", "seed_oss", "cwm", "emu3", "emu3_text_model",
                  layer=_NORMS | _ATTN | _MLP)
 #: Llama 3.2 Vision's language model: Llama's blocks with cross-attention blocks inserted
 #: (``cross_attn.*`` reads the image and two tanh gates weigh it: not compared; their MLPs and
@@ -782,7 +783,9 @@ MINIMAX_M3 = _decoder(
     expert={GATE: "w1", UP: "w3", DOWN: "w2"},
     stacked=_V5_EXPERT_STACKS,
     shared_experts=["block_sparse_moe.shared_experts.", "mlp.shared_experts."],
-    shared_expert=_EXPERT_MLP,
+    # the release's gate_proj and up_proj, one gate_up_proj (gate first) in memory
+    shared_expert=_EXPERT_MLP | {UP: ["up_proj", "gate_up_proj"]},
+    fused_up_without_gate=True,
     norm_offset=1.0,
     known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + tuple(
         f"self_attn.{n}" for n in ("index_q_proj", "index_k_proj", "index_q_norm",

@@ -199,8 +199,9 @@ class LayoutTable(BaseModel):
     stacked: dict[str, Stacked] = Field(default_factory=dict)
     #: roles stored ``[in, out]`` (GPT-2 Conv1D, ``x @ W`` code): transposed on load
     transpose: tuple[str, ...] = ()
-    #: a block with ``up`` but no ``gate`` whose ``up`` has twice ``down``'s inner width holds
-    #: gate and up fused in halves, gate first (GGUF Phi-3 stores ``ffn_up`` that way)
+    #: a block (or shared expert) with ``up`` but no ``gate`` whose ``up`` has twice ``down``'s
+    #: inner width holds gate and up fused in halves, gate first (GGUF Phi-3 stores ``ffn_up``
+    #: that way; MiniMax-M3's shared experts in memory, ``gate_up_proj``)
     fused_up_without_gate: bool = False
     #: what the family's norms add to their stored weight to get the gain they multiply by:
     #: 1.0 for Gemma (``x * (1 + w)``), 0.0 for the usual ``x * w``. Loaded norms are gains.
