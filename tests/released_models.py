@@ -293,6 +293,7 @@ def released_models() -> dict[str, tuple[Any, Any]]:
             **{k: v for k, v in no_head_dim.items() if k != "num_key_value_heads"},
             vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
                            "num_attention_heads": 2, "image_size": 28, "patch_size": 14})),
+        "emu3_text_model": (t.Emu3ForCausalLM, t.Emu3TextConfig(**SMALL)),
         "xlm": (t.XLMWithLMHeadModel, t.XLMConfig(
             emb_dim=32, n_layers=2, n_heads=4, vocab_size=100, max_position_embeddings=64)),
     }

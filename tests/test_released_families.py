@@ -66,7 +66,7 @@ EXPECTED: dict[str, tuple[str, list[int]]] = {
     "modernbert-decoder": ("modernbert-decoder", []),
     "moshi": ("moshi", []), "hrm_text": ("hrm_text", []), "xlm": ("xlm", []),
     "dory": ("dory", []), "cpmant": ("cpmant", []),
-    "git": ("git", []),
+    "git": ("git", []), "emu3_text_model": ("llama", []),
 }
 
 
