@@ -294,6 +294,12 @@ def released_models() -> dict[str, tuple[Any, Any]]:
             vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
                            "num_attention_heads": 2, "image_size": 28, "patch_size": 14})),
         "emu3_text_model": (t.Emu3ForCausalLM, t.Emu3TextConfig(**SMALL)),
+        # Ling's hybrid: a Kimi-delta-attention block, then an MLA one with experts
+        "bailing_hybrid": (t.BailingHybridForCausalLM, t.BailingHybridConfig(
+            **(SMALL | {"num_key_value_heads": 4}), **MOE, num_local_experts=4, n_group=1,
+            topk_group=1, first_k_dense_replace=1, kv_lora_rank=8, q_lora_rank=16,
+            qk_nope_head_dim=4, qk_rope_head_dim=4, v_head_dim=8,
+            layer_types=["linear_attention", "full_attention"], eos_token_id=1)),
         "xlm": (t.XLMWithLMHeadModel, t.XLMConfig(
             emb_dim=32, n_layers=2, n_heads=4, vocab_size=100, max_position_embeddings=64)),
     }

@@ -67,6 +67,7 @@ EXPECTED: dict[str, tuple[str, list[int]]] = {
     "moshi": ("moshi", []), "hrm_text": ("hrm_text", []), "xlm": ("xlm", []),
     "dory": ("dory", []), "cpmant": ("cpmant", []),
     "git": ("git", []), "emu3_text_model": ("llama", []),
+    "bailing_hybrid": ("bailing_hybrid", [1]),
 }
 
 
@@ -1760,3 +1761,24 @@ def test_git_reads_bert_blocks_under_git_and_sets_its_image_encoder_aside(
             assert torch.equal(w[Q], block.attention.self.query.weight.detach())
             assert torch.equal(w[DOWN], block.output.dense.weight.detach())
             assert torch.equal(w["mlp_norm"], block.output.LayerNorm.weight.detach())
+
+
+def test_ling_hybrid_release_names_give_each_blocks_attention(tmp_path: Path) -> None:
+    """Ling's hybrid as transformers saves it (its release's names: ``word_embeddings``,
+    ``attention.dense``, the router's ``gate.expert_bias``): the delta-attention block's q, k,
+    v and output are the module's projections, the MLA block's low-rank queries and key/value
+    latent too, and each block's ``g_proj`` is its output gate."""
+    module = _saved("bailing_hybrid", tmp_path)
+    with open_model(tmp_path) as model:
+        layout = model.layout
+        assert layout.globals["embed"].tensor == "model.word_embeddings.weight"
+        kda, mla = (module.model.layers[i].self_attn for i in (0, 1))
+        for index, attn, roles in ((0, kda, (Q, K, V)), (1, mla, ("q_a", "q_b", "kv_a", "kv_b"))):
+            got = _cut_all(model, layout.layers[index].roles)
+            paths = {Q: "q_proj", K: "k_proj", V: "v_proj", "q_a": "q_a_proj", "q_b": "q_b_proj",
+                     "kv_a": "kv_a_proj_with_mqa", "kv_b": "kv_b_proj"}
+            for role in roles:
+                assert torch.equal(got[role], getattr(attn, paths[role]).weight.detach()), role
+            assert torch.equal(got[O], attn.o_proj.weight.detach())
+            assert torch.equal(got[ATTN_GATE], attn.g_proj.weight.detach())
+        assert layout.layers[1].roles["router_correction"].tensor.endswith("gate.expert_bias")

@@ -1315,6 +1315,30 @@ BAILING_MOE = _decoder(
     shared_experts="mlp.shared_experts.",
     **_MLP_EXPERTS,
 )
+#: Ling's hybrid (bailing_hybrid): Kimi Delta Attention in most blocks, MLA with low-rank
+#: queries in the rest (``layer_types``), both under ``attention.`` in its files (``self_attn.``
+#: in memory, the output ``dense`` as ``o_proj``). A KDA block's ``q_proj``/``k_proj``/
+#: ``v_proj`` and output are compared as heads, as Kimi Linear's; its forget gate (``f_proj``,
+#: ``A_log``, ``dt_bias``), ``b_proj``, short convolutions and output norm ``o_norm`` are not.
+#: ``g_proj`` gates each head's output (per element through the KDA output norm, one scalar
+#: per head after MLA): ``attn_gate``. Bailing-MoE's router with its selection bias
+#: (``gate.expert_bias``), shared experts, dense blocks first.
+_LING_KDA_PARTS = ("A_log", "dt_bias", "f_proj", "b_proj", "q_conv1d", "k_conv1d", "v_conv1d",
+                   "conv1d", "o_norm", "forget_gate")
+BAILING_HYBRID = _decoder(
+    "bailing_hybrid",
+    globals={EMBED: ["word_embeddings", "embed_tokens"], FINAL_NORM: "norm", LM_HEAD: "lm_head"},
+    layer=_NORMS | {role: [path.replace("self_attn.", "attention."), path]
+                    for role, path in (_ATTN | _MLA | {ATTN_GATE: "self_attn.g_proj"}).items()}
+    | {O: ["attention.dense", "self_attn.o_proj"]} | _MLP | {
+        ROUTER: "mlp.gate",
+        ROUTER_CORRECTION: ["mlp.gate.expert_bias", "mlp.gate.e_score_correction_bias"]},
+    shared_experts="mlp.shared_experts.",
+    **_MLP_EXPERTS,
+    optional_roles=(Q, K, V, Q_A, Q_A_NORM, Q_B, KV_A, KV_A_NORM, KV_B),
+    known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS + tuple(
+        f"{module}.{n}" for module in ("attention", "self_attn") for n in _LING_KDA_PARTS),
+)
 #: MiniCPM5-MoE: ``q_proj`` holds per head the query then its sigmoid output gate (``q_gate_proj``
 #: in memory); DeepSeek-V3's routing (score correction), shared experts, dense blocks first
 _Q_AND_GATE = Fused(roles=(Q, ATTN_GATE), split="per_head")
@@ -1769,7 +1793,7 @@ FAMILIES: dict[str, LayoutTable] = {
         PHI4_MULTIMODAL, OLMO_HYBRID,
         RWKV, XLSTM,
         DOGE, CTRL, MODERNBERT_DECODER,
-        MOSHI, HRM_TEXT, XLM, DORY, CPMANT, GIT,
+        MOSHI, HRM_TEXT, XLM, DORY, CPMANT, GIT, BAILING_HYBRID,
     )
 }
 
