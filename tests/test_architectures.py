@@ -1344,3 +1344,20 @@ def test_saved_per_expert_files_match_the_in_memory_stacks(tmp_path: Path, name:
             for role in ea:
                 assert torch.equal(ea[role].apply(saved[ea[role].tensor]),
                                    eb[role].apply(memory[eb[role].tensor])), role
+
+
+def test_a_gemma4_drafter_is_read_whole_its_projections_to_the_backbone_known() -> None:
+    """Gemma 4's drafter (``gemma4_unified_assistant``, built on the meta device at its default
+    size) is Gemma 4's blocks plus projections from and to its backbone's hidden space, which
+    no probe compares: no tensor is left unexplained."""
+    from verifier.architectures.completeness import unread_tensors
+
+    transformers = pytest.importorskip("transformers")
+    config = transformers.AutoConfig.for_model("gemma4_unified_assistant")
+    with torch.device("meta"):
+        module = transformers.AutoModelForCausalLM.from_config(config)
+    shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    assert {"pre_projection.weight", "post_projection.weight"} <= set(shapes)
+    layout = resolve_layout(infos(shapes), config.to_dict())
+    assert layout.family == "gemma4"
+    assert unread_tensors(layout) == []

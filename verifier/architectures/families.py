@@ -184,7 +184,9 @@ QWEN3 = _decoder("qwen3", "qwen3_vl", "qwen3_vl_text",
 #: Gemma 4: Gemma 3's four norms and q/k norms, but its norms multiply by the stored weight
 #: (no offset). Optional MoE blocks run experts (``experts.*`` stacks, gate first; router
 #: ``router.proj``) beside the dense MLP; the per-layer-input path, ``layer_scalar`` and the
-#: experts' own norms and scales are not compared.
+#: experts' own norms and scales are not compared; nor are a drafter's
+#: (``gemma4_unified_assistant``) projections from and to its backbone's hidden space
+#: (``pre_projection``, ``post_projection``) and its ordered-embedding lookup.
 GEMMA4 = _decoder(
     "gemma4", "gemma4_text", "gemma4_unified", "gemma4_unified_text",
     layer=_SANDWICH_NORMS | _ATTN | _QK_NORM | _MLP | {ROUTER: "router.proj"},
@@ -197,7 +199,7 @@ GEMMA4 = _decoder(
         "post_per_layer_input_norm", "router.scale", "router.per_expert_scale",
         "post_feedforward_layernorm_1", "post_feedforward_layernorm_2",
         "pre_feedforward_layernorm_2", "embed_tokens_per_layer", "per_layer_model_projection",
-        "per_layer_projection_norm"),
+        "per_layer_projection_norm", "pre_projection", "post_projection", "masked_embedding"),
 )
 #: Gemma 3n (E2B/E4B): Gemma 3's four norms and q/k norms, with plain gains ``w`` as Gemma 4's.
 #: A block's attention and MLP read and write AltUp's active stream (``altup_active_idx``, the
