@@ -331,3 +331,15 @@ def assert_heads_cut_as_computed(model: Any, layers: Any, shapes: list[tuple[int
         assert (circuits.heads, circuits.groups, circuits.q.shape[1]) == (heads, groups, size)
         weight = query(attn).detach()
         assert torch.equal(circuits.q.float(), weight.view(heads, size, weight.shape[1]))
+
+
+def save_in_memory_names(module: torch.nn.Module, saved: Any, memory: Any) -> None:
+    """``module``'s state under the names it holds in memory (transformers renames some of them
+    to a family's released names when it saves), in ``memory`` with the config that
+    ``save_pretrained`` wrote to ``saved``."""
+    from safetensors.torch import save_file
+
+    memory.mkdir()
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()},
+              str(memory / "model.safetensors"))
+    (memory / "config.json").write_text((saved / "config.json").read_text())

@@ -12,7 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from released_models import assert_heads_cut_as_computed, noisy, released_models
+from released_models import (
+    assert_heads_cut_as_computed,
+    noisy,
+    released_models,
+    save_in_memory_names,
+)
 from safetensors import safe_open
 
 from verifier.architectures.completeness import missing_roles, unread_tensors
@@ -123,15 +128,9 @@ def test_in_memory_names_read_as_the_release_does(tmp_path: Path, name: str) -> 
     """The modules' own names (``self_attn.q_proj.linear``, ``o_proj.gate_proj``,
     ``mlp.experts.gate_up_proj`` gate first, ``embed_tokens.embed_norm``, ``lm_head``) load the
     same roles as the release's, and every other tensor is one the table leaves out."""
-    from safetensors.torch import save_file
-
     module = _module(name)
     module.save_pretrained(tmp_path / "release")
-    (tmp_path / "memory").mkdir()
-    save_file({k: v.contiguous() for k, v in module.state_dict().items()},
-              str(tmp_path / "memory" / "model.safetensors"))
-    (tmp_path / "memory" / "config.json").write_text(
-        (tmp_path / "release" / "config.json").read_text())
+    save_in_memory_names(module, tmp_path / "release", tmp_path / "memory")
     with open_model(tmp_path / "release") as release, open_model(tmp_path / "memory") as memory:
         assert memory.layout.family == "inkling2_text"
         assert unread_tensors(memory.layout) == []

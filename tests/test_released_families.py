@@ -15,7 +15,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from released_models import SMALL, assert_heads_cut_as_computed, noisy, released_models
+from released_models import (
+    SMALL,
+    assert_heads_cut_as_computed,
+    noisy,
+    released_models,
+    save_in_memory_names,
+)
 from safetensors.torch import load_file
 
 from verifier.architectures.completeness import missing_roles, unread_tensors
@@ -635,14 +641,8 @@ def test_ergo_in_memory_names_read_as_its_release_does(tmp_path: Path) -> None:
     ``mlp.experts.up_proj``, ``mlp.gate.linear``) load the same roles as its released names,
     save the router (``[experts, hidden]`` in memory, ``[hidden, experts]`` in the files), which
     is left unread there rather than read across."""
-    from safetensors.torch import save_file
-
     module = _saved("ergo", tmp_path / "release")
-    (tmp_path / "memory").mkdir()
-    save_file({k: v.contiguous() for k, v in module.state_dict().items()},
-              str(tmp_path / "memory" / "model.safetensors"))
-    (tmp_path / "memory" / "config.json").write_text(
-        (tmp_path / "release" / "config.json").read_text())
+    save_in_memory_names(module, tmp_path / "release", tmp_path / "memory")
     with open_model(tmp_path / "release") as release, open_model(tmp_path / "memory") as memory:
         assert unread_tensors(memory.layout) == []
         assert memory.layout.unexpected == []
@@ -1028,15 +1028,9 @@ def test_olmo_hybrid_norms_are_read_only_where_a_name_means_one_place(tmp_path: 
     ``feedforward_layer_norm`` (``post_attention_layernorm`` in memory) is the DeltaNet block's
     MLP input norm and the attention block's attention output norm: it takes no role, in the
     saved names or the in-memory ones. The DeltaNet mixer is not read as attention."""
-    from safetensors.torch import save_file
-
     module = _norms_apart("olmo_hybrid")
     module.save_pretrained(tmp_path / "saved")
-    (tmp_path / "memory").mkdir()
-    save_file({k: v.contiguous() for k, v in module.state_dict().items()},
-              str(tmp_path / "memory" / "model.safetensors"))
-    (tmp_path / "memory" / "config.json").write_text(
-        (tmp_path / "saved" / "config.json").read_text())
+    save_in_memory_names(module, tmp_path / "saved", tmp_path / "memory")
     linear, attention = module.model.layers
     want = [{"attn_norm": linear.input_layernorm.weight},
             {"post_mlp_norm": attention.post_feedforward_layernorm.weight,
