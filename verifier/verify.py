@@ -139,18 +139,22 @@ def _side(model: Model, rows: np.ndarray, compute: Compute,
     return Side(embed=compute.put(embed),
                 # dequantised FFNs are private copies, not file pages: one layer held at a time
                 ffn=LazyLayers(ffn_layers, ffn, keep=1 if _copied(model, ffn_layers) else 2,
-                               will_need=lambda i: model.will_need(i, (GATE, UP, DOWN, *SECOND_ROLES))),
+                               will_need=lambda i: model.will_need(i, _NEURON_ROLES)),
                 # readers that copy (e.g. dequantised GGUF) hold one layer's circuits at a time
                 circuits=LazyLayers(attn_layers, circuits, keep=1,
                                     will_need=lambda i: model.will_need(
                                         i, heads.CIRCUIT_ROLES)))
 
 
+#: the roles a block's dense neurons are read from (``neurons.load_ffn``)
+_NEURON_ROLES = (GATE, UP, DOWN, *SECOND_ROLES)
+
+
 def _copied(model: Model, layers: list[int]) -> bool:
     """Whether ``model``'s FFN matrices load as copies: dequantised (FP8/INT8 with scales), or
     an MLP and a second set of neurons joined (``neurons.load_ffn``)."""
     held = [model.layout.layers[i].roles for i in layers]
-    quantised = bool(held) and any(held[0][r].scale is not None for r in (GATE, UP, DOWN)
+    quantised = bool(held) and any(held[0][r].scale is not None for r in _NEURON_ROLES
                                    if r in held[0])
     return quantised or any({UP, SECOND_UP} <= roles.keys() for roles in held)
 

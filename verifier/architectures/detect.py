@@ -21,7 +21,7 @@ from verifier.architectures.families import (
     FAMILIES,
     GGUF,
     GGUF_BERT,
-    GGUF_MAMBA,
+    GGUF_TABLES,
     MULTIMODAL_ADAPTERS,
     MULTIMODAL_PARTS,
     family_for_model_type,
@@ -433,14 +433,9 @@ def _choose_tables(
     config names the family, else every table that claims as many tensors as the best."""
     known = family_for_model_type(cfg.model_type) or family_for_model_type(cfg.text_model_type)
     if fmt == "gguf":
-        if cfg.model_type in GGUF_BERT.model_types:
-            table = GGUF_BERT
-        elif cfg.model_type in GGUF_MAMBA.model_types:
-            table = GGUF_MAMBA
-        elif cfg.model_type:
-            table = GGUF
-        else:
-            table = detect_table(tensors, (GGUF, GGUF_BERT))
+        # the GGUF table made for this architecture (BERT's, Mamba's), else the decoders'
+        own = next((t for t in GGUF_TABLES.values() if cfg.model_type in t.model_types), None)
+        table = own or (GGUF if cfg.model_type else detect_table(tensors, (GGUF, GGUF_BERT)))
         family = known.family if known else (cfg.model_type or table.family)
         return [(table, family)]
     if known is not None:
@@ -896,12 +891,13 @@ class _Builder:
         ``dt`` per head: ``inner`` is what ``out_proj`` reads, ``conv1d`` convolves ``x``, ``B``
         and ``C``, ``A_log`` holds one entry per head."""
         stem = name.removesuffix(".weight")
-        module = next((m for m in _MAMBA2_SIZED_BY if stem.endswith(m)), None)
-        sizes = ([self.shapes.get(stem.removesuffix(module) + part)
-                  for part in _MAMBA2_SIZED_BY[module]] if module else [None])
+        module = next((m for m in _MAMBA2_SIZED_BY if stem.endswith(m)), "in_proj")
+        siblings = _MAMBA2_SIZED_BY[module]
+        sizes = [self.shapes.get(stem.removesuffix(module) + part) for part in siblings]
         if any(s is None for s in sizes):
-            raise ArchitectureError(f"{where}: cannot split {name!r}: its mixer lacks out_proj, "
-                                    "conv1d or A_log, which size its parts")
+            lacks = ", ".join(part.removesuffix(".weight") for part in siblings)
+            raise ArchitectureError(f"{where}: cannot split {name!r}: its mixer lacks one of "
+                                    f"{lacks}, which size its parts")
         inner, conv, heads = sizes[0][1], sizes[1][0], sizes[2][0]  # type: ignore[index]
         mlp = total - inner - conv - heads
         if mlp < 0 or mlp % 2 or conv <= inner:
