@@ -758,6 +758,8 @@ def test_role_map_file_describes_an_invented_layout(tmp_path: Path, suffix: str)
         ({"fused": {"w": {"roles": ["q", "attn_gate"], "split": "halves",
                           "head_parts": [["head_dim"], ["head_dim"]]}}},
          "head_parts belongs to split 'per_head'"),
+        ({"tied": ["pos_embed"]}, "'tied' names ['pos_embed']"),
+        ({"stack_layers_key": ["encoder_layers", "decoder_layers"]}, "one key per"),
     ],
 )
 def test_role_map_mistakes_are_one_line_usage_errors(

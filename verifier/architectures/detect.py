@@ -73,7 +73,9 @@ _HIDDEN_KEYS = ("hidden_size", "n_embd", "d_model", "dim")
 _VOCAB_KEYS = ("vocab_size", "n_vocab")
 _LAYERS_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
 _INTERMEDIATE_KEYS = ("intermediate_size", "n_inner", "ffn_dim", "ffn_hidden_size")
-_HEADS_KEYS = ("num_attention_heads", "n_head", "num_heads", "n_heads")
+_HEADS_KEYS = (
+    "num_attention_heads", "n_head", "num_heads", "n_heads", "encoder_attention_heads",
+    "decoder_attention_heads")
 _KV_HEADS_KEYS = ("num_key_value_heads", "n_head_kv", "num_kv_heads", "multi_query_group_num")
 _EXPERTS_KEYS = ("num_local_experts", "n_routed_experts", "num_experts", "moe_num_experts")
 #: trailing blocks beyond ``num_hidden_layers`` that a family stores on purpose (DeepSeek-V3's
@@ -144,16 +146,20 @@ class CompiledTable:
                                         for role, paths in table.layer.items()}, "layer")
         #: block paths naming their block's index (``layer_norm1.{layer}``), from the model prefix
         self.indexed: list[tuple[re.Pattern[str], Claim]] = []
+        layer_prefixes = as_paths(table.layer_prefix)
         for role, paths in table.layer.items():
             for path in as_paths(paths):
                 if LAYER_PLACEHOLDER not in path:
                     continue
+                # one stack's own path (T5's decoder MLP norm) lies under that stack's prefix
+                stack = next((i for i, p in enumerate(layer_prefixes)
+                              if table.stacks and path.startswith(p)), 0)
                 for name, bias in _expansions(path):
                     if not (bias and role.endswith(BIAS)):
                         pattern = re.escape(name).replace(re.escape(LAYER_PLACEHOLDER),
                                                           r"(?P<layer>\d+)")
                         self.indexed.append((re.compile(pattern + r"\Z"),
-                                             Claim("layer", role, bias)))
+                                             Claim("layer", role, bias, stack=stack)))
         for path in table.fused:
             for name, bias in _expansions(path):
                 self._add(self.in_layer, name, Claim("fused", path, bias))
@@ -650,8 +656,14 @@ class _Builder:
 
     def _claim_all(self) -> tuple[dict[str, Claim], list[str]]:
         key = self.table.stack_layers_key
-        n_layers = ((self.cfg.get_int(key) if key else self.cfg.get_int(*_LAYERS_KEYS))
-                    if self.table.config_counts_layers else None)
+        stack_counts: list[int | None] | None = None
+        if not self.table.config_counts_layers:
+            n_layers = None
+        elif isinstance(key, tuple):
+            stack_counts = [self.cfg.get_int(k) for k in key]
+            n_layers = None  # each stack's blocks are checked against its own count below
+        else:
+            n_layers = self.cfg.get_int(key) if key else self.cfg.get_int(*_LAYERS_KEYS)
         self._n_layers = n_layers
         extra = self.cfg.get_int(*_EXTRA_LAYERS_KEYS) or 0
         shared = self.cfg.get_int(*_KV_SHARED_KEYS) or 0
@@ -677,24 +689,64 @@ class _Builder:
                     f"the model has {n_layers} layers (is the config for another model?)"
                 )
             claims[t.name] = claim
+        claims = self._untie(claims, unassigned)
         if self.table.stacks:
-            claims = self._number_stacks(claims, n_layers)
+            counts = stack_counts or [n_layers] * len(as_paths(self.table.layer_prefix))
+            claims = self._number_stacks(claims, counts)
         return claims, sorted(unassigned)
 
-    def _number_stacks(self, claims: dict[str, Claim], n_layers: int | None) -> dict[str, Claim]:
+    def _untie(self, claims: dict[str, Claim], unassigned: list[str]) -> dict[str, Claim]:
+        """A tied role's first path present takes it; the copies under its other names are
+        set aside (``LayoutTable.tied``)."""
+        if not self.table.tied:
+            return claims
+        present: dict[tuple[str, bool], list[tuple[int, str]]] = {}
+        for name, claim in claims.items():
+            if claim.kind == "global" and claim.key in self.table.tied:
+                paths = as_paths(self.table.globals[claim.key])
+                rank = next((i for i, path in enumerate(paths)
+                             if any(f".{name}".endswith(f".{expanded}")
+                                    for expanded, _ in _expansions(path))), len(paths))
+                present.setdefault((claim.key, claim.bias), []).append((rank, name))
+        for named in present.values():
+            first = min(rank for rank, _ in named)
+            for rank, name in named:
+                if rank != first:
+                    del claims[name]
+                    unassigned.append(name)
+                    self.unused.add(name)
+        return claims
+
+    def _number_stacks(self, claims: dict[str, Claim],
+                       counts: list[int | None]) -> dict[str, Claim]:
         """Blocks of stacks run one after the other as one sequence: a stack's blocks follow
-        those of the stacks listed before it (each stack has ``n_layers`` blocks, or as many
-        as its highest index says where the config does not count them)."""
+        those of the stacks listed before it. Each stack has the blocks its config key counts
+        (every stack ``n_layers`` where one key counts them all), or as many as its highest
+        index says where the config does not count them. A stack the files do not hold is
+        allowed where the model is not an encoder-decoder (``LayoutTable.stack_layers_key``)."""
         sizes: dict[int, int] = {}
         for claim in claims.values():
             if claim.layer is not None:
                 sizes[claim.stack] = max(sizes.get(claim.stack, 0), claim.layer + 1)
+        alone = self.cfg.top.get("is_encoder_decoder") is False
+        prefixes = as_paths(self.table.layer_prefix)
         offsets, start = {}, 0
-        for stack in sorted(sizes):
+        for stack in range(len(prefixes)):
+            count = counts[stack]
+            if stack not in sizes:
+                if count and not alone and sizes:
+                    raise ArchitectureError(
+                        f"the config counts {count} blocks under {prefixes[stack]!r} but the "
+                        f"files hold none (a missing shard?)")
+                continue
+            if count is not None and sizes[stack] > count:
+                raise ArchitectureError(
+                    f"a block under {prefixes[stack]!r} has index {sizes[stack] - 1}, but the "
+                    f"config counts {count} such blocks (is the config for another model?)")
             offsets[stack] = start
-            start += n_layers if n_layers is not None else sizes[stack]
-        if n_layers is not None:
-            self._n_layers = n_layers * len(sizes)
+            start += count if count is not None else sizes[stack]
+        if all(counts[stack] is not None for stack in sizes):
+            self._n_layers = start
         return {name: replace(claim, layer=claim.layer + offsets[claim.stack], stack=0)
                 if claim.layer is not None else claim for name, claim in claims.items()}
 
@@ -719,7 +771,7 @@ class _Builder:
             hidden = self._shape(embed)[1]
         hidden = hidden or self.cfg.get_int(*_HIDDEN_KEYS)
         heads = self.cfg.get_int(*_HEADS_KEYS)
-        head_dim = self.cfg.get_int("head_dim")
+        head_dim = self.cfg.get_int("head_dim", "d_kv")  # T5 names it d_kv
         if head_dim is None and heads and hidden and hidden % heads == 0:
             head_dim = hidden // heads
         kv_heads = self.cfg.get_int(*_KV_HEADS_KEYS)

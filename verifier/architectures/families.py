@@ -634,6 +634,96 @@ BERT = _table(
         "lm_head.bias",
     ),
 )
+#: An encoder-decoder's two stacks, read as one sequence of blocks: the encoder's, then the
+#: decoder's. Both read and write one hidden space (their token embeddings are one tied
+#: tensor), so one alignment of it serves both. The decoder's cross-attention (queries from the
+#: decoder, keys and values from the encoder's output) and its norm are not compared.
+_ENCODER_DECODER: dict[str, object] = {
+    "stacks": True,
+    "tied": (EMBED,),
+}
+#: fairseq's transformer in transformers' names (BART and the families built from it):
+#: ``model.encoder.layers.N.`` then ``model.decoder.layers.N.``, counted by ``encoder_layers``
+#: and ``decoder_layers``. A block: ``self_attn`` q/k/v/``out_proj`` with biases,
+#: ``self_attn_layer_norm``, ``fc1`` (up) and ``fc2`` (down), ``final_layer_norm`` (the MLP's
+#: norm); a decoder block also holds ``encoder_attn`` and ``encoder_attn_layer_norm``. The
+#: token embedding is saved as ``model.shared`` and, by older saves, again as each stack's
+#: ``embed_tokens`` (one tied tensor); a decoder saved alone (``BartForCausalLM``,
+#: TrOCR) holds only ``decoder.embed_tokens``, FSMT a source vocabulary of its own in
+#: ``encoder.embed_tokens`` (not compared) and its head in ``decoder.output_projection``,
+#: TrOCR its head as ``output_projection``, Whisper as ``proj_out``. Learned or sinusoidal positions: the decoder's are
+#: ``pos_embed``, the encoder's not compared; likewise the encoder's ``layernorm_embedding`` and
+#: final ``layer_norm``. Not compared either: ``final_logits_bias`` (a buffer), the audio
+#: front ends of Whisper (``conv1``, ``conv2``) and Speech2Text (``conv``), Pegasus-X's global
+#: tokens and their norm, MVP's prompts.
+_FAIRSEQ: dict[str, object] = _ENCODER_DECODER | {
+    "layer_prefix": ["encoder.layers.{layer}.", "decoder.layers.{layer}."],
+    "stack_layers_key": ("encoder_layers", "decoder_layers"),
+    "globals": {
+        EMBED: ["shared", "decoder.embed_tokens", "encoder.embed_tokens"],
+        POS_EMBED: "decoder.embed_positions",
+        EMBED_NORM: "decoder.layernorm_embedding",
+        FINAL_NORM: "decoder.layer_norm",
+        LM_HEAD: ["lm_head", "decoder.output_projection", "output_projection", "proj_out"],
+    },
+    "layer": {
+        ATTN_NORM: "self_attn_layer_norm",
+        # BigBird-Pegasus's encoder attention keeps BigBird's names
+        Q: ["self_attn.q_proj", "self_attn.self.query"],
+        K: ["self_attn.k_proj", "self_attn.self.key"],
+        V: ["self_attn.v_proj", "self_attn.self.value"],
+        O: ["self_attn.out_proj", "self_attn.output"],
+        MLP_NORM: "final_layer_norm",
+        UP: "fc1",
+        DOWN: "fc2",
+    },
+    "known_unassigned": (
+        "final_logits_bias", "encoder_attn", "encoder_attn_layer_norm",
+        "encoder.embed_positions", "encoder.layernorm_embedding", "encoder.layer_norm",
+        "encoder.conv1", "encoder.conv2", "encoder.conv", "embed_global",
+        "global_self_attn_layer_norm", "self_attn_prompt", "cross_attn_prompt",
+    ),
+}
+#: BART, Marian, PLBART, MVP, BlenderBot-small, FSMT and TrOCR's decoder: post-LayerNorm blocks
+#: (each norm after its sublayer's residual add; ``layernorm_embedding`` on the embeddings).
+BART = _table("bart", "marian", "plbart", "mvp", "blenderbot-small", "fsmt", "trocr",
+              post_norm=True, **_FAIRSEQ)
+#: mBART, Pegasus, BlenderBot, M2M-100 and NLLB, Whisper, Speech2Text, BigBird-Pegasus and
+#: Pegasus-X: pre-LayerNorm blocks, each stack closed by a ``layer_norm`` (BigBird-Pegasus
+#: calls it ``layernorm_embedding``, read as this table's ``embed_norm``; neither is compared).
+MBART = _table("mbart", "pegasus", "blenderbot", "m2m_100", "whisper", "speech_to_text",
+               "bigbird_pegasus", "pegasus_x", **_FAIRSEQ)
+_T5_ATTENTION = ("SelfAttention", "LocalSelfAttention", "TransientGlobalSelfAttention")
+#: T5 (and mT5, UMT5, LongT5): ``encoder.block.N.`` then ``decoder.block.N.``, counted by
+#: ``num_layers`` and ``num_decoder_layers``; pre-RMSNorm sublayers in a ``layer`` list:
+#: ``layer.0`` self-attention (``q``/``k``/``v``/``o``, no biases; LongT5's encoder calls it
+#: ``LocalSelfAttention`` or ``TransientGlobalSelfAttention``), then in the decoder ``layer.1``
+#: the cross-attention (``EncDecAttention``, not compared), then the MLP (``DenseReluDense``:
+#: ``wi`` up through ReLU, or ``wi_0`` gate and ``wi_1`` up in T5 v1.1 and mT5; ``wo`` down).
+#: So ``layer.1.layer_norm`` is the encoder's MLP norm but the decoder's cross-attention
+#: norm, and each stack names its MLP norm by its own path. Relative position biases, the
+#: encoder's ``final_layer_norm`` and LongT5's global-token norm are not compared.
+T5 = _table(
+    "t5", "mt5", "umt5", "longt5",
+    layer_prefix=["encoder.block.{layer}.", "decoder.block.{layer}."],
+    stack_layers_key=("num_layers", "num_decoder_layers"),
+    **_ENCODER_DECODER,
+    globals={EMBED: ["shared", "decoder.embed_tokens", "encoder.embed_tokens"],
+             FINAL_NORM: "decoder.final_layer_norm", LM_HEAD: "lm_head"},
+    layer={
+        ATTN_NORM: "layer.0.layer_norm",
+        **{role: [f"layer.0.{a}.{name}" for a in _T5_ATTENTION]
+           for role, name in ((Q, "q"), (K, "k"), (V, "v"), (O, "o"))},
+        MLP_NORM: ["encoder.block.{layer}.layer.1.layer_norm",
+                   "decoder.block.{layer}.layer.2.layer_norm"],
+        GATE: [f"layer.{i}.DenseReluDense.wi_0" for i in (1, 2)],
+        UP: [f"layer.{i}.DenseReluDense.{w}" for i in (1, 2) for w in ("wi", "wi_1")],
+        DOWN: [f"layer.{i}.DenseReluDense.wo" for i in (1, 2)],
+    },
+    known_unassigned=("relative_attention_bias", "global_relative_attention_bias",
+                      "global_input_layer_norm", "EncDecAttention", "layer.1.layer_norm",
+                      "encoder.final_layer_norm"),
+)
 #: GIT (Microsoft's image-to-text model): BERT's post-LayerNorm blocks under ``git.``, run as a
 #: causal decoder over the image's tokens and the text's; the head ``output`` with a bias. Its
 #: image encoder (``git.image_encoder``) and projection (``git.visual_projection``) are set
@@ -1796,6 +1886,7 @@ FAMILIES: dict[str, LayoutTable] = {
         RWKV, XLSTM,
         DOGE, CTRL, MODERNBERT_DECODER,
         MOSHI, HRM_TEXT, XLM, DORY, CPMANT, GIT, BAILING_HYBRID,
+        BART, MBART, T5,
     )
 }
 

@@ -221,8 +221,17 @@ class LayoutTable(BaseModel):
     #: sequence, a stack's blocks after those of the stacks listed before it
     stacks: bool = False
     #: the config key that counts one stack's blocks, where the usual keys count something
-    #: else (HRM's ``num_hidden_layers`` counts a cache slot per block run)
-    stack_layers_key: str | None = None
+    #: else (HRM's ``num_hidden_layers`` counts a cache slot per block run); a tuple names one
+    #: key per stack, for stacks of different depths (an encoder-decoder's ``encoder_layers``
+    #: and ``decoder_layers``). A stack may be absent from the files only where the config
+    #: says the model is not an encoder-decoder (``is_encoder_decoder: false``: BART's
+    #: decoder saved alone by ``BartForCausalLM``) or does not count that stack's blocks
+    stack_layers_key: str | tuple[str, ...] | None = None
+    #: model-wide roles whose alternative paths are one tied tensor that a save may write
+    #: under each of its names (BART's ``shared``, ``decoder.embed_tokens`` and
+    #: ``encoder.embed_tokens``): the first path present takes the role, the others are set
+    #: aside, where elsewhere two present alternatives are an error
+    tied: tuple[str, ...] = ()
     #: whether the config's layer count (``num_hidden_layers``...) counts the files' blocks;
     #: False where it does not for all of a family's files (Dory's counts attention and MLP
     #: blocks apart, as its release stores them, while the names transformers saves hold both
@@ -278,6 +287,13 @@ class LayoutTable(BaseModel):
             raise ValueError("'shared_expert' roles are given but 'shared_experts' is not")
         if not (self.globals or self.layer or self.fused or self.experts or self.stacked):
             raise ValueError("the table maps no role at all")
+        untied = [role for role in self.tied if role not in self.globals]
+        if untied:
+            raise ValueError(f"'tied' names {untied}, which 'globals' does not map")
+        if isinstance(self.stack_layers_key, tuple) and (
+                not self.stacks or len(self.stack_layers_key) != len(as_paths(self.layer_prefix))):
+            raise ValueError("a tuple of 'stack_layers_key' needs 'stacks' and one key per "
+                             "'layer_prefix' path")
         return self
 
     def shared_roles(self) -> dict[str, Paths]:

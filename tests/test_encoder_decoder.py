@@ -1,0 +1,242 @@
+"""Encoder-decoders (BART and the families built from it, Whisper, T5): the encoder's blocks,
+then the decoder's, read as one sequence from the files transformers saves; their shared
+hidden space aligned once for both stacks."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from released_models import noisy
+from safetensors.torch import load_file, save_file
+
+from verifier.architectures.completeness import missing_roles, unread_tensors
+from verifier.architectures.layout import EMBED, LM_HEAD, MLP_NORM, UP, Q
+from verifier.errors import ArchitectureError
+from verifier.model import open_model
+from verifier.verify import VerifyOptions, verify
+
+transformers = pytest.importorskip("transformers")
+
+OPTS = VerifyOptions(digest=False)
+ENCODER, DECODER = 2, 3
+#: every size key any of these configs knows; each takes those it has
+SMALL: dict[str, Any] = {
+    "d_model": 32, "encoder_layers": ENCODER, "decoder_layers": DECODER,
+    "encoder_attention_heads": 4, "decoder_attention_heads": 4, "encoder_ffn_dim": 64,
+    "decoder_ffn_dim": 64, "num_layers": ENCODER, "num_decoder_layers": DECODER,
+    "num_heads": 4, "d_kv": 8, "d_ff": 64, "vocab_size": 100, "max_position_embeddings": 64,
+    "pad_token_id": 1, "decoder_start_token_id": 2}
+
+#: model_type (":" the class that saves it, where not the seq2seq one) -> family read
+FAMILY = {
+    "bart": "bart", "bart:causal": "bart", "marian": "bart", "plbart": "bart", "mvp": "bart",
+    "blenderbot-small": "bart", "fsmt": "bart", "trocr:causal": "bart",
+    "mbart": "mbart", "pegasus": "mbart", "blenderbot": "mbart", "m2m_100": "mbart",
+    "whisper:speech": "mbart", "whisper:causal": "mbart", "speech_to_text:speech": "mbart",
+    "bigbird_pegasus": "mbart", "pegasus_x": "mbart",
+    "t5": "t5", "mt5": "t5", "umt5": "t5", "longt5": "t5",
+}
+
+
+def _build(name: str, seed: int = 0, **sizes: Any) -> torch.nn.Module:
+    model_type, _, kind = name.partition(":")
+    config = transformers.AutoConfig.for_model(model_type)
+    for key, value in (SMALL | sizes).items():
+        if hasattr(config, key):
+            setattr(config, key, value)
+    if model_type == "longt5":
+        config.encoder_attention_type = "transient-global"
+    cls = {"causal": transformers.AutoModelForCausalLM,
+           "speech": transformers.AutoModelForSpeechSeq2Seq}.get(
+        kind, transformers.AutoModelForSeq2SeqLM)
+    torch.manual_seed(seed)
+    return cls.from_config(config).eval()
+
+
+def _saved(name: str, folder: Path, seed: int = 0, **sizes: Any) -> torch.nn.Module:
+    model = _build(name, seed, **sizes)
+    model.save_pretrained(folder)
+    return model
+
+
+@pytest.mark.parametrize("name", list(FAMILY))
+def test_every_tensor_is_read_and_the_decoders_blocks_follow_the_encoders(
+        tmp_path: Path, name: str) -> None:
+    """No tensor unread, no role missing; a decoder saved alone (``is_encoder_decoder:
+    false``, or TrOCR's, which has no encoder) is its blocks only."""
+    _saved(name, tmp_path)
+    alone = name.endswith(":causal")
+    with open_model(tmp_path) as model:
+        layout = model.layout
+        assert (layout.family, layout.hidden_size) == (FAMILY[name], 32)
+        assert layout.num_layers == (DECODER if alone else ENCODER + DECODER)
+        assert (layout.num_heads, layout.head_dim) == (4, 8)
+        assert unread_tensors(layout) == []
+        assert missing_roles(layout) == []
+
+
+def _stacks(model: torch.nn.Module) -> list[Any]:
+    """The module's blocks in the order the layout reads them: the encoder's, the decoder's."""
+    if hasattr(model, "encoder"):  # T5
+        return list(model.encoder.block) + list(model.decoder.block)
+    inner = model.model
+    return list(inner.encoder.layers) + list(inner.decoder.layers)
+
+
+@pytest.mark.parametrize("name", ["bart", "mbart", "whisper:speech", "t5", "mt5"])
+def test_each_block_reads_its_own_modules_weights(tmp_path: Path, name: str) -> None:
+    """Layer i of the layout is the i-th block counting the encoder's first: its query, MLP
+    input rows and MLP norm are that block's. In a T5 decoder block the MLP norm is
+    ``layer.2``'s; ``layer.1.layer_norm`` there is the cross-attention's."""
+    module = _saved(name, tmp_path)
+    blocks = _stacks(module)
+    with open_model(tmp_path) as model:
+        assert model.layout.num_layers == len(blocks)
+        for index, block in enumerate(blocks):
+            roles = model.layout.layers[index].roles
+            if hasattr(block, "layer"):  # T5: self-attention, [cross-attention,] MLP
+                mlp = block.layer[-1]
+                gated = hasattr(mlp.DenseReluDense, "wi_0")
+                up = mlp.DenseReluDense.wi_1 if gated else mlp.DenseReluDense.wi
+                expected = {Q: block.layer[0].SelfAttention.q.weight, UP: up.weight,
+                            MLP_NORM: mlp.layer_norm.weight}
+                assert ("gate" in roles) == gated
+            else:
+                expected = {Q: block.self_attn.q_proj.weight, UP: block.fc1.weight,
+                            MLP_NORM: block.final_layer_norm.weight}
+            for role, weight in expected.items():
+                assert torch.equal(model.load(roles[role]).float(), weight.detach()), (index, role)
+
+
+def test_an_embedding_tied_under_each_name_is_read_once(tmp_path: Path) -> None:
+    """Older BART saves write the one tied embedding as ``model.shared``, both stacks'
+    ``embed_tokens`` and ``lm_head``: ``shared`` is the embedding, the copies under the
+    stacks' names are set aside without a warning."""
+    saved, tied = tmp_path / "saved", tmp_path / "tied"
+    module = _saved("bart", saved)
+    state = {k: v.clone().contiguous() for k, v in module.state_dict().items()}
+    names = {"model.shared.weight", "model.encoder.embed_tokens.weight",
+             "model.decoder.embed_tokens.weight", "lm_head.weight"}
+    assert names <= set(state)
+    tied.mkdir()
+    save_file(state, str(tied / "model.safetensors"))
+    (tied / "config.json").write_text((saved / "config.json").read_text())
+    with open_model(tied) as model:
+        layout = model.layout
+        assert layout.globals[EMBED].tensor == "model.shared.weight"
+        assert layout.globals[LM_HEAD].tensor == "lm_head.weight"
+        assert unread_tensors(layout) == []
+        assert {"model.encoder.embed_tokens.weight",
+                "model.decoder.embed_tokens.weight"} <= set(layout.unassigned)
+
+
+def _without(folder: Path, out: Path, prefix: str | None,
+             config: dict[str, Any] | None = None) -> None:
+    """``folder``'s model in ``out`` without the tensors under ``prefix``, its config updated."""
+    out.mkdir()
+    state = load_file(str(folder / "model.safetensors"))
+    save_file({k: v for k, v in state.items() if prefix is None or not k.startswith(prefix)},
+              str(out / "model.safetensors"))
+    cfg = json.loads((folder / "config.json").read_text()) | (config or {})
+    (out / "config.json").write_text(json.dumps(cfg))
+
+
+def test_an_encoder_decoder_without_its_encoder_blocks_is_refused(tmp_path: Path) -> None:
+    """Files that lack a whole stack the config counts are a missing shard, not a decoder
+    saved alone, unless the config says the model is not an encoder-decoder."""
+    _saved("bart", tmp_path / "full")
+    _without(tmp_path / "full", tmp_path / "cut", "model.encoder.layers.")
+    with pytest.raises(ArchitectureError, match=r"encoder\.layers.*missing shard"):
+        open_model(tmp_path / "cut")
+    _without(tmp_path / "full", tmp_path / "alone", "model.encoder.layers.",
+             {"is_encoder_decoder": False})
+    with open_model(tmp_path / "alone") as model:
+        assert model.layout.num_layers == DECODER
+
+
+def test_a_stack_deeper_than_its_config_says_is_refused(tmp_path: Path) -> None:
+    _saved("t5", tmp_path / "full")
+    _without(tmp_path / "full", tmp_path / "lying", None, {"num_decoder_layers": DECODER - 1})
+    with pytest.raises(ArchitectureError, match=r"decoder\.block.*config counts 2"):
+        open_model(tmp_path / "lying")
+
+
+#: module names (their last part) whose weights read the hidden state (columns) or write it
+#: (rows and bias); every other parameter is an embedding (columns) or a norm
+_READS = {"q_proj", "k_proj", "v_proj", "fc1", "q", "k", "v", "wi", "wi_0", "wi_1", "lm_head"}
+_WRITES = {"out_proj", "fc2", "o", "wo"}
+
+
+def _permute_hidden(model: torch.nn.Module, perm: torch.Tensor) -> None:
+    """Reorder the hidden coordinates of both stacks (every tensor that reads or writes the
+    residual stream, cross-attention included): the model computes the same function."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            module = name.rsplit(".", 1)[0].rsplit(".", 1)[-1]
+            if "relative_attention_bias" in name:
+                continue  # [buckets, heads]: no hidden axis
+            if module in _READS:
+                p.copy_(p[:, perm] if p.dim() == 2 else p)
+            elif module in _WRITES or "norm" in module:
+                p.copy_(p[perm])
+            elif module in ("shared", "embed_tokens", "embed_positions"):
+                p.copy_(p[:, perm])
+            else:
+                raise AssertionError(f"no rule for {name}")
+
+
+def _logits(model: torch.nn.Module) -> torch.Tensor:
+    ids = torch.arange(3, 19).view(2, 8)
+    with torch.no_grad():
+        return model(input_ids=ids, decoder_input_ids=ids[:, :5]).logits
+
+
+@pytest.mark.parametrize("name", ["bart", "t5"])
+def test_a_noisy_copy_with_its_hidden_space_permuted_is_derived_and_another_start_is_not(
+        tmp_path: Path, name: str) -> None:
+    """One permutation of the shared hidden space, recovered once, lines up both stacks: each
+    block maps to its own, encoder and decoder alike."""
+    sizes = {"d_model": 64, "d_kv": 16, "encoder_ffn_dim": 256, "decoder_ffn_dim": 256,
+             "d_ff": 256, "vocab_size": 500}
+    base = _saved(name, tmp_path / "base", **sizes)
+    copy_ = copy.deepcopy(base)
+    _permute_hidden(copy_, torch.randperm(64, generator=torch.Generator().manual_seed(3)))
+    torch.testing.assert_close(_logits(copy_), _logits(base), rtol=1e-4, atol=1e-4)
+    noisy(copy_, 0.3).save_pretrained(tmp_path / "copy")
+    _saved(name, tmp_path / "other", seed=1, **sizes)
+    derived = verify(tmp_path / "base", tmp_path / "copy", OPTS)
+    assert derived.verdict == "derived"
+    assert [(e.candidate_layer, e.base_layer) for e in derived.layer_map] == [
+        (i, i) for i in range(ENCODER + DECODER)]
+    other = verify(tmp_path / "base", tmp_path / "other", OPTS)
+    assert other.verdict == "independent"
+
+
+def test_a_copy_with_its_decoder_cut_maps_each_stack_to_its_own(tmp_path: Path) -> None:
+    """A Whisper whose decoder keeps only its first and last blocks (as distilled Whisper
+    models start): the encoder's blocks map to the encoder's, the two decoder blocks to the
+    base's first and last decoder blocks."""
+    sizes = {"d_model": 64, "encoder_ffn_dim": 256, "decoder_ffn_dim": 256, "vocab_size": 500,
+             "decoder_layers": 4}
+    base = _saved("whisper:speech", tmp_path / "base", **sizes)
+    cut = _build("whisper:speech", 5, **(sizes | {"decoder_layers": 2}))
+    renumber = {"0": "0", "3": "1"}  # base decoder block -> the cut copy's
+    state = {}
+    for key, value in base.state_dict().items():
+        if key.startswith("model.decoder.layers."):
+            index = key.split(".")[3]
+            if index not in renumber:
+                continue
+            key = key.replace(f"layers.{index}.", f"layers.{renumber[index]}.", 1)
+        state[key] = value
+    cut.load_state_dict(state)
+    noisy(cut, 0.1).save_pretrained(tmp_path / "cut")
+    report = verify(tmp_path / "base", tmp_path / "cut", OPTS)
+    assert report.verdict == "derived"
+    assert [(e.candidate_layer, e.base_layer) for e in report.layer_map] == [
+        (0, 0), (1, 1), (2, 2), (3, 5)]
