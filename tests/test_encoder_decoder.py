@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,8 @@ SMALL: dict[str, Any] = {
     "encoder_attention_heads": 4, "decoder_attention_heads": 4, "encoder_ffn_dim": 64,
     "decoder_ffn_dim": 64, "num_layers": ENCODER, "num_decoder_layers": DECODER,
     "num_heads": 4, "d_kv": 8, "d_ff": 64, "vocab_size": 100, "max_position_embeddings": 64,
-    "pad_token_id": 1, "decoder_start_token_id": 2}
+    "pad_token_id": 1, "decoder_start_token_id": 2,
+    "num_experts": 4, "encoder_sparse_step": 2, "decoder_sparse_step": 2, "expert_capacity": 8}
 
 #: model_type (":" the class that saves it, where not the seq2seq one) -> family read
 FAMILY = {
@@ -39,7 +41,8 @@ FAMILY = {
     "mbart": "mbart", "pegasus": "mbart", "blenderbot": "mbart", "m2m_100": "mbart",
     "whisper:speech": "mbart", "whisper:causal": "mbart", "speech_to_text:speech": "mbart",
     "bigbird_pegasus": "mbart", "pegasus_x": "mbart",
-    "t5": "t5", "mt5": "t5", "umt5": "t5", "longt5": "t5",
+    "t5": "t5", "mt5": "t5", "umt5": "t5", "longt5": "t5", "switch_transformers": "t5",
+    "nllb-moe": "nllb-moe",
 }
 
 
@@ -78,6 +81,9 @@ def test_every_tensor_is_read_and_the_decoders_blocks_follow_the_encoders(
         assert (layout.num_heads, layout.head_dim) == (4, 8)
         assert unread_tensors(layout) == []
         assert missing_roles(layout) == []
+        # every second block of each stack sparse (the encoder's 1, the decoder's 1)
+        sparse = [1, ENCODER + 1] if name in ("switch_transformers", "nllb-moe") else []
+        assert layout.moe_layers == sparse
 
 
 def _stacks(model: torch.nn.Module) -> list[Any]:
@@ -240,3 +246,44 @@ def test_a_copy_with_its_decoder_cut_maps_each_stack_to_its_own(tmp_path: Path) 
     assert report.verdict == "derived"
     assert [(e.candidate_layer, e.base_layer) for e in report.layer_map] == [
         (0, 0), (1, 1), (2, 2), (3, 5)]
+
+
+def _switch_from(dense: torch.nn.Module, seed: int, experts: int = 4) -> torch.nn.Module:
+    """A Switch Transformer the size of T5 ``dense`` whose every expert starts as the dense
+    block's MLP (sparse upcycling, Komatsuzaki et al.), its routers new."""
+    config = transformers.SwitchTransformersConfig(
+        **{k: getattr(dense.config, k) for k in ("d_model", "d_kv", "d_ff", "num_layers",
+                                                 "num_decoder_layers", "num_heads",
+                                                 "vocab_size", "pad_token_id")},
+        num_experts=experts, encoder_sparse_step=2, decoder_sparse_step=2)
+    torch.manual_seed(seed)
+    switch = transformers.SwitchTransformersForConditionalGeneration(config).eval()
+    source = dense.state_dict()
+    state = switch.state_dict()
+    for key in state:
+        if ".router." not in key:  # a dense block's MLP, or one expert of a sparse block
+            state[key] = source[re.sub(r"\.mlp\.(experts\.expert_\d+\.)?", ".DenseReluDense.",
+                                       key)].clone()
+    switch.load_state_dict(state)
+    return switch
+
+
+def test_a_switch_transformer_upcycled_from_t5_is_derived_and_one_from_scratch_is_not(
+        tmp_path: Path) -> None:
+    """T5 into Switch Transformers as Sparse Upcycling does it: each sparse block's experts
+    start as the dense model's MLP, then train apart (noise). The MoE probe finds each
+    expert's dense origin; a Switch Transformer from another start is independent."""
+    sizes = {"d_model": 64, "d_kv": 16, "d_ff": 128, "vocab_size": 500}
+    dense = _saved("t5", tmp_path / "dense", **sizes)
+    noisy(_switch_from(dense, seed=1), 0.2).save_pretrained(tmp_path / "upcycled")
+    scratch = _switch_from(_build("t5", 7, **sizes), seed=8)
+    scratch.save_pretrained(tmp_path / "scratch")
+    with open_model(tmp_path / "upcycled") as model:
+        assert model.layout.moe_layers == [1, 3]
+        assert unread_tensors(model.layout) == []
+    upcycled = verify(tmp_path / "dense", tmp_path / "upcycled", OPTS)
+    assert upcycled.verdict == "derived"
+    moe = next(p for p in upcycled.probes if p.name == "moe_upcycling")
+    assert moe.p_value is not None
+    assert moe.p_value < 1e-6
+    assert verify(tmp_path / "dense", tmp_path / "scratch", OPTS).verdict == "independent"

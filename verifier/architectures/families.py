@@ -694,17 +694,20 @@ BART = _table("bart", "marian", "plbart", "mvp", "blenderbot-small", "fsmt", "tr
 MBART = _table("mbart", "pegasus", "blenderbot", "m2m_100", "whisper", "speech_to_text",
                "bigbird_pegasus", "pegasus_x", **_FAIRSEQ)
 _T5_ATTENTION = ("SelfAttention", "LocalSelfAttention", "TransientGlobalSelfAttention")
-#: T5 (and mT5, UMT5, LongT5): ``encoder.block.N.`` then ``decoder.block.N.``, counted by
-#: ``num_layers`` and ``num_decoder_layers``; pre-RMSNorm sublayers in a ``layer`` list:
-#: ``layer.0`` self-attention (``q``/``k``/``v``/``o``, no biases; LongT5's encoder calls it
-#: ``LocalSelfAttention`` or ``TransientGlobalSelfAttention``), then in the decoder ``layer.1``
-#: the cross-attention (``EncDecAttention``, not compared), then the MLP (``DenseReluDense``:
-#: ``wi`` up through ReLU, or ``wi_0`` gate and ``wi_1`` up in T5 v1.1 and mT5; ``wo`` down).
-#: So ``layer.1.layer_norm`` is the encoder's MLP norm but the decoder's cross-attention
-#: norm, and each stack names its MLP norm by its own path. Relative position biases, the
-#: encoder's ``final_layer_norm`` and LongT5's global-token norm are not compared.
+#: T5 (and mT5, UMT5, LongT5, Switch Transformers): ``encoder.block.N.`` then
+#: ``decoder.block.N.``, counted by ``num_layers`` and ``num_decoder_layers``; pre-RMSNorm
+#: sublayers in a ``layer`` list: ``layer.0`` self-attention (``q``/``k``/``v``/``o``, no
+#: biases; LongT5's encoder calls it ``LocalSelfAttention`` or ``TransientGlobalSelfAttention``),
+#: then in the decoder ``layer.1`` the cross-attention (``EncDecAttention``, not compared),
+#: then the MLP (``DenseReluDense``, Switch's ``mlp``: ``wi`` up through ReLU, or ``wi_0``
+#: gate and ``wi_1`` up in T5 v1.1 and mT5; ``wo`` down). So ``layer.1.layer_norm`` is the
+#: encoder's MLP norm but the decoder's cross-attention norm, and each stack names its MLP
+#: norm by its own path. Switch Transformers' sparse blocks hold experts
+#: ``mlp.experts.expert_N.wi``/``wo`` and the router ``mlp.router.classifier``. Relative
+#: position biases, the encoder's ``final_layer_norm`` and LongT5's global-token norm are not
+#: compared.
 T5 = _table(
-    "t5", "mt5", "umt5", "longt5",
+    "t5", "mt5", "umt5", "longt5", "switch_transformers",
     layer_prefix=["encoder.block.{layer}.", "decoder.block.{layer}."],
     stack_layers_key=("num_layers", "num_decoder_layers"),
     **_ENCODER_DECODER,
@@ -717,13 +720,32 @@ T5 = _table(
         MLP_NORM: ["encoder.block.{layer}.layer.1.layer_norm",
                    "decoder.block.{layer}.layer.2.layer_norm"],
         GATE: [f"layer.{i}.DenseReluDense.wi_0" for i in (1, 2)],
-        UP: [f"layer.{i}.DenseReluDense.{w}" for i in (1, 2) for w in ("wi", "wi_1")],
-        DOWN: [f"layer.{i}.DenseReluDense.wo" for i in (1, 2)],
+        UP: [f"layer.{i}.{m}.{w}" for i in (1, 2) for m in ("DenseReluDense", "mlp")
+             for w in ("wi", "wi_1")],
+        DOWN: [f"layer.{i}.{m}.wo" for i in (1, 2) for m in ("DenseReluDense", "mlp")],
+        ROUTER: [f"layer.{i}.mlp.router.classifier" for i in (1, 2)],
     },
+    experts=[f"layer.{i}.mlp.experts.expert_{{expert}}." for i in (1, 2)],
+    expert={UP: "wi", DOWN: "wo"},
     known_unassigned=("relative_attention_bias", "global_relative_attention_bias",
                       "global_input_layer_norm", "EncDecAttention", "layer.1.layer_norm",
                       "encoder.final_layer_norm"),
 )
+#: NLLB-MoE: M2M-100's pre-LayerNorm encoder-decoder (``mbart``'s table) whose MLP lives
+#: under ``ffn.`` behind ``ff_layer_norm``; every ``encoder_sparse_step``-th /
+#: ``decoder_sparse_step``-th block holds experts ``ffn.experts.expert_N.fc1``/``fc2`` and the
+#: router ``ffn.router.classifier``; the decoder's cross-attention is ``cross_attention``
+#: (not compared).
+NLLB_MOE = MBART.model_copy(update={
+    "family": "nllb-moe",
+    "model_types": ("nllb-moe",),
+    "layer": {**MBART.layer, MLP_NORM: "ff_layer_norm", UP: "ffn.fc1", DOWN: "ffn.fc2",
+              ROUTER: "ffn.router.classifier"},
+    "experts": "ffn.experts.expert_{expert}.",
+    "expert": {UP: "fc1", DOWN: "fc2"},
+    "known_unassigned": MBART.known_unassigned + ("cross_attention",
+                                                  "cross_attention_layer_norm"),
+})
 #: GIT (Microsoft's image-to-text model): BERT's post-LayerNorm blocks under ``git.``, run as a
 #: causal decoder over the image's tokens and the text's; the head ``output`` with a bias. Its
 #: image encoder (``git.image_encoder``) and projection (``git.visual_projection``) are set
@@ -1886,7 +1908,7 @@ FAMILIES: dict[str, LayoutTable] = {
         RWKV, XLSTM,
         DOGE, CTRL, MODERNBERT_DECODER,
         MOSHI, HRM_TEXT, XLM, DORY, CPMANT, GIT, BAILING_HYBRID,
-        BART, MBART, T5,
+        BART, MBART, T5, NLLB_MOE,
     )
 }
 
