@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -636,6 +637,23 @@ def test_ergo_experts_and_router_cut_from_its_release_compute_what_the_model_doe
                            moe.gate.e_score_correction_bias.float())
 
 
+def _read_alike(release: Any, memory: Any, lost: Callable[[Any], set[str]]) -> None:
+    """Two opened checkpoints of one module, under its released and in-memory names, load
+    equal roles, but for those ``lost(layer)`` names in the released layer."""
+    assert unread_tensors(memory.layout) == []
+    assert memory.layout.unexpected == []
+    for a, b in zip(release.layout.layers, memory.layout.layers, strict=True):
+        assert set(a.roles) - set(b.roles) == lost(a)
+        for role, ref in b.roles.items():
+            assert torch.equal(_cut(release, a.roles[role]), _cut(memory, ref)), role
+        assert len(a.experts) == len(b.experts)
+        for ea, eb in zip(a.experts, b.experts, strict=True):
+            for role in (UP, DOWN):
+                assert torch.equal(_cut(release, ea[role]), _cut(memory, eb[role]))
+    for role, ref in release.layout.globals.items():
+        assert torch.equal(_cut(release, ref), _cut(memory, memory.layout.globals[role]))
+
+
 def test_ergo_in_memory_names_read_as_its_release_does(tmp_path: Path) -> None:
     """Ergo's modules as transformers holds them (``model.layers.N.self_attn.qkv_proj``,
     ``mlp.experts.up_proj``, ``mlp.gate.linear``) load the same roles as its released names,
@@ -644,18 +662,19 @@ def test_ergo_in_memory_names_read_as_its_release_does(tmp_path: Path) -> None:
     module = _saved("ergo", tmp_path / "release")
     save_in_memory_names(module, tmp_path / "release", tmp_path / "memory")
     with open_model(tmp_path / "release") as release, open_model(tmp_path / "memory") as memory:
-        assert unread_tensors(memory.layout) == []
-        assert memory.layout.unexpected == []
-        for a, b in zip(release.layout.layers, memory.layout.layers, strict=True):
-            assert set(a.roles) - set(b.roles) == ({"router"} if a.experts else set())
-            for role, ref in b.roles.items():
-                assert torch.equal(_cut(release, a.roles[role]), _cut(memory, ref)), role
-            assert len(a.experts) == len(b.experts)
-            for ea, eb in zip(a.experts, b.experts, strict=True):
-                for role in (UP, DOWN):
-                    assert torch.equal(_cut(release, ea[role]), _cut(memory, eb[role]))
-        for role, ref in release.layout.globals.items():
-            assert torch.equal(_cut(release, ref), _cut(memory, memory.layout.globals[role]))
+        _read_alike(release, memory, lambda layer: {"router"} if layer.experts else set())
+
+
+def test_exaone_in_memory_names_read_as_its_release_does(tmp_path: Path) -> None:
+    """EXAONE 3's modules in memory carry Llama's names (``model.layers.N.self_attn.q_proj``);
+    saved under them, they load what its released names (``transformer.h.N.attn.attention.``)
+    do."""
+    module = _saved("exaone", tmp_path / "release")
+    save_in_memory_names(module, tmp_path / "release", tmp_path / "memory")
+    with open_model(tmp_path / "release") as release, open_model(tmp_path / "memory") as memory:
+        assert release.layout.layers[0].roles[Q].tensor.startswith("transformer.h.0.")
+        assert memory.layout.layers[0].roles[Q].tensor == "model.layers.0.self_attn.q_proj.weight"
+        _read_alike(release, memory, lambda layer: set())
 
 
 #: in-memory module path -> the role its saved tensor must be read as (norms on a sublayer's

@@ -296,10 +296,14 @@ HYPERCLOVAX = _decoder(
 #: only when it loads them
 EXAONE = _table(
     "exaone",
-    layer_prefix="h.{layer}.",
-    globals={EMBED: "wte", FINAL_NORM: "ln_f", LM_HEAD: "lm_head"},
-    layer={ATTN_NORM: "ln_1", MLP_NORM: "ln_2", **_qkvo("attn.attention.", "out_proj"),
-           GATE: "mlp.c_fc_0", UP: "mlp.c_fc_1", DOWN: "mlp.c_proj"},
+    # its release's names, or the Llama names transformers gives its modules in memory
+    layer_prefix=["h.{layer}.", "layers.{layer}."],
+    globals={EMBED: ["wte", "embed_tokens"], FINAL_NORM: ["ln_f", "norm"], LM_HEAD: "lm_head"},
+    layer={ATTN_NORM: ["ln_1", "input_layernorm"], MLP_NORM: ["ln_2", "post_attention_layernorm"],
+           **{role: [old, new] for (role, old), new in zip(
+               _qkvo("attn.attention.", "out_proj").items(), _ATTN.values(), strict=True)},
+           GATE: ["mlp.c_fc_0", "mlp.gate_proj"], UP: ["mlp.c_fc_1", "mlp.up_proj"],
+           DOWN: ["mlp.c_proj", "mlp.down_proj"]},
     known_unassigned=ROTARY_BUFFERS + QUANT_COMPANIONS,
 )
 #: OLMo 1: LayerNorms without weights or biases, so its files hold no norm at all
