@@ -302,6 +302,17 @@ def released_models() -> dict[str, tuple[Any, Any]]:
             layer_types=["linear_attention", "full_attention"], eos_token_id=1)),
         "xlm": (t.XLMWithLMHeadModel, t.XLMConfig(
             emb_dim=32, n_layers=2, n_heads=4, vocab_size=100, max_position_embeddings=64)),
+        # BERT's kin: post-LayerNorm with more embeddings or adapters, then pre-LayerNorm
+        "electra": (t.ElectraForMaskedLM, t.ElectraConfig(**no_head_dim, embedding_size=32)),
+        "roc_bert": (t.RoCBertForMaskedLM, t.RoCBertConfig(
+            **no_head_dim, pronunciation_vocab_size=10, shape_vocab_size=10,
+            pronunciation_embed_dim=8, shape_embed_dim=8)),
+        "xmod": (t.XmodForMaskedLM, t.XmodConfig(**no_head_dim, languages=["en_XX", "de_DE"],
+                                                 default_language="en_XX")),
+        "roberta-prelayernorm": (t.RobertaPreLayerNormForMaskedLM,
+                                 t.RobertaPreLayerNormConfig(**no_head_dim)),
+        "xlm-roberta-xl": (t.XLMRobertaXLForMaskedLM, t.XLMRobertaXLConfig(**no_head_dim)),
+        "megatron-bert": (t.MegatronBertForMaskedLM, t.MegatronBertConfig(**no_head_dim)),
     }
 
 

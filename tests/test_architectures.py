@@ -1308,6 +1308,20 @@ def test_embeddings_projected_into_the_blocks_are_refused_with_the_reason() -> N
         resolve_layout(infos(shapes), cfg.to_dict() | {"word_embed_proj_dim": 16})  # type: ignore[attr-defined]
 
 
+def test_electra_embeddings_narrower_than_its_blocks_are_refused_with_the_reason(
+        tmp_path: Path) -> None:
+    """ELECTRA-small's embeddings (``embedding_size`` 128) reach its 256-wide blocks through
+    ``embeddings_project``: refused, as OPT-350m's are, not read as a 128-wide model."""
+    from verifier.model import open_model
+
+    t = pytest.importorskip("transformers")
+    config = t.ElectraConfig(hidden_size=32, embedding_size=16, num_hidden_layers=2,
+                             num_attention_heads=4, intermediate_size=64, vocab_size=100)
+    t.ElectraForMaskedLM(config).save_pretrained(tmp_path)
+    with pytest.raises(ArchitectureError, match=r"16 wide .* blocks' 32 \(embedding_size"):
+        open_model(tmp_path)
+
+
 @pytest.mark.parametrize(("family", "conf", "post"), [
     ("opt", {"do_layer_norm_before": False}, True), ("opt", {}, False),
     ("bert", {}, True), ("llama", {}, False)])

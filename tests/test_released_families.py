@@ -75,6 +75,9 @@ EXPECTED: dict[str, tuple[str, list[int]]] = {
     "dory": ("dory", []), "cpmant": ("cpmant", []),
     "git": ("git", []), "emu3_text_model": ("llama", []),
     "bailing_hybrid": ("bailing_hybrid", [1]),
+    "electra": ("bert", []), "roc_bert": ("bert", []), "xmod": ("bert", []),
+    "roberta-prelayernorm": ("bert-prenorm", []), "xlm-roberta-xl": ("bert-prenorm", []),
+    "megatron-bert": ("bert-prenorm", []),
 }
 
 
@@ -737,6 +740,38 @@ def test_each_norm_is_read_as_the_place_the_model_applies_it(tmp_path: Path, nam
             want = (getattr(want, path.rsplit(".", 1)[1]) if want is not None
                     else block.get_submodule(path).weight)
             assert torch.equal(_cut(model, roles[role]), want.detach().float()), (path, role)
+
+
+#: pre-LayerNorm BERTs: model prefix -> (the norm before the attention, the one before the
+#: MLP, inside a block; the final norm, from the prefix)
+_PRE_NORM_BERTS = {
+    "roberta-prelayernorm": ("roberta_prelayernorm", "attention.LayerNorm",
+                             "intermediate.LayerNorm", "LayerNorm"),
+    "xlm-roberta-xl": ("roberta", "attention.self_attn_layer_norm", "LayerNorm",
+                       "encoder.LayerNorm"),
+    "megatron-bert": ("bert", "attention.ln", "ln", "encoder.ln"),
+}
+
+
+@pytest.mark.parametrize("name", list(_PRE_NORM_BERTS))
+def test_a_pre_norm_berts_norms_are_read_where_it_applies_them(tmp_path: Path,
+                                                               name: str) -> None:
+    """Each pre-LayerNorm BERT names its norms its own way; with every norm drawn apart, the
+    attention norm, the MLP norm and the final norm each load as the one its module applies
+    there, and the blocks are read as pre-norm (their gains fold into the projections)."""
+    module = _norms_apart(name)
+    module.save_pretrained(tmp_path)
+    prefix, attn, mlp, final = _PRE_NORM_BERTS[name]
+    body = module.get_submodule(prefix)
+    block = body.encoder.layer[1]
+    with open_model(tmp_path) as model:
+        assert not model.layout.post_norm
+        roles = model.layout.layers[1].roles
+        for role, path in (("attn_norm", attn), ("mlp_norm", mlp)):
+            assert torch.equal(_cut(model, roles[role]),
+                               block.get_submodule(path).weight.detach()), role
+        assert torch.equal(_cut(model, model.layout.globals["final_norm"]),
+                           body.get_submodule(final).weight.detach())
 
 
 @pytest.mark.parametrize("name", ["longcat_flash", "jetmoe", "zaya"])

@@ -1169,13 +1169,15 @@ class _Builder:
         self, globals_: dict[str, RoleRef], layers: list[LayerLayout], dims: _Dims,
         unassigned: list[str],
     ) -> ModelLayout:
-        projected, blocks = self.cfg.get_int("word_embed_proj_dim"), self.cfg.get_int(*_HIDDEN_KEYS)
-        if projected and blocks and projected != blocks:
-            raise ArchitectureError(
-                f"the embeddings are {projected} wide and projected to the blocks' {blocks} "
-                f"(word_embed_proj_dim, as in OPT-350m): the probes compare embeddings in the "
-                f"blocks' hidden space, which such a model does not store; not supported"
-            )
+        blocks = self.cfg.get_int(*_HIDDEN_KEYS)
+        for key, example in (("word_embed_proj_dim", "OPT-350m"), ("embedding_size", "ELECTRA-small")):
+            projected = self.cfg.get_int(key)
+            if projected and blocks and projected != blocks:
+                raise ArchitectureError(
+                    f"the embeddings are {projected} wide and projected to the blocks' {blocks} "
+                    f"({key}, as in {example}): the probes compare embeddings in the blocks' "
+                    f"hidden space, which such a model does not store; not supported"
+                )
         vocab = hidden = None
         embed = globals_.get(EMBED)
         if embed is not None and len(self._shape(embed)) == 2:

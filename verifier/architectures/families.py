@@ -601,9 +601,10 @@ OPT = _table(
 #: compared), Data2Vec-Text and RoFormer (sinusoidal positions) under their own prefixes.
 BERT = _table(
     "bert", "roberta", "xlm-roberta", "camembert", "bert-generation", "big_bird", "ernie",
-    "data2vec-text", "roformer",
+    "data2vec-text", "roformer", "electra", "roc_bert", "xmod",
     post_norm=True,
-    prefixes=(*HF_PREFIXES, "roberta.", "ernie.", "data2vec_text.", "roformer."),
+    prefixes=(*HF_PREFIXES, "roberta.", "ernie.", "data2vec_text.", "roformer.", "electra.",
+              "roc_bert."),
     layer_prefix="encoder.layer.{layer}.",
     globals={
         EMBED: "embeddings.word_embeddings",
@@ -636,8 +637,31 @@ BERT = _table(
         "lm_head.dense",
         "lm_head.layer_norm",
         "lm_head.bias",
+        # ELECTRA's generator and discriminator heads (the generator's decoder is tied)
+        "generator_predictions", "generator_lm_head", "discriminator_predictions",
+        # RoCBERT's pronunciation and glyph embeddings, mixed into the token embedding
+        "embeddings.pronunciation_embed", "embeddings.shape_embed", "embeddings.map_inputs_layer",
+        # X-MOD's per-language adapters after each MLP
+        "output.adapter_modules", "output.adapter_layer_norm",
     ),
 )
+#: BERT's names with pre-LayerNorm blocks: a norm before the attention and one before the
+#: MLP (RoBERTa-PreLayerNorm: ``attention.LayerNorm`` and ``intermediate.LayerNorm``;
+#: XLM-RoBERTa-XL: ``attention.self_attn_layer_norm`` and the block's ``LayerNorm``;
+#: Megatron-BERT: ``attention.ln`` and ``ln``), and a final norm after the last block
+#: (``roberta_prelayernorm.LayerNorm``, ``encoder.LayerNorm``, ``encoder.ln``)
+BERT_PRE_NORM = BERT.model_copy(update={
+    "family": "bert-prenorm",
+    "model_types": ("bert-prenorm", "roberta-prelayernorm", "xlm-roberta-xl", "megatron-bert"),
+    "post_norm": False,
+    "prefixes": (*BERT.prefixes, "roberta_prelayernorm."),
+    "globals": {**BERT.globals,
+                FINAL_NORM: ["LayerNorm", "encoder.LayerNorm", "encoder.ln"]},
+    "layer": {**{r: p for r, p in BERT.layer.items() if r not in (ATTN_NORM, MLP_NORM)},
+              ATTN_NORM: ["attention.LayerNorm", "attention.self_attn_layer_norm",
+                          "attention.ln"],
+              MLP_NORM: ["intermediate.LayerNorm", "LayerNorm", "ln"]},
+})
 #: An encoder-decoder's two stacks, read as one sequence of blocks: the encoder's, then the
 #: decoder's. Both read and write one hidden space (their token embeddings are one tied
 #: tensor), so one alignment of it serves both. The decoder's cross-attention (queries from the
@@ -1894,6 +1918,7 @@ FAMILIES: dict[str, LayoutTable] = {
         LLAMA, MLLAMA, QWEN2, QWEN3, OLMO2, GEMMA, GEMMA2, GEMMA3, GEMMA4, GLM, GLM4, QWEN3_5,
         QWEN3_NEXT, COHERE, NEMOTRON, STARCODER2,
         PHI, PHI3, GPT2, GPT_BIGCODE, GPT_NEO, GPTJ, GPT_NEOX, FALCON, BLOOM, MPT, OPT, BERT,
+        BERT_PRE_NORM,
         MIXTRAL, QWEN2_MOE, QWEN3_MOE, FLEX_OLMO, MINIMAX_M2, DEEPSEEK_V2, DEEPSEEK_V3,
         GLM4_MOE, ERNIE4_5_MOE, GRANITEMOE, GRANITEMOE_HYBRID, NEMOTRON_H, BAMBA, FALCON_H1,
         JAMBA, LFM2, LFM3, LLAMA4, GPT_OSS,
