@@ -302,6 +302,11 @@ def released_models() -> dict[str, tuple[Any, Any]]:
             layer_types=["linear_attention", "full_attention"], eos_token_id=1)),
         "xlm": (t.XLMWithLMHeadModel, t.XLMConfig(
             emb_dim=32, n_layers=2, n_heads=4, vocab_size=100, max_position_embeddings=64)),
+        "dbrx": (t.DbrxForCausalLM, t.DbrxConfig(
+            d_model=32, n_heads=4, n_layers=2, vocab_size=100,
+            attn_config={"kv_n_heads": 2, "rope_theta": 10000.0},
+            ffn_config={"ffn_hidden_size": 16, "moe_num_experts": 4, "moe_top_k": 2})),
+        "ministral": (t.MinistralForCausalLM, t.MinistralConfig(**SMALL, rope_theta=10000.0)),
         # BERT's kin: post-LayerNorm with more embeddings or adapters, then pre-LayerNorm
         "electra": (t.ElectraForMaskedLM, t.ElectraConfig(**no_head_dim, embedding_size=32)),
         "roc_bert": (t.RoCBertForMaskedLM, t.RoCBertConfig(

@@ -78,6 +78,7 @@ EXPECTED: dict[str, tuple[str, list[int]]] = {
     "electra": ("bert", []), "roc_bert": ("bert", []), "xmod": ("bert", []),
     "roberta-prelayernorm": ("bert-prenorm", []), "xlm-roberta-xl": ("bert-prenorm", []),
     "megatron-bert": ("bert-prenorm", []),
+    "dbrx": ("dbrx", [0, 1]), "ministral": ("llama", []),
 }
 
 
@@ -774,16 +775,17 @@ def test_a_pre_norm_berts_norms_are_read_where_it_applies_them(tmp_path: Path,
                            body.get_submodule(final).weight.detach())
 
 
-@pytest.mark.parametrize("name", ["longcat_flash", "jetmoe", "zaya"])
+@pytest.mark.parametrize("name", ["longcat_flash", "jetmoe", "zaya", "dbrx"])
 def test_each_expert_read_from_the_files_computes_what_its_module_does(tmp_path: Path,
                                                                       name: str) -> None:
     """Every expert cut from the saved files (LongCat-Flash's per-expert files, JetMoE's
-    ``input_linear``/``output_linear`` stacks, ZAYA's v5 stacks) computes, as
-    ``down(act(gate x) * up x)``, what the model's expert module computes for tokens routed to
-    it alone; LongCat-Flash's dense MLP is its first sublayer's (``mlps.0``), its second set of
-    neurons the second sublayer's MLP (``mlps.1``)."""
+    ``input_linear``/``output_linear`` stacks, ZAYA's v5 stacks, DBRX's 2-D stacks of every
+    expert's rows) computes, as ``down(act(gate x) * up x)``, what the model's expert module
+    computes for tokens routed to it alone; LongCat-Flash's dense MLP is its first sublayer's
+    (``mlps.0``), its second set of neurons the second sublayer's MLP (``mlps.1``)."""
     module = _saved(name, tmp_path)
-    block = module.model.layers[1]
+    block = module.transformer.blocks[1] if name == "dbrx" else module.model.layers[1]
+    experts = block.ffn.experts if name == "dbrx" else getattr(block.mlp, "experts", None)
     x = torch.randn(5, 32)
     with open_model(tmp_path) as model:
         layer = model.layout.layers[1]
@@ -797,7 +799,7 @@ def test_each_expert_read_from_the_files_computes_what_its_module_does(tmp_path:
                     want = block.mlp.output_linear(act(gate) * up, sizes)
                 else:
                     routed = torch.full((5, 1), e)
-                    want = block.mlp.experts(x, routed, torch.ones(5, 1))
+                    want = experts(x, routed, torch.ones(5, 1)).reshape(5, 32)
             got = (act(x @ _cut(model, expert[GATE]).T) * (x @ _cut(model, expert[UP]).T)
                    ) @ _cut(model, expert[DOWN]).T
             torch.testing.assert_close(got, want)

@@ -76,7 +76,11 @@ _INTERMEDIATE_KEYS = ("intermediate_size", "n_inner", "ffn_dim", "ffn_hidden_siz
 _HEADS_KEYS = (
     "num_attention_heads", "n_head", "num_heads", "n_heads", "encoder_attention_heads",
     "decoder_attention_heads")
-_KV_HEADS_KEYS = ("num_key_value_heads", "n_head_kv", "num_kv_heads", "multi_query_group_num")
+_KV_HEADS_KEYS = ("num_key_value_heads", "n_head_kv", "num_kv_heads", "multi_query_group_num",
+                  "kv_n_heads")
+#: config keys holding a dict of attention or MLP settings (DBRX's ``attn_config`` holds
+#: ``kv_n_heads``, its ``ffn_config`` ``moe_num_experts``)
+_NESTED_CONFIGS = ("attn_config", "ffn_config")
 _EXPERTS_KEYS = ("num_local_experts", "n_routed_experts", "num_experts", "moe_num_experts")
 #: trailing blocks beyond ``num_hidden_layers`` that a family stores on purpose (DeepSeek-V3's
 #: multi-token-prediction module is saved as layer ``num_hidden_layers``)
@@ -262,6 +266,10 @@ class _Config:
         self.top = config or {}
         text = self.top.get("text_config")
         self.text: dict[str, Any] = text if isinstance(text, dict) else {}
+        #: sub-configs of attention and MLP settings (DBRX's and MPT's), looked in last
+        self.nested: list[dict[str, Any]] = [
+            part for key in _NESTED_CONFIGS
+            if isinstance(part := self.top.get(key), dict)]
 
     @property
     def model_type(self) -> str | None:
@@ -283,8 +291,9 @@ class _Config:
         return None
 
     def get_int(self, *keys: str) -> int | None:
-        """The first positive integer under ``keys`` (top level first, then ``text_config``)."""
-        for source in (self.top, self.text):
+        """The first positive integer under ``keys`` (top level first, then ``text_config``,
+        then the attention and MLP sub-configs)."""
+        for source in (self.top, self.text, *self.nested):
             for key in keys:
                 value = source.get(key)
                 if isinstance(value, int) and not isinstance(value, bool) and value > 0:
@@ -301,6 +310,8 @@ def role_shape(ref: RoleRef, shape: tuple[int, ...]) -> tuple[int, ...]:
         dims[0] *= TERNARY_PER_BYTE
     if ref.packing == "fp4" and dims:  # two inputs a byte
         dims[-1] *= FP4_PER_BYTE
+    if ref.unflatten is not None and dims:
+        dims = [ref.unflatten, dims[0] // ref.unflatten, *dims[1:]]
     if ref.expert is not None:
         dims = dims[1:]
     if ref.transpose and len(dims) >= 2:
@@ -1030,7 +1041,8 @@ class _Builder:
                 fits[path] = ["out_in"]
             else:
                 fits[path] = self._stack_fits(where, weight, self.table.stacked[path],
-                                              self.shapes[weight], dims)
+                                              self._stack_shape(where, self.table.stacked[path],
+                                                                weight)[0], dims)
         decided = {f[0] for f in fits.values() if len(f) == 1}
         out: dict[str, Layout] = {}
         for path, found in fits.items():
@@ -1081,7 +1093,8 @@ class _Builder:
         names: dict[bool, str], layout: Layout,
     ) -> None:
         weight, bias = names[False], names.get(True)
-        shape, packed = self.shapes[weight], self._packed_stack(where, weight)
+        (shape, unflatten), packed = (self._stack_shape(where, spec, weight),
+                                      self._packed_stack(where, weight))
         if packed:  # MXFP4 groups 32 inputs of each output row: [E, out, in]
             shape = role_shape(RoleRef(weight, packing="mxfp4"), shape)
         transpose = layout == "in_out"
@@ -1104,11 +1117,25 @@ class _Builder:
             for role, cut in zip(spec.roles, bounds, strict=True):
                 rows, step = (None, 1) if cut is None else ((cut[0], cut[1]), cut[2])
                 self._put(target, role, RoleRef(weight, expert=e, transpose=transpose, rows=rows,
-                                                 step=step, **quant),
+                                                 step=step, unflatten=unflatten, **quant),
                           f"{where} expert {e}")
                 if bias is not None:
                     self._put(target, role + BIAS, RoleRef(bias, expert=e, rows=rows, step=step),
                               f"{where} expert {e}")
+
+    def _stack_shape(self, where: str, spec: Stacked,
+                     weight: str) -> tuple[tuple[int, ...], int | None]:
+        """A stack's shape as ``[experts, a, b]``, and the expert count that splits a flat
+        one's rows (``Stacked.flat``; None for a 3-D stack)."""
+        shape = self.shapes[weight]
+        if not spec.flat:
+            return shape, None
+        experts = self.cfg.get_int(*_EXPERTS_KEYS)
+        if len(shape) != 2 or experts is None or shape[0] % experts or self._scaled(weight):
+            raise ArchitectureError(
+                f"{where}: {weight!r} has shape {list(shape)}: not a plain 2-D stack of "
+                f"{experts or 'an unknown number of'} experts' rows (the config's expert count)")
+        return (experts, shape[0] // experts, shape[1]), experts
 
     def _packed_stack(self, where: str, weight: str) -> dict[str, Any]:
         """How to unpack ``weight`` where it is an MXFP4 ``*_blocks`` stack; else nothing."""

@@ -164,7 +164,8 @@ def _decoder(family: str, *model_types: str, layer: dict[str, Paths], **rest: ob
 #: attention and logit multipliers are scalars of the config, not weights), InternLM3,
 #: IQuest-Coder, ERNIE-4.5 dense, Helium, SmolLM3, Seed-OSS, CWM, and Emu3's language model
 #: (Llama's blocks; its image tokenizer ``vqmodel`` is another modality)
-LLAMA = _decoder("llama", "mistral", "ministral3", "granite", "internlm3", "iquestcoder",
+LLAMA = _decoder("llama", "mistral", "ministral", "ministral3", "granite", "internlm3",
+                 "iquestcoder",
                  "ernie4_5", "helium", "smollm3", "seed_oss", "cwm", "emu3", "emu3_text_model",
                  layer=_NORMS | _ATTN | _MLP)
 #: Llama 3.2 Vision's language model: Llama's blocks with cross-attention blocks inserted
@@ -573,6 +574,24 @@ BLOOM = _table(
         DOWN: "mlp.dense_4h_to_h",
     },
     fused={"self_attention.query_key_value": Fused(roles=(Q, K, V), split="groups")},
+)
+#: DBRX (Databricks): ``transformer.blocks.N.``, every block MoE. ``norm_attn_norm.norm_1``
+#: before the attention and ``norm_2`` before the experts (LayerNorms without biases); fused
+#: ``attn.Wqkv`` q, then k, then v (heads and key/value heads in the config's ``attn_config``);
+#: router ``ffn.router.layer``; each expert matrix kept in a 2-D stack of every expert's rows
+#: (experts counted by ``ffn_config.moe_num_experts``): ``ffn.experts.mlp.w1`` the gates and
+#: ``v1`` the ups, ``[E * I, H]``, and ``w2`` the downs, ``[E * I, H]`` computed as ``x @ W``.
+DBRX = _table(
+    "dbrx",
+    layer_prefix="blocks.{layer}.",
+    globals={EMBED: "wte", FINAL_NORM: "norm_f", LM_HEAD: "lm_head"},
+    layer={ATTN_NORM: "norm_attn_norm.norm_1", MLP_NORM: "norm_attn_norm.norm_2",
+           O: "norm_attn_norm.attn.out_proj", ROUTER: "ffn.router.layer"},
+    fused={"norm_attn_norm.attn.Wqkv": Fused(roles=(Q, K, V), split="heads")},
+    stacked={"ffn.experts.mlp.w1": Stacked(roles=(GATE,), layout="out_in", flat=True),
+             "ffn.experts.mlp.v1": Stacked(roles=(UP,), layout="out_in", flat=True),
+             "ffn.experts.mlp.w2": Stacked(roles=(DOWN,), layout="in_out", flat=True)},
+    known_unassigned=ROTARY_BUFFERS,
 )
 #: OPT: ``model.decoder.``; ``final_layer_norm`` inside a block is its MLP norm. Checkpoints
 #: with ``do_layer_norm_before: false`` are post-norm. ``project_in``/``project_out`` exist only
@@ -1937,7 +1956,7 @@ FAMILIES: dict[str, LayoutTable] = {
         RWKV, XLSTM,
         DOGE, CTRL, MODERNBERT_DECODER,
         MOSHI, HRM_TEXT, XLM, DORY, CPMANT, GIT, BAILING_HYBRID,
-        BART, MBART, T5, NLLB_MOE,
+        BART, MBART, T5, NLLB_MOE, DBRX,
     )
 }
 

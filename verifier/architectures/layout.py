@@ -51,7 +51,9 @@ BIAS = ".bias"
 class RoleRef:
     """How to cut one role out of one stored tensor.
 
-    Operations apply in this order: select ``expert`` along dim 0 of a 3-D stack; transpose the
+    Operations apply in this order: split dim 0 into ``unflatten`` experts' rows (a 2-D stack
+    ``[experts * rows, cols]``, as DBRX stores its experts); select ``expert`` along dim 0 of a
+    3-D stack; transpose the
     last two dims when ``transpose``; keep rows ``rows[0]:rows[1]:step`` of dim 0 (with
     ``period``: rows ``rows[0]:rows[1]`` of every consecutive block of ``period`` rows, for q/k/v
     fused group by group); add ``offset`` (in float32). The offset makes a norm's role its
@@ -83,8 +85,12 @@ class RoleRef:
     #: ``"fp4"``: DeepSeek-V4's experts, ``[out, in / 2]`` bytes of two e2m1 values (the low
     #: nibble first) and ``scale`` ``[out, in / 32]`` E8M0 exponents: MXFP4 in rows
     packing: str | None = None
+    #: the number of experts whose rows a 2-D stack holds one after the other
+    unflatten: int | None = None
 
     def apply(self, t: torch.Tensor) -> torch.Tensor:
+        if self.unflatten is not None:
+            t = t.unflatten(0, (self.unflatten, -1))
         if self.expert is not None:
             t = t[self.expert]
         if self.transpose:

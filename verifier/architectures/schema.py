@@ -159,6 +159,9 @@ class Stacked(BaseModel):
     split: Literal["halves", "interleave"] = "halves"
     layout: Literal["out_in", "in_out"] | None = None
     bias: str | None = None
+    #: the stack is 2-D, every expert's rows one after the other (``[experts * a, b]``, as
+    #: DBRX stores them); the config's expert count splits it
+    flat: bool = False
 
     @model_validator(mode="after")
     def _expert_roles(self) -> Stacked:
