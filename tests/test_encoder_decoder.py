@@ -287,3 +287,87 @@ def test_a_switch_transformer_upcycled_from_t5_is_derived_and_one_from_scratch_i
     assert moe.p_value is not None
     assert moe.p_value < 1e-6
     assert verify(tmp_path / "dense", tmp_path / "scratch", OPTS).verdict == "independent"
+
+
+def _vit() -> Any:
+    return transformers.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=64, image_size=32, patch_size=16)
+
+
+#: the decoders an image encoder feeds in TrOCR (its own), Donut and Nougat (mBART's), and
+#: transformers' BERT and GPT-2 with cross-attention added
+_DECODERS = {
+    "bart": lambda: transformers.TrOCRConfig(
+        d_model=32, decoder_layers=2, decoder_attention_heads=4, decoder_ffn_dim=64,
+        vocab_size=100),
+    "mbart": lambda: transformers.MBartConfig(
+        **{k: SMALL[k] for k in ("d_model", "encoder_attention_heads", "decoder_attention_heads",
+                                 "encoder_ffn_dim", "decoder_ffn_dim", "vocab_size")},
+        decoder_layers=2, is_decoder=True, add_cross_attention=True),
+    "bert": lambda: transformers.BertConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        vocab_size=100, is_decoder=True, add_cross_attention=True),
+    "gpt2": lambda: transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=100,
+                                            add_cross_attention=True),
+}
+
+
+@pytest.mark.parametrize("family", list(_DECODERS))
+def test_an_image_encoders_language_decoder_is_read_and_the_encoder_set_aside(
+        tmp_path: Path, family: str) -> None:
+    """A vision-encoder-decoder checkpoint is judged on its decoder (``decoder.``, read with
+    its own family's table through the ``decoder`` config); the image encoder (``encoder.``)
+    is another modality; the decoder's cross-attention is known, not compared."""
+    config = transformers.VisionEncoderDecoderConfig.from_encoder_decoder_configs(
+        _vit(), _DECODERS[family]())
+    module = transformers.VisionEncoderDecoderModel(config)
+    module.save_pretrained(tmp_path)
+    encoder = sum(1 for k in module.state_dict() if k.startswith("encoder."))
+    with open_model(tmp_path) as model:
+        layout = model.layout
+        assert (layout.family, layout.num_layers, layout.hidden_size) == (family, 2, 32)
+        assert layout.other_modalities == {"encoder.": encoder}
+        layout.other_modalities = {}
+        assert unread_tensors(layout) == []
+        assert missing_roles(layout) == []
+
+
+def test_a_speech_encoders_decoder_is_read_as_its_language_model(tmp_path: Path) -> None:
+    encoder = transformers.Wav2Vec2Config(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
+        conv_dim=(8, 8), conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2)
+    decoder = _build("bart:causal").config
+    config = transformers.SpeechEncoderDecoderConfig.from_encoder_decoder_configs(encoder,
+                                                                                  decoder)
+    transformers.SpeechEncoderDecoderModel(config).save_pretrained(tmp_path)
+    with open_model(tmp_path) as model:
+        assert (model.layout.family, model.layout.num_layers) == ("bart", DECODER)
+        assert list(model.layout.other_modalities) == ["encoder."]
+
+
+def test_an_ocr_models_decoder_started_from_a_language_model_is_derived_from_it(
+        tmp_path: Path) -> None:
+    """Donut and Nougat start their decoder from a text model (mBART's): that text model
+    against the trained image-to-text model is derived, block by block; another start's is
+    not."""
+    sizes = {"d_model": 64, "decoder_ffn_dim": 256, "encoder_ffn_dim": 256, "vocab_size": 500,
+             "decoder_layers": 3}
+    text = _saved("mbart:causal", tmp_path / "text", **sizes)
+    other = _build("mbart:causal", 1, **sizes)
+    for name, decoder in (("ocr", noisy(copy.deepcopy(text), 0.3)), ("other", other)):
+        config = transformers.VisionEncoderDecoderConfig.from_encoder_decoder_configs(
+            _vit(), decoder.config)
+        torch.manual_seed(2)
+        module = transformers.VisionEncoderDecoderModel(config)
+        module.decoder.load_state_dict(decoder.state_dict())
+        module.save_pretrained(tmp_path / name)
+    with open_model(tmp_path / "ocr") as model:  # its image encoder is narrower
+        assert list(model.layout.other_modalities) == ["enc_to_dec_proj.", "encoder."]
+        model.layout.other_modalities = {}
+        assert unread_tensors(model.layout) == []
+    derived = verify(tmp_path / "text", tmp_path / "ocr", OPTS)
+    assert derived.verdict == "derived"
+    assert [(e.candidate_layer, e.base_layer) for e in derived.layer_map] == [
+        (i, i) for i in range(3)]
+    assert verify(tmp_path / "text", tmp_path / "other", OPTS).verdict == "independent"

@@ -78,6 +78,10 @@ _HEADS_KEYS = (
     "decoder_attention_heads")
 _KV_HEADS_KEYS = ("num_key_value_heads", "n_head_kv", "num_kv_heads", "multi_query_group_num",
                   "kv_n_heads")
+#: configs of an image or speech encoder (``encoder.``, another modality) feeding a language
+#: model's decoder (``decoder.``, its config ``decoder``)
+_COMPOSITES = ("vision-encoder-decoder", "speech-encoder-decoder")
+_COMPOSITE_ENCODER = ("encoder.", "enc_to_dec_proj.")
 #: config keys holding a dict of attention or MLP settings (DBRX's ``attn_config`` holds
 #: ``kv_n_heads``, its ``ffn_config`` ``moe_num_experts``)
 _NESTED_CONFIGS = ("attn_config", "ffn_config")
@@ -264,7 +268,10 @@ class _Config:
 
     def __init__(self, config: dict[str, Any] | None) -> None:
         self.top = config or {}
-        text = self.top.get("text_config")
+        #: an image or speech encoder with a language model as its decoder (TrOCR, Donut,
+        #: Nougat): the decoder's config is the text config
+        self.composite = self.top.get("model_type") in _COMPOSITES
+        text = self.top.get("decoder" if self.composite else "text_config")
         self.text: dict[str, Any] = text if isinstance(text, dict) else {}
         #: sub-configs of attention and MLP settings (DBRX's and MPT's), looked in last
         self.nested: list[dict[str, Any]] = [
@@ -491,6 +498,17 @@ def split_modalities(tensors: list[TensorInfo]) -> tuple[list[TensorInfo], dict[
     return kept, {p: parts[p] for p in sorted(towers)}
 
 
+def _decoder_of_composite(tensors: list[TensorInfo], others: dict[str, int]
+                          ) -> tuple[list[TensorInfo], dict[str, int]]:
+    """A vision- or speech-encoder-decoder's language model: what is not its encoder
+    (``encoder.``) or the projection from the encoder's width to the decoder's
+    (``enc_to_dec_proj``), which join the other modalities."""
+    parts = {p: [t for t in tensors if t.name.startswith(p)] for p in _COMPOSITE_ENCODER}
+    kept = [t for t in tensors if not t.name.startswith(_COMPOSITE_ENCODER)]
+    return kept, dict(sorted((others | {p: len(found) for p, found in parts.items()
+                                        if found}).items()))
+
+
 def resolve_layout(
     tensors: list[TensorInfo],
     config: dict[str, Any] | None,
@@ -508,7 +526,12 @@ def resolve_layout(
     if role_map is not None:
         return _Builder(CompiledTable(role_map), tensors, cfg, role_map.family).build()
     tensors, others = split_modalities(tensors)
+    if cfg.composite:  # the encoder reads images or speech; the language model is the decoder
+        tensors, others = _decoder_of_composite(tensors, others)
     candidates = _choose_tables(tensors, cfg, fmt)
+    if cfg.composite:
+        candidates = [(t.model_copy(update={"prefixes": tuple(
+            "decoder." + p for p in t.prefixes)}), f) for t, f in candidates]
     first: ArchitectureError | None = None
     for table, family in candidates:
         try:
@@ -739,7 +762,9 @@ class _Builder:
         for claim in claims.values():
             if claim.layer is not None:
                 sizes[claim.stack] = max(sizes.get(claim.stack, 0), claim.layer + 1)
-        alone = self.cfg.top.get("is_encoder_decoder") is False
+        # a decoder saved alone says so in its own config (in a composite's, ``decoder``)
+        alone = (self.cfg.text if self.cfg.composite else self.cfg.top).get(
+            "is_encoder_decoder") is False or self.cfg.composite
         prefixes = as_paths(self.table.layer_prefix)
         offsets, start = {}, 0
         for stack in range(len(prefixes)):

@@ -441,7 +441,8 @@ GPT2 = LayoutTable(
     },
     fused={"attn.c_attn": Fused(roles=(Q, K, V), split="heads")},
     transpose=(Q, K, V, O, UP, DOWN),
-    known_unassigned=("attn.bias", "attn.masked_bias"),
+    # a decoder's cross-attention in an encoder-decoder (``add_cross_attention``): not compared
+    known_unassigned=("attn.bias", "attn.masked_bias", "crossattention", "ln_cross_attn"),
 )
 #: GPT-2's names in ``nn.Linear`` orientation; ``c_attn`` is q, k, v with ``multi_query``'s
 #: one key/value head (``[hidden + 2 * head_dim, hidden]``) or full heads
@@ -662,6 +663,8 @@ BERT = _table(
         "embeddings.pronunciation_embed", "embeddings.shape_embed", "embeddings.map_inputs_layer",
         # X-MOD's per-language adapters after each MLP
         "output.adapter_modules", "output.adapter_layer_norm",
+        # a decoder's cross-attention in an encoder-decoder (``add_cross_attention``)
+        "crossattention",
     ),
 )
 #: BERT's names with pre-LayerNorm blocks: a norm before the attention and one before the
