@@ -5,6 +5,7 @@ hidden space aligned once for both stacks."""
 from __future__ import annotations
 
 import copy
+import io
 import json
 import re
 from pathlib import Path
@@ -19,6 +20,7 @@ from verifier.architectures.completeness import missing_roles, unread_tensors
 from verifier.architectures.layout import EMBED, LM_HEAD, MLP_NORM, UP, Q
 from verifier.errors import ArchitectureError
 from verifier.model import open_model
+from verifier.render import make_console, render_report
 from verifier.verify import VerifyOptions, verify
 
 transformers = pytest.importorskip("transformers")
@@ -81,6 +83,7 @@ def test_every_tensor_is_read_and_the_decoders_blocks_follow_the_encoders(
         assert (layout.num_heads, layout.head_dim) == (4, 8)
         assert unread_tensors(layout) == []
         assert missing_roles(layout) == []
+        assert layout.stacks == ({} if alone else {"encoder": ENCODER, "decoder": DECODER})
         # every second block of each stack sparse (the encoder's 1, the decoder's 1)
         sparse = [1, ENCODER + 1] if name in ("switch_transformers", "nllb-moe") else []
         assert layout.moe_layers == sparse
@@ -246,6 +249,14 @@ def test_a_copy_with_its_decoder_cut_maps_each_stack_to_its_own(tmp_path: Path) 
     assert report.verdict == "derived"
     assert [(e.candidate_layer, e.base_layer) for e in report.layer_map] == [
         (0, 0), (1, 1), (2, 2), (3, 5)]
+    # the stacks travel with the report, and its layer table names them
+    assert report.models.base.stacks == {"encoder": 2, "decoder": 4}
+    assert report.models.candidate.stacks == {"encoder": 2, "decoder": 2}
+    buf = io.StringIO()
+    render_report(report, make_console(file=buf, force_terminal=False))
+    rows = [line.split() for line in buf.getvalue().splitlines() if "(decoder" in line]
+    assert [row[:6] for row in rows] == [["2", "(decoder", "0)", "2", "(decoder", "0)"],
+                                         ["3", "(decoder", "1)", "5", "(decoder", "3)"]]
 
 
 def _switch_from(dense: torch.nn.Module, seed: int, experts: int = 4) -> torch.nn.Module:

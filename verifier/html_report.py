@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from verifier.errors import InputError, IntegrityError, LineageError
 from verifier.probes.base import spread
 from verifier.probes.moe_upcycling import NOT_MATCHED
-from verifier.render import VERDICT_MEANING, format_p, human_bytes
+from verifier.render import VERDICT_MEANING, format_p, human_bytes, stacks_text
 from verifier.report import Report
 
 if TYPE_CHECKING:
@@ -725,7 +725,8 @@ def _moe_html(report: Report) -> str:
 def _models_html(report: Report) -> str:
     parts = ['<section id="models"><h2>Models</h2>']
     for side, info in (("base", report.models.base), ("candidate", report.models.candidate)):
-        shape = (f"{info.num_layers} layers, hidden {info.hidden_size}, vocab {info.vocab_size}"
+        shape = (f"{info.num_layers} layers{stacks_text(info.stacks)}, hidden "
+                 f"{info.hidden_size}, vocab {info.vocab_size}"
                  + (f", {info.num_experts} experts" if info.num_experts else ""))
         parts.append(f'<div class="model" id="model-{side}"><h3>{_e(side)}</h3>')
         parts.append(_kv((("path", info.path), ("format", info.format),

@@ -52,6 +52,8 @@ class InspectReport(BaseModel):
     num_kv_heads: int | None
     head_dim: int | None
     moe: MoEInfo | None
+    #: blocks of each stack in reading order (an encoder-decoder's), layers numbered across
+    stacks: dict[str, int] = Field(default_factory=dict)
     dtype: str
     dtypes: dict[str, int]
     num_parameters: int
@@ -115,6 +117,7 @@ def inspect_model(
         num_kv_heads=layout.num_kv_heads,
         head_dim=layout.head_dim,
         moe=moe,
+        stacks=layout.stacks,
         dtype=dtype,
         dtypes=dtypes,
         num_parameters=sum(t.numel for t in tensors),

@@ -60,8 +60,9 @@ def render_inspect(report: InspectReport, console: Console) -> None:
                  escape(f"{report.architecture} (model_type {report.model_type})"))
     head.add_row(
         "shape",
-        f"{report.num_layers} layers, hidden {report.hidden_size}, vocab {report.vocab_size}, "
-        f"ffn {report.intermediate_size}, heads {report.num_heads}/{report.num_kv_heads} kv",
+        f"{report.num_layers} layers{stacks_text(report.stacks)}, hidden {report.hidden_size}, "
+        f"vocab {report.vocab_size}, ffn {report.intermediate_size}, "
+        f"heads {report.num_heads}/{report.num_kv_heads} kv",
     )
     if report.moe:
         head.add_row(
@@ -130,6 +131,23 @@ VERDICT_MEANING = {
 }
 
 
+def stack_label(layer: int, stacks: dict[str, int]) -> str:
+    """A layer's number, with the stack and index in it where a model runs several stacks
+    one after the other (``33 (decoder 1)``)."""
+    start = 0
+    for name, count in stacks.items():
+        if layer < start + count:
+            return f"{layer} ({name} {layer - start})"
+        start += count
+    return str(layer)
+
+
+def stacks_text(stacks: dict[str, int]) -> str:
+    """``" (encoder 32 + decoder 4)"``, or nothing for one stack."""
+    return (" (" + " + ".join(f"{name} {count}" for name, count in stacks.items()) + ")"
+            if stacks else "")
+
+
 def format_p(p: float | None) -> str:
     """A p-value for people: 3 significant digits, "-" for none, a floor near float64's end."""
     if p is None:
@@ -188,8 +206,10 @@ def _layer_table(report: Report) -> Table:
                   pad_edge=False)
     for col in ("layer", "base", "similarity", *(f"p {name}" for name, _ in per_layer)):
         table.add_column(col, justify="right")
+    cand, base = report.models.candidate.stacks, report.models.base.stacks
     for e in report.layer_map:
-        table.add_row(str(e.candidate_layer), "-" if e.base_layer is None else str(e.base_layer),
+        table.add_row(stack_label(e.candidate_layer, cand),
+                      "-" if e.base_layer is None else stack_label(e.base_layer, base),
                       "-" if e.similarity is None else f"{e.similarity:.3f}",
                       *(format_p(values.get(e.candidate_layer)) for _, values in per_layer))
     return table

@@ -58,6 +58,9 @@ class ModelInfo(_Frozen):
     #: config's head counts split attention into heads, the tokenizer picks the shared tokens);
     #: a signed report's subjects include them
     side_files: list[FileRecord] = Field(default_factory=list)
+    #: blocks of each stack in reading order, where the model runs several (an
+    #: encoder-decoder's ``encoder`` then ``decoder``); layers are numbered across them
+    stacks: dict[str, int] = Field(default_factory=dict)
 
 
 class Models(_Frozen):

@@ -98,7 +98,7 @@ def _info(model: Model, digests: Mapping[str, str] | None) -> ModelInfo:
     return ModelInfo(
         path=str(model.path), format=model.format, architecture=lay.family,
         model_type=lay.model_type, num_layers=lay.num_layers, hidden_size=lay.hidden_size,
-        vocab_size=lay.vocab_size, num_experts=lay.num_experts,
+        vocab_size=lay.vocab_size, num_experts=lay.num_experts, stacks=lay.stacks,
         files=records(model.reader.root, model.reader.files,
                       None if digests is None else {p: digests[str(p)]
                                                     for p in model.reader.files}),

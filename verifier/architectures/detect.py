@@ -583,6 +583,7 @@ class _Builder:
         self.dtypes = {t.name: t.dtype for t in tensors}
         #: tensors stored but computing nothing (``_KV_SHARED_KEYS``): unread, and expected
         self.unused: set[str] = set()
+        self._stacks: dict[str, int] = {}
         #: the block count the config gives (all stacks together), set when claiming
         self._n_layers: int | None = None
 
@@ -783,6 +784,9 @@ class _Builder:
             start += count if count is not None else sizes[stack]
         if all(counts[stack] is not None for stack in sizes):
             self._n_layers = start
+        # each stack named by its prefix's first part (``encoder``, ``decoder``, ``L_module``)
+        self._stacks = {prefixes[stack].split(".")[0]: (
+            counts[stack] if counts[stack] is not None else sizes[stack]) for stack in offsets}
         return {name: replace(claim, layer=claim.layer + offsets[claim.stack], stack=0)
                 if claim.layer is not None else claim for name, claim in claims.items()}
 
@@ -1276,6 +1280,7 @@ class _Builder:
             detected=self.cfg.model_type is not None and self.table.model_types != ()
             and self.cfg.model_type not in self.table.model_types
             and self.cfg.text_model_type not in self.table.model_types,
+            stacks=self._stacks if len(self._stacks) > 1 else {},
         )
 
     def _intermediate(self, layers: list[LayerLayout]) -> int | None:

@@ -148,6 +148,10 @@ class ModelLayout:
     #: a multimodal checkpoint's other parts (``model.visual.``: tensors it holds), set aside:
     #: lineage is judged on the language model
     other_modalities: dict[str, int] = field(default_factory=dict)
+    #: blocks of each stack in reading order, where the model runs several (an
+    #: encoder-decoder's ``encoder`` then ``decoder``): layer ``i`` is in the first stack whose
+    #: running total exceeds ``i``; empty for one stack
+    stacks: dict[str, int] = field(default_factory=dict)
 
     @property
     def num_layers(self) -> int:
