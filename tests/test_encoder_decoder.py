@@ -44,6 +44,7 @@ FAMILY = {
     "whisper:speech": "mbart", "whisper:causal": "mbart", "speech_to_text:speech": "mbart",
     "bigbird_pegasus": "mbart", "pegasus_x": "mbart",
     "t5": "t5", "mt5": "t5", "umt5": "t5", "longt5": "t5", "switch_transformers": "t5",
+    "t5:encoder": "t5", "umt5:encoder": "t5",
     "nllb-moe": "nllb-moe",
 }
 
@@ -57,7 +58,8 @@ def _build(name: str, seed: int = 0, **sizes: Any) -> torch.nn.Module:
     if model_type == "longt5":
         config.encoder_attention_type = "transient-global"
     cls = {"causal": transformers.AutoModelForCausalLM,
-           "speech": transformers.AutoModelForSpeechSeq2Seq}.get(
+           "speech": transformers.AutoModelForSpeechSeq2Seq,
+           "encoder": transformers.AutoModelForTextEncoding}.get(
         kind, transformers.AutoModelForSeq2SeqLM)
     torch.manual_seed(seed)
     return cls.from_config(config).eval()
@@ -73,13 +75,15 @@ def _saved(name: str, folder: Path, seed: int = 0, **sizes: Any) -> torch.nn.Mod
 def test_every_tensor_is_read_and_the_decoders_blocks_follow_the_encoders(
         tmp_path: Path, name: str) -> None:
     """No tensor unread, no role missing; a decoder saved alone (``is_encoder_decoder:
-    false``, or TrOCR's, which has no encoder) is its blocks only."""
+    false``, or TrOCR's, which has no encoder) is its blocks only, as is an encoder saved
+    alone (T5's as the text encoder of image generators)."""
     _saved(name, tmp_path)
-    alone = name.endswith(":causal")
+    alone = name.endswith((":causal", ":encoder"))
     with open_model(tmp_path) as model:
         layout = model.layout
         assert (layout.family, layout.hidden_size) == (FAMILY[name], 32)
-        assert layout.num_layers == (DECODER if alone else ENCODER + DECODER)
+        assert layout.num_layers == {"causal": DECODER, "encoder": ENCODER}.get(
+            name.partition(":")[2], ENCODER + DECODER)
         assert (layout.num_heads, layout.head_dim) == (4, 8)
         assert unread_tensors(layout) == []
         assert missing_roles(layout) == []

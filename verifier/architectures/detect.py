@@ -82,6 +82,9 @@ _KV_HEADS_KEYS = ("num_key_value_heads", "n_head_kv", "num_kv_heads", "multi_que
 #: model's decoder (``decoder.``, its config ``decoder``)
 _COMPOSITES = ("vision-encoder-decoder", "speech-encoder-decoder")
 _COMPOSITE_ENCODER = ("encoder.", "enc_to_dec_proj.")
+#: classes holding one stack of an encoder-decoder family: its encoder alone (T5's, the text
+#: encoder of image generators) or its decoder alone (``BartForCausalLM``)
+_ONE_STACK_CLASSES = ("EncoderModel", "ForCausalLM")
 #: config keys holding a dict of attention or MLP settings (DBRX's ``attn_config`` holds
 #: ``kv_n_heads``, its ``ffn_config`` ``moe_num_experts``)
 _NESTED_CONFIGS = ("attn_config", "ffn_config")
@@ -287,6 +290,16 @@ class _Config:
     def text_model_type(self) -> str | None:
         value = self.text.get("model_type")
         return value if isinstance(value, str) and value else None
+
+    @property
+    def one_stack_saved(self) -> bool:
+        """Whether the files hold one stack of an encoder-decoder family on purpose: the
+        config says it is not an encoder-decoder, or names the class that holds one (UMT5's
+        ``UMT5EncoderModel`` still says ``is_encoder_decoder: true``)."""
+        classes = self.top.get("architectures")
+        named = isinstance(classes, list) and any(
+            isinstance(c, str) and c.endswith(_ONE_STACK_CLASSES) for c in classes)
+        return self.top.get("is_encoder_decoder") is False or named
 
     @property
     def quant_method(self) -> str | None:
@@ -763,9 +776,7 @@ class _Builder:
         for claim in claims.values():
             if claim.layer is not None:
                 sizes[claim.stack] = max(sizes.get(claim.stack, 0), claim.layer + 1)
-        # a decoder saved alone says so in its own config (in a composite's, ``decoder``)
-        alone = (self.cfg.text if self.cfg.composite else self.cfg.top).get(
-            "is_encoder_decoder") is False or self.cfg.composite
+        alone = self.cfg.composite or self.cfg.one_stack_saved
         prefixes = as_paths(self.table.layer_prefix)
         offsets, start = {}, 0
         for stack in range(len(prefixes)):

@@ -227,8 +227,9 @@ class LayoutTable(BaseModel):
     #: else (HRM's ``num_hidden_layers`` counts a cache slot per block run); a tuple names one
     #: key per stack, for stacks of different depths (an encoder-decoder's ``encoder_layers``
     #: and ``decoder_layers``). A stack may be absent from the files only where the config
-    #: says the model is not an encoder-decoder (``is_encoder_decoder: false``: BART's
-    #: decoder saved alone by ``BartForCausalLM``) or does not count that stack's blocks
+    #: says the model is not an encoder-decoder (``is_encoder_decoder: false``), names a class
+    #: that holds one stack (``T5EncoderModel``, ``BartForCausalLM``) or does not count that
+    #: stack's blocks
     stack_layers_key: str | tuple[str, ...] | None = None
     #: model-wide roles whose alternative paths are one tied tensor that a save may write
     #: under each of its names (BART's ``shared``, ``decoder.embed_tokens`` and
