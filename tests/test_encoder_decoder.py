@@ -386,3 +386,52 @@ def test_an_ocr_models_decoder_started_from_a_language_model_is_derived_from_it(
     assert [(e.candidate_layer, e.base_layer) for e in derived.layer_map] == [
         (i, i) for i in range(3)]
     assert verify(tmp_path / "text", tmp_path / "other", OPTS).verdict == "independent"
+
+
+def _gguf_name(name: str) -> str | None:
+    """llama.cpp's name for a T5 tensor (its converter's mapping), or None for none."""
+    if name == "shared.weight":
+        return "token_embd.weight"
+    if name.endswith("final_layer_norm.weight"):
+        return ("enc" if name.startswith("encoder") else "dec") + ".output_norm.weight"
+    m = re.fullmatch(r"(encoder|decoder)\.block\.(\d+)\.layer\.(\d)\.(.+)\.weight", name)
+    if m is None:
+        return None
+    stack, block, sub, rest = m.groups()
+    cross = stack == "decoder" and sub == "1"
+    mlp = sub == ("2" if stack == "decoder" else "1")
+    part = {"SelfAttention.q": "attn_q", "SelfAttention.k": "attn_k",
+            "SelfAttention.v": "attn_v", "SelfAttention.o": "attn_o",
+            "SelfAttention.relative_attention_bias": "attn_rel_b",
+            "EncDecAttention.q": "cross_attn_q", "EncDecAttention.k": "cross_attn_k",
+            "EncDecAttention.v": "cross_attn_v", "EncDecAttention.o": "cross_attn_o",
+            "DenseReluDense.wi_0": "ffn_gate", "DenseReluDense.wi_1": "ffn_up",
+            "DenseReluDense.wo": "ffn_down"}.get(rest)
+    if rest == "layer_norm":
+        part = "ffn_norm" if mlp else "cross_attn_norm" if cross else "attn_norm"
+    return f"{stack[:3]}.blk.{block}.{part}.weight"
+
+
+def test_a_t5_converted_by_llama_cpp_reads_the_roles_of_its_source(tmp_path: Path) -> None:
+    """llama.cpp's T5 names (``enc.blk.N.``, ``dec.blk.N.``, ``cross_attn_*``) read as the
+    encoder's blocks, then the decoder's, each role the tensor of its Hugging Face source."""
+    from types import SimpleNamespace
+
+    from checkpoints import write_float_gguf
+
+    module = _saved("mt5", tmp_path / "hf")  # gated MLP: ffn_gate and ffn_up
+    tensors = {g: v for k, v in module.state_dict().items()
+               if (g := _gguf_name(k)) is not None}
+    assert len(tensors) == len({_gguf_name(k) for k in module.state_dict()} - {None})
+    config = SimpleNamespace(num_hidden_layers=ENCODER, hidden_size=32, intermediate_size=64,
+                             num_attention_heads=4, num_key_value_heads=4, vocab_size=100)
+    gguf = write_float_gguf(tmp_path / "t5.gguf", "t5", config, tensors,
+                            more=lambda w: w.add_decoder_block_count(DECODER))
+    with open_model(tmp_path / "hf") as hf, open_model(gguf) as gg:
+        assert (gg.layout.family, gg.layout.num_layers) == ("t5", ENCODER + DECODER)
+        assert gg.layout.stacks == {"enc": ENCODER, "dec": DECODER}
+        assert unread_tensors(gg.layout) == []
+        for a, b in zip(hf.layout.layers, gg.layout.layers, strict=True):
+            assert set(a.roles) == set(b.roles)
+            for role, ref in a.roles.items():
+                assert torch.equal(hf.load(ref).float(), gg.load(b.roles[role]).float()), role

@@ -2051,7 +2051,25 @@ GGUF_BERT = LayoutTable(
 )
 
 #: GGUF tables, tried for ``fmt == "gguf"``; the family reported comes from the config
-GGUF_TABLES: dict[str, LayoutTable] = {t.family: t for t in (GGUF, GGUF_BERT, GGUF_MAMBA)}
+#: llama.cpp T5 (``t5``, and ``t5encoder``: the encoder alone): ``enc.blk.N.`` then
+#: ``dec.blk.N.``, read as T5's two stacks (``block_count``, ``decoder_block_count``); each block
+#: ``attn_norm``, ``attn_q``/``k``/``v``/``o``, ``ffn_norm``, ``ffn_gate``/``ffn_up``/``ffn_down``
+#: (no gate in T5 v1.0); the decoder's cross-attention (``cross_attn_*``), the relative
+#: position biases (``attn_rel_b``) and the encoder's ``enc.output_norm`` not compared
+GGUF_T5 = LayoutTable(
+    family="gguf-t5",
+    model_types=("t5",),
+    layer_prefix=["enc.blk.{layer}.", "dec.blk.{layer}."],
+    stacks=True,
+    stack_layers_key=("num_hidden_layers", "num_decoder_layers"),
+    globals={EMBED: "token_embd", FINAL_NORM: "dec.output_norm", LM_HEAD: "output"},
+    layer={ATTN_NORM: "attn_norm", **_GGUF_ATTN, O: "attn_o", MLP_NORM: "ffn_norm",
+           **_GGUF_MLP},
+    known_unassigned=("attn_rel_b", "cross_attn_q", "cross_attn_k", "cross_attn_v",
+                      "cross_attn_o", "cross_attn_norm", "cross_attn_rel_b", "enc.output_norm"),
+)
+GGUF_TABLES: dict[str, LayoutTable] = {t.family: t for t in (GGUF, GGUF_BERT, GGUF_MAMBA,
+                                                              GGUF_T5)}
 
 
 def family_for_model_type(model_type: str | None) -> LayoutTable | None:

@@ -63,11 +63,13 @@ _MODEL_TYPES = {
     "exaone-moe": "exaone_moe", "falcon-h1": "falcon_h1", "granitehybrid": "granitemoehybrid",
     "lfm2moe": "lfm2_moe", "kimi-linear": "kimi_linear", "mimo2": "mimo_v2_flash",
     "nemotron_h_moe": "nemotron_h", "glm-dsa": "glm_moe_dsa",
+    "t5encoder": "t5",  # T5's encoder alone
 }
 
 # HF config key -> GGUF metadata key under the architecture's prefix.
 _CONFIG_KEYS = (
     ("num_hidden_layers", "block_count"),
+    ("num_decoder_layers", "decoder_block_count"),  # T5's decoder
     ("hidden_size", "embedding_length"),
     ("intermediate_size", "feed_forward_length"),
     ("num_attention_heads", "attention.head_count"),
