@@ -435,3 +435,19 @@ def test_a_t5_converted_by_llama_cpp_reads_the_roles_of_its_source(tmp_path: Pat
             assert set(a.roles) == set(b.roles)
             for role, ref in a.roles.items():
                 assert torch.equal(hf.load(ref).float(), gg.load(b.roles[role]).float()), role
+
+
+@pytest.mark.parametrize(("name", "family"), [("bart", "bart"), ("mbart", "mbart"),
+                                              ("t5", "t5")])
+def test_files_without_a_config_are_read_by_their_names(tmp_path: Path, name: str,
+                                                         family: str) -> None:
+    """A state dict saved alone: the pre-norm family is the one whose stacks end in a norm
+    (mBART's ``encoder.layer_norm``), which no post-norm BART has."""
+    saved, bare = tmp_path / "saved", tmp_path / "bare"
+    _saved(name, saved)
+    bare.mkdir()
+    (bare / "model.safetensors").write_bytes((saved / "model.safetensors").read_bytes())
+    with open_model(bare) as model:
+        assert (model.layout.family, model.layout.num_layers) == (family, ENCODER + DECODER)
+        assert model.layout.post_norm == (family == "bart")
+        assert unread_tensors(model.layout) == []

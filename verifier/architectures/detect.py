@@ -406,24 +406,37 @@ def _collapse_indices(name: str) -> str:
     return re.sub(r"(?:(?<=\.)|^)\d+(?=\.|$)", "0", name)
 
 
-def _index_counts(tensors: list[TensorInfo]) -> dict[str, int]:
-    """Names with layer/expert indices collapsed, and how many tensors each stands for."""
-    counts: dict[str, int] = {}
+#: at most this many names that one collapsed name stands for are claimed one by one where
+#: the collapsed name claims nothing (T5's sublayers ``layer.1``, ``layer.2``); more are a
+#: list of experts or blocks, which the collapsed name would have claimed
+_VARIANTS = 8
+
+
+def _index_counts(tensors: list[TensorInfo]) -> dict[str, dict[str, int]]:
+    """Names with layer/expert indices collapsed -> the names with only their first index
+    (the block's) collapsed that each stands for, and how many tensors each of those is."""
+    counts: dict[str, dict[str, int]] = {}
     for t in tensors:
-        key = _collapse_indices(t.name)
-        counts[key] = counts.get(key, 0) + 1
+        variants = counts.setdefault(_collapse_indices(t.name), {})
+        first = re.sub(r"(?:(?<=\.)|^)\d+(?=\.|$)", "0", t.name, count=1)
+        variants[first] = variants.get(first, 0) + 1
     return counts
 
 
-def _score_counts(compiled: CompiledTable, counts: dict[str, int], total: int) -> tuple[float, bool]:
+def _score_counts(compiled: CompiledTable, counts: dict[str, dict[str, int]],
+                  total: int) -> tuple[float, bool]:
     covered, has_layer = 0, False
-    for name, count in counts.items():
+    for name, variants in counts.items():
         hit = compiled.claim(name)
-        if hit is not None:
-            covered += count
-            has_layer = has_layer or hit.layer is not None
-        elif compiled.is_known(name):
-            covered += count
+        if hit is not None or compiled.is_known(name):
+            covered += sum(variants.values())
+            has_layer = has_layer or (hit is not None and hit.layer is not None)
+        elif len(variants) <= _VARIANTS:  # names told apart by a later index, one by one
+            for variant, count in variants.items():
+                hit = compiled.claim(variant)
+                if hit is not None or compiled.is_known(variant):
+                    covered += count
+                    has_layer = has_layer or (hit is not None and hit.layer is not None)
     return (covered / total if total else 0.0), has_layer
 
 

@@ -701,21 +701,25 @@ _ENCODER_DECODER: dict[str, object] = {
 #: ``embed_tokens`` (one tied tensor); a decoder saved alone (``BartForCausalLM``,
 #: TrOCR) holds only ``decoder.embed_tokens``, FSMT a source vocabulary of its own in
 #: ``encoder.embed_tokens`` (not compared) and its head in ``decoder.output_projection``,
-#: TrOCR its head as ``output_projection``, Whisper as ``proj_out``. Learned or sinusoidal positions: the decoder's are
-#: ``pos_embed``, the encoder's not compared; likewise the encoder's ``layernorm_embedding`` and
-#: final ``layer_norm``. Not compared either: ``final_logits_bias`` (a buffer), the audio
-#: front ends of Whisper (``conv1``, ``conv2``) and Speech2Text (``conv``), Pegasus-X's global
-#: tokens and their norm, MVP's prompts.
+#: TrOCR its head as ``output_projection``, Whisper as ``proj_out``. Learned or sinusoidal
+#: positions: the decoder's are ``pos_embed``, the encoder's not compared; likewise the
+#: encoder's ``layernorm_embedding``. Not compared either: ``final_logits_bias`` (a buffer), the
+#: audio front ends of Whisper (``conv1``, ``conv2``) and Speech2Text (``conv``), Pegasus-X's
+#: global tokens and their norm, MVP's prompts.
+_FAIRSEQ_GLOBALS: dict[str, Paths] = {
+    EMBED: ["shared", "decoder.embed_tokens", "encoder.embed_tokens"],
+    POS_EMBED: "decoder.embed_positions",
+    EMBED_NORM: "decoder.layernorm_embedding",
+    LM_HEAD: ["lm_head", "decoder.output_projection", "output_projection", "proj_out"],
+}
+_FAIRSEQ_KNOWN = (
+    "final_logits_bias", "encoder_attn", "encoder_attn_layer_norm", "encoder.embed_positions",
+    "encoder.layernorm_embedding", "encoder.conv1", "encoder.conv2", "encoder.conv",
+    "embed_global", "global_self_attn_layer_norm", "self_attn_prompt", "cross_attn_prompt",
+)
 _FAIRSEQ: dict[str, object] = _ENCODER_DECODER | {
     "layer_prefix": ["encoder.layers.{layer}.", "decoder.layers.{layer}."],
     "stack_layers_key": ("encoder_layers", "decoder_layers"),
-    "globals": {
-        EMBED: ["shared", "decoder.embed_tokens", "encoder.embed_tokens"],
-        POS_EMBED: "decoder.embed_positions",
-        EMBED_NORM: "decoder.layernorm_embedding",
-        FINAL_NORM: "decoder.layer_norm",
-        LM_HEAD: ["lm_head", "decoder.output_projection", "output_projection", "proj_out"],
-    },
     "layer": {
         ATTN_NORM: "self_attn_layer_norm",
         # BigBird-Pegasus's encoder attention keeps BigBird's names
@@ -727,22 +731,21 @@ _FAIRSEQ: dict[str, object] = _ENCODER_DECODER | {
         UP: "fc1",
         DOWN: "fc2",
     },
-    "known_unassigned": (
-        "final_logits_bias", "encoder_attn", "encoder_attn_layer_norm",
-        "encoder.embed_positions", "encoder.layernorm_embedding", "encoder.layer_norm",
-        "encoder.conv1", "encoder.conv2", "encoder.conv", "embed_global",
-        "global_self_attn_layer_norm", "self_attn_prompt", "cross_attn_prompt",
-    ),
 }
 #: BART, Marian, PLBART, MVP, BlenderBot-small, FSMT and TrOCR's decoder: post-LayerNorm blocks
 #: (each norm after its sublayer's residual add; ``layernorm_embedding`` on the embeddings).
 BART = _table("bart", "marian", "plbart", "mvp", "blenderbot-small", "fsmt", "trocr",
-              post_norm=True, **_FAIRSEQ)
+              post_norm=True, globals=_FAIRSEQ_GLOBALS, known_unassigned=_FAIRSEQ_KNOWN,
+              **_FAIRSEQ)
 #: mBART, Pegasus, BlenderBot, M2M-100 and NLLB, Whisper, Speech2Text, BigBird-Pegasus and
-#: Pegasus-X: pre-LayerNorm blocks, each stack closed by a ``layer_norm`` (BigBird-Pegasus
-#: calls it ``layernorm_embedding``, read as this table's ``embed_norm``; neither is compared).
+#: Pegasus-X: pre-LayerNorm blocks, each stack closed by a ``layer_norm`` (the decoder's is the
+#: final norm, the encoder's not compared; BigBird-Pegasus calls them ``layernorm_embedding``,
+#: read as this table's ``embed_norm``). Only these have the stacks' final norms, so files
+#: without a config whose names hold them are read as pre-norm.
 MBART = _table("mbart", "pegasus", "blenderbot", "m2m_100", "whisper", "speech_to_text",
-               "bigbird_pegasus", "pegasus_x", **_FAIRSEQ)
+               "bigbird_pegasus", "pegasus_x",
+               globals=_FAIRSEQ_GLOBALS | {FINAL_NORM: "decoder.layer_norm"},
+               known_unassigned=(*_FAIRSEQ_KNOWN, "encoder.layer_norm"), **_FAIRSEQ)
 _T5_ATTENTION = ("SelfAttention", "LocalSelfAttention", "TransientGlobalSelfAttention")
 #: T5 (and mT5, UMT5, LongT5, Switch Transformers): ``encoder.block.N.`` then
 #: ``decoder.block.N.``, counted by ``num_layers`` and ``num_decoder_layers``; pre-RMSNorm
