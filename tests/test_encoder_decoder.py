@@ -38,7 +38,7 @@ SMALL: dict[str, Any] = {
 
 #: model_type (":" the class that saves it, where not the seq2seq one) -> family read
 FAMILY = {
-    "bart": "bart", "bart:causal": "bart", "marian": "bart", "plbart": "bart", "mvp": "bart",
+    "bart": "bart", "bart:causal": "bart", "led": "bart", "marian": "bart", "plbart": "bart", "mvp": "bart",
     "blenderbot-small": "bart", "fsmt": "bart", "trocr:causal": "bart",
     "mbart": "mbart", "pegasus": "mbart", "blenderbot": "mbart", "m2m_100": "mbart",
     "whisper:speech": "mbart", "whisper:causal": "mbart", "speech_to_text:speech": "mbart",
@@ -451,3 +451,48 @@ def test_files_without_a_config_are_read_by_their_names(tmp_path: Path, name: st
         assert (model.layout.family, model.layout.num_layers) == (family, ENCODER + DECODER)
         assert model.layout.post_norm == (family == "bart")
         assert unread_tensors(model.layout) == []
+
+
+def _led_from_bart(bart: torch.nn.Module) -> torch.nn.Module:
+    """LED made from BART as its authors made it: BART's weights, each encoder attention
+    projection copied to Longformer's local and global ones, the encoder's positions tiled to
+    LED's longer input (BART's first two rows are an offset LED does not have)."""
+    c = bart.config
+    config = transformers.LEDConfig(
+        **{k: getattr(c, k) for k in ("d_model", "encoder_layers", "decoder_layers",
+                                      "encoder_attention_heads", "decoder_attention_heads",
+                                      "encoder_ffn_dim", "decoder_ffn_dim", "vocab_size",
+                                      "pad_token_id")},
+        max_encoder_position_embeddings=4 * c.max_position_embeddings,
+        max_decoder_position_embeddings=c.max_position_embeddings, attention_window=[8] * 2)
+    led = transformers.LEDForConditionalGeneration(config).eval()
+    source = bart.state_dict()
+    state = led.state_dict()
+    for key, value in state.items():
+        origin = re.sub(r"longformer_self_attn\.(query|key|value)(_global)?",
+                        lambda m: {"query": "q", "key": "k", "value": "v"}[m[1]] + "_proj",
+                        key.replace("led.", "model.", 1)).replace("self_attn.output",
+                                                                   "self_attn.out_proj")
+        rows = source[origin]
+        if "embed_positions" in key:
+            rows = rows[2:].repeat(value.shape[0] // (rows.shape[0] - 2), 1)
+        state[key] = rows.clone()
+    led.load_state_dict(state)
+    return led
+
+
+def test_led_made_from_bart_is_derived_from_it(tmp_path: Path) -> None:
+    """LED (Longformer attention in BART's encoder, under ``led.``) started from BART's
+    weights: derived block by block across the two families' names; one made from another
+    BART is independent."""
+    sizes = {"d_model": 64, "encoder_ffn_dim": 256, "decoder_ffn_dim": 256, "vocab_size": 500}
+    bart = _saved("bart", tmp_path / "bart", **sizes)
+    noisy(_led_from_bart(bart), 0.1).save_pretrained(tmp_path / "led")
+    _led_from_bart(_build("bart", 4, **sizes)).save_pretrained(tmp_path / "other")
+    derived = verify(tmp_path / "bart", tmp_path / "led", OPTS)
+    assert derived.verdict == "derived"
+    assert derived.models.candidate.architecture == "bart"
+    assert derived.models.candidate.model_type == "led"
+    assert [(e.candidate_layer, e.base_layer) for e in derived.layer_map] == [
+        (i, i) for i in range(ENCODER + DECODER)]
+    assert verify(tmp_path / "bart", tmp_path / "other", OPTS).verdict == "independent"

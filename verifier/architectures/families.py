@@ -716,25 +716,31 @@ _FAIRSEQ_KNOWN = (
     "final_logits_bias", "encoder_attn", "encoder_attn_layer_norm", "encoder.embed_positions",
     "encoder.layernorm_embedding", "encoder.conv1", "encoder.conv2", "encoder.conv",
     "embed_global", "global_self_attn_layer_norm", "self_attn_prompt", "cross_attn_prompt",
+    # LED's projections for the tokens given global attention (started as copies of the
+    # local ones when LED is made from BART)
+    "longformer_self_attn.query_global", "longformer_self_attn.key_global",
+    "longformer_self_attn.value_global",
 )
 _FAIRSEQ: dict[str, object] = _ENCODER_DECODER | {
+    "prefixes": (*HF_PREFIXES, "led."),
     "layer_prefix": ["encoder.layers.{layer}.", "decoder.layers.{layer}."],
     "stack_layers_key": ("encoder_layers", "decoder_layers"),
     "layer": {
         ATTN_NORM: "self_attn_layer_norm",
-        # BigBird-Pegasus's encoder attention keeps BigBird's names
-        Q: ["self_attn.q_proj", "self_attn.self.query"],
-        K: ["self_attn.k_proj", "self_attn.self.key"],
-        V: ["self_attn.v_proj", "self_attn.self.value"],
+        # BigBird-Pegasus's encoder attention keeps BigBird's names, LED's Longformer's
+        **{role: [f"self_attn.{name}_proj", f"self_attn.self.{long}",
+                  f"self_attn.longformer_self_attn.{long}"]
+           for role, name, long in ((Q, "q", "query"), (K, "k", "key"), (V, "v", "value"))},
         O: ["self_attn.out_proj", "self_attn.output"],
         MLP_NORM: "final_layer_norm",
         UP: "fc1",
         DOWN: "fc2",
     },
 }
-#: BART, Marian, PLBART, MVP, BlenderBot-small, FSMT and TrOCR's decoder: post-LayerNorm blocks
+#: BART, Marian, PLBART, MVP, BlenderBot-small, FSMT, TrOCR's decoder and LED (BART with
+#: Longformer's attention in its encoder, under ``led.``): post-LayerNorm blocks
 #: (each norm after its sublayer's residual add; ``layernorm_embedding`` on the embeddings).
-BART = _table("bart", "marian", "plbart", "mvp", "blenderbot-small", "fsmt", "trocr",
+BART = _table("bart", "marian", "plbart", "mvp", "blenderbot-small", "fsmt", "trocr", "led",
               post_norm=True, globals=_FAIRSEQ_GLOBALS, known_unassigned=_FAIRSEQ_KNOWN,
               **_FAIRSEQ)
 #: mBART, Pegasus, BlenderBot, M2M-100 and NLLB, Whisper, Speech2Text, BigBird-Pegasus and
