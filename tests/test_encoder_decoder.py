@@ -496,3 +496,33 @@ def test_led_made_from_bart_is_derived_from_it(tmp_path: Path) -> None:
     assert [(e.candidate_layer, e.base_layer) for e in derived.layer_map] == [
         (i, i) for i in range(ENCODER + DECODER)]
     assert verify(tmp_path / "bart", tmp_path / "other", OPTS).verdict == "independent"
+
+
+def _pix2struct(seed: int, hidden: int = 32) -> torch.nn.Module:
+    text = transformers.Pix2StructTextConfig(hidden_size=hidden, d_kv=hidden // 4,
+                                             d_ff=4 * hidden, num_layers=2, num_heads=4,
+                                             vocab_size=500)
+    vision = transformers.Pix2StructVisionConfig(hidden_size=32, d_kv=8, d_ff=64,
+                                                 num_hidden_layers=2, num_attention_heads=4,
+                                                 patch_embed_hidden_size=16)
+    torch.manual_seed(seed)
+    return transformers.Pix2StructForConditionalGeneration(transformers.Pix2StructConfig(
+        text_config=text.to_dict(), vision_config=vision.to_dict())).eval()
+
+
+def test_pix2struct_is_judged_on_its_text_decoder(tmp_path: Path) -> None:
+    """Pix2Struct (and MatCha, DePlot, trained on from it): its text decoder is read, its image
+    encoder set aside; a trained-on copy is derived, another start is not."""
+    base = _pix2struct(0, hidden=64)
+    base.save_pretrained(tmp_path / "base")
+    noisy(copy.deepcopy(base), 0.3).save_pretrained(tmp_path / "copy")
+    _pix2struct(1, hidden=64).save_pretrained(tmp_path / "other")
+    with open_model(tmp_path / "base") as model:
+        layout = model.layout
+        assert (layout.family, layout.num_layers, layout.head_dim) == ("pix2struct", 2, 16)
+        assert list(layout.other_modalities) == ["encoder."]
+        layout.other_modalities = {}
+        assert unread_tensors(layout) == []
+        assert missing_roles(layout) == []
+    assert verify(tmp_path / "base", tmp_path / "copy", OPTS).verdict == "derived"
+    assert verify(tmp_path / "base", tmp_path / "other", OPTS).verdict == "independent"

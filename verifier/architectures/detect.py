@@ -79,8 +79,8 @@ _HEADS_KEYS = (
 _KV_HEADS_KEYS = ("num_key_value_heads", "n_head_kv", "num_kv_heads", "multi_query_group_num",
                   "kv_n_heads")
 #: configs of an image or speech encoder (``encoder.``, another modality) feeding a language
-#: model's decoder (``decoder.``, its config ``decoder``)
-_COMPOSITES = ("vision-encoder-decoder", "speech-encoder-decoder")
+#: model's decoder (``decoder.``, its config ``decoder``, or Pix2Struct's ``text_config``)
+_COMPOSITES = ("vision-encoder-decoder", "speech-encoder-decoder", "pix2struct")
 _COMPOSITE_ENCODER = ("encoder.", "enc_to_dec_proj.")
 #: classes holding one stack of an encoder-decoder family: its encoder alone (T5's, the text
 #: encoder of image generators) or its decoder alone (``BartForCausalLM``)
@@ -274,7 +274,8 @@ class _Config:
         #: an image or speech encoder with a language model as its decoder (TrOCR, Donut,
         #: Nougat): the decoder's config is the text config
         self.composite = self.top.get("model_type") in _COMPOSITES
-        text = self.top.get("decoder" if self.composite else "text_config")
+        text = (self.top.get("decoder") if self.composite else None) or self.top.get(
+            "text_config")
         self.text: dict[str, Any] = text if isinstance(text, dict) else {}
         #: sub-configs of attention and MLP settings (DBRX's and MPT's), looked in last
         self.nested: list[dict[str, Any]] = [

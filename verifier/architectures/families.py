@@ -805,6 +805,22 @@ NLLB_MOE = MBART.model_copy(update={
     "known_unassigned": MBART.known_unassigned + ("cross_attention",
                                                   "cross_attention_layer_norm"),
 })
+#: Pix2Struct's text decoder (MatCha, DePlot), under ``decoder.`` beside its image encoder:
+#: T5's pre-RMSNorm blocks under other names, ``layer.N.self_attention.attention.query``/
+#: ``key``/``value``/``output`` behind ``self_attention.layer_norm``, the gated MLP
+#: ``mlp.DenseReluDense.wi_0`` (gate), ``wi_1`` (up), ``wo`` behind ``mlp.layer_norm``; the
+#: cross-attention (``encoder_decoder_attention``) and relative position biases not compared
+PIX2STRUCT = _table(
+    "pix2struct", "pix2struct_text_model",
+    layer_prefix="layer.{layer}.",
+    globals={EMBED: "embed_tokens", FINAL_NORM: "final_layer_norm", LM_HEAD: "lm_head"},
+    layer={ATTN_NORM: "self_attention.layer_norm",
+           **{role: f"self_attention.attention.{name}" for role, name in (
+               (Q, "query"), (K, "key"), (V, "value"), (O, "output"))},
+           MLP_NORM: "mlp.layer_norm", GATE: "mlp.DenseReluDense.wi_0",
+           UP: "mlp.DenseReluDense.wi_1", DOWN: "mlp.DenseReluDense.wo"},
+    known_unassigned=("encoder_decoder_attention", "relative_attention_bias"),
+)
 #: GIT (Microsoft's image-to-text model): BERT's post-LayerNorm blocks under ``git.``, run as a
 #: causal decoder over the image's tokens and the text's; the head ``output`` with a bias. Its
 #: image encoder (``git.image_encoder``) and projection (``git.visual_projection``) are set
@@ -1968,7 +1984,7 @@ FAMILIES: dict[str, LayoutTable] = {
         RWKV, XLSTM,
         DOGE, CTRL, MODERNBERT_DECODER,
         MOSHI, HRM_TEXT, XLM, DORY, CPMANT, GIT, BAILING_HYBRID,
-        BART, MBART, T5, NLLB_MOE, DBRX,
+        BART, MBART, T5, NLLB_MOE, DBRX, PIX2STRUCT,
     )
 }
 
