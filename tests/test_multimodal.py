@@ -9,13 +9,18 @@ compared with a text-only base as any other.
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
+
 import pytest
 import torch
+from released_models import noisy
 from test_architectures import infos
 
 from verifier.architectures import resolve_layout
-from verifier.architectures.completeness import unread_tensors
+from verifier.architectures.completeness import missing_roles, unread_tensors
 from verifier.architectures.detect import split_modalities
+from verifier.model import open_model
 from verifier.verify import VerifyOptions, verify
 
 transformers = pytest.importorskip("transformers")
@@ -296,3 +301,33 @@ def test_inkling_release_cuts_its_interleaved_gate_and_up_as_the_model_computes(
         assert torch.equal(cut(correction), moe.gate.e_score_correction_bias)
         assert layout.globals["embed_norm"].tensor == "model.llm.embed_norm.weight"
         assert layout.globals["lm_head"].tensor == "model.llm.unembed.weight"
+
+
+def _kosmos2(seed: int) -> torch.nn.Module:
+    config = transformers.Kosmos2Config(
+        text_config={"embed_dim": 64, "layers": 2, "attention_heads": 4, "ffn_dim": 256,
+                     "vocab_size": 500},
+        vision_config={"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 4,
+                       "intermediate_size": 64, "image_size": 32, "patch_size": 16},
+        latent_query_num=4)
+    torch.manual_seed(seed)
+    return transformers.Kosmos2ForConditionalGeneration(config).eval()
+
+
+def test_kosmos2_is_judged_on_its_language_model(tmp_path: Path) -> None:
+    """Kosmos-2's language model (``text_model.``: XGLM's blocks, the MLP under ``ffn.``, its
+    sub-LayerNorms known) is read, its image encoder and projection set aside; a trained-on
+    copy is derived, another start is not."""
+    base = _kosmos2(0)
+    base.save_pretrained(tmp_path / "base")
+    noisy(copy.deepcopy(base), 0.3).save_pretrained(tmp_path / "copy")
+    _kosmos2(1).save_pretrained(tmp_path / "other")
+    with open_model(tmp_path / "base") as model:
+        layout = model.layout
+        assert (layout.family, layout.num_layers, layout.num_heads) == ("kosmos-2", 2, 4)
+        assert list(layout.other_modalities) == ["image_to_text_projection.", "vision_model."]
+        layout.other_modalities = {}
+        assert unread_tensors(layout) == []
+        assert missing_roles(layout) == []
+    assert verify(tmp_path / "base", tmp_path / "copy", OPTS).verdict == "derived"
+    assert verify(tmp_path / "base", tmp_path / "other", OPTS).verdict == "independent"

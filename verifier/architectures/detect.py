@@ -75,7 +75,7 @@ _LAYERS_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
 _INTERMEDIATE_KEYS = ("intermediate_size", "n_inner", "ffn_dim", "ffn_hidden_size")
 _HEADS_KEYS = (
     "num_attention_heads", "n_head", "num_heads", "n_heads", "encoder_attention_heads",
-    "decoder_attention_heads")
+    "decoder_attention_heads", "attention_heads")
 _KV_HEADS_KEYS = ("num_key_value_heads", "n_head_kv", "num_kv_heads", "multi_query_group_num",
                   "kv_n_heads")
 #: configs of an image or speech encoder (``encoder.``, another modality) feeding a language

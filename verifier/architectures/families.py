@@ -346,6 +346,18 @@ XGLM = _decoder(
     layer={ATTN_NORM: "self_attn_layer_norm", **_qkvo("self_attn.", "out_proj"),
            MLP_NORM: "final_layer_norm", UP: "fc1", DOWN: "fc2"},
 )
+#: Kosmos-2's language model (``text_model.``, beside its image encoder ``vision_model`` and
+#: ``image_to_text_projection``, set aside): XGLM's pre-LayerNorm blocks with the MLP under
+#: ``ffn.``; the sub-LayerNorms inside the attention (``self_attn.inner_attn_ln``, on the heads'
+#: outputs before ``out_proj``) and the MLP (``ffn.ffn_layernorm``, on the neurons before
+#: ``fc2``) are not compared, as BitNet's are not
+KOSMOS2 = XGLM.model_copy(update={
+    "family": "kosmos-2",
+    "model_types": ("kosmos-2", "kosmos_2_text_model"),
+    "layer": {**XGLM.layer, UP: "ffn.fc1", DOWN: "ffn.fc2"},
+    "known_unassigned": (*XGLM.known_unassigned, "self_attn.inner_attn_ln",
+                         "ffn.ffn_layernorm"),
+})
 #: BioGPT: XGLM's pre-LayerNorm blocks under ``biogpt.`` (``self_attn_layer_norm`` before
 #: attention, ``final_layer_norm`` before ``fc1``/``fc2``, the model's ``layer_norm`` last),
 #: q/k/v/out biases, learned positions ``embed_positions`` (two rows of offset, as OPT's), the
@@ -1984,7 +1996,7 @@ FAMILIES: dict[str, LayoutTable] = {
         RWKV, XLSTM,
         DOGE, CTRL, MODERNBERT_DECODER,
         MOSHI, HRM_TEXT, XLM, DORY, CPMANT, GIT, BAILING_HYBRID,
-        BART, MBART, T5, NLLB_MOE, DBRX, PIX2STRUCT,
+        BART, MBART, T5, NLLB_MOE, DBRX, PIX2STRUCT, KOSMOS2,
     )
 }
 
