@@ -526,3 +526,57 @@ def test_pix2struct_is_judged_on_its_text_decoder(tmp_path: Path) -> None:
         assert missing_roles(layout) == []
     assert verify(tmp_path / "base", tmp_path / "copy", OPTS).verdict == "derived"
     assert verify(tmp_path / "base", tmp_path / "other", OPTS).verdict == "independent"
+
+
+_GEMMA2 = {"hidden_size": 64, "intermediate_size": 256, "num_attention_heads": 4,
+           "num_key_value_heads": 2, "head_dim": 16, "num_hidden_layers": 3, "vocab_size": 500,
+           "query_pre_attn_scalar": 16}
+
+
+def _gemma2(seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return transformers.Gemma2ForCausalLM(transformers.Gemma2Config(**_GEMMA2)).eval()
+
+
+def _t5gemma_from(gemma: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """A T5Gemma made as Google made it: encoder and decoder each start as the Gemma 2
+    decoder, block for block; the cross-attention starts as the self-attention."""
+    config = transformers.T5GemmaConfig(encoder=_GEMMA2, decoder=_GEMMA2, vocab_size=500)
+    torch.manual_seed(seed)
+    t5gemma = transformers.T5GemmaForConditionalGeneration(config).eval()
+    source = gemma.state_dict()
+    state = t5gemma.state_dict()
+    renames = (("model.encoder.", "model."), ("model.decoder.", "model."),
+               ("lm_head.out_proj", "lm_head"), ("cross_attn", "self_attn"),
+               ("pre_self_attn_layernorm", "input_layernorm"),
+               ("pre_cross_attn_layernorm", "input_layernorm"),
+               ("post_self_attn_layernorm", "post_attention_layernorm"),
+               ("post_cross_attn_layernorm", "post_attention_layernorm"))
+    for key in state:
+        origin = key
+        for old, new in renames:
+            origin = origin.replace(old, new)
+        state[key] = source[origin].clone()
+    t5gemma.load_state_dict(state)
+    return t5gemma
+
+
+def test_t5gemma_made_from_gemma2_maps_both_stacks_to_its_blocks(tmp_path: Path) -> None:
+    """T5Gemma's encoder and decoder both start as Gemma 2's blocks: against that Gemma 2 it is
+    derived, the encoder's blocks mapping to its blocks and the decoder's to them again; one
+    made from another Gemma 2 is independent."""
+    base = _gemma2(0)
+    base.save_pretrained(tmp_path / "gemma2")
+    noisy(_t5gemma_from(base, 1), 0.1).save_pretrained(tmp_path / "t5gemma")
+    _t5gemma_from(_gemma2(5), 2).save_pretrained(tmp_path / "other")
+    with open_model(tmp_path / "t5gemma") as model:
+        layout = model.layout
+        assert (layout.family, layout.stacks) == ("t5gemma", {"encoder": 3, "decoder": 3})
+        assert (layout.num_heads, layout.num_kv_heads, layout.head_dim) == (4, 2, 16)
+        assert unread_tensors(layout) == []
+        assert missing_roles(layout) == []
+    derived = verify(tmp_path / "gemma2", tmp_path / "t5gemma", OPTS)
+    assert derived.verdict == "derived"
+    assert [(e.candidate_layer, e.base_layer) for e in derived.layer_map] == [
+        (0, 0), (1, 1), (2, 2), (3, 0), (4, 1), (5, 2)]
+    assert verify(tmp_path / "gemma2", tmp_path / "other", OPTS).verdict == "independent"

@@ -274,8 +274,9 @@ class _Config:
         #: an image or speech encoder with a language model as its decoder (TrOCR, Donut,
         #: Nougat): the decoder's config is the text config
         self.composite = self.top.get("model_type") in _COMPOSITES
-        text = (self.top.get("decoder") if self.composite else None) or self.top.get(
-            "text_config")
+        # an encoder-decoder that describes each stack in a sub-config (T5Gemma) describes its
+        # language model's sizes in the decoder's
+        text = self.top.get("text_config") or self.top.get("decoder")
         self.text: dict[str, Any] = text if isinstance(text, dict) else {}
         #: sub-configs of attention and MLP settings (DBRX's and MPT's), looked in last
         self.nested: list[dict[str, Any]] = [
@@ -313,10 +314,13 @@ class _Config:
 
     def get_int(self, *keys: str) -> int | None:
         """The first positive integer under ``keys`` (top level first, then ``text_config``,
-        then the attention and MLP sub-configs)."""
+        then the attention and MLP sub-configs); a dotted key reads a sub-config
+        (``encoder.num_hidden_layers``)."""
         for source in (self.top, self.text, *self.nested):
             for key in keys:
-                value = source.get(key)
+                value: Any = source
+                for part in key.split("."):
+                    value = value.get(part) if isinstance(value, dict) else None
                 if isinstance(value, int) and not isinstance(value, bool) and value > 0:
                     return value
         return None

@@ -802,6 +802,28 @@ T5 = _table(
                       "global_input_layer_norm", "EncDecAttention", "layer.1.layer_norm",
                       "encoder.final_layer_norm"),
 )
+#: T5Gemma: an encoder-decoder whose two stacks both start as a Gemma 2 decoder (Google made it
+#: from Gemma 2's weights): ``model.encoder.layers.N.`` then ``model.decoder.layers.N.``,
+#: counted in the ``encoder`` and ``decoder`` sub-configs (which also give the heads); Gemma
+#: 2's four norms a block (``pre_self_attn_layernorm``, ``post_self_attn_layernorm``,
+#: ``pre_feedforward_layernorm``, ``post_feedforward_layernorm``; gains ``1 + w``), Llama's
+#: projections; the head ``lm_head.out_proj``. The decoder's cross-attention (``cross_attn``
+#: and its ``pre_``/``post_cross_attn_layernorm``) and the encoder's final ``norm`` are not
+#: compared.
+T5GEMMA = _table(
+    "t5gemma",
+    layer_prefix=["encoder.layers.{layer}.", "decoder.layers.{layer}."],
+    stack_layers_key=("encoder.num_hidden_layers", "decoder.num_hidden_layers"),
+    **_ENCODER_DECODER,
+    norm_offset=1.0,
+    globals={EMBED: ["decoder.embed_tokens", "encoder.embed_tokens"], FINAL_NORM: "decoder.norm",
+             LM_HEAD: "lm_head.out_proj"},
+    layer={ATTN_NORM: "pre_self_attn_layernorm", POST_ATTN_NORM: "post_self_attn_layernorm",
+           MLP_NORM: "pre_feedforward_layernorm", POST_MLP_NORM: "post_feedforward_layernorm",
+           **_ATTN, **_MLP},
+    known_unassigned=(*ROTARY_BUFFERS, "cross_attn", "pre_cross_attn_layernorm",
+                      "post_cross_attn_layernorm", "encoder.norm"),
+)
 #: NLLB-MoE: M2M-100's pre-LayerNorm encoder-decoder (``mbart``'s table) whose MLP lives
 #: under ``ffn.`` behind ``ff_layer_norm``; every ``encoder_sparse_step``-th /
 #: ``decoder_sparse_step``-th block holds experts ``ffn.experts.expert_N.fc1``/``fc2`` and the
@@ -1996,7 +2018,7 @@ FAMILIES: dict[str, LayoutTable] = {
         RWKV, XLSTM,
         DOGE, CTRL, MODERNBERT_DECODER,
         MOSHI, HRM_TEXT, XLM, DORY, CPMANT, GIT, BAILING_HYBRID,
-        BART, MBART, T5, NLLB_MOE, DBRX, PIX2STRUCT, KOSMOS2,
+        BART, MBART, T5, NLLB_MOE, DBRX, PIX2STRUCT, KOSMOS2, T5GEMMA,
     )
 }
 
