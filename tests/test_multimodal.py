@@ -163,13 +163,6 @@ def test_a_text_model_keeps_a_module_with_a_generic_adapter_name() -> None:
     assert (len(kept), others) == (3, {"model.projector.": 1, "model.visual.": 1})
 
 
-def _noisy(model: torch.nn.Module, scale: float) -> None:
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.add_(scale * p.std() * torch.randn_like(p))
-
-
 WIDE = {"hidden_size": 128, "intermediate_size": 256, "num_attention_heads": 4,
         "num_key_value_heads": 2, "head_dim": 32, "vocab_size": 600, "num_hidden_layers": 3}
 
@@ -186,7 +179,7 @@ def test_a_vision_language_model_built_on_a_text_model_is_derived_from_it(tmp_pa
         if seed is None:
             vlm.model.language_model.load_state_dict(base.model.state_dict())
             vlm.lm_head.load_state_dict(base.lm_head.state_dict())
-        _noisy(vlm, 0.3)
+        noisy(vlm, 0.3)
         vlm.save_pretrained(tmp_path / name)
     report = verify(tmp_path / "base", tmp_path / "derived", OPTS)
     assert report.verdict == "derived", report.reason
@@ -212,7 +205,7 @@ def test_cross_attention_blocks_inserted_into_a_text_model_are_left_unmatched(tm
         text.embed_tokens.weight[:600] = base.model.embed_tokens.weight
         text.norm.load_state_dict(base.model.norm.state_dict())
         vlm.lm_head.load_state_dict(base.lm_head.state_dict())
-    _noisy(vlm, 0.3)
+    noisy(vlm, 0.3)
     vlm.save_pretrained(tmp_path / "vision")
     report = verify(tmp_path / "base", tmp_path / "vision", OPTS)
     assert report.verdict == "derived", report.reason
@@ -331,3 +324,24 @@ def test_kosmos2_is_judged_on_its_language_model(tmp_path: Path) -> None:
         assert missing_roles(layout) == []
     assert verify(tmp_path / "base", tmp_path / "copy", OPTS).verdict == "derived"
     assert verify(tmp_path / "base", tmp_path / "other", OPTS).verdict == "independent"
+
+
+@pytest.mark.parametrize(("name", "parts"), [
+    ("granite_speech", ["model.encoder.", "model.projector."]),
+    ("vibevoice_asr", ["model.acoustic_tokenizer_encoder.", "model.multi_modal_projector.",
+                       "model.semantic_tokenizer_encoder."]),
+])
+def test_parts_a_config_describes_beside_its_text_config_are_set_aside(
+        name: str, parts: list[str]) -> None:
+    """Granite Speech keeps its speech encoder as ``model.encoder`` and VibeVoice-ASR its
+    tokenizers' encoders under names of their own: each has a sub-config beside the
+    ``text_config`` (``encoder_config``...), which says it is not the language model."""
+    config = transformers.AutoConfig.for_model(name)
+    auto = transformers.AutoModelForSpeechSeq2Seq
+    with torch.device("meta"):  # names and shapes at the released sizes, no weights
+        state = auto.from_config(config).state_dict()
+    layout = resolve_layout(infos({k: tuple(v.shape) for k, v in state.items()}),
+                            config.to_dict())
+    assert list(layout.other_modalities) == parts
+    layout.other_modalities = {}
+    assert unread_tensors(layout) == []

@@ -13,7 +13,7 @@ was found.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -85,6 +85,9 @@ _COMPOSITE_ENCODER = ("encoder.", "enc_to_dec_proj.")
 #: classes holding one stack of an encoder-decoder family: its encoder alone (T5's, the text
 #: encoder of image generators) or its decoder alone (``BartForCausalLM``)
 _ONE_STACK_CLASSES = ("EncoderModel", "ForCausalLM")
+#: sub-configs beside a ``text_config`` that describe no module of another modality
+_NOT_MODALITIES = ("text_config", "quantization_config", "attn_config", "ffn_config",
+                   "rope_config", "generation_config")
 #: config keys holding a dict of attention or MLP settings (DBRX's ``attn_config`` holds
 #: ``kv_n_heads``, its ``ffn_config`` ``moe_num_experts``)
 _NESTED_CONFIGS = ("attn_config", "ffn_config")
@@ -292,6 +295,17 @@ class _Config:
     def text_model_type(self) -> str | None:
         value = self.text.get("model_type")
         return value if isinstance(value, str) and value else None
+
+    @property
+    def other_parts(self) -> list[str]:
+        """Modules of other modalities that a multimodal config describes in sub-configs
+        beside its ``text_config`` (Granite Speech's ``encoder_config`` and
+        ``projector_config``: its ``encoder`` and ``projector``)."""
+        if not isinstance(self.top.get("text_config"), dict):
+            return []
+        return [key.removesuffix("_config") for key, value in self.top.items()
+                if key.endswith("_config") and isinstance(value, dict)
+                and key not in _NOT_MODALITIES]
 
     @property
     def one_stack_saved(self) -> bool:
@@ -515,14 +529,17 @@ def _unwrapped(part: str) -> str:
     return (part.removeprefix(wrapper + ".") if wrapper else part).rstrip(".")
 
 
-def split_modalities(tensors: list[TensorInfo]) -> tuple[list[TensorInfo], dict[str, int]]:
+def split_modalities(tensors: list[TensorInfo], configured: Collection[str] = ()
+                     ) -> tuple[list[TensorInfo], dict[str, int]]:
     """The language model's tensors, and the other modalities' parts (``MULTIMODAL_PARTS``,
-    with ``MULTIMODAL_ADAPTERS`` beside one of them) with how many tensors each holds."""
+    those the config describes apart, ``configured``, and ``MULTIMODAL_ADAPTERS`` beside one of
+    them) with how many tensors each holds."""
     parts: dict[str, int] = {}
     for t in tensors:
         part = _part(t.name)
         parts[part] = parts.get(part, 0) + 1
-    towers = {p for p in parts if _unwrapped(p) in MULTIMODAL_PARTS}
+    towers = {p for p in parts if _unwrapped(p) in MULTIMODAL_PARTS or any(
+        _unwrapped(p) == c or _unwrapped(p).startswith(c + "_") for c in configured)}
     if towers:
         towers |= {p for p in parts if _unwrapped(p) in MULTIMODAL_ADAPTERS}
     kept = [t for t in tensors if _part(t.name) not in towers]
@@ -556,7 +573,7 @@ def resolve_layout(
     _refuse_packed(tensors, cfg)
     if role_map is not None:
         return _Builder(CompiledTable(role_map), tensors, cfg, role_map.family).build()
-    tensors, others = split_modalities(tensors)
+    tensors, others = split_modalities(tensors, cfg.other_parts)
     if cfg.composite:  # the encoder reads images or speech; the language model is the decoder
         tensors, others = _decoder_of_composite(tensors, others)
     candidates = _choose_tables(tensors, cfg, fmt)
