@@ -345,3 +345,22 @@ def test_parts_a_config_describes_beside_its_text_config_are_set_aside(
     assert list(layout.other_modalities) == parts
     layout.other_modalities = {}
     assert unread_tensors(layout) == []
+
+
+@pytest.mark.parametrize(("name", "family"), [
+    ("glm_ocr", "glm4"), ("hy_v4_vl", "hy_v4"), ("paddleocr_vl", "llama"),
+    ("granite_docling", "llama"),
+])
+def test_a_vision_language_models_text_family_is_read_by_its_table(name: str,
+                                                                    family: str) -> None:
+    """Their language models are GLM-4V's, HY-V4's, ERNIE 4.5's and Granite's blocks, read by
+    those tables through the config's model_type, not guessed from the names."""
+    config = transformers.AutoConfig.for_model(name)
+    with torch.device("meta"):  # names and shapes at the released sizes, no weights
+        state = transformers.AutoModelForImageTextToText.from_config(config).state_dict()
+    layout = resolve_layout(infos({k: tuple(v.shape) for k, v in state.items()}),
+                            config.to_dict())
+    assert (layout.family, layout.detected) == (family, False)
+    assert layout.other_modalities
+    layout.other_modalities = {}
+    assert unread_tensors(layout) == []

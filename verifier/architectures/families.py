@@ -167,6 +167,8 @@ def _decoder(family: str, *model_types: str, layer: dict[str, Paths], **rest: ob
 LLAMA = _decoder("llama", "mistral", "ministral", "ministral3", "granite", "internlm3",
                  "iquestcoder",
                  "ernie4_5", "helium", "smollm3", "seed_oss", "cwm", "emu3", "emu3_text_model",
+                 # vision-language models whose language model is Granite's or ERNIE 4.5's
+                 "granite_docling", "granite_docling_text", "paddleocr_vl", "paddleocr_vl_text",
                  layer=_NORMS | _ATTN | _MLP)
 #: Llama 3.2 Vision's language model: Llama's blocks with cross-attention blocks inserted
 #: (``cross_attn.*`` reads the image and two tanh gates weigh it: not compared; their MLPs and
@@ -231,6 +233,7 @@ GLM4 = _decoder(
     "glm4",
     "glm4v",  # GLM-4.1V / 4.5V / 4.6V's language model
     "glm4v_text",
+    "glm_ocr", "glm_ocr_text",  # GLM-OCR's: GLM-4V's text blocks
     layer=_NORMS | _ATTN | _GLM_MLP | {
         POST_ATTN_NORM: "post_self_attn_layernorm",
         POST_MLP_NORM: "post_mlp_layernorm",
@@ -1642,7 +1645,7 @@ AXK2 = _decoder(
 _HY_V4_GATE: dict[str, Paths] = {GATE: ["gate_proj", "linear_gate"], UP: "up_proj",
                                  DOWN: "down_proj"}
 HY_V4 = _decoder(
-    "hy_v4",
+    "hy_v4", "hy_v4_vl", "hy_v4_vl_text",  # HY-V4-VL's language model is HY-V4's
     layer=_NORMS | {role: path for role, path in _MLA.items() if role != Q} | {
         ATTN_GATE: ["self_attn.linear_gate", "self_attn.gate_proj"],
         ATTN_SINKS: ["self_attn.learnable_sink_param", "self_attn.sinks"],
