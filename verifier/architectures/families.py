@@ -356,10 +356,11 @@ XGLM = _decoder(
 #: ``fc2``) are not compared, as BitNet's are not
 KOSMOS2 = XGLM.model_copy(update={
     "family": "kosmos-2",
-    "model_types": ("kosmos-2", "kosmos_2_text_model"),
+    "model_types": ("kosmos-2", "kosmos_2_text_model", "kosmos-2.5", "kosmos_2_5_text_model"),
     "layer": {**XGLM.layer, UP: "ffn.fc1", DOWN: "ffn.fc2"},
+    # Kosmos-2.5 adds an embedding of two segments (image, text) to the positions
     "known_unassigned": (*XGLM.known_unassigned, "self_attn.inner_attn_ln",
-                         "ffn.ffn_layernorm"),
+                         "ffn.ffn_layernorm", "segment_emb"),
 })
 #: BioGPT: XGLM's pre-LayerNorm blocks under ``biogpt.`` (``self_attn_layer_norm`` before
 #: attention, ``final_layer_norm`` before ``fc1``/``fc2``, the model's ``layer_norm`` last),
@@ -779,9 +780,10 @@ _T5_ATTENTION = ("SelfAttention", "LocalSelfAttention", "TransientGlobalSelfAtte
 #: norm by its own path. Switch Transformers' sparse blocks hold experts
 #: ``mlp.experts.expert_N.wi``/``wo`` and the router ``mlp.router.classifier``. Relative
 #: position biases, the encoder's ``final_layer_norm`` and LongT5's global-token norm are not
-#: compared.
+#: compared, nor UDOP's embeddings of image patches and of the 2-D positions of text cells
+#: (its encoder reads a page's text and image together through T5's blocks).
 T5 = _table(
-    "t5", "mt5", "umt5", "longt5", "switch_transformers",
+    "t5", "mt5", "umt5", "longt5", "switch_transformers", "udop",
     layer_prefix=["encoder.block.{layer}.", "decoder.block.{layer}."],
     stack_layers_key=("num_layers", "num_decoder_layers"),
     **_ENCODER_DECODER,
@@ -803,7 +805,9 @@ T5 = _table(
     expert={UP: "wi", DOWN: "wo"},
     known_unassigned=("relative_attention_bias", "global_relative_attention_bias",
                       "global_input_layer_norm", "EncDecAttention", "layer.1.layer_norm",
-                      "encoder.final_layer_norm"),
+                      "encoder.final_layer_norm",
+                      # UDOP's image patches and the 2-D positions of a page's text cells
+                      "patch_embed", "embed_patches", "cell_2d_embedding"),
 )
 #: T5Gemma: an encoder-decoder whose two stacks both start as a Gemma 2 decoder (Google made it
 #: from Gemma 2's weights): ``model.encoder.layers.N.`` then ``model.decoder.layers.N.``,
