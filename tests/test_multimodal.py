@@ -350,18 +350,20 @@ def test_parts_a_config_describes_beside_its_text_config_are_set_aside(
 @pytest.mark.parametrize(("name", "family"), [
     ("glm_ocr", "glm4"), ("hy_v4_vl", "hy_v4"), ("paddleocr_vl", "llama"),
     ("granite_docling", "llama"), ("kosmos-2.5", "kosmos-2"), ("udop", "t5"),
+    ("mistral4", "deepseek_v2"),
 ])
 def test_a_vision_language_models_text_family_is_read_by_its_table(name: str,
                                                                     family: str) -> None:
     """Their language models are GLM-4V's, HY-V4's, ERNIE 4.5's, Granite's, Kosmos-2's and
     T5's blocks, read by those tables through the config's model_type, not guessed from the
-    names (UDOP's encoder reads a page's image patches through T5's blocks: no tower)."""
+    names (UDOP's encoder reads a page's image patches through T5's blocks: no tower; Mistral 4
+    is DeepSeek-V3's blocks routed as V2's, its text alone)."""
     config = transformers.AutoConfig.for_model(name)
     with torch.device("meta"):  # names and shapes at the released sizes, no weights
         state = transformers.AutoModelForImageTextToText.from_config(config).state_dict()
     layout = resolve_layout(infos({k: tuple(v.shape) for k, v in state.items()}),
                             config.to_dict())
     assert (layout.family, layout.detected) == (family, False)
-    assert bool(layout.other_modalities) == (name != "udop")
+    assert bool(layout.other_modalities) == (name not in ("udop", "mistral4"))
     layout.other_modalities = {}
     assert unread_tensors(layout) == []

@@ -909,6 +909,9 @@ DEEPSEEK_V2 = _decoder(
     "deepseek_v2",
     # dense MLA models: Youtu-LLM, MiniCPM3 (its embedding and depth scales are config scalars)
     "youtu", "minicpm3",
+    # Mistral 4: DeepSeek-V3's MLA blocks and experts, routed by a softmax without V3's
+    # score correction (its query's position scale is a config formula, not a weight)
+    "mistral4",
     layer=_NORMS | _MLA | _MLP | {ROUTER: "mlp.gate"},
     shared_experts="mlp.shared_experts.",
     **_MLP_EXPERTS,
