@@ -359,3 +359,14 @@ def save_in_memory_names(module: torch.nn.Module, saved: Any, memory: Any) -> No
     save_file({k: v.contiguous() for k, v in module.state_dict().items()},
               str(memory / "model.safetensors"))
     (memory / "config.json").write_text((saved / "config.json").read_text())
+
+
+def saved_shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    """The tensor names and shapes ``save_pretrained`` writes for ``module``, without writing
+    it (so a model built on the meta device at its released size will do): transformers drops
+    tied copies and reverts the renamings it applies when it loads a release."""
+    from transformers.core_model_loading import revert_weight_conversion
+    from transformers.modeling_utils import remove_tied_weights_from_state_dict
+
+    state = remove_tied_weights_from_state_dict(module.state_dict(), module)
+    return {k: tuple(v.shape) for k, v in revert_weight_conversion(module, state).items()}

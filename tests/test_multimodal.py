@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from released_models import noisy
+from released_models import noisy, saved_shapes
 from test_architectures import infos
 
 from verifier.architectures import resolve_layout
@@ -327,21 +327,20 @@ def test_kosmos2_is_judged_on_its_language_model(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("name", "parts"), [
-    ("granite_speech", ["model.encoder.", "model.projector."]),
-    ("vibevoice_asr", ["model.acoustic_tokenizer_encoder.", "model.multi_modal_projector.",
-                       "model.semantic_tokenizer_encoder."]),
+    ("granite_speech", ["encoder.", "projector."]),
+    ("vibevoice_asr", ["acoustic_tokenizer_encoder.", "multi_modal_projector.",
+                       "semantic_tokenizer_encoder."]),
 ])
 def test_parts_a_config_describes_beside_its_text_config_are_set_aside(
         name: str, parts: list[str]) -> None:
-    """Granite Speech keeps its speech encoder as ``model.encoder`` and VibeVoice-ASR its
+    """Granite Speech's release keeps its speech encoder as ``encoder`` and VibeVoice-ASR's its
     tokenizers' encoders under names of their own: each has a sub-config beside the
     ``text_config`` (``encoder_config``...), which says it is not the language model."""
     config = transformers.AutoConfig.for_model(name)
     auto = transformers.AutoModelForSpeechSeq2Seq
     with torch.device("meta"):  # names and shapes at the released sizes, no weights
-        state = auto.from_config(config).state_dict()
-    layout = resolve_layout(infos({k: tuple(v.shape) for k, v in state.items()}),
-                            config.to_dict())
+        module = auto.from_config(config)
+    layout = resolve_layout(infos(saved_shapes(module)), config.to_dict())
     assert list(layout.other_modalities) == parts
     layout.other_modalities = {}
     assert unread_tensors(layout) == []
@@ -360,9 +359,8 @@ def test_a_vision_language_models_text_family_is_read_by_its_table(name: str,
     is DeepSeek-V3's blocks routed as V2's, its text alone)."""
     config = transformers.AutoConfig.for_model(name)
     with torch.device("meta"):  # names and shapes at the released sizes, no weights
-        state = transformers.AutoModelForImageTextToText.from_config(config).state_dict()
-    layout = resolve_layout(infos({k: tuple(v.shape) for k, v in state.items()}),
-                            config.to_dict())
+        module = transformers.AutoModelForImageTextToText.from_config(config)
+    layout = resolve_layout(infos(saved_shapes(module)), config.to_dict())
     assert (layout.family, layout.detected) == (family, False)
     assert bool(layout.other_modalities) == (name not in ("udop", "mistral4"))
     layout.other_modalities = {}

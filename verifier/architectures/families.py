@@ -87,10 +87,12 @@ MULTIMODAL_PARTS = (
     "embed_vision", "embed_audio",  # Gemma 3n's embedders of soft tokens into the text space
     "embed_tokens_extend",  # Phi-4-multimodal: its image and audio encoders and projections
     "image_encoder", "visual_projection",  # GIT's (under ``git.``)
+    "vit",  # HY-V4-VL's release (HunYuan-VL's vision tower)
 )
 #: generic module names that are such a part only in a checkpoint that has one of the above
 #: (a text-only model's own ``projector`` stays the language model's)
-MULTIMODAL_ADAPTERS = ("projector", "merger", "connector", "aligner")
+MULTIMODAL_ADAPTERS = ("projector", "merger", "connector", "aligner",
+                       "mlp_AR")  # PaddleOCR-VL's projector, in its release
 
 #: buffers that older checkpoints saved alongside the weights
 ROTARY_BUFFERS = ("rotary_emb.inv_freq", "rotary_emb.original_inv_freq")
