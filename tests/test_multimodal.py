@@ -350,6 +350,9 @@ def test_parts_a_config_describes_beside_its_text_config_are_set_aside(
     ("glm_ocr", "glm4"), ("hy_v4_vl", "hy_v4"), ("paddleocr_vl", "llama"),
     ("granite_docling", "llama"), ("kosmos-2.5", "kosmos-2"), ("udop", "t5"),
     ("mistral4", "deepseek_v2"),
+    # their releases keep the language model under prefixes of their own
+    ("llava_onevision1_5", "qwen3"), ("shieldgemma2", "gemma3"), ("ovis2_5", "qwen3"),
+    ("nemotron_h_omni", "nemotron_h"),
 ])
 def test_a_vision_language_models_text_family_is_read_by_its_table(name: str,
                                                                     family: str) -> None:

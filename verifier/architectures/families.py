@@ -70,6 +70,12 @@ HF_PREFIXES = (
     "model.text_model.",
     "text_model.model.",
     "text_model.",
+    # where vision-language releases keep their language model: LLaVA-OneVision-1.5's
+    # ``model.model.``, ShieldGemma 2's ``model.language_model.model.``, Ovis 2.5's ``llm.``
+    "model.model.",
+    "model.language_model.model.",
+    "llm.model.",
+    "llm.",
 )
 
 #: the top-level modules (under ``model.`` or not) of multimodal checkpoints that are not the
@@ -88,11 +94,13 @@ MULTIMODAL_PARTS = (
     "embed_tokens_extend",  # Phi-4-multimodal: its image and audio encoders and projections
     "image_encoder", "visual_projection",  # GIT's (under ``git.``)
     "vit",  # HY-V4-VL's release (HunYuan-VL's vision tower)
+    "visual_tokenizer", "vte",  # Ovis's vision tower and visual token embeddings
 )
 #: generic module names that are such a part only in a checkpoint that has one of the above
 #: (a text-only model's own ``projector`` stays the language model's)
 MULTIMODAL_ADAPTERS = ("projector", "merger", "connector", "aligner",
-                       "mlp_AR")  # PaddleOCR-VL's projector, in its release
+                       "mlp_AR",  # PaddleOCR-VL's projector, in its release
+                       "mlp1")  # InternVL-style releases' projector (Nemotron-H Omni)
 
 #: buffers that older checkpoints saved alongside the weights
 ROTARY_BUFFERS = ("rotary_emb.inv_freq", "rotary_emb.original_inv_freq")
@@ -1097,7 +1105,7 @@ GRANITEMOE_HYBRID = _decoder(
 #: down); its state-space parameters are not compared.
 NEMOTRON_H = _decoder(
     "nemotron_h",
-    prefixes=(*HF_PREFIXES, "backbone."),
+    prefixes=(*HF_PREFIXES, "backbone.", "language_model.backbone."),
     globals={EMBED: "embeddings", FINAL_NORM: "norm_f", LM_HEAD: "lm_head"},
     layer={ATTN_NORM: "norm", **_qkvo("mixer."), UP: "mixer.up_proj",
            DOWN: ["mixer.down_proj", "mixer.out_proj"],
@@ -1122,7 +1130,7 @@ NEMOTRON_H = _decoder(
 #: space parameters are not compared.
 MAMBA = _table(
     "mamba", "falcon_mamba",
-    prefixes=(*HF_PREFIXES, "backbone."),
+    prefixes=(*HF_PREFIXES, "backbone.", "language_model.backbone."),
     layer_prefix="layers.{layer}.",
     globals={EMBED: "embeddings", FINAL_NORM: "norm_f", LM_HEAD: "lm_head"},
     layer={MLP_NORM: "norm", DOWN: "mixer.out_proj"},
@@ -1220,7 +1228,7 @@ RWKV = _table(
 #: reported unread.
 XLSTM = _table(
     "xlstm",
-    prefixes=(*HF_PREFIXES, "backbone."),
+    prefixes=(*HF_PREFIXES, "backbone.", "language_model.backbone."),
     layer_prefix="blocks.{layer}.",
     globals={EMBED: "embeddings", FINAL_NORM: "out_norm", LM_HEAD: "lm_head"},
     layer={ATTN_NORM: "norm_mlstm", Q: "mlstm_layer.q", K: "mlstm_layer.k", V: "mlstm_layer.v",
@@ -1447,7 +1455,7 @@ XLM = _table(
 #: writes still counts the release's blocks: read too, the blocks counted from the files.
 DORY = _table(
     "dory",
-    prefixes=(*HF_PREFIXES, "backbone."),
+    prefixes=(*HF_PREFIXES, "backbone.", "language_model.backbone."),
     layer_prefix="layers.{layer}.",
     globals={EMBED: ["embed_tokens", "embeddings"], LM_HEAD: "lm_head"},
     layer={Q: ["self_attn.q_proj", "mixer.q_proj"], K: ["self_attn.k_proj", "mixer.k_proj"],
