@@ -352,7 +352,7 @@ def test_parts_a_config_describes_beside_its_text_config_are_set_aside(
     ("mistral4", "deepseek_v2"),
     # their releases keep the language model under prefixes of their own
     ("llava_onevision1_5", "qwen3"), ("shieldgemma2", "gemma3"), ("ovis2_5", "qwen3"),
-    ("nemotron_h_omni", "nemotron_h"),
+    ("nemotron_h_omni", "nemotron_h"), ("molmo2", "molmo2"),
 ])
 def test_a_vision_language_models_text_family_is_read_by_its_table(name: str,
                                                                     family: str) -> None:
@@ -368,3 +368,40 @@ def test_a_vision_language_models_text_family_is_read_by_its_table(name: str,
     assert bool(layout.other_modalities) == (name not in ("udop", "mistral4"))
     layout.other_modalities = {}
     assert unread_tensors(layout) == []
+
+
+def test_molmo2_release_names_cut_as_its_modules_compute(tmp_path: Path) -> None:
+    """Molmo 2's release fuses q, k, v in ``att_proj`` and up, then gate, in ``ff_proj``:
+    cut from the saved files, each role is the tensor its module holds in memory."""
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+              "num_attention_heads": 2, "num_key_value_heads": 2, "head_dim": 16,
+              "patch_size": 14, "num_position_embeddings": 16}
+    config = transformers.AutoConfig.for_model(
+        "molmo2",
+        text_config={"hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 2,
+                     "head_dim": 8, "vocab_size": 100, "additional_vocab_size": 4,
+                     "num_hidden_layers": 2, "intermediate_size": 64},
+        vision_config=vision,
+        adapter_config={"hidden_size": 32, "num_attention_heads": 2, "num_key_value_heads": 2,
+                        "head_dim": 16, "intermediate_size": 64, "text_hidden_size": 32,
+                        "vision_feature_layer": [-1, -2]})
+    torch.manual_seed(0)
+    module = transformers.AutoModelForImageTextToText.from_config(config)
+    module.save_pretrained(tmp_path)
+    text = module.model.language_model
+    with open_model(tmp_path) as model:
+        layout = model.layout
+        assert layout.layers[0].roles["up"].tensor.endswith("mlp.ff_proj.weight")
+        assert layout.other_modalities
+        layout.other_modalities = {}
+        assert unread_tensors(layout) == []
+        assert missing_roles(layout) == []
+        for index, block in enumerate(text.layers):
+            roles = layout.layers[index].roles
+            for role, weight in (("q", block.self_attn.q_proj), ("k", block.self_attn.k_proj),
+                                 ("v", block.self_attn.v_proj), ("o", block.self_attn.o_proj),
+                                 ("gate", block.mlp.gate_proj), ("up", block.mlp.up_proj),
+                                 ("down", block.mlp.down_proj)):
+                assert torch.equal(model.load(roles[role]), weight.weight.detach()), role
+        embed = model.load(layout.globals["embed"])
+        assert torch.equal(embed, text.embed_tokens.weight.detach()[:embed.shape[0]])

@@ -95,6 +95,7 @@ MULTIMODAL_PARTS = (
     "image_encoder", "visual_projection",  # GIT's (under ``git.``)
     "vit",  # HY-V4-VL's release (HunYuan-VL's vision tower)
     "visual_tokenizer", "vte",  # Ovis's vision tower and visual token embeddings
+    "vision_backbone",  # Molmo 2's release (its image encoder, pooling and projector)
 )
 #: generic module names that are such a part only in a checkpoint that has one of the above
 #: (a text-only model's own ``projector`` stays the language model's)
@@ -358,6 +359,26 @@ XGLM = _decoder(
     globals={EMBED: "embed_tokens", FINAL_NORM: "layer_norm", LM_HEAD: "lm_head"},
     layer={ATTN_NORM: "self_attn_layer_norm", **_qkvo("self_attn.", "out_proj"),
            MLP_NORM: "final_layer_norm", UP: "fc1", DOWN: "fc2"},
+)
+#: Molmo 2's language model. Its release keeps OLMo's names under ``model.transformer.``:
+#: ``blocks.N.attn_norm``, fused ``self_attn.att_proj`` (q, then k, then v), ``attn_out``,
+#: per-head ``q_norm``/``k_norm``, ``ff_norm``, ``mlp.ff_proj`` (up, then gate: transformers
+#: chunks it so), ``ff_out``, ``ln_f``; the embedding ``wte.embedding``, the rows of the tokens
+#: it adds (``wte.new_embedding``) not compared. In memory transformers gives it Qwen 3's names,
+#: read too. Its image encoder (``vision_backbone``) is set aside.
+MOLMO2 = _table(
+    "molmo2", "molmo2_text",
+    prefixes=(*HF_PREFIXES, "model.transformer."),
+    layer_prefix=["layers.{layer}.", "blocks.{layer}."],
+    globals={EMBED: ["embed_tokens", "wte.embedding"], FINAL_NORM: ["norm", "ln_f"],
+             LM_HEAD: "lm_head"},
+    layer={ATTN_NORM: ["input_layernorm", "attn_norm"],
+           MLP_NORM: ["post_attention_layernorm", "ff_norm"],
+           **_ATTN, O: ["self_attn.o_proj", "self_attn.attn_out"], **_QK_NORM,
+           **_MLP, DOWN: ["mlp.down_proj", "mlp.ff_out"]},
+    fused={"self_attn.att_proj": Fused(roles=(Q, K, V), split="heads"),
+           "mlp.ff_proj": Fused(roles=(UP, GATE), split="halves")},
+    known_unassigned=(*ROTARY_BUFFERS, "wte.new_embedding"),
 )
 #: Kosmos-2's language model (``text_model.``, beside its image encoder ``vision_model`` and
 #: ``image_to_text_projection``, set aside): XGLM's pre-LayerNorm blocks with the MLP under
@@ -2038,7 +2059,7 @@ FAMILIES: dict[str, LayoutTable] = {
         RWKV, XLSTM,
         DOGE, CTRL, MODERNBERT_DECODER,
         MOSHI, HRM_TEXT, XLM, DORY, CPMANT, GIT, BAILING_HYBRID,
-        BART, MBART, T5, NLLB_MOE, DBRX, PIX2STRUCT, KOSMOS2, T5GEMMA,
+        BART, MBART, T5, NLLB_MOE, DBRX, PIX2STRUCT, KOSMOS2, T5GEMMA, MOLMO2,
     )
 }
 
