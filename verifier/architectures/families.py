@@ -862,6 +862,19 @@ T5GEMMA = _table(
     known_unassigned=(*ROTARY_BUFFERS, "cross_attn", "pre_cross_attn_layernorm",
                       "post_cross_attn_layernorm", "encoder.norm"),
 )
+#: T5Gemma 2: the same, from Gemma 3 (per-head ``q_norm``/``k_norm``), its encoder reading
+#: images too and its decoder attending to the encoder's output within its self-attention (no
+#: cross-attention module); the encoder's block count in its ``text_config``. The encoder's
+#: image tower and projector (``encoder.vision_tower``, ``encoder.multi_modal_projector``) and
+#: its end-of-image embedding are known, not compared.
+T5GEMMA2 = T5GEMMA.model_copy(update={
+    "family": "t5gemma2",
+    "model_types": ("t5gemma2",),
+    "stack_layers_key": ("encoder.text_config.num_hidden_layers", "decoder.num_hidden_layers"),
+    "layer": {**T5GEMMA.layer, **_QK_NORM},
+    "known_unassigned": (*T5GEMMA.known_unassigned, "encoder.vision_tower",
+                         "encoder.multi_modal_projector", "embed_tokens.eoi_embedding"),
+})
 #: NLLB-MoE: M2M-100's pre-LayerNorm encoder-decoder (``mbart``'s table) whose MLP lives
 #: under ``ffn.`` behind ``ff_layer_norm``; every ``encoder_sparse_step``-th /
 #: ``decoder_sparse_step``-th block holds experts ``ffn.experts.expert_N.fc1``/``fc2`` and the
@@ -2059,7 +2072,7 @@ FAMILIES: dict[str, LayoutTable] = {
         RWKV, XLSTM,
         DOGE, CTRL, MODERNBERT_DECODER,
         MOSHI, HRM_TEXT, XLM, DORY, CPMANT, GIT, BAILING_HYBRID,
-        BART, MBART, T5, NLLB_MOE, DBRX, PIX2STRUCT, KOSMOS2, T5GEMMA, MOLMO2,
+        BART, MBART, T5, NLLB_MOE, DBRX, PIX2STRUCT, KOSMOS2, T5GEMMA, T5GEMMA2, MOLMO2,
     )
 }
 
