@@ -370,3 +370,18 @@ def saved_shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
 
     state = remove_tied_weights_from_state_dict(module.state_dict(), module)
     return {k: tuple(v.shape) for k, v in revert_weight_conversion(module, state).items()}
+
+
+def released_layout(model_type: str, auto: Any) -> Any:
+    """The layout lineage reads from ``model_type``'s release at its default (released) size:
+    the model built by ``auto`` on the meta device, so no weights are made, and resolved
+    under the names ``save_pretrained`` writes, with its default config."""
+    t = pytest.importorskip("transformers")
+    from verifier.architectures import resolve_layout
+    from verifier.readers.base import TensorInfo
+
+    config = t.AutoConfig.for_model(model_type)
+    with torch.device("meta"):
+        module = auto.from_config(config)
+    return resolve_layout([TensorInfo(k, v, "float32", "model.safetensors")
+                           for k, v in saved_shapes(module).items()], config.to_dict())

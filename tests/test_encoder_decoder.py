@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import torch
-from released_models import noisy
+from released_models import noisy, released_layout
 from safetensors.torch import load_file, save_file
 
 from verifier.architectures.completeness import missing_roles, unread_tensors
@@ -586,16 +586,7 @@ def test_t5gemma2_release_is_read_as_its_two_stacks() -> None:
     """T5Gemma 2 (from Gemma 3; its encoder also reads images) at its released size, by the
     names its release holds: 26 encoder blocks counted in the encoder's ``text_config``, then
     26 decoder blocks; its image tower known, nothing unread."""
-    from released_models import saved_shapes
-
-    from verifier.architectures import resolve_layout
-    from verifier.readers.base import TensorInfo
-
-    config = transformers.AutoConfig.for_model("t5gemma2")
-    with torch.device("meta"):  # names and shapes at the released size, no weights
-        module = transformers.AutoModelForSeq2SeqLM.from_config(config)
-    layout = resolve_layout([TensorInfo(k, v, "bfloat16", "model.safetensors")
-                             for k, v in saved_shapes(module).items()], config.to_dict())
+    layout = released_layout("t5gemma2", transformers.AutoModelForSeq2SeqLM)
     assert (layout.family, layout.stacks) == ("t5gemma2", {"encoder": 26, "decoder": 26})
     assert (layout.num_heads, layout.num_kv_heads, layout.head_dim) == (8, 4, 256)
     assert "q_norm" in layout.layers[30].roles

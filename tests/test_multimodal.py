@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from released_models import noisy, saved_shapes
+from released_models import noisy, released_layout
 from test_architectures import infos
 
 from verifier.architectures import resolve_layout
@@ -336,11 +336,7 @@ def test_parts_a_config_describes_beside_its_text_config_are_set_aside(
     """Granite Speech's release keeps its speech encoder as ``encoder`` and VibeVoice-ASR's its
     tokenizers' encoders under names of their own: each has a sub-config beside the
     ``text_config`` (``encoder_config``...), which says it is not the language model."""
-    config = transformers.AutoConfig.for_model(name)
-    auto = transformers.AutoModelForSpeechSeq2Seq
-    with torch.device("meta"):  # names and shapes at the released sizes, no weights
-        module = auto.from_config(config)
-    layout = resolve_layout(infos(saved_shapes(module)), config.to_dict())
+    layout = released_layout(name, transformers.AutoModelForSpeechSeq2Seq)
     assert list(layout.other_modalities) == parts
     layout.other_modalities = {}
     assert unread_tensors(layout) == []
@@ -360,10 +356,7 @@ def test_a_vision_language_models_text_family_is_read_by_its_table(name: str,
     T5's blocks, read by those tables through the config's model_type, not guessed from the
     names (UDOP's encoder reads a page's image patches through T5's blocks: no tower; Mistral 4
     is DeepSeek-V3's blocks routed as V2's, its text alone)."""
-    config = transformers.AutoConfig.for_model(name)
-    with torch.device("meta"):  # names and shapes at the released sizes, no weights
-        module = transformers.AutoModelForImageTextToText.from_config(config)
-    layout = resolve_layout(infos(saved_shapes(module)), config.to_dict())
+    layout = released_layout(name, transformers.AutoModelForImageTextToText)
     assert (layout.family, layout.detected) == (family, False)
     assert bool(layout.other_modalities) == (name not in ("udop", "mistral4"))
     layout.other_modalities = {}

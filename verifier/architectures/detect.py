@@ -85,12 +85,12 @@ _COMPOSITE_ENCODER = ("encoder.", "enc_to_dec_proj.")
 #: classes holding one stack of an encoder-decoder family: its encoder alone (T5's, the text
 #: encoder of image generators) or its decoder alone (``BartForCausalLM``)
 _ONE_STACK_CLASSES = ("EncoderModel", "ForCausalLM")
-#: sub-configs beside a ``text_config`` that describe no module of another modality
-_NOT_MODALITIES = ("text_config", "quantization_config", "attn_config", "ffn_config",
-                   "rope_config", "generation_config")
 #: config keys holding a dict of attention or MLP settings (DBRX's ``attn_config`` holds
 #: ``kv_n_heads``, its ``ffn_config`` ``moe_num_experts``)
 _NESTED_CONFIGS = ("attn_config", "ffn_config")
+#: sub-configs beside a ``text_config`` that describe no module of another modality
+_NOT_MODALITIES = ("text_config", "quantization_config", *_NESTED_CONFIGS, "rope_config",
+                   "generation_config")
 _EXPERTS_KEYS = ("num_local_experts", "n_routed_experts", "num_experts", "moe_num_experts")
 #: trailing blocks beyond ``num_hidden_layers`` that a family stores on purpose (DeepSeek-V3's
 #: multi-token-prediction module is saved as layer ``num_hidden_layers``)
@@ -420,9 +420,10 @@ def _unknown_layout(tensors: list[TensorInfo], model_type: str | None, why: str)
     return ArchitectureError(f"unknown tensor layout ({why}): {found}; {typed}", hint=ROLE_MAP_HINT)
 
 
-def _collapse_indices(name: str) -> str:
-    """``layers.17.mlp.experts.3.w1`` -> ``layers.0.mlp.experts.0.w1``: same claim, fewer names."""
-    return re.sub(r"(?:(?<=\.)|^)\d+(?=\.|$)", "0", name)
+def _collapse_indices(name: str, count: int = 0) -> str:
+    """``layers.17.mlp.experts.3.w1`` -> ``layers.0.mlp.experts.0.w1``: same claim, fewer names
+    (with ``count``, only the first ``count`` indices)."""
+    return re.sub(r"(?:(?<=\.)|^)\d+(?=\.|$)", "0", name, count=count)
 
 
 #: at most this many names that one collapsed name stands for are claimed one by one where
@@ -437,7 +438,7 @@ def _index_counts(tensors: list[TensorInfo]) -> dict[str, dict[str, int]]:
     counts: dict[str, dict[str, int]] = {}
     for t in tensors:
         variants = counts.setdefault(_collapse_indices(t.name), {})
-        first = re.sub(r"(?:(?<=\.)|^)\d+(?=\.|$)", "0", t.name, count=1)
+        first = _collapse_indices(t.name, count=1)
         variants[first] = variants.get(first, 0) + 1
     return counts
 

@@ -104,6 +104,10 @@ MULTIMODAL_ADAPTERS = ("projector", "merger", "connector", "aligner",
                        "mlp1")  # InternVL-style releases' projector (Nemotron-H Omni)
 
 #: buffers that older checkpoints saved alongside the weights
+#: releases that keep their blocks under ``backbone.`` (Nemotron-H, Mamba, xLSTM, Dory;
+#: Nemotron-H Omni's language model under ``language_model.backbone.``)
+_BACKBONE_PREFIXES = (*HF_PREFIXES, "backbone.", "language_model.backbone.")
+
 ROTARY_BUFFERS = ("rotary_emb.inv_freq", "rotary_emb.original_inv_freq")
 #: per-weight companions of quantised storage (FP8 block scales, e.g. DeepSeek-V3's files):
 #: not roles, but expected, so that they do not hide a known layout from detection
@@ -735,6 +739,8 @@ BERT_PRE_NORM = BERT.model_copy(update={
 #: decoder's. Both read and write one hidden space (their token embeddings are one tied
 #: tensor), so one alignment of it serves both. The decoder's cross-attention (queries from the
 #: decoder, keys and values from the encoder's output) and its norm are not compared.
+#: an encoder-decoder's token embedding, one tied tensor that saves may write under each name
+_SHARED_EMBED = ["shared", "decoder.embed_tokens", "encoder.embed_tokens"]
 _ENCODER_DECODER: dict[str, object] = {
     "stacks": True,
     "tied": (EMBED,),
@@ -754,7 +760,7 @@ _ENCODER_DECODER: dict[str, object] = {
 #: audio front ends of Whisper (``conv1``, ``conv2``) and Speech2Text (``conv``), Pegasus-X's
 #: global tokens and their norm, MVP's prompts.
 _FAIRSEQ_GLOBALS: dict[str, Paths] = {
-    EMBED: ["shared", "decoder.embed_tokens", "encoder.embed_tokens"],
+    EMBED: _SHARED_EMBED,
     POS_EMBED: "decoder.embed_positions",
     EMBED_NORM: "decoder.layernorm_embedding",
     LM_HEAD: ["lm_head", "decoder.output_projection", "output_projection", "proj_out"],
@@ -818,7 +824,7 @@ T5 = _table(
     layer_prefix=["encoder.block.{layer}.", "decoder.block.{layer}."],
     stack_layers_key=("num_layers", "num_decoder_layers"),
     **_ENCODER_DECODER,
-    globals={EMBED: ["shared", "decoder.embed_tokens", "encoder.embed_tokens"],
+    globals={EMBED: _SHARED_EMBED,
              FINAL_NORM: "decoder.final_layer_norm", LM_HEAD: "lm_head"},
     layer={
         ATTN_NORM: "layer.0.layer_norm",
@@ -1139,7 +1145,7 @@ GRANITEMOE_HYBRID = _decoder(
 #: down); its state-space parameters are not compared.
 NEMOTRON_H = _decoder(
     "nemotron_h",
-    prefixes=(*HF_PREFIXES, "backbone.", "language_model.backbone."),
+    prefixes=_BACKBONE_PREFIXES,
     globals={EMBED: "embeddings", FINAL_NORM: "norm_f", LM_HEAD: "lm_head"},
     layer={ATTN_NORM: "norm", **_qkvo("mixer."), UP: "mixer.up_proj",
            DOWN: ["mixer.down_proj", "mixer.out_proj"],
@@ -1164,7 +1170,7 @@ NEMOTRON_H = _decoder(
 #: space parameters are not compared.
 MAMBA = _table(
     "mamba", "falcon_mamba",
-    prefixes=(*HF_PREFIXES, "backbone.", "language_model.backbone."),
+    prefixes=_BACKBONE_PREFIXES,
     layer_prefix="layers.{layer}.",
     globals={EMBED: "embeddings", FINAL_NORM: "norm_f", LM_HEAD: "lm_head"},
     layer={MLP_NORM: "norm", DOWN: "mixer.out_proj"},
@@ -1262,7 +1268,7 @@ RWKV = _table(
 #: reported unread.
 XLSTM = _table(
     "xlstm",
-    prefixes=(*HF_PREFIXES, "backbone.", "language_model.backbone."),
+    prefixes=_BACKBONE_PREFIXES,
     layer_prefix="blocks.{layer}.",
     globals={EMBED: "embeddings", FINAL_NORM: "out_norm", LM_HEAD: "lm_head"},
     layer={ATTN_NORM: "norm_mlstm", Q: "mlstm_layer.q", K: "mlstm_layer.k", V: "mlstm_layer.v",
@@ -1489,7 +1495,7 @@ XLM = _table(
 #: writes still counts the release's blocks: read too, the blocks counted from the files.
 DORY = _table(
     "dory",
-    prefixes=(*HF_PREFIXES, "backbone.", "language_model.backbone."),
+    prefixes=_BACKBONE_PREFIXES,
     layer_prefix="layers.{layer}.",
     globals={EMBED: ["embed_tokens", "embeddings"], LM_HEAD: "lm_head"},
     layer={Q: ["self_attn.q_proj", "mixer.q_proj"], K: ["self_attn.k_proj", "mixer.k_proj"],
